@@ -1,0 +1,44 @@
+package dataplane
+
+// Device is the packet I/O boundary of the engine. The TUN driver (pods and
+// the host), the UDP-socket underlay, the AF_XDP underlay and the in-memory
+// fake all implement it, and the engine never knows which one it holds.
+//
+// Every packet crossing a Device is a bare IP packet (IPv4 or IPv6) that
+// starts at bufs[i][offset:]. The bytes before offset are headroom that
+// belongs to the caller: the engine writes outer headers there so that
+// encapsulation never copies the packet.
+//
+// Underlay devices carry the outer packet: IPv4 + UDP + tunnel header +
+// inner frame. A driver whose socket hands out only UDP payloads (the UDP
+// underlay) synthesises the outer IPv4 and UDP headers on Read and consumes
+// them on Write; a driver that speaks Ethernet (AF_XDP) strips and adds the
+// link header itself. The engine therefore handles one packet format.
+type Device interface {
+	// Read reads up to len(bufs) packets. Packet i is written to
+	// bufs[i][offset:] and its length stored in sizes[i]. Callers must pass
+	// a sizes slice with len(sizes) >= len(bufs) and buffers with at least
+	// offset+MTU bytes. Read blocks until at least one packet is available
+	// or the device is closed; it returns the number of packets read. The
+	// buffers stay owned by the caller: a driver never keeps a reference
+	// after Read returns.
+	Read(bufs [][]byte, sizes []int, offset int) (n int, err error)
+
+	// Write writes the packets bufs[i][offset:] for every i. It returns the
+	// number of packets the device accepted; packets after that were not
+	// sent. The caller owns the buffers again as soon as Write returns, and
+	// Write may scribble on the headroom in front of offset (drivers that
+	// add link headers do). Write is safe for concurrent use.
+	Write(bufs [][]byte, offset int) (n int, err error)
+
+	// BatchSize is the largest number of packets Read returns or Write
+	// takes in one call that the driver handles in one system call.
+	BatchSize() int
+
+	// Name names the device in counters, logs and errors.
+	Name() string
+
+	// Close releases the device. A Read blocked in another goroutine
+	// returns ErrClosed (wrapped or not) soon after.
+	Close() error
+}
