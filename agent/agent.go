@@ -1,0 +1,282 @@
+// Package agent assembles a vxdp node: it turns a validated configuration
+// into devices, an engine and the control API, and takes them down again.
+// Appliances embed vxdp through this package; `vxdp agent` is a thin
+// wrapper around Run.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"go.uber.org/zap"
+
+	"github.com/vxdp/vxdp/config"
+	"github.com/vxdp/vxdp/dataplane"
+	"github.com/vxdp/vxdp/dataplane/tun"
+	"github.com/vxdp/vxdp/dataplane/udp"
+	"github.com/vxdp/vxdp/identity"
+)
+
+// Version is the agent's version, set at build time.
+var Version = "dev"
+
+// HostDevice is the name of the node's host TUN device.
+const HostDevice = "vxdp_host"
+
+// Agent is one running node dataplane.
+type Agent struct {
+	cfg     *config.Config
+	log     *zap.Logger
+	started time.Time
+
+	device         string
+	underlayMTU    int
+	underlayKind   string
+	underlayReason string
+
+	eng    *dataplane.Engine
+	host   *tun.Device
+	routes *hostRoutes
+
+	ln  net.Listener
+	srv *http.Server
+}
+
+// New brings the node up: host device, underlay, engine, the nodes and
+// endpoints of the configuration, and the API socket. On error everything
+// already made is taken down again.
+func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	a = &Agent{cfg: cfg, log: log, started: time.Now()}
+	defer func() {
+		if err != nil {
+			a.Close()
+			a = nil
+		}
+	}()
+	if cfg.RoutingMode != "tunnel" {
+		return nil, fmt.Errorf("routing-mode %s: not supported yet", cfg.RoutingMode)
+	}
+	if cfg.TunnelProtocol != "vxlan" {
+		return nil, fmt.Errorf("tunnel-protocol %s: not supported yet", cfg.TunnelProtocol)
+	}
+	if !cfg.NodeIP.Is4() {
+		return nil, fmt.Errorf("node-ip %s: IPv6 underlays are not supported yet", cfg.NodeIP)
+	}
+	link, err := underlayLink(cfg.NodeIP, cfg.Device)
+	if err != nil {
+		return nil, err
+	}
+	a.device = link.Attrs().Name
+	a.underlayMTU = cfg.MTU
+	if a.underlayMTU == 0 {
+		a.underlayMTU = link.Attrs().MTU
+	}
+
+	switch cfg.Underlay {
+	case "udp":
+		a.underlayKind, a.underlayReason = "udp", "configured"
+	case "auto":
+		a.underlayKind, a.underlayReason = "udp", "afxdp underlay not available in this build"
+	default:
+		return nil, fmt.Errorf("underlay %s: not available in this build (use udp or auto)", cfg.Underlay)
+	}
+	under, err := udp.Listen(netip.AddrPortFrom(cfg.NodeIP, cfg.TunnelPort))
+	if err != nil {
+		return nil, fmt.Errorf("underlay: %w", err)
+	}
+	log.Info("underlay", zap.String("kind", a.underlayKind), zap.String("reason", a.underlayReason),
+		zap.String("device", a.device), zap.Int("mtu", a.underlayMTU), zap.String("socket", under.Name()))
+
+	hostIP := cfg.PodCIDR.Masked().Addr().Next()
+	a.host, err = tun.Create(HostDevice)
+	if err != nil {
+		under.Close()
+		return nil, fmt.Errorf("host device: %w", err)
+	}
+	if err := a.host.ConfigureHere(netip.PrefixFrom(hostIP, cfg.PodCIDR.Bits()), a.underlayMTU); err != nil {
+		under.Close()
+		return nil, fmt.Errorf("host device: %w", err)
+	}
+	hostSysctls(log)
+	a.routes = &hostRoutes{link: a.host.Index(), src: hostIP, log: log}
+
+	a.eng, err = dataplane.New(dataplane.Config{
+		NodeName:           cfg.NodeName,
+		NodeIP:             cfg.NodeIP,
+		PodCIDR:            cfg.PodCIDR,
+		ClusterCIDR:        cfg.ClusterCIDR,
+		TunnelPort:         cfg.TunnelPort,
+		UnderlayMTU:        a.underlayMTU,
+		VXLANTolerate:      cfg.VXLANReservedMask,
+		DisableSourceCheck: !cfg.TunnelSourceCheck,
+	}, log, under, a.host, newEndpointDevice, a.routes)
+	if err != nil {
+		under.Close()
+		return nil, err
+	}
+	a.eng.Start()
+	if cfg.ClusterCIDR.IsValid() {
+		if err := a.routes.AddRoute(cfg.ClusterCIDR, a.eng.RouteMTU()); err != nil {
+			return nil, fmt.Errorf("cluster route: %w", err)
+		}
+	}
+
+	for _, n := range cfg.Nodes {
+		if err := a.eng.AddNode(dataplane.NodeSpec{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, Source: "config"}); err != nil {
+			return nil, err
+		}
+	}
+	for _, ep := range cfg.Endpoints {
+		if err := a.eng.AddEndpoint(dataplane.EndpointSpec{
+			Name: ep.Name, IP: ep.IP, Netns: ep.Netns, Ifname: ep.Ifname, Identity: identity.ID(ep.Identity),
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.listen(); err != nil {
+		return nil, err
+	}
+	log.Info("agent ready", zap.String("node", cfg.NodeName), zap.Stringer("node-ip", cfg.NodeIP),
+		zap.Stringer("pod-cidr", cfg.PodCIDR), zap.Int("route-mtu", a.eng.RouteMTU()), zap.String("socket", cfg.Socket))
+	return a, nil
+}
+
+// Engine returns the dataplane engine, for embedding.
+func (a *Agent) Engine() *dataplane.Engine { return a.eng }
+
+// Run serves the API until ctx is done, then takes the node down.
+func (a *Agent) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- a.srv.Serve(a.ln) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+	}
+	if cerr := a.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Close removes everything the agent made: endpoints and their devices,
+// host routes, the host device, the underlay socket and the API socket.
+func (a *Agent) Close() error {
+	var errs []error
+	if a.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = a.srv.Shutdown(ctx)
+		cancel()
+		a.srv = nil
+	}
+	if a.ln != nil {
+		a.ln.Close()
+		os.Remove(a.cfg.Socket)
+		a.ln = nil
+	}
+	if a.eng != nil {
+		if a.cfg.ClusterCIDR.IsValid() && a.routes != nil {
+			_ = a.routes.DelRoute(a.cfg.ClusterCIDR)
+		}
+		if err := a.eng.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		a.eng = nil
+	} else if a.host != nil {
+		a.host.Close()
+	}
+	a.host = nil
+	a.log.Info("agent stopped")
+	return errors.Join(errs...)
+}
+
+func (a *Agent) listen() error {
+	path := a.cfg.Socket
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("api socket %s: %w", path, err)
+	}
+	// A socket file left by an agent that died is removed; one that
+	// answers belongs to a running agent, and two agents must not share it.
+	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		c.Close()
+		return fmt.Errorf("api socket %s: another agent is listening", path)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("api socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("api socket %s: %w", path, err)
+	}
+	a.ln = ln
+	a.srv = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
+	return nil
+}
+
+// underlayLink finds the device that holds nodeIP (or checks the named
+// one does).
+func underlayLink(nodeIP netip.Addr, name string) (netlink.Link, error) {
+	if name != "" {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("device %s: %w", name, err)
+		}
+		return l, nil
+	}
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	for _, ad := range addrs {
+		ip, ok := netip.AddrFromSlice(ad.IP)
+		if ok && ip.Unmap() == nodeIP {
+			l, err := netlink.LinkByIndex(ad.LinkIndex)
+			if err != nil {
+				return nil, fmt.Errorf("device of %s: %w", nodeIP, err)
+			}
+			return l, nil
+		}
+	}
+	return nil, fmt.Errorf("node-ip %s: no device in this network namespace holds it", nodeIP)
+}
+
+// newEndpointDevice makes a pod's TUN: created here under a temporary
+// name, then moved into the pod's namespace and configured there.
+func newEndpointDevice(s dataplane.EndpointSpec, mtu int) (dataplane.Device, error) {
+	d, err := tun.Create(tempName(s.Name))
+	if err != nil {
+		return nil, err
+	}
+	if err := d.MoveToNetns(s.Netns, s.Ifname, netip.PrefixFrom(s.IP, 32), mtu); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// tempName is a unique, valid interface name for a device on its way into
+// a pod.
+func tempName(ep string) string {
+	var h uint32 = 2166136261
+	for i := 0; i < len(ep); i++ {
+		h = (h ^ uint32(ep[i])) * 16777619
+	}
+	h ^= uint32(time.Now().UnixNano())
+	return fmt.Sprintf("vxdp%08x", h)
+}

@@ -1,0 +1,189 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/vxdp/vxdp/api"
+	"github.com/vxdp/vxdp/dataplane"
+	"github.com/vxdp/vxdp/identity"
+)
+
+func (a *Agent) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", a.getStatus)
+	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.Stats()) })
+	mux.HandleFunc("GET /v1/tunnels", a.getTunnels)
+	mux.HandleFunc("GET /v1/fib", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.FIB()) })
+	mux.HandleFunc("GET /v1/identities", a.getIdentities)
+	mux.HandleFunc("GET /v1/vteps", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, []api.VTEP{}) })
+	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.Nodes()) })
+	mux.HandleFunc("POST /v1/nodes", a.postNode)
+	mux.HandleFunc("DELETE /v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
+		writeResult(w, a.eng.DelNode(r.PathValue("name")), nil)
+	})
+	mux.HandleFunc("GET /v1/endpoints", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.Endpoints()) })
+	mux.HandleFunc("POST /v1/endpoints", a.postEndpoint)
+	mux.HandleFunc("DELETE /v1/endpoints/{name}", func(w http.ResponseWriter, r *http.Request) {
+		writeResult(w, a.eng.DelEndpoint(r.PathValue("name")), nil)
+	})
+	return mux
+}
+
+// Status reports the agent's state.
+func (a *Agent) Status() api.Status {
+	st := api.Status{
+		Healthy:        true,
+		NodeName:       a.cfg.NodeName,
+		NodeIP:         a.cfg.NodeIP,
+		PodCIDR:        a.cfg.PodCIDR,
+		HostIP:         a.eng.HostIP(),
+		RoutingMode:    a.cfg.RoutingMode,
+		TunnelProtocol: a.cfg.TunnelProtocol,
+		TunnelPort:     a.cfg.TunnelPort,
+		Underlay:       a.underlayKind,
+		UnderlayReason: a.underlayReason,
+		Device:         a.device,
+		UnderlayMTU:    a.underlayMTU,
+		RouteMTU:       a.eng.RouteMTU(),
+		TunnelMAC:      a.eng.TunnelMAC().String(),
+		Endpoints:      len(a.eng.Endpoints()),
+		Nodes:          len(a.eng.Nodes()),
+		FIBEntries:     len(a.eng.FIB()),
+		UptimeSeconds:  time.Since(a.started).Seconds(),
+		Version:        Version,
+	}
+	if p := a.eng.Problems(); len(p) > 0 {
+		st.Healthy = false
+		st.Problems = p
+	}
+	return st
+}
+
+func (a *Agent) getStatus(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.Status()) }
+
+func (a *Agent) getTunnels(w http.ResponseWriter, r *http.Request) {
+	nodes := a.eng.Nodes()
+	out := make([]api.Tunnel, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, api.Tunnel{Prefix: n.PodCIDR, Endpoint: n.IP, Node: n.Name})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Prefix.Addr().Less(out[j].Prefix.Addr()) })
+	writeJSON(w, out)
+}
+
+func (a *Agent) getIdentities(w http.ResponseWriter, r *http.Request) {
+	var out []api.Identity
+	for _, id := range identity.Reserved() {
+		vni, _ := identity.ToVNI(id)
+		out = append(out, api.Identity{ID: uint32(id), Name: id.String(), VNI: vni})
+	}
+	seen := map[identity.ID]bool{}
+	for _, ep := range a.eng.Endpoints() {
+		if !seen[ep.Identity] {
+			seen[ep.Identity] = true
+			out = append(out, api.Identity{ID: uint32(ep.Identity), Name: "workload", VNI: uint32(ep.Identity)})
+		}
+	}
+	writeJSON(w, out)
+}
+
+func (a *Agent) postNode(w http.ResponseWriter, r *http.Request) {
+	var req api.NodeRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	ip, err := netip.ParseAddr(req.IP)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("node %s: --ip %q: not an IP address", req.Name, req.IP))
+		return
+	}
+	p, err := netip.ParsePrefix(req.PodCIDR)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("node %s: --pod-cidr %q: not a CIDR", req.Name, req.PodCIDR))
+		return
+	}
+	if p != p.Masked() {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("node %s: --pod-cidr %q: host bits set (did you mean %s?)", req.Name, req.PodCIDR, p.Masked()))
+		return
+	}
+	err = a.eng.AddNode(dataplane.NodeSpec{Name: req.Name, IP: ip, PodCIDR: p, Source: "api"})
+	writeResult(w, err, nil)
+}
+
+func (a *Agent) postEndpoint(w http.ResponseWriter, r *http.Request) {
+	var req api.EndpointRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	ip, err := netip.ParseAddr(req.IP)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: --ip %q: not an IP address", req.Name, req.IP))
+		return
+	}
+	if req.Netns == "" {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: --netns is required", req.Name))
+		return
+	}
+	var id identity.ID
+	if req.Identity != "" {
+		id, err = identity.Parse(req.Identity)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: --identity: %w", req.Name, err))
+			return
+		}
+	}
+	if len(req.Ifname) > 15 || strings.ContainsAny(req.Ifname, "/ \t\n") {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: --ifname %q: not a valid interface name", req.Name, req.Ifname))
+		return
+	}
+	err = a.eng.AddEndpoint(dataplane.EndpointSpec{Name: req.Name, IP: ip, Netns: req.Netns, Ifname: req.Ifname, Identity: id})
+	writeResult(w, err, nil)
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("request body: %w", err))
+		return false
+	}
+	return true
+}
+
+func writeResult(w http.ResponseWriter, err error, v any) {
+	switch {
+	case err == nil:
+		if v == nil {
+			v = struct{}{}
+		}
+		writeJSON(w, v)
+	case errors.Is(err, dataplane.ErrInvalid):
+		writeError(w, http.StatusBadRequest, err)
+	case errors.Is(err, dataplane.ErrNotFound):
+		writeError(w, http.StatusNotFound, err)
+	case errors.Is(err, dataplane.ErrExists):
+		writeError(w, http.StatusConflict, err)
+	default:
+		writeError(w, http.StatusInternalServerError, err)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(api.Error{Error: err.Error()})
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/vxdp/vxdp/agent"
+	"github.com/vxdp/vxdp/config"
+	"github.com/vxdp/vxdp/dataplane"
+)
+
+func dropOrder() []string {
+	var out []string
+	for _, r := range dataplane.DropReasons() {
+		out = append(out, r.String())
+	}
+	return out
+}
+
+func newAgentCmd(g *globals) *cobra.Command {
+	var file, dir string
+	overrides := map[string]*string{}
+	c := &cobra.Command{
+		Use:   "agent --config FILE",
+		Short: "run the node dataplane in the foreground",
+		Long: "Run the node dataplane in the foreground until SIGINT or SIGTERM.\n\n" +
+			"Configuration comes from --config (YAML), then --config-dir (a Cilium\n" +
+			"ConfigMap mounted as a directory, one file per key), then the flags below,\n" +
+			"each overriding the one before. Keys:\n\n" + keyHelp(),
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg := config.Default()
+			var err error
+			if file != "" {
+				if cfg, err = config.Load(file); err != nil {
+					return configError(err)
+				}
+			}
+			if dir != "" {
+				if err := cfg.ApplyDir(dir); err != nil {
+					return configError(err)
+				}
+			}
+			if cmd.Flags().Changed("socket") || cfg.Socket == "" {
+				cfg.Socket = g.socket
+			}
+			names := make([]string, 0, len(overrides))
+			for k := range overrides {
+				names = append(names, k)
+			}
+			sort.Strings(names)
+			for _, k := range names {
+				if cmd.Flags().Changed(k) {
+					if err := cfg.Set(k, *overrides[k]); err != nil {
+						return configError(err)
+					}
+				}
+			}
+			if err := cfg.Validate(); err != nil {
+				return configError(err)
+			}
+			log, err := newLogger(cfg.LogLevel)
+			if err != nil {
+				return usagef("log-level %q: %v", cfg.LogLevel, err)
+			}
+			defer log.Sync()
+			a, err := agent.New(cfg, log)
+			if err != nil {
+				log.Error("agent start", zap.Error(err))
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return a.Run(ctx)
+		},
+	}
+	c.Flags().StringVar(&file, "config", "", "configuration file (YAML)")
+	c.Flags().StringVar(&dir, "config-dir", "", "Cilium ConfigMap directory: one file per key")
+	for _, k := range []string{"node-ip", "pod-cidr", "device", "underlay", "log-level"} {
+		v := new(string)
+		overrides[k] = v
+		c.Flags().StringVar(v, k, "", "overrides the "+k+" key")
+	}
+	return c
+}
+
+func keyHelp() string {
+	var b strings.Builder
+	for _, k := range config.Keys() {
+		fmt.Fprintf(&b, "  %-26s %s\n", k, config.KeyDoc(k))
+	}
+	return b.String()
+}
+
+func configError(err error) error {
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		return usageError{err}
+	}
+	return err
+}
+
+func newLogger(level string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	zc := zap.NewProductionConfig()
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.Encoding = "console"
+	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	zc.DisableStacktrace = true
+	zc.Sampling = nil
+	return zc.Build()
+}

@@ -1,0 +1,332 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vxdp/vxdp/api"
+)
+
+// Exit codes are part of the contract.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// usageError marks errors that are the caller's: bad flags, bad values,
+// invalid configuration.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+type globals struct {
+	socket string
+	output string
+	stdout io.Writer
+}
+
+func (g *globals) client() *api.Client { return api.NewClient(g.socket) }
+
+func (g *globals) json() bool { return g.output == "json" }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	g := &globals{stdout: stdout}
+	root := newRoot(g)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.Execute()
+	if err == nil {
+		return exitOK
+	}
+	var exit exitError
+	if errors.As(err, &exit) {
+		return exit.code
+	}
+	fmt.Fprintf(stderr, "vxdp: %s\n", oneLine(err.Error()))
+	var ue usageError
+	if errors.As(err, &ue) || api.IsBadRequest(err) || isCobraUsage(err) {
+		return exitUsage
+	}
+	return exitFailure
+}
+
+// exitError ends the command with a code and no further message.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// isCobraUsage recognises cobra's own argument and flag errors, which it
+// returns as plain errors.
+func isCobraUsage(err error) bool {
+	s := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument",
+		"invalid argument", "accepts ", "requires at least", "required flag", "bad flag syntax"} {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "vxdp",
+		Short:         "vxdp: a userspace VXLAN overlay dataplane",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if g.output != "" && g.output != "json" && g.output != "table" {
+				return usagef("-o %q: want json or table", g.output)
+			}
+			return nil
+		},
+	}
+	socket := os.Getenv(api.SocketEnv)
+	if socket == "" {
+		socket = api.DefaultSocket
+	}
+	root.PersistentFlags().StringVar(&g.socket, "socket", socket, "agent API socket (env "+api.SocketEnv+")")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+
+	root.AddCommand(newAgentCmd(g), newEndpointCmd(g), newNodeCmd(g), newTunnelCmd(g), newListCmd(g, "vtep", "/v1/vteps", printVTEPs),
+		newListCmd(g, "fib", "/v1/fib", printFIB), newListCmd(g, "identity", "/v1/identities", printIdentities),
+		newStatsCmd(g), newStatusCmd(g))
+	return root
+}
+
+func ctx() context.Context { return context.Background() }
+
+// show prints raw JSON with -o json, or decodes it into v and calls table.
+func show[T any](g *globals, path string, table func(w io.Writer, v T)) error {
+	var raw json.RawMessage
+	if err := g.client().Do(ctx(), "GET", path, nil, &raw); err != nil {
+		return err
+	}
+	if g.json() {
+		_, err := g.stdout.Write(raw)
+		return err
+	}
+	var v T
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	tw := tabwriter.NewWriter(g.stdout, 0, 4, 3, ' ', 0)
+	table(tw, v)
+	return tw.Flush()
+}
+
+func newListCmd[T any](g *globals, name, path string, table func(io.Writer, T)) *cobra.Command {
+	c := &cobra.Command{Use: name, Short: "list " + name + " entries"}
+	c.AddCommand(&cobra.Command{
+		Use: "list", Args: cobra.NoArgs, Short: "list " + name + " entries",
+		RunE: func(cmd *cobra.Command, args []string) error { return show(g, path, table) },
+	})
+	return c
+}
+
+func newTunnelCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "tunnel", Short: "the tunnel map"}
+	c.AddCommand(&cobra.Command{
+		Use: "list", Args: cobra.NoArgs, Short: "remote pod CIDRs and their nodes, in Cilium's format",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return show(g, "/v1/tunnels", func(w io.Writer, ts []api.Tunnel) {
+				// Cilium's `cilium bpf tunnel list` layout: fixed columns,
+				// no tabwriter, so scripts written for it keep working.
+				fmt.Fprintf(g.stdout, "%-12s %s\n", "TUNNEL", "VALUE")
+				for _, t := range ts {
+					fmt.Fprintf(g.stdout, "%-12s %s\n", t.Prefix.Addr().String()+":0", t.Endpoint.String()+":0")
+				}
+			})
+		},
+	})
+	return c
+}
+
+func newNodeCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "node", Short: "remote nodes"}
+	var req api.NodeRequest
+	add := &cobra.Command{
+		Use: "add NAME --ip IP --pod-cidr CIDR", Args: cobra.ExactArgs(1), Short: "add a remote node",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Name = args[0]
+			if req.IP == "" || req.PodCIDR == "" {
+				return usagef("node add %s: --ip and --pod-cidr are required", req.Name)
+			}
+			return g.client().Do(ctx(), "POST", "/v1/nodes", req, nil)
+		},
+	}
+	add.Flags().StringVar(&req.IP, "ip", "", "the node's underlay address")
+	add.Flags().StringVar(&req.PodCIDR, "pod-cidr", "", "the node's pod CIDR")
+	del := &cobra.Command{
+		Use: "del NAME", Args: cobra.ExactArgs(1), Short: "remove a remote node",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.client().Do(ctx(), "DELETE", "/v1/nodes/"+args[0], nil, nil)
+		},
+	}
+	list := &cobra.Command{
+		Use: "list", Args: cobra.NoArgs, Short: "list remote nodes",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return show(g, "/v1/nodes", func(w io.Writer, ns []api.Node) {
+				fmt.Fprintln(w, "NAME\tIP\tPOD-CIDR\tSOURCE")
+				for _, n := range ns {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", n.Name, n.IP, n.PodCIDR, n.Source)
+				}
+			})
+		},
+	}
+	c.AddCommand(add, del, list)
+	return c
+}
+
+func newEndpointCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "endpoint", Short: "pod endpoints"}
+	var req api.EndpointRequest
+	var allow string
+	add := &cobra.Command{
+		Use: "add NAME --ip IP --netns PATH", Args: cobra.ExactArgs(1), Short: "create a pod endpoint: a TUN device in the pod's namespace",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Name = args[0]
+			if req.IP == "" || req.Netns == "" {
+				return usagef("endpoint add %s: --ip and --netns are required", req.Name)
+			}
+			if allow != "" {
+				req.AllowFrom = strings.Split(allow, ",")
+			}
+			return g.client().Do(ctx(), "POST", "/v1/endpoints", req, nil)
+		},
+	}
+	add.Flags().StringVar(&req.IP, "ip", "", "the pod's address")
+	add.Flags().StringVar(&req.Netns, "netns", "", "the pod's network namespace (a path such as /run/netns/pod1)")
+	add.Flags().StringVar(&req.Ifname, "ifname", "eth0", "interface name inside the pod")
+	add.Flags().StringVar(&req.Identity, "identity", "", "security identity (>= 256; default 256)")
+	add.Flags().StringVar(&allow, "allow-from", "", "identities allowed to reach the pod, comma separated (default all)")
+	del := &cobra.Command{
+		Use: "del NAME", Args: cobra.ExactArgs(1), Short: "remove a pod endpoint and its device",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.client().Do(ctx(), "DELETE", "/v1/endpoints/"+args[0], nil, nil)
+		},
+	}
+	list := &cobra.Command{
+		Use: "list", Args: cobra.NoArgs, Short: "list pod endpoints",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return show(g, "/v1/endpoints", func(w io.Writer, eps []api.Endpoint) {
+				fmt.Fprintln(w, "NAME\tIP\tIDENTITY\tNETNS\tIFNAME\tMTU")
+				for _, e := range eps {
+					fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%d\n", e.Name, e.IP, e.Identity, e.Netns, e.Ifname, e.MTU)
+				}
+			})
+		},
+	}
+	c.AddCommand(add, del, list)
+	return c
+}
+
+func printVTEPs(w io.Writer, vs []api.VTEP) {
+	fmt.Fprintln(w, "CIDR\tENDPOINT\tMAC")
+	for _, v := range vs {
+		fmt.Fprintf(w, "%s\t%s\t%s\n", v.CIDR, v.Endpoint, v.MAC)
+	}
+}
+
+func printFIB(w io.Writer, es []api.FIBEntry) {
+	fmt.Fprintln(w, "PREFIX\tKIND\tTARGET")
+	for _, e := range es {
+		fmt.Fprintf(w, "%s\t%s\t%s\n", e.Prefix, e.Kind, e.Target)
+	}
+}
+
+func printIdentities(w io.Writer, ids []api.Identity) {
+	fmt.Fprintln(w, "ID\tNAME\tVNI")
+	for _, id := range ids {
+		vni := "-"
+		if id.VNI != 0 {
+			vni = fmt.Sprint(id.VNI)
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\n", id.ID, id.Name, vni)
+	}
+}
+
+func newStatsCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use: "stats", Args: cobra.NoArgs, Short: "packet counters per device and drops by reason",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return show(g, "/v1/stats", func(w io.Writer, s api.Stats) {
+				fmt.Fprintln(w, "DEVICE\tKIND\tRX-PACKETS\tRX-BYTES\tTX-PACKETS\tTX-BYTES\tTX-ERRORS")
+				for _, d := range s.Devices {
+					fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\n", d.Device, d.Kind, d.RxPackets, d.RxBytes, d.TxPackets, d.TxBytes, d.TxErrors)
+				}
+				fmt.Fprintln(w)
+				fmt.Fprintln(w, "DROP REASON\tPACKETS")
+				for _, r := range dropOrder() {
+					fmt.Fprintf(w, "%s\t%d\n", r, s.Drops[r])
+				}
+				fmt.Fprintf(w, "total\t%d\n", s.TotalDrops)
+				fmt.Fprintf(w, "\nICMP errors sent\t%d\n", s.ICMPErrors)
+			})
+		},
+	}
+}
+
+func newStatusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use: "status", Args: cobra.NoArgs, Short: "agent state; exits 1 when unhealthy",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var st api.Status
+			err := show(g, "/v1/status", func(w io.Writer, s api.Status) {
+				st = s
+				health := "ok"
+				if !s.Healthy {
+					health = "UNHEALTHY: " + strings.Join(s.Problems, "; ")
+				}
+				rows := [][2]string{
+					{"Health", health},
+					{"Node", fmt.Sprintf("%s %s", s.NodeName, s.NodeIP)},
+					{"Pod CIDR", fmt.Sprintf("%s (host %s)", s.PodCIDR, s.HostIP)},
+					{"Mode", s.RoutingMode},
+					{"Protocol", fmt.Sprintf("%s port %d", s.TunnelProtocol, s.TunnelPort)},
+					{"Underlay", fmt.Sprintf("%s on %s (%s)", s.Underlay, s.Device, s.UnderlayReason)},
+					{"MTU", fmt.Sprintf("underlay %d, pods %d", s.UnderlayMTU, s.RouteMTU)},
+					{"Tunnel MAC", s.TunnelMAC},
+					{"Endpoints", fmt.Sprint(s.Endpoints)},
+					{"Nodes", fmt.Sprint(s.Nodes)},
+					{"FIB entries", fmt.Sprint(s.FIBEntries)},
+					{"Uptime", fmt.Sprintf("%.0fs", s.UptimeSeconds)},
+					{"Version", s.Version},
+				}
+				for _, r := range rows {
+					fmt.Fprintf(w, "%s:\t%s\n", r[0], r[1])
+				}
+			})
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				// The table callback did not run; decode to learn health.
+				var raw json.RawMessage
+				if err := g.client().Do(ctx(), "GET", "/v1/status", nil, &raw); err == nil {
+					_ = json.Unmarshal(raw, &st)
+				}
+			}
+			if !st.Healthy {
+				return exitError{exitFailure}
+			}
+			return nil
+		},
+	}
+}

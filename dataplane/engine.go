@@ -1,0 +1,548 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"github.com/vxdp/vxdp/encap"
+	"github.com/vxdp/vxdp/fib"
+	"github.com/vxdp/vxdp/identity"
+)
+
+// Config is what the engine needs to know about its node.
+type Config struct {
+	NodeName    string
+	NodeIP      netip.Addr   // underlay address, source of every outer header
+	PodCIDR     netip.Prefix // this node's pods; its first address is the host device's
+	ClusterCIDR netip.Prefix // optional: the whole pod space; unknown parts of it are unreachable
+	TunnelPort  uint16
+	UnderlayMTU int
+	// VXLANTolerate are reserved VXLAN header bits accepted on receive
+	// (see encap.VXLAN.Validate).
+	VXLANTolerate uint32
+	// DisableSourceCheck turns off the tunnel-source allow-list.
+	DisableSourceCheck bool
+}
+
+// RouteKind says where the FIB sends a destination.
+type RouteKind uint8
+
+// Route kinds.
+const (
+	RouteUnreachable RouteKind = iota
+	RouteLocal
+	RouteTunnel
+	RouteVTEP
+	RouteHost
+)
+
+func (k RouteKind) String() string {
+	switch k {
+	case RouteLocal:
+		return "local"
+	case RouteTunnel:
+		return "tunnel"
+	case RouteVTEP:
+		return "vtep"
+	case RouteHost:
+		return "host"
+	}
+	return "unreachable"
+}
+
+type route struct {
+	kind RouteKind
+	ep   *endpoint
+	peer *peer
+}
+
+// snapshot is the routing state the packet path reads. It is never
+// modified once published.
+type snapshot struct {
+	fib   *fib.Table[route]
+	peers map[netip.Addr]*peer // by underlay address
+}
+
+type endpoint struct {
+	EndpointSpec
+	ip4   [4]byte
+	vni   uint32
+	dev   Device
+	stats DeviceStats
+	done  chan struct{}
+}
+
+type peer struct {
+	NodeSpec
+	tun encap.TunnelV4
+}
+
+// EndpointSpec describes a pod endpoint.
+type EndpointSpec struct {
+	Name     string      `json:"name"`
+	IP       netip.Addr  `json:"ip"`
+	Netns    string      `json:"netns"`
+	Ifname   string      `json:"ifname"`
+	Identity identity.ID `json:"identity"`
+}
+
+// NodeSpec describes a remote node.
+type NodeSpec struct {
+	Name    string       `json:"name"`
+	IP      netip.Addr   `json:"ip"`
+	PodCIDR netip.Prefix `json:"pod_cidr"`
+	Source  string       `json:"source,omitempty"` // where the entry came from: config, api
+}
+
+// EndpointDeviceFactory creates the device of a new endpoint, already
+// placed and configured in its pod (address, MTU, default route).
+type EndpointDeviceFactory func(spec EndpointSpec, mtu int) (Device, error)
+
+// HostRoutes keeps the kernel's routes towards the host device in step
+// with the remote nodes: the kernel must send a remote pod CIDR to
+// vxdp_host for the node to reach remote pods.
+type HostRoutes interface {
+	AddRoute(p netip.Prefix, mtu int) error
+	DelRoute(p netip.Prefix) error
+}
+
+// Errors returned by the control methods.
+var (
+	ErrExists   = errors.New("already exists")
+	ErrNotFound = errors.New("not found")
+	ErrInvalid  = errors.New("invalid")
+	ErrStopped  = errors.New("engine stopped")
+)
+
+// Engine is the node dataplane.
+type Engine struct {
+	cfg      Config
+	log      *zap.Logger
+	routeMTU int
+	hostIP   netip.Addr
+	hostIP4  [4]byte
+	nodeIP4  [4]byte
+	mac      encap.MAC
+
+	underlay      Device
+	underlayStats DeviceStats
+	host          Device
+	hostStats     DeviceStats
+	newEndpoint   EndpointDeviceFactory
+	hostRoutes    HostRoutes
+
+	state atomic.Pointer[snapshot]
+	drops drops
+	icmps atomic.Uint64 // ICMP errors generated
+
+	mu        sync.Mutex // protects endpoints, nodes, stopped and snapshot rebuilds
+	endpoints map[string]*endpoint
+	nodes     map[string]*peer
+	stopped   bool
+
+	wg sync.WaitGroup
+}
+
+// New builds an engine over an underlay and a host device. Neither device
+// is read until Start.
+func New(cfg Config, log *zap.Logger, underlay, host Device, newEndpoint EndpointDeviceFactory, routes HostRoutes) (*Engine, error) {
+	if !cfg.NodeIP.Is4() {
+		return nil, fmt.Errorf("node ip %s: %w: only IPv4 underlays are supported", cfg.NodeIP, ErrInvalid)
+	}
+	if !cfg.PodCIDR.IsValid() || !cfg.PodCIDR.Addr().Is4() || cfg.PodCIDR.Bits() > 30 {
+		return nil, fmt.Errorf("pod cidr %s: %w", cfg.PodCIDR, ErrInvalid)
+	}
+	if cfg.UnderlayMTU < 576 {
+		return nil, fmt.Errorf("underlay mtu %d: %w", cfg.UnderlayMTU, ErrInvalid)
+	}
+	if cfg.TunnelPort == 0 {
+		cfg.TunnelPort = encap.VXLANPort
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	e := &Engine{
+		cfg:         cfg,
+		log:         log,
+		routeMTU:    cfg.UnderlayMTU - encap.VXLANOverheadV4,
+		hostIP:      cfg.PodCIDR.Masked().Addr().Next(),
+		nodeIP4:     cfg.NodeIP.As4(),
+		mac:         encap.TunnelMAC(cfg.NodeIP),
+		underlay:    underlay,
+		host:        host,
+		newEndpoint: newEndpoint,
+		hostRoutes:  routes,
+		endpoints:   make(map[string]*endpoint),
+		nodes:       make(map[string]*peer),
+	}
+	e.hostIP4 = e.hostIP.As4()
+	e.mu.Lock()
+	e.publishLocked()
+	e.mu.Unlock()
+	return e, nil
+}
+
+// RouteMTU is the MTU of pod devices: the underlay MTU minus the
+// encapsulation overhead.
+func (e *Engine) RouteMTU() int { return e.routeMTU }
+
+// HostIP is the address of the host device: the first of the pod CIDR.
+func (e *Engine) HostIP() netip.Addr { return e.hostIP }
+
+// TunnelMAC is the inner Ethernet address of this node's tunnel traffic.
+func (e *Engine) TunnelMAC() encap.MAC { return e.mac }
+
+// Start starts the underlay and host workers.
+func (e *Engine) Start() {
+	e.spawn(e.underlay, &e.underlayStats, sourceUnderlay, nil)
+	if e.host != nil {
+		e.spawn(e.host, &e.hostStats, sourceHost, nil)
+	}
+}
+
+func (e *Engine) spawn(dev Device, st *DeviceStats, kind sourceKind, ep *endpoint) {
+	w := newWorker(e, dev, st, kind, ep)
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		if ep != nil {
+			defer close(ep.done)
+		}
+		w.run()
+	}()
+}
+
+// Close stops every worker and closes every device, endpoints included.
+// The host routes the engine added are removed.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return nil
+	}
+	e.stopped = true
+	eps := make([]*endpoint, 0, len(e.endpoints))
+	for _, ep := range e.endpoints {
+		eps = append(eps, ep)
+	}
+	peers := make([]*peer, 0, len(e.nodes))
+	for _, p := range e.nodes {
+		peers = append(peers, p)
+	}
+	e.endpoints = map[string]*endpoint{}
+	e.nodes = map[string]*peer{}
+	e.publishLocked()
+	e.mu.Unlock()
+
+	var errs []error
+	for _, p := range peers {
+		if e.hostRoutes != nil {
+			if err := e.hostRoutes.DelRoute(p.PodCIDR); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, ep := range eps {
+		if err := ep.dev.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close endpoint %s: %w", ep.Name, err))
+		}
+	}
+	if err := e.underlay.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close underlay: %w", err))
+	}
+	if e.host != nil {
+		if err := e.host.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close host device: %w", err))
+		}
+	}
+	e.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// publishLocked rebuilds the snapshot from the control tables and swaps it
+// in. Callers hold e.mu.
+func (e *Engine) publishLocked() {
+	b := fib.NewBuilder[route]()
+	// Destinations nobody claims go to the kernel: node addresses, the
+	// underlay, the world.
+	mustInsert(b, netip.MustParsePrefix("0.0.0.0/0"), route{kind: RouteHost})
+	if e.cfg.ClusterCIDR.IsValid() {
+		mustInsert(b, e.cfg.ClusterCIDR.Masked(), route{kind: RouteUnreachable})
+	}
+	mustInsert(b, e.cfg.PodCIDR.Masked(), route{kind: RouteUnreachable})
+	mustInsert(b, netip.PrefixFrom(e.hostIP, 32), route{kind: RouteHost})
+	peers := make(map[netip.Addr]*peer, len(e.nodes))
+	for _, p := range e.nodes {
+		mustInsert(b, p.PodCIDR, route{kind: RouteTunnel, peer: p})
+		mustInsert(b, netip.PrefixFrom(p.IP, 32), route{kind: RouteHost})
+		peers[p.IP] = p
+	}
+	for _, ep := range e.endpoints {
+		mustInsert(b, netip.PrefixFrom(ep.IP, 32), route{kind: RouteLocal, ep: ep})
+	}
+	e.state.Store(&snapshot{fib: b.Build(), peers: peers})
+}
+
+func mustInsert(b *fib.Builder[route], p netip.Prefix, r route) {
+	if err := b.Insert(p, r); err != nil {
+		// Every prefix here was validated by the control method that
+		// stored it; a failure is a programming error.
+		panic(fmt.Sprintf("fib insert %s: %v", p, err))
+	}
+}
+
+// AddNode adds a remote node: its pod CIDR becomes reachable through the
+// tunnel and its address an accepted tunnel source.
+func (e *Engine) AddNode(n NodeSpec) error {
+	if n.Name == "" {
+		return fmt.Errorf("node name empty: %w", ErrInvalid)
+	}
+	if !n.IP.Is4() || n.IP == e.cfg.NodeIP {
+		return fmt.Errorf("node %s ip %s: %w", n.Name, n.IP, ErrInvalid)
+	}
+	if !n.PodCIDR.IsValid() || !n.PodCIDR.Addr().Is4() || n.PodCIDR != n.PodCIDR.Masked() {
+		return fmt.Errorf("node %s pod cidr %s: %w", n.Name, n.PodCIDR, ErrInvalid)
+	}
+	if n.PodCIDR.Overlaps(e.cfg.PodCIDR) {
+		return fmt.Errorf("node %s pod cidr %s overlaps this node's %s: %w", n.Name, n.PodCIDR, e.cfg.PodCIDR, ErrInvalid)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return ErrStopped
+	}
+	if _, ok := e.nodes[n.Name]; ok {
+		return fmt.Errorf("node %s: %w", n.Name, ErrExists)
+	}
+	for _, o := range e.nodes {
+		if o.IP == n.IP {
+			return fmt.Errorf("node %s ip %s used by node %s: %w", n.Name, n.IP, o.Name, ErrExists)
+		}
+		if o.PodCIDR.Overlaps(n.PodCIDR) {
+			return fmt.Errorf("node %s pod cidr %s overlaps node %s (%s): %w", n.Name, n.PodCIDR, o.Name, o.PodCIDR, ErrExists)
+		}
+	}
+	p := &peer{NodeSpec: n, tun: encap.TunnelV4{
+		Src:     e.nodeIP4,
+		Dst:     n.IP.As4(),
+		DstPort: e.cfg.TunnelPort,
+		SrcMAC:  e.mac,
+		DstMAC:  encap.TunnelMAC(n.IP),
+	}}
+	if e.hostRoutes != nil {
+		if err := e.hostRoutes.AddRoute(n.PodCIDR, e.routeMTU); err != nil {
+			return fmt.Errorf("node %s: host route %s: %w", n.Name, n.PodCIDR, err)
+		}
+	}
+	e.nodes[n.Name] = p
+	e.publishLocked()
+	e.log.Info("node added", zap.String("node", n.Name), zap.Stringer("ip", n.IP), zap.Stringer("pod-cidr", n.PodCIDR))
+	return nil
+}
+
+// DelNode removes a remote node.
+func (e *Engine) DelNode(name string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p, ok := e.nodes[name]
+	if !ok {
+		return fmt.Errorf("node %s: %w", name, ErrNotFound)
+	}
+	delete(e.nodes, name)
+	e.publishLocked()
+	if e.hostRoutes != nil {
+		if err := e.hostRoutes.DelRoute(p.PodCIDR); err != nil {
+			e.log.Warn("remove host route", zap.Stringer("prefix", p.PodCIDR), zap.Error(err))
+		}
+	}
+	e.log.Info("node removed", zap.String("node", name))
+	return nil
+}
+
+// Nodes lists the remote nodes sorted by name.
+func (e *Engine) Nodes() []NodeSpec {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]NodeSpec, 0, len(e.nodes))
+	for _, p := range e.nodes {
+		out = append(out, p.NodeSpec)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// AddEndpoint creates a pod endpoint: its device through the factory, its
+// worker, and its /32 in the FIB.
+func (e *Engine) AddEndpoint(s EndpointSpec) error {
+	if s.Name == "" {
+		return fmt.Errorf("endpoint name empty: %w", ErrInvalid)
+	}
+	if !s.IP.Is4() || !e.cfg.PodCIDR.Contains(s.IP) || s.IP == e.hostIP || s.IP == e.cfg.PodCIDR.Masked().Addr() || s.IP == lastAddr(e.cfg.PodCIDR) {
+		return fmt.Errorf("endpoint %s ip %s: %w: must be a usable address of pod cidr %s other than the host's %s", s.Name, s.IP, ErrInvalid, e.cfg.PodCIDR, e.hostIP)
+	}
+	if s.Identity == identity.Unknown {
+		s.Identity = identity.DefaultWorkload
+	}
+	if s.Identity < identity.MinWorkload || s.Identity > identity.Max {
+		return fmt.Errorf("endpoint %s identity %d: %w: workload identities are %d..%d", s.Name, s.Identity, ErrInvalid, identity.MinWorkload, identity.Max)
+	}
+	if s.Ifname == "" {
+		s.Ifname = "eth0"
+	}
+	vni, err := identity.ToVNI(s.Identity)
+	if err != nil {
+		return fmt.Errorf("endpoint %s identity %d: %w", s.Name, s.Identity, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return ErrStopped
+	}
+	if _, ok := e.endpoints[s.Name]; ok {
+		return fmt.Errorf("endpoint %s: %w", s.Name, ErrExists)
+	}
+	for _, o := range e.endpoints {
+		if o.IP == s.IP {
+			return fmt.Errorf("endpoint %s ip %s used by endpoint %s: %w", s.Name, s.IP, o.Name, ErrExists)
+		}
+	}
+	dev, err := e.newEndpoint(s, e.routeMTU)
+	if err != nil {
+		return fmt.Errorf("endpoint %s: %w", s.Name, err)
+	}
+	ep := &endpoint{EndpointSpec: s, ip4: s.IP.As4(), vni: vni, dev: dev, done: make(chan struct{})}
+	e.endpoints[s.Name] = ep
+	e.publishLocked()
+	e.spawn(dev, &ep.stats, sourcePod, ep)
+	e.log.Info("endpoint added", zap.String("endpoint", s.Name), zap.Stringer("ip", s.IP),
+		zap.Uint32("identity", uint32(s.Identity)), zap.String("netns", s.Netns), zap.String("device", dev.Name()))
+	return nil
+}
+
+// DelEndpoint removes an endpoint and its device.
+func (e *Engine) DelEndpoint(name string) error {
+	e.mu.Lock()
+	ep, ok := e.endpoints[name]
+	if !ok {
+		e.mu.Unlock()
+		return fmt.Errorf("endpoint %s: %w", name, ErrNotFound)
+	}
+	delete(e.endpoints, name)
+	e.publishLocked()
+	e.mu.Unlock()
+	err := ep.dev.Close()
+	<-ep.done
+	e.log.Info("endpoint removed", zap.String("endpoint", name))
+	if err != nil {
+		return fmt.Errorf("close endpoint %s: %w", name, err)
+	}
+	return nil
+}
+
+// Endpoint is an endpoint as the API shows it.
+type Endpoint struct {
+	EndpointSpec
+	Device string `json:"device"`
+	MTU    int    `json:"mtu"`
+}
+
+// Endpoints lists the endpoints sorted by name.
+func (e *Engine) Endpoints() []Endpoint {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]Endpoint, 0, len(e.endpoints))
+	for _, ep := range e.endpoints {
+		out = append(out, Endpoint{EndpointSpec: ep.EndpointSpec, Device: ep.Ifname, MTU: e.routeMTU})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// FIBEntry is one FIB prefix as the API shows it.
+type FIBEntry struct {
+	Prefix netip.Prefix `json:"prefix"`
+	Kind   string       `json:"kind"`
+	Target string       `json:"target,omitempty"`
+}
+
+// FIB lists the current FIB.
+func (e *Engine) FIB() []FIBEntry {
+	var out []FIBEntry
+	for p, r := range e.state.Load().fib.All() {
+		fe := FIBEntry{Prefix: p, Kind: r.kind.String()}
+		switch {
+		case r.ep != nil:
+			fe.Target = "endpoint " + r.ep.Name
+		case r.peer != nil:
+			fe.Target = "node " + r.peer.Name + " " + r.peer.IP.String()
+		case r.kind == RouteHost:
+			fe.Target = "vxdp_host"
+		}
+		out = append(out, fe)
+	}
+	return out
+}
+
+// Stats is a point-in-time copy of the engine's counters.
+type Stats struct {
+	Devices     []DeviceCounters  `json:"devices"`
+	Drops       map[string]uint64 `json:"drops"`
+	ICMPErrors  uint64            `json:"icmp_errors_sent"`
+	TotalDrops  uint64            `json:"total_drops"`
+	RouteMTU    int               `json:"route_mtu"`
+	UnderlayMTU int               `json:"underlay_mtu"`
+}
+
+// Stats returns the counters.
+func (e *Engine) Stats() Stats {
+	s := Stats{Drops: make(map[string]uint64, numDropReasons), RouteMTU: e.routeMTU, UnderlayMTU: e.cfg.UnderlayMTU}
+	s.Devices = append(s.Devices, e.underlayStats.snapshot(e.underlay.Name(), "underlay"))
+	if e.host != nil {
+		s.Devices = append(s.Devices, e.hostStats.snapshot(e.host.Name(), "host"))
+	}
+	e.mu.Lock()
+	eps := make([]*endpoint, 0, len(e.endpoints))
+	for _, ep := range e.endpoints {
+		eps = append(eps, ep)
+	}
+	e.mu.Unlock()
+	sort.Slice(eps, func(i, j int) bool { return eps[i].Name < eps[j].Name })
+	for _, ep := range eps {
+		s.Devices = append(s.Devices, ep.stats.snapshot(ep.Name, "endpoint"))
+	}
+	for i := range e.drops {
+		v := e.drops[i].Load()
+		s.Drops[DropReason(i).String()] = v
+		s.TotalDrops += v
+	}
+	s.ICMPErrors = e.icmps.Load()
+	return s
+}
+
+// Drops returns the drop counter of one reason.
+func (e *Engine) Drops(r DropReason) uint64 { return e.drops[r].Load() }
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// Problems lists what makes the engine unhealthy; empty when it is fine.
+func (e *Engine) Problems() []string {
+	var p []string
+	e.mu.Lock()
+	if e.stopped {
+		p = append(p, "engine stopped")
+	}
+	e.mu.Unlock()
+	return p
+}

@@ -1,0 +1,260 @@
+package dataplane
+
+import (
+	"github.com/vxdp/vxdp/encap"
+	"github.com/vxdp/vxdp/identity"
+)
+
+// The functions in this file run once per packet: no allocation, no lock,
+// no log. Each either queues the packet or counts exactly one drop.
+
+// fromPod handles a packet a pod sent.
+func (w *worker) fromPod(snap *snapshot, buf []byte, size int) {
+	start := encap.Headroom
+	ip, n, ok := w.innerIPv4(buf[start : start+size])
+	if !ok {
+		return
+	}
+	if ip.Source4() != w.ep.ip4 {
+		w.drop(DropInvalidSource)
+		return
+	}
+	r, found := snap.fib.Lookup(ip.DestinationAddr())
+	w.forward(snap, buf, start, n, r, found, w.ep.vni)
+}
+
+// fromHost handles a packet the kernel routed to vxdp_host.
+func (w *worker) fromHost(snap *snapshot, buf []byte, size int) {
+	start := encap.Headroom
+	ip, n, ok := w.innerIPv4(buf[start : start+size])
+	if !ok {
+		return
+	}
+	// What the node sends itself leaves as remote-node; what the kernel
+	// forwards on behalf of others is world.
+	vni := uint32(identity.World)
+	if src := ip.Source4(); src == w.e.hostIP4 || src == w.e.nodeIP4 {
+		vni = uint32(identity.RemoteNode)
+	}
+	r, found := snap.fib.Lookup(ip.DestinationAddr())
+	w.forward(snap, buf, start, n, r, found, vni)
+}
+
+// innerIPv4 validates a packet read from a pod or the host device and
+// returns it trimmed to its total length.
+func (w *worker) innerIPv4(pkt []byte) (encap.IPv4, int, bool) {
+	if len(pkt) == 0 {
+		w.drop(DropInvalidHeader)
+		return nil, 0, false
+	}
+	switch pkt[0] >> 4 {
+	case 4:
+	case 6:
+		w.drop(DropUnsupportedProtocol)
+		return nil, 0, false
+	default:
+		w.drop(DropInvalidHeader)
+		return nil, 0, false
+	}
+	ip := encap.IPv4(pkt)
+	if !ip.IsValid(len(pkt)) {
+		w.drop(DropInvalidHeader)
+		return nil, 0, false
+	}
+	n := ip.TotalLen()
+	return ip[:n], n, true
+}
+
+// forward sends the IPv4 packet buf[start:start+n] where route r says,
+// tunnelled with vni when it leaves the node.
+func (w *worker) forward(snap *snapshot, buf []byte, start, n int, r route, found bool, vni uint32) {
+	ip := encap.IPv4(buf[start : start+n])
+	if !found {
+		w.icmpError(snap, ip, encap.ICMPv4DestUnreach, encap.ICMPv4NetUnreach, 0)
+		w.drop(DropNoRoute)
+		return
+	}
+	switch r.kind {
+	case RouteLocal:
+		if !w.decrementTTL(snap, ip) {
+			return
+		}
+		w.enqueue(r.ep.dev, &r.ep.stats, buf, start, n)
+	case RouteTunnel:
+		if !w.decrementTTL(snap, ip) {
+			return
+		}
+		if n > w.e.routeMTU {
+			// Both with and without DF: the underlay socket cannot send
+			// an outer packet beyond its MTU. Pods get the route MTU as
+			// their link MTU, so only misconfigured senders get here.
+			if ip.DontFragment() {
+				w.icmpError(snap, ip, encap.ICMPv4DestUnreach, encap.ICMPv4FragNeeded, uint16(w.e.routeMTU))
+			}
+			w.drop(DropFragNeeded)
+			return
+		}
+		o, err := encap.EncapVXLANv4(buf, start, n, &r.peer.tun, vni, encap.SourcePort(encap.FlowHashV4(ip)))
+		if err != nil {
+			w.drop(DropInvalidHeader)
+			return
+		}
+		w.enqueue(w.e.underlay, &w.e.underlayStats, buf, o, n+encap.VXLANOverheadV4)
+	case RouteHost:
+		if w.kind == sourceHost || w.e.host == nil {
+			// The kernel sent it to us and we would send it back.
+			w.icmpError(snap, ip, encap.ICMPv4DestUnreach, encap.ICMPv4NetUnreach, 0)
+			w.drop(DropNoRoute)
+			return
+		}
+		if w.toTunnelPort(snap, ip) {
+			w.drop(DropEncapProhibited)
+			return
+		}
+		w.enqueue(w.e.host, &w.e.hostStats, buf, start, n)
+	default:
+		w.icmpError(snap, ip, encap.ICMPv4DestUnreach, encap.ICMPv4HostUnreach, 0)
+		w.drop(DropNoRoute)
+	}
+}
+
+// toTunnelPort reports whether ip is UDP to the tunnel port of this node or
+// of a known node: a pod must not inject tunnel packets of its own.
+func (w *worker) toTunnelPort(snap *snapshot, ip encap.IPv4) bool {
+	if ip.Protocol() != encap.ProtoUDP || ip.FragmentOffset() != 0 {
+		return false
+	}
+	p := ip.Payload()
+	if len(p) < 4 || encap.UDP(p[:4:4]).DestinationPort() != w.e.cfg.TunnelPort {
+		// A first fragment too short to hold the ports is suspicious
+		// enough to stop as well.
+		return len(p) < 4 && ip.IsFragment()
+	}
+	dst := ip.DestinationAddr()
+	if dst == w.e.cfg.NodeIP {
+		return true
+	}
+	_, ok := snap.peers[dst]
+	return ok
+}
+
+// decrementTTL lowers the TTL of a packet the node routes, answering
+// with time exceeded when it runs out.
+func (w *worker) decrementTTL(snap *snapshot, ip encap.IPv4) bool {
+	if ip.TTL() <= 1 {
+		w.icmpError(snap, ip, encap.ICMPv4TimeExceeded, encap.ICMPv4TTLExceeded, 0)
+		w.drop(DropTTLExceeded)
+		return false
+	}
+	ip.DecrementTTL()
+	return true
+}
+
+// fromUnderlay handles a tunnel packet: outer IPv4/UDP/VXLAN, inner
+// Ethernet and IPv4.
+func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
+	start := encap.Headroom
+	pkt := buf[start : start+size]
+	o, err := encap.ParseOuterV4(pkt)
+	if err != nil {
+		if err == encap.ErrUnsupported {
+			w.drop(DropUnsupportedProtocol)
+		} else {
+			w.drop(DropInvalidHeader)
+		}
+		return
+	}
+	if o.DstPort != w.e.cfg.TunnelPort {
+		w.drop(DropUnsupportedProtocol)
+		return
+	}
+	p := snap.peers[o.Src]
+	if p == nil && !w.e.cfg.DisableSourceCheck {
+		w.drop(DropUnknownTunnelSource)
+		return
+	}
+	payload := pkt[o.Payload : o.Payload+o.PayloadLen]
+	if len(payload) < encap.VXLANLen+encap.EthernetLen {
+		w.drop(DropInvalidHeader)
+		return
+	}
+	vx := encap.VXLAN(payload)
+	if vx.Validate(w.e.cfg.VXLANTolerate) != nil {
+		w.drop(DropInvalidHeader)
+		return
+	}
+	if _, err := identity.FromVNI(vx.VNI()); err != nil {
+		w.drop(DropInvalidIdentity)
+		return
+	}
+	eth := encap.Ethernet(payload[encap.VXLANLen:])
+	if src := eth.Source(); !src.IsUnicast() || src == w.e.mac {
+		w.drop(DropInvalidMAC)
+		return
+	}
+	if eth.EtherType() != encap.EtherTypeIPv4 {
+		w.drop(DropUnsupportedProtocol)
+		return
+	}
+	ioff := o.Payload + encap.VXLANLen + encap.EthernetLen
+	inner := encap.IPv4(pkt[ioff:])
+	if !inner.IsValid(len(inner)) {
+		w.drop(DropInvalidHeader)
+		return
+	}
+	n := inner.TotalLen()
+	inner = inner[:n]
+	if p != nil && !p.PodCIDR.Contains(inner.SourceAddr()) {
+		w.drop(DropSpoofedInnerSource)
+		return
+	}
+	dst := inner.DestinationAddr()
+	r, found := snap.fib.Lookup(dst)
+	switch {
+	case found && r.kind == RouteLocal:
+		if !w.decrementTTL(snap, inner) {
+			return
+		}
+		w.enqueue(r.ep.dev, &r.ep.stats, buf, start+ioff, n)
+	case found && r.kind == RouteHost && dst == w.e.hostIP && w.e.host != nil:
+		w.enqueue(w.e.host, &w.e.hostStats, buf, start+ioff, n)
+	default:
+		w.drop(DropNoEndpoint)
+	}
+}
+
+// icmpError answers the offending packet orig with an ICMP error from the
+// host address, routed like any packet the node originates. It is built in
+// a scratch buffer so the original can still be forwarded or dropped.
+func (w *worker) icmpError(snap *snapshot, orig encap.IPv4, typ, code uint8, mtu uint16) {
+	if !encap.MayAnswerWithICMPv4(orig) || w.nscratch >= len(w.scratch) {
+		return
+	}
+	b := w.scratch[w.nscratch]
+	start := encap.Headroom
+	n := encap.BuildICMPv4Error(b[start:], orig, w.e.hostIP4, typ, code, mtu)
+	ip := encap.IPv4(b[start : start+n])
+	r, found := snap.fib.Lookup(ip.DestinationAddr())
+	if !found {
+		return
+	}
+	switch r.kind {
+	case RouteLocal:
+		w.enqueue(r.ep.dev, &r.ep.stats, b, start, n)
+	case RouteTunnel:
+		o, err := encap.EncapVXLANv4(b, start, n, &r.peer.tun, uint32(identity.RemoteNode), encap.SourcePort(encap.FlowHashV4(ip)))
+		if err != nil {
+			return
+		}
+		w.enqueue(w.e.underlay, &w.e.underlayStats, b, o, n+encap.VXLANOverheadV4)
+	case RouteHost:
+		if w.e.host == nil {
+			return
+		}
+		w.enqueue(w.e.host, &w.e.hostStats, b, start, n)
+	default:
+		return
+	}
+	w.nscratch++
+	w.icmps++
+}

@@ -1,0 +1,95 @@
+package dataplane
+
+import "sync/atomic"
+
+// DropReason says why a packet was dropped. The names are part of the
+// public contract: they appear in `vxdp stats`, JSON output and metrics.
+type DropReason uint8
+
+// Drop reasons.
+const (
+	DropNoRoute DropReason = iota
+	DropInvalidSource
+	DropEncapProhibited
+	DropPolicyDenied
+	DropUnknownTunnelSource
+	DropInvalidHeader
+	DropInvalidVNI
+	DropInvalidIdentity
+	DropSpoofedInnerSource
+	DropTTLExceeded
+	DropFragNeeded
+	DropNoEndpoint
+	DropUnsupportedProtocol
+	DropQueueFull
+	DropInvalidMAC
+	DropTxError
+	numDropReasons
+)
+
+var dropNames = [numDropReasons]string{
+	DropNoRoute:             "no_route",
+	DropInvalidSource:       "invalid_source",
+	DropEncapProhibited:     "encap_prohibited",
+	DropPolicyDenied:        "policy_denied",
+	DropUnknownTunnelSource: "unknown_tunnel_source",
+	DropInvalidHeader:       "invalid_header",
+	DropInvalidVNI:          "invalid_vni",
+	DropInvalidIdentity:     "invalid_identity",
+	DropSpoofedInnerSource:  "spoofed_inner_source",
+	DropTTLExceeded:         "ttl_exceeded",
+	DropFragNeeded:          "frag_needed",
+	DropNoEndpoint:          "no_endpoint",
+	DropUnsupportedProtocol: "unsupported_protocol",
+	DropQueueFull:           "queue_full",
+	DropInvalidMAC:          "invalid_mac",
+	DropTxError:             "tx_error",
+}
+
+func (r DropReason) String() string {
+	if r < numDropReasons {
+		return dropNames[r]
+	}
+	return "unknown"
+}
+
+// DropReasons lists every reason in numeric order.
+func DropReasons() []DropReason {
+	rs := make([]DropReason, numDropReasons)
+	for i := range rs {
+		rs[i] = DropReason(i)
+	}
+	return rs
+}
+
+// DeviceStats counts traffic of one device. RX is what the engine read
+// from it, TX what the engine wrote to it.
+type DeviceStats struct {
+	RxPackets, RxBytes atomic.Uint64
+	TxPackets, TxBytes atomic.Uint64
+	TxErrors           atomic.Uint64
+}
+
+// DeviceCounters is a point-in-time copy of DeviceStats.
+type DeviceCounters struct {
+	Device    string `json:"device"`
+	Kind      string `json:"kind"`
+	RxPackets uint64 `json:"rx_packets"`
+	RxBytes   uint64 `json:"rx_bytes"`
+	TxPackets uint64 `json:"tx_packets"`
+	TxBytes   uint64 `json:"tx_bytes"`
+	TxErrors  uint64 `json:"tx_errors"`
+}
+
+func (s *DeviceStats) snapshot(name, kind string) DeviceCounters {
+	return DeviceCounters{
+		Device: name, Kind: kind,
+		RxPackets: s.RxPackets.Load(), RxBytes: s.RxBytes.Load(),
+		TxPackets: s.TxPackets.Load(), TxBytes: s.TxBytes.Load(),
+		TxErrors: s.TxErrors.Load(),
+	}
+}
+
+// drops totals drops by reason for the whole engine. Workers count locally
+// and add once per batch, so the shared cache lines are touched rarely.
+type drops [numDropReasons]atomic.Uint64

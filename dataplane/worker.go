@@ -1,0 +1,186 @@
+package dataplane
+
+import (
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/vxdp/vxdp/encap"
+)
+
+type sourceKind uint8
+
+const (
+	sourcePod sourceKind = iota
+	sourceHost
+	sourceUnderlay
+)
+
+// linkRoom is the headroom every queued packet keeps for the driver that
+// writes it, enough for an Ethernet header (AF_XDP).
+const linkRoom = 32
+
+// maxQueues bounds the distinct destinations one batch can have; a batch
+// that would need more flushes early.
+const maxQueues = 8
+
+// txQueue collects the packets of one batch for one device.
+type txQueue struct {
+	dev   Device
+	stats *DeviceStats
+	bufs  [][]byte
+}
+
+// worker reads one device and forwards what it reads. It owns its buffers;
+// nothing in it is shared with other workers.
+type worker struct {
+	e     *Engine
+	dev   Device
+	stats *DeviceStats
+	kind  sourceKind
+	ep    *endpoint // the pod whose device this is (sourcePod)
+
+	bufs  [][]byte
+	sizes []int
+
+	// scratch holds packets the worker makes itself (ICMP errors), at
+	// most one per packet read.
+	scratch  [][]byte
+	nscratch int
+
+	queues  [maxQueues]txQueue
+	nqueues int
+
+	drops [numDropReasons]uint64
+	icmps uint64
+}
+
+func newWorker(e *Engine, dev Device, st *DeviceStats, kind sourceKind, ep *endpoint) *worker {
+	batch := dev.BatchSize()
+	if batch < 1 {
+		batch = 1
+	}
+	size := encap.Headroom + e.cfg.UnderlayMTU + 256
+	w := &worker{e: e, dev: dev, stats: st, kind: kind, ep: ep,
+		bufs: make([][]byte, batch), sizes: make([]int, batch), scratch: make([][]byte, batch)}
+	for i := range w.bufs {
+		w.bufs[i] = make([]byte, size)
+		w.scratch[i] = make([]byte, encap.Headroom+encap.ICMPv4ErrorMaxLen)
+	}
+	for i := range w.queues {
+		w.queues[i].bufs = make([][]byte, 0, batch)
+	}
+	return w
+}
+
+func (w *worker) run() {
+	var lastErr time.Time
+	for {
+		n, err := w.dev.Read(w.bufs, w.sizes, encap.Headroom)
+		if n > 0 {
+			w.process(n)
+		}
+		if err != nil {
+			if errors.Is(err, ErrClosed) {
+				return
+			}
+			// A device error other than close is not per packet but it
+			// may repeat: log at most once a second and back off a little
+			// so a broken device cannot spin a core.
+			if time.Since(lastErr) > time.Second {
+				w.e.log.Warn("device read", zap.String("device", w.dev.Name()), zap.Error(err))
+				lastErr = time.Now()
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+func (w *worker) process(n int) {
+	snap := w.e.state.Load()
+	var bytes uint64
+	for i := 0; i < n; i++ {
+		size := w.sizes[i]
+		bytes += uint64(size)
+		buf := w.bufs[i]
+		switch w.kind {
+		case sourcePod:
+			w.fromPod(snap, buf, size)
+		case sourceHost:
+			w.fromHost(snap, buf, size)
+		case sourceUnderlay:
+			w.fromUnderlay(snap, buf, size)
+		}
+	}
+	w.stats.RxPackets.Add(uint64(n))
+	w.stats.RxBytes.Add(bytes)
+	w.flush()
+}
+
+func (w *worker) drop(r DropReason) { w.drops[r]++ }
+
+// enqueue queues buf[start:start+n] for dev. The packet must have linkRoom
+// bytes in front of it.
+func (w *worker) enqueue(dev Device, st *DeviceStats, buf []byte, start, n int) {
+	pkt := buf[start-linkRoom : start+n]
+	for i := 0; i < w.nqueues; i++ {
+		q := &w.queues[i]
+		if q.dev == dev {
+			q.bufs = append(q.bufs, pkt)
+			return
+		}
+	}
+	if w.nqueues == maxQueues {
+		w.flushQueues()
+	}
+	q := &w.queues[w.nqueues]
+	w.nqueues++
+	q.dev, q.stats = dev, st
+	q.bufs = append(q.bufs[:0], pkt)
+}
+
+func (w *worker) flushQueues() {
+	for i := 0; i < w.nqueues; i++ {
+		q := &w.queues[i]
+		bufs := q.bufs
+		for len(bufs) > 0 {
+			n, err := q.dev.Write(bufs, linkRoom)
+			var bytes uint64
+			for _, b := range bufs[:n] {
+				bytes += uint64(len(b) - linkRoom)
+			}
+			q.stats.TxPackets.Add(uint64(n))
+			q.stats.TxBytes.Add(bytes)
+			bufs = bufs[n:]
+			if err != nil {
+				// The rest of this queue is lost: a closed pod device
+				// (endpoint deleted under us) or a broken socket.
+				q.stats.TxErrors.Add(uint64(len(bufs)))
+				w.drops[DropTxError] += uint64(len(bufs))
+				break
+			}
+			if n == 0 {
+				break
+			}
+		}
+		q.bufs = q.bufs[:0]
+		q.dev, q.stats = nil, nil
+	}
+	w.nqueues = 0
+}
+
+func (w *worker) flush() {
+	w.flushQueues()
+	w.nscratch = 0
+	for i, v := range w.drops {
+		if v != 0 {
+			w.e.drops[i].Add(v)
+			w.drops[i] = 0
+		}
+	}
+	if w.icmps != 0 {
+		w.e.icmps.Add(w.icmps)
+		w.icmps = 0
+	}
+}
