@@ -1,0 +1,146 @@
+package dataplane
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/vxdp/vxdp/encap"
+)
+
+// nopDevice accepts every write and never has anything to read; it lets
+// the per-packet path run without any I/O cost or allocation of its own.
+type nopDevice struct{ name string }
+
+func (d *nopDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) { return 0, ErrClosed }
+func (d *nopDevice) Write(bufs [][]byte, offset int) (int, error)             { return len(bufs), nil }
+func (d *nopDevice) BatchSize() int                                           { return 32 }
+func (d *nopDevice) Name() string                                             { return d.name }
+func (d *nopDevice) Close() error                                             { return nil }
+
+func newBenchEngine(tb testing.TB) (*Engine, *endpoint) {
+	tb.Helper()
+	e, err := New(Config{
+		NodeIP: netip.MustParseAddr("192.0.2.1"), PodCIDR: netip.MustParsePrefix("10.1.1.0/24"),
+		TunnelPort: 8472, UnderlayMTU: 1500,
+	}, nil, &nopDevice{"u"}, &nopDevice{"h"}, func(EndpointSpec, int) (Device, error) { return &nopDevice{"p"}, nil }, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := e.AddNode(NodeSpec{Name: "n2", IP: netip.MustParseAddr("192.0.2.2"), PodCIDR: netip.MustParsePrefix("10.1.2.0/24")}); err != nil {
+		tb.Fatal(err)
+	}
+	for i := 3; i < 1000; i++ {
+		ip := netip.AddrFrom4([4]byte{192, 0, 2 + byte(i>>8), byte(i)})
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 2 + byte(i>>8), byte(i), 0}), 24)
+		if err := e.AddNode(NodeSpec{Name: "n" + ip.String(), IP: ip, PodCIDR: p}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := e.AddEndpoint(EndpointSpec{Name: "a", IP: netip.MustParseAddr("10.1.1.10"), Identity: 1000}); err != nil {
+		tb.Fatal(err)
+	}
+	if err := e.AddEndpoint(EndpointSpec{Name: "b", IP: netip.MustParseAddr("10.1.1.11")}); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { e.Close() })
+	return e, e.endpoints["a"]
+}
+
+func fillUDP(b []byte, src, dst [4]byte, size int) {
+	encap.IPv4(b).Encode(&encap.IPv4Fields{TotalLen: uint16(size), TTL: 64, Protocol: encap.ProtoUDP, Source: src, Destination: dst})
+	encap.UDP(b[20:]).Encode(1000, 2000, uint16(size-20), 0)
+}
+
+// A batch of pod packets to a remote node, a batch to a local pod, a batch
+// of tunnel packets to a pod: none may allocate.
+func TestPacketPathZeroAllocs(t *testing.T) {
+	e, ep := newBenchEngine(t)
+	cases := []struct {
+		name string
+		kind sourceKind
+		ep   *endpoint
+		fill func(b []byte) int
+	}{
+		{"egress tunnel", sourcePod, ep, func(b []byte) int {
+			fillUDP(b[encap.Headroom:], [4]byte{10, 1, 1, 10}, [4]byte{10, 1, 2, 20}, 1000)
+			return 1000
+		}},
+		{"egress local", sourcePod, ep, func(b []byte) int {
+			fillUDP(b[encap.Headroom:], [4]byte{10, 1, 1, 10}, [4]byte{10, 1, 1, 11}, 1000)
+			return 1000
+		}},
+		{"ingress", sourceUnderlay, nil, func(b []byte) int {
+			fillUDP(b[encap.Headroom:], [4]byte{10, 1, 2, 20}, [4]byte{10, 1, 1, 10}, 1000)
+			p := e.state.Load().peers[netip.MustParseAddr("192.0.2.2")]
+			tun := p.tun
+			tun.Src, tun.Dst = tun.Dst, tun.Src
+			tun.SrcMAC, tun.DstMAC = tun.DstMAC, tun.SrcMAC
+			o, err := encap.EncapVXLANv4(b, encap.Headroom, 1000, &tun, 2000, 50000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			copy(b[encap.Headroom:], b[o:o+1050])
+			return 1050
+		}},
+		{"egress icmp error", sourcePod, ep, func(b []byte) int {
+			fillUDP(b[encap.Headroom:], [4]byte{10, 1, 1, 10}, [4]byte{10, 1, 1, 99}, 100)
+			return 100
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var st DeviceStats
+			w := newWorker(e, &nopDevice{}, &st, c.kind, c.ep)
+			n := len(w.bufs)
+			allocs := testing.AllocsPerRun(200, func() {
+				for i := 0; i < n; i++ {
+					w.sizes[i] = c.fill(w.bufs[i])
+				}
+				w.process(n)
+			})
+			if allocs != 0 {
+				t.Fatalf("%v allocations per batch", allocs)
+			}
+			if st.RxPackets.Load() == 0 {
+				t.Fatal("nothing processed")
+			}
+			var drops uint64
+			for i := range e.drops {
+				if DropReason(i) != DropNoRoute {
+					drops += e.drops[i].Load()
+				}
+			}
+			if drops != 0 {
+				t.Fatalf("unexpected drops %d", drops)
+			}
+		})
+	}
+}
+
+func BenchmarkEgressTunnel(b *testing.B) {
+	for _, size := range []int{64, 1400} {
+		b.Run(encapSizeName(size), func(b *testing.B) {
+			e, ep := newBenchEngine(b)
+			var st DeviceStats
+			w := newWorker(e, &nopDevice{}, &st, sourcePod, ep)
+			n := len(w.bufs)
+			b.ReportAllocs()
+			b.SetBytes(int64(size * n))
+			for b.Loop() {
+				for i := 0; i < n; i++ {
+					fillUDP(w.bufs[i][encap.Headroom:], [4]byte{10, 1, 1, 10}, [4]byte{10, 2, byte(i), 20}, size)
+					w.sizes[i] = size
+				}
+				w.process(n)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/packet")
+		})
+	}
+}
+
+func encapSizeName(n int) string {
+	if n == 64 {
+		return "64B"
+	}
+	return "1400B"
+}

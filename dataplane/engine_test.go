@@ -1,0 +1,475 @@
+package dataplane_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vxdp/vxdp/dataplane"
+	"github.com/vxdp/vxdp/dataplane/fake"
+	"github.com/vxdp/vxdp/encap"
+	"github.com/vxdp/vxdp/identity"
+)
+
+// testNode is one engine on a fake underlay, with fake pod devices.
+type testNode struct {
+	eng   *dataplane.Engine
+	under *fake.Device
+	host  *fake.Device
+
+	mu   sync.Mutex
+	pods map[string]*fake.Device
+}
+
+func (n *testNode) pod(t *testing.T, name string) *fake.Device {
+	t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	d := n.pods[name]
+	if d == nil {
+		t.Fatalf("no pod device %s", name)
+	}
+	return d
+}
+
+var (
+	node1IP = netip.MustParseAddr("192.0.2.1")
+	node2IP = netip.MustParseAddr("192.0.2.2")
+	pod1    = netip.MustParseAddr("10.1.1.10")
+	pod1b   = netip.MustParseAddr("10.1.1.11")
+	pod2    = netip.MustParseAddr("10.1.2.20")
+	cluster = netip.MustParsePrefix("10.1.0.0/16")
+)
+
+func newTestNode(t *testing.T, under *fake.Device, ip netip.Addr, podCIDR string, cfgMod func(*dataplane.Config)) *testNode {
+	t.Helper()
+	n := &testNode{under: under, host: fake.New("vxdp_host", 16), pods: map[string]*fake.Device{}}
+	cfg := dataplane.Config{
+		NodeName:    "n-" + ip.String(),
+		NodeIP:      ip,
+		PodCIDR:     netip.MustParsePrefix(podCIDR),
+		ClusterCIDR: cluster,
+		TunnelPort:  8472,
+		UnderlayMTU: 1500,
+	}
+	if cfgMod != nil {
+		cfgMod(&cfg)
+	}
+	factory := func(s dataplane.EndpointSpec, mtu int) (dataplane.Device, error) {
+		if mtu != 1450 {
+			t.Errorf("endpoint %s created with mtu %d, want 1450", s.Name, mtu)
+		}
+		d := fake.New(s.Name, 8)
+		n.mu.Lock()
+		n.pods[s.Name] = d
+		n.mu.Unlock()
+		return d, nil
+	}
+	eng, err := dataplane.New(cfg, nil, under, n.host, factory, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.eng = eng
+	eng.Start()
+	t.Cleanup(func() { eng.Close() })
+	return n
+}
+
+// twoNodes builds node1 (10.1.1.0/24, pods 10.1.1.10 and .11) and node2
+// (10.1.2.0/24, pod 10.1.2.20) on one fake underlay.
+func twoNodes(t *testing.T) (*testNode, *testNode, *fake.Hub) {
+	t.Helper()
+	checkGoroutines(t)
+	hub := fake.NewHub()
+	n1 := newTestNode(t, hub.Attach(node1IP, "u1", 16), node1IP, "10.1.1.0/24", nil)
+	n2 := newTestNode(t, hub.Attach(node2IP, "u2", 16), node2IP, "10.1.2.0/24", nil)
+	must(t, n1.eng.AddNode(dataplane.NodeSpec{Name: "node2", IP: node2IP, PodCIDR: netip.MustParsePrefix("10.1.2.0/24")}))
+	must(t, n2.eng.AddNode(dataplane.NodeSpec{Name: "node1", IP: node1IP, PodCIDR: netip.MustParsePrefix("10.1.1.0/24")}))
+	must(t, n1.eng.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP: pod1, Netns: "/x", Identity: 1000}))
+	must(t, n1.eng.AddEndpoint(dataplane.EndpointSpec{Name: "b", IP: pod1b, Netns: "/x"}))
+	must(t, n2.eng.AddEndpoint(dataplane.EndpointSpec{Name: "c", IP: pod2, Netns: "/x", Identity: 2000}))
+	return n1, n2, hub
+}
+
+// checkGoroutines fails the test if goroutines started during it are
+// still running after its cleanups (registered first, so it runs last).
+func checkGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(2 * time.Second)
+		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<16)
+			t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
+		}
+	})
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// udpPacket builds an IPv4/UDP packet with valid checksums.
+func udpPacket(src, dst netip.Addr, sport, dport uint16, ttl uint8, df bool, payload []byte) []byte {
+	n := 28 + len(payload)
+	b := make([]byte, n)
+	encap.IPv4(b).Encode(&encap.IPv4Fields{TotalLen: uint16(n), TTL: ttl, Protocol: encap.ProtoUDP,
+		Source: src.As4(), Destination: dst.As4(), DontFrag: df, ID: 7})
+	copy(b[28:], payload)
+	u := encap.UDP(b[20:])
+	u.Encode(sport, dport, uint16(8+len(payload)), 0)
+	sum := encap.PseudoHeaderSumV4(src.As4(), dst.As4(), encap.ProtoUDP, uint16(8+len(payload)))
+	binary.BigEndian.PutUint16(b[26:], encap.Checksum(b[20:], sum))
+	return b
+}
+
+func waitOne(t *testing.T, d *fake.Device) []byte {
+	t.Helper()
+	got := d.WaitSent(1, 2*time.Second)
+	if len(got) != 1 {
+		t.Fatalf("%s: got %d packets, want 1", d.Name(), len(got))
+	}
+	return got[0]
+}
+
+func expectNone(t *testing.T, d *fake.Device) {
+	t.Helper()
+	if got := d.WaitSent(1, 50*time.Millisecond); len(got) != 0 {
+		t.Fatalf("%s: unexpected packet %x", d.Name(), got[0])
+	}
+}
+
+func waitDrop(t *testing.T, e *dataplane.Engine, r dataplane.DropReason, want uint64) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for e.Drops(r) < want && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if got := e.Drops(r); got != want {
+		t.Fatalf("drops %s = %d, want %d", r, got, want)
+	}
+}
+
+func TestCrossNode(t *testing.T) {
+	n1, n2, hub := twoNodes(t)
+	p := udpPacket(pod1, pod2, 1234, 5678, 64, true, []byte("hello"))
+	n1.pod(t, "a").Inject(p)
+	got := waitOne(t, n2.pod(t, "c"))
+	ip := encap.IPv4(got)
+	if !ip.IsValid(len(got)) || ip.SourceAddr() != pod1 || ip.DestinationAddr() != pod2 {
+		t.Fatalf("delivered %x", got)
+	}
+	// Routed twice: out of node1 and into node2.
+	if ip.TTL() != 62 || !ip.HeaderChecksumValid() {
+		t.Fatalf("ttl %d checksum ok %v", ip.TTL(), ip.HeaderChecksumValid())
+	}
+	if string(got[28:]) != "hello" {
+		t.Fatalf("payload %q", got[28:])
+	}
+	// And back.
+	n2.pod(t, "c").Inject(udpPacket(pod2, pod1, 5678, 1234, 64, false, []byte("world")))
+	if got := waitOne(t, n1.pod(t, "a")); string(got[28:]) != "world" {
+		t.Fatalf("reply %x", got)
+	}
+	if l := hub.Lost(); len(l) != 0 {
+		t.Fatalf("%d packets lost on the underlay", len(l))
+	}
+	st := n1.eng.Stats()
+	if st.TotalDrops != 0 {
+		t.Fatalf("drops: %v", st.Drops)
+	}
+}
+
+func TestEncapOnTheWire(t *testing.T) {
+	checkGoroutines(t)
+	under := fake.New("u", 16) // not on a hub: keeps what is sent
+	n := newTestNode(t, under, node1IP, "10.1.1.0/24", nil)
+	must(t, n.eng.AddNode(dataplane.NodeSpec{Name: "node2", IP: node2IP, PodCIDR: netip.MustParsePrefix("10.1.2.0/24")}))
+	must(t, n.eng.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP: pod1, Netns: "/x", Identity: 4242}))
+	must(t, n.eng.AddEndpoint(dataplane.EndpointSpec{Name: "b", IP: pod1b, Netns: "/x"}))
+
+	n.pod(t, "a").Inject(udpPacket(pod1, pod2, 1, 2, 64, true, []byte("x")))
+	pkt := waitOne(t, under)
+	o, err := encap.ParseOuterV4(pkt)
+	must(t, err)
+	if o.Src != node1IP || o.Dst != node2IP || o.DstPort != 8472 || o.SrcPort < 49152 || encap.IPv4(pkt).TTL() != 64 {
+		t.Fatalf("outer %+v ttl %d", o, encap.IPv4(pkt).TTL())
+	}
+	vx := encap.VXLAN(pkt[o.Payload:])
+	if vx.VNI() != 4242 {
+		t.Fatalf("vni %d, want the endpoint identity 4242", vx.VNI())
+	}
+	// An endpoint without identity sends the default workload identity.
+	n.pod(t, "b").Inject(udpPacket(pod1b, pod2, 1, 2, 64, true, []byte("x")))
+	pkt = waitOne(t, under)
+	if vni := encap.VXLAN(pkt[28:]).VNI(); vni != uint32(identity.DefaultWorkload) {
+		t.Fatalf("default identity vni %d", vni)
+	}
+	// The node itself sends as remote-node.
+	n.host.Inject(udpPacket(netip.MustParseAddr("10.1.1.1"), pod2, 1, 2, 64, true, []byte("x")))
+	pkt = waitOne(t, under)
+	if vni := encap.VXLAN(pkt[28:]).VNI(); vni != uint32(identity.RemoteNode) {
+		t.Fatalf("host traffic vni %d, want 6", vni)
+	}
+}
+
+func TestLocalDelivery(t *testing.T) {
+	n1, _, hub := twoNodes(t)
+	n1.pod(t, "a").Inject(udpPacket(pod1, pod1b, 1, 2, 64, true, []byte("local")))
+	got := waitOne(t, n1.pod(t, "b"))
+	if encap.IPv4(got).TTL() != 63 || string(got[28:]) != "local" {
+		t.Fatalf("got %x", got)
+	}
+	if l := hub.Lost(); len(l) != 0 {
+		t.Fatal("local traffic touched the underlay")
+	}
+	if st := n1.eng.Stats(); st.Devices[0].TxPackets != 0 {
+		t.Fatalf("underlay tx %d for local traffic", st.Devices[0].TxPackets)
+	}
+}
+
+func icmpOf(t *testing.T, pkt []byte) (typ, code uint8, mtu uint16, src netip.Addr) {
+	t.Helper()
+	ip := encap.IPv4(pkt)
+	if !ip.IsValid(len(pkt)) || ip.Protocol() != encap.ProtoICMP {
+		t.Fatalf("not ICMP: %x", pkt)
+	}
+	ic := encap.ICMPv4(ip.Payload())
+	if encap.Checksum(ip.Payload(), 0) != 0 {
+		t.Fatal("bad ICMP checksum")
+	}
+	return ic.Type(), ic.Code(), ic.MTU(), ip.SourceAddr()
+}
+
+func TestICMPErrors(t *testing.T) {
+	n1, n2, _ := twoNodes(t)
+	a := n1.pod(t, "a")
+	hostIP := netip.MustParseAddr("10.1.1.1")
+
+	t.Run("frag needed", func(t *testing.T) {
+		big := udpPacket(pod1, pod2, 1, 2, 64, true, make([]byte, 1472)) // 1500 bytes
+		a.Inject(big)
+		typ, code, mtu, src := icmpOf(t, waitOne(t, a))
+		if typ != 3 || code != 4 || mtu != 1450 || src != hostIP {
+			t.Fatalf("got type %d code %d mtu %d from %s", typ, code, mtu, src)
+		}
+		waitDrop(t, n1.eng, dataplane.DropFragNeeded, 1)
+		// Exactly the route MTU passes.
+		a.Inject(udpPacket(pod1, pod2, 1, 2, 64, true, make([]byte, 1450-28)))
+		if got := waitOne(t, n2.pod(t, "c")); len(got) != 1450 {
+			t.Fatalf("delivered %d bytes", len(got))
+		}
+	})
+	t.Run("ttl", func(t *testing.T) {
+		a.Inject(udpPacket(pod1, pod2, 1, 2, 1, false, nil))
+		typ, code, _, _ := icmpOf(t, waitOne(t, a))
+		if typ != 11 || code != 0 {
+			t.Fatalf("type %d code %d", typ, code)
+		}
+		waitDrop(t, n1.eng, dataplane.DropTTLExceeded, 1)
+	})
+	t.Run("ttl expiring on the receiving node", func(t *testing.T) {
+		// TTL 2 survives node1 and dies on node2, whose error comes back
+		// through the tunnel from node2's host address.
+		a.Inject(udpPacket(pod1, pod2, 1, 2, 2, false, nil))
+		typ, _, _, src := icmpOf(t, waitOne(t, a))
+		if typ != 11 || src != netip.MustParseAddr("10.1.2.1") {
+			t.Fatalf("type %d from %s", typ, src)
+		}
+		waitDrop(t, n2.eng, dataplane.DropTTLExceeded, 1)
+	})
+	t.Run("no route inside the cluster", func(t *testing.T) {
+		a.Inject(udpPacket(pod1, netip.MustParseAddr("10.1.9.9"), 1, 2, 64, false, nil))
+		typ, code, _, _ := icmpOf(t, waitOne(t, a))
+		if typ != 3 || code != 1 {
+			t.Fatalf("type %d code %d", typ, code)
+		}
+		waitDrop(t, n1.eng, dataplane.DropNoRoute, 1)
+	})
+	t.Run("no answer to an ICMP error", func(t *testing.T) {
+		errPkt := make([]byte, encap.ICMPv4ErrorMaxLen)
+		orig := udpPacket(pod2, pod1, 1, 2, 64, false, nil)
+		n := encap.BuildICMPv4Error(errPkt, encap.IPv4(orig), pod1.As4(), 3, 3, 0)
+		encap.IPv4(errPkt).Encode(&encap.IPv4Fields{TotalLen: uint16(n), TTL: 64, Protocol: 1,
+			Source: pod1.As4(), Destination: netip.MustParseAddr("10.1.9.9").As4()})
+		a.Inject(errPkt[:n])
+		waitDrop(t, n1.eng, dataplane.DropNoRoute, 2)
+		expectNone(t, a)
+	})
+}
+
+func TestPodSourceChecks(t *testing.T) {
+	n1, n2, _ := twoNodes(t)
+	a := n1.pod(t, "a")
+	a.Inject(udpPacket(pod1b, pod2, 1, 2, 64, false, nil)) // b's address from a
+	waitDrop(t, n1.eng, dataplane.DropInvalidSource, 1)
+	a.Inject(udpPacket(pod1, node2IP, 1, 8472, 64, false, make([]byte, 60)))
+	waitDrop(t, n1.eng, dataplane.DropEncapProhibited, 1)
+	a.Inject(udpPacket(pod1, node1IP, 1, 8472, 64, false, make([]byte, 60)))
+	waitDrop(t, n1.eng, dataplane.DropEncapProhibited, 2)
+	a.Inject([]byte{0x45, 0, 0, 10})
+	waitDrop(t, n1.eng, dataplane.DropInvalidHeader, 1)
+	v6 := make([]byte, 40)
+	v6[0] = 0x60
+	a.Inject(v6)
+	waitDrop(t, n1.eng, dataplane.DropUnsupportedProtocol, 1)
+	expectNone(t, n2.pod(t, "c"))
+	// Other UDP to a node goes to the kernel.
+	a.Inject(udpPacket(pod1, node2IP, 1, 53, 64, false, nil))
+	waitOne(t, n1.host)
+}
+
+// wirePacket builds a tunnel packet as node from would send it.
+func wirePacket(t *testing.T, from netip.Addr, to netip.Addr, vni uint32, inner []byte) []byte {
+	buf := make([]byte, encap.Headroom+len(inner))
+	copy(buf[encap.Headroom:], inner)
+	tun := encap.TunnelV4{Src: from.As4(), Dst: to.As4(), DstPort: 8472, SrcMAC: encap.TunnelMAC(from), DstMAC: encap.TunnelMAC(to)}
+	o, err := encap.EncapVXLANv4(buf, encap.Headroom, len(inner), &tun, vni, 50000)
+	must(t, err)
+	return buf[o:]
+}
+
+func TestIngressValidation(t *testing.T) {
+	_, n2, _ := twoNodes(t)
+	c := n2.pod(t, "c")
+	good := func() []byte {
+		return wirePacket(t, node1IP, node2IP, 1000, udpPacket(pod1, pod2, 1, 2, 64, false, []byte("ok")))
+	}
+	// A good one first, to show the rest fail for their own reason.
+	n2.under.Inject(good())
+	waitOne(t, c)
+
+	tests := []struct {
+		name   string
+		pkt    func() []byte
+		reason dataplane.DropReason
+	}{
+		{"unknown tunnel source", func() []byte {
+			return wirePacket(t, netip.MustParseAddr("192.0.2.66"), node2IP, 1000, udpPacket(pod1, pod2, 1, 2, 64, false, nil))
+		}, dataplane.DropUnknownTunnelSource},
+		{"vni 0", func() []byte {
+			return wirePacket(t, node1IP, node2IP, 0, udpPacket(pod1, pod2, 1, 2, 64, false, nil))
+		}, dataplane.DropInvalidIdentity},
+		{"vni 1", func() []byte {
+			return wirePacket(t, node1IP, node2IP, 1, udpPacket(pod1, pod2, 1, 2, 64, false, nil))
+		}, dataplane.DropInvalidIdentity},
+		{"I flag clear", func() []byte { p := good(); p[28] = 0; return p }, dataplane.DropInvalidHeader},
+		{"reserved bits", func() []byte { p := good(); p[29] = 1; return p }, dataplane.DropInvalidHeader},
+		{"truncated vxlan", func() []byte {
+			p := good()[:28+6]
+			binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+			binary.BigEndian.PutUint16(p[24:], uint16(len(p)-20))
+			return p
+		}, dataplane.DropInvalidHeader},
+		{"inner source MAC is ours", func() []byte {
+			p := good()
+			m := encap.TunnelMAC(node2IP)
+			copy(p[36+6:], m[:])
+			return p
+		}, dataplane.DropInvalidMAC},
+		{"inner source MAC multicast", func() []byte { p := good(); p[36+6] = 1; return p }, dataplane.DropInvalidMAC},
+		{"inner ARP", func() []byte { p := good(); p[36+12], p[36+13] = 0x08, 0x06; return p }, dataplane.DropUnsupportedProtocol},
+		{"inner VLAN", func() []byte { p := good(); p[36+12], p[36+13] = 0x81, 0x00; return p }, dataplane.DropUnsupportedProtocol},
+		{"inner ihl 4", func() []byte { p := good(); p[50] = 0x44; return p }, dataplane.DropInvalidHeader},
+		{"inner length lies", func() []byte { p := good(); p[52] = 0x7f; return p }, dataplane.DropInvalidHeader},
+		{"spoofed inner source", func() []byte {
+			return wirePacket(t, node1IP, node2IP, 1000, udpPacket(netip.MustParseAddr("10.1.3.3"), pod2, 1, 2, 64, false, nil))
+		}, dataplane.DropSpoofedInnerSource},
+		{"no endpoint", func() []byte {
+			return wirePacket(t, node1IP, node2IP, 1000, udpPacket(pod1, netip.MustParseAddr("10.1.2.99"), 1, 2, 64, false, nil))
+		}, dataplane.DropNoEndpoint},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := n2.eng.Drops(tt.reason)
+			n2.under.Inject(tt.pkt())
+			waitDrop(t, n2.eng, tt.reason, before+1)
+			expectNone(t, c)
+		})
+	}
+	// Garbage of every length never reaches a pod nor panics.
+	g := good()
+	for i := 0; i < len(g); i++ {
+		n2.under.Inject(g[:i])
+	}
+	expectNone(t, c)
+}
+
+func TestDeleteNode(t *testing.T) {
+	n1, n2, _ := twoNodes(t)
+	a := n1.pod(t, "a")
+	must(t, n1.eng.DelNode("node2"))
+	if err := n1.eng.DelNode("node2"); !errors.Is(err, dataplane.ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+	a.Inject(udpPacket(pod1, pod2, 1, 2, 64, false, nil))
+	typ, code, _, _ := icmpOf(t, waitOne(t, a))
+	if typ != 3 || code != 1 {
+		t.Fatalf("type %d code %d, want host unreachable", typ, code)
+	}
+	waitDrop(t, n1.eng, dataplane.DropNoRoute, 1)
+	expectNone(t, n2.pod(t, "c"))
+	// node2's traffic is now from an unknown source.
+	n2.pod(t, "c").Inject(udpPacket(pod2, pod1, 1, 2, 64, false, nil))
+	waitDrop(t, n1.eng, dataplane.DropUnknownTunnelSource, 1)
+}
+
+func TestControlValidation(t *testing.T) {
+	n1, _, _ := twoNodes(t)
+	bad := []dataplane.EndpointSpec{
+		{Name: "", IP: netip.MustParseAddr("10.1.1.50")},
+		{Name: "x", IP: netip.MustParseAddr("10.1.2.50")},                  // outside pod CIDR
+		{Name: "x", IP: netip.MustParseAddr("10.1.1.1")},                   // host address
+		{Name: "x", IP: netip.MustParseAddr("10.1.1.0")},                   // network
+		{Name: "x", IP: netip.MustParseAddr("10.1.1.255")},                 // broadcast
+		{Name: "x", IP: netip.MustParseAddr("10.1.1.50"), Identity: 6},     // reserved identity
+		{Name: "x", IP: netip.MustParseAddr("10.1.1.50"), Identity: 1 << 24}, // too large
+	}
+	for _, s := range bad {
+		if err := n1.eng.AddEndpoint(s); !errors.Is(err, dataplane.ErrInvalid) {
+			t.Errorf("AddEndpoint(%+v) = %v", s, err)
+		}
+	}
+	if err := n1.eng.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP: netip.MustParseAddr("10.1.1.50")}); !errors.Is(err, dataplane.ErrExists) {
+		t.Errorf("duplicate name: %v", err)
+	}
+	if err := n1.eng.AddEndpoint(dataplane.EndpointSpec{Name: "z", IP: pod1}); !errors.Is(err, dataplane.ErrExists) {
+		t.Errorf("duplicate ip: %v", err)
+	}
+	if err := n1.eng.AddNode(dataplane.NodeSpec{Name: "n3", IP: netip.MustParseAddr("192.0.2.3"), PodCIDR: netip.MustParsePrefix("10.1.2.128/25")}); !errors.Is(err, dataplane.ErrExists) {
+		t.Errorf("overlapping node: %v", err)
+	}
+	if err := n1.eng.AddNode(dataplane.NodeSpec{Name: "n3", IP: netip.MustParseAddr("192.0.2.3"), PodCIDR: netip.MustParsePrefix("10.1.1.0/25")}); !errors.Is(err, dataplane.ErrInvalid) {
+		t.Errorf("node overlapping our pod cidr: %v", err)
+	}
+	must(t, n1.eng.DelEndpoint("b"))
+	if !n1.pod(t, "b").Closed() {
+		t.Fatal("endpoint device not closed on delete")
+	}
+	if eps := n1.eng.Endpoints(); len(eps) != 1 || eps[0].Name != "a" {
+		t.Fatalf("endpoints %+v", eps)
+	}
+}
+
+func TestCloseClosesEverything(t *testing.T) {
+	checkGoroutines(t)
+	hub := fake.NewHub()
+	n := newTestNode(t, hub.Attach(node1IP, "u1", 16), node1IP, "10.1.1.0/24", nil)
+	must(t, n.eng.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP: pod1, Netns: "/x"}))
+	must(t, n.eng.Close())
+	if !n.pod(t, "a").Closed() || !n.under.Closed() || !n.host.Closed() {
+		t.Fatal("a device survived Close")
+	}
+	if err := n.eng.AddEndpoint(dataplane.EndpointSpec{Name: "b", IP: pod1b, Netns: "/x"}); !errors.Is(err, dataplane.ErrStopped) {
+		t.Fatalf("AddEndpoint after Close: %v", err)
+	}
+}

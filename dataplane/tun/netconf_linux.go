@@ -1,0 +1,306 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// linkNetns returns a handle on the namespace the interface is in right now.
+// The kernel tracks that for us (TUNGETDEVNETNS, Linux 5.2+), so the device
+// needs no namespace handle of its own, and it stays right even if someone
+// else moves the interface.
+func (d *Device) linkNetns() (netns.NsHandle, error) {
+	var ns netns.NsHandle = -1
+	err := d.control(func(fd int) error {
+		nsfd, err := unix.IoctlRetInt(fd, unix.TUNGETDEVNETNS)
+		if err != nil {
+			return fmt.Errorf("TUNGETDEVNETNS: %w", err)
+		}
+		ns = netns.NsHandle(nsfd)
+		return nil
+	})
+	return ns, err
+}
+
+// routeHandle opens an rtnetlink socket in ns. Only NETLINK_ROUTE: the
+// default set also opens xfrm and netfilter sockets we never use.
+func routeHandle(ns netns.NsHandle) (*netlink.Handle, error) {
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink socket: %w", err)
+	}
+	return h, nil
+}
+
+// refresh reloads the cached name and ifindex from the kernel.
+func (d *Device) refresh() error {
+	name, err := d.kernelName()
+	if err != nil {
+		return err
+	}
+	ns, err := d.linkNetns()
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	h, err := routeHandle(ns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", name, err)
+	}
+	d.name.Store(&name)
+	d.index.Store(int64(link.Attrs().Index))
+	return nil
+}
+
+// MoveToNetns moves the interface into the network namespace at nsPath (for
+// example /run/netns/pod1 or /proc/PID/ns/net), renames it to ifname, sets
+// its MTU (mtu <= 0 keeps the current one), adds addr, brings it up and adds
+// a default route through it. The route has link scope and no gateway: a
+// TUN interface is point-to-point, every destination is on-link.
+//
+// The calling thread never changes namespace. If a step after the move
+// fails, the interface is taken down, renamed back and returned to the
+// namespace it came from, so a failed call leaves nothing in the pod.
+func (d *Device) MoveToNetns(nsPath, ifname string, addr netip.Prefix, mtu int) (err error) {
+	d.cmu.Lock()
+	defer d.cmu.Unlock()
+
+	oldName := d.Name()
+	fail := func(err error) error {
+		return fmt.Errorf("move %s to netns %s: %w", oldName, nsPath, err)
+	}
+	if ifname == "" || len(ifname) >= unix.IFNAMSIZ {
+		return fail(fmt.Errorf("invalid interface name %q", ifname))
+	}
+	if !addr.IsValid() || addr.Addr().Is4In6() {
+		return fail(fmt.Errorf("invalid address %s", addr))
+	}
+
+	target, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return fail(fmt.Errorf("open netns: %w", err))
+	}
+	defer target.Close()
+	source, err := d.linkNetns()
+	if err != nil {
+		return fail(err)
+	}
+	defer source.Close()
+
+	src, err := routeHandle(source)
+	if err != nil {
+		return fail(err)
+	}
+	defer src.Close()
+	dst, err := routeHandle(target)
+	if err != nil {
+		return fail(err)
+	}
+	defer dst.Close()
+
+	link, err := src.LinkByIndex(d.Index())
+	if err != nil {
+		return fail(fmt.Errorf("look up link: %w", err))
+	}
+	oldMTU := link.Attrs().MTU
+	if err := src.LinkSetNsFd(link, int(target)); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fail(fmt.Errorf("an interface named %s already exists there: %w", oldName, err))
+		}
+		return fail(err)
+	}
+
+	// The ifindex survives the move unless it is taken in the target, so
+	// look the link up by the name it still has.
+	link, err = dst.LinkByName(oldName)
+	if err != nil {
+		// Without the link there is nothing to roll back with; closing
+		// the device still deletes it, wherever it is.
+		err = fmt.Errorf("look up link after move: %w", err)
+		if rerr := d.refresh(); rerr != nil {
+			err = fmt.Errorf("%w (refresh: %v)", err, rerr)
+		}
+		return fail(err)
+	}
+	renamed := false
+	defer func() {
+		if err == nil {
+			return
+		}
+		if rerr := rollbackMove(dst, link, renamed, oldName, oldMTU, source); rerr != nil {
+			err = fmt.Errorf("%w (rollback failed: %v; the interface stays there until Close)", err, rerr)
+		}
+		if rerr := d.refresh(); rerr != nil {
+			err = fmt.Errorf("%w (refresh: %v)", err, rerr)
+		}
+	}()
+
+	if ifname != oldName {
+		if err := dst.LinkSetName(link, ifname); err != nil {
+			if errors.Is(err, unix.EEXIST) {
+				return fail(fmt.Errorf("rename to %s: name already in use in the target namespace: %w", ifname, err))
+			}
+			return fail(fmt.Errorf("rename to %s: %w", ifname, err))
+		}
+		renamed = true
+	}
+	if err := configure(dst, link, ifname, addr, mtu); err != nil {
+		return fail(err)
+	}
+	if err := dst.RouteAdd(defaultRoute(link.Attrs().Index, addr)); err != nil {
+		return fail(fmt.Errorf("add default route via %s: %w", ifname, err))
+	}
+
+	d.name.Store(&ifname)
+	d.index.Store(int64(link.Attrs().Index))
+	return nil
+}
+
+// rollbackMove undoes a partial MoveToNetns. Leaving a namespace flushes the
+// interface's addresses and routes, so down, old name and old MTU are all
+// that needs restoring.
+func rollbackMove(h *netlink.Handle, link netlink.Link, renamed bool, oldName string, oldMTU int, home netns.NsHandle) error {
+	if err := h.LinkSetDown(link); err != nil {
+		return fmt.Errorf("set down: %w", err)
+	}
+	if renamed {
+		if err := h.LinkSetName(link, oldName); err != nil {
+			return fmt.Errorf("rename back to %s: %w", oldName, err)
+		}
+	}
+	if err := h.LinkSetMTU(link, oldMTU); err != nil {
+		return fmt.Errorf("restore mtu: %w", err)
+	}
+	if err := h.LinkSetNsFd(link, int(home)); err != nil {
+		return fmt.Errorf("move back: %w", err)
+	}
+	return nil
+}
+
+// ConfigureHere configures the interface in the namespace it was created in,
+// which must be the calling thread's: MTU (mtu <= 0 keeps it), IPv6 off
+// (unless addr is IPv6), address addr (whose prefix gives the kernel's
+// connected route, e.g. 10.1.1.1/24), up. This is the setup of the node's
+// host device.
+func (d *Device) ConfigureHere(addr netip.Prefix, mtu int) error {
+	d.cmu.Lock()
+	defer d.cmu.Unlock()
+
+	name := d.Name()
+	fail := func(err error) error {
+		return fmt.Errorf("configure %s: %w", name, err)
+	}
+	if !addr.IsValid() || addr.Addr().Is4In6() {
+		return fail(fmt.Errorf("invalid address %s", addr))
+	}
+	// The sysctl below resolves /proc/sys/net against the calling thread's
+	// namespace; pin the thread so the check and the write see the same one.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+
+	here, err := netns.Get()
+	if err != nil {
+		return fail(fmt.Errorf("current netns: %w", err))
+	}
+	defer here.Close()
+	ns, err := d.linkNetns()
+	if err != nil {
+		return fail(err)
+	}
+	defer ns.Close()
+	if !ns.Equal(here) {
+		return fail(errors.New("the interface is not in the calling thread's network namespace"))
+	}
+	h, err := routeHandle(ns)
+	if err != nil {
+		return fail(err)
+	}
+	defer h.Close()
+	link, err := h.LinkByIndex(d.Index())
+	if err != nil {
+		return fail(fmt.Errorf("look up link: %w", err))
+	}
+	if addr.Addr().Is4() {
+		// Before the interface comes up, so the kernel never assigns a
+		// link-local address or sends router solicitations on it.
+		if err := disableIPv6(name); err != nil {
+			return fail(err)
+		}
+	}
+	return configure(h, link, name, addr, mtu)
+}
+
+// configure sets MTU, adds addr and brings the link up, in that order: the
+// address must exist before the link is up so the first packets already
+// have their source.
+func configure(h *netlink.Handle, link netlink.Link, name string, addr netip.Prefix, mtu int) error {
+	if mtu > 0 {
+		if err := h.LinkSetMTU(link, mtu); err != nil {
+			return fmt.Errorf("set mtu %d: %w", mtu, err)
+		}
+	}
+	if err := h.AddrAdd(link, &netlink.Addr{IPNet: ipNet(addr)}); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add address %s: already assigned: %w", addr, err)
+		}
+		return fmt.Errorf("add address %s: %w", addr, err)
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("set %s up: %w", name, err)
+	}
+	return nil
+}
+
+// disableIPv6 turns IPv6 off on one interface. Missing IPv6 support (no
+// such sysctl) is fine: there is nothing to turn off.
+func disableIPv6(name string) error {
+	p := filepath.Join("/proc/sys/net/ipv6/conf", name, "disable_ipv6")
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("disable ipv6: %w", err)
+	}
+	_, werr := f.WriteString("1")
+	cerr := f.Close()
+	if werr != nil {
+		return fmt.Errorf("disable ipv6: %w", werr)
+	}
+	if cerr != nil {
+		return fmt.Errorf("disable ipv6: %w", cerr)
+	}
+	return nil
+}
+
+func defaultRoute(ifindex int, addr netip.Prefix) *netlink.Route {
+	bits := 32
+	if addr.Addr().Is6() {
+		bits = 128
+	}
+	zero := make(net.IP, bits/8)
+	return &netlink.Route{
+		LinkIndex: ifindex,
+		Scope:     netlink.SCOPE_LINK,
+		Dst:       &net.IPNet{IP: zero, Mask: net.CIDRMask(0, bits)},
+	}
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	a := p.Addr()
+	return &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(p.Bits(), a.BitLen())}
+}

@@ -1,0 +1,286 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vxdp/vxdp/dataplane"
+)
+
+// batchSize bounds how many packets one Read drains. Each packet still costs
+// one read(2); the batch lets the engine amortise everything after the read.
+const batchSize = 64
+
+// Device is a TUN interface. Read is meant for one goroutine at a time (a
+// mutex makes concurrent calls safe, but they serialise); Write and the
+// accessors are safe for concurrent use.
+type Device struct {
+	file *os.File
+	raw  syscall.RawConn
+
+	closed atomic.Bool
+	name   atomic.Pointer[string]
+	index  atomic.Int64
+
+	txErrors  atomic.Uint64
+	rxDropped atomic.Uint64
+
+	// The read state lives in the Device, and readFn is bound once, so
+	// that handing a callback to the runtime poller allocates nothing.
+	rmu    sync.Mutex
+	rbufs  [][]byte
+	rsizes []int
+	roff   int
+	rn     int
+	rerr   error
+	readFn func(fd uintptr) bool
+
+	// cmu serialises the control-plane helpers (moving, renaming), which
+	// read and update name and index as a unit.
+	cmu sync.Mutex
+}
+
+var _ dataplane.Device = (*Device)(nil)
+
+// Create creates a TUN interface called name in the network namespace of the
+// calling OS thread. An empty name lets the kernel pick one (tunN). The
+// interface is created down and unconfigured; see ConfigureHere and
+// MoveToNetns.
+func Create(name string) (*Device, error) {
+	if len(name) >= unix.IFNAMSIZ {
+		return nil, fmt.Errorf("create tun %q: name longer than %d bytes", name, unix.IFNAMSIZ-1)
+	}
+	// The namespace a TUN interface lands in is that of the thread that
+	// opens /dev/net/tun, so open and ioctl must run on the same thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("create tun %q: open /dev/net/tun: %w", name, err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("create tun %q: %w", name, err)
+	}
+	// IFF_TUN_EXCL makes the kernel refuse an existing interface of that
+	// name instead of attaching to it; without it we could silently pick up
+	// somebody's persistent TUN device.
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_TUN_EXCL)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("create tun %q: interface name already in use: %w", name, err)
+		}
+		return nil, fmt.Errorf("create tun %q: TUNSETIFF: %w", name, err)
+	}
+	// A non-blocking descriptor makes os.NewFile register it with the
+	// runtime poller, so a blocked Read parks the goroutine, not a thread,
+	// and Close can wake it.
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("create tun %q: set non-blocking: %w", name, err)
+	}
+	d := &Device{file: os.NewFile(uintptr(fd), "/dev/net/tun")}
+	d.raw, err = d.file.SyscallConn()
+	if err != nil {
+		d.file.Close()
+		return nil, fmt.Errorf("create tun %q: %w", name, err)
+	}
+	d.readFn = d.readBatch
+	if err := d.refresh(); err != nil {
+		d.file.Close()
+		return nil, fmt.Errorf("create tun %q: %w", name, err)
+	}
+	return d, nil
+}
+
+// Read blocks until a packet is available, then keeps reading without
+// blocking until bufs is full or the queue is empty. Packet i goes to
+// bufs[i][offset:] and its length to sizes[i]. A packet longer than the
+// space in its buffer is dropped and counted in RXDropped rather than handed
+// out truncated. After Close, Read returns an error wrapping
+// dataplane.ErrClosed.
+func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	if len(sizes) < len(bufs) {
+		return 0, fmt.Errorf("read %s: %d sizes for %d buffers", d.Name(), len(sizes), len(bufs))
+	}
+	if offset < 0 {
+		return 0, fmt.Errorf("read %s: negative offset %d", d.Name(), offset)
+	}
+	for i := range bufs {
+		if len(bufs[i]) <= offset {
+			return 0, fmt.Errorf("read %s: buffer %d has no room after offset %d", d.Name(), i, offset)
+		}
+	}
+	if d.closed.Load() {
+		return 0, d.closedErr("read")
+	}
+
+	d.rmu.Lock()
+	defer d.rmu.Unlock()
+	if len(bufs) > batchSize {
+		bufs = bufs[:batchSize]
+	}
+	d.rbufs, d.rsizes, d.roff, d.rn, d.rerr = bufs, sizes, offset, 0, nil
+	err := d.raw.Read(d.readFn)
+	n, rerr := d.rn, d.rerr
+	d.rbufs, d.rsizes, d.rerr = nil, nil, nil
+	if err != nil {
+		if d.closed.Load() {
+			return 0, d.closedErr("read")
+		}
+		return 0, fmt.Errorf("read %s: %w", d.Name(), err)
+	}
+	// An error after some packets is dropped: those packets are good, and a
+	// persistent error shows up again on the next call.
+	if n == 0 && rerr != nil {
+		return 0, fmt.Errorf("read %s: %w", d.Name(), rerr)
+	}
+	return n, nil
+}
+
+// readBatch runs inside the poller callback. Returning false parks the
+// goroutine until the descriptor is readable; that happens only while the
+// batch is still empty, so a call never waits once it has a packet.
+func (d *Device) readBatch(fd uintptr) bool {
+	for d.rn < len(d.rbufs) {
+		buf := d.rbufs[d.rn][d.roff:]
+		n, err := unix.Read(int(fd), buf)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return d.rn > 0
+		case err != nil:
+			d.rerr = err
+			return true
+		case n == 0:
+			d.rerr = io.ErrUnexpectedEOF
+			return true
+		case n == len(buf) && ipLength(buf) > n:
+			// The kernel silently truncates a packet that does not
+			// fit and returns the truncated length, so a full buffer
+			// is checked against the length the IP header claims.
+			d.rxDropped.Add(1)
+			continue
+		}
+		d.rsizes[d.rn] = n
+		d.rn++
+	}
+	return true
+}
+
+// ipLength is the packet length the IP header of p claims, or 0 if p does
+// not start with a recognisable one.
+func ipLength(p []byte) int {
+	switch {
+	case len(p) >= 20 && p[0]>>4 == 4:
+		return int(p[2])<<8 | int(p[3])
+	case len(p) >= 40 && p[0]>>4 == 6:
+		return 40 + (int(p[4])<<8 | int(p[5]))
+	}
+	return 0
+}
+
+// Write writes each bufs[i][offset:] as one packet with one write(2). A
+// packet the kernel rejects (not IPv4/IPv6, too short, ...) is skipped and
+// counted in TXErrors. It returns the number of packets the kernel accepted;
+// the error is non-nil only when the device is unusable (closed).
+func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
+	n := 0
+	for _, b := range bufs {
+		if offset < 0 || offset >= len(b) {
+			d.txErrors.Add(1)
+			continue
+		}
+		// os.File.Write waits in the poller on EAGAIN and serialises
+		// concurrent writers on the descriptor; a TUN write is one whole
+		// packet or nothing.
+		if _, err := d.file.Write(b[offset:]); err != nil {
+			if d.closed.Load() || errors.Is(err, os.ErrClosed) {
+				return n, d.closedErr("write")
+			}
+			d.txErrors.Add(1)
+			continue
+		}
+		n++
+	}
+	return n, nil
+}
+
+// BatchSize is the most packets one Read returns.
+func (d *Device) BatchSize() int { return batchSize }
+
+// Name is the interface's current name. It follows renames done through
+// MoveToNetns.
+func (d *Device) Name() string { return *d.name.Load() }
+
+// Index is the interface's current ifindex in the namespace it lives in. It
+// can change when the interface moves to another namespace.
+func (d *Device) Index() int { return int(d.index.Load()) }
+
+// TXErrors counts packets Write skipped because the kernel refused them.
+func (d *Device) TXErrors() uint64 { return d.txErrors.Load() }
+
+// RXDropped counts packets Read discarded because they did not fit.
+func (d *Device) RXDropped() uint64 { return d.rxDropped.Load() }
+
+// Close closes the descriptor, which makes the kernel delete the interface
+// in whatever namespace it is in by now. A Read blocked in another goroutine
+// returns an error wrapping dataplane.ErrClosed. Closing twice is a no-op.
+func (d *Device) Close() error {
+	if !d.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if err := d.file.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", d.Name(), err)
+	}
+	return nil
+}
+
+func (d *Device) closedErr(op string) error {
+	return fmt.Errorf("%s %s: %w", op, d.Name(), dataplane.ErrClosed)
+}
+
+// control runs fn with the raw descriptor while holding a reference that
+// keeps a concurrent Close from releasing it underneath fn.
+func (d *Device) control(fn func(fd int) error) error {
+	var ferr error
+	if err := d.raw.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		if d.closed.Load() {
+			return dataplane.ErrClosed
+		}
+		return err
+	}
+	return ferr
+}
+
+// kernelName asks the kernel for the interface's current name.
+func (d *Device) kernelName() (string, error) {
+	var name string
+	err := d.control(func(fd int) error {
+		ifr, err := unix.NewIfreq("")
+		if err != nil {
+			return err
+		}
+		if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr); err != nil {
+			return fmt.Errorf("TUNGETIFF: %w", err)
+		}
+		name = ifr.Name()
+		return nil
+	})
+	return name, err
+}

@@ -1,0 +1,582 @@
+package tun
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/vxdp/vxdp/dataplane"
+)
+
+const waitFor = 5 * time.Second
+
+// checksum is the Internet checksum of b, with sum as a running start value.
+func checksum(b []byte, sum uint32) uint16 {
+	for len(b) >= 2 {
+		sum += uint32(b[0])<<8 | uint32(b[1])
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum += uint32(b[0]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+// udp4 builds an IPv4/UDP packet with valid IP and UDP checksums.
+func udp4(src, dst netip.AddrPort, payload []byte) []byte {
+	p := make([]byte, 28+len(payload))
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	p[8] = 64
+	p[9] = unix.IPPROTO_UDP
+	s, d := src.Addr().As4(), dst.Addr().As4()
+	copy(p[12:16], s[:])
+	copy(p[16:20], d[:])
+	binary.BigEndian.PutUint16(p[10:], checksum(p[:20], 0))
+	u := p[20:]
+	binary.BigEndian.PutUint16(u[0:], src.Port())
+	binary.BigEndian.PutUint16(u[2:], dst.Port())
+	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
+	copy(u[8:], payload)
+	var pseudo uint32
+	for i := 12; i < 20; i += 2 {
+		pseudo += uint32(p[i])<<8 | uint32(p[i+1])
+	}
+	pseudo += unix.IPPROTO_UDP + uint32(len(u))
+	c := checksum(u, pseudo)
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(u[6:], c)
+	return p
+}
+
+type udpPacket struct {
+	src, dst netip.AddrPort
+	payload  []byte
+}
+
+// parseUDP4 decodes an IPv4/UDP packet, enough for the tests' checks.
+func parseUDP4(p []byte) (udpPacket, bool) {
+	if len(p) < 28 || p[0]>>4 != 4 || p[9] != unix.IPPROTO_UDP {
+		return udpPacket{}, false
+	}
+	ihl := int(p[0]&0x0f) * 4
+	total := int(binary.BigEndian.Uint16(p[2:]))
+	if ihl < 20 || total > len(p) || total < ihl+8 {
+		return udpPacket{}, false
+	}
+	u := p[ihl:total]
+	src := netip.AddrPortFrom(netip.AddrFrom4([4]byte(p[12:16])), binary.BigEndian.Uint16(u[0:]))
+	dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte(p[16:20])), binary.BigEndian.Uint16(u[2:]))
+	return udpPacket{src: src, dst: dst, payload: u[8:]}, true
+}
+
+// createIn creates a TUN device inside the named namespace, closed at the
+// end of the test.
+func createIn(t *testing.T, ns, name string) *Device {
+	t.Helper()
+	var d *Device
+	inNetns(t, ns, func() error {
+		var err error
+		d, err = Create(name)
+		return err
+	})
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func routeHandleT(t *testing.T, ns string) *netlink.Handle {
+	t.Helper()
+	h, err := netlink.NewHandleAt(nsHandle(t, ns), unix.NETLINK_ROUTE)
+	if err != nil {
+		t.Fatalf("netlink handle in %s: %v", ns, err)
+	}
+	t.Cleanup(h.Close)
+	return h
+}
+
+// waitLinkGone polls until no link called name exists in h's namespace.
+func waitLinkGone(t *testing.T, h *netlink.Handle, name string) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for {
+		_, err := h.LinkByName(name)
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("link %s still there after %v (lookup error: %v)", name, waitFor, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// reader copies every packet read from d into a channel until Read fails.
+func reader(d *Device) <-chan []byte {
+	ch := make(chan []byte, 256)
+	go func() {
+		defer close(ch)
+		bufs := make([][]byte, d.BatchSize())
+		for i := range bufs {
+			bufs[i] = make([]byte, 65536)
+		}
+		sizes := make([]int, len(bufs))
+		for {
+			n, err := d.Read(bufs, sizes, 0)
+			if err != nil {
+				return
+			}
+			for i := 0; i < n; i++ {
+				select {
+				case ch <- bytes.Clone(bufs[i][:sizes[i]]):
+				default:
+				}
+			}
+		}
+	}()
+	return ch
+}
+
+// waitUDP waits for a UDP packet to dst on ch, skipping anything else (the
+// kernel may emit IPv6 or other noise on a fresh interface).
+func waitUDP(t *testing.T, ch <-chan []byte, dst netip.AddrPort) udpPacket {
+	t.Helper()
+	timeout := time.After(waitFor)
+	for {
+		select {
+		case p, ok := <-ch:
+			if !ok {
+				t.Fatalf("reader stopped before a packet to %s arrived", dst)
+			}
+			if u, ok := parseUDP4(p); ok && u.dst == dst {
+				return u
+			}
+		case <-timeout:
+			t.Fatalf("no packet to %s within %v", dst, waitFor)
+		}
+	}
+}
+
+// disableIPv6Default keeps interfaces that later appear in ns free of IPv6,
+// so reads see only the test's traffic.
+func disableIPv6Default(t *testing.T, ns string) {
+	t.Helper()
+	inNetns(t, ns, func() error {
+		err := os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("1"), 0)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	})
+}
+
+func listenUDPIn(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	inNetns(t, ns, func() error {
+		var err error
+		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
+		return err
+	})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestMoveToNetnsAndTraffic(t *testing.T) {
+	nsA, nsB := newNetns(t), newNetns(t)
+	disableIPv6Default(t, nsB)
+	d := createIn(t, nsA, "vxdpt0")
+	if d.Name() != "vxdpt0" || d.Index() <= 0 {
+		t.Fatalf("after create: name %q index %d", d.Name(), d.Index())
+	}
+
+	podIP := netip.MustParsePrefix("192.0.2.10/32")
+	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", podIP, 1400); err != nil {
+		t.Fatal(err)
+	}
+	if d.Name() != "eth0" {
+		t.Errorf("Name() = %q after move, want eth0", d.Name())
+	}
+
+	ha, hb := routeHandleT(t, nsA), routeHandleT(t, nsB)
+	waitLinkGone(t, ha, "vxdpt0")
+	link, err := hb.LinkByName("eth0")
+	if err != nil {
+		t.Fatalf("eth0 in pod netns: %v", err)
+	}
+	attrs := link.Attrs()
+	if attrs.Index != d.Index() {
+		t.Errorf("ifindex %d, Index() %d", attrs.Index, d.Index())
+	}
+	if attrs.MTU != 1400 {
+		t.Errorf("mtu %d, want 1400", attrs.MTU)
+	}
+	if attrs.Flags&net.FlagUp == 0 {
+		t.Errorf("eth0 is not up: %v", attrs.Flags)
+	}
+	addrs, err := hb.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(addrs) != 1 || addrs[0].IPNet.String() != "192.0.2.10/32" {
+		t.Errorf("addresses %v, want [192.0.2.10/32]", addrs)
+	}
+	routes, err := hb.RouteList(link, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foundDefault := false
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.String() == "0.0.0.0/0" {
+			foundDefault = r.Scope == netlink.SCOPE_LINK && r.Gw == nil
+		}
+	}
+	if !foundDefault {
+		t.Errorf("no link-scope default route via eth0 in %v", routes)
+	}
+
+	// Pod -> TUN: the kernel routes it out of eth0 into our descriptor.
+	packets := reader(d)
+	podConn := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	podAddr := podConn.LocalAddr().(*net.UDPAddr).AddrPort()
+	remote := netip.MustParseAddrPort("198.51.100.1:9")
+	if _, err := podConn.WriteToUDPAddrPort([]byte("pod to world"), remote); err != nil {
+		t.Fatal(err)
+	}
+	got := waitUDP(t, packets, remote)
+	if got.src != podAddr || string(got.payload) != "pod to world" {
+		t.Errorf("read %v -> %v %q, want %v -> %v %q", got.src, got.dst, got.payload, podAddr, remote, "pod to world")
+	}
+
+	// TUN -> pod: a packet written to the descriptor arrives on the pod's
+	// socket. The first one is garbage the kernel must refuse without
+	// stopping the batch.
+	from := netip.MustParseAddrPort("198.51.100.1:53")
+	in := udp4(from, podAddr, []byte("world to pod"))
+	n, err := d.Write([][]byte{{0x00, 0x01, 0x02}, append(make([]byte, 8), in...)}, 8)
+	if err != nil || n != 1 {
+		t.Fatalf("Write = %d, %v; want 1, nil", n, err)
+	}
+	if d.TXErrors() != 1 {
+		t.Errorf("TXErrors = %d, want 1", d.TXErrors())
+	}
+	podConn.SetReadDeadline(time.Now().Add(waitFor))
+	buf := make([]byte, 2048)
+	m, src, err := podConn.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("pod socket: %v", err)
+	}
+	if src != from || string(buf[:m]) != "world to pod" {
+		t.Errorf("pod received %q from %v", buf[:m], src)
+	}
+
+	// Closing the descriptor deletes the interface in the pod namespace too.
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitLinkGone(t, hb, "eth0")
+	if _, ok := <-packets; ok {
+		for range packets {
+		}
+	}
+}
+
+func TestReadBatch(t *testing.T) {
+	nsA, nsB := newNetns(t), newNetns(t)
+	disableIPv6Default(t, nsB)
+	d := createIn(t, nsA, "vxdpt0")
+	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
+		t.Fatal(err)
+	}
+	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	const count = 20
+	remote := netip.MustParseAddrPort("198.51.100.1:9")
+	for i := 0; i < count; i++ {
+		if _, err := c.WriteToUDPAddrPort([]byte{byte(i)}, remote); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	bufs := make([][]byte, d.BatchSize())
+	for i := range bufs {
+		bufs[i] = make([]byte, 16+1500)
+	}
+	sizes := make([]int, len(bufs))
+	// All packets are queued before the first Read, so one call must drain
+	// them all; a stray packet of another kind would only add to the count.
+	timer := time.AfterFunc(waitFor, func() { d.Close() })
+	defer timer.Stop()
+	n, err := d.Read(bufs, sizes, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []byte
+	for i := 0; i < n; i++ {
+		if u, ok := parseUDP4(bufs[i][16 : 16+sizes[i]]); ok && u.dst == remote {
+			seen = append(seen, u.payload...)
+		}
+	}
+	if len(seen) != count {
+		t.Fatalf("one Read returned %d packets with %d of ours (%v), want all %d", n, len(seen), seen, count)
+	}
+	for i, b := range seen {
+		if int(b) != i {
+			t.Fatalf("order: %v", seen)
+		}
+	}
+}
+
+func TestReadDropsOversizedPacket(t *testing.T) {
+	nsA, nsB := newNetns(t), newNetns(t)
+	disableIPv6Default(t, nsB)
+	d := createIn(t, nsA, "vxdpt0")
+	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
+		t.Fatal(err)
+	}
+	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	remote := netip.MustParseAddrPort("198.51.100.1:9")
+	if _, err := c.WriteToUDPAddrPort(make([]byte, 1000), remote); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WriteToUDPAddrPort([]byte("small"), remote); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(waitFor, func() { d.Close() })
+	defer timer.Stop()
+	bufs := [][]byte{make([]byte, 200)}
+	sizes := make([]int, 1)
+	n, err := d.Read(bufs, sizes, 0)
+	if err != nil || n != 1 {
+		t.Fatalf("Read = %d, %v", n, err)
+	}
+	u, ok := parseUDP4(bufs[0][:sizes[0]])
+	if !ok || string(u.payload) != "small" {
+		t.Fatalf("read %d bytes %x, want the small packet", sizes[0], bufs[0][:sizes[0]])
+	}
+	if d.RXDropped() != 1 {
+		t.Errorf("RXDropped = %d, want 1", d.RXDropped())
+	}
+}
+
+func TestReadUnblocksOnClose(t *testing.T) {
+	ns := newNetns(t)
+	d := createIn(t, ns, "vxdpt0")
+	errc := make(chan error, 1)
+	go func() {
+		bufs := [][]byte{make([]byte, 1500)}
+		_, err := d.Read(bufs, make([]int, 1), 0)
+		errc <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, dataplane.ErrClosed) {
+			t.Fatalf("blocked Read returned %v, want ErrClosed", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Read still blocked after Close")
+	}
+	if _, err := d.Read([][]byte{make([]byte, 100)}, make([]int, 1), 0); !errors.Is(err, dataplane.ErrClosed) {
+		t.Errorf("Read after Close: %v", err)
+	}
+	if _, err := d.Write([][]byte{make([]byte, 100)}, 0); !errors.Is(err, dataplane.ErrClosed) {
+		t.Errorf("Write after Close: %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	waitLinkGone(t, routeHandleT(t, ns), "vxdpt0")
+}
+
+func TestCreateNameInUse(t *testing.T) {
+	ns := newNetns(t)
+	createIn(t, ns, "vxdpt0")
+	ipIn(t, ns, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
+	for _, name := range []string{"vxdpt0", "veth0"} {
+		inNetns(t, ns, func() error {
+			d, err := Create(name)
+			if err == nil {
+				d.Close()
+				return fmt.Errorf("Create(%q) succeeded on a taken name", name)
+			}
+			if !errors.Is(err, unix.EBUSY) || !strings.Contains(err.Error(), "already in use") {
+				return fmt.Errorf("Create(%q): unclear error %v", name, err)
+			}
+			return nil
+		})
+	}
+}
+
+func TestMoveToNetnsRollsBack(t *testing.T) {
+	cases := []struct {
+		name  string
+		setup func(t *testing.T, pod string)
+		want  string
+	}{
+		{"name taken", func(t *testing.T, pod string) {
+			ipIn(t, pod, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
+		}, "already in use"},
+		{"default route exists", func(t *testing.T, pod string) {
+			ipIn(t, pod, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
+			ipIn(t, pod, "link", "set", "veth0", "up")
+			ipIn(t, pod, "link", "set", "veth1", "up")
+			ipIn(t, pod, "route", "add", "default", "dev", "veth0")
+		}, "default route"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			nsA, nsB := newNetns(t), newNetns(t)
+			tc.setup(t, nsB)
+			d := createIn(t, nsA, "vxdpt1")
+			oldIndex := d.Index()
+			err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1400)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("MoveToNetns error %v, want one mentioning %q", err, tc.want)
+			}
+			ha, hb := routeHandleT(t, nsA), routeHandleT(t, nsB)
+			link, err := ha.LinkByName("vxdpt1")
+			if err != nil {
+				t.Fatalf("device not back home: %v", err)
+			}
+			// The pod's veth holds ifindex 2, so the round trip can
+			// change the device's index; Index must follow.
+			if d.Name() != "vxdpt1" || d.Index() != link.Attrs().Index {
+				t.Errorf("after failed move: name %q index %d, want vxdpt1 %d (was %d)", d.Name(), d.Index(), link.Attrs().Index, oldIndex)
+			}
+			if link.Attrs().Flags&net.FlagUp != 0 || link.Attrs().MTU == 1400 {
+				t.Errorf("device back home but configured: flags %v mtu %d", link.Attrs().Flags, link.Attrs().MTU)
+			}
+			if addrs, _ := ha.AddrList(link, netlink.FAMILY_ALL); len(addrs) != 0 {
+				t.Errorf("device back home with addresses %v", addrs)
+			}
+			links, err := hb.LinkList()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range links {
+				if l.Type() == "tuntap" {
+					t.Errorf("TUN %s left in the pod", l.Attrs().Name)
+				}
+			}
+			// A second attempt with a free name works after the rollback.
+			if tc.name == "name taken" {
+				if err := d.MoveToNetns("/run/netns/"+nsB, "eth1", netip.MustParsePrefix("192.0.2.10/32"), 1400); err != nil {
+					t.Fatalf("retry: %v", err)
+				}
+			}
+			d.Close()
+			waitLinkGone(t, ha, "vxdpt1")
+			waitLinkGone(t, hb, "eth1")
+		})
+	}
+}
+
+func TestConfigureHere(t *testing.T) {
+	ns := newNetns(t)
+	var d *Device
+	var disabled []byte
+	inNetns(t, ns, func() error {
+		var err error
+		if d, err = Create("vxdp_host"); err != nil {
+			return err
+		}
+		if err := d.ConfigureHere(netip.MustParsePrefix("10.1.1.1/24"), 1450); err != nil {
+			return err
+		}
+		disabled, err = os.ReadFile("/proc/sys/net/ipv6/conf/vxdp_host/disable_ipv6")
+		if errors.Is(err, os.ErrNotExist) {
+			disabled, err = []byte("1\n"), nil
+		}
+		return err
+	})
+	t.Cleanup(func() { d.Close() })
+	if strings.TrimSpace(string(disabled)) != "1" {
+		t.Errorf("disable_ipv6 = %q, want 1", disabled)
+	}
+	h := routeHandleT(t, ns)
+	link, err := h.LinkByName("vxdp_host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if link.Attrs().MTU != 1450 || link.Attrs().Flags&net.FlagUp == 0 {
+		t.Errorf("mtu %d flags %v", link.Attrs().MTU, link.Attrs().Flags)
+	}
+	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.1.1.1/24" {
+		t.Errorf("addresses %v, want only 10.1.1.1/24", addrs)
+	}
+	routes, err := h.RouteList(link, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connected := false
+	for _, r := range routes {
+		connected = connected || (r.Dst != nil && r.Dst.String() == "10.1.1.0/24")
+	}
+	if !connected {
+		t.Errorf("no connected route 10.1.1.0/24 in %v", routes)
+	}
+
+	// From a thread in another namespace the device is not "here".
+	other := newNetns(t)
+	inNetns(t, other, func() error {
+		err := d.ConfigureHere(netip.MustParsePrefix("10.1.2.1/24"), 1500)
+		if err == nil || !strings.Contains(err.Error(), "not in the calling thread's network namespace") {
+			return fmt.Errorf("ConfigureHere from another netns: %v", err)
+		}
+		return nil
+	})
+}
+
+func TestZeroAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	nsA, nsB := newNetns(t), newNetns(t)
+	disableIPv6Default(t, nsB)
+	d := createIn(t, nsA, "vxdpt0")
+	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
+		t.Fatal(err)
+	}
+	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	const runs = 50
+	remote := netip.MustParseAddrPort("198.51.100.1:9")
+	for i := 0; i < 2*(runs+1); i++ {
+		if _, err := c.WriteToUDPAddrPort([]byte("x"), remote); err != nil {
+			t.Fatal(err)
+		}
+	}
+	timer := time.AfterFunc(waitFor, func() { d.Close() })
+	defer timer.Stop()
+	bufs := [][]byte{make([]byte, 1500), make([]byte, 1500)}
+	sizes := make([]int, 2)
+	if a := testing.AllocsPerRun(runs, func() { d.Read(bufs, sizes, 0) }); a != 0 {
+		t.Errorf("Read: %v allocs per call", a)
+	}
+	pkt := udp4(netip.MustParseAddrPort("198.51.100.1:53"), c.LocalAddr().(*net.UDPAddr).AddrPort(), []byte("y"))
+	wb := [][]byte{pkt, pkt}
+	if a := testing.AllocsPerRun(runs, func() { d.Write(wb, 0) }); a != 0 {
+		t.Errorf("Write: %v allocs per call", a)
+	}
+}
