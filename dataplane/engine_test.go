@@ -427,11 +427,11 @@ func TestControlValidation(t *testing.T) {
 	n1, _, _ := twoNodes(t)
 	bad := []dataplane.EndpointSpec{
 		{Name: "", IP: netip.MustParseAddr("10.1.1.50")},
-		{Name: "x", IP: netip.MustParseAddr("10.1.2.50")},                  // outside pod CIDR
-		{Name: "x", IP: netip.MustParseAddr("10.1.1.1")},                   // host address
-		{Name: "x", IP: netip.MustParseAddr("10.1.1.0")},                   // network
-		{Name: "x", IP: netip.MustParseAddr("10.1.1.255")},                 // broadcast
-		{Name: "x", IP: netip.MustParseAddr("10.1.1.50"), Identity: 6},     // reserved identity
+		{Name: "x", IP: netip.MustParseAddr("10.1.2.50")},                    // outside pod CIDR
+		{Name: "x", IP: netip.MustParseAddr("10.1.1.1")},                     // host address
+		{Name: "x", IP: netip.MustParseAddr("10.1.1.0")},                     // network
+		{Name: "x", IP: netip.MustParseAddr("10.1.1.255")},                   // broadcast
+		{Name: "x", IP: netip.MustParseAddr("10.1.1.50"), Identity: 6},       // reserved identity
 		{Name: "x", IP: netip.MustParseAddr("10.1.1.50"), Identity: 1 << 24}, // too large
 	}
 	for _, s := range bad {
