@@ -1,0 +1,59 @@
+# vxdp — make demo, make test, make bench.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/vxdp
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/vxdp/vxdp/agent.Version=$(VERSION)
+# Parsers get a short fuzz run on every `make test`.
+FUZZTIME ?= 10s
+# Debian packages the end-to-end tests and the demo use.
+PACKAGES := iproute2 iputils-ping iperf3 tcpdump tshark kmod
+COMMANDS := ip ping iperf3 tcpdump tshark
+
+.PHONY: all build deps demo test unit race fuzz e2e lint bench clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/vxdp
+
+# Install what the tests need on a fresh machine (root, Debian).
+deps:
+	@missing=0; for c in $(COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+		echo "installing $(PACKAGES)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq $(PACKAGES) >/dev/null; \
+	fi
+	$(GO) mod download
+
+demo: build
+	@if ! command -v ping >/dev/null || ! command -v ip >/dev/null; then $(MAKE) --no-print-directory deps; fi
+	./scripts/demo.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+
+race:
+	$(GO) test -race -count=1 ./dataplane/... ./fib ./encap ./agent/...
+
+fuzz:
+	$(GO) test -run XXX -fuzz '^FuzzDecap$$' -fuzztime $(FUZZTIME) ./encap
+	$(GO) test -run XXX -fuzz '^FuzzIPv4$$' -fuzztime $(FUZZTIME) ./encap
+	$(GO) test -run XXX -fuzz '^FuzzTable$$' -fuzztime $(FUZZTIME) ./fib
+	$(GO) test -run XXX -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config
+
+e2e: build
+	$(GO) test -count=1 -timeout 15m -v ./test/e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+
+test: deps lint unit race fuzz e2e
+
+bench:
+	$(GO) test -run XXX -bench . -benchmem ./encap ./fib ./dataplane
+
+clean:
+	rm -rf bin e2e.log

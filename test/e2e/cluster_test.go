@@ -1,0 +1,163 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vxdp/vxdp/internal/nstest"
+)
+
+// cluster is the test topology: two nodes on a veth underlay with MTU
+// 1500, two pods on each node.
+//
+//	pod1a 10.1.1.10 (id 1000)  pod1b 10.1.1.11 (id 1001)    pod2a 10.1.2.20 (id 2000)  pod2b 10.1.2.21 (256)
+//	          \                 /                                     \                 /
+//	     node1 10.169.72.233 eth0  <------- veth underlay ------->  eth0 10.169.72.238 node2
+type cluster struct {
+	t          *testing.T
+	lab        *nstest.Lab
+	dir        string
+	node       [2]*nstest.Netns
+	pods       map[string]*nstest.Netns
+	agents     [2]*nstest.Proc
+	sockets    [2]string
+	configs    [2]string
+	nodeIPs    [2]string
+	podCIDRs   [2]string
+}
+
+var podIPs = map[string]string{
+	"pod1a": "10.1.1.10", "pod1b": "10.1.1.11",
+	"pod2a": "10.1.2.20", "pod2b": "10.1.2.21",
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	c := &cluster{
+		t:        t,
+		lab:      nstest.New(t),
+		dir:      t.TempDir(),
+		pods:     map[string]*nstest.Netns{},
+		nodeIPs:  [2]string{"10.169.72.233", "10.169.72.238"},
+		podCIDRs: [2]string{"10.1.1.0/24", "10.1.2.0/24"},
+	}
+	c.node[0] = c.lab.Netns("node1")
+	c.node[1] = c.lab.Netns("node2")
+	for _, p := range []string{"pod1a", "pod1b", "pod2a", "pod2b"} {
+		c.pods[p] = c.lab.Netns(p)
+	}
+	c.lab.Veth(c.node[0], "eth0", c.nodeIPs[0]+"/24", c.node[1], "eth0", c.nodeIPs[1]+"/24", 1500)
+
+	c.configs[0] = c.writeConfig("node1", 0, 1, fmt.Sprintf(`
+  - {name: pod1a, ip: 10.1.1.10, netns: %s, identity: 1000}
+  - {name: pod1b, ip: 10.1.1.11, netns: %s, identity: "1001"}`, c.pods["pod1a"].Path, c.pods["pod1b"].Path))
+	c.configs[1] = c.writeConfig("node2", 1, 0, fmt.Sprintf(`
+  - {name: pod2a, ip: 10.1.2.20, netns: %s, identity: 2000}
+  - {name: pod2b, ip: 10.1.2.21, netns: %s}`, c.pods["pod2a"].Path, c.pods["pod2b"].Path))
+	for i := range c.node {
+		c.sockets[i] = filepath.Join(c.dir, fmt.Sprintf("node%d.sock", i+1))
+		c.agents[i] = c.lab.Start(c.node[i], fmt.Sprintf("agent%d", i+1), vxdpBin, "agent",
+			"--config", c.configs[i], "--socket", c.sockets[i], "--log-level", "debug")
+	}
+	for i := range c.node {
+		c.waitReady(i)
+	}
+	return c
+}
+
+func (c *cluster) writeConfig(name string, self, peer int, endpoints string) string {
+	cfg := fmt.Sprintf(`node-name: %s
+node-ip: %s
+pod-cidr: %s
+cluster-pool-ipv4-cidr: 10.1.0.0/16
+nodes:
+  - {name: node%d, ip: %s, pod-cidr: %s}
+endpoints:%s
+`, name, c.nodeIPs[self], c.podCIDRs[self], peer+1, c.nodeIPs[peer], c.podCIDRs[peer], endpoints)
+	path := filepath.Join(c.dir, name+".yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	return path
+}
+
+func (c *cluster) waitReady(i int) {
+	c.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if !c.agents[i].Alive() {
+			c.t.Fatalf("agent %d exited:\n%s", i+1, c.agents[i].Output())
+		}
+		if _, err := c.cli(i, "status"); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatalf("agent %d not ready:\n%s", i+1, c.agents[i].Output())
+}
+
+// cli runs the vxdp CLI against node i's agent.
+func (c *cluster) cli(i int, args ...string) (string, error) {
+	cmd := exec.Command(vxdpBin, append([]string{"--socket", c.sockets[i]}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (c *cluster) mustCLI(i int, args ...string) string {
+	c.t.Helper()
+	out, err := c.cli(i, args...)
+	if err != nil {
+		c.t.Fatalf("vxdp %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (c *cluster) stats(i int) map[string]any {
+	c.t.Helper()
+	var st struct {
+		Drops map[string]float64 `json:"drops"`
+	}
+	out := c.mustCLI(i, "stats", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		c.t.Fatalf("stats json: %v\n%s", err, out)
+	}
+	m := map[string]any{}
+	for k, v := range st.Drops {
+		m[k] = v
+	}
+	return m
+}
+
+func (c *cluster) drops(i int, reason string) int {
+	v, _ := c.stats(i)[reason].(float64)
+	return int(v)
+}
+
+func (c *cluster) ping(from string, to string, args ...string) (string, error) {
+	ns := c.pods[from]
+	if ns == nil {
+		for i, n := range c.node {
+			if from == fmt.Sprintf("node%d", i+1) {
+				ns = n
+			}
+		}
+	}
+	return nstest.Ping(ns, append(append([]string{"-c", "3", "-i", "0.2", "-W", "2"}, args...), to)...)
+}
+
+func (c *cluster) mustPing(from, to string) {
+	c.t.Helper()
+	out, err := c.ping(from, to)
+	if err != nil || !strings.Contains(out, " 0% packet loss") {
+		c.t.Fatalf("ping %s -> %s: %v\n%s", from, to, err, out)
+	}
+}
+
+func addr(s string) netip.Addr { return netip.MustParseAddr(s) }

@@ -1,0 +1,282 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket/layers"
+
+	"github.com/vxdp/vxdp/internal/nstest"
+)
+
+func init() {
+	// gopacket decodes VXLAN on IANA's port only; the overlay uses 8472.
+	layers.RegisterUDPPortLayerType(8472, layers.LayerTypeVXLAN)
+}
+
+func TestOverlay(t *testing.T) {
+	c := newCluster(t)
+
+	t.Run("pod interface", func(t *testing.T) {
+		out := c.pods["pod1a"].MustRun(t, "ip", "-o", "link", "show", "eth0")
+		if !strings.Contains(out, "mtu 1450 ") {
+			t.Fatalf("pod eth0 MTU is not 1450:\n%s", out)
+		}
+		out = c.pods["pod1a"].MustRun(t, "ip", "-o", "-4", "addr", "show", "eth0")
+		if !strings.Contains(out, "10.1.1.10/32") {
+			t.Fatalf("pod eth0 address:\n%s", out)
+		}
+		out = c.pods["pod1a"].MustRun(t, "ip", "route")
+		if !strings.Contains(out, "default dev eth0") {
+			t.Fatalf("pod default route:\n%s", out)
+		}
+		out = c.node[0].MustRun(t, "ip", "-o", "-4", "addr", "show", "vxdp_host")
+		if !strings.Contains(out, "10.1.1.1/24") {
+			t.Fatalf("vxdp_host:\n%s", out)
+		}
+	})
+
+	t.Run("tunnel list", func(t *testing.T) {
+		out := c.mustCLI(0, "tunnel", "list")
+		want := "TUNNEL       VALUE\n10.1.2.0:0   10.169.72.238:0\n"
+		if out != want {
+			t.Fatalf("vxdp tunnel list on node1:\n%q\nwant\n%q", out, want)
+		}
+	})
+
+	// Capture the underlay on node1 while pods talk, and check what the
+	// wire carries with gopacket.
+	capt, err := nstest.StartCapture(c.node[0], "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("ping across nodes", func(t *testing.T) {
+		c.mustPing("pod1a", "10.1.2.20")
+		c.mustPing("pod2b", "10.1.1.11")
+	})
+	t.Run("ping on the same node", func(t *testing.T) {
+		c.mustPing("pod1a", "10.1.1.11")
+		c.mustPing("pod2a", "10.1.2.21")
+	})
+	t.Run("node to remote pod", func(t *testing.T) {
+		c.mustPing("node1", "10.1.2.20")
+		c.mustPing("node2", "10.1.1.10")
+	})
+	t.Run("node to local pod and pod to node", func(t *testing.T) {
+		c.mustPing("node1", "10.1.1.11")
+		c.mustPing("pod1a", "10.169.72.233")
+	})
+	frames := capt.Stop()
+
+	t.Run("capture shows VXLAN with the sender's identity", func(t *testing.T) {
+		// inner source -> VNI seen on the wire
+		seen := map[string]map[uint32]int{}
+		for _, f := range frames {
+			p := nstest.Decode(f)
+			ip4, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+			udp, _ := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
+			vx, _ := p.Layer(layers.LayerTypeVXLAN).(*layers.VXLAN)
+			if ip4 == nil || udp == nil || udp.DstPort != 8472 {
+				continue
+			}
+			if vx == nil {
+				t.Fatalf("UDP to 8472 that gopacket cannot decode as VXLAN: %v", p)
+			}
+			if udp.SrcPort < 49152 {
+				t.Errorf("outer source port %d outside 49152-65535", udp.SrcPort)
+			}
+			if ip4.TTL != 64 {
+				t.Errorf("outer TTL %d", ip4.TTL)
+			}
+			// The inner packet is the first IPv4 layer after VXLAN.
+			var inner *layers.IPv4
+			for _, l := range p.Layers() {
+				if x, ok := l.(*layers.IPv4); ok && x != ip4 {
+					inner = x
+				}
+			}
+			if inner == nil {
+				t.Fatalf("VXLAN without an inner IPv4 packet: %v", p)
+			}
+			src := inner.SrcIP.String()
+			if seen[src] == nil {
+				seen[src] = map[uint32]int{}
+			}
+			seen[src][vx.VNI]++
+			if strings.HasPrefix(src, "10.1.1.") && strings.HasPrefix(inner.DstIP.String(), "10.1.1.") {
+				t.Errorf("same-node traffic %s -> %s went over the underlay", src, inner.DstIP)
+			}
+		}
+		want := map[string]uint32{
+			"10.1.1.10": 1000, // pod1a
+			"10.1.2.20": 2000, // pod2a replies
+			"10.1.2.21": 256,  // pod2b: default workload identity
+			"10.1.1.11": 1001, // pod1b replies
+			"10.1.1.1":  6,    // node1 itself: remote-node
+			"10.1.2.1":  6,    // node2 itself
+		}
+		for src, vni := range want {
+			if len(seen[src]) != 1 || seen[src][vni] == 0 {
+				t.Errorf("inner source %s: VNIs on the wire %v, want only %d", src, seen[src], vni)
+			}
+		}
+	})
+
+	t.Run("TCP 100MB across nodes", func(t *testing.T) {
+		bps, err := nstest.TCPTransfer(c.pods["pod1a"], c.pods["pod2a"], addr("10.1.2.20"), 5001, 100<<20, 2*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("pod1a -> pod2a: %.0f MB/s", bps/1e6)
+	})
+	t.Run("TCP 100MB on the same node", func(t *testing.T) {
+		bps, err := nstest.TCPTransfer(c.pods["pod2b"], c.pods["pod2a"], addr("10.1.2.20"), 5002, 100<<20, 2*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("pod2b -> pod2a: %.0f MB/s", bps/1e6)
+	})
+	t.Run("TCP node to remote pod", func(t *testing.T) {
+		if _, err := nstest.TCPTransfer(c.node[0], c.pods["pod2b"], addr("10.1.2.21"), 5003, 20<<20, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("path MTU discovery", func(t *testing.T) {
+		// With the pod's own MTU (1450) the kernel refuses locally.
+		out, err := c.ping("pod1a", "10.1.2.20", "-c", "1", "-M", "do", "-s", "1473")
+		if err == nil || !strings.Contains(strings.ToLower(out), "message too long") {
+			t.Fatalf("oversize ping with DF at MTU 1450: %v\n%s", err, out)
+		}
+		// A pod that believes in 1500 learns 1450 from vxdp's ICMP.
+		before := c.drops(0, "frag_needed")
+		c.pods["pod1a"].MustRun(t, "ip", "link", "set", "eth0", "mtu", "1500")
+		defer c.pods["pod1a"].MustRun(t, "ip", "link", "set", "eth0", "mtu", "1450")
+		out, _ = c.ping("pod1a", "10.1.2.20", "-c", "1", "-M", "do", "-s", "1472")
+		if !regexp.MustCompile(`(?i)frag needed.*mtu = 1450|mtu=1450`).MatchString(out) {
+			t.Fatalf("no fragmentation-needed from the dataplane:\n%s", out)
+		}
+		if after := c.drops(0, "frag_needed"); after <= before {
+			t.Fatalf("frag_needed drops %d -> %d", before, after)
+		}
+		// TCP still flows: the pod's kernel now uses the learnt PMTU.
+		// Flush first so this connection has to discover it again.
+		c.pods["pod1a"].MustRun(t, "ip", "route", "flush", "cache")
+		if _, err := nstest.TCPTransfer(c.pods["pod1a"], c.pods["pod2a"], addr("10.1.2.20"), 5004, 20<<20, time.Minute); err != nil {
+			t.Fatalf("TCP with PMTU discovery: %v", err)
+		}
+		// Small DF packets pass.
+		if out, err := c.ping("pod1a", "10.1.2.20", "-c", "1", "-M", "do", "-s", "1422"); err != nil {
+			t.Fatalf("1450-byte DF ping: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("endpoint add and del at runtime", func(t *testing.T) {
+		extra := c.lab.Netns("pod1c")
+		c.mustCLI(0, "endpoint", "add", "pod1c", "--ip", "10.1.1.30", "--netns", extra.Path, "--identity", "3000")
+		if out := c.mustCLI(0, "endpoint", "list"); !strings.Contains(out, "pod1c") || !strings.Contains(out, "10.1.1.30") {
+			t.Fatalf("endpoint list:\n%s", out)
+		}
+		c.pods["pod1c"] = extra
+		c.mustPing("pod2a", "10.1.1.30")
+		c.mustCLI(0, "endpoint", "del", "pod1c")
+		if out, _ := extra.Run("ip", "-o", "link"); strings.Contains(out, "eth0") {
+			t.Fatalf("pod device still present after delete:\n%s", out)
+		}
+		// Errors: duplicate, bad address, unknown name.
+		if out, err := c.cli(0, "endpoint", "add", "dup", "--ip", "10.1.1.10", "--netns", extra.Path); exitCode(err) != 1 || !strings.Contains(out, "10.1.1.10") {
+			t.Fatalf("duplicate ip: exit %d\n%s", exitCode(err), out)
+		}
+		if out, err := c.cli(0, "endpoint", "add", "bad", "--ip", "10.9.9.9", "--netns", extra.Path); exitCode(err) != 2 || !strings.Contains(out, "10.9.9.9") {
+			t.Fatalf("address outside pod cidr: exit %d\n%s", exitCode(err), out)
+		}
+		if out, err := c.cli(0, "endpoint", "del", "nosuch"); exitCode(err) != 1 {
+			t.Fatalf("unknown endpoint: exit %d\n%s", exitCode(err), out)
+		}
+	})
+
+	t.Run("deleting a node makes its pods unreachable", func(t *testing.T) {
+		before := c.drops(0, "no_route")
+		c.mustCLI(0, "node", "del", "node2")
+		if out := c.mustCLI(0, "tunnel", "list"); out != "TUNNEL       VALUE\n" {
+			t.Fatalf("tunnel list after delete:\n%s", out)
+		}
+		out, err := c.ping("pod1a", "10.1.2.20", "-c", "2")
+		if err == nil || !strings.Contains(out, "Destination Host Unreachable") {
+			t.Fatalf("ping to a deleted node's pod: %v\n%s", err, out)
+		}
+		if after := c.drops(0, "no_route"); after < before+2 {
+			t.Fatalf("no_route drops %d -> %d", before, after)
+		}
+		// And back, at runtime.
+		c.mustCLI(0, "node", "add", "node2", "--ip", "10.169.72.238", "--pod-cidr", "10.1.2.0/24")
+		if out := c.mustCLI(0, "node", "list"); !strings.Contains(out, "node2") || !strings.Contains(out, "api") {
+			t.Fatalf("node list:\n%s", out)
+		}
+		c.mustPing("pod1a", "10.1.2.20")
+	})
+
+	t.Run("status and stats", func(t *testing.T) {
+		out := c.mustCLI(0, "status")
+		for _, want := range []string{"Health:", "ok", "tunnel", "vxlan port 8472", "udp", "pods 1450"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("status lacks %q:\n%s", want, out)
+			}
+		}
+		out = c.mustCLI(0, "stats")
+		for _, want := range []string{"pod1a", "vxdp_host", "no_route", "frag_needed", "invalid_source"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("stats lacks %q:\n%s", want, out)
+			}
+		}
+	})
+
+	t.Run("clean shutdown", func(t *testing.T) {
+		for i := range c.agents {
+			if err := c.agents[i].Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range c.agents {
+			code, err := c.agents[i].Wait(10 * time.Second)
+			if err != nil || code != 0 {
+				t.Fatalf("agent %d: exit %d, %v\n%s", i+1, code, err, c.agents[i].Output())
+			}
+			if _, err := os.Stat(c.sockets[i]); !os.IsNotExist(err) {
+				t.Errorf("agent %d left its socket: %v", i+1, err)
+			}
+			out, _ := c.node[i].Run("ip", "-o", "link")
+			if strings.Contains(out, "vxdp") {
+				t.Errorf("node %d keeps vxdp devices:\n%s", i+1, out)
+			}
+			out, _ = c.node[i].Run("ip", "route")
+			if strings.Contains(out, "10.1.") {
+				t.Errorf("node %d keeps routes:\n%s", i+1, out)
+			}
+		}
+		for name, p := range c.pods {
+			if out, _ := p.Run("ip", "-o", "link"); strings.Contains(out, "eth0") {
+				t.Errorf("%s keeps eth0 after shutdown:\n%s", name, out)
+			}
+		}
+	})
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee interface{ ExitCode() int }
+	if e, ok := err.(interface{ ExitCode() int }); ok {
+		ee = e
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+var _ = fmt.Sprintf
