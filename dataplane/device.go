@@ -25,8 +25,10 @@ type Device interface {
 	Read(bufs [][]byte, sizes []int, offset int) (n int, err error)
 
 	// Write writes the packets bufs[i][offset:] for every i. It returns the
-	// number of packets the device accepted; packets after that were not
-	// sent. The caller owns the buffers again as soon as Write returns, and
+	// number of packets the device accepted. A driver may skip a packet the
+	// kernel refuses (and count it) and go on with the rest, so n <
+	// len(bufs) with a nil error means n were accepted, not necessarily the
+	// first n; with an error, the packets not accepted were not sent. The caller owns the buffers again as soon as Write returns, and
 	// Write may scribble on the headroom in front of offset (drivers that
 	// add link headers do). Write is safe for concurrent use.
 	Write(bufs [][]byte, offset int) (n int, err error)

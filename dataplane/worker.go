@@ -85,6 +85,10 @@ func (w *worker) run() {
 			if errors.Is(err, ErrClosed) {
 				return
 			}
+			if errors.Is(err, ErrDeviceGone) {
+				w.e.log.Warn("device removed by the kernel; its worker stops", zap.String("device", w.dev.Name()), zap.Error(err))
+				return
+			}
 			// A device error other than close is not per packet but it
 			// may repeat: log at most once a second and back off a little
 			// so a broken device cannot spin a core.
@@ -143,26 +147,22 @@ func (w *worker) enqueue(dev Device, st *DeviceStats, buf []byte, start, n int) 
 func (w *worker) flushQueues() {
 	for i := 0; i < w.nqueues; i++ {
 		q := &w.queues[i]
-		bufs := q.bufs
-		for len(bufs) > 0 {
-			n, err := q.dev.Write(bufs, linkRoom)
-			var bytes uint64
-			for _, b := range bufs[:n] {
-				bytes += uint64(len(b) - linkRoom)
-			}
-			q.stats.TxPackets.Add(uint64(n))
-			q.stats.TxBytes.Add(bytes)
-			bufs = bufs[n:]
-			if err != nil {
-				// The rest of this queue is lost: a closed pod device
-				// (endpoint deleted under us) or a broken socket.
-				q.stats.TxErrors.Add(uint64(len(bufs)))
-				w.drops[DropTxError] += uint64(len(bufs))
-				break
-			}
-			if n == 0 {
-				break
-			}
+		// One Write per queue: a driver either takes every packet or
+		// says how many it took; the rest were refused (and counted by
+		// the driver) or lost to a closed device.
+		n, _ := q.dev.Write(q.bufs, linkRoom)
+		if n > len(q.bufs) {
+			n = len(q.bufs)
+		}
+		var bytes uint64
+		for _, b := range q.bufs[:n] {
+			bytes += uint64(len(b) - linkRoom)
+		}
+		q.stats.TxPackets.Add(uint64(n))
+		q.stats.TxBytes.Add(bytes)
+		if lost := uint64(len(q.bufs) - n); lost > 0 {
+			q.stats.TxErrors.Add(lost)
+			w.drops[DropTxError] += lost
 		}
 		q.bufs = q.bufs[:0]
 		q.dev, q.stats = nil, nil

@@ -112,7 +112,13 @@ func (d *Device) MoveToNetns(nsPath, ifname string, addr netip.Prefix, mtu int) 
 	}
 	defer dst.Close()
 
-	link, err := src.LinkByIndex(d.Index())
+	// By the kernel's current name rather than the cached index: it stays
+	// right even if the link was renamed or moved behind our back.
+	oldName, err = d.kernelName()
+	if err != nil {
+		return fail(err)
+	}
+	link, err := src.LinkByName(oldName)
 	if err != nil {
 		return fail(fmt.Errorf("look up link: %w", err))
 	}
@@ -191,8 +197,8 @@ func rollbackMove(h *netlink.Handle, link netlink.Link, renamed bool, oldName st
 	return nil
 }
 
-// ConfigureHere configures the interface in the namespace it was created in,
-// which must be the calling thread's: MTU (mtu <= 0 keeps it), IPv6 off
+// ConfigureHere configures the interface where it is, which must be the
+// calling thread's network namespace: MTU (mtu <= 0 keeps it), IPv6 off
 // (unless addr is IPv6), address addr (whose prefix gives the kernel's
 // connected route, e.g. 10.1.1.1/24), up. This is the setup of the node's
 // host device.
@@ -230,7 +236,11 @@ func (d *Device) ConfigureHere(addr netip.Prefix, mtu int) error {
 		return fail(err)
 	}
 	defer h.Close()
-	link, err := h.LinkByIndex(d.Index())
+	name, err = d.kernelName()
+	if err != nil {
+		return fail(err)
+	}
+	link, err := h.LinkByName(name)
 	if err != nil {
 		return fail(fmt.Errorf("look up link: %w", err))
 	}
@@ -241,7 +251,10 @@ func (d *Device) ConfigureHere(addr netip.Prefix, mtu int) error {
 			return fail(err)
 		}
 	}
-	return configure(h, link, name, addr, mtu)
+	if err := configure(h, link, name, addr, mtu); err != nil {
+		return fail(err)
+	}
+	return nil
 }
 
 // configure sets MTU, adds addr and brings the link up, in that order: the

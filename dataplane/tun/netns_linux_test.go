@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -60,6 +61,9 @@ func newNetns(t *testing.T) string {
 		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
 	}
 	t.Cleanup(func() {
+		if _, err := os.Stat("/run/netns/" + name); errors.Is(err, os.ErrNotExist) {
+			return // the test deleted it itself
+		}
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
 			t.Errorf("ip netns del %s: %v: %s", name, err, out)
 		}

@@ -50,6 +50,12 @@ type Device struct {
 
 var _ dataplane.Device = (*Device)(nil)
 
+// ErrInterfaceGone is wrapped by Read and Write once the kernel has deleted
+// the interface while the descriptor is still open: its network namespace
+// was destroyed (the pod went away) or someone deleted the link. The device
+// is useless from then on; Close it.
+var ErrInterfaceGone = dataplane.ErrDeviceGone
+
 // Create creates a TUN interface called name in the network namespace of the
 // calling OS thread. An empty name lets the kernel pick one (tunN). The
 // interface is created down and unconfigured; see ConfigureHere and
@@ -109,7 +115,8 @@ func Create(name string) (*Device, error) {
 // bufs[i][offset:] and its length to sizes[i]. A packet longer than the
 // space in its buffer is dropped and counted in RXDropped rather than handed
 // out truncated. After Close, Read returns an error wrapping
-// dataplane.ErrClosed.
+// dataplane.ErrClosed; once the kernel has deleted the interface (its
+// namespace destroyed), one wrapping ErrInterfaceGone.
 func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
@@ -142,12 +149,12 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		if d.closed.Load() {
 			return 0, d.closedErr("read")
 		}
-		return 0, fmt.Errorf("read %s: %w", d.Name(), err)
+		return 0, d.ioErr("read", err)
 	}
 	// An error after some packets is dropped: those packets are good, and a
 	// persistent error shows up again on the next call.
 	if n == 0 && rerr != nil {
-		return 0, fmt.Errorf("read %s: %w", d.Name(), rerr)
+		return 0, d.ioErr("read", rerr)
 	}
 	return n, nil
 }
@@ -198,7 +205,8 @@ func ipLength(p []byte) int {
 // Write writes each bufs[i][offset:] as one packet with one write(2). A
 // packet the kernel rejects (not IPv4/IPv6, too short, ...) is skipped and
 // counted in TXErrors. It returns the number of packets the kernel accepted;
-// the error is non-nil only when the device is unusable (closed).
+// the error is non-nil only when the device is unusable: closed
+// (dataplane.ErrClosed) or deleted by the kernel (ErrInterfaceGone).
 func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 	n := 0
 	for _, b := range bufs {
@@ -212,6 +220,9 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 		if _, err := d.file.Write(b[offset:]); err != nil {
 			if d.closed.Load() || errors.Is(err, os.ErrClosed) {
 				return n, d.closedErr("write")
+			}
+			if errors.Is(err, unix.EBADFD) {
+				return n, d.ioErr("write", unix.EBADFD)
 			}
 			d.txErrors.Add(1)
 			continue
@@ -249,6 +260,15 @@ func (d *Device) Close() error {
 		return fmt.Errorf("close %s: %w", d.Name(), err)
 	}
 	return nil
+}
+
+// ioErr wraps an error from the descriptor. EBADFD is what the kernel
+// answers once the interface behind the descriptor has been deleted.
+func (d *Device) ioErr(op string, err error) error {
+	if errors.Is(err, unix.EBADFD) {
+		return fmt.Errorf("%s %s: %w (%w)", op, d.Name(), ErrInterfaceGone, err)
+	}
+	return fmt.Errorf("%s %s: %w", op, d.Name(), err)
 }
 
 func (d *Device) closedErr(op string) error {

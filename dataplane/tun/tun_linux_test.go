@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -578,5 +579,44 @@ func TestZeroAllocs(t *testing.T) {
 	wb := [][]byte{pkt, pkt}
 	if a := testing.AllocsPerRun(runs, func() { d.Write(wb, 0) }); a != 0 {
 		t.Errorf("Write: %v allocs per call", a)
+	}
+}
+
+// When the pod's namespace is destroyed, the kernel deletes the interface
+// in it while the agent still holds the descriptor. Read and Write must then
+// fail for good instead of hanging or silently dropping.
+func TestPodNetnsDestroyed(t *testing.T) {
+	nsA, nsB := newNetns(t), newNetns(t)
+	d := createIn(t, nsA, "vxdpt0")
+	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1400); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		bufs := [][]byte{make([]byte, 2048)}
+		for {
+			if _, err := d.Read(bufs, make([]int, 1), 0); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	if out, err := exec.Command("ip", "netns", "del", nsB).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v: %s", err, out)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrInterfaceGone) {
+			t.Fatalf("Read returned %v, want ErrInterfaceGone", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Read still blocked after the pod namespace was destroyed")
+	}
+	pkt := udp4(netip.MustParseAddrPort("198.51.100.1:53"), netip.MustParseAddrPort("192.0.2.10:9"), nil)
+	if n, err := d.Write([][]byte{pkt}, 0); n != 0 || !errors.Is(err, ErrInterfaceGone) {
+		t.Errorf("Write = %d, %v; want 0, ErrInterfaceGone", n, err)
+	}
+	if err := d.Close(); err != nil {
+		t.Errorf("Close: %v", err)
 	}
 }

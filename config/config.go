@@ -1,0 +1,229 @@
+// Package config turns vxdp's configuration sources into one validated
+// Config.
+//
+// There are three sources, applied in this order so that each later one
+// overrides the earlier ones key by key:
+//
+//  1. a YAML file (Load, Parse);
+//  2. a Cilium ConfigMap mounted as a directory, one file per key (ApplyDir);
+//  3. command-line flags, one key each (Set).
+//
+// Validate then checks the rules that span keys and fills in what depends
+// on other keys (the tunnel port). Nothing is validated across keys before
+// that, because a later source may still repair an earlier one.
+//
+// Keys are Cilium's names where Cilium has one. Every value may be written
+// as a string, because a ConfigMap holds nothing else: `mtu: 1500` and
+// `mtu: "1500"` mean the same. An empty value (or YAML null) means the key's
+// default, which is how an empty ConfigMap entry reads.
+//
+// Every problem is reported as an *Error naming the key and the value as it
+// was written, so the command line can print it in one line and exit 2.
+package config
+
+import (
+	"net"
+	"net/netip"
+	"os"
+)
+
+// Routing modes, tunnel protocols, underlays and log levels: the accepted
+// values of their keys.
+const (
+	RoutingTunnel = "tunnel"
+	RoutingNative = "native"
+
+	ProtocolVXLAN  = "vxlan"
+	ProtocolGeneve = "geneve"
+
+	UnderlayUDP   = "udp"
+	UnderlayAFXDP = "afxdp"
+	UnderlayAuto  = "auto"
+
+	LogDebug = "debug"
+	LogInfo  = "info"
+	LogWarn  = "warn"
+	LogError = "error"
+)
+
+// Defaults that are not simply a zero value.
+const (
+	// DefaultVXLANPort is the Linux kernel's and Cilium's VXLAN port, not
+	// IANA's 4789: peers running Cilium or a kernel vxlan device with
+	// default settings expect it.
+	DefaultVXLANPort uint16 = 8472
+	// DefaultGenevePort is IANA's Geneve port, which Cilium also uses.
+	DefaultGenevePort uint16 = 6081
+
+	DefaultSocket   = "/run/vxdp/vxdp.sock"
+	DefaultStateDir = "/var/lib/vxdp"
+	DefaultIfname   = "eth0"
+)
+
+// Limits on values.
+const (
+	// MinMTU is the smallest underlay MTU accepted. It is IPv6's minimum
+	// link MTU; no NIC that carries an overlay today is below it, and a
+	// smaller value is far more likely a typo than a real link. Over an
+	// IPv4 underlay the route MTU is then at least 1230, comfortably above
+	// IPv4's 576.
+	MinMTU = 1280
+	// MaxMTU is the largest value an IP total length can describe.
+	MaxMTU = 65535
+
+	// MinWorkloadIdentity and MaxIdentity bound the identities an endpoint
+	// may be given: numbers below 256 are Cilium's reserved identities,
+	// and the VNI that carries an identity has 24 bits.
+	MinWorkloadIdentity = 256
+	MaxIdentity         = 1<<24 - 1
+
+	// maxEndpointName keeps an endpoint name usable as a file name in the
+	// state directory and as part of a device name elsewhere.
+	maxEndpointName = 63
+	// maxIfname is IFNAMSIZ minus the terminating NUL.
+	maxIfname = 15
+	// maxNodeName is the longest DNS name, which is what Kubernetes node
+	// names are.
+	maxNodeName = 253
+	// maxSocketPath is sizeof(sockaddr_un.sun_path) minus the NUL.
+	maxSocketPath = 107
+)
+
+// Config is vxdp's node configuration. Build it with Default, Parse or Load,
+// layer ApplyDir and Set on top, then call Validate before use.
+//
+// A program embedding vxdp may also fill the fields directly; Validate
+// checks them the same way. The one exception is VTEPs: when the vtep-*
+// keys are set through Parse, ApplyDir or Set, VTEPs is rebuilt from them.
+type Config struct {
+	NodeName string     // node-name; default: the host name
+	NodeIP   netip.Addr // node-ip: underlay address of this node (required)
+	Device   string     // device: underlay NIC; "" = the device holding node-ip
+	PodCIDR  netip.Prefix
+
+	RoutingMode    string // routing-mode: RoutingTunnel or RoutingNative
+	TunnelProtocol string // tunnel-protocol: ProtocolVXLAN or ProtocolGeneve
+	// TunnelPort is the UDP port of the overlay. 0 stands for the
+	// protocol's default; Validate replaces it with that default.
+	TunnelPort uint16
+	Underlay   string // underlay: UnderlayUDP, UnderlayAFXDP or UnderlayAuto
+	// MTU is the underlay MTU; 0 means read it from the device.
+	MTU int
+
+	// NativeRoutingCIDR is where the network routes pod traffic itself.
+	// It only means something in native mode and is ignored in tunnel
+	// mode, so that one file can serve both modes.
+	NativeRoutingCIDR    netip.Prefix
+	AutoDirectNodeRoutes bool // only valid in native mode, as in Cilium
+	// EnableIPsec is accepted for compatibility with Cilium's ConfigMap.
+	// vxdp does not encrypt; the key only matters because it conflicts
+	// with enable-vtep.
+	EnableIPsec bool
+	// ClusterCIDR is the whole pod address space (Cilium's
+	// cluster-pool-ipv4-cidr). When set it must contain every pod CIDR.
+	ClusterCIDR netip.Prefix
+
+	Nodes     []Node
+	Endpoints []Endpoint
+
+	// EnableVTEP turns the VTEPs on. VTEPs given while it is false are
+	// kept but not used, and not checked against the pod CIDRs.
+	EnableVTEP bool
+	VTEPs      []VTEP
+
+	// VXLANReservedMask selects bits of the VXLAN header's first word
+	// (flags and the 24 reserved bits after them, wire order, the I flag
+	// excluded) that are tolerated on receive. 0 drops every packet with
+	// a reserved bit set, as the Linux kernel does by default.
+	VXLANReservedMask uint32
+	// TunnelSourceCheck drops tunnel packets whose outer source is neither
+	// a known node nor a VTEP.
+	TunnelSourceCheck bool
+
+	Socket   string // control API socket path
+	LogLevel string
+	StateDir string
+
+	// raw carries what the sources wrote for keys whose meaning depends on
+	// other keys, so that the final value does not depend on the order in
+	// which the keys were given.
+	raw rawKeys
+}
+
+// Node is a peer node: where its pods live and how to reach it.
+type Node struct {
+	Name    string
+	IP      netip.Addr   // underlay address
+	PodCIDR netip.Prefix // its pods
+}
+
+// Endpoint is a pod on this node.
+type Endpoint struct {
+	Name   string // unique; used as a file name in the state directory
+	IP     netip.Addr
+	Netns  string // network namespace: a path such as /run/netns/pod1
+	Ifname string // device name inside the pod; default DefaultIfname
+	// Identity is the pod's security identity; 0 asks the dataplane for
+	// its default workload identity.
+	Identity uint32
+	// AllowFrom lists the identities allowed to reach the pod, each a
+	// decimal number or a reserved name ("world", "remote-node", ...).
+	// Empty leaves the decision to the dataplane's default policy.
+	AllowFrom []string
+}
+
+// VTEP is a third-party VXLAN tunnel endpoint and the CIDR behind it.
+type VTEP struct {
+	Endpoint netip.Addr       // its underlay address (IPv4)
+	CIDR     netip.Prefix     // what it owns (IPv4)
+	MAC      net.HardwareAddr // inner destination MAC of frames sent to it
+}
+
+// Default returns the configuration used when no key is given.
+func Default() *Config {
+	return &Config{
+		NodeName:          hostname(),
+		RoutingMode:       RoutingTunnel,
+		TunnelProtocol:    ProtocolVXLAN,
+		Underlay:          UnderlayAuto,
+		TunnelSourceCheck: true,
+		Socket:            DefaultSocket,
+		LogLevel:          LogInfo,
+		StateDir:          DefaultStateDir,
+	}
+}
+
+// hostname is node-name's default. A failure leaves it empty, which
+// Validate then reports as a missing node-name rather than an obscure
+// error at startup.
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	return h
+}
+
+// DefaultTunnelPort returns the port a tunnel-port of 0 stands for.
+func DefaultTunnelPort(protocol string) uint16 {
+	if protocol == ProtocolGeneve {
+		return DefaultGenevePort
+	}
+	return DefaultVXLANPort
+}
+
+// RouteMTU returns the MTU of routes and pod devices for an underlay with
+// the given MTU: in tunnel mode the VXLAN or Geneve overhead is taken off
+// (outer IP + UDP + 8-byte tunnel header + inner Ethernet: 50 bytes over
+// IPv4, 70 over IPv6; vxdp sends no Geneve options), in native mode
+// nothing is. The result is never negative.
+func (c *Config) RouteMTU(underlayMTU int) int {
+	if c.RoutingMode == RoutingNative {
+		return underlayMTU
+	}
+	overhead := 50
+	if c.NodeIP.Is6() && !c.NodeIP.Is4In6() {
+		overhead = 70
+	}
+	return max(underlayMTU-overhead, 0)
+}

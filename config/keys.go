@@ -1,0 +1,445 @@
+package config
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// keyKind says which YAML shapes a key accepts besides a plain scalar.
+type keyKind uint8
+
+const (
+	kindScalar keyKind = iota
+	// kindWords is a list written as one string split on white space (the
+	// form Cilium's ConfigMap uses); a YAML sequence is accepted too.
+	kindWords
+	// kindItems is a list of mappings (nodes, endpoints). As a string it
+	// is YAML text, which is what a ConfigMap file for it holds.
+	kindItems
+)
+
+// keySpec describes one configuration key.
+type keySpec struct {
+	name string
+	kind keyKind
+	// def is the value the key has in Default(), as Get prints it; it is
+	// also what an empty value resets the key to.
+	def string
+	doc string
+	// set parses s (never empty: Set substitutes def first, and keys whose
+	// def is empty handle "" as "unset").
+	set func(c *Config, s string) error
+	get func(c *Config) string
+	// setNode takes a kindItems key's YAML sequence directly, so that
+	// errors carry the line of the offending item.
+	setNode func(c *Config, n *yaml.Node, d *decoder) error
+}
+
+// keyTable lists the keys in the order Keys returns them: the order of
+// the design's example file.
+var keyTable = []keySpec{
+	{
+		name: "node-name", doc: "name of this node (default: the host name)",
+		set: func(c *Config, s string) error {
+			if s == "" {
+				s = hostname()
+			} else if err := checkNodeName(s); err != nil {
+				return err
+			}
+			c.NodeName = s
+			return nil
+		},
+		get: func(c *Config) string { return c.NodeName },
+	},
+	{
+		name: "node-ip", doc: "underlay IPv4 or IPv6 address of this node (required)",
+		set: func(c *Config, s string) error {
+			if s == "" {
+				c.NodeIP = netip.Addr{}
+				return nil
+			}
+			a, err := parseAddr(s)
+			if err != nil {
+				return err
+			}
+			if err := checkNodeAddr(a); err != nil {
+				return err
+			}
+			c.NodeIP = a
+			return nil
+		},
+		get: func(c *Config) string { return formatAddr(c.NodeIP) },
+	},
+	{
+		name: "device", doc: `underlay network device (default "": the device that holds node-ip)`,
+		set: func(c *Config, s string) error {
+			if s != "" {
+				if err := checkIfname(s); err != nil {
+					return err
+				}
+			}
+			c.Device = s
+			return nil
+		},
+		get: func(c *Config) string { return c.Device },
+	},
+	{
+		name: "pod-cidr", doc: "this node's pod CIDR, e.g. 10.1.1.0/24 (required)",
+		set: func(c *Config, s string) error {
+			if s == "" {
+				c.PodCIDR = netip.Prefix{}
+				return nil
+			}
+			p, err := parsePrefix(s)
+			if err != nil {
+				return err
+			}
+			if err := checkPodCIDRRoom(p); err != nil {
+				return err
+			}
+			c.PodCIDR = p
+			return nil
+		},
+		get: func(c *Config) string { return formatPrefix(c.PodCIDR) },
+	},
+	{
+		name: "routing-mode", def: RoutingTunnel, doc: "tunnel (encapsulate between nodes) or native (the network routes pod CIDRs)",
+		set: func(c *Config, s string) error {
+			v, err := oneOf(s, RoutingTunnel, RoutingNative)
+			if err != nil {
+				return err
+			}
+			c.RoutingMode = v
+			// An override of the legacy key makes it history: Get must
+			// not report a value that no longer holds.
+			if mode, _ := legacyTunnel(c.raw.tunnel); c.raw.tunnel != "" && mode != v {
+				c.raw.tunnel = ""
+			}
+			return nil
+		},
+		get: func(c *Config) string { return c.RoutingMode },
+	},
+	{
+		name: "tunnel", doc: "legacy Cilium key: vxlan or geneve (tunnel mode with that protocol) or disabled (native mode)",
+		set: func(c *Config, s string) error {
+			if s == "" {
+				c.raw.tunnel = ""
+				return nil
+			}
+			v, err := oneOf(s, ProtocolVXLAN, ProtocolGeneve, "disabled")
+			if err != nil {
+				return err
+			}
+			mode, proto := legacyTunnel(v)
+			c.RoutingMode = mode
+			if proto != "" {
+				c.TunnelProtocol = proto
+			}
+			c.raw.tunnel = v
+			return nil
+		},
+		get: func(c *Config) string { return c.raw.tunnel },
+	},
+	{
+		name: "tunnel-protocol", def: ProtocolVXLAN, doc: "vxlan or geneve",
+		set: func(c *Config, s string) error {
+			v, err := oneOf(s, ProtocolVXLAN, ProtocolGeneve)
+			if err != nil {
+				return err
+			}
+			c.TunnelProtocol = v
+			if _, proto := legacyTunnel(c.raw.tunnel); proto != "" && proto != v {
+				c.raw.tunnel = ""
+			}
+			return nil
+		},
+		get: func(c *Config) string { return c.TunnelProtocol },
+	},
+	{
+		name: "tunnel-port", def: "0", doc: "UDP port of the overlay; 0 = 8472 for vxlan, 6081 for geneve",
+		set: func(c *Config, s string) error {
+			v, err := parseUint(s, 65535)
+			if err != nil {
+				return err
+			}
+			c.TunnelPort = uint16(v)
+			return nil
+		},
+		get: func(c *Config) string { return strconv.Itoa(int(c.TunnelPort)) },
+	},
+	{
+		name: "underlay", def: UnderlayAuto, doc: "udp (a UDP socket), afxdp (AF_XDP on the device) or auto (afxdp where the driver does zero-copy)",
+		set: func(c *Config, s string) error {
+			v, err := oneOf(s, UnderlayUDP, UnderlayAFXDP, UnderlayAuto)
+			c.Underlay = pick(v, err, c.Underlay)
+			return err
+		},
+		get: func(c *Config) string { return c.Underlay },
+	},
+	{
+		name: "mtu", def: "0", doc: "underlay MTU, 1280..65535; 0 = read it from the device",
+		set: func(c *Config, s string) error {
+			v, err := parseUint(s, MaxMTU)
+			if err != nil {
+				return err
+			}
+			if err := checkMTU(int(v)); err != nil {
+				return err
+			}
+			c.MTU = int(v)
+			return nil
+		},
+		get: func(c *Config) string { return strconv.Itoa(c.MTU) },
+	},
+	{
+		name: "ipv4-native-routing-cidr", doc: "native mode: the IPv4 CIDR the network routes itself (ignored in tunnel mode)",
+		set: func(c *Config, s string) error {
+			p, err := parseOptionalPrefix4(s)
+			if err == nil {
+				c.NativeRoutingCIDR = p
+			}
+			return err
+		},
+		get: func(c *Config) string { return formatPrefix(c.NativeRoutingCIDR) },
+	},
+	{
+		name: "auto-direct-node-routes", def: "false", doc: "native mode: install `pod-cidr via node-ip` routes for every node",
+		set: func(c *Config, s string) error { return setBool(&c.AutoDirectNodeRoutes, s) },
+		get: func(c *Config) string { return formatBool(c.AutoDirectNodeRoutes) },
+	},
+	{
+		name: "enable-ipsec", def: "false", doc: "accepted for Cilium compatibility; vxdp does not encrypt, and it conflicts with enable-vtep",
+		set: func(c *Config, s string) error { return setBool(&c.EnableIPsec, s) },
+		get: func(c *Config) string { return formatBool(c.EnableIPsec) },
+	},
+	{
+		name: "cluster-pool-ipv4-cidr", doc: "the whole IPv4 pod address space; must contain every pod CIDR (optional)",
+		set: func(c *Config, s string) error {
+			p, err := parseOptionalPrefix4(s)
+			if err == nil {
+				c.ClusterCIDR = p
+			}
+			return err
+		},
+		get: func(c *Config) string { return formatPrefix(c.ClusterCIDR) },
+	},
+	{
+		name: "nodes", kind: kindItems, doc: "peer nodes: a list of {name, ip, pod-cidr}",
+		set: func(c *Config, s string) error {
+			return setItemsText(c, "nodes", setNodes, s, &decoder{})
+		},
+		setNode: setNodes,
+		get:     func(c *Config) string { return formatNodes(c.Nodes) },
+	},
+	{
+		name: "endpoints", kind: kindItems, doc: "local pods: a list of {name, ip, netns, ifname, identity, allow-from}",
+		set: func(c *Config, s string) error {
+			return setItemsText(c, "endpoints", setEndpoints, s, &decoder{})
+		},
+		setNode: setEndpoints,
+		get:     func(c *Config) string { return formatEndpoints(c.Endpoints) },
+	},
+	{
+		name: "enable-vtep", def: "false", doc: "use the VTEPs given by vtep-endpoint, vtep-cidr, vtep-mask and vtep-mac",
+		set: func(c *Config, s string) error { return setBool(&c.EnableVTEP, s) },
+		get: func(c *Config) string { return formatBool(c.EnableVTEP) },
+	},
+	{
+		name: "vtep-endpoint", kind: kindWords, doc: "VTEP underlay IPv4 addresses, separated by white space",
+		set: setVTEPEndpoints,
+		get: func(c *Config) string { return joinWords(c.raw.vtepEndpoints) },
+	},
+	{
+		name: "vtep-cidr", kind: kindWords, doc: "the CIDR behind each VTEP, separated by white space; a bare address takes vtep-mask",
+		set: setVTEPCIDRs,
+		get: func(c *Config) string { return joinWords(c.raw.vtepCIDRs) },
+	},
+	{
+		name: "vtep-mask", doc: "dotted IPv4 mask for vtep-cidr entries written without a prefix length, e.g. 255.255.255.0",
+		set: setVTEPMask,
+		get: func(c *Config) string {
+			if !c.raw.vtepMaskGiven {
+				return ""
+			}
+			return formatDottedMask(c.raw.vtepMaskBits)
+		},
+	},
+	{
+		name: "vtep-mac", kind: kindWords, doc: "the MAC address of each VTEP, separated by white space",
+		set: setVTEPMACs,
+		get: func(c *Config) string { return joinWords(c.raw.vtepMACs) },
+	},
+	{
+		name: "vxlan-reserved-tolerance", def: "0", doc: "VXLAN header bits (first word, I flag excluded) tolerated on receive, e.g. 0x00ffff00; 0 drops any reserved bit like the kernel",
+		set: func(c *Config, s string) error {
+			v, err := parseMask(s)
+			if err != nil {
+				return err
+			}
+			if err := checkReservedMask(v); err != nil {
+				return err
+			}
+			c.VXLANReservedMask = v
+			return nil
+		},
+		get: func(c *Config) string { return formatMask(c.VXLANReservedMask) },
+	},
+	{
+		name: "tunnel-source-check", def: "true", doc: "drop tunnel packets whose outer source is neither a node nor a VTEP",
+		set: func(c *Config, s string) error { return setBool(&c.TunnelSourceCheck, s) },
+		get: func(c *Config) string { return formatBool(c.TunnelSourceCheck) },
+	},
+	{
+		name: "socket", def: DefaultSocket, doc: "path of the control API's unix socket",
+		set: func(c *Config, s string) error {
+			if err := checkSocket(s); err != nil {
+				return err
+			}
+			c.Socket = s
+			return nil
+		},
+		get: func(c *Config) string { return c.Socket },
+	},
+	{
+		name: "log-level", def: LogInfo, doc: "debug, info, warn or error",
+		set: func(c *Config, s string) error {
+			v, err := oneOf(s, LogDebug, LogInfo, LogWarn, LogError)
+			c.LogLevel = pick(v, err, c.LogLevel)
+			return err
+		},
+		get: func(c *Config) string { return c.LogLevel },
+	},
+	{
+		name: "state-dir", def: DefaultStateDir, doc: "directory for state kept across restarts",
+		set: func(c *Config, s string) error {
+			if err := checkPath(s); err != nil {
+				return err
+			}
+			c.StateDir = s
+			return nil
+		},
+		get: func(c *Config) string { return c.StateDir },
+	},
+}
+
+var keyIndex = func() map[string]*keySpec {
+	m := make(map[string]*keySpec, len(keyTable))
+	for i := range keyTable {
+		m[keyTable[i].name] = &keyTable[i]
+	}
+	return m
+}()
+
+// Keys returns every configuration key, in the order of the example file.
+func Keys() []string {
+	ks := make([]string, len(keyTable))
+	for i, k := range keyTable {
+		ks[i] = k.name
+	}
+	return ks
+}
+
+// KeyDoc returns a one-line description of key, or "" for an unknown key.
+func KeyDoc(key string) string {
+	if k, ok := keyIndex[key]; ok {
+		return k.doc
+	}
+	return ""
+}
+
+// KeyDefault returns key's default value in the string form Set accepts,
+// or "" when the default is empty (or the key is unknown). node-name's
+// default is the host name, which is not a constant; it reports "".
+func KeyDefault(key string) string {
+	if k, ok := keyIndex[key]; ok {
+		return k.def
+	}
+	return ""
+}
+
+// Set sets one key from its string form, as a flag or a ConfigMap file
+// gives it. Surrounding white space is ignored and an empty value resets
+// the key to its default. Parsing and errors are the same as in a YAML
+// file; rules spanning several keys wait for Validate.
+//
+// A Set overrides whatever an earlier source said, including through the
+// legacy `tunnel` key: setting routing-mode after `tunnel: vxlan` simply
+// wins.
+func (c *Config) Set(key, value string) error {
+	k, ok := keyIndex[key]
+	if !ok {
+		return &Error{Key: key, Reason: "unknown key"}
+	}
+	v := strings.TrimSpace(value)
+	if v == "" {
+		v = k.def
+	}
+	if err := k.set(c, v); err != nil {
+		return asError(err, key, v)
+	}
+	return nil
+}
+
+// Get returns key's current value in the string form Set accepts, so that
+// c.Set(key, c.Get(key)) changes nothing.
+func (c *Config) Get(key string) (string, error) {
+	k, ok := keyIndex[key]
+	if !ok {
+		return "", &Error{Key: key, Reason: "unknown key"}
+	}
+	return k.get(c), nil
+}
+
+// oneOf matches s case-insensitively against the allowed values and
+// returns the canonical (lower-case) one.
+func oneOf(s string, allowed ...string) (string, error) {
+	for _, a := range allowed {
+		if strings.EqualFold(s, a) {
+			return a, nil
+		}
+	}
+	return "", reasonf("want one of %s", strings.Join(allowed, ", "))
+}
+
+// pick keeps the old value when parsing failed, so that a rejected Set
+// leaves the Config as it was.
+func pick(v string, err error, old string) string {
+	if err != nil {
+		return old
+	}
+	return v
+}
+
+func setBool(dst *bool, s string) error {
+	b, err := parseBool(s)
+	if err == nil {
+		*dst = b
+	}
+	return err
+}
+
+// legacyTunnel maps Cilium's old `tunnel` key onto routing-mode and
+// tunnel-protocol; proto is "" for disabled, which says nothing about it.
+func legacyTunnel(v string) (mode, proto string) {
+	if v == "disabled" {
+		return RoutingNative, ""
+	}
+	return RoutingTunnel, v
+}
+
+func parseOptionalPrefix4(s string) (p netip.Prefix, err error) {
+	if s == "" {
+		return netip.Prefix{}, nil
+	}
+	p, err = parsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if !p.Addr().Is4() {
+		return netip.Prefix{}, reason("want an IPv4 CIDR")
+	}
+	return p, nil
+}

@@ -1,0 +1,95 @@
+package fib
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+)
+
+// benchTable builds a table of n random prefixes of one family and a ring of
+// lookup addresses, nine in ten of which fall inside an inserted prefix.
+func benchTable(n int, is6 bool) (*Table[uint32], []netip.Addr) {
+	r := rand.New(rand.NewPCG(uint64(n), 1))
+	minBits, maxBits := 8, 32
+	if is6 {
+		// Roughly what appears in real IPv6 tables: allocations down to
+		// /64 subnets.
+		minBits, maxBits = 16, 64
+	}
+	b := NewBuilder[uint32]()
+	ps := make([]netip.Prefix, 0, n)
+	for b.Len() < n {
+		p := randPrefix(r, is6, minBits, maxBits)
+		if _, dup := b.m[p]; !dup {
+			ps = append(ps, p)
+		}
+		if err := b.Insert(p, r.Uint32()); err != nil {
+			panic(err)
+		}
+	}
+	addrs := make([]netip.Addr, 1<<16)
+	for i := range addrs {
+		if r.IntN(10) == 0 {
+			addrs[i] = randAddr(r, is6)
+		} else {
+			addrs[i] = randAddrIn(r, ps[r.IntN(len(ps))])
+		}
+	}
+	return b.Build(), addrs
+}
+
+func BenchmarkLookup(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		n    int
+		is6  bool
+	}{
+		{"v4-10k", 10_000, false},
+		{"v4-100k", 100_000, false},
+		{"v6-10k", 10_000, true},
+		{"v6-100k", 100_000, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			tab, addrs := benchTable(bc.n, bc.is6)
+			mask := len(addrs) - 1
+			var sink uint32
+			hits := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				v, ok := tab.Lookup(addrs[i&mask])
+				sink += v
+				if ok {
+					hits++
+				}
+			}
+			b.StopTimer()
+			if b.N >= len(addrs) && hits < b.N/2 {
+				b.Fatalf("only %d of %d lookups hit", hits, b.N)
+			}
+			_ = sink
+		})
+	}
+}
+
+func BenchmarkBuild(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		n    int
+		is6  bool
+	}{
+		{"v4-10k", 10_000, false},
+		{"v4-100k", 100_000, false},
+		{"v6-10k", 10_000, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			tab, _ := benchTable(bc.n, bc.is6)
+			bld := tab.Builder()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				_ = bld.Build()
+			}
+		})
+	}
+}
