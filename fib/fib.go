@@ -191,7 +191,7 @@ func (b *Builder[V]) Insert(p netip.Prefix, v V) error {
 	if !p.IsValid() {
 		return fmt.Errorf("fib: invalid prefix %q", p.String())
 	}
-	if m := p.Masked(); false && m != p {
+	if m := p.Masked(); m != p {
 		return fmt.Errorf("fib: prefix %s has host bits set (want %s)", p, m)
 	}
 	if b.m == nil {

@@ -21,16 +21,16 @@ import (
 //	          \                 /                                     \                 /
 //	     node1 10.169.72.233 eth0  <------- veth underlay ------->  eth0 10.169.72.238 node2
 type cluster struct {
-	t          *testing.T
-	lab        *nstest.Lab
-	dir        string
-	node       [2]*nstest.Netns
-	pods       map[string]*nstest.Netns
-	agents     [2]*nstest.Proc
-	sockets    [2]string
-	configs    [2]string
-	nodeIPs    [2]string
-	podCIDRs   [2]string
+	t        *testing.T
+	lab      *nstest.Lab
+	dir      string
+	node     [2]*nstest.Netns
+	pods     map[string]*nstest.Netns
+	agents   [2]*nstest.Proc
+	sockets  [2]string
+	configs  [2]string
+	nodeIPs  [2]string
+	podCIDRs [2]string
 }
 
 var podIPs = map[string]string{
