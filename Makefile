@@ -53,7 +53,7 @@ e2e: build
 test: deps lint unit race fuzz e2e
 
 bench:
-	$(GO) test -run XXX -bench . -benchmem ./encap ./fib ./dataplane
+	$(GO) test -run XXX -bench . -benchmem ./encap ./fib ./dataplane ./bench
 
 clean:
 	rm -rf bin e2e.log

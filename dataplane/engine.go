@@ -141,6 +141,11 @@ type Engine struct {
 	drops drops
 	icmps atomic.Uint64 // ICMP errors generated
 
+	// running counts the live workers of the underlay and host devices;
+	// one that stops while the engine runs makes it unhealthy.
+	running [2]atomic.Bool
+	started atomic.Bool
+
 	mu        sync.Mutex // protects endpoints, nodes, stopped and snapshot rebuilds
 	endpoints map[string]*endpoint
 	nodes     map[string]*peer
@@ -200,6 +205,7 @@ func (e *Engine) TunnelMAC() encap.MAC { return e.mac }
 
 // Start starts the underlay and host workers.
 func (e *Engine) Start() {
+	e.started.Store(true)
 	e.spawn(e.underlay, &e.underlayStats, sourceUnderlay, nil)
 	if e.host != nil {
 		e.spawn(e.host, &e.hostStats, sourceHost, nil)
@@ -209,8 +215,14 @@ func (e *Engine) Start() {
 func (e *Engine) spawn(dev Device, st *DeviceStats, kind sourceKind, ep *endpoint) {
 	w := newWorker(e, dev, st, kind, ep)
 	e.wg.Add(1)
+	if kind != sourcePod {
+		e.running[kind-sourceHost].Store(true)
+	}
 	go func() {
 		defer e.wg.Done()
+		if kind != sourcePod {
+			defer e.running[kind-sourceHost].Store(false)
+		}
 		if ep != nil {
 			defer close(ep.done)
 		}
@@ -540,9 +552,20 @@ func lastAddr(p netip.Prefix) netip.Addr {
 func (e *Engine) Problems() []string {
 	var p []string
 	e.mu.Lock()
-	if e.stopped {
-		p = append(p, "engine stopped")
-	}
+	stopped := e.stopped
 	e.mu.Unlock()
+	switch {
+	case stopped:
+		p = append(p, "engine stopped")
+	case !e.started.Load():
+		p = append(p, "engine not started")
+	default:
+		if !e.running[sourceUnderlay-sourceHost].Load() {
+			p = append(p, "underlay worker stopped")
+		}
+		if e.host != nil && !e.running[0].Load() {
+			p = append(p, "host device worker stopped")
+		}
+	}
 	return p
 }

@@ -473,3 +473,21 @@ func TestCloseClosesEverything(t *testing.T) {
 		t.Fatalf("AddEndpoint after Close: %v", err)
 	}
 }
+
+func TestHealth(t *testing.T) {
+	checkGoroutines(t)
+	under := fake.New("u", 16)
+	n := newTestNode(t, under, node1IP, "10.1.1.0/24", nil)
+	if p := n.eng.Problems(); len(p) != 0 {
+		t.Fatalf("fresh engine unhealthy: %v", p)
+	}
+	// The underlay failing under the engine is a problem status reports.
+	under.Close()
+	deadline := time.Now().Add(2 * time.Second)
+	for len(n.eng.Problems()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if p := n.eng.Problems(); len(p) != 1 || p[0] != "underlay worker stopped" {
+		t.Fatalf("problems %v", p)
+	}
+}
