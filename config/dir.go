@@ -34,7 +34,7 @@ func (c *Config) ApplyDir(dir string) error {
 		// ReadFile follows the key's symlink into ..data.
 		data, err := os.ReadFile(path)
 		if err != nil {
-			return &Error{Key: name, Reason: "read: " + err.Error(), File: path, Err: err}
+			return &Error{Key: name, Reason: "cannot read: " + pathErrorReason(err), File: path, Err: err}
 		}
 		value := strings.TrimSpace(string(data))
 		if err := next.Set(name, value); err != nil {

@@ -174,7 +174,9 @@ var keyTable = []keySpec{
 		name: "underlay", def: UnderlayAuto, doc: "udp (a UDP socket), afxdp (AF_XDP on the device) or auto (afxdp where the driver does zero-copy)",
 		set: func(c *Config, s string) error {
 			v, err := oneOf(s, UnderlayUDP, UnderlayAFXDP, UnderlayAuto)
-			c.Underlay = pick(v, err, c.Underlay)
+			if err == nil {
+				c.Underlay = v
+			}
 			return err
 		},
 		get: func(c *Config) string { return c.Underlay },
@@ -307,7 +309,9 @@ var keyTable = []keySpec{
 		name: "log-level", def: LogInfo, doc: "debug, info, warn or error",
 		set: func(c *Config, s string) error {
 			v, err := oneOf(s, LogDebug, LogInfo, LogWarn, LogError)
-			c.LogLevel = pick(v, err, c.LogLevel)
+			if err == nil {
+				c.LogLevel = v
+			}
 			return err
 		},
 		get: func(c *Config) string { return c.LogLevel },
@@ -402,15 +406,6 @@ func oneOf(s string, allowed ...string) (string, error) {
 		}
 	}
 	return "", reasonf("want one of %s", strings.Join(allowed, ", "))
-}
-
-// pick keeps the old value when parsing failed, so that a rejected Set
-// leaves the Config as it was.
-func pick(v string, err error, old string) string {
-	if err != nil {
-		return old
-	}
-	return v
 }
 
 func setBool(dst *bool, s string) error {

@@ -29,18 +29,23 @@ func Parse(data []byte) (*Config, error) {
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		var pe *fs.PathError
-		why := err.Error()
-		if errors.As(err, &pe) {
-			why = pe.Err.Error()
-		}
-		return nil, &Error{Reason: fmt.Sprintf("read %s: %s", path, why), Err: err}
+		return nil, &Error{Reason: fmt.Sprintf("read %s: %s", path, pathErrorReason(err)), Err: err}
 	}
 	c := Default()
 	if err := c.applyYAML(data, path); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// pathErrorReason drops the operation and path from a file system error,
+// for messages that name the path themselves.
+func pathErrorReason(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
 }
 
 // decoder walks yaml.Node trees rather than decoding into structs: that
@@ -136,6 +141,9 @@ func (d *decoder) apply(c *Config, m *yaml.Node) error {
 			return d.errAt(kn, "", "", "a key must be a plain string")
 		}
 		key := kn.Value
+		if key == "" {
+			return d.errAt(kn, "", "", "empty key")
+		}
 		if first, dup := lines[key]; dup {
 			return d.errAt(kn, key, "", fmt.Sprintf("given twice (first on line %d)", first))
 		}

@@ -67,6 +67,7 @@
 package fib
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"iter"
@@ -80,8 +81,8 @@ import (
 // empty table.
 type Table[V any] struct {
 	tries
-	// prefixes is sorted by netip.Prefix.Compare (IPv4 first, then by
-	// address, then by length); vals[i] belongs to prefixes[i]. Trie slots
+	// prefixes is sorted by comparePrefix (IPv4 first, then by address,
+	// then by length); vals[i] belongs to prefixes[i]. Trie slots
 	// refer to these by index+1.
 	prefixes []netip.Prefix
 	vals     []V
@@ -132,7 +133,7 @@ func (t *Table[V]) Get(p netip.Prefix) (v V, ok bool) {
 	if t == nil || !p.IsValid() {
 		return v, false
 	}
-	i, found := slices.BinarySearchFunc(t.prefixes, p, netip.Prefix.Compare)
+	i, found := slices.BinarySearchFunc(t.prefixes, p, comparePrefix)
 	if !found {
 		return v, false
 	}
@@ -227,7 +228,7 @@ func (b *Builder[V]) Build() *Table[V] {
 	for p := range b.m {
 		t.prefixes = append(t.prefixes, p)
 	}
-	slices.SortFunc(t.prefixes, netip.Prefix.Compare)
+	slices.SortFunc(t.prefixes, comparePrefix)
 	for i, p := range t.prefixes {
 		t.vals[i] = b.m[p]
 	}
@@ -240,4 +241,14 @@ func (b *Builder[V]) Build() *Table[V] {
 	t.v4 = newTrieBuilder(t.prefixes[:n4], 0, 4).build().to4()
 	t.v6 = newTrieBuilder(t.prefixes[n4:], n4, 16).build().to6()
 	return t
+}
+
+// comparePrefix orders prefixes by family, address and length. For the
+// masked prefixes a Table holds it agrees with netip.Prefix.Compare, but it
+// skips the masking that makes the latter dominate Build's sort.
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
 }

@@ -15,7 +15,7 @@ func TestLayoutExample(t *testing.T) {
 	}
 	tab := b.Build()
 	route := func(s string) uint32 {
-		i, ok := slices.BinarySearchFunc(tab.prefixes, netip.MustParsePrefix(s), netip.Prefix.Compare)
+		i, ok := slices.BinarySearchFunc(tab.prefixes, netip.MustParsePrefix(s), comparePrefix)
 		if !ok {
 			t.Fatalf("%s not in table", s)
 		}

@@ -178,7 +178,7 @@ func (a u128) field(start, w int) uint {
 }
 
 // trieBuilder builds one family's trie from prefixes sorted by
-// netip.Prefix.Compare.
+// comparePrefix.
 //
 // The sort order is what keeps the construction simple: a prefix always
 // comes before every prefix it contains, so writing routes in order lets a

@@ -1,0 +1,544 @@
+//go:build linux
+
+package nstest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	// ownerDir holds one file per live lab recording which test process owns
+	// the prefix. It lives on /run (tmpfs) like /run/netns, so both vanish
+	// together on reboot. RemoveStale uses it to tell crashed runs from live
+	// ones that merely look the same.
+	ownerDir = "/run/vxdp-nstest"
+
+	// procTermGrace is how long a process gets to exit after SIGTERM before
+	// its whole process group is SIGKILLed.
+	procTermGrace = 3 * time.Second
+	// procKillGrace bounds the wait after SIGKILL; a process still around
+	// after that is stuck in the kernel and is reported as a leak.
+	procKillGrace = 5 * time.Second
+
+	// cmdTimeout bounds every short helper command (ip, ping via Run, ...).
+	cmdTimeout = 30 * time.Second
+)
+
+// prefixRE matches names made by any lab: "vx", 6 lowercase hex digits, "-".
+var prefixRE = regexp.MustCompile(`^vx[0-9a-f]{6}-`)
+
+// nameRE restricts the short names callers give to namespaces and processes
+// so that they are safe both as netns names and as file names.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// Lab owns every namespace, link and process one test makes. Names share a
+// unique prefix ("vx" + 6 random lowercase hex chars + "-") so that parallel
+// runs and leftovers of crashed runs never collide.
+//
+// A Lab belongs to the test passed to New: methods that fail the test
+// (Netns, Veth, Start) must be called from that test's goroutine.
+type Lab struct {
+	t         testing.TB
+	prefix    string
+	ownerFile string
+	logDir    string
+
+	mu     sync.Mutex
+	closed bool
+	nss    map[string]*Netns
+	procs  []*Proc
+	undo   []undoStep
+}
+
+// undoStep is one entry of the teardown stack, run in reverse order.
+type undoStep struct {
+	what string
+	fn   func() error
+}
+
+// New creates a lab for t. Its teardown is registered with t.Cleanup: first
+// every process started by Start is stopped (SIGTERM to its process group,
+// SIGKILL after 3 s), then captures, servers, Defer functions and namespaces
+// are removed in reverse order of creation, and finally LeakCheck runs.
+// Anything that cannot be removed fails the test with a message naming it.
+func New(t testing.TB) *Lab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatalf("nstest: network namespace tests must run as root (euid %d)", os.Geteuid())
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Fatalf("nstest: iproute2 is required but `ip` is not in PATH: %v", err)
+	}
+	prefix, owner, err := claimPrefix()
+	if err != nil {
+		t.Fatalf("nstest: %v", err)
+	}
+	l := &Lab{
+		t:         t,
+		prefix:    prefix,
+		ownerFile: owner,
+		// Asking for the temp dir now registers its removal before our own
+		// teardown, so it runs after it and logs remain readable while the
+		// teardown reports on failed tests.
+		logDir: t.TempDir(),
+		nss:    map[string]*Netns{},
+	}
+	t.Cleanup(l.teardown)
+	return l
+}
+
+// Prefix returns the unique name prefix of this lab, e.g. "vx1a2b3c-".
+func (l *Lab) Prefix() string { return l.prefix }
+
+// Defer registers fn to run during teardown after all processes are gone and
+// before the namespaces created earlier than this call are deleted. Use it for
+// objects that pin a namespace (open sockets, TUN fds) so they are released
+// before the namespace is deleted.
+func (l *Lab) Defer(what string, fn func() error) {
+	l.pushUndo(what, fn)
+}
+
+func (l *Lab) pushUndo(what string, fn func() error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.undo = append(l.undo, undoStep{what: what, fn: fn})
+}
+
+// Netns creates the namespace <prefix><name> with `ip netns add` and brings
+// its loopback up. The namespace is deleted at teardown.
+func (l *Lab) Netns(name string) *Netns {
+	l.t.Helper()
+	if !nameRE.MatchString(name) || len(l.prefix)+len(name) > 200 {
+		l.t.Fatalf("nstest: bad namespace name %q (letters, digits, '_', '.', '-'; not too long)", name)
+	}
+	full := l.prefix + name
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		l.t.Fatalf("nstest: Netns(%q) after the lab was torn down", name)
+	}
+	if _, dup := l.nss[full]; dup {
+		l.mu.Unlock()
+		l.t.Fatalf("nstest: namespace %q created twice", name)
+	}
+	n := &Netns{Name: full, Path: filepath.Join("/run/netns", full), lab: l}
+	l.nss[full] = n
+	l.mu.Unlock()
+
+	out, err := runCmd(cmdTimeout, "ip", "netns", "add", full)
+	// Register the deletion even when add failed: if it got half way, the
+	// teardown still removes what exists, and deleting nothing is harmless.
+	l.pushUndo("delete namespace "+full, func() error { return deleteNetns(full) })
+	if err != nil {
+		l.t.Fatalf("nstest: %v\n%s", err, out)
+	}
+	if err := n.checkNotOurs(); err != nil {
+		l.t.Fatalf("nstest: %v", err)
+	}
+	if out, err := runCmd(cmdTimeout, "ip", "-n", full, "link", "set", "lo", "up"); err != nil {
+		l.t.Fatalf("nstest: %v\n%s", err, out)
+	}
+	return n
+}
+
+// teardown is the t.Cleanup registered by New.
+func (l *Lab) teardown() {
+	l.mu.Lock()
+	l.closed = true
+	procs := slices.Clone(l.procs)
+	undo := slices.Clone(l.undo)
+	l.mu.Unlock()
+
+	ok := true
+	fail := func(format string, args ...any) {
+		ok = false
+		l.t.Errorf("nstest: "+format, args...)
+	}
+
+	if l.t.Failed() {
+		for _, p := range procs {
+			l.t.Logf("nstest: output of process %s (%s), last lines:\n%s", p.Name, p.LogPath, tail(p.Output(), 4096))
+		}
+	}
+	for _, err := range stopProcs(procs) {
+		fail("%v", err)
+	}
+	for i := len(undo) - 1; i >= 0; i-- {
+		if err := runGuarded(undo[i].fn); err != nil {
+			fail("teardown step %q: %v", undo[i].what, err)
+		}
+	}
+	if err := l.LeakCheck(); err != nil {
+		fail("leak check after teardown: %v", err)
+	}
+	// Keep the owner file when something was left behind: RemoveStale then
+	// recognises the leftovers once this test process is gone.
+	if ok {
+		os.Remove(l.ownerFile)
+	}
+}
+
+// runGuarded runs fn, turning a panic into an error so that one failing
+// teardown step does not skip the ones after it.
+func runGuarded(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return fn()
+}
+
+// LeakCheck reports anything carrying this lab's prefix that still exists:
+// namespaces (ip netns list), links in the test process's own (root) network
+// namespace (ip -o link), and processes started by Start, including members
+// of their process groups. It is run by the teardown; a test may also call it
+// after the lab's test has finished (for example after a t.Run sub-test that
+// owned the lab). Called while the lab is still in use it reports live
+// objects as leaks.
+func (l *Lab) LeakCheck() error {
+	var problems []string
+	names, err := netnsList()
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, l.prefix) {
+			problems = append(problems, "namespace "+n+" still exists")
+		}
+	}
+	links, err := rootLinks()
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	for _, n := range links {
+		if strings.HasPrefix(n, l.prefix) {
+			problems = append(problems, "link "+n+" exists in the root namespace")
+		}
+	}
+	l.mu.Lock()
+	procs := slices.Clone(l.procs)
+	l.mu.Unlock()
+	groups := map[int]*Proc{}
+	for _, p := range procs {
+		if p.Alive() {
+			problems = append(problems, fmt.Sprintf("process %s (pid %d) is still running", p.Name, p.pid))
+		} else if !p.isReaped() {
+			problems = append(problems, fmt.Sprintf("process %s (pid %d) has exited but was not reaped", p.Name, p.pid))
+		}
+		groups[p.pid] = p
+	}
+	if len(groups) > 0 {
+		for pid, pgid := range processGroups() {
+			if p, ok := groups[pgid]; ok && pid != p.pid {
+				problems = append(problems, fmt.Sprintf("pid %d (%s) of process group of %s is still running", pid, procComm(pid), p.Name))
+			}
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(problems, "; "))
+}
+
+// Leftovers lists namespaces whose names look like those made by a lab
+// ("vx" + 6 hex + "-"), whether or not their owner is still running. Use
+// RemoveStale to delete only those of test processes that are gone.
+func Leftovers() ([]string, error) {
+	names, err := netnsList()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, n := range names {
+		if prefixRE.MatchString(n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// RemoveStale deletes namespaces left behind by labs whose test process no
+// longer exists (killed by a timeout or a signal before its cleanups ran), and
+// kills processes still running inside them. Namespaces of labs whose owner is
+// alive — for example a parallel `go test` of another package — and
+// look-alike names without an owner record are left alone. It returns the
+// namespaces it deleted. Typically called from TestMain.
+func RemoveStale() ([]string, error) {
+	entries, err := os.ReadDir(ownerDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	names, err := netnsList()
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, e := range entries {
+		prefix := e.Name()
+		if !prefixRE.MatchString(prefix) || len(prefix) != len("vx000000-") {
+			continue
+		}
+		if ownerAlive(filepath.Join(ownerDir, prefix)) {
+			continue
+		}
+		clean := true
+		for _, n := range names {
+			if !strings.HasPrefix(n, prefix) {
+				continue
+			}
+			killNetnsProcs(filepath.Join("/run/netns", n))
+			if err := deleteNetns(n); err != nil {
+				errs = append(errs, err)
+				clean = false
+				continue
+			}
+			removed = append(removed, n)
+		}
+		if clean {
+			os.Remove(filepath.Join(ownerDir, prefix))
+		}
+	}
+	return removed, errors.Join(errs...)
+}
+
+// claimPrefix picks a random prefix no existing namespace uses and records
+// this process as its owner. O_EXCL on the owner file makes the claim atomic
+// against other test processes picking the same random value.
+func claimPrefix() (prefix, ownerFile string, err error) {
+	if err := os.MkdirAll(ownerDir, 0o755); err != nil {
+		return "", "", fmt.Errorf("create %s: %w", ownerDir, err)
+	}
+	existing, err := netnsList()
+	if err != nil {
+		return "", "", err
+	}
+	self, err := procStartTime(os.Getpid())
+	if err != nil {
+		return "", "", err
+	}
+	for range 32 {
+		var b [3]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", "", err
+		}
+		prefix = "vx" + hex.EncodeToString(b[:]) + "-"
+		if slices.ContainsFunc(existing, func(n string) bool { return strings.HasPrefix(n, prefix) }) {
+			continue
+		}
+		ownerFile = filepath.Join(ownerDir, prefix)
+		f, err := os.OpenFile(ownerFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return "", "", err
+		}
+		_, werr := fmt.Fprintf(f, "%d %d\n", os.Getpid(), self)
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			os.Remove(ownerFile)
+			return "", "", werr
+		}
+		return prefix, ownerFile, nil
+	}
+	return "", "", errors.New("could not find an unused name prefix")
+}
+
+// ownerAlive reports whether the process recorded in an owner file still
+// runs. The start time guards against the pid having been recycled.
+func ownerAlive(file string) bool {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return false
+	}
+	var pid int
+	var start uint64
+	if _, err := fmt.Sscanf(string(b), "%d %d", &pid, &start); err != nil {
+		return false
+	}
+	got, err := procStartTime(pid)
+	return err == nil && got == start
+}
+
+// procStat returns the fields of /proc/<pid>/stat after the command name,
+// so index 0 is field 3 (state) of proc(5).
+func procStat(pid int) ([]string, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil, err
+	}
+	// The command name may contain spaces and parentheses; it ends at the
+	// last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	return strings.Fields(string(b[i+1:])), nil
+}
+
+func procStartTime(pid int) (uint64, error) {
+	f, err := procStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	if len(f) < 20 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64) // field 22, starttime
+}
+
+func procComm(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// processGroups maps every pid on the system to its process group id.
+func processGroups() map[int]int {
+	out := map[int]int{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		f, err := procStat(pid)
+		if err != nil || len(f) < 3 {
+			continue
+		}
+		if pgid, err := strconv.Atoi(f[2]); err == nil { // field 5, pgrp
+			out[pid] = pgid
+		}
+	}
+	return out
+}
+
+// killNetnsProcs SIGKILLs every process whose network namespace is the one
+// bound at path. Only used on namespaces of dead labs, whose processes were
+// started by a test run that no longer exists.
+func killNetnsProcs(path string) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return
+	}
+	want := fmt.Sprintf("net:[%d]", st.Ino)
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if link, err := os.Readlink("/proc/" + e.Name() + "/ns/net"); err == nil && link == want {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// deleteNetns runs `ip netns del`, retrying briefly because the kernel can
+// report the mount busy for a moment after the last process in it died.
+func deleteNetns(name string) error {
+	path := filepath.Join("/run/netns", name)
+	var lastErr error
+	for attempt := range 5 {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return nil // never created, or the test deleted it itself
+		}
+		out, err := runCmd(cmdTimeout, "ip", "netns", "del", name)
+		if err == nil {
+			return nil
+		}
+		lastErr = fmt.Errorf("%v: %s", err, strings.TrimSpace(out))
+		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
+	}
+	return lastErr
+}
+
+// netnsList returns the names `ip netns list` shows.
+func netnsList() ([]string, error) {
+	out, err := runCmd(cmdTimeout, "ip", "netns", "list")
+	if err != nil {
+		return nil, fmt.Errorf("%v: %s", err, out)
+	}
+	var names []string
+	for line := range strings.Lines(out) {
+		if f := strings.Fields(line); len(f) > 0 {
+			names = append(names, f[0])
+		}
+	}
+	return names, nil
+}
+
+// rootLinks returns the link names `ip -o link` shows in this process's
+// network namespace, with any "@peer" suffix removed.
+func rootLinks() ([]string, error) {
+	out, err := runCmd(cmdTimeout, "ip", "-o", "link", "show")
+	if err != nil {
+		return nil, fmt.Errorf("%v: %s", err, out)
+	}
+	var names []string
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		name := strings.TrimSuffix(f[1], ":")
+		name, _, _ = strings.Cut(name, "@")
+		names = append(names, name)
+	}
+	return names, nil
+}
+
+// runCmd runs a short command with combined output, bounded by timeout. The
+// command gets its own process group so that a timeout also kills whatever
+// it spawned.
+func runCmd(timeout time.Duration, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// Children left behind holding the output pipe must not block us.
+	cmd.WaitDelay = 2 * time.Second
+	out, err := cmd.CombinedOutput()
+	desc := strings.Join(append([]string{name}, args...), " ")
+	if ctx.Err() == context.DeadlineExceeded {
+		return string(out), fmt.Errorf("%s: timed out after %v", desc, timeout)
+	}
+	if err != nil {
+		return string(out), fmt.Errorf("%s: %w", desc, err)
+	}
+	return string(out), nil
+}
+
+// tail returns at most the last n bytes of s.
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "[...]" + s[len(s)-n:]
+}
