@@ -120,7 +120,7 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 		UnderlayMTU:        a.underlayMTU,
 		VXLANTolerate:      cfg.VXLANReservedMask,
 		DisableSourceCheck: !cfg.TunnelSourceCheck,
-	}, log, under, a.host, newEndpointDevice, a.routes)
+	}, log, []dataplane.Device{under}, a.host, newEndpointDevice, a.routes)
 	if err != nil {
 		under.Close()
 		return nil, err

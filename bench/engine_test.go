@@ -48,7 +48,7 @@ func BenchmarkPodToPod(b *testing.B) {
 			dst := &sinkDevice{closed: make(chan struct{})}
 			mk := func(ip netip.Addr, cidr string, dev dataplane.Device) *dataplane.Engine {
 				e, err := dataplane.New(dataplane.Config{NodeIP: ip, PodCIDR: netip.MustParsePrefix(cidr), TunnelPort: 8472, UnderlayMTU: 1500},
-					nil, hub.Attach(ip, ip.String(), 64), nil,
+					nil, []dataplane.Device{hub.Attach(ip, ip.String(), 64)}, nil,
 					func(dataplane.EndpointSpec, int) (dataplane.Device, error) { return dev, nil }, nil)
 				if err != nil {
 					b.Fatal(err)

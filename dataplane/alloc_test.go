@@ -22,7 +22,7 @@ func newBenchEngine(tb testing.TB) (*Engine, *endpoint) {
 	e, err := New(Config{
 		NodeIP: netip.MustParseAddr("192.0.2.1"), PodCIDR: netip.MustParsePrefix("10.1.1.0/24"),
 		TunnelPort: 8472, UnderlayMTU: 1500,
-	}, nil, &nopDevice{"u"}, &nopDevice{"h"}, func(EndpointSpec, int) (Device, error) { return &nopDevice{"p"}, nil }, nil)
+	}, nil, []Device{&nopDevice{"u"}}, &nopDevice{"h"}, func(EndpointSpec, int) (Device, error) { return &nopDevice{"p"}, nil }, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

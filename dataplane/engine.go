@@ -130,8 +130,9 @@ type Engine struct {
 	nodeIP4  [4]byte
 	mac      encap.MAC
 
-	underlay      Device
-	underlayStats DeviceStats
+	// underlays are the queues of the underlay: one worker reads each,
+	// and encapsulated packets leave through the one their flow hashes to.
+	underlays     []underlayQueue
 	host          Device
 	hostStats     DeviceStats
 	newEndpoint   EndpointDeviceFactory
@@ -141,9 +142,11 @@ type Engine struct {
 	drops drops
 	icmps atomic.Uint64 // ICMP errors generated
 
-	// running counts the live workers of the underlay and host devices;
-	// one that stops while the engine runs makes it unhealthy.
-	running [2]atomic.Bool
+	// hostRunning and underlayRunning count live workers of the host and
+	// underlay devices; one that stops while the engine runs makes it
+	// unhealthy.
+	hostRunning     atomic.Bool
+	underlayRunning atomic.Int32
 	started atomic.Bool
 
 	mu        sync.Mutex // protects endpoints, nodes, stopped and snapshot rebuilds
@@ -154,9 +157,17 @@ type Engine struct {
 	wg sync.WaitGroup
 }
 
-// New builds an engine over an underlay and a host device. Neither device
-// is read until Start.
-func New(cfg Config, log *zap.Logger, underlay, host Device, newEndpoint EndpointDeviceFactory, routes HostRoutes) (*Engine, error) {
+type underlayQueue struct {
+	dev   Device
+	stats DeviceStats
+}
+
+// New builds an engine over the queues of an underlay (at least one) and a
+// host device (nil for none). No device is read until Start.
+func New(cfg Config, log *zap.Logger, underlays []Device, host Device, newEndpoint EndpointDeviceFactory, routes HostRoutes) (*Engine, error) {
+	if len(underlays) == 0 {
+		return nil, fmt.Errorf("no underlay device: %w", ErrInvalid)
+	}
 	if !cfg.NodeIP.Is4() {
 		return nil, fmt.Errorf("node ip %s: %w: only IPv4 underlays are supported", cfg.NodeIP, ErrInvalid)
 	}
@@ -179,7 +190,7 @@ func New(cfg Config, log *zap.Logger, underlay, host Device, newEndpoint Endpoin
 		hostIP:      cfg.PodCIDR.Masked().Addr().Next(),
 		nodeIP4:     cfg.NodeIP.As4(),
 		mac:         encap.TunnelMAC(cfg.NodeIP),
-		underlay:    underlay,
+		underlays:   make([]underlayQueue, len(underlays)),
 		host:        host,
 		newEndpoint: newEndpoint,
 		hostRoutes:  routes,
@@ -187,6 +198,9 @@ func New(cfg Config, log *zap.Logger, underlay, host Device, newEndpoint Endpoin
 		nodes:       make(map[string]*peer),
 	}
 	e.hostIP4 = e.hostIP.As4()
+	for i, d := range underlays {
+		e.underlays[i].dev = d
+	}
 	e.mu.Lock()
 	e.publishLocked()
 	e.mu.Unlock()
@@ -206,7 +220,9 @@ func (e *Engine) TunnelMAC() encap.MAC { return e.mac }
 // Start starts the underlay and host workers.
 func (e *Engine) Start() {
 	e.started.Store(true)
-	e.spawn(e.underlay, &e.underlayStats, sourceUnderlay, nil)
+	for i := range e.underlays {
+		e.spawn(e.underlays[i].dev, &e.underlays[i].stats, sourceUnderlay, nil)
+	}
 	if e.host != nil {
 		e.spawn(e.host, &e.hostStats, sourceHost, nil)
 	}
@@ -215,13 +231,19 @@ func (e *Engine) Start() {
 func (e *Engine) spawn(dev Device, st *DeviceStats, kind sourceKind, ep *endpoint) {
 	w := newWorker(e, dev, st, kind, ep)
 	e.wg.Add(1)
-	if kind != sourcePod {
-		e.running[kind-sourceHost].Store(true)
+	switch kind {
+	case sourceHost:
+		e.hostRunning.Store(true)
+	case sourceUnderlay:
+		e.underlayRunning.Add(1)
 	}
 	go func() {
 		defer e.wg.Done()
-		if kind != sourcePod {
-			defer e.running[kind-sourceHost].Store(false)
+		switch kind {
+		case sourceHost:
+			defer e.hostRunning.Store(false)
+		case sourceUnderlay:
+			defer e.underlayRunning.Add(-1)
 		}
 		if ep != nil {
 			defer close(ep.done)
@@ -265,8 +287,10 @@ func (e *Engine) Close() error {
 			errs = append(errs, fmt.Errorf("close endpoint %s: %w", ep.Name, err))
 		}
 	}
-	if err := e.underlay.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("close underlay: %w", err))
+	for i := range e.underlays {
+		if err := e.underlays[i].dev.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close underlay %s: %w", e.underlays[i].dev.Name(), err))
+		}
 	}
 	if e.host != nil {
 		if err := e.host.Close(); err != nil {
@@ -514,7 +538,9 @@ type Stats struct {
 // Stats returns the counters.
 func (e *Engine) Stats() Stats {
 	s := Stats{Drops: make(map[string]uint64, numDropReasons), RouteMTU: e.routeMTU, UnderlayMTU: e.cfg.UnderlayMTU}
-	s.Devices = append(s.Devices, e.underlayStats.snapshot(e.underlay.Name(), "underlay"))
+	for i := range e.underlays {
+		s.Devices = append(s.Devices, e.underlays[i].stats.snapshot(e.underlays[i].dev.Name(), "underlay"))
+	}
 	if e.host != nil {
 		s.Devices = append(s.Devices, e.hostStats.snapshot(e.host.Name(), "host"))
 	}
@@ -535,6 +561,14 @@ func (e *Engine) Stats() Stats {
 	}
 	s.ICMPErrors = e.icmps.Load()
 	return s
+}
+
+// underlayFor picks the underlay queue a flow leaves through.
+func (e *Engine) underlayFor(hash uint32) *underlayQueue {
+	if len(e.underlays) == 1 {
+		return &e.underlays[0]
+	}
+	return &e.underlays[hash%uint32(len(e.underlays))]
 }
 
 // Drops returns the drop counter of one reason.
@@ -560,10 +594,10 @@ func (e *Engine) Problems() []string {
 	case !e.started.Load():
 		p = append(p, "engine not started")
 	default:
-		if !e.running[sourceUnderlay-sourceHost].Load() {
-			p = append(p, "underlay worker stopped")
+		if n := int(e.underlayRunning.Load()); n < len(e.underlays) {
+			p = append(p, fmt.Sprintf("%d of %d underlay workers stopped", len(e.underlays)-n, len(e.underlays)))
 		}
-		if e.host != nil && !e.running[0].Load() {
+		if e.host != nil && !e.hostRunning.Load() {
 			p = append(p, "host device worker stopped")
 		}
 	}

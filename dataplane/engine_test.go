@@ -69,7 +69,7 @@ func newTestNode(t *testing.T, under *fake.Device, ip netip.Addr, podCIDR string
 		n.mu.Unlock()
 		return d, nil
 	}
-	eng, err := dataplane.New(cfg, nil, under, n.host, factory, nil)
+	eng, err := dataplane.New(cfg, nil, []dataplane.Device{under}, n.host, factory, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +487,7 @@ func TestHealth(t *testing.T) {
 	for len(n.eng.Problems()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if p := n.eng.Problems(); len(p) != 1 || p[0] != "underlay worker stopped" {
+	if p := n.eng.Problems(); len(p) != 1 || p[0] != "1 of 1 underlay workers stopped" {
 		t.Fatalf("problems %v", p)
 	}
 }

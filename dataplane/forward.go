@@ -94,12 +94,14 @@ func (w *worker) forward(snap *snapshot, buf []byte, start, n int, r route, foun
 			w.drop(DropFragNeeded)
 			return
 		}
-		o, err := encap.EncapVXLANv4(buf, start, n, &r.peer.tun, vni, encap.SourcePort(encap.FlowHashV4(ip)))
+		hash := encap.FlowHashV4(ip)
+		o, err := encap.EncapVXLANv4(buf, start, n, &r.peer.tun, vni, encap.SourcePort(hash))
 		if err != nil {
 			w.drop(DropInvalidHeader)
 			return
 		}
-		w.enqueue(w.e.underlay, &w.e.underlayStats, buf, o, n+encap.VXLANOverheadV4)
+		u := w.e.underlayFor(hash)
+		w.enqueue(u.dev, &u.stats, buf, o, n+encap.VXLANOverheadV4)
 	case RouteHost:
 		if w.kind == sourceHost || w.e.host == nil {
 			// The kernel sent it to us and we would send it back.
@@ -242,11 +244,13 @@ func (w *worker) icmpError(snap *snapshot, orig encap.IPv4, typ, code uint8, mtu
 	case RouteLocal:
 		w.enqueue(r.ep.dev, &r.ep.stats, b, start, n)
 	case RouteTunnel:
-		o, err := encap.EncapVXLANv4(b, start, n, &r.peer.tun, uint32(identity.RemoteNode), encap.SourcePort(encap.FlowHashV4(ip)))
+		hash := encap.FlowHashV4(ip)
+		o, err := encap.EncapVXLANv4(b, start, n, &r.peer.tun, uint32(identity.RemoteNode), encap.SourcePort(hash))
 		if err != nil {
 			return
 		}
-		w.enqueue(w.e.underlay, &w.e.underlayStats, b, o, n+encap.VXLANOverheadV4)
+		u := w.e.underlayFor(hash)
+		w.enqueue(u.dev, &u.stats, b, o, n+encap.VXLANOverheadV4)
 	case RouteHost:
 		if w.e.host == nil {
 			return

@@ -69,6 +69,7 @@ package fib
 import (
 	"cmp"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"iter"
 	"net/netip"
@@ -164,7 +165,9 @@ func (t *Table[V]) All() iter.Seq2[netip.Prefix, V] {
 }
 
 // Builder returns a Builder holding all of t's prefixes. Changes to the
-// Builder do not affect t.
+// Builder do not affect t. Copying and rebuilding cost time proportional to
+// the whole table, so a control plane should batch changes into one Build
+// where it can.
 func (t *Table[V]) Builder() *Builder[V] {
 	b := &Builder[V]{m: make(map[netip.Prefix]V, t.Len())}
 	if t != nil {
@@ -190,7 +193,11 @@ func NewBuilder[V any]() *Builder[V] {
 // p must be valid and have no bits set past its length.
 func (b *Builder[V]) Insert(p netip.Prefix, v V) error {
 	if !p.IsValid() {
-		return fmt.Errorf("fib: invalid prefix %q", p.String())
+		if a := p.Addr(); a.IsValid() {
+			// Only the length can be wrong, and p no longer records it.
+			return fmt.Errorf("fib: invalid prefix: bad length for %s", a)
+		}
+		return errors.New("fib: invalid prefix: zero value")
 	}
 	if m := p.Masked(); m != p {
 		return fmt.Errorf("fib: prefix %s has host bits set (want %s)", p, m)

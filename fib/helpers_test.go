@@ -123,6 +123,9 @@ func checkAgainstRef(t testing.TB, tab *Table[int], ref refTable, addrs []netip.
 	if i != len(want) {
 		t.Fatalf("All() yields %d prefixes, want %d", i, len(want))
 	}
+	if tab != nil && !slices.IsSortedFunc(tab.prefixes, netip.Prefix.Compare) {
+		t.Fatalf("prefixes are not in netip.Prefix.Compare order")
+	}
 	for p, v := range ref {
 		if got, ok := tab.Get(p); !ok || got != v {
 			t.Fatalf("Get(%v) = %d, %v; want %d, true", p, got, ok, v)

@@ -35,9 +35,9 @@ const (
 //
 // A node whose key must be checked is preceded by its check words:
 // IPv4 o-1 = key<<32 | fallback; IPv6 o-3, o-2 = key, o-1 = fallback.
-// Each record (check words and node) starts at a multiple of 64 bytes
-// into mem, so a node with few runs, check words included, occupies a
-// single cache line.
+// Each record (check words, then node) starts at a multiple of 64 bytes
+// into mem, so that a node's header, check words and first few runs share
+// one cache line instead of straddling two.
 const (
 	bitmapWords = nodeSize / 64
 	countWord   = bitmapWords

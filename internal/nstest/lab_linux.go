@@ -281,6 +281,11 @@ func Leftovers() ([]string, error) {
 // look-alike names without an owner record are left alone. It returns the
 // namespaces it deleted. Typically called from TestMain.
 func RemoveStale() ([]string, error) {
+	return removeStale(func(string) bool { return true })
+}
+
+// removeStale is RemoveStale restricted to the prefixes match accepts.
+func removeStale(match func(prefix string) bool) ([]string, error) {
 	entries, err := os.ReadDir(ownerDir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -296,7 +301,7 @@ func RemoveStale() ([]string, error) {
 	var errs []error
 	for _, e := range entries {
 		prefix := e.Name()
-		if !prefixRE.MatchString(prefix) || len(prefix) != len("vx000000-") {
+		if !prefixRE.MatchString(prefix) || len(prefix) != len("vx000000-") || !match(prefix) {
 			continue
 		}
 		if ownerAlive(filepath.Join(ownerDir, prefix)) {

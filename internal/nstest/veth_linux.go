@@ -91,17 +91,17 @@ func (l *Lab) veth(a *Netns, aName, aAddr string, b *Netns, bName, bAddr string,
 	if err != nil {
 		return fmt.Errorf("find peer %s in %s: %w", bName, b.Name, err)
 	}
-	if err := addAddrs(ha, la, aAddrs); err != nil {
-		return fmt.Errorf("%s in %s: %w", aName, a.Name, err)
-	}
-	if err := addAddrs(hb, lb, bAddrs); err != nil {
-		return fmt.Errorf("%s in %s: %w", bName, b.Name, err)
-	}
 	if err := ha.LinkSetUp(la); err != nil {
 		return fmt.Errorf("set %s up: %w", aName, err)
 	}
 	if err := hb.LinkSetUp(lb); err != nil {
 		return fmt.Errorf("set %s up: %w", bName, err)
+	}
+	if err := addAddrs(ha, la, aAddrs); err != nil {
+		return fmt.Errorf("%s in %s: %w", aName, a.Name, err)
+	}
+	if err := addAddrs(hb, lb, bAddrs); err != nil {
+		return fmt.Errorf("%s in %s: %w", bName, b.Name, err)
 	}
 	return nil
 }
