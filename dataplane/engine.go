@@ -60,6 +60,7 @@ type route struct {
 	kind RouteKind
 	ep   *endpoint
 	peer *peer
+	vtep *vtepRoute
 }
 
 // snapshot is the routing state the packet path reads. It is never
@@ -67,6 +68,7 @@ type route struct {
 type snapshot struct {
 	fib   *fib.Table[route]
 	peers map[netip.Addr]*peer // by underlay address
+	vteps map[netip.Addr]*vtep // by underlay address
 }
 
 type endpoint struct {
@@ -132,26 +134,28 @@ type Engine struct {
 
 	// underlays are the queues of the underlay: one worker reads each,
 	// and encapsulated packets leave through the one their flow hashes to.
-	underlays     []underlayQueue
-	host          Device
-	hostStats     DeviceStats
-	newEndpoint   EndpointDeviceFactory
-	hostRoutes    HostRoutes
+	underlays   []underlayQueue
+	host        Device
+	hostStats   DeviceStats
+	newEndpoint EndpointDeviceFactory
+	hostRoutes  HostRoutes
 
-	state atomic.Pointer[snapshot]
-	drops drops
-	icmps atomic.Uint64 // ICMP errors generated
+	state      atomic.Pointer[snapshot]
+	drops      drops
+	icmps      atomic.Uint64 // ICMP errors generated
+	arpReplies atomic.Uint64 // ARP replies sent to VTEPs
 
 	// hostRunning and underlayRunning count live workers of the host and
 	// underlay devices; one that stops while the engine runs makes it
 	// unhealthy.
 	hostRunning     atomic.Bool
 	underlayRunning atomic.Int32
-	started atomic.Bool
+	started         atomic.Bool
 
-	mu        sync.Mutex // protects endpoints, nodes, stopped and snapshot rebuilds
+	mu        sync.Mutex // protects endpoints, nodes, vteps, stopped and snapshot rebuilds
 	endpoints map[string]*endpoint
 	nodes     map[string]*peer
+	vteps     []VTEPSpec
 	stopped   bool
 
 	wg sync.WaitGroup
@@ -271,6 +275,9 @@ func (e *Engine) Close() error {
 	}
 	e.endpoints = map[string]*endpoint{}
 	e.nodes = map[string]*peer{}
+	oldVTEPs := e.vteps
+	e.vteps = nil
+	e.syncVTEPRoutesLocked(oldVTEPs)
 	e.publishLocked()
 	e.mu.Unlock()
 
@@ -319,10 +326,14 @@ func (e *Engine) publishLocked() {
 		mustInsert(b, netip.PrefixFrom(p.IP, 32), route{kind: RouteHost})
 		peers[p.IP] = p
 	}
+	vteps, vroutes := e.vtepTables()
+	for p, vr := range vroutes {
+		mustInsert(b, p, route{kind: RouteVTEP, vtep: vr})
+	}
 	for _, ep := range e.endpoints {
 		mustInsert(b, netip.PrefixFrom(ep.IP, 32), route{kind: RouteLocal, ep: ep})
 	}
-	e.state.Store(&snapshot{fib: b.Build(), peers: peers})
+	e.state.Store(&snapshot{fib: b.Build(), peers: peers, vteps: vteps})
 }
 
 func mustInsert(b *fib.Builder[route], p netip.Prefix, r route) {
@@ -355,6 +366,11 @@ func (e *Engine) AddNode(n NodeSpec) error {
 	}
 	if _, ok := e.nodes[n.Name]; ok {
 		return fmt.Errorf("node %s: %w", n.Name, ErrExists)
+	}
+	for _, v := range e.vteps {
+		if v.CIDR.Overlaps(n.PodCIDR) || v.Endpoint == n.IP {
+			return fmt.Errorf("node %s (%s, %s) collides with vtep %s at %s: %w", n.Name, n.IP, n.PodCIDR, v.CIDR, v.Endpoint, ErrInvalid)
+		}
 	}
 	for _, o := range e.nodes {
 		if o.IP == n.IP {
@@ -517,6 +533,8 @@ func (e *Engine) FIB() []FIBEntry {
 			fe.Target = "endpoint " + r.ep.Name
 		case r.peer != nil:
 			fe.Target = "node " + r.peer.Name + " " + r.peer.IP.String()
+		case r.vtep != nil:
+			fe.Target = "vtep " + r.vtep.dev.ip.String() + " " + r.vtep.tun.DstMAC.String()
 		case r.kind == RouteHost:
 			fe.Target = "vxdp_host"
 		}
@@ -530,6 +548,7 @@ type Stats struct {
 	Devices     []DeviceCounters  `json:"devices"`
 	Drops       map[string]uint64 `json:"drops"`
 	ICMPErrors  uint64            `json:"icmp_errors_sent"`
+	ARPReplies  uint64            `json:"arp_replies_sent"`
 	TotalDrops  uint64            `json:"total_drops"`
 	RouteMTU    int               `json:"route_mtu"`
 	UnderlayMTU int               `json:"underlay_mtu"`
@@ -560,6 +579,7 @@ func (e *Engine) Stats() Stats {
 		s.TotalDrops += v
 	}
 	s.ICMPErrors = e.icmps.Load()
+	s.ARPReplies = e.arpReplies.Load()
 	return s
 }
 

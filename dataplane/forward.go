@@ -102,6 +102,26 @@ func (w *worker) forward(snap *snapshot, buf []byte, start, n int, r route, foun
 		}
 		u := w.e.underlayFor(hash)
 		w.enqueue(u.dev, &u.stats, buf, o, n+encap.VXLANOverheadV4)
+	case RouteVTEP:
+		if !w.decrementTTL(snap, ip) {
+			return
+		}
+		if n > w.e.routeMTU {
+			if ip.DontFragment() {
+				w.icmpError(snap, ip, encap.ICMPv4DestUnreach, encap.ICMPv4FragNeeded, uint16(w.e.routeMTU))
+			}
+			w.drop(DropFragNeeded)
+			return
+		}
+		// Whatever the sender's identity, a VTEP only knows VNI 2.
+		hash := encap.FlowHashV4(ip)
+		o, err := encap.EncapVXLANv4(buf, start, n, &r.vtep.tun, uint32(identity.World), encap.SourcePort(hash))
+		if err != nil {
+			w.drop(DropInvalidHeader)
+			return
+		}
+		u := w.e.underlayFor(hash)
+		w.enqueue(u.dev, &u.stats, buf, o, n+encap.VXLANOverheadV4)
 	case RouteHost:
 		if w.kind == sourceHost || w.e.host == nil {
 			// The kernel sent it to us and we would send it back.
@@ -170,11 +190,6 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
 		w.drop(DropUnsupportedProtocol)
 		return
 	}
-	p := snap.peers[o.Src]
-	if p == nil && !w.e.cfg.DisableSourceCheck {
-		w.drop(DropUnknownTunnelSource)
-		return
-	}
 	payload := pkt[o.Payload : o.Payload+o.PayloadLen]
 	if len(payload) < encap.VXLANLen+encap.EthernetLen {
 		w.drop(DropInvalidHeader)
@@ -184,6 +199,17 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
 	if vx.Validate(w.e.cfg.VXLANTolerate) != nil {
 		w.drop(DropInvalidHeader)
 		return
+	}
+	p := snap.peers[o.Src]
+	if p == nil {
+		if v := snap.vteps[o.Src]; v != nil {
+			w.fromVTEP(snap, v, buf, start, payload, o.Payload)
+			return
+		}
+		if !w.e.cfg.DisableSourceCheck {
+			w.drop(DropUnknownTunnelSource)
+			return
+		}
 	}
 	if _, err := identity.FromVNI(vx.VNI()); err != nil {
 		w.drop(DropInvalidIdentity)
@@ -210,6 +236,12 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
 		w.drop(DropSpoofedInnerSource)
 		return
 	}
+	w.deliver(snap, inner, buf, start+ioff, n)
+}
+
+// deliver hands a decapsulated IPv4 packet, buf[off:off+n], to the local
+// endpoint or host address it is for.
+func (w *worker) deliver(snap *snapshot, inner encap.IPv4, buf []byte, off, n int) {
 	dst := inner.DestinationAddr()
 	r, found := snap.fib.Lookup(dst)
 	switch {
@@ -217,9 +249,9 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
 		if !w.decrementTTL(snap, inner) {
 			return
 		}
-		w.enqueue(r.ep.dev, &r.ep.stats, buf, start+ioff, n)
+		w.enqueue(r.ep.dev, &r.ep.stats, buf, off, n)
 	case found && r.kind == RouteHost && dst == w.e.hostIP && w.e.host != nil:
-		w.enqueue(w.e.host, &w.e.hostStats, buf, start+ioff, n)
+		w.enqueue(w.e.host, &w.e.hostStats, buf, off, n)
 	default:
 		w.drop(DropNoEndpoint)
 	}
@@ -246,6 +278,14 @@ func (w *worker) icmpError(snap *snapshot, orig encap.IPv4, typ, code uint8, mtu
 	case RouteTunnel:
 		hash := encap.FlowHashV4(ip)
 		o, err := encap.EncapVXLANv4(b, start, n, &r.peer.tun, uint32(identity.RemoteNode), encap.SourcePort(hash))
+		if err != nil {
+			return
+		}
+		u := w.e.underlayFor(hash)
+		w.enqueue(u.dev, &u.stats, b, o, n+encap.VXLANOverheadV4)
+	case RouteVTEP:
+		hash := encap.FlowHashV4(ip)
+		o, err := encap.EncapVXLANv4(b, start, n, &r.vtep.tun, uint32(identity.World), encap.SourcePort(hash))
 		if err != nil {
 			return
 		}

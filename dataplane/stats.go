@@ -24,6 +24,7 @@ const (
 	DropQueueFull
 	DropInvalidMAC
 	DropTxError
+	DropARPUnanswered
 	numDropReasons
 )
 
@@ -44,6 +45,7 @@ var dropNames = [numDropReasons]string{
 	DropQueueFull:           "queue_full",
 	DropInvalidMAC:          "invalid_mac",
 	DropTxError:             "tx_error",
+	DropARPUnanswered:       "arp_unanswered",
 }
 
 func (r DropReason) String() string {

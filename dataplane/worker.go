@@ -52,8 +52,9 @@ type worker struct {
 	queues  [maxQueues]txQueue
 	nqueues int
 
-	drops [numDropReasons]uint64
-	icmps uint64
+	drops      [numDropReasons]uint64
+	icmps      uint64
+	arpReplies uint64
 }
 
 func newWorker(e *Engine, dev Device, st *DeviceStats, kind sourceKind, ep *endpoint) *worker {
@@ -182,5 +183,9 @@ func (w *worker) flush() {
 	if w.icmps != 0 {
 		w.e.icmps.Add(w.icmps)
 		w.icmps = 0
+	}
+	if w.arpReplies != 0 {
+		w.e.arpReplies.Add(w.arpReplies)
+		w.arpReplies = 0
 	}
 }

@@ -1,6 +1,10 @@
 package encap
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+)
 
 // Ethernet is an Ethernet II header view:
 //
@@ -57,4 +61,17 @@ func (b Ethernet) Encode(dst, src MAC, etherType uint16) {
 	copy(b[0:6], dst[:])
 	copy(b[6:12], src[:])
 	binary.BigEndian.PutUint16(b[12:], etherType)
+}
+
+// MarshalText writes the usual colon form, so MACs read well in JSON.
+func (m MAC) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// UnmarshalText parses the colon form.
+func (m *MAC) UnmarshalText(b []byte) error {
+	hw, err := net.ParseMAC(string(b))
+	if err != nil || len(hw) != 6 {
+		return fmt.Errorf("mac %q: not a 48-bit address", b)
+	}
+	copy(m[:], hw)
+	return nil
 }

@@ -43,15 +43,26 @@ func EncapVXLANv4(buf []byte, start, n int, t *TunnelV4, vni uint32, srcPort uin
 	if start < VXLANOverheadV4 {
 		return 0, ErrHeaderRoom
 	}
+	Ethernet(buf[start-EthernetLen:start]).Encode(t.DstMAC, t.SrcMAC, EtherTypeIPv4)
+	return EncapVXLANFrameV4(buf, start-EthernetLen, n+EthernetLen, t, vni, srcPort)
+}
+
+// EncapVXLANFrameV4 writes VXLAN, UDP and IPv4 headers in front of the
+// Ethernet frame buf[start:start+n] (an ARP reply, say) and returns the
+// offset where the outer packet starts. t's MACs are not used.
+func EncapVXLANFrameV4(buf []byte, start, n int, t *TunnelV4, vni uint32, srcPort uint16) (int, error) {
+	const outer = IPv4MinLen + UDPLen + VXLANLen
+	if start < outer {
+		return 0, ErrHeaderRoom
+	}
 	if vni > MaxVNI {
 		return 0, ErrVNIRange
 	}
-	total := n + VXLANOverheadV4
+	total := n + outer
 	if total > 0xffff {
 		return 0, ErrBadLength
 	}
-	o := start - VXLANOverheadV4
-	Ethernet(buf[start-EthernetLen:start]).Encode(t.DstMAC, t.SrcMAC, EtherTypeIPv4)
+	o := start - outer
 	vx := buf[o+IPv4MinLen+UDPLen:]
 	binary.BigEndian.PutUint32(vx[0:], VXLANFlagI)
 	binary.BigEndian.PutUint32(vx[4:], vni<<8)

@@ -274,6 +274,29 @@ func Leftovers() ([]string, error) {
 	return out, nil
 }
 
+// OwnLeftovers lists namespaces left by labs of this test process. Unlike
+// Leftovers it ignores labs of other processes, so a TestMain can call it
+// after m.Run to fail on leaks without tripping over parallel `go test` runs.
+func OwnLeftovers() ([]string, error) {
+	names, err := Leftovers()
+	if err != nil {
+		return nil, err
+	}
+	self, err := procStartTime(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	want := fmt.Sprintf("%d %d", os.Getpid(), self)
+	var out []string
+	for _, n := range names {
+		b, err := os.ReadFile(filepath.Join(ownerDir, n[:len("vx000000-")]))
+		if err == nil && strings.TrimSpace(string(b)) == want {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
 // RemoveStale deletes namespaces left behind by labs whose test process no
 // longer exists (killed by a timeout or a signal before its cleanups ran), and
 // kills processes still running inside them. Namespaces of labs whose owner is
@@ -423,7 +446,9 @@ func procComm(pid int) string {
 	return strings.TrimSpace(string(b))
 }
 
-// processGroups maps every pid on the system to its process group id.
+// processGroups maps every live pid on the system to its process group id.
+// Zombies are left out: they are dead and only wait for their parent (for
+// orphans, init) to collect them.
 func processGroups() map[int]int {
 	out := map[int]int{}
 	entries, _ := os.ReadDir("/proc")
@@ -433,7 +458,7 @@ func processGroups() map[int]int {
 			continue
 		}
 		f, err := procStat(pid)
-		if err != nil || len(f) < 3 {
+		if err != nil || len(f) < 3 || f[0] == "Z" || f[0] == "X" {
 			continue
 		}
 		if pgid, err := strconv.Atoi(f[2]); err == nil { // field 5, pgrp

@@ -403,6 +403,36 @@ func TestStartKilledAtCleanup(t *testing.T) {
 	}
 }
 
+// TestStubbornProcKilled checks the SIGKILL fallback for a process group that
+// ignores SIGTERM.
+func TestStubbornProcKilled(t *testing.T) {
+	t.Parallel()
+	var p *Proc
+	var began time.Time
+	t.Run("lab", func(t *testing.T) {
+		l := New(t)
+		ns := l.Netns("p")
+		p = l.Start(ns, "stubborn", "sh", "-c", "trap '' TERM; echo ready; sleep 60")
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(p.Output(), "ready") {
+			if time.Now().After(deadline) {
+				t.Fatalf("never got ready: %q", p.Output())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		began = time.Now()
+	})
+	if p == nil || began.IsZero() {
+		t.Fatal("sub-test failed")
+	}
+	if took := time.Since(began); took < procTermGrace {
+		t.Errorf("teardown took %v, expected the %v SIGTERM grace first", took, procTermGrace)
+	}
+	if code, err := p.Wait(0); code != -1 || err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Errorf("want death by SIGKILL, got %d, %v", code, err)
+	}
+}
+
 // TestOrphanedChildKilled checks that children outliving their leader, which
 // SIGTERM to the leader alone would miss, are removed by the group SIGKILL.
 func TestOrphanedChildKilled(t *testing.T) {
@@ -467,6 +497,9 @@ func TestLeakCheck(t *testing.T) {
 		if got, _ := Leftovers(); !containsPrefix(got, lab.Prefix()) {
 			t.Errorf("Leftovers %v misses live lab %s", got, lab.Prefix())
 		}
+		if got, _ := OwnLeftovers(); !containsPrefix(got, lab.Prefix()) {
+			t.Errorf("OwnLeftovers %v misses live lab %s", got, lab.Prefix())
+		}
 	})
 	if lab == nil {
 		t.Fatal("sub-test failed")
@@ -480,6 +513,9 @@ func TestLeakCheck(t *testing.T) {
 	}
 	if containsPrefix(left, lab.Prefix()) {
 		t.Fatalf("namespaces of %s left: %v", lab.Prefix(), left)
+	}
+	if own, _ := OwnLeftovers(); containsPrefix(own, lab.Prefix()) {
+		t.Fatalf("OwnLeftovers still lists %s: %v", lab.Prefix(), own)
 	}
 	links, err := rootLinks()
 	if err != nil {

@@ -173,12 +173,16 @@ func (p *Proc) Alive() bool {
 // and the error names the signal. If the process is still running after
 // timeout, the error wraps ErrWaitTimeout. Wait can be called repeatedly.
 func (p *Proc) Wait(timeout time.Duration) (exitCode int, err error) {
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case <-p.done:
-	case <-timer.C:
-		return -1, fmt.Errorf("nstest: %s (pid %d) after %v: %w", p.Name, p.pid, timeout, ErrWaitTimeout)
+	// Checked first so that an exited process is reported even for a zero
+	// timeout, where select would otherwise pick between two ready cases.
+	if p.Alive() {
+		timer := time.NewTimer(timeout)
+		defer timer.Stop()
+		select {
+		case <-p.done:
+		case <-timer.C:
+			return -1, fmt.Errorf("nstest: %s (pid %d) after %v: %w", p.Name, p.pid, timeout, ErrWaitTimeout)
+		}
 	}
 	if p.statusErr != nil {
 		return -1, p.statusErr
@@ -240,7 +244,13 @@ func stopProcs(procs []*Proc) []error {
 			errs = append(errs, fmt.Errorf("SIGKILL %s (pid %d): %w", procs[i].Name, procs[i].pid, err))
 		}
 	}
+	killDeadline := time.Now().Add(procKillGrace)
 	waitAll(procs, procKillGrace)
+	// SIGKILL takes effect asynchronously; give children of the groups the
+	// rest of the grace period to die so LeakCheck does not see them.
+	for groupsAlive(procs) && time.Now().Before(killDeadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	for _, p := range procs {
 		if p.Alive() {
 			errs = append(errs, fmt.Errorf("process %s (pid %d) survived SIGKILL for %v", p.Name, p.pid, procKillGrace))
@@ -262,4 +272,22 @@ func waitAll(procs []*Proc, d time.Duration) {
 			return
 		}
 	}
+}
+
+// groupsAlive reports whether any live process other than a leader belongs
+// to the process group of one of procs.
+func groupsAlive(procs []*Proc) bool {
+	if len(procs) == 0 {
+		return false
+	}
+	leaders := map[int]bool{}
+	for _, p := range procs {
+		leaders[p.pid] = true
+	}
+	for pid, pgid := range processGroups() {
+		if leaders[pgid] && pid != pgid {
+			return true
+		}
+	}
+	return false
 }

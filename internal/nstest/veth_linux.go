@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -97,6 +98,12 @@ func (l *Lab) veth(a *Netns, aName, aAddr string, b *Netns, bName, bAddr string,
 	if err := hb.LinkSetUp(lb); err != nil {
 		return fmt.Errorf("set %s up: %w", bName, err)
 	}
+	// Addresses are added only once both ends are up: IPv6 addresses added
+	// to a down link take seconds to become reachable (neighbour discovery
+	// stalls), while on an up link they work at once with NODAD.
+	if err := waitOperUp(ha, aName, hb, bName); err != nil {
+		return err
+	}
 	if err := addAddrs(ha, la, aAddrs); err != nil {
 		return fmt.Errorf("%s in %s: %w", aName, a.Name, err)
 	}
@@ -147,4 +154,28 @@ func addAddrs(h *netlink.Handle, link netlink.Link, addrs []netip.Prefix) error 
 		}
 	}
 	return nil
+}
+
+// vethUpTimeout bounds the wait for a fresh veth pair to report carrier.
+const vethUpTimeout = 5 * time.Second
+
+// waitOperUp waits until both ends report operational state up, so callers
+// get a link that carries traffic right away.
+func waitOperUp(ha *netlink.Handle, aName string, hb *netlink.Handle, bName string) error {
+	deadline := time.Now().Add(vethUpTimeout)
+	for {
+		la, errA := ha.LinkByName(aName)
+		lb, errB := hb.LinkByName(bName)
+		if errA != nil || errB != nil {
+			return fmt.Errorf("waiting for carrier: %v %v", errA, errB)
+		}
+		sa, sb := la.Attrs().OperState, lb.Attrs().OperState
+		if sa == netlink.OperUp && sb == netlink.OperUp {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no carrier after %v: %s is %v, %s is %v", vethUpTimeout, aName, sa, bName, sb)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -1,0 +1,255 @@
+package dataplane
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+
+	"go.uber.org/zap"
+
+	"github.com/vxdp/vxdp/encap"
+	"github.com/vxdp/vxdp/identity"
+)
+
+// VTEPSpec is one VTEP CIDR: the prefix a third-party VXLAN device (a load
+// balancer, a VM with a Linux vxlan device) stands for, its underlay
+// address, and the MAC its inner frames must be addressed to. One device
+// may stand for several CIDRs, each with its own entry.
+type VTEPSpec struct {
+	CIDR     netip.Prefix `json:"cidr"`
+	Endpoint netip.Addr   `json:"endpoint"`
+	MAC      encap.MAC    `json:"mac"`
+}
+
+// vtep is one VTEP device as the packet path sees it: all its CIDRs, and a
+// tunnel description per CIDR (they differ in the inner destination MAC).
+type vtep struct {
+	ip    netip.Addr
+	cidrs []netip.Prefix
+	reply encap.TunnelV4 // for ARP replies: MACs unused
+}
+
+type vtepRoute struct {
+	dev *vtep
+	tun encap.TunnelV4
+}
+
+// VTEPPort is where VTEPs listen: the seed's `dstport 8472`, whatever the
+// cluster's own tunnel protocol and port are.
+const VTEPPort = encap.VXLANPort
+
+func (e *Engine) checkVTEP(v VTEPSpec, nodes map[string]*peer) error {
+	if !v.CIDR.IsValid() || !v.CIDR.Addr().Is4() || v.CIDR != v.CIDR.Masked() {
+		return fmt.Errorf("vtep cidr %s: %w", v.CIDR, ErrInvalid)
+	}
+	if !v.Endpoint.Is4() || v.Endpoint == e.cfg.NodeIP {
+		return fmt.Errorf("vtep %s endpoint %s: %w", v.CIDR, v.Endpoint, ErrInvalid)
+	}
+	if !v.MAC.IsUnicast() {
+		return fmt.Errorf("vtep %s mac %s: %w: not a unicast address", v.CIDR, v.MAC, ErrInvalid)
+	}
+	if v.CIDR.Overlaps(e.cfg.PodCIDR) {
+		return fmt.Errorf("vtep cidr %s overlaps this node's pod cidr %s: %w", v.CIDR, e.cfg.PodCIDR, ErrInvalid)
+	}
+	for _, n := range nodes {
+		if v.CIDR.Overlaps(n.PodCIDR) {
+			return fmt.Errorf("vtep cidr %s overlaps node %s's pod cidr %s: %w", v.CIDR, n.Name, n.PodCIDR, ErrInvalid)
+		}
+		if v.Endpoint == n.IP {
+			return fmt.Errorf("vtep endpoint %s is node %s: %w", v.Endpoint, n.Name, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// SetVTEPs replaces the VTEP table. It is all or nothing: an invalid entry
+// leaves the old table in place.
+func (e *Engine) SetVTEPs(vs []VTEPSpec) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return ErrStopped
+	}
+	seen := map[netip.Prefix]bool{}
+	for i, v := range vs {
+		if err := e.checkVTEP(v, e.nodes); err != nil {
+			return err
+		}
+		if seen[v.CIDR] {
+			return fmt.Errorf("vtep cidr %s given twice: %w", v.CIDR, ErrInvalid)
+		}
+		seen[v.CIDR] = true
+		for _, o := range vs[:i] {
+			if o.CIDR.Overlaps(v.CIDR) {
+				return fmt.Errorf("vtep cidr %s overlaps vtep cidr %s: %w", v.CIDR, o.CIDR, ErrInvalid)
+			}
+		}
+	}
+	old := e.vteps
+	e.vteps = append([]VTEPSpec(nil), vs...)
+	e.syncVTEPRoutesLocked(old)
+	e.publishLocked()
+	e.log.Info("vteps set", zap.Int("count", len(vs)))
+	return nil
+}
+
+// AddVTEP adds one VTEP CIDR.
+func (e *Engine) AddVTEP(v VTEPSpec) error {
+	e.mu.Lock()
+	vs := append(append([]VTEPSpec(nil), e.vteps...), v)
+	for _, o := range e.vteps {
+		if o.CIDR == v.CIDR {
+			e.mu.Unlock()
+			return fmt.Errorf("vtep %s: %w", v.CIDR, ErrExists)
+		}
+	}
+	e.mu.Unlock()
+	return e.SetVTEPs(vs)
+}
+
+// DelVTEP removes the VTEP CIDR p.
+func (e *Engine) DelVTEP(p netip.Prefix) error {
+	e.mu.Lock()
+	var vs []VTEPSpec
+	found := false
+	for _, o := range e.vteps {
+		if o.CIDR == p {
+			found = true
+			continue
+		}
+		vs = append(vs, o)
+	}
+	e.mu.Unlock()
+	if !found {
+		return fmt.Errorf("vtep %s: %w", p, ErrNotFound)
+	}
+	return e.SetVTEPs(vs)
+}
+
+// VTEPs lists the VTEP CIDRs sorted by prefix.
+func (e *Engine) VTEPs() []VTEPSpec {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := append([]VTEPSpec(nil), e.vteps...)
+	sort.Slice(out, func(i, j int) bool { return out[i].CIDR.Addr().Less(out[j].CIDR.Addr()) })
+	return out
+}
+
+// syncVTEPRoutesLocked keeps the kernel's routes to VTEP CIDRs (through the
+// host device, so the node reaches them) in step with the table.
+func (e *Engine) syncVTEPRoutesLocked(old []VTEPSpec) {
+	if e.hostRoutes == nil {
+		return
+	}
+	now := map[netip.Prefix]bool{}
+	for _, v := range e.vteps {
+		now[v.CIDR] = true
+	}
+	for _, v := range old {
+		if !now[v.CIDR] {
+			if err := e.hostRoutes.DelRoute(v.CIDR); err != nil {
+				e.log.Warn("remove vtep route", zap.Stringer("prefix", v.CIDR), zap.Error(err))
+			}
+		}
+	}
+	for _, v := range e.vteps {
+		if err := e.hostRoutes.AddRoute(v.CIDR, e.routeMTU); err != nil {
+			e.log.Warn("add vtep route", zap.Stringer("prefix", v.CIDR), zap.Error(err))
+		}
+	}
+}
+
+// vtepTables builds the packet path's view of the VTEP table.
+func (e *Engine) vtepTables() (map[netip.Addr]*vtep, map[netip.Prefix]*vtepRoute) {
+	devs := map[netip.Addr]*vtep{}
+	routes := map[netip.Prefix]*vtepRoute{}
+	for _, v := range e.vteps {
+		d := devs[v.Endpoint]
+		if d == nil {
+			d = &vtep{ip: v.Endpoint, reply: encap.TunnelV4{Src: e.nodeIP4, Dst: v.Endpoint.As4(), DstPort: VTEPPort}}
+			devs[v.Endpoint] = d
+		}
+		d.cidrs = append(d.cidrs, v.CIDR)
+		routes[v.CIDR] = &vtepRoute{dev: d, tun: encap.TunnelV4{
+			Src: e.nodeIP4, Dst: v.Endpoint.As4(), DstPort: VTEPPort, SrcMAC: e.mac, DstMAC: v.MAC,
+		}}
+	}
+	return devs, routes
+}
+
+func (v *vtep) contains(a netip.Addr) bool {
+	for _, p := range v.cidrs {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// fromVTEP handles a tunnel packet from a VTEP: VNI 2 only, ARP requests
+// for local endpoints answered, IPv4 from its CIDRs delivered.
+func (w *worker) fromVTEP(snap *snapshot, v *vtep, buf []byte, start int, payload []byte, payloadOff int) {
+	vx := encap.VXLAN(payload)
+	if vx.VNI() != uint32(identity.World) {
+		w.drop(DropInvalidVNI)
+		return
+	}
+	eth := encap.Ethernet(payload[encap.VXLANLen:])
+	if src := eth.Source(); !src.IsUnicast() || src == w.e.mac {
+		w.drop(DropInvalidMAC)
+		return
+	}
+	foff := start + payloadOff + encap.VXLANLen // inner frame in buf
+	switch eth.EtherType() {
+	case encap.EtherTypeARP:
+		w.answerARP(snap, v, buf, foff, eth)
+	case encap.EtherTypeIPv4:
+		inner := encap.IPv4(eth[encap.EthernetLen:])
+		if !inner.IsValid(len(inner)) {
+			w.drop(DropInvalidHeader)
+			return
+		}
+		n := inner.TotalLen()
+		inner = inner[:n]
+		if !v.contains(inner.SourceAddr()) {
+			w.drop(DropSpoofedInnerSource)
+			return
+		}
+		w.deliver(snap, inner, buf, foff+encap.EthernetLen, n)
+	default:
+		w.drop(DropUnsupportedProtocol)
+	}
+}
+
+// answerARP turns a VTEP's request for a local endpoint into the reply,
+// in place, and sends it back through the tunnel with VNI 2.
+func (w *worker) answerARP(snap *snapshot, v *vtep, buf []byte, foff int, eth encap.Ethernet) {
+	arp := encap.ARP(eth[encap.EthernetLen:])
+	if !arp.IsValid() || arp.Operation() != encap.ARPRequest {
+		w.drop(DropARPUnanswered)
+		return
+	}
+	if !v.contains(arp.SenderIP()) || arp.SenderMAC() != eth.Source() {
+		w.drop(DropSpoofedInnerSource)
+		return
+	}
+	r, found := snap.fib.Lookup(arp.TargetIP())
+	if !found || r.kind != RouteLocal || r.ep.IP != arp.TargetIP() {
+		w.drop(DropARPUnanswered)
+		return
+	}
+	requester := eth.Source()
+	eth.Encode(requester, w.e.mac, encap.EtherTypeARP)
+	arp.TurnIntoReply(w.e.mac)
+	n := encap.EthernetLen + encap.ARPLen
+	tgt := arp.TargetIP().As4()
+	o, err := encap.EncapVXLANFrameV4(buf, foff, n, &v.reply, uint32(identity.World),
+		encap.SourcePort(uint32(tgt[0])<<24|uint32(tgt[1])<<16|uint32(tgt[2])<<8|uint32(tgt[3])))
+	if err != nil {
+		w.drop(DropInvalidHeader)
+		return
+	}
+	u := w.e.underlayFor(0)
+	w.enqueue(u.dev, &u.stats, buf, o, n+encap.IPv4MinLen+encap.UDPLen+encap.VXLANLen)
+	w.arpReplies++
+}
