@@ -22,6 +22,7 @@ import (
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/dataplane/tun"
 	"github.com/vxdp/vxdp/dataplane/udp"
+	"github.com/vxdp/vxdp/encap"
 	"github.com/vxdp/vxdp/identity"
 )
 
@@ -137,6 +138,15 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 			return nil, err
 		}
 	}
+	if cfg.EnableVTEP {
+		vs, err := vtepSpecs(cfg.VTEPs)
+		if err != nil {
+			return nil, err
+		}
+		if err := a.eng.SetVTEPs(vs); err != nil {
+			return nil, fmt.Errorf("vteps: %w", err)
+		}
+	}
 	for _, ep := range cfg.Endpoints {
 		if err := a.eng.AddEndpoint(dataplane.EndpointSpec{
 			Name: ep.Name, IP: ep.IP, Netns: ep.Netns, Ifname: ep.Ifname, Identity: identity.ID(ep.Identity),
@@ -227,6 +237,19 @@ func (a *Agent) listen() error {
 	a.ln = ln
 	a.srv = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
 	return nil
+}
+
+func vtepSpecs(in []config.VTEP) ([]dataplane.VTEPSpec, error) {
+	out := make([]dataplane.VTEPSpec, 0, len(in))
+	for _, v := range in {
+		var mac encap.MAC
+		if len(v.MAC) != len(mac) {
+			return nil, fmt.Errorf("vtep %s mac %s: not a 48-bit address", v.CIDR, v.MAC)
+		}
+		copy(mac[:], v.MAC)
+		out = append(out, dataplane.VTEPSpec{CIDR: v.CIDR, Endpoint: v.Endpoint, MAC: mac})
+	}
+	return out, nil
 }
 
 // underlayLink finds the device that holds nodeIP (or checks the named

@@ -22,7 +22,17 @@ func (a *Agent) handler() http.Handler {
 	mux.HandleFunc("GET /v1/tunnels", a.getTunnels)
 	mux.HandleFunc("GET /v1/fib", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.FIB()) })
 	mux.HandleFunc("GET /v1/identities", a.getIdentities)
-	mux.HandleFunc("GET /v1/vteps", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, []api.VTEP{}) })
+	mux.HandleFunc("GET /v1/vteps", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.VTEPs()) })
+	mux.HandleFunc("PUT /v1/vteps", a.putVTEPs)
+	mux.HandleFunc("POST /v1/vteps", a.postVTEP)
+	mux.HandleFunc("DELETE /v1/vteps/{addr}/{bits}", func(w http.ResponseWriter, r *http.Request) {
+		p, err := netip.ParsePrefix(r.PathValue("addr") + "/" + r.PathValue("bits"))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("vtep cidr %q: not a CIDR", r.PathValue("addr")+"/"+r.PathValue("bits")))
+			return
+		}
+		writeResult(w, a.eng.DelVTEP(p), nil)
+	})
 	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.Nodes()) })
 	mux.HandleFunc("POST /v1/nodes", a.postNode)
 	mux.HandleFunc("DELETE /v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
@@ -55,6 +65,7 @@ func (a *Agent) Status() api.Status {
 		TunnelMAC:      a.eng.TunnelMAC().String(),
 		Endpoints:      len(a.eng.Endpoints()),
 		Nodes:          len(a.eng.Nodes()),
+		VTEPs:          len(a.eng.VTEPs()),
 		FIBEntries:     len(a.eng.FIB()),
 		UptimeSeconds:  time.Since(a.started).Seconds(),
 		Version:        Version,
@@ -145,6 +156,57 @@ func (a *Agent) postEndpoint(w http.ResponseWriter, r *http.Request) {
 	}
 	err = a.eng.AddEndpoint(dataplane.EndpointSpec{Name: req.Name, IP: ip, Netns: req.Netns, Ifname: req.Ifname, Identity: id})
 	writeResult(w, err, nil)
+}
+
+func parseVTEP(v api.VTEPRequest) (dataplane.VTEPSpec, error) {
+	var s dataplane.VTEPSpec
+	p, err := netip.ParsePrefix(v.CIDR)
+	if err != nil {
+		return s, fmt.Errorf("vtep cidr %q: not a CIDR", v.CIDR)
+	}
+	if p != p.Masked() {
+		return s, fmt.Errorf("vtep cidr %q: host bits set (did you mean %s?)", v.CIDR, p.Masked())
+	}
+	ep, err := netip.ParseAddr(v.Endpoint)
+	if err != nil || !ep.Is4() {
+		return s, fmt.Errorf("vtep %s endpoint %q: not an IPv4 address", v.CIDR, v.Endpoint)
+	}
+	if err := s.MAC.UnmarshalText([]byte(v.MAC)); err != nil {
+		return s, fmt.Errorf("vtep %s: %w", v.CIDR, err)
+	}
+	s.CIDR, s.Endpoint = p, ep
+	return s, nil
+}
+
+func (a *Agent) postVTEP(w http.ResponseWriter, r *http.Request) {
+	var req api.VTEPRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	s, err := parseVTEP(req)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	writeResult(w, a.eng.AddVTEP(s), nil)
+}
+
+// putVTEPs replaces the whole VTEP table (a reload).
+func (a *Agent) putVTEPs(w http.ResponseWriter, r *http.Request) {
+	var req []api.VTEPRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	specs := make([]dataplane.VTEPSpec, 0, len(req))
+	for _, v := range req {
+		s, err := parseVTEP(v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		specs = append(specs, s)
+	}
+	writeResult(w, a.eng.SetVTEPs(specs), nil)
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {

@@ -34,6 +34,7 @@ type Status struct {
 	TunnelMAC      string       `json:"tunnel_mac"`
 	Endpoints      int          `json:"endpoints"`
 	Nodes          int          `json:"nodes"`
+	VTEPs          int          `json:"vteps"`
 	FIBEntries     int          `json:"fib_entries"`
 	UptimeSeconds  float64      `json:"uptime_seconds"`
 	Version        string       `json:"version"`
@@ -72,11 +73,12 @@ type Identity struct {
 	VNI uint32 `json:"vni"`
 }
 
-// VTEP is one row of GET /v1/vteps.
-type VTEP struct {
-	CIDR     netip.Prefix `json:"cidr"`
-	Endpoint netip.Addr   `json:"endpoint"`
-	MAC      string       `json:"mac"`
+// VTEPRequest is the body of POST /v1/vteps, and PUT /v1/vteps takes a
+// list of them (the whole table, replaced at once).
+type VTEPRequest struct {
+	CIDR     string `json:"cidr"`
+	Endpoint string `json:"endpoint"`
+	MAC      string `json:"mac"`
 }
 
 // Error is the body of every non-2xx answer.
@@ -89,5 +91,6 @@ type (
 	Endpoint = dataplane.Endpoint
 	Node     = dataplane.NodeSpec
 	FIBEntry = dataplane.FIBEntry
+	VTEP     = dataplane.VTEPSpec
 	Stats    = dataplane.Stats
 )

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -104,7 +105,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 
-	root.AddCommand(newAgentCmd(g), newEndpointCmd(g), newNodeCmd(g), newTunnelCmd(g), newListCmd(g, "vtep", "/v1/vteps", printVTEPs),
+	root.AddCommand(newAgentCmd(g), newEndpointCmd(g), newNodeCmd(g), newTunnelCmd(g), newVTEPCmd(g),
 		newListCmd(g, "fib", "/v1/fib", printFIB), newListCmd(g, "identity", "/v1/identities", printIdentities),
 		newStatsCmd(g), newStatusCmd(g))
 	return root
@@ -237,6 +238,38 @@ func newEndpointCmd(g *globals) *cobra.Command {
 	return c
 }
 
+func newVTEPCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "vtep", Short: "third-party VXLAN tunnel endpoints"}
+	var req api.VTEPRequest
+	add := &cobra.Command{
+		Use: "add CIDR --endpoint IP --mac MAC", Args: cobra.ExactArgs(1), Short: "add a VTEP CIDR",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.CIDR = args[0]
+			if req.Endpoint == "" || req.MAC == "" {
+				return usagef("vtep add %s: --endpoint and --mac are required", req.CIDR)
+			}
+			return g.client().Do(ctx(), "POST", "/v1/vteps", req, nil)
+		},
+	}
+	add.Flags().StringVar(&req.Endpoint, "endpoint", "", "the VTEP's underlay address")
+	add.Flags().StringVar(&req.MAC, "mac", "", "the MAC the VTEP's inner frames are addressed to")
+	del := &cobra.Command{
+		Use: "del CIDR", Args: cobra.ExactArgs(1), Short: "remove a VTEP CIDR",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := netip.ParsePrefix(args[0]); err != nil {
+				return usagef("vtep del %q: not a CIDR", args[0])
+			}
+			return g.client().Do(ctx(), "DELETE", "/v1/vteps/"+args[0], nil, nil)
+		},
+	}
+	list := &cobra.Command{
+		Use: "list", Args: cobra.NoArgs, Short: "list VTEP CIDRs",
+		RunE: func(cmd *cobra.Command, args []string) error { return show(g, "/v1/vteps", printVTEPs) },
+	}
+	c.AddCommand(add, del, list)
+	return c
+}
+
 func printVTEPs(w io.Writer, vs []api.VTEP) {
 	fmt.Fprintln(w, "CIDR\tENDPOINT\tMAC")
 	for _, v := range vs {
@@ -278,6 +311,7 @@ func newStatsCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(w, "total\t%d\n", s.TotalDrops)
 				fmt.Fprintf(w, "\nICMP errors sent\t%d\n", s.ICMPErrors)
+				fmt.Fprintf(w, "ARP replies sent\t%d\n", s.ARPReplies)
 			})
 		},
 	}
@@ -305,6 +339,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 					{"Tunnel MAC", s.TunnelMAC},
 					{"Endpoints", fmt.Sprint(s.Endpoints)},
 					{"Nodes", fmt.Sprint(s.Nodes)},
+					{"VTEPs", fmt.Sprint(s.VTEPs)},
 					{"FIB entries", fmt.Sprint(s.FIBEntries)},
 					{"Uptime", fmt.Sprintf("%.0fs", s.UptimeSeconds)},
 					{"Version", s.Version},

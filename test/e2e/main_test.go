@@ -22,6 +22,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e tests need root (network namespaces, TUN devices)")
 		os.Exit(1)
 	}
+	// Namespaces of an earlier run that was killed (a test timeout skips
+	// every cleanup) would collide with nothing, but they waste memory and
+	// confuse whoever looks: remove those whose owner is gone.
+	if stale, err := nstest.RemoveStale(); err == nil && len(stale) > 0 {
+		fmt.Fprintf(os.Stderr, "removed leftovers of a killed run: %v\n", stale)
+	}
 	dir, err := os.MkdirTemp("", "vxdp-e2e-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -36,7 +42,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
-	if left, err := nstest.Leftovers(); err == nil && len(left) > 0 {
+	if left, err := nstest.OwnLeftovers(); err == nil && len(left) > 0 {
 		fmt.Fprintf(os.Stderr, "leftover namespaces after the tests: %v\n", left)
 		if code == 0 {
 			code = 1
