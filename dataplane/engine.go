@@ -558,10 +558,10 @@ type Stats struct {
 func (e *Engine) Stats() Stats {
 	s := Stats{Drops: make(map[string]uint64, numDropReasons), RouteMTU: e.routeMTU, UnderlayMTU: e.cfg.UnderlayMTU}
 	for i := range e.underlays {
-		s.Devices = append(s.Devices, e.underlays[i].stats.snapshot(e.underlays[i].dev.Name(), "underlay"))
+		s.Devices = append(s.Devices, e.underlays[i].stats.snapshot(e.underlays[i].dev, e.underlays[i].dev.Name(), "underlay"))
 	}
 	if e.host != nil {
-		s.Devices = append(s.Devices, e.hostStats.snapshot(e.host.Name(), "host"))
+		s.Devices = append(s.Devices, e.hostStats.snapshot(e.host, e.host.Name(), "host"))
 	}
 	e.mu.Lock()
 	eps := make([]*endpoint, 0, len(e.endpoints))
@@ -571,7 +571,7 @@ func (e *Engine) Stats() Stats {
 	e.mu.Unlock()
 	sort.Slice(eps, func(i, j int) bool { return eps[i].Name < eps[j].Name })
 	for _, ep := range eps {
-		s.Devices = append(s.Devices, ep.stats.snapshot(ep.Name, "endpoint"))
+		s.Devices = append(s.Devices, ep.stats.snapshot(ep.dev, ep.Name, "endpoint"))
 	}
 	for i := range e.drops {
 		v := e.drops[i].Load()

@@ -242,6 +242,9 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
 // deliver hands a decapsulated IPv4 packet, buf[off:off+n], to the local
 // endpoint or host address it is for.
 func (w *worker) deliver(snap *snapshot, inner encap.IPv4, buf []byte, off, n int) {
+	// A Linux peer on a virtual link may leave the inner checksum for
+	// "the device" to finish; the pod's kernel would drop it unfinished.
+	encap.CompletePartialChecksumV4(inner)
 	dst := inner.DestinationAddr()
 	r, found := snap.fib.Lookup(dst)
 	switch {

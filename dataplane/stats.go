@@ -72,6 +72,13 @@ type DeviceStats struct {
 	TxErrors           atomic.Uint64
 }
 
+// DriverCounters is implemented by drivers that count what never reached
+// the engine (received but dropped) or never left (refused on send).
+type DriverCounters interface {
+	RXDropped() uint64
+	TXErrors() uint64
+}
+
 // DeviceCounters is a point-in-time copy of DeviceStats.
 type DeviceCounters struct {
 	Device    string `json:"device"`
@@ -81,15 +88,22 @@ type DeviceCounters struct {
 	TxPackets uint64 `json:"tx_packets"`
 	TxBytes   uint64 `json:"tx_bytes"`
 	TxErrors  uint64 `json:"tx_errors"`
+	// Counted by the driver itself.
+	DriverRxDropped uint64 `json:"driver_rx_dropped"`
+	DriverTxErrors  uint64 `json:"driver_tx_errors"`
 }
 
-func (s *DeviceStats) snapshot(name, kind string) DeviceCounters {
-	return DeviceCounters{
+func (s *DeviceStats) snapshot(dev Device, name, kind string) DeviceCounters {
+	c := DeviceCounters{
 		Device: name, Kind: kind,
 		RxPackets: s.RxPackets.Load(), RxBytes: s.RxBytes.Load(),
 		TxPackets: s.TxPackets.Load(), TxBytes: s.TxBytes.Load(),
 		TxErrors: s.TxErrors.Load(),
 	}
+	if dc, ok := dev.(DriverCounters); ok {
+		c.DriverRxDropped, c.DriverTxErrors = dc.RXDropped(), dc.TXErrors()
+	}
+	return c
 }
 
 // drops totals drops by reason for the whole engine. Workers count locally

@@ -62,7 +62,14 @@ func newWorker(e *Engine, dev Device, st *DeviceStats, kind sourceKind, ep *endp
 	if batch < 1 {
 		batch = 1
 	}
+	// Pod and host devices hand out at most their MTU. An underlay can
+	// hand out far more: a Linux sender on a virtual link (veth) passes
+	// its TSO super-packets through unsegmented, and a UDP socket delivers
+	// such a tunnel packet as one datagram of up to 64 KiB.
 	size := encap.Headroom + e.cfg.UnderlayMTU + 256
+	if kind == sourceUnderlay {
+		size = encap.Headroom + 65535 + 256
+	}
 	w := &worker{e: e, dev: dev, stats: st, kind: kind, ep: ep,
 		bufs: make([][]byte, batch), sizes: make([]int, batch), scratch: make([][]byte, batch)}
 	for i := range w.bufs {

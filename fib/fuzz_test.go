@@ -66,54 +66,54 @@ func FuzzTable(f *testing.F) {
 	f.Fuzz(checkOps)
 }
 
+// checkOps replays the operations encoded in data on a Builder and checks
+// every table built along the way against the reference.
 func checkOps(t *testing.T, data []byte) {
-	{
-		ops := decodeOps(data)
-		b := NewBuilder[int]()
-		ref := refTable{}
-		type snap struct {
-			tab *Table[int]
-			ref refTable
-		}
-		var snaps []snap
-		for i, o := range ops {
-			if o.raw != o.p {
-				if err := b.Insert(o.raw, -1); err == nil {
-					t.Fatalf("Insert(%v) with host bits succeeded", o.raw)
-				}
-			}
-			if o.del {
-				_, want := ref[o.p]
-				if got := b.Delete(o.p); got != want {
-					t.Fatalf("Delete(%v) = %v, want %v", o.p, got, want)
-				}
-				delete(ref, o.p)
-			} else {
-				if err := b.Insert(o.p, i); err != nil {
-					t.Fatalf("Insert(%v): %v", o.p, err)
-				}
-				ref[o.p] = i
-			}
-			if o.snapshot && len(snaps) < maxFuzzSnapshots {
-				tab := b.Build()
-				cp := make(refTable, len(ref))
-				for p, v := range ref {
-					cp[p] = v
-				}
-				snaps = append(snaps, snap{tab, cp})
-				// Continue from the snapshot, as the control plane would.
-				b = tab.Builder()
+	ops := decodeOps(data)
+	b := NewBuilder[int]()
+	ref := refTable{}
+	type snap struct {
+		tab *Table[int]
+		ref refTable
+	}
+	var snaps []snap
+	for i, o := range ops {
+		if o.raw != o.p {
+			if err := b.Insert(o.raw, -1); err == nil {
+				t.Fatalf("Insert(%v) with host bits succeeded", o.raw)
 			}
 		}
-		snaps = append(snaps, snap{b.Build(), ref})
+		if o.del {
+			_, want := ref[o.p]
+			if got := b.Delete(o.p); got != want {
+				t.Fatalf("Delete(%v) = %v, want %v", o.p, got, want)
+			}
+			delete(ref, o.p)
+		} else {
+			if err := b.Insert(o.p, i); err != nil {
+				t.Fatalf("Insert(%v): %v", o.p, err)
+			}
+			ref[o.p] = i
+		}
+		if o.snapshot && len(snaps) < maxFuzzSnapshots {
+			tab := b.Build()
+			cp := make(refTable, len(ref))
+			for p, v := range ref {
+				cp[p] = v
+			}
+			snaps = append(snaps, snap{tab, cp})
+			// Continue from the snapshot, as the control plane would.
+			b = tab.Builder()
+		}
+	}
+	snaps = append(snaps, snap{b.Build(), ref})
 
-		var addrs []netip.Addr
-		for _, o := range ops {
-			addrs = append(addrs, probes(o.p)...)
-			addrs = append(addrs, o.raw.Addr())
-		}
-		for _, s := range snaps {
-			checkAgainstRef(t, s.tab, s.ref, addrs)
-		}
+	var addrs []netip.Addr
+	for _, o := range ops {
+		addrs = append(addrs, probes(o.p)...)
+		addrs = append(addrs, o.raw.Addr())
+	}
+	for _, s := range snaps {
+		checkAgainstRef(t, s.tab, s.ref, addrs)
 	}
 }

@@ -198,7 +198,7 @@ type trieBuilder struct {
 	// scratch holds a node being filled, expanded, one per depth: a
 	// child is always deeper than its parent, and siblings are finished
 	// one after another.
-	scratch [16][nodeSize]uint32
+	scratch *[16][nodeSize]uint32
 	runs    []uint32
 }
 
@@ -228,6 +228,7 @@ func (b *trieBuilder) build() *trieBuilder {
 		return b
 	}
 	b.root = make([]uint32, rootSize)
+	b.scratch = new([16][nodeSize]uint32)
 	b.fill(b.root, 0, len(b.addrs), 0, rootBits)
 	if len(b.leaves) > leafMask+1 {
 		panic("fib: table too large")

@@ -300,9 +300,9 @@ func newStatsCmd(g *globals) *cobra.Command {
 		Use: "stats", Args: cobra.NoArgs, Short: "packet counters per device and drops by reason",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return show(g, "/v1/stats", func(w io.Writer, s api.Stats) {
-				fmt.Fprintln(w, "DEVICE\tKIND\tRX-PACKETS\tRX-BYTES\tTX-PACKETS\tTX-BYTES\tTX-ERRORS")
+				fmt.Fprintln(w, "DEVICE\tKIND\tRX-PACKETS\tRX-BYTES\tTX-PACKETS\tTX-BYTES\tTX-ERRORS\tDRV-RX-DROP\tDRV-TX-ERR")
 				for _, d := range s.Devices {
-					fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\n", d.Device, d.Kind, d.RxPackets, d.RxBytes, d.TxPackets, d.TxBytes, d.TxErrors)
+					fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", d.Device, d.Kind, d.RxPackets, d.RxBytes, d.TxPackets, d.TxBytes, d.TxErrors, d.DriverRxDropped, d.DriverTxErrors)
 				}
 				fmt.Fprintln(w)
 				fmt.Fprintln(w, "DROP REASON\tPACKETS")

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"regexp"
 	"strings"
@@ -266,17 +265,3 @@ func TestOverlay(t *testing.T) {
 		}
 	})
 }
-
-func exitCode(err error) int {
-	if err == nil {
-		return 0
-	}
-	var ee interface{ ExitCode() int }
-	if e, ok := err.(interface{ ExitCode() int }); ok {
-		ee = e
-		return ee.ExitCode()
-	}
-	return -1
-}
-
-var _ = fmt.Sprintf
