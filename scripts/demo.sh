@@ -26,18 +26,32 @@ trap 'exit 130' INT TERM
 
 if [[ $EUID -ne 0 ]]; then echo "make demo needs root (network namespaces)" >&2; exit 1; fi
 
-say "Building the hosts: node1 and node2 on a veth underlay, pods as namespaces"
-for ns in node1 node2 pod1 pod2 pod3; do ip netns add "$P$ns"; ip -n "$P$ns" link set lo up; done
-ip -n "${P}node1" link add eth0 type veth peer name eth0 netns "${P}node2"
-ip -n "${P}node1" addr add 10.169.72.233/24 dev eth0
-ip -n "${P}node2" addr add 10.169.72.238/24 dev eth0
-ip -n "${P}node1" link set eth0 up
-ip -n "${P}node2" link set eth0 up
-echo "node1 10.169.72.233 (pods 10.1.1.0/24)  <-- veth, MTU 1500 -->  node2 10.169.72.238 (pods 10.1.2.0/24)"
+say "Building the hosts: two nodes and a Linux VM on one underlay switch, pods as namespaces"
+for ns in switch node1 node2 vm pod1 pod2 pod3; do ip netns add "$P$ns"; ip -n "$P$ns" link set lo up; done
+ip -n "${P}switch" link add br0 type bridge
+ip -n "${P}switch" link set br0 up
+i=0
+for host in node1:10.169.72.233 node2:10.169.72.238 vm:10.169.72.236; do
+	ns=$P${host%%:*}
+	ip -n "$ns" link add eth0 type veth peer name "port$i" netns "${P}switch"
+	ip -n "$ns" addr add "${host#*:}/24" dev eth0
+	ip -n "$ns" link set eth0 up
+	ip -n "${P}switch" link set "port$i" master br0
+	ip -n "${P}switch" link set "port$i" up
+	i=$((i + 1))
+done
+echo "node1 10.169.72.233 (pods 10.1.1.0/24), node2 10.169.72.238 (pods 10.1.2.0/24),"
+echo "vm 10.169.72.236 (a Linux vxlan VTEP for 10.1.5.0/24), all on one bridge, MTU 1500"
 
 # The embedded default: the seed's two-node picture.
 cat >"$WORK/node1.yaml" <<YAML
 node-name: node1
+# The VM behind a VTEP, in the seed's key format.
+enable-vtep: "true"
+vtep-endpoint: "10.169.72.236"
+vtep-cidr: "10.1.5.0/24"
+vtep-mask: "255.255.255.0"
+vtep-mac: "82:36:4c:98:2e:56"
 node-ip: 10.169.72.233
 pod-cidr: 10.1.1.0/24
 cluster-pool-ipv4-cidr: 10.1.0.0/16
@@ -95,6 +109,19 @@ if command -v iperf3 >/dev/null; then
 	sleep 0.5
 	ip netns exec "${P}pod1" iperf3 -c 10.1.2.154 -p 5201 -t 3 -f m | grep -E "sender|receiver" || true
 fi
+
+say "The Linux VM joins as a VTEP with the seed's commands, then pings pod busybox"
+vm() { printf '$ %s\n' "$*"; ip netns exec "${P}vm" "$@"; }
+vm ip link add vxlan2 type vxlan id 2 dstport 8472 local 10.169.72.236 dev eth0
+vm ip link set dev vxlan2 address 82:36:4c:98:2e:56
+vm ip link set vxlan2 up
+vm ip addr add 10.1.5.236/24 dev vxlan2
+vm ip route add 10.1.0.0/16 dev vxlan2 proto kernel scope link src 10.1.5.236
+vm bridge fdb append 00:00:00:00:00:00 dst 10.169.72.233 dev vxlan2
+vm ping -c 3 -i 0.2 -W 2 10.1.1.154
+echo "(the VM's ARP request for 10.1.1.154 came through VXLAN and vxdp answered it:)"
+vm ip neigh show dev vxlan2
+run v1 vtep list
 
 say "Path MTU discovery: a 1500-byte DF packet from a pod whose MTU is too large"
 ip netns exec "${P}pod1" ip link set eth0 mtu 1500
