@@ -10,7 +10,7 @@ FUZZTIME ?= 10s
 PACKAGES := iproute2 iputils-ping iperf3 tcpdump tshark kmod
 COMMANDS := ip ping iperf3 tcpdump tshark
 
-.PHONY: all build deps demo test unit race fuzz e2e lint bench clean
+.PHONY: all build deps demo demo-native test unit race fuzz e2e lint bench clean
 
 all: build
 
@@ -29,7 +29,12 @@ deps:
 
 demo: build
 	@if ! command -v ping >/dev/null || ! command -v ip >/dev/null; then $(MAKE) --no-print-directory deps; fi
-	./scripts/demo.sh
+	./scripts/demo.sh tunnel
+
+# The same cluster in native routing mode.
+demo-native: build
+	@if ! command -v ping >/dev/null || ! command -v ip >/dev/null; then $(MAKE) --no-print-directory deps; fi
+	./scripts/demo.sh native
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -39,6 +39,7 @@ type Agent struct {
 	started time.Time
 
 	device         string
+	forwardingWas  string // ip_forward before native mode turned it on
 	underlayMTU    int
 	underlayKind   string
 	underlayReason string
@@ -65,9 +66,7 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 			a = nil
 		}
 	}()
-	if cfg.RoutingMode != "tunnel" {
-		return nil, fmt.Errorf("routing-mode %s: not supported yet", cfg.RoutingMode)
-	}
+	native := cfg.RoutingMode == config.RoutingNative
 	if cfg.TunnelProtocol != "vxlan" {
 		return nil, fmt.Errorf("tunnel-protocol %s: not supported yet", cfg.TunnelProtocol)
 	}
@@ -84,50 +83,75 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 		a.underlayMTU = link.Attrs().MTU
 	}
 
-	switch cfg.Underlay {
-	case "udp":
-		a.underlayKind, a.underlayReason = "udp", "configured"
-	case "auto":
-		a.underlayKind, a.underlayReason = "udp", "afxdp underlay not available in this build"
-	default:
-		return nil, fmt.Errorf("underlay %s: not available in this build (use udp or auto)", cfg.Underlay)
+	if native {
+		old, err := enableForwarding()
+		if err != nil {
+			return nil, err
+		}
+		a.forwardingWas = old
+		log.Info("native routing: IPv4 forwarding enabled", zap.String("previous", old))
 	}
-	under, err := udp.Listen(netip.AddrPortFrom(cfg.NodeIP, cfg.TunnelPort))
-	if err != nil {
-		return nil, fmt.Errorf("underlay: %w", err)
+	// Native routing encapsulates nothing but VTEP traffic: without VTEPs
+	// there is no tunnel socket at all.
+	var unders []dataplane.Device
+	if !native || cfg.EnableVTEP {
+		switch cfg.Underlay {
+		case "udp":
+			a.underlayKind, a.underlayReason = "udp", "configured"
+		case "auto":
+			a.underlayKind, a.underlayReason = "udp", "afxdp underlay not available in this build"
+		default:
+			return nil, fmt.Errorf("underlay %s: not available in this build (use udp or auto)", cfg.Underlay)
+		}
+		under, err := udp.Listen(netip.AddrPortFrom(cfg.NodeIP, cfg.TunnelPort))
+		if err != nil {
+			return nil, fmt.Errorf("underlay: %w", err)
+		}
+		unders = append(unders, under)
+		log.Info("underlay", zap.String("kind", a.underlayKind), zap.String("reason", a.underlayReason),
+			zap.String("device", a.device), zap.Int("mtu", a.underlayMTU), zap.String("socket", under.Name()))
+	} else {
+		a.underlayKind, a.underlayReason = "none", "native routing without VTEPs needs no tunnel"
 	}
-	log.Info("underlay", zap.String("kind", a.underlayKind), zap.String("reason", a.underlayReason),
-		zap.String("device", a.device), zap.Int("mtu", a.underlayMTU), zap.String("socket", under.Name()))
+	closeUnders := func() {
+		for _, u := range unders {
+			u.Close()
+		}
+	}
 
 	hostIP := cfg.PodCIDR.Masked().Addr().Next()
 	a.host, err = tun.Create(HostDevice)
 	if err != nil {
-		under.Close()
+		closeUnders()
 		return nil, fmt.Errorf("host device: %w", err)
 	}
 	if err := a.host.ConfigureHere(netip.PrefixFrom(hostIP, cfg.PodCIDR.Bits()), a.underlayMTU); err != nil {
-		under.Close()
+		closeUnders()
 		return nil, fmt.Errorf("host device: %w", err)
 	}
 	hostSysctls(log)
 	a.routes = &hostRoutes{link: a.host.Index(), src: hostIP, log: log}
 
 	a.eng, err = dataplane.New(dataplane.Config{
-		NodeName:           cfg.NodeName,
-		NodeIP:             cfg.NodeIP,
-		PodCIDR:            cfg.PodCIDR,
-		ClusterCIDR:        cfg.ClusterCIDR,
-		TunnelPort:         cfg.TunnelPort,
-		UnderlayMTU:        a.underlayMTU,
-		VXLANTolerate:      cfg.VXLANReservedMask,
-		DisableSourceCheck: !cfg.TunnelSourceCheck,
-	}, log, []dataplane.Device{under}, a.host, newEndpointDevice, a.routes)
+		NodeName:             cfg.NodeName,
+		NodeIP:               cfg.NodeIP,
+		PodCIDR:              cfg.PodCIDR,
+		ClusterCIDR:          cfg.ClusterCIDR,
+		TunnelPort:           cfg.TunnelPort,
+		UnderlayMTU:          a.underlayMTU,
+		VXLANTolerate:        cfg.VXLANReservedMask,
+		DisableSourceCheck:   !cfg.TunnelSourceCheck,
+		Native:               native,
+		AutoDirectNodeRoutes: cfg.AutoDirectNodeRoutes,
+	}, log, unders, a.host, newEndpointDevice, a.routes)
 	if err != nil {
-		under.Close()
+		closeUnders()
 		return nil, err
 	}
 	a.eng.Start()
-	if cfg.ClusterCIDR.IsValid() {
+	// In native mode the network routes the pod space; a route to
+	// vxdp_host for all of it would shadow the kernel's own.
+	if cfg.ClusterCIDR.IsValid() && !native {
 		if err := a.routes.AddRoute(cfg.ClusterCIDR, a.eng.RouteMTU()); err != nil {
 			return nil, fmt.Errorf("cluster route: %w", err)
 		}

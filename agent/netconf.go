@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -22,7 +23,7 @@ type hostRoutes struct {
 	log  *zap.Logger
 
 	mu    sync.Mutex // protects added
-	added map[netip.Prefix]bool
+	added map[netip.Prefix]*netlink.Route
 }
 
 func (h *hostRoutes) route(p netip.Prefix, mtu int) *netlink.Route {
@@ -41,30 +42,63 @@ func (h *hostRoutes) route(p netip.Prefix, mtu int) *netlink.Route {
 const routeProtocol = 208
 
 func (h *hostRoutes) AddRoute(p netip.Prefix, mtu int) error {
+	return h.add(h.route(p, mtu), fmt.Sprintf("route %s dev %s", p, HostDevice))
+}
+
+// AddVia installs `p via nodeIP` (native routing's auto-direct-node-routes):
+// the kernel sends a remote node's pods straight to that node.
+func (h *hostRoutes) AddVia(p netip.Prefix, via netip.Addr) error {
+	r := &netlink.Route{
+		Dst:      &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
+		Gw:       via.AsSlice(),
+		Protocol: netlink.RouteProtocol(routeProtocol),
+	}
+	return h.add(r, fmt.Sprintf("route %s via %s", p, via))
+}
+
+func (h *hostRoutes) add(r *netlink.Route, what string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if err := netlink.RouteReplace(h.route(p, mtu)); err != nil {
-		return fmt.Errorf("route %s dev vxdp_host: %w", p, err)
+	if err := netlink.RouteReplace(r); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	if h.added == nil {
-		h.added = make(map[netip.Prefix]bool)
+		h.added = make(map[netip.Prefix]*netlink.Route)
 	}
-	h.added[p] = true
+	p, _ := netip.AddrFromSlice(r.Dst.IP)
+	bits, _ := r.Dst.Mask.Size()
+	h.added[netip.PrefixFrom(p.Unmap(), bits)] = r
 	return nil
 }
 
+// DelRoute removes the route added for p, and only a route vxdp added.
 func (h *hostRoutes) DelRoute(p netip.Prefix) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.added[p] {
+	r := h.added[p]
+	if r == nil {
 		return nil
 	}
 	delete(h.added, p)
-	err := netlink.RouteDel(h.route(p, 0))
+	err := netlink.RouteDel(r)
 	if err != nil && !errors.Is(err, syscall.ESRCH) && !errors.Is(err, syscall.ENODEV) {
 		return fmt.Errorf("delete route %s: %w", p, err)
 	}
 	return nil
+}
+
+// enableForwarding turns on IPv4 forwarding in the node's namespace, as
+// Cilium does in native mode, and returns the previous value.
+func enableForwarding() (string, error) {
+	const key = "/proc/sys/net/ipv4/ip_forward"
+	old, err := os.ReadFile(key)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", key, err)
+	}
+	if err := os.WriteFile(key, []byte("1"), 0o644); err != nil {
+		return "", fmt.Errorf("enable ip forwarding: %w", err)
+	}
+	return strings.TrimSpace(string(old)), nil
 }
 
 // hostSysctls lets the host device take packets whose source is one of

@@ -69,12 +69,34 @@ func (a *Agent) Status() api.Status {
 		FIBEntries:     len(a.eng.FIB()),
 		UptimeSeconds:  time.Since(a.started).Seconds(),
 		Version:        Version,
+		ForwardingWas:  a.forwardingWas,
+		Routes:         a.routeSummary(),
 	}
 	if p := a.eng.Problems(); len(p) > 0 {
 		st.Healthy = false
 		st.Problems = p
 	}
 	return st
+}
+
+// routeSummary says in words where each kind of destination goes.
+func (a *Agent) routeSummary() []string {
+	var out []string
+	out = append(out, fmt.Sprintf("local pods (%s): straight into their devices", a.cfg.PodCIDR))
+	if a.cfg.RoutingMode == "native" {
+		how := "the network's own routing"
+		if a.cfg.AutoDirectNodeRoutes {
+			how = "podCIDR via nodeIP routes"
+		}
+		out = append(out, fmt.Sprintf("remote pods: to the kernel (native routing, %s)", how))
+	} else {
+		out = append(out, fmt.Sprintf("remote pods: %s to the node", strings.ToUpper(a.cfg.TunnelProtocol)))
+	}
+	if n := len(a.eng.VTEPs()); n > 0 {
+		out = append(out, fmt.Sprintf("vtep cidrs (%d): VXLAN VNI 2 to the VTEP", n))
+	}
+	out = append(out, "everything else: to the kernel through "+HostDevice)
+	return out
 }
 
 func (a *Agent) getStatus(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.Status()) }

@@ -37,6 +37,8 @@ type Status struct {
 	VTEPs          int          `json:"vteps"`
 	FIBEntries     int          `json:"fib_entries"`
 	UptimeSeconds  float64      `json:"uptime_seconds"`
+	ForwardingWas  string       `json:"ip_forward_before,omitempty"`
+	Routes         []string     `json:"routes"`
 	Version        string       `json:"version"`
 }
 

@@ -28,6 +28,13 @@ type Config struct {
 	VXLANTolerate uint32
 	// DisableSourceCheck turns off the tunnel-source allow-list.
 	DisableSourceCheck bool
+	// Native selects native routing: every destination that is not a
+	// local endpoint or a VTEP goes to the kernel, remote pod CIDRs
+	// included; nothing but VTEP traffic is encapsulated.
+	Native bool
+	// AutoDirectNodeRoutes (native mode) installs `podCIDR via nodeIP`
+	// for every remote node.
+	AutoDirectNodeRoutes bool
 }
 
 // RouteKind says where the FIB sends a destination.
@@ -106,11 +113,14 @@ type NodeSpec struct {
 // placed and configured in its pod (address, MTU, default route).
 type EndpointDeviceFactory func(spec EndpointSpec, mtu int) (Device, error)
 
-// HostRoutes keeps the kernel's routes towards the host device in step
-// with the remote nodes: the kernel must send a remote pod CIDR to
-// vxdp_host for the node to reach remote pods.
+// HostRoutes keeps the kernel's routes in step with the remote nodes and
+// VTEPs. In tunnel mode the kernel must send a remote pod CIDR to
+// vxdp_host (AddRoute) for the node to reach remote pods; in native mode
+// with auto-direct-node-routes it routes it to the node itself (AddVia).
+// DelRoute removes whichever of the two the engine added for p.
 type HostRoutes interface {
 	AddRoute(p netip.Prefix, mtu int) error
+	AddVia(p netip.Prefix, via netip.Addr) error
 	DelRoute(p netip.Prefix) error
 }
 
@@ -124,13 +134,14 @@ var (
 
 // Engine is the node dataplane.
 type Engine struct {
-	cfg      Config
-	log      *zap.Logger
-	routeMTU int
-	hostIP   netip.Addr
-	hostIP4  [4]byte
-	nodeIP4  [4]byte
-	mac      encap.MAC
+	cfg       Config
+	log       *zap.Logger
+	routeMTU  int // pods' MTU
+	tunnelMTU int // largest inner packet the encapsulation carries
+	hostIP    netip.Addr
+	hostIP4   [4]byte
+	nodeIP4   [4]byte
+	mac       encap.MAC
 
 	// underlays are the queues of the underlay: one worker reads each,
 	// and encapsulated packets leave through the one their flow hashes to.
@@ -169,7 +180,7 @@ type underlayQueue struct {
 // New builds an engine over the queues of an underlay (at least one) and a
 // host device (nil for none). No device is read until Start.
 func New(cfg Config, log *zap.Logger, underlays []Device, host Device, newEndpoint EndpointDeviceFactory, routes HostRoutes) (*Engine, error) {
-	if len(underlays) == 0 {
+	if len(underlays) == 0 && !cfg.Native {
 		return nil, fmt.Errorf("no underlay device: %w", ErrInvalid)
 	}
 	if !cfg.NodeIP.Is4() {
@@ -191,6 +202,7 @@ func New(cfg Config, log *zap.Logger, underlays []Device, host Device, newEndpoi
 		cfg:         cfg,
 		log:         log,
 		routeMTU:    cfg.UnderlayMTU - encap.VXLANOverheadV4,
+		tunnelMTU:   cfg.UnderlayMTU - encap.VXLANOverheadV4,
 		hostIP:      cfg.PodCIDR.Masked().Addr().Next(),
 		nodeIP4:     cfg.NodeIP.As4(),
 		mac:         encap.TunnelMAC(cfg.NodeIP),
@@ -202,6 +214,10 @@ func New(cfg Config, log *zap.Logger, underlays []Device, host Device, newEndpoi
 		nodes:       make(map[string]*peer),
 	}
 	e.hostIP4 = e.hostIP.As4()
+	if cfg.Native {
+		// No encapsulation between nodes: pods get the full MTU.
+		e.routeMTU = cfg.UnderlayMTU
+	}
 	for i, d := range underlays {
 		e.underlays[i].dev = d
 	}
@@ -322,7 +338,11 @@ func (e *Engine) publishLocked() {
 	mustInsert(b, netip.PrefixFrom(e.hostIP, 32), route{kind: RouteHost})
 	peers := make(map[netip.Addr]*peer, len(e.nodes))
 	for _, p := range e.nodes {
-		mustInsert(b, p.PodCIDR, route{kind: RouteTunnel, peer: p})
+		kind := RouteTunnel
+		if e.cfg.Native {
+			kind = RouteHost
+		}
+		mustInsert(b, p.PodCIDR, route{kind: kind, peer: p})
 		mustInsert(b, netip.PrefixFrom(p.IP, 32), route{kind: RouteHost})
 		peers[p.IP] = p
 	}
@@ -387,14 +407,29 @@ func (e *Engine) AddNode(n NodeSpec) error {
 		SrcMAC:  e.mac,
 		DstMAC:  encap.TunnelMAC(n.IP),
 	}}
-	if e.hostRoutes != nil {
-		if err := e.hostRoutes.AddRoute(n.PodCIDR, e.routeMTU); err != nil {
-			return fmt.Errorf("node %s: host route %s: %w", n.Name, n.PodCIDR, err)
-		}
+	if err := e.addNodeRoute(n); err != nil {
+		return err
 	}
 	e.nodes[n.Name] = p
 	e.publishLocked()
 	e.log.Info("node added", zap.String("node", n.Name), zap.Stringer("ip", n.IP), zap.Stringer("pod-cidr", n.PodCIDR))
+	return nil
+}
+
+func (e *Engine) addNodeRoute(n NodeSpec) error {
+	if e.hostRoutes == nil {
+		return nil
+	}
+	var err error
+	switch {
+	case !e.cfg.Native:
+		err = e.hostRoutes.AddRoute(n.PodCIDR, e.routeMTU)
+	case e.cfg.AutoDirectNodeRoutes:
+		err = e.hostRoutes.AddVia(n.PodCIDR, n.IP)
+	}
+	if err != nil {
+		return fmt.Errorf("node %s: route %s: %w", n.Name, n.PodCIDR, err)
+	}
 	return nil
 }
 

@@ -84,12 +84,12 @@ func (w *worker) forward(snap *snapshot, buf []byte, start, n int, r route, foun
 		if !w.decrementTTL(snap, ip) {
 			return
 		}
-		if n > w.e.routeMTU {
+		if n > w.e.tunnelMTU {
 			// Both with and without DF: the underlay socket cannot send
 			// an outer packet beyond its MTU. Pods get the route MTU as
 			// their link MTU, so only misconfigured senders get here.
 			if ip.DontFragment() {
-				w.icmpError(snap, ip, encap.ICMPv4DestUnreach, encap.ICMPv4FragNeeded, uint16(w.e.routeMTU))
+				w.icmpError(snap, ip, encap.ICMPv4DestUnreach, encap.ICMPv4FragNeeded, uint16(w.e.tunnelMTU))
 			}
 			w.drop(DropFragNeeded)
 			return
@@ -106,9 +106,9 @@ func (w *worker) forward(snap *snapshot, buf []byte, start, n int, r route, foun
 		if !w.decrementTTL(snap, ip) {
 			return
 		}
-		if n > w.e.routeMTU {
+		if n > w.e.tunnelMTU {
 			if ip.DontFragment() {
-				w.icmpError(snap, ip, encap.ICMPv4DestUnreach, encap.ICMPv4FragNeeded, uint16(w.e.routeMTU))
+				w.icmpError(snap, ip, encap.ICMPv4DestUnreach, encap.ICMPv4FragNeeded, uint16(w.e.tunnelMTU))
 			}
 			w.drop(DropFragNeeded)
 			return

@@ -70,6 +70,9 @@ func (e *Engine) SetVTEPs(vs []VTEPSpec) error {
 	if e.stopped {
 		return ErrStopped
 	}
+	if len(vs) > 0 && len(e.underlays) == 0 {
+		return fmt.Errorf("vteps need an underlay device and this engine has none: %w", ErrInvalid)
+	}
 	seen := map[netip.Prefix]bool{}
 	for i, v := range vs {
 		if err := e.checkVTEP(v, e.nodes); err != nil {
@@ -153,7 +156,7 @@ func (e *Engine) syncVTEPRoutesLocked(old []VTEPSpec) {
 		}
 	}
 	for _, v := range e.vteps {
-		if err := e.hostRoutes.AddRoute(v.CIDR, e.routeMTU); err != nil {
+		if err := e.hostRoutes.AddRoute(v.CIDR, e.tunnelMTU); err != nil {
 			e.log.Warn("add vtep route", zap.Stringer("prefix", v.CIDR), zap.Error(err))
 		}
 	}

@@ -5,6 +5,9 @@
 # namespace's addresses or routes.
 set -euo pipefail
 
+# Usage: demo.sh [tunnel|native]   (default tunnel: VXLAN between nodes)
+MODE=${1:-tunnel}
+case $MODE in tunnel | native) ;; *) echo "usage: $0 [tunnel|native]" >&2; exit 2 ;; esac
 VXDP=${VXDP:-$(dirname "$0")/../bin/vxdp}
 VXDP=$(readlink -f "$VXDP")
 P=vxdemo$$-            # namespace prefix, unique per run
@@ -44,7 +47,14 @@ echo "node1 10.169.72.233 (pods 10.1.1.0/24), node2 10.169.72.238 (pods 10.1.2.0
 echo "vm 10.169.72.236 (a Linux vxlan VTEP for 10.1.5.0/24), all on one bridge, MTU 1500"
 
 # The embedded default: the seed's two-node picture.
+MODEKEYS=""
+if [[ $MODE == native ]]; then
+	# Native routing: the kernel routes pod CIDRs, vxdp installs
+	# `podCIDR via nodeIP` for every node; only VTEP traffic is tunnelled.
+	MODEKEYS=$'routing-mode: native\nauto-direct-node-routes: "true"'
+fi
 cat >"$WORK/node1.yaml" <<YAML
+$MODEKEYS
 node-name: node1
 # The VM behind a VTEP, in the seed's key format.
 enable-vtep: "true"
@@ -62,6 +72,7 @@ endpoints:
   - {name: web, ip: 10.1.1.155, netns: /run/netns/${P}pod2, identity: 2000}
 YAML
 cat >"$WORK/node2.yaml" <<YAML
+$MODEKEYS
 node-name: node2
 node-ip: 10.169.72.238
 pod-cidr: 10.1.2.0/24
@@ -93,7 +104,14 @@ say "Inside pod busybox on node1: an ordinary eth0 with the overlay MTU"
 run ip netns exec "${P}pod1" ip -br addr show dev eth0
 run ip netns exec "${P}pod1" ip route
 
-say "Pod to pod across nodes (10.1.1.154 -> 10.1.2.154, VXLAN over the underlay)"
+if [[ $MODE == native ]]; then
+	say "Native routing: the routes vxdp installed on node1, and IP forwarding"
+	run ip netns exec "${P}node1" ip route
+	run ip netns exec "${P}node1" cat /proc/sys/net/ipv4/ip_forward
+	say "Pod to pod across nodes (10.1.1.154 -> 10.1.2.154, plain IP routed by the kernels)"
+else
+	say "Pod to pod across nodes (10.1.1.154 -> 10.1.2.154, VXLAN over the underlay)"
+fi
 run ip netns exec "${P}pod1" ping -c 3 -i 0.2 -W 2 10.1.2.154
 
 say "Pod to pod on the same node (never touches the underlay)"
@@ -123,15 +141,18 @@ echo "(the VM's ARP request for 10.1.1.154 came through VXLAN and vxdp answered 
 vm ip neigh show dev vxlan2
 run v1 vtep list
 
-say "Path MTU discovery: a 1500-byte DF packet from a pod whose MTU is too large"
-ip netns exec "${P}pod1" ip link set eth0 mtu 1500
-run ip netns exec "${P}pod1" ping -c 1 -M do -s 1472 -W 2 10.1.2.154 || true
-ip netns exec "${P}pod1" ip link set eth0 mtu 1450
+if [[ $MODE == tunnel ]]; then
+	say "Path MTU discovery: a 1500-byte DF packet from a pod whose MTU is too large"
+	ip netns exec "${P}pod1" ip link set eth0 mtu 1500
+	run ip netns exec "${P}pod1" ping -c 1 -M do -s 1472 -W 2 10.1.2.154 || true
+	ip netns exec "${P}pod1" ip link set eth0 mtu 1450
+fi
 
 say "Removing node2 from node1: its pods become unreachable, counted as no_route"
 run v1 node del node2
 run ip netns exec "${P}pod1" ping -c 1 -W 1 10.1.2.154 || true
 run v1 tunnel list
+if [[ $MODE == native ]]; then run ip netns exec "${P}node1" ip route; fi
 
 say "node1 counters"
 run v1 stats

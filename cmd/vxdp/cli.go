@@ -344,7 +344,21 @@ func newStatusCmd(g *globals) *cobra.Command {
 					{"Uptime", fmt.Sprintf("%.0fs", s.UptimeSeconds)},
 					{"Version", s.Version},
 				}
+				if s.ForwardingWas != "" {
+					rows = append(rows, [2]string{"IP forwarding", "on (was " + s.ForwardingWas + ")"})
+				}
+				for i, r := range s.Routes {
+					k := ""
+					if i == 0 {
+						k = "Routes"
+					}
+					rows = append(rows, [2]string{k, r})
+				}
 				for _, r := range rows {
+					if r[0] == "" {
+						fmt.Fprintf(w, "\t%s\n", r[1])
+						continue
+					}
 					fmt.Fprintf(w, "%s:\t%s\n", r[0], r[1])
 				}
 			})
