@@ -172,8 +172,12 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 		}
 	}
 	for _, ep := range cfg.Endpoints {
+		allow, err := parseAllowFrom(ep.AllowFrom)
+		if err != nil {
+			return nil, fmt.Errorf("endpoint %s allow-from: %w", ep.Name, err)
+		}
 		if err := a.eng.AddEndpoint(dataplane.EndpointSpec{
-			Name: ep.Name, IP: ep.IP, Netns: ep.Netns, Ifname: ep.Ifname, Identity: identity.ID(ep.Identity),
+			Name: ep.Name, IP: ep.IP, Netns: ep.Netns, Ifname: ep.Ifname, Identity: identity.ID(ep.Identity), AllowFrom: allow,
 		}); err != nil {
 			return nil, err
 		}

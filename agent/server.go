@@ -40,6 +40,7 @@ func (a *Agent) handler() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/endpoints", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.Endpoints()) })
 	mux.HandleFunc("POST /v1/endpoints", a.postEndpoint)
+	mux.HandleFunc("PUT /v1/endpoints/{name}/policy", a.putPolicy)
 	mux.HandleFunc("DELETE /v1/endpoints/{name}", func(w http.ResponseWriter, r *http.Request) {
 		writeResult(w, a.eng.DelEndpoint(r.PathValue("name")), nil)
 	})
@@ -176,8 +177,55 @@ func (a *Agent) postEndpoint(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: --ifname %q: not a valid interface name", req.Name, req.Ifname))
 		return
 	}
-	err = a.eng.AddEndpoint(dataplane.EndpointSpec{Name: req.Name, IP: ip, Netns: req.Netns, Ifname: req.Ifname, Identity: id})
+	allow, err := parseAllowFrom(req.AllowFrom)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: --allow-from: %w", req.Name, err))
+		return
+	}
+	err = a.eng.AddEndpoint(dataplane.EndpointSpec{Name: req.Name, IP: ip, Netns: req.Netns, Ifname: req.Ifname, Identity: id, AllowFrom: allow})
 	writeResult(w, err, nil)
+}
+
+// parseAllowFrom turns identity numbers and reserved names into IDs; an
+// empty list means allow all (nil).
+func parseAllowFrom(in []string) ([]identity.ID, error) {
+	var out []identity.ID
+	for _, s := range in {
+		if strings.TrimSpace(s) == "" {
+			continue
+		}
+		id, err := identity.Parse(s)
+		if err != nil {
+			return nil, err
+		}
+		if id == identity.Unknown {
+			return nil, fmt.Errorf("identity %q: unknown (0) cannot be allowed", s)
+		}
+		out = append(out, id)
+	}
+	return out, nil
+}
+
+func (a *Agent) putPolicy(w http.ResponseWriter, r *http.Request) {
+	var req api.PolicyRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	allow, err := parseAllowFrom(req.AllowFrom)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: allow-from: %w", r.PathValue("name"), err))
+		return
+	}
+	if req.AllowAll {
+		if len(allow) > 0 {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: allow-all and allow-from together", r.PathValue("name")))
+			return
+		}
+		allow = nil
+	} else if allow == nil {
+		allow = []identity.ID{} // nothing allowed
+	}
+	writeResult(w, a.eng.SetPolicy(r.PathValue("name"), allow), nil)
 }
 
 func parseVTEP(v api.VTEPRequest) (dataplane.VTEPSpec, error) {

@@ -60,6 +60,14 @@ type EndpointRequest struct {
 	AllowFrom []string `json:"allow_from,omitempty"`
 }
 
+// PolicyRequest is PUT /v1/endpoints/{name}/policy: the identities
+// allowed into the endpoint (numbers or reserved names), or AllowAll. An
+// empty list without AllowAll denies everything.
+type PolicyRequest struct {
+	AllowFrom []string `json:"allow_from"`
+	AllowAll  bool     `json:"allow_all,omitempty"`
+}
+
 // NodeRequest is POST /v1/nodes.
 type NodeRequest struct {
 	Name    string `json:"name"`

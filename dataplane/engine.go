@@ -80,11 +80,12 @@ type snapshot struct {
 
 type endpoint struct {
 	EndpointSpec
-	ip4   [4]byte
-	vni   uint32
-	dev   Device
-	stats DeviceStats
-	done  chan struct{}
+	policy atomic.Pointer[policy]
+	ip4    [4]byte
+	vni    uint32
+	dev    Device
+	stats  DeviceStats
+	done   chan struct{}
 }
 
 type peer struct {
@@ -99,6 +100,8 @@ type EndpointSpec struct {
 	Netns    string      `json:"netns"`
 	Ifname   string      `json:"ifname"`
 	Identity identity.ID `json:"identity"`
+	// AllowFrom lists the source identities allowed in; nil allows all.
+	AllowFrom []identity.ID `json:"allow_from"`
 }
 
 // NodeSpec describes a remote node.
@@ -482,6 +485,11 @@ func (e *Engine) AddEndpoint(s EndpointSpec) error {
 	if s.Ifname == "" {
 		s.Ifname = "eth0"
 	}
+	for _, id := range s.AllowFrom {
+		if id == identity.Unknown || id > identity.Max {
+			return fmt.Errorf("endpoint %s allow-from %d: %w", s.Name, id, ErrInvalid)
+		}
+	}
 	vni, err := identity.ToVNI(s.Identity)
 	if err != nil {
 		return fmt.Errorf("endpoint %s identity %d: %w", s.Name, s.Identity, err)
@@ -504,6 +512,7 @@ func (e *Engine) AddEndpoint(s EndpointSpec) error {
 		return fmt.Errorf("endpoint %s: %w", s.Name, err)
 	}
 	ep := &endpoint{EndpointSpec: s, ip4: s.IP.As4(), vni: vni, dev: dev, done: make(chan struct{})}
+	ep.policy.Store(newPolicy(s.AllowFrom))
 	e.endpoints[s.Name] = ep
 	e.publishLocked()
 	e.spawn(dev, &ep.stats, sourcePod, ep)

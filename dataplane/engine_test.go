@@ -491,3 +491,5 @@ func TestHealth(t *testing.T) {
 		t.Fatalf("problems %v", p)
 	}
 }
+
+func netipMust(s string) netip.Addr { return netip.MustParseAddr(s) }

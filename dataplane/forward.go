@@ -20,7 +20,7 @@ func (w *worker) fromPod(snap *snapshot, buf []byte, size int) {
 		return
 	}
 	r, found := snap.fib.Lookup(ip.DestinationAddr())
-	w.forward(snap, buf, start, n, r, found, w.ep.vni)
+	w.forward(snap, buf, start, n, r, found, w.ep.Identity, w.ep.vni)
 }
 
 // fromHost handles a packet the kernel routed to vxdp_host.
@@ -32,12 +32,12 @@ func (w *worker) fromHost(snap *snapshot, buf []byte, size int) {
 	}
 	// What the node sends itself leaves as remote-node; what the kernel
 	// forwards on behalf of others is world.
-	vni := uint32(identity.World)
+	id, vni := identity.World, uint32(identity.World)
 	if src := ip.Source4(); src == w.e.hostIP4 || src == w.e.nodeIP4 {
-		vni = uint32(identity.RemoteNode)
+		id, vni = identity.Host, uint32(identity.RemoteNode)
 	}
 	r, found := snap.fib.Lookup(ip.DestinationAddr())
-	w.forward(snap, buf, start, n, r, found, vni)
+	w.forward(snap, buf, start, n, r, found, id, vni)
 }
 
 // innerIPv4 validates a packet read from a pod or the host device and
@@ -65,9 +65,9 @@ func (w *worker) innerIPv4(pkt []byte) (encap.IPv4, int, bool) {
 	return ip[:n], n, true
 }
 
-// forward sends the IPv4 packet buf[start:start+n] where route r says,
-// tunnelled with vni when it leaves the node.
-func (w *worker) forward(snap *snapshot, buf []byte, start, n int, r route, found bool, vni uint32) {
+// forward sends the IPv4 packet buf[start:start+n] where route r says: a
+// packet from identity src, tunnelled with vni when it leaves the node.
+func (w *worker) forward(snap *snapshot, buf []byte, start, n int, r route, found bool, src identity.ID, vni uint32) {
 	ip := encap.IPv4(buf[start : start+n])
 	if !found {
 		w.icmpError(snap, ip, encap.ICMPv4DestUnreach, encap.ICMPv4NetUnreach, 0)
@@ -76,6 +76,10 @@ func (w *worker) forward(snap *snapshot, buf []byte, start, n int, r route, foun
 	}
 	switch r.kind {
 	case RouteLocal:
+		if !r.ep.policy.Load().allows(src) {
+			w.drop(DropPolicyDenied)
+			return
+		}
 		if !w.decrementTTL(snap, ip) {
 			return
 		}
@@ -211,7 +215,8 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
 			return
 		}
 	}
-	if _, err := identity.FromVNI(vx.VNI()); err != nil {
+	src, err := identity.FromVNI(vx.VNI())
+	if err != nil {
 		w.drop(DropInvalidIdentity)
 		return
 	}
@@ -236,12 +241,12 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
 		w.drop(DropSpoofedInnerSource)
 		return
 	}
-	w.deliver(snap, inner, buf, start+ioff, n)
+	w.deliver(snap, inner, buf, start+ioff, n, src)
 }
 
 // deliver hands a decapsulated IPv4 packet, buf[off:off+n], to the local
 // endpoint or host address it is for.
-func (w *worker) deliver(snap *snapshot, inner encap.IPv4, buf []byte, off, n int) {
+func (w *worker) deliver(snap *snapshot, inner encap.IPv4, buf []byte, off, n int, src identity.ID) {
 	// A Linux peer on a virtual link may leave the inner checksum for
 	// "the device" to finish; the pod's kernel would drop it unfinished.
 	encap.CompletePartialChecksumV4(inner)
@@ -249,6 +254,10 @@ func (w *worker) deliver(snap *snapshot, inner encap.IPv4, buf []byte, off, n in
 	r, found := snap.fib.Lookup(dst)
 	switch {
 	case found && r.kind == RouteLocal:
+		if !r.ep.policy.Load().allows(src) {
+			w.drop(DropPolicyDenied)
+			return
+		}
 		if !w.decrementTTL(snap, inner) {
 			return
 		}

@@ -218,7 +218,7 @@ func (w *worker) fromVTEP(snap *snapshot, v *vtep, buf []byte, start int, payloa
 			w.drop(DropSpoofedInnerSource)
 			return
 		}
-		w.deliver(snap, inner, buf, foff+encap.EthernetLen, n)
+		w.deliver(snap, inner, buf, foff+encap.EthernetLen, n, identity.World)
 	default:
 		w.drop(DropUnsupportedProtocol)
 	}

@@ -227,14 +227,43 @@ func newEndpointCmd(g *globals) *cobra.Command {
 		Use: "list", Args: cobra.NoArgs, Short: "list pod endpoints",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return show(g, "/v1/endpoints", func(w io.Writer, eps []api.Endpoint) {
-				fmt.Fprintln(w, "NAME\tIP\tIDENTITY\tNETNS\tIFNAME\tMTU")
+				fmt.Fprintln(w, "NAME\tIP\tIDENTITY\tNETNS\tIFNAME\tMTU\tALLOW-FROM")
 				for _, e := range eps {
-					fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%d\n", e.Name, e.IP, e.Identity, e.Netns, e.Ifname, e.MTU)
+					allow := "all"
+					if e.AllowFrom != nil {
+						var names []string
+						for _, id := range e.AllowFrom {
+							names = append(names, id.String())
+						}
+						allow = strings.Join(names, ",")
+						if allow == "" {
+							allow = "none"
+						}
+					}
+					fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%d\t%s\n", e.Name, e.IP, e.Identity, e.Netns, e.Ifname, e.MTU, allow)
 				}
 			})
 		},
 	}
-	c.AddCommand(add, del, list)
+	var pol api.PolicyRequest
+	var polFrom string
+	policy := &cobra.Command{
+		Use: "policy NAME (--allow-from ID,... | --allow-all)", Args: cobra.ExactArgs(1),
+		Short: "replace an endpoint's ingress allow-list at runtime",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("allow-from") == pol.AllowAll {
+				return usagef("endpoint policy %s: give exactly one of --allow-from and --allow-all", args[0])
+			}
+			pol.AllowFrom = nil
+			if polFrom != "" {
+				pol.AllowFrom = strings.Split(polFrom, ",")
+			}
+			return g.client().Do(ctx(), "PUT", "/v1/endpoints/"+args[0]+"/policy", pol, nil)
+		},
+	}
+	policy.Flags().StringVar(&polFrom, "allow-from", "", "identities allowed in, comma separated (numbers or names: world, remote-node, host, ...); empty denies all")
+	policy.Flags().BoolVar(&pol.AllowAll, "allow-all", false, "allow every identity (the default)")
+	c.AddCommand(add, del, list, policy)
 	return c
 }
 

@@ -1,0 +1,78 @@
+package dataplane
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/vxdp/vxdp/identity"
+)
+
+// policy is an endpoint's ingress allow-list of source identities. A nil
+// *policy allows everything (the default). Policies are immutable: a change
+// builds a new one and swaps the endpoint's pointer, so established flows of
+// identities that stay allowed never see a gap.
+type policy struct {
+	allowed []identity.ID // sorted, world-ipv4/-ipv6 folded to world
+}
+
+func newPolicy(ids []identity.ID) *policy {
+	if ids == nil {
+		return nil
+	}
+	p := &policy{}
+	seen := map[identity.ID]bool{}
+	for _, id := range ids {
+		id = foldWorld(id)
+		if !seen[id] {
+			seen[id] = true
+			p.allowed = append(p.allowed, id)
+		}
+	}
+	sort.Slice(p.allowed, func(i, j int) bool { return p.allowed[i] < p.allowed[j] })
+	return p
+}
+
+func foldWorld(id identity.ID) identity.ID {
+	if id == identity.WorldIPv4 || id == identity.WorldIPv6 {
+		return identity.World
+	}
+	return id
+}
+
+// allows reports whether traffic from src may enter. It runs per packet:
+// a short linear scan, a binary search for long lists.
+func (p *policy) allows(src identity.ID) bool {
+	if p == nil {
+		return true
+	}
+	a := p.allowed
+	if len(a) <= 8 {
+		for _, id := range a {
+			if id == src {
+				return true
+			}
+		}
+		return false
+	}
+	i := sort.Search(len(a), func(i int) bool { return a[i] >= src })
+	return i < len(a) && a[i] == src
+}
+
+// SetPolicy replaces an endpoint's ingress allow-list; nil allows all. It
+// takes effect for the next packet, without touching the endpoint's device.
+func (e *Engine) SetPolicy(name string, allowFrom []identity.ID) error {
+	for _, id := range allowFrom {
+		if id == identity.Unknown || id > identity.Max {
+			return fmt.Errorf("endpoint %s: allow-from %d: %w", name, id, ErrInvalid)
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ep, ok := e.endpoints[name]
+	if !ok {
+		return fmt.Errorf("endpoint %s: %w", name, ErrNotFound)
+	}
+	ep.policy.Store(newPolicy(allowFrom))
+	ep.AllowFrom = append([]identity.ID(nil), allowFrom...)
+	return nil
+}
