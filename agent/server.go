@@ -20,6 +20,7 @@ func (a *Agent) handler() http.Handler {
 	mux.HandleFunc("GET /v1/status", a.getStatus)
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.Stats()) })
 	mux.HandleFunc("GET /v1/tunnels", a.getTunnels)
+	mux.HandleFunc("GET /v1/monitor", a.getMonitor)
 	mux.HandleFunc("GET /v1/fib", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.FIB()) })
 	mux.HandleFunc("GET /v1/identities", a.getIdentities)
 	mux.HandleFunc("GET /v1/vteps", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.VTEPs()) })
@@ -277,6 +278,30 @@ func (a *Agent) putVTEPs(w http.ResponseWriter, r *http.Request) {
 		specs = append(specs, s)
 	}
 	writeResult(w, a.eng.SetVTEPs(specs), nil)
+}
+
+// getMonitor streams events as JSON lines until the client goes away.
+func (a *Agent) getMonitor(w http.ResponseWriter, r *http.Request) {
+	typ := r.URL.Query().Get("type")
+	if typ != "" && typ != "drop" {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("monitor type %q: only drop events exist", typ))
+		return
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, fmt.Errorf("streaming not supported"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	fl.Flush()
+	enc := json.NewEncoder(w)
+	for ev := range a.eng.Subscribe(r.Context()) {
+		if err := enc.Encode(ev); err != nil {
+			return
+		}
+		fl.Flush()
+	}
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {

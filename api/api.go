@@ -102,5 +102,6 @@ type (
 	Node     = dataplane.NodeSpec
 	FIBEntry = dataplane.FIBEntry
 	VTEP     = dataplane.VTEPSpec
+	Event    = dataplane.Event
 	Stats    = dataplane.Stats
 )

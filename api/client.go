@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -42,6 +43,41 @@ func (e *StatusError) Error() string { return e.Message }
 func IsBadRequest(err error) bool {
 	var se *StatusError
 	return errors.As(err, &se) && se.Code == http.StatusBadRequest
+}
+
+// Stream issues a GET whose answer is a stream of JSON lines and calls fn
+// with each line until the stream ends, ctx is done or fn returns an error.
+func (c *Client) Stream(ctx context.Context, path string, fn func(line []byte) error) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://vxdp"+path, nil)
+	if err != nil {
+		return err
+	}
+	hc := *c.hc
+	hc.Timeout = 0 // a stream runs as long as the caller wants
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("agent at %s: %w", c.socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var e Error
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			e.Error = resp.Status
+		}
+		return &StatusError{Code: resp.StatusCode, Message: e.Error}
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if err := fn(sc.Bytes()); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
 }
 
 // Do sends a request with an optional JSON body and decodes the JSON answer

@@ -156,6 +156,8 @@ type Engine struct {
 
 	state      atomic.Pointer[snapshot]
 	drops      drops
+	mon        *monitor
+	stop       chan struct{} // closed by Close: stops the monitor
 	icmps      atomic.Uint64 // ICMP errors generated
 	arpReplies atomic.Uint64 // ARP replies sent to VTEPs
 
@@ -214,6 +216,8 @@ func New(cfg Config, log *zap.Logger, underlays []Device, host Device, newEndpoi
 		newEndpoint: newEndpoint,
 		hostRoutes:  routes,
 		endpoints:   make(map[string]*endpoint),
+		mon:         newMonitor(),
+		stop:        make(chan struct{}),
 		nodes:       make(map[string]*peer),
 	}
 	e.hostIP4 = e.hostIP.As4()
@@ -243,6 +247,11 @@ func (e *Engine) TunnelMAC() encap.MAC { return e.mac }
 // Start starts the underlay and host workers.
 func (e *Engine) Start() {
 	e.started.Store(true)
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		e.mon.run(e.stop)
+	}()
 	for i := range e.underlays {
 		e.spawn(e.underlays[i].dev, &e.underlays[i].stats, sourceUnderlay, nil)
 	}
@@ -294,6 +303,7 @@ func (e *Engine) Close() error {
 	}
 	e.endpoints = map[string]*endpoint{}
 	e.nodes = map[string]*peer{}
+	close(e.stop)
 	oldVTEPs := e.vteps
 	e.vteps = nil
 	e.syncVTEPRoutesLocked(oldVTEPs)

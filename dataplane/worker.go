@@ -55,6 +55,12 @@ type worker struct {
 	drops      [numDropReasons]uint64
 	icmps      uint64
 	arpReplies uint64
+
+	// cur is the packet being handled, for drop events; tokens and
+	// lastEvent rate-limit them.
+	cur       []byte
+	tokens    float64
+	lastEvent int64
 }
 
 func newWorker(e *Engine, dev Device, st *DeviceStats, kind sourceKind, ep *endpoint) *worker {
@@ -116,6 +122,7 @@ func (w *worker) process(n int) {
 		size := w.sizes[i]
 		bytes += uint64(size)
 		buf := w.bufs[i]
+		w.cur = buf[encap.Headroom : encap.Headroom+size]
 		switch w.kind {
 		case sourcePod:
 			w.fromPod(snap, buf, size)
@@ -130,7 +137,12 @@ func (w *worker) process(n int) {
 	w.flush()
 }
 
-func (w *worker) drop(r DropReason) { w.drops[r]++ }
+func (w *worker) drop(r DropReason) {
+	w.drops[r]++
+	if w.e.mon.watchers.Load() > 0 {
+		w.report(r)
+	}
+}
 
 // enqueue queues buf[start:start+n] for dev. The packet must have linkRoom
 // bytes in front of it.

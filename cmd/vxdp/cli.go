@@ -8,7 +8,9 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -107,7 +109,7 @@ func newRoot(g *globals) *cobra.Command {
 
 	root.AddCommand(newAgentCmd(g), newEndpointCmd(g), newNodeCmd(g), newTunnelCmd(g), newVTEPCmd(g),
 		newListCmd(g, "fib", "/v1/fib", printFIB), newListCmd(g, "identity", "/v1/identities", printIdentities),
-		newStatsCmd(g), newStatusCmd(g))
+		newStatsCmd(g), newStatusCmd(g), newMonitorCmd(g))
 	return root
 }
 
@@ -322,6 +324,65 @@ func printIdentities(w io.Writer, ids []api.Identity) {
 		}
 		fmt.Fprintf(w, "%d\t%s\t%s\n", id.ID, id.Name, vni)
 	}
+}
+
+func newMonitorCmd(g *globals) *cobra.Command {
+	var typ string
+	var count int
+	c := &cobra.Command{
+		Use: "monitor [--type drop]", Args: cobra.NoArgs,
+		Short: "stream dataplane events (drops, with reason, device, addresses and identity); rate-limited per worker",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if typ != "" && typ != "drop" {
+				return usagef("monitor --type %q: only drop events exist", typ)
+			}
+			c, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer cancel()
+			seen := 0
+			errDone := errors.New("done")
+			err := g.client().Stream(c, "/v1/monitor?type=drop", func(line []byte) error {
+				if g.json() {
+					fmt.Fprintf(g.stdout, "%s\n", line)
+				} else {
+					var ev api.Event
+					if err := json.Unmarshal(line, &ev); err != nil {
+						return err
+					}
+					fmt.Fprintln(g.stdout, formatEvent(ev))
+				}
+				seen++
+				if count > 0 && seen >= count {
+					return errDone
+				}
+				return nil
+			})
+			if errors.Is(err, errDone) || c.Err() != nil {
+				return nil
+			}
+			return err
+		},
+	}
+	c.Flags().StringVar(&typ, "type", "drop", "event type (drop)")
+	c.Flags().IntVar(&count, "count", 0, "exit after this many events (0: until interrupted)")
+	return c
+}
+
+func formatEvent(ev api.Event) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s %s dev %s (%s)", ev.Time.Format("15:04:05.000"), ev.Type, ev.Reason, ev.Device, ev.Source)
+	if ev.OuterSrc != "" {
+		fmt.Fprintf(&b, " outer %s -> %s", ev.OuterSrc, ev.OuterDst)
+	}
+	if ev.Src != "" {
+		fmt.Fprintf(&b, " %s %s -> %s", ev.Protocol, ev.Src, ev.Dst)
+	} else if ev.Protocol != "" {
+		fmt.Fprintf(&b, " %s", ev.Protocol)
+	}
+	if ev.Identity != 0 {
+		fmt.Fprintf(&b, " identity %d", ev.Identity)
+	}
+	fmt.Fprintf(&b, " %d bytes", ev.Bytes)
+	return b.String()
 }
 
 func newStatsCmd(g *globals) *cobra.Command {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"syscall"
@@ -172,6 +173,66 @@ func TestOverlay(t *testing.T) {
 		// Small DF packets pass.
 		if out, err := c.ping("pod1a", "10.1.2.20", "-c", "1", "-M", "do", "-s", "1422"); err != nil {
 			t.Fatalf("1450-byte DF ping: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("monitor streams drops", func(t *testing.T) {
+		cmd := exec.Command(vxdpBin, "--socket", c.sockets[0], "monitor", "--type", "drop", "--count", "1")
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		time.Sleep(300 * time.Millisecond)
+		c.ping("pod1a", "10.1.9.9", "-c", "1", "-W", "1") // inside the cluster CIDR, held by no node
+		select {
+		case err := <-done:
+			if err != nil || !strings.Contains(out.String(), "drop no_route dev pod1a (pod) icmp 10.1.1.10 -> 10.1.9.9 identity 1000") {
+				t.Logf("exit %v output %q", err, out.String())
+				t.Fatalf("monitor: %v\n%s", err, out.String())
+			}
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("no event from vxdp monitor:\n%s", out.String())
+		}
+	})
+
+	t.Run("ingress policy", func(t *testing.T) {
+		// pod2a admits identity 1000 (pod1a) only.
+		c.mustCLI(1, "endpoint", "policy", "pod2a", "--allow-from", "1000")
+		if out := c.mustCLI(1, "endpoint", "list"); !strings.Contains(out, "1000") {
+			t.Fatalf("endpoint list:\n%s", out)
+		}
+		before := c.drops(1, "policy_denied")
+		c.mustPing("pod1a", "10.1.2.20")
+		if out, err := c.ping("pod2b", "10.1.2.20", "-c", "2"); err == nil {
+			t.Fatalf("identity 256 got through:\n%s", out)
+		}
+		if out, err := c.ping("pod1b", "10.1.2.20", "-c", "2"); err == nil {
+			t.Fatalf("identity 1001 got through:\n%s", out)
+		}
+		if after := c.drops(1, "policy_denied"); after < before+4 {
+			t.Fatalf("policy_denied %d -> %d", before, after)
+		}
+		// A long allowed transfer runs while the policy changes twice.
+		errc := make(chan error, 1)
+		go func() {
+			_, err := nstest.TCPTransfer(c.pods["pod1a"], c.pods["pod2a"], addr("10.1.2.20"), 5005, 200<<20, time.Minute)
+			errc <- err
+		}()
+		time.Sleep(200 * time.Millisecond)
+		c.mustCLI(1, "endpoint", "policy", "pod2a", "--allow-from", "1000,256")
+		start := time.Now()
+		c.mustPing("pod2b", "10.1.2.20")
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("policy change took %v", d)
+		}
+		c.mustCLI(1, "endpoint", "policy", "pod2a", "--allow-all")
+		if err := <-errc; err != nil {
+			t.Fatalf("allowed flow broken by policy changes: %v", err)
 		}
 	})
 

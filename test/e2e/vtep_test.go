@@ -116,6 +116,23 @@ endpoints:
 			t.Fatalf("pod -> vm2: %v", err)
 		}
 	})
+	t.Run("policy: world only when allowed", func(t *testing.T) {
+		if out, err := cli("endpoint", "policy", "busybox", "--allow-from", "1000"); err != nil {
+			t.Fatal(err, out)
+		}
+		if out, err := nstest.Ping(vm1, "-c", "2", "-i", "0.2", "-W", "1", "10.0.1.1"); err == nil {
+			t.Fatalf("VTEP (world) got through a policy without world:\n%s", out)
+		}
+		if out, err := cli("endpoint", "policy", "busybox", "--allow-from", "world"); err != nil {
+			t.Fatal(err, out)
+		}
+		if out, err := nstest.Ping(vm1, "-c", "2", "-i", "0.2", "-W", "2", "10.0.1.1"); err != nil {
+			t.Fatalf("VTEP with world allowed: %v\n%s", err, out)
+		}
+		if out, err := cli("endpoint", "policy", "busybox", "--allow-all"); err != nil {
+			t.Fatal(err, out)
+		}
+	})
 	t.Run("VNI 3 is dropped", func(t *testing.T) {
 		before := dropCount(t, sock, "invalid_vni")
 		vm1.MustRun(t, "ip", "link", "del", "vxlan2")

@@ -1,0 +1,209 @@
+package dataplane
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vxdp/vxdp/encap"
+	"github.com/vxdp/vxdp/identity"
+)
+
+// Drop events for `vxdp monitor`. The packet path pays one atomic load per
+// drop while nobody watches. While someone does, a worker copies the first
+// bytes of the dropped packet into an event, at most eventsPerSecond a
+// worker, and hands it over without blocking; decoding and fan-out happen
+// on the monitor's own goroutine. A flood therefore costs the packet path a
+// bounded amount of work and the monitor loses events, never the
+// dataplane packets.
+
+const (
+	eventSnap       = 128  // bytes of the packet kept: outer and inner headers
+	eventsPerSecond = 1000 // per worker
+	eventBurst      = 100
+	eventQueue      = 4096
+)
+
+type rawEvent struct {
+	when   int64
+	reason DropReason
+	source sourceKind
+	device string
+	ident  identity.ID // the sending endpoint's, for pod packets
+	n      int
+	data   [eventSnap]byte
+}
+
+// Event is one monitor event as the API streams it.
+type Event struct {
+	Time     time.Time `json:"time"`
+	Type     string    `json:"type"`
+	Reason   string    `json:"reason"`
+	Device   string    `json:"device"`
+	Source   string    `json:"source"`
+	Protocol string    `json:"protocol,omitempty"`
+	Src      string    `json:"src,omitempty"`
+	Dst      string    `json:"dst,omitempty"`
+	Identity uint32    `json:"identity,omitempty"`
+	OuterSrc string    `json:"outer_src,omitempty"`
+	OuterDst string    `json:"outer_dst,omitempty"`
+	Bytes    int       `json:"bytes"`
+}
+
+type monitor struct {
+	watchers atomic.Int32
+	ch       chan rawEvent
+	lost     atomic.Uint64
+
+	mu   sync.Mutex // protects subs
+	subs map[chan Event]struct{}
+}
+
+func newMonitor() *monitor {
+	return &monitor{ch: make(chan rawEvent, eventQueue), subs: map[chan Event]struct{}{}}
+}
+
+// Subscribe streams drop events until ctx ends. The returned channel is
+// closed then. A subscriber that reads too slowly loses events.
+func (e *Engine) Subscribe(ctx context.Context) <-chan Event {
+	m := e.mon
+	c := make(chan Event, 256)
+	m.mu.Lock()
+	m.subs[c] = struct{}{}
+	m.mu.Unlock()
+	m.watchers.Add(1)
+	go func() {
+		<-ctx.Done()
+		m.watchers.Add(-1)
+		m.mu.Lock()
+		delete(m.subs, c)
+		close(c)
+		m.mu.Unlock()
+	}()
+	return c
+}
+
+// MonitorLost counts events dropped because the monitor could not keep up.
+func (e *Engine) MonitorLost() uint64 { return e.mon.lost.Load() }
+
+// runMonitor decodes and fans out events until stop closes.
+func (m *monitor) run(stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case r := <-m.ch:
+			ev := r.decode()
+			m.mu.Lock()
+			for c := range m.subs {
+				select {
+				case c <- ev:
+				default:
+					m.lost.Add(1)
+				}
+			}
+			m.mu.Unlock()
+		}
+	}
+}
+
+// report is called by worker.drop while someone watches.
+func (w *worker) report(r DropReason) {
+	now := time.Now().UnixNano()
+	// Token bucket: refill by elapsed time, spend one per event.
+	w.tokens += float64(now-w.lastEvent) * eventsPerSecond / 1e9
+	w.lastEvent = now
+	if w.tokens > eventBurst {
+		w.tokens = eventBurst
+	}
+	if w.tokens < 1 {
+		w.e.mon.lost.Add(1)
+		return
+	}
+	w.tokens--
+	ev := rawEvent{when: now, reason: r, source: w.kind, device: w.dev.Name()}
+	if w.ep != nil {
+		ev.ident, ev.device = w.ep.Identity, w.ep.Name
+	}
+	ev.n = copy(ev.data[:], w.cur)
+	select {
+	case w.e.mon.ch <- ev:
+	default:
+		w.e.mon.lost.Add(1)
+	}
+}
+
+func (r *rawEvent) decode() Event {
+	ev := Event{
+		Time:   time.Unix(0, r.when),
+		Type:   "drop",
+		Reason: r.reason.String(),
+		Device: r.device,
+		Bytes:  r.n,
+	}
+	pkt := r.data[:r.n]
+	switch r.source {
+	case sourcePod:
+		ev.Source, ev.Identity = "pod", uint32(r.ident)
+	case sourceHost:
+		ev.Source = "host"
+	case sourceUnderlay:
+		ev.Source = "underlay"
+		if len(pkt) >= encap.IPv4MinLen+encap.UDPLen && pkt[0]>>4 == 4 {
+			hl := int(pkt[0]&0xf) * 4
+			if hl >= encap.IPv4MinLen && len(pkt) >= hl+encap.UDPLen {
+				ip := encap.IPv4(pkt)
+				u := encap.UDP(pkt[hl:])
+				ev.OuterSrc = netip.AddrPortFrom(ip.SourceAddr(), u.SourcePort()).String()
+				ev.OuterDst = netip.AddrPortFrom(ip.DestinationAddr(), u.DestinationPort()).String()
+				rest := pkt[hl+encap.UDPLen:]
+				if len(rest) >= encap.VXLANLen {
+					ev.Identity = encap.VXLAN(rest).VNI()
+					rest = rest[encap.VXLANLen:]
+					if len(rest) >= encap.EthernetLen && encap.Ethernet(rest).EtherType() == encap.EtherTypeIPv4 {
+						pkt = rest[encap.EthernetLen:]
+					} else {
+						pkt = nil
+					}
+				} else {
+					pkt = nil
+				}
+			}
+		}
+	}
+	describeIPv4(&ev, pkt)
+	return ev
+}
+
+// describeIPv4 fills addresses, ports and protocol from whatever part of
+// an IPv4 header the event kept.
+func describeIPv4(ev *Event, pkt []byte) {
+	if len(pkt) < encap.IPv4MinLen || pkt[0]>>4 != 4 {
+		if len(pkt) > 0 && pkt[0]>>4 == 6 {
+			ev.Protocol = "ipv6"
+		}
+		return
+	}
+	ip := encap.IPv4(pkt)
+	src, dst := ip.SourceAddr(), ip.DestinationAddr()
+	ev.Src, ev.Dst = src.String(), dst.String()
+	hl := int(pkt[0]&0xf) * 4
+	switch ip.Protocol() {
+	case encap.ProtoTCP:
+		ev.Protocol = "tcp"
+	case encap.ProtoUDP:
+		ev.Protocol = "udp"
+	case encap.ProtoICMP:
+		ev.Protocol = "icmp"
+		return
+	default:
+		return
+	}
+	if hl >= encap.IPv4MinLen && len(pkt) >= hl+4 && !ip.IsFragment() {
+		u := encap.UDP(pkt[hl:])
+		ev.Src = netip.AddrPortFrom(src, u.SourcePort()).String()
+		ev.Dst = netip.AddrPortFrom(dst, u.DestinationPort()).String()
+	}
+}
