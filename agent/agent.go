@@ -50,6 +50,10 @@ type Agent struct {
 
 	ln  net.Listener
 	srv *http.Server
+
+	level           *zap.AtomicLevel
+	configEndpoints map[string]bool // endpoints that came from the configuration
+	metrics         *http.Server
 }
 
 // New brings the node up: host device, underlay, engine, the nodes and
@@ -59,7 +63,7 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	a = &Agent{cfg: cfg, log: log, started: time.Now()}
+	a = &Agent{cfg: cfg, log: log, started: time.Now(), configEndpoints: map[string]bool{}}
 	defer func() {
 		if err != nil {
 			a.Close()
@@ -181,8 +185,12 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 		}); err != nil {
 			return nil, err
 		}
+		a.configEndpoints[ep.Name] = true
 	}
 	if err := a.listen(); err != nil {
+		return nil, err
+	}
+	if err := a.startMetrics(); err != nil {
 		return nil, err
 	}
 	log.Info("agent ready", zap.String("node", cfg.NodeName), zap.Stringer("node-ip", cfg.NodeIP),
@@ -193,10 +201,17 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 // Engine returns the dataplane engine, for embedding.
 func (a *Agent) Engine() *dataplane.Engine { return a.eng }
 
-// Run serves the API until ctx is done, then takes the node down.
+// Run serves the API until ctx is done, then takes the node down. Under
+// systemd it reports READY=1 (the datapath passes traffic once New has
+// returned), pings the watchdog while the packet path is alive, and says
+// STOPPING=1 on the way out.
 func (a *Agent) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- a.srv.Serve(a.ln) }()
+	wctx, stopWatchdog := context.WithCancel(ctx)
+	defer stopWatchdog()
+	go a.watchdog(wctx)
+	a.notify("READY=1\nSTATUS=forwarding")
 	var err error
 	select {
 	case <-ctx.Done():
@@ -205,8 +220,26 @@ func (a *Agent) Run(ctx context.Context) error {
 			err = nil
 		}
 	}
+	a.notify("STOPPING=1")
 	if cerr := a.Close(); err == nil {
 		err = cerr
+	}
+	return err
+}
+
+// ReloadWith re-reads the configuration through load and applies it (see
+// Reload), telling systemd RELOADING=1 and READY=1 around it. A load or
+// apply error is logged with the key at fault and the running
+// configuration stays.
+func (a *Agent) ReloadWith(load func() (*config.Config, error)) error {
+	a.notify(reloadingState())
+	defer a.notify("READY=1")
+	n, err := load()
+	if err == nil {
+		err = a.Reload(n)
+	}
+	if err != nil {
+		a.log.Error("reload refused; the running configuration stays", zap.Error(err))
 	}
 	return err
 }
@@ -221,6 +254,7 @@ func (a *Agent) Close() error {
 		cancel()
 		a.srv = nil
 	}
+	a.stopMetrics()
 	if a.ln != nil {
 		a.ln.Close()
 		os.Remove(a.cfg.Socket)

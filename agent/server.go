@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -45,6 +46,12 @@ func (a *Agent) handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/endpoints/{name}", func(w http.ResponseWriter, r *http.Request) {
 		writeResult(w, a.eng.DelEndpoint(r.PathValue("name")), nil)
 	})
+	if os.Getenv("VXDP_TEST_HOOKS") == "1" {
+		// Only for tests of the watchdog: make a pod's worker hang.
+		mux.HandleFunc("POST /v1/debug/hang/{endpoint}", func(w http.ResponseWriter, r *http.Request) {
+			writeResult(w, a.eng.HangWorker(r.PathValue("endpoint")), nil)
+		})
+	}
 	return mux
 }
 

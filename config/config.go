@@ -143,6 +143,9 @@ type Config struct {
 	Socket   string // control API socket path
 	LogLevel string
 	StateDir string
+	// MetricsAddr is where Prometheus metrics and /healthz are served
+	// (prometheus-serve-addr, Cilium's key); empty: off.
+	MetricsAddr string
 
 	// raw carries what the sources wrote for keys whose meaning depends on
 	// other keys, so that the final value does not depend on the order in

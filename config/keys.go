@@ -1,6 +1,8 @@
 package config
 
 import (
+	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -326,6 +328,32 @@ var keyTable = []keySpec{
 			return nil
 		},
 		get: func(c *Config) string { return c.StateDir },
+	},
+	{
+		name: "prometheus-serve-addr", doc: "host:port for Prometheus metrics and /healthz; empty: off (loopback unless a host is given)",
+		set: func(c *Config, s string) error {
+			if s == "" {
+				c.MetricsAddr = ""
+				return nil
+			}
+			host, port, err := net.SplitHostPort(s)
+			if err != nil {
+				return err
+			}
+			if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+				return fmt.Errorf("port %q: want 1..65535", port)
+			}
+			if host == "" {
+				// ":9962" means loopback here: exposing metrics to the
+				// network must be asked for by address.
+				host = "127.0.0.1"
+			} else if _, err := netip.ParseAddr(host); err != nil && host != "localhost" {
+				return fmt.Errorf("host %q: want an IP address", host)
+			}
+			c.MetricsAddr = net.JoinHostPort(host, port)
+			return nil
+		},
+		get: func(c *Config) string { return c.MetricsAddr },
 	},
 }
 

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -174,6 +175,9 @@ type Engine struct {
 	vteps     []VTEPSpec
 	stopped   bool
 
+	workersMu sync.Mutex // protects workers
+	workers   map[*worker]struct{}
+
 	wg sync.WaitGroup
 }
 
@@ -217,6 +221,7 @@ func New(cfg Config, log *zap.Logger, underlays []Device, host Device, newEndpoi
 		hostRoutes:  routes,
 		endpoints:   make(map[string]*endpoint),
 		mon:         newMonitor(),
+		workers:     make(map[*worker]struct{}),
 		stop:        make(chan struct{}),
 		nodes:       make(map[string]*peer),
 	}
@@ -262,6 +267,9 @@ func (e *Engine) Start() {
 
 func (e *Engine) spawn(dev Device, st *DeviceStats, kind sourceKind, ep *endpoint) {
 	w := newWorker(e, dev, st, kind, ep)
+	e.workersMu.Lock()
+	e.workers[w] = struct{}{}
+	e.workersMu.Unlock()
 	e.wg.Add(1)
 	switch kind {
 	case sourceHost:
@@ -271,6 +279,11 @@ func (e *Engine) spawn(dev Device, st *DeviceStats, kind sourceKind, ep *endpoin
 	}
 	go func() {
 		defer e.wg.Done()
+		defer func() {
+			e.workersMu.Lock()
+			delete(e.workers, w)
+			e.workersMu.Unlock()
+		}()
 		switch kind {
 		case sourceHost:
 			defer e.hostRunning.Store(false)
@@ -654,6 +667,44 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
 	v |= host
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// Stuck lists the devices whose worker has spent longer than limit on one
+// batch: a healthy worker finishes a batch in microseconds and otherwise
+// waits in Read, which does not count.
+func (e *Engine) Stuck(limit time.Duration) []string {
+	now := time.Now().UnixNano()
+	var out []string
+	e.workersMu.Lock()
+	defer e.workersMu.Unlock()
+	for w := range e.workers {
+		if b := w.busy.Load(); b != 0 && now-b > int64(limit) {
+			out = append(out, w.dev.Name())
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// HangWorker makes the worker of the named endpoint block in its next
+// batch until the engine closes. It exists to test watchdogs, which must
+// notice; nothing else calls it.
+func (e *Engine) HangWorker(endpoint string) error {
+	e.mu.Lock()
+	ep, ok := e.endpoints[endpoint]
+	e.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("endpoint %s: %w", endpoint, ErrNotFound)
+	}
+	e.workersMu.Lock()
+	defer e.workersMu.Unlock()
+	for w := range e.workers {
+		if w.ep == ep {
+			w.hang.Store(true)
+			return nil
+		}
+	}
+	return fmt.Errorf("endpoint %s worker: %w", endpoint, ErrNotFound)
 }
 
 // Problems lists what makes the engine unhealthy; empty when it is fine.

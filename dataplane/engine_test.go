@@ -493,3 +493,19 @@ func TestHealth(t *testing.T) {
 }
 
 func netipMust(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func TestStuckWorker(t *testing.T) {
+	n1, _, _ := twoNodes(t)
+	if s := n1.eng.Stuck(100 * time.Millisecond); len(s) != 0 {
+		t.Fatalf("idle engine has stuck workers %v", s)
+	}
+	must(t, n1.eng.HangWorker("a"))
+	n1.pod(t, "a").Inject(udpPacket(pod1, pod2, 1, 2, 64, false, nil))
+	deadline := time.Now().Add(2 * time.Second)
+	for len(n1.eng.Stuck(100*time.Millisecond)) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := n1.eng.Stuck(100 * time.Millisecond); len(s) != 1 || s[0] != "a" {
+		t.Fatalf("stuck %v", s)
+	}
+}

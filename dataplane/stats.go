@@ -67,6 +67,7 @@ func DropReasons() []DropReason {
 // DeviceStats counts traffic of one device. RX is what the engine read
 // from it, TX what the engine wrote to it.
 type DeviceStats struct {
+	RxBatches          atomic.Uint64 // Reads that returned packets: RxPackets/RxBatches is the mean batch
 	RxPackets, RxBytes atomic.Uint64
 	TxPackets, TxBytes atomic.Uint64
 	TxErrors           atomic.Uint64
@@ -83,6 +84,7 @@ type DriverCounters interface {
 type DeviceCounters struct {
 	Device    string `json:"device"`
 	Kind      string `json:"kind"`
+	RxBatches uint64 `json:"rx_batches"`
 	RxPackets uint64 `json:"rx_packets"`
 	RxBytes   uint64 `json:"rx_bytes"`
 	TxPackets uint64 `json:"tx_packets"`
@@ -96,6 +98,7 @@ type DeviceCounters struct {
 func (s *DeviceStats) snapshot(dev Device, name, kind string) DeviceCounters {
 	c := DeviceCounters{
 		Device: name, Kind: kind,
+		RxBatches: s.RxBatches.Load(),
 		RxPackets: s.RxPackets.Load(), RxBytes: s.RxBytes.Load(),
 		TxPackets: s.TxPackets.Load(), TxBytes: s.TxBytes.Load(),
 		TxErrors: s.TxErrors.Load(),

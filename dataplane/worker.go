@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -55,6 +56,12 @@ type worker struct {
 	drops      [numDropReasons]uint64
 	icmps      uint64
 	arpReplies uint64
+
+	// busy is when the batch in progress started (UnixNano), 0 while the
+	// worker waits in Read; a batch that takes seconds means a stuck
+	// worker. hang is a test hook that makes the next batch block.
+	busy atomic.Int64
+	hang atomic.Bool
 
 	// cur is the packet being handled, for drop events; tokens and
 	// lastEvent rate-limit them.
@@ -116,6 +123,11 @@ func (w *worker) run() {
 }
 
 func (w *worker) process(n int) {
+	w.busy.Store(time.Now().UnixNano())
+	defer w.busy.Store(0)
+	if w.hang.Load() {
+		<-w.e.stop
+	}
 	snap := w.e.state.Load()
 	var bytes uint64
 	for i := 0; i < n; i++ {
@@ -132,6 +144,7 @@ func (w *worker) process(n int) {
 			w.fromUnderlay(snap, buf, size)
 		}
 	}
+	w.stats.RxBatches.Add(1)
 	w.stats.RxPackets.Add(uint64(n))
 	w.stats.RxBytes.Add(bytes)
 	w.flush()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/signal"
 	"sort"
 	"strings"
@@ -38,37 +39,46 @@ func newAgentCmd(g *globals) *cobra.Command {
 			"each overriding the one before. Keys:\n\n" + keyHelp(),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg := config.Default()
-			var err error
-			if file != "" {
-				if cfg, err = config.Load(file); err != nil {
-					return configError(err)
-				}
-			}
-			if dir != "" {
-				if err := cfg.ApplyDir(dir); err != nil {
-					return configError(err)
-				}
-			}
-			if cmd.Flags().Changed("socket") || cfg.Socket == "" {
-				cfg.Socket = g.socket
-			}
-			names := make([]string, 0, len(overrides))
-			for k := range overrides {
-				names = append(names, k)
-			}
-			sort.Strings(names)
-			for _, k := range names {
-				if cmd.Flags().Changed(k) {
-					if err := cfg.Set(k, *overrides[k]); err != nil {
-						return configError(err)
+			// load builds the configuration the same way at start and on
+			// every SIGHUP: file, then directory, then flags.
+			load := func() (*config.Config, error) {
+				cfg := config.Default()
+				var err error
+				if file != "" {
+					if cfg, err = config.Load(file); err != nil {
+						return nil, err
 					}
 				}
+				if dir != "" {
+					if err := cfg.ApplyDir(dir); err != nil {
+						return nil, err
+					}
+				}
+				if cmd.Flags().Changed("socket") || cfg.Socket == "" || cfg.Socket == config.DefaultSocket {
+					cfg.Socket = g.socket
+				}
+				names := make([]string, 0, len(overrides))
+				for k := range overrides {
+					names = append(names, k)
+				}
+				sort.Strings(names)
+				for _, k := range names {
+					if cmd.Flags().Changed(k) {
+						if err := cfg.Set(k, *overrides[k]); err != nil {
+							return nil, err
+						}
+					}
+				}
+				if err := cfg.Validate(); err != nil {
+					return nil, err
+				}
+				return cfg, nil
 			}
-			if err := cfg.Validate(); err != nil {
+			cfg, err := load()
+			if err != nil {
 				return configError(err)
 			}
-			log, err := newLogger(cfg.LogLevel)
+			log, level, err := newLogger(cfg.LogLevel)
 			if err != nil {
 				return usagef("log-level %q: %v", cfg.LogLevel, err)
 			}
@@ -78,8 +88,22 @@ func newAgentCmd(g *globals) *cobra.Command {
 				log.Error("agent start", zap.Error(err))
 				return err
 			}
+			a.SetLevel(level)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						_ = a.ReloadWith(load)
+					}
+				}
+			}()
 			return a.Run(ctx)
 		},
 	}
@@ -109,10 +133,10 @@ func configError(err error) error {
 	return err
 }
 
-func newLogger(level string) (*zap.Logger, error) {
+func newLogger(level string) (*zap.Logger, zap.AtomicLevel, error) {
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
-		return nil, err
+		return nil, zap.AtomicLevel{}, err
 	}
 	zc := zap.NewProductionConfig()
 	zc.Level = zap.NewAtomicLevelAt(lvl)
@@ -120,5 +144,6 @@ func newLogger(level string) (*zap.Logger, error) {
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	zc.DisableStacktrace = true
 	zc.Sampling = nil
-	return zc.Build()
+	l, err := zc.Build()
+	return l, zc.Level, err
 }

@@ -1,0 +1,114 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// collector turns the engine's counters into Prometheus metrics when
+// scraped: the packet path keeps its plain atomic counters and pays
+// nothing for metrics.
+type collector struct{ a *Agent }
+
+var (
+	descPackets   = prometheus.NewDesc("vxdp_device_packets_total", "Packets per device and direction (rx: read by vxdp, tx: written by vxdp).", []string{"device", "kind", "direction"}, nil)
+	descBytes     = prometheus.NewDesc("vxdp_device_bytes_total", "Bytes per device and direction.", []string{"device", "kind", "direction"}, nil)
+	descBatches   = prometheus.NewDesc("vxdp_device_rx_batches_total", "Reads that returned packets; packets/batches is the mean batch size.", []string{"device", "kind"}, nil)
+	descTxErrors  = prometheus.NewDesc("vxdp_device_tx_errors_total", "Packets a device refused.", []string{"device", "kind"}, nil)
+	descDrops     = prometheus.NewDesc("vxdp_drops_total", "Dropped packets by reason.", []string{"reason"}, nil)
+	descEndpoints = prometheus.NewDesc("vxdp_endpoints", "Pod endpoints on this node.", nil, nil)
+	descNodes     = prometheus.NewDesc("vxdp_nodes", "Remote nodes known.", nil, nil)
+	descVTEPs     = prometheus.NewDesc("vxdp_vteps", "VTEP CIDRs configured.", nil, nil)
+	descFIB       = prometheus.NewDesc("vxdp_fib_entries", "Prefixes in the FIB.", nil, nil)
+	descICMP      = prometheus.NewDesc("vxdp_icmp_errors_sent_total", "ICMP errors the dataplane generated.", nil, nil)
+	descARP       = prometheus.NewDesc("vxdp_arp_replies_sent_total", "ARP replies sent to VTEPs.", nil, nil)
+	descHealthy   = prometheus.NewDesc("vxdp_healthy", "1 when the packet path is alive.", nil, nil)
+)
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPackets, descBytes, descBatches, descTxErrors, descDrops,
+		descEndpoints, descNodes, descVTEPs, descFIB, descICMP, descARP, descHealthy} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	e := c.a.eng
+	st := e.Stats()
+	for _, d := range st.Devices {
+		ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(d.RxPackets), d.Device, d.Kind, "rx")
+		ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(d.TxPackets), d.Device, d.Kind, "tx")
+		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(d.RxBytes), d.Device, d.Kind, "rx")
+		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(d.TxBytes), d.Device, d.Kind, "tx")
+		ch <- prometheus.MustNewConstMetric(descBatches, prometheus.CounterValue, float64(d.RxBatches), d.Device, d.Kind)
+		ch <- prometheus.MustNewConstMetric(descTxErrors, prometheus.CounterValue, float64(d.TxErrors+d.DriverTxErrors), d.Device, d.Kind)
+	}
+	for reason, v := range st.Drops {
+		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(v), reason)
+	}
+	ch <- prometheus.MustNewConstMetric(descEndpoints, prometheus.GaugeValue, float64(len(e.Endpoints())))
+	ch <- prometheus.MustNewConstMetric(descNodes, prometheus.GaugeValue, float64(len(e.Nodes())))
+	ch <- prometheus.MustNewConstMetric(descVTEPs, prometheus.GaugeValue, float64(len(e.VTEPs())))
+	ch <- prometheus.MustNewConstMetric(descFIB, prometheus.GaugeValue, float64(len(e.FIB())))
+	ch <- prometheus.MustNewConstMetric(descICMP, prometheus.CounterValue, float64(st.ICMPErrors))
+	ch <- prometheus.MustNewConstMetric(descARP, prometheus.CounterValue, float64(st.ARPReplies))
+	healthy := 0.0
+	if c.a.alive() {
+		healthy = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, healthy)
+}
+
+// alive reports whether the packet path works: no stuck worker, no
+// stopped underlay or host worker.
+func (a *Agent) alive() bool {
+	return len(a.eng.Stuck(stuckLimit)) == 0 && len(a.eng.Problems()) == 0
+}
+
+// startMetrics serves /metrics and /healthz on cfg.MetricsAddr.
+func (a *Agent) startMetrics() error {
+	if a.cfg.MetricsAddr == "" {
+		return nil
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{a})
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if !a.alive() {
+			http.Error(w, "unhealthy", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	ln, err := net.Listen("tcp", a.cfg.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("prometheus-serve-addr %s: %w", a.cfg.MetricsAddr, err)
+	}
+	a.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := a.metrics.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Warn("metrics server", zap.Error(err))
+		}
+	}()
+	a.log.Info("metrics", zap.String("address", a.cfg.MetricsAddr))
+	return nil
+}
+
+func (a *Agent) stopMetrics() {
+	if a.metrics == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = a.metrics.Shutdown(ctx)
+	a.metrics = nil
+}

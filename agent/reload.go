@@ -1,0 +1,186 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"go.uber.org/zap"
+
+	"github.com/vxdp/vxdp/config"
+	"github.com/vxdp/vxdp/dataplane"
+	"github.com/vxdp/vxdp/identity"
+)
+
+// ErrNeedsRestart is returned by Reload for changes a running agent cannot
+// apply (node-ip, pod-cidr, mode, protocol, port, underlay, device, MTU,
+// socket): the old configuration stays in force.
+var ErrNeedsRestart = errors.New("change needs a restart")
+
+// Reload applies a new, already validated configuration: the difference in
+// nodes, endpoints, VTEPs, policies and the log level. What the change does
+// not touch keeps running untouched. It refuses (and changes nothing) when
+// a key that needs a restart differs; on a failure midway the changes
+// already made stay and the error says which one failed.
+func (a *Agent) Reload(n *config.Config) error {
+	o := a.cfg
+	for _, d := range []struct {
+		key      string
+		old, new any
+	}{
+		{"node-ip", o.NodeIP, n.NodeIP}, {"pod-cidr", o.PodCIDR, n.PodCIDR},
+		{"routing-mode", o.RoutingMode, n.RoutingMode}, {"tunnel-protocol", o.TunnelProtocol, n.TunnelProtocol},
+		{"tunnel-port", o.TunnelPort, n.TunnelPort}, {"underlay", o.Underlay, n.Underlay},
+		{"device", o.Device, n.Device}, {"mtu", o.MTU, n.MTU}, {"socket", o.Socket, n.Socket},
+		{"cluster-pool-ipv4-cidr", o.ClusterCIDR, n.ClusterCIDR}, {"auto-direct-node-routes", o.AutoDirectNodeRoutes, n.AutoDirectNodeRoutes},
+		{"prometheus-serve-addr", o.MetricsAddr, n.MetricsAddr},
+	} {
+		if d.old != d.new {
+			return fmt.Errorf("%s: %v -> %v: %w", d.key, d.old, d.new, ErrNeedsRestart)
+		}
+	}
+	newVTEPs := []dataplane.VTEPSpec{}
+	if n.EnableVTEP {
+		vs, err := vtepSpecs(n.VTEPs)
+		if err != nil {
+			return err
+		}
+		newVTEPs = vs
+	}
+	type epPlan struct {
+		spec  dataplane.EndpointSpec
+		allow []identity.ID
+	}
+	wantEPs := map[string]epPlan{}
+	for _, ep := range n.Endpoints {
+		allow, err := parseAllowFrom(ep.AllowFrom)
+		if err != nil {
+			return fmt.Errorf("endpoints %s allow-from: %w", ep.Name, err)
+		}
+		wantEPs[ep.Name] = epPlan{dataplane.EndpointSpec{Name: ep.Name, IP: ep.IP, Netns: ep.Netns, Ifname: ep.Ifname,
+			Identity: identity.ID(ep.Identity), AllowFrom: allow}, allow}
+	}
+
+	if err := a.setLogLevel(n.LogLevel); err != nil {
+		return err
+	}
+	var changes []string
+	// Nodes: only those that came from the configuration are managed here;
+	// nodes added through the API stay.
+	have := map[string]dataplane.NodeSpec{}
+	for _, nd := range a.eng.Nodes() {
+		if nd.Source == "config" {
+			have[nd.Name] = nd
+		}
+	}
+	want := map[string]config.Node{}
+	for _, nd := range n.Nodes {
+		want[nd.Name] = nd
+	}
+	for name, nd := range have {
+		if w, ok := want[name]; !ok || w.IP != nd.IP || w.PodCIDR != nd.PodCIDR {
+			if err := a.eng.DelNode(name); err != nil {
+				return err
+			}
+			changes = append(changes, "node -"+name)
+		}
+	}
+	for name, nd := range want {
+		if h, ok := have[name]; ok && h.IP == nd.IP && h.PodCIDR == nd.PodCIDR {
+			continue
+		}
+		if err := a.eng.AddNode(dataplane.NodeSpec{Name: nd.Name, IP: nd.IP, PodCIDR: nd.PodCIDR, Source: "config"}); err != nil {
+			return err
+		}
+		changes = append(changes, "node +"+name)
+	}
+	// Endpoints: a changed address, namespace, name inside the pod or
+	// identity means a new device; a changed policy does not.
+	cur := map[string]dataplane.Endpoint{}
+	for _, ep := range a.eng.Endpoints() {
+		cur[ep.Name] = ep
+	}
+	for name, ep := range cur {
+		if !a.configEndpoints[name] {
+			continue // added through the API
+		}
+		w, ok := wantEPs[name]
+		if ok && sameDevice(ep.EndpointSpec, w.spec) {
+			if !slices.Equal(ep.AllowFrom, w.allow) || (ep.AllowFrom == nil) != (w.allow == nil) {
+				if err := a.eng.SetPolicy(name, w.allow); err != nil {
+					return err
+				}
+				changes = append(changes, "policy "+name)
+			}
+			continue
+		}
+		if err := a.eng.DelEndpoint(name); err != nil {
+			return err
+		}
+		delete(a.configEndpoints, name)
+		changes = append(changes, "endpoint -"+name)
+	}
+	for name, w := range wantEPs {
+		if _, ok := cur[name]; ok && a.configEndpoints[name] {
+			continue
+		}
+		if err := a.eng.AddEndpoint(w.spec); err != nil {
+			return err
+		}
+		a.configEndpoints[name] = true
+		changes = append(changes, "endpoint +"+name)
+	}
+	if !slices.Equal(a.eng.VTEPs(), sortedVTEPs(newVTEPs)) {
+		if err := a.eng.SetVTEPs(newVTEPs); err != nil {
+			return fmt.Errorf("vteps: %w", err)
+		}
+		changes = append(changes, "vteps")
+	}
+	a.cfg = n
+	a.log.Info("configuration reloaded", zap.Strings("changes", changes))
+	return nil
+}
+
+// SetLevel hands the agent the level of its logger, so that reloads can
+// change it. Without it log-level changes need a restart.
+func (a *Agent) SetLevel(l zap.AtomicLevel) { a.level = &l }
+
+func (a *Agent) setLogLevel(s string) error {
+	if a.level == nil || s == "" {
+		return nil
+	}
+	var l zap.AtomicLevel
+	var err error
+	if l, err = zap.ParseAtomicLevel(s); err != nil {
+		return fmt.Errorf("log-level %q: %w", s, err)
+	}
+	a.level.SetLevel(l.Level())
+	return nil
+}
+
+func sameDevice(a, b dataplane.EndpointSpec) bool {
+	ifa, ifb := a.Ifname, b.Ifname
+	if ifa == "" {
+		ifa = "eth0"
+	}
+	if ifb == "" {
+		ifb = "eth0"
+	}
+	ida, idb := a.Identity, b.Identity
+	if ida == 0 {
+		ida = identity.DefaultWorkload
+	}
+	if idb == 0 {
+		idb = identity.DefaultWorkload
+	}
+	return a.IP == b.IP && a.Netns == b.Netns && ifa == ifb && ida == idb
+}
+
+func sortedVTEPs(vs []dataplane.VTEPSpec) []dataplane.VTEPSpec {
+	out := slices.Clone(vs)
+	slices.SortFunc(out, func(x, y dataplane.VTEPSpec) int { return x.CIDR.Addr().Compare(y.CIDR.Addr()) })
+	if out == nil {
+		out = []dataplane.VTEPSpec{}
+	}
+	return out
+}
