@@ -7,10 +7,10 @@ LDFLAGS := -X github.com/vxdp/vxdp/agent.Version=$(VERSION)
 # Parsers get a short fuzz run on every `make test`.
 FUZZTIME ?= 10s
 # Debian packages the end-to-end tests and the demo use.
-PACKAGES := iproute2 iputils-ping iperf3 tcpdump tshark kmod
-COMMANDS := ip ping iperf3 tcpdump tshark
+PACKAGES := iproute2 iputils-ping iperf3 tcpdump tshark kmod systemd curl
+COMMANDS := ip ping iperf3 tcpdump tshark systemd-analyze
 
-.PHONY: all build deps demo demo-native test unit race fuzz e2e lint bench clean
+.PHONY: all build deps demo demo-native test install uninstall unit race fuzz e2e lint bench clean
 
 all: build
 
@@ -59,6 +59,20 @@ test: deps lint unit race fuzz e2e
 
 bench:
 	$(GO) test -run XXX -bench . -benchmem ./encap ./fib ./dataplane ./bench
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+# Binary, systemd unit and a commented example configuration (never
+# overwriting a configuration that is already there).
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/vxdp
+	install -D -m 0644 packaging/systemd/vxdp.service $(DESTDIR)/etc/systemd/system/vxdp.service
+	install -D -m 0644 config/example.yaml $(DESTDIR)/etc/vxdp/vxdp.yaml.example
+	@if [ ! -e $(DESTDIR)/etc/vxdp/vxdp.yaml ]; then install -m 0644 config/example.yaml $(DESTDIR)/etc/vxdp/vxdp.yaml; fi
+	@echo "installed; edit /etc/vxdp/vxdp.yaml, then: systemctl daemon-reload && systemctl enable --now vxdp"
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/vxdp $(DESTDIR)/etc/systemd/system/vxdp.service $(DESTDIR)/etc/vxdp/vxdp.yaml.example
 
 clean:
 	rm -rf bin e2e.log
