@@ -39,3 +39,16 @@ func TestSystemdUnit(t *testing.T) {
 		}
 	}
 }
+
+// The embedding example runs and moves its packets.
+func TestEmbedExample(t *testing.T) {
+	out, err := exec.Command("go", "run", "../../examples/embed").Output()
+	if err != nil {
+		t.Fatalf("go run ./examples/embed: %v\n%s", err, out)
+	}
+	for _, want := range []string{`db received 42 bytes from 10.1.1.10: "hello from web"`, "VNI 1000", "drops: 0"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
