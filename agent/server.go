@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,8 +9,13 @@ import (
 	"net/netip"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
 
 	"github.com/vxdp/vxdp/api"
 	"github.com/vxdp/vxdp/dataplane"
@@ -22,6 +28,7 @@ func (a *Agent) handler() http.Handler {
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.Stats()) })
 	mux.HandleFunc("GET /v1/tunnels", a.getTunnels)
 	mux.HandleFunc("GET /v1/monitor", a.getMonitor)
+	mux.HandleFunc("GET /v1/capture", a.getCapture)
 	mux.HandleFunc("GET /v1/fib", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.FIB()) })
 	mux.HandleFunc("GET /v1/identities", a.getIdentities)
 	mux.HandleFunc("GET /v1/vteps", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.VTEPs()) })
@@ -308,6 +315,53 @@ func (a *Agent) getMonitor(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		fl.Flush()
+	}
+}
+
+// getCapture streams the packets at a capture point as a pcap file (raw
+// IPv4 link type: pod, host and underlay devices all carry IP packets).
+func (a *Agent) getCapture(w http.ResponseWriter, r *http.Request) {
+	point := r.URL.Query().Get("point")
+	count := 0
+	if c := r.URL.Query().Get("count"); c != "" {
+		n, err := strconv.Atoi(c)
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("count %q: not a number", c))
+			return
+		}
+		count = n
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	pkts, err := a.eng.Capture(ctx, point)
+	if err != nil {
+		writeResult(w, err, nil)
+		return
+	}
+	fl, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "application/vnd.tcpdump.pcap")
+	w.WriteHeader(http.StatusOK)
+	pw := pcapgo.NewWriter(w)
+	if err := pw.WriteFileHeader(65536, layers.LinkTypeRaw); err != nil {
+		return
+	}
+	if fl != nil {
+		fl.Flush()
+	}
+	for n := 0; count == 0 || n < count; n++ {
+		var p dataplane.CapturedPacket
+		select {
+		case <-ctx.Done():
+			return
+		case p = <-pkts:
+		}
+		ci := gopacket.CaptureInfo{Timestamp: p.Time, CaptureLength: len(p.Data), Length: len(p.Data)}
+		if err := pw.WritePacket(ci, p.Data); err != nil {
+			return
+		}
+		if fl != nil {
+			fl.Flush()
+		}
 	}
 }
 

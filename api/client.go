@@ -80,6 +80,35 @@ func (c *Client) Stream(ctx context.Context, path string, fn func(line []byte) e
 	return nil
 }
 
+// Raw issues a GET and copies the answer's body to w as it arrives (a
+// pcap stream, say) until it ends or ctx is done.
+func (c *Client) Raw(ctx context.Context, path string, w io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://vxdp"+path, nil)
+	if err != nil {
+		return err
+	}
+	hc := *c.hc
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("agent at %s: %w", c.socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var e Error
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			e.Error = resp.Status
+		}
+		return &StatusError{Code: resp.StatusCode, Message: e.Error}
+	}
+	_, err = io.Copy(w, resp.Body)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
 // Do sends a request with an optional JSON body and decodes the JSON answer
 // into out (if non-nil).
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {

@@ -129,6 +129,11 @@ func (w *worker) process(n int) {
 		<-w.e.stop
 	}
 	snap := w.e.state.Load()
+	if t := w.e.tapFor(w.dev); t != nil {
+		for i := 0; i < n; i++ {
+			t.put(false, w.bufs[i][encap.Headroom:encap.Headroom+w.sizes[i]])
+		}
+	}
 	var bytes uint64
 	for i := 0; i < n; i++ {
 		size := w.sizes[i]
@@ -183,6 +188,11 @@ func (w *worker) flushQueues() {
 		// One Write per queue: a driver either takes every packet or
 		// says how many it took; the rest were refused (and counted by
 		// the driver) or lost to a closed device.
+		if t := w.e.tapFor(q.dev); t != nil {
+			for _, b := range q.bufs {
+				t.put(true, b[linkRoom:])
+			}
+		}
 		n, _ := q.dev.Write(q.bufs, linkRoom)
 		if n > len(q.bufs) {
 			n = len(q.bufs)

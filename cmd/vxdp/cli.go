@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -109,7 +111,7 @@ func newRoot(g *globals) *cobra.Command {
 
 	root.AddCommand(newAgentCmd(g), newEndpointCmd(g), newNodeCmd(g), newTunnelCmd(g), newVTEPCmd(g),
 		newListCmd(g, "fib", "/v1/fib", printFIB), newListCmd(g, "identity", "/v1/identities", printIdentities),
-		newStatsCmd(g), newStatusCmd(g), newMonitorCmd(g))
+		newStatsCmd(g), newStatusCmd(g), newMonitorCmd(g), newCaptureCmd(g))
 	return root
 }
 
@@ -364,6 +366,40 @@ func newMonitorCmd(g *globals) *cobra.Command {
 	}
 	c.Flags().StringVar(&typ, "type", "drop", "event type (drop)")
 	c.Flags().IntVar(&count, "count", 0, "exit after this many events (0: until interrupted)")
+	return c
+}
+
+func newCaptureCmd(g *globals) *cobra.Command {
+	var point, file string
+	var count int
+	c := &cobra.Command{
+		Use: "capture --point pod:NAME|underlay|host [--count N] -w FILE.pcap", Args: cobra.NoArgs,
+		Short: "write the packets crossing a point of the pipeline to a pcap file (raw IP)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if point == "" || file == "" {
+				return usagef("capture: --point and -w are required")
+			}
+			out := io.Writer(g.stdout)
+			if file != "-" {
+				f, err := os.Create(file)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				out = f
+			}
+			ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer cancel()
+			path := "/v1/capture?point=" + url.QueryEscape(point)
+			if count > 0 {
+				path += "&count=" + strconv.Itoa(count)
+			}
+			return g.client().Raw(ctx, path, out)
+		},
+	}
+	c.Flags().StringVar(&point, "point", "", "where to capture: underlay, host or pod:NAME")
+	c.Flags().StringVarP(&file, "write", "w", "", "pcap file to write (- for standard output)")
+	c.Flags().IntVar(&count, "count", 0, "stop after this many packets (0: until interrupted)")
 	return c
 }
 

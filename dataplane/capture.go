@@ -1,0 +1,115 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// Captures copy the packets crossing one device, both directions, to a
+// reader (vxdp capture writes them as pcap). With no capture running the
+// packet path pays one atomic load per batch; with one running, the
+// captured device's packets are copied into a bounded queue, and what does
+// not fit is counted as lost, never waited for.
+
+// CapturedPacket is one packet seen at a capture point.
+type CapturedPacket struct {
+	Time time.Time
+	Out  bool // written by vxdp to the device (else read from it)
+	Data []byte
+}
+
+type tap struct {
+	ch   chan CapturedPacket
+	lost atomic.Uint64
+}
+
+// CapturePoint names a device the way vxdp capture does: "underlay",
+// "host" or "pod:NAME".
+func (e *Engine) capturePoint(point string) (Device, error) {
+	switch {
+	case point == "underlay":
+		if len(e.underlays) == 0 {
+			return nil, fmt.Errorf("capture point %s: no underlay device: %w", point, ErrNotFound)
+		}
+		return e.underlays[0].dev, nil
+	case point == "host":
+		if e.host == nil {
+			return nil, fmt.Errorf("capture point %s: no host device: %w", point, ErrNotFound)
+		}
+		return e.host, nil
+	case len(point) > 4 && point[:4] == "pod:":
+		e.mu.Lock()
+		ep, ok := e.endpoints[point[4:]]
+		e.mu.Unlock()
+		if !ok {
+			return nil, fmt.Errorf("capture point %s: %w", point, ErrNotFound)
+		}
+		return ep.dev, nil
+	}
+	return nil, fmt.Errorf("capture point %q: want underlay, host or pod:NAME: %w", point, ErrInvalid)
+}
+
+// Capture streams copies of the packets crossing point until ctx ends.
+// Only one capture per point runs at a time.
+func (e *Engine) Capture(ctx context.Context, point string) (<-chan CapturedPacket, error) {
+	dev, err := e.capturePoint(point)
+	if err != nil {
+		return nil, err
+	}
+	t := &tap{ch: make(chan CapturedPacket, 4096)}
+	e.tapsMu.Lock()
+	old := e.taps.Load()
+	m := map[Device]*tap{}
+	if old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	if _, busy := m[dev]; busy {
+		e.tapsMu.Unlock()
+		return nil, fmt.Errorf("capture point %s: a capture is running: %w", point, ErrExists)
+	}
+	m[dev] = t
+	e.taps.Store(&m)
+	e.tapsMu.Unlock()
+	go func() {
+		<-ctx.Done()
+		e.tapsMu.Lock()
+		cur := *e.taps.Load()
+		n := map[Device]*tap{}
+		for k, v := range cur {
+			if k != dev {
+				n[k] = v
+			}
+		}
+		if len(n) == 0 {
+			e.taps.Store(nil)
+		} else {
+			e.taps.Store(&n)
+		}
+		e.tapsMu.Unlock()
+		// Writers may still hold t for the batch in flight; they never
+		// block on it, and the channel is left for the GC rather than
+		// closed under them.
+	}()
+	return t.ch, nil
+}
+
+// tapFor returns the tap on dev, if a capture runs there.
+func (e *Engine) tapFor(dev Device) *tap {
+	m := e.taps.Load()
+	if m == nil {
+		return nil
+	}
+	return (*m)[dev]
+}
+
+func (t *tap) put(out bool, pkt []byte) {
+	select {
+	case t.ch <- CapturedPacket{Time: time.Now(), Out: out, Data: append([]byte(nil), pkt...)}:
+	default:
+		t.lost.Add(1)
+	}
+}
