@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -53,6 +54,9 @@ type Agent struct {
 
 	level           *zap.AtomicLevel
 	configEndpoints map[string]bool // endpoints that came from the configuration
+	adopt           map[string]bool // endpoints whose devices a crashed run left, during New
+	stateMu         sync.Mutex      // protects vtepsFromAPI, configEndpoints after New, and the state file
+	vtepsFromAPI    bool            // the VTEP table was last set through the API
 	metrics         *http.Server
 }
 
@@ -123,13 +127,21 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 		}
 	}
 
-	hostIP := cfg.PodCIDR.Masked().Addr().Next()
-	a.host, err = tun.Create(HostDevice)
+	// What a previous agent left: after a crash its devices are still
+	// there (they are persistent) and are taken over, not recreated, so
+	// pods never lose their interface.
+	st, err := loadState(a.statePath())
 	if err != nil {
-		closeUnders()
-		return nil, fmt.Errorf("host device: %w", err)
+		log.Warn("state unreadable; starting afresh", zap.Error(err))
+		st = &state{}
 	}
-	if err := a.host.ConfigureHere(netip.PrefixFrom(hostIP, cfg.PodCIDR.Bits()), a.underlayMTU); err != nil {
+	a.adopt = map[string]bool{}
+	for _, ep := range st.Endpoints {
+		a.adopt[ep.Name] = true
+	}
+
+	hostIP := cfg.PodCIDR.Masked().Addr().Next()
+	if err := a.hostDevice(netip.PrefixFrom(hostIP, cfg.PodCIDR.Bits()), len(st.Endpoints) > 0); err != nil {
 		closeUnders()
 		return nil, fmt.Errorf("host device: %w", err)
 	}
@@ -147,7 +159,7 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 		DisableSourceCheck:   !cfg.TunnelSourceCheck,
 		Native:               native,
 		AutoDirectNodeRoutes: cfg.AutoDirectNodeRoutes,
-	}, log, unders, a.host, newEndpointDevice, a.routes)
+	}, log, unders, a.host, a.newEndpointDevice, a.routes)
 	if err != nil {
 		closeUnders()
 		return nil, err
@@ -166,7 +178,19 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 			return nil, err
 		}
 	}
-	if cfg.EnableVTEP {
+	for _, n := range st.Nodes {
+		if err := a.eng.AddNode(n); err != nil {
+			log.Warn("node from the previous run not restored", zap.String("node", n.Name), zap.Error(err))
+		}
+	}
+	if st.VTEPs != nil {
+		if err := a.eng.SetVTEPs(*st.VTEPs); err != nil {
+			log.Warn("vteps from the previous run not restored", zap.Error(err))
+		} else {
+			a.vtepsFromAPI = true
+		}
+	}
+	if cfg.EnableVTEP && !a.vtepsFromAPI {
 		vs, err := vtepSpecs(cfg.VTEPs)
 		if err != nil {
 			return nil, err
@@ -180,13 +204,35 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("endpoint %s allow-from: %w", ep.Name, err)
 		}
-		if err := a.eng.AddEndpoint(dataplane.EndpointSpec{
-			Name: ep.Name, IP: ep.IP, Netns: ep.Netns, Ifname: ep.Ifname, Identity: identity.ID(ep.Identity), AllowFrom: allow,
-		}); err != nil {
+		spec := endpointSpec(ep)
+		spec.AllowFrom = allow
+		if err := a.eng.AddEndpoint(spec); err != nil {
 			return nil, err
 		}
 		a.configEndpoints[ep.Name] = true
 	}
+	for _, ep := range st.Endpoints {
+		if !ep.FromAPI || a.configEndpoints[ep.Name] {
+			continue
+		}
+		if err := a.eng.AddEndpoint(ep.EndpointSpec); err != nil {
+			log.Warn("endpoint from the previous run not restored", zap.String("endpoint", ep.Name), zap.Error(err))
+		}
+	}
+	// Devices of the previous run that nobody claimed (an endpoint since
+	// removed from the file) are removed.
+	for name := range a.adopt {
+		for _, ep := range st.Endpoints {
+			if ep.Name == name {
+				if d, err := tun.Attach(ep.Netns, ifnameOr(ep.Ifname)); err == nil {
+					d.Destroy()
+					log.Info("removed a device the previous run left", zap.String("endpoint", name))
+				}
+			}
+		}
+	}
+	a.adopt = nil
+	a.saveState()
 	if err := a.listen(); err != nil {
 		return nil, err
 	}
@@ -259,6 +305,10 @@ func (a *Agent) Close() error {
 		a.ln.Close()
 		os.Remove(a.cfg.Socket)
 		a.ln = nil
+	}
+	if a.eng != nil && a.cfg.StateDir != "" {
+		// Everything is removed below: nothing for a next agent to adopt.
+		os.Remove(a.statePath())
 	}
 	if a.eng != nil {
 		if a.cfg.ClusterCIDR.IsValid() && a.routes != nil {
@@ -342,8 +392,19 @@ func underlayLink(nodeIP netip.Addr, name string) (netlink.Link, error) {
 }
 
 // newEndpointDevice makes a pod's TUN: created here under a temporary
-// name, then moved into the pod's namespace and configured there.
-func newEndpointDevice(s dataplane.EndpointSpec, mtu int) (dataplane.Device, error) {
+// name, then moved into the pod's namespace and configured there. It is
+// persistent, so a crash of the agent leaves the pod its interface; the
+// next agent takes it back (adopt) instead of making a new one.
+func (a *Agent) newEndpointDevice(s dataplane.EndpointSpec, mtu int) (dataplane.Device, error) {
+	if a.adopt[s.Name] {
+		delete(a.adopt, s.Name)
+		d, err := tun.Attach(s.Netns, ifnameOr(s.Ifname))
+		if err == nil {
+			a.log.Info("endpoint device adopted from the previous run", zap.String("endpoint", s.Name))
+			return d, nil
+		}
+		a.log.Info("endpoint device not adopted; creating it", zap.String("endpoint", s.Name), zap.Error(err))
+	}
 	d, err := tun.Create(tempName(s.Name))
 	if err != nil {
 		return nil, err
@@ -352,7 +413,47 @@ func newEndpointDevice(s dataplane.EndpointSpec, mtu int) (dataplane.Device, err
 		d.Close()
 		return nil, err
 	}
+	if err := d.SetPersist(true); err != nil {
+		d.Destroy()
+		return nil, err
+	}
 	return d, nil
+}
+
+func endpointSpec(ep config.Endpoint) dataplane.EndpointSpec {
+	return dataplane.EndpointSpec{Name: ep.Name, IP: ep.IP, Netns: ep.Netns, Ifname: ep.Ifname, Identity: identity.ID(ep.Identity)}
+}
+
+func ifnameOr(s string) string {
+	if s == "" {
+		return "eth0"
+	}
+	return s
+}
+
+// hostDevice creates vxdp_host, or adopts the one a crashed agent left
+// (only when its state says there was one: a vxdp_host nobody recorded is
+// not ours to take).
+func (a *Agent) hostDevice(addr netip.Prefix, adopt bool) error {
+	d, err := tun.Create(HostDevice)
+	if err != nil && adopt {
+		var aerr error
+		d, aerr = tun.Attach("", HostDevice)
+		if aerr != nil {
+			return errors.Join(err, aerr)
+		}
+		a.log.Info("host device adopted from the previous run")
+		a.host = d
+		return ensureHostAddr(d, addr, a.underlayMTU)
+	}
+	if err != nil {
+		return err
+	}
+	a.host = d
+	if err := d.ConfigureHere(addr, a.underlayMTU); err != nil {
+		return err
+	}
+	return d.SetPersist(true)
 }
 
 // tempName is a unique, valid interface name for a device on its way into

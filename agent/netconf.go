@@ -115,3 +115,22 @@ func hostSysctls(log *zap.Logger) {
 		}
 	}
 }
+
+// ensureHostAddr checks an adopted host device still has its address, MTU
+// and up state, restoring what is missing.
+func ensureHostAddr(d interface{ Index() int }, addr netip.Prefix, mtu int) error {
+	link, err := netlink.LinkByIndex(d.Index())
+	if err != nil {
+		return fmt.Errorf("%s: %w", HostDevice, err)
+	}
+	ipn := &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), addr.Addr().BitLen())}
+	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: ipn}); err != nil {
+		return fmt.Errorf("%s address %s: %w", HostDevice, addr, err)
+	}
+	if link.Attrs().MTU != mtu {
+		if err := netlink.LinkSetMTU(link, mtu); err != nil {
+			return fmt.Errorf("%s mtu %d: %w", HostDevice, mtu, err)
+		}
+	}
+	return netlink.LinkSetUp(link)
+}

@@ -117,7 +117,9 @@ func (a *Agent) Reload(n *config.Config) error {
 		if err := a.eng.DelEndpoint(name); err != nil {
 			return err
 		}
+		a.stateMu.Lock()
 		delete(a.configEndpoints, name)
+		a.stateMu.Unlock()
 		changes = append(changes, "endpoint -"+name)
 	}
 	for name, w := range wantEPs {
@@ -127,16 +129,22 @@ func (a *Agent) Reload(n *config.Config) error {
 		if err := a.eng.AddEndpoint(w.spec); err != nil {
 			return err
 		}
+		a.stateMu.Lock()
 		a.configEndpoints[name] = true
+		a.stateMu.Unlock()
 		changes = append(changes, "endpoint +"+name)
 	}
 	if !slices.Equal(a.eng.VTEPs(), sortedVTEPs(newVTEPs)) {
 		if err := a.eng.SetVTEPs(newVTEPs); err != nil {
 			return fmt.Errorf("vteps: %w", err)
 		}
+		a.stateMu.Lock()
+		a.vtepsFromAPI = false
+		a.stateMu.Unlock()
 		changes = append(changes, "vteps")
 	}
 	a.cfg = n
+	a.saveState()
 	a.log.Info("configuration reloaded", zap.Strings("changes", changes))
 	return nil
 }

@@ -40,18 +40,25 @@ func (a *Agent) handler() http.Handler {
 			writeError(w, http.StatusBadRequest, fmt.Errorf("vtep cidr %q: not a CIDR", r.PathValue("addr")+"/"+r.PathValue("bits")))
 			return
 		}
-		writeResult(w, a.eng.DelVTEP(p), nil)
+		writeResult(w, a.vtepsChanged(a.eng.DelVTEP(p)), nil)
 	})
 	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.Nodes()) })
 	mux.HandleFunc("POST /v1/nodes", a.postNode)
 	mux.HandleFunc("DELETE /v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
-		writeResult(w, a.eng.DelNode(r.PathValue("name")), nil)
+		writeResult(w, a.changed(a.eng.DelNode(r.PathValue("name"))), nil)
 	})
 	mux.HandleFunc("GET /v1/endpoints", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.Endpoints()) })
 	mux.HandleFunc("POST /v1/endpoints", a.postEndpoint)
 	mux.HandleFunc("PUT /v1/endpoints/{name}/policy", a.putPolicy)
 	mux.HandleFunc("DELETE /v1/endpoints/{name}", func(w http.ResponseWriter, r *http.Request) {
-		writeResult(w, a.eng.DelEndpoint(r.PathValue("name")), nil)
+		name := r.PathValue("name")
+		err := a.eng.DelEndpoint(name)
+		if err == nil {
+			a.stateMu.Lock()
+			delete(a.configEndpoints, name)
+			a.stateMu.Unlock()
+		}
+		writeResult(w, a.changed(err), nil)
 	})
 	if os.Getenv("VXDP_TEST_HOOKS") == "1" {
 		// Only for tests of the watchdog: make a pod's worker hang.
@@ -163,7 +170,7 @@ func (a *Agent) postNode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	err = a.eng.AddNode(dataplane.NodeSpec{Name: req.Name, IP: ip, PodCIDR: p, Source: "api"})
-	writeResult(w, err, nil)
+	writeResult(w, a.changed(err), nil)
 }
 
 func (a *Agent) postEndpoint(w http.ResponseWriter, r *http.Request) {
@@ -198,7 +205,7 @@ func (a *Agent) postEndpoint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	err = a.eng.AddEndpoint(dataplane.EndpointSpec{Name: req.Name, IP: ip, Netns: req.Netns, Ifname: req.Ifname, Identity: id, AllowFrom: allow})
-	writeResult(w, err, nil)
+	writeResult(w, a.changed(err), nil)
 }
 
 // parseAllowFrom turns identity numbers and reserved names into IDs; an
@@ -240,7 +247,7 @@ func (a *Agent) putPolicy(w http.ResponseWriter, r *http.Request) {
 	} else if allow == nil {
 		allow = []identity.ID{} // nothing allowed
 	}
-	writeResult(w, a.eng.SetPolicy(r.PathValue("name"), allow), nil)
+	writeResult(w, a.changed(a.eng.SetPolicy(r.PathValue("name"), allow)), nil)
 }
 
 func parseVTEP(v api.VTEPRequest) (dataplane.VTEPSpec, error) {
@@ -273,7 +280,7 @@ func (a *Agent) postVTEP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	writeResult(w, a.eng.AddVTEP(s), nil)
+	writeResult(w, a.vtepsChanged(a.eng.AddVTEP(s)), nil)
 }
 
 // putVTEPs replaces the whole VTEP table (a reload).
@@ -291,7 +298,7 @@ func (a *Agent) putVTEPs(w http.ResponseWriter, r *http.Request) {
 		}
 		specs = append(specs, s)
 	}
-	writeResult(w, a.eng.SetVTEPs(specs), nil)
+	writeResult(w, a.vtepsChanged(a.eng.SetVTEPs(specs)), nil)
 }
 
 // getMonitor streams events as JSON lines until the client goes away.
@@ -363,6 +370,23 @@ func (a *Agent) getCapture(w http.ResponseWriter, r *http.Request) {
 			fl.Flush()
 		}
 	}
+}
+
+// changed records the state after a successful change through the API.
+func (a *Agent) changed(err error) error {
+	if err == nil {
+		a.saveState()
+	}
+	return err
+}
+
+func (a *Agent) vtepsChanged(err error) error {
+	if err == nil {
+		a.stateMu.Lock()
+		a.vtepsFromAPI = true
+		a.stateMu.Unlock()
+	}
+	return a.changed(err)
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {

@@ -334,7 +334,7 @@ func (e *Engine) Close() error {
 		}
 	}
 	for _, ep := range eps {
-		if err := ep.dev.Close(); err != nil {
+		if err := destroyDevice(ep.dev); err != nil {
 			errs = append(errs, fmt.Errorf("close endpoint %s: %w", ep.Name, err))
 		}
 	}
@@ -344,7 +344,7 @@ func (e *Engine) Close() error {
 		}
 	}
 	if e.host != nil {
-		if err := e.host.Close(); err != nil {
+		if err := destroyDevice(e.host); err != nil {
 			errs = append(errs, fmt.Errorf("close host device: %w", err))
 		}
 	}
@@ -557,7 +557,7 @@ func (e *Engine) DelEndpoint(name string) error {
 	delete(e.endpoints, name)
 	e.publishLocked()
 	e.mu.Unlock()
-	err := ep.dev.Close()
+	err := destroyDevice(ep.dev)
 	<-ep.done
 	e.log.Info("endpoint removed", zap.String("endpoint", name))
 	if err != nil {
@@ -707,6 +707,20 @@ func (e *Engine) HangWorker(endpoint string) error {
 		}
 	}
 	return fmt.Errorf("endpoint %s worker: %w", endpoint, ErrNotFound)
+}
+
+// destroyer is a device that can outlive its descriptor (a persistent
+// TUN) and must be told to go away for good.
+type destroyer interface{ Destroy() error }
+
+// destroyDevice removes a device for good: Destroy when it has one, Close
+// otherwise. Only a crash leaves persistent devices behind, for the next
+// agent to adopt.
+func destroyDevice(d Device) error {
+	if x, ok := d.(destroyer); ok {
+		return x.Destroy()
+	}
+	return d.Close()
 }
 
 // Problems lists what makes the engine unhealthy; empty when it is fine.

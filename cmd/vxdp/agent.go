@@ -29,6 +29,7 @@ func dropOrder() []string {
 
 func newAgentCmd(g *globals) *cobra.Command {
 	var file, dir string
+	var cleanup, cleanupForce bool
 	overrides := map[string]*string{}
 	c := &cobra.Command{
 		Use:   "agent --config FILE",
@@ -83,6 +84,16 @@ func newAgentCmd(g *globals) *cobra.Command {
 				return usagef("log-level %q: %v", cfg.LogLevel, err)
 			}
 			defer log.Sync()
+			if cleanup {
+				// Under systemd's ExecStopPost after a failure, a restart
+				// (Restart=on-failure) follows and must find the pods'
+				// devices to adopt: leave them.
+				if r := os.Getenv("SERVICE_RESULT"); r != "" && r != "success" && !cleanupForce {
+					log.Info("not cleaning up: the service failed and will be restarted", zap.String("result", r))
+					return nil
+				}
+				return agent.Cleanup(cfg, log)
+			}
 			a, err := agent.New(cfg, log)
 			if err != nil {
 				log.Error("agent start", zap.Error(err))
@@ -109,6 +120,8 @@ func newAgentCmd(g *globals) *cobra.Command {
 	}
 	c.Flags().StringVar(&file, "config", "", "configuration file (YAML)")
 	c.Flags().StringVar(&dir, "config-dir", "", "Cilium ConfigMap directory: one file per key")
+	c.Flags().BoolVar(&cleanup, "cleanup", false, "remove what a killed agent left (pod devices, vxdp_host, routes, state) and exit; for ExecStopPost")
+	c.Flags().BoolVar(&cleanupForce, "force", false, "with --cleanup: clean up even after a failure systemd will restart")
 	for _, k := range []string{"node-ip", "pod-cidr", "device", "underlay", "log-level"} {
 		v := new(string)
 		overrides[k] = v
