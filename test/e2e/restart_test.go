@@ -118,6 +118,20 @@ endpoints:
 		}
 	}()
 
+	// And an iperf3 stream beside it, the way an operator would watch.
+	iperfSrv := lab.Start(p2, "iperf3-server", "iperf3", "-s", "-1", "-p", "7200")
+	_ = iperfSrv
+	time.Sleep(300 * time.Millisecond)
+	type iperfResult struct {
+		out string
+		err error
+	}
+	iperfc := make(chan iperfResult, 1)
+	go func() {
+		out, err := p1.Run("iperf3", "-c", "10.1.2.20", "-p", "7200", "-t", "4", "-i", "0.5", "-f", "m")
+		iperfc <- iperfResult{out, err}
+	}()
+
 	time.Sleep(time.Second)
 	maxGap.Store(0)
 	before := received.Load()
@@ -131,13 +145,18 @@ endpoints:
 	a1b := lab.Start(n1, "agent1-restarted", vxdpBin, "agent", "--config", cfg1, "--socket", s1)
 	waitAgent(t, a1b, s1)
 	t.Logf("agent restarted in %v", time.Since(restart))
-	time.Sleep(2 * time.Second)
+	time.Sleep(3 * time.Second)
 	close(stop)
 	conn.Close()
 	wg.Wait()
 	if werr != nil || rerr != nil {
 		t.Fatalf("stream broken by the restart: write %v, read %v", werr, rerr)
 	}
+	ir := <-iperfc
+	if ir.err != nil || !strings.Contains(ir.out, "receiver") {
+		t.Fatalf("iperf3 across the restart: %v\n%s", ir.err, ir.out)
+	}
+	t.Logf("iperf3 across kill -9 and restart:\n%s", ir.out)
 	gap := time.Duration(maxGap.Load())
 	t.Logf("longest pause in the stream across kill -9 and restart: %v; %d MB after the kill", gap, (received.Load()-before)>>20)
 	if gap >= time.Second {
