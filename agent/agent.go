@@ -21,6 +21,7 @@ import (
 
 	"github.com/vxdp/vxdp/config"
 	"github.com/vxdp/vxdp/dataplane"
+	"github.com/vxdp/vxdp/dataplane/afxdp"
 	"github.com/vxdp/vxdp/dataplane/tun"
 	"github.com/vxdp/vxdp/dataplane/udp"
 	"github.com/vxdp/vxdp/encap"
@@ -52,6 +53,7 @@ type Agent struct {
 	ln  net.Listener
 	srv *http.Server
 
+	xdp             *afxdp.Underlay // the AF_XDP underlay, when in use
 	level           *zap.AtomicLevel
 	configEndpoints map[string]bool // endpoints that came from the configuration
 	adopt           map[string]bool // endpoints whose devices a crashed run left, during New
@@ -103,27 +105,21 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 	// there is no tunnel socket at all.
 	var unders []dataplane.Device
 	if !native || cfg.EnableVTEP {
-		switch cfg.Underlay {
-		case "udp":
-			a.underlayKind, a.underlayReason = "udp", "configured"
-		case "auto":
-			a.underlayKind, a.underlayReason = "udp", "afxdp underlay not available in this build"
-		default:
-			return nil, fmt.Errorf("underlay %s: not available in this build (use udp or auto)", cfg.Underlay)
-		}
-		under, err := udp.Listen(netip.AddrPortFrom(cfg.NodeIP, cfg.TunnelPort))
+		var err error
+		unders, err = a.openUnderlay(link.Attrs().Name)
 		if err != nil {
-			return nil, fmt.Errorf("underlay: %w", err)
+			return nil, err
 		}
-		unders = append(unders, under)
-		log.Info("underlay", zap.String("kind", a.underlayKind), zap.String("reason", a.underlayReason),
-			zap.String("device", a.device), zap.Int("mtu", a.underlayMTU), zap.String("socket", under.Name()))
 	} else {
 		a.underlayKind, a.underlayReason = "none", "native routing without VTEPs needs no tunnel"
 	}
 	closeUnders := func() {
 		for _, u := range unders {
 			u.Close()
+		}
+		if a.xdp != nil {
+			a.xdp.Close()
+			a.xdp = nil
 		}
 	}
 
@@ -318,6 +314,14 @@ func (a *Agent) Close() error {
 			errs = append(errs, err)
 		}
 		a.eng = nil
+		if a.xdp != nil {
+			// The engine closed the queues; this detaches the program and
+			// frees the sockets and UMEM.
+			if err := a.xdp.Close(); err != nil {
+				errs = append(errs, err)
+			}
+			a.xdp = nil
+		}
 	} else if a.host != nil {
 		a.host.Close()
 	}
@@ -362,6 +366,56 @@ func vtepSpecs(in []config.VTEP) ([]dataplane.VTEPSpec, error) {
 		out = append(out, dataplane.VTEPSpec{CIDR: v.CIDR, Endpoint: v.Endpoint, MAC: mac})
 	}
 	return out, nil
+}
+
+// openUnderlay opens the tunnel side of the node: AF_XDP sockets on the
+// device or a UDP socket, as `underlay` says. auto takes AF_XDP only where
+// the driver offers native XDP with zero-copy sockets (on a veth, copy mode
+// is slower than the UDP socket with its offloads), and says why.
+func (a *Agent) openUnderlay(device string) ([]dataplane.Device, error) {
+	cfg := a.cfg
+	useXDP := false
+	switch cfg.Underlay {
+	case config.UnderlayUDP:
+		a.underlayKind, a.underlayReason = "udp", "configured"
+	case config.UnderlayAFXDP:
+		useXDP = true
+		a.underlayKind, a.underlayReason = "afxdp", "configured"
+	default:
+		ok, reason := afxdp.Probe(device)
+		useXDP = ok
+		if ok {
+			a.underlayKind, a.underlayReason = "afxdp", "auto: "+reason
+		} else {
+			a.underlayKind, a.underlayReason = "udp", "auto: "+reason
+		}
+	}
+	if useXDP {
+		u, err := afxdp.Open(afxdp.Config{
+			Device: device, NodeIP: cfg.NodeIP, Port: cfg.TunnelPort, Logger: a.log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("underlay afxdp on %s: %w", device, err)
+		}
+		a.xdp = u
+		info := u.Info()
+		a.underlayReason += fmt.Sprintf("; %s XDP, %s sockets, %d queue(s), need_wakeup %v", info.XDPMode, info.Bind, info.Queues, info.NeedWakeup)
+		var devs []dataplane.Device
+		for _, q := range u.Queues() {
+			devs = append(devs, q)
+		}
+		a.log.Info("underlay", zap.String("kind", "afxdp"), zap.String("reason", a.underlayReason),
+			zap.String("device", device), zap.String("xdp-mode", info.XDPMode), zap.String("bind", info.Bind),
+			zap.Int("queues", info.Queues), zap.Int("mtu", a.underlayMTU))
+		return devs, nil
+	}
+	under, err := udp.Listen(netip.AddrPortFrom(cfg.NodeIP, cfg.TunnelPort))
+	if err != nil {
+		return nil, fmt.Errorf("underlay: %w", err)
+	}
+	a.log.Info("underlay", zap.String("kind", a.underlayKind), zap.String("reason", a.underlayReason),
+		zap.String("device", device), zap.Int("mtu", a.underlayMTU), zap.String("socket", under.Name()))
+	return []dataplane.Device{under}, nil
 }
 
 // underlayLink finds the device that holds nodeIP (or checks the named

@@ -31,6 +31,7 @@ type cluster struct {
 	configs  [2]string
 	nodeIPs  [2]string
 	podCIDRs [2]string
+	extra    [2]string // extra configuration lines per node
 }
 
 var podIPs = map[string]string{
@@ -39,6 +40,12 @@ var podIPs = map[string]string{
 }
 
 func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	return newClusterWith(t, [2]string{})
+}
+
+// newClusterWith adds extra configuration lines to each node's file.
+func newClusterWith(t *testing.T, extra [2]string) *cluster {
 	t.Helper()
 	c := &cluster{
 		t:        t,
@@ -55,6 +62,7 @@ func newCluster(t *testing.T) *cluster {
 	}
 	c.lab.Veth(c.node[0], "eth0", c.nodeIPs[0]+"/24", c.node[1], "eth0", c.nodeIPs[1]+"/24", 1500)
 
+	c.extra = extra
 	c.configs[0] = c.writeConfig("node1", 0, 1, fmt.Sprintf(`
   - {name: pod1a, ip: 10.1.1.10, netns: %s, identity: 1000}
   - {name: pod1b, ip: 10.1.1.11, netns: %s, identity: "1001"}`, c.pods["pod1a"].Path, c.pods["pod1b"].Path))
@@ -73,14 +81,15 @@ func newCluster(t *testing.T) *cluster {
 }
 
 func (c *cluster) writeConfig(name string, self, peer int, endpoints string) string {
-	cfg := fmt.Sprintf(`node-name: %s
+	cfg := fmt.Sprintf(`%s
+node-name: %s
 node-ip: %s
 pod-cidr: %s
 cluster-pool-ipv4-cidr: 10.1.0.0/16
 nodes:
   - {name: node%d, ip: %s, pod-cidr: %s}
 endpoints:%s
-`, name, c.nodeIPs[self], c.podCIDRs[self], peer+1, c.nodeIPs[peer], c.podCIDRs[peer], endpoints)
+`, c.extra[self], name, c.nodeIPs[self], c.podCIDRs[self], peer+1, c.nodeIPs[peer], c.podCIDRs[peer], endpoints)
 	path := filepath.Join(c.dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		c.t.Fatal(err)

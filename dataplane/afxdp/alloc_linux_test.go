@@ -1,0 +1,157 @@
+package afxdp
+
+import (
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestAllocs: Read and Write allocate nothing in steady state.
+func TestAllocs(t *testing.T) {
+	needRoot(t)
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	p := newPair(t, 1)
+	u := openIn(t, p.a, defaultConfig())
+	q := u.Queues()[0]
+	closeAfter(t, u, 30*time.Second)
+	to := netip.AddrPortFrom(addrB, 7777)
+	udpConnIn(t, p.b, to) // a listener, so that B answers with no ICMP
+
+	pkt := packets(1, netip.AddrPortFrom(addrA, 5555), to, "alloc")
+	if n, err := q.Write(pkt, headroom); err != nil || n != 1 {
+		t.Fatalf("prime: %d, %v", n, err)
+	}
+	waitFor(t, 2*time.Second, "B to be resolved", func() bool { return u.Stats().ArpFlushed == 1 })
+	const runs = 300
+	if a := testing.AllocsPerRun(runs, func() {
+		if n, err := q.Write(pkt, headroom); err != nil || n != 1 {
+			t.Fatalf("write: %d, %v", n, err)
+		}
+	}); a != 0 {
+		t.Errorf("Write: %v allocations per call", a)
+	}
+	batch := packets(32, netip.AddrPortFrom(addrA, 5555), to, "batch")
+	if a := testing.AllocsPerRun(runs/10, func() {
+		if n, err := q.Write(batch, headroom); err != nil || n != len(batch) {
+			t.Fatalf("write: %d, %v", n, err)
+		}
+	}); a != 0 {
+		t.Errorf("Write of 32: %v allocations per call", a)
+	}
+
+	// Queue up more packets than the runs will read, so Read never parks.
+	sender := udpConnIn(t, p.b, netip.AddrPortFrom(addrB, 0))
+	for i := range 2 * (runs + 1) {
+		if _, err := sender.WriteToUDPAddrPort(fmt.Appendf(nil, "a-%d", i), netip.AddrPortFrom(addrA, 8472)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "the RX ring to fill", func() bool {
+		return atomic.LoadUint32(q.x.rx.producer)-atomic.LoadUint32(q.x.rx.consumer) >= 2*(runs+1)
+	})
+	bufs, sizes := makeBufs(1)
+	if a := testing.AllocsPerRun(runs, func() {
+		if n, err := q.Read(bufs, sizes, headroom); err != nil || n != 1 {
+			t.Fatalf("read: %d, %v", n, err)
+		}
+	}); a != 0 {
+		t.Errorf("Read: %v allocations per call", a)
+	}
+	bufs, sizes = makeBufs(8)
+	if a := testing.AllocsPerRun(runs/10, func() {
+		if n, err := q.Read(bufs, sizes, headroom); err != nil || n != 8 {
+			t.Fatalf("read: %d, %v", n, err)
+		}
+	}); a != 0 {
+		t.Errorf("Read of 8: %v allocations per call", a)
+	}
+}
+
+// TestThroughput measures, in bounded loops, how fast one queue sends and
+// receives on a veth pair. It asserts nothing but that traffic flowed.
+func TestThroughput(t *testing.T) {
+	needRoot(t)
+	if testing.Short() {
+		t.Skip("short")
+	}
+	p := newPair(t, 1)
+	u := openIn(t, p.a, defaultConfig())
+	q := u.Queues()[0]
+	closeAfter(t, u, 30*time.Second)
+	to := netip.AddrPortFrom(addrB, 7777)
+	udpConnIn(t, p.b, to)
+
+	// TX: 64-byte payloads in batches of 64, for at most 2 s or 500k packets.
+	batch := packets(64, netip.AddrPortFrom(addrA, 5555), to, "tput")
+	if _, err := q.Write(batch[:1], headroom); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "B to be resolved", func() bool { return u.Stats().ArpFlushed == 1 })
+	before := u.Stats()
+	start := time.Now()
+	sent := 0
+	for sent < 500_000 && time.Since(start) < 2*time.Second {
+		n, err := q.Write(batch, headroom)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent += n
+	}
+	el := time.Since(start)
+	after := u.Stats()
+	t.Logf("TX: %d packets in %v: %.0f packets/s (%d kicks, %d ring-full drops)",
+		sent, el.Round(time.Millisecond), float64(sent)/el.Seconds(), after.TxKicks-before.TxKicks, after.TxRingFull-before.TxRingFull)
+	if sent == 0 {
+		t.Fatal("nothing sent")
+	}
+
+	// RX: B sends as fast as one Go UDP socket can, for at most 2 s.
+	sender := udpConnIn(t, p.b, netip.AddrPortFrom(addrB, 0))
+	var stop atomic.Bool
+	sentRX := make(chan int)
+	go func() {
+		payload := make([]byte, 64)
+		n := 0
+		for !stop.Load() && n < 1_000_000 {
+			if _, err := sender.WriteToUDPAddrPort(payload, netip.AddrPortFrom(addrA, 8472)); err != nil {
+				break
+			}
+			n++
+		}
+		sentRX <- n
+	}()
+	time.AfterFunc(2*time.Second, func() { stop.Store(true) })
+	bufs, sizes := makeBufs(q.BatchSize())
+	got, total := 0, -1
+	start = time.Now()
+	var last time.Time
+	go func() {
+		// Stop reading once the sender is done and the queue drained
+		// (or lost what it lost).
+		total := <-sentRX
+		for u.Stats().RxFrames+u.Stats().KernelRxDropped < uint64(total) && time.Since(start) < 5*time.Second {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(50 * time.Millisecond)
+		q.Close()
+		sentRX <- total
+	}()
+	for {
+		n, err := q.Read(bufs, sizes, headroom)
+		if err != nil {
+			break
+		}
+		got += n
+		last = time.Now()
+	}
+	total = <-sentRX
+	el = last.Sub(start)
+	st := u.Stats()
+	t.Logf("RX: %d of %d packets in %v: %.0f packets/s (kernel: %d dropped, %d RX ring full, %d fill ring empty)",
+		got, total, el.Round(time.Millisecond), float64(got)/el.Seconds(), st.KernelRxDropped, st.KernelRxRingFull, st.KernelFillRingEmpty)
+	quietAudit(t, u)
+}

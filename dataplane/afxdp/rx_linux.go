@@ -1,0 +1,198 @@
+package afxdp
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vxdp/vxdp/dataplane"
+)
+
+// rxParkTimeout is how long Read sleeps in the poller before it checks
+// that its socket is still bound.
+const rxParkTimeout = time.Second
+
+// Read copies up to min(len(bufs), BatchSize()) received packets to
+// bufs[i][offset:], sizes[i] = length; each is an IPv4 packet (Ethernet
+// header removed, padding trimmed to the IPv4 total length). It blocks
+// until at least one packet is there. A frame that is not IPv4 or does not
+// fit its buffer is dropped and counted (RxDropped), never truncated.
+// Read must not be called concurrently with itself (a mutex serialises
+// such calls); the engine calls it from the queue's one worker.
+func (q *Queue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	if len(sizes) < len(bufs) {
+		return 0, fmt.Errorf("read %s: %d sizes for %d buffers", q.name, len(sizes), len(bufs))
+	}
+	if len(bufs) > batchSize {
+		bufs = bufs[:batchSize]
+	}
+	for i := range bufs {
+		if offset < 0 || offset >= len(bufs[i]) {
+			return 0, fmt.Errorf("read %s: offset %d outside buffer %d of %d bytes", q.name, offset, i, len(bufs[i]))
+		}
+	}
+	q.rxMu.Lock()
+	defer q.rxMu.Unlock()
+	for {
+		if q.closed.Load() || q.dead {
+			return 0, q.closedErr("read")
+		}
+		if q.u.gone.Load() {
+			return 0, fmt.Errorf("read %s: %w", q.name, dataplane.ErrDeviceGone)
+		}
+		n, seen := q.receive(bufs, sizes, offset)
+		if n > 0 {
+			return n, nil
+		}
+		if seen > 0 {
+			continue // all dropped; look again before sleeping
+		}
+		if err := q.waitRX(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// receive takes what the RX ring holds, without blocking. It returns the
+// packets delivered and the frames consumed.
+func (q *Queue) receive(bufs [][]byte, sizes []int, offset int) (out int, seen uint32) {
+	x := q.x
+	idx, n := x.rx.peek(uint32(len(bufs)))
+	if n == 0 {
+		return 0, 0
+	}
+	umem := x.umem
+	var bytes, dropped uint64
+	for i := uint32(0); i < n; i++ {
+		d := x.rx.desc(idx + i)
+		addr, l := d.addr, uint64(d.len)
+		q.rxFree = append(q.rxFree, addr&q.frameMask)
+		if addr+l > uint64(len(umem)) || l > uint64(len(umem)) {
+			dropped++
+			continue
+		}
+		pkt, ok := ipv4OfFrame(umem[addr : addr+l])
+		if !ok {
+			dropped++
+			continue
+		}
+		dst := bufs[out][offset:]
+		if len(pkt) > len(dst) {
+			dropped++
+			continue
+		}
+		sizes[out] = copy(dst, pkt)
+		bytes += uint64(len(pkt))
+		out++
+	}
+	// The slots go back to the kernel now; the frames, now on rxFree,
+	// only through the fill ring.
+	x.rx.release()
+	q.rxKernel -= int(n)
+	q.refill()
+	q.rc.frames.Add(uint64(out))
+	q.rc.bytes.Add(bytes)
+	if dropped > 0 {
+		q.rc.dropped.Add(dropped)
+	}
+	q.publishRX()
+	return out, n
+}
+
+// refill moves free RX frames to the fill ring.
+func (q *Queue) refill() {
+	if len(q.rxFree) == 0 {
+		return
+	}
+	f := q.x.fill
+	idx, n := f.reserve(uint32(len(q.rxFree)))
+	for i := uint32(0); i < n; i++ {
+		last := len(q.rxFree) - 1
+		*f.addr(idx + i) = q.rxFree[last]
+		q.rxFree = q.rxFree[:last]
+	}
+	f.submit()
+	q.rxKernel += int(n)
+	q.rc.refills.Add(uint64(n))
+}
+
+func (q *Queue) publishRX() {
+	q.rc.free.Store(int64(len(q.rxFree)))
+	q.rc.kernel.Store(int64(q.rxKernel))
+}
+
+// ipv4OfFrame returns the IPv4 packet in an Ethernet frame, cut to its
+// total length (short frames carry padding).
+func ipv4OfFrame(f []byte) ([]byte, bool) {
+	if len(f) < ethLen+minIPv4Len || f[12] != 0x08 || f[13] != 0x00 {
+		return nil, false
+	}
+	p := f[ethLen:]
+	ihl := int(p[0]&0x0f) * 4
+	total := int(p[2])<<8 | int(p[3])
+	if p[0]>>4 != 4 || ihl < minIPv4Len || total < ihl || total > len(p) {
+		return nil, false
+	}
+	return p[:total], true
+}
+
+// waitRX parks until the RX ring has entries, the queue is closed or the
+// socket fails.
+func (q *Queue) waitRX() error {
+	if q.x.fill.needWakeup() {
+		// A zero-copy driver that ran dry waits for this before it
+		// takes the frames refill put on the fill ring.
+		q.x.kickRX()
+		q.rc.kicks.Add(1)
+	}
+	q.rxWaited, q.rxErr = false, 0
+	// The deadline is a safety net: a socket whose device went away
+	// never becomes readable, and the link watcher may have missed it.
+	q.x.file.SetReadDeadline(time.Now().Add(rxParkTimeout))
+	err := q.x.raw.Read(q.rxWaitFn)
+	if q.closed.Load() {
+		return q.closedErr("read")
+	}
+	if err != nil {
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("read %s: %w", q.name, err)
+		}
+		if e := q.x.kickRX(); e == unix.ENXIO {
+			return q.socketErr("read", e)
+		}
+		return nil
+	}
+	if q.rxErr != 0 {
+		return q.socketErr("read", q.rxErr)
+	}
+	return nil
+}
+
+// rxReady is the poller callback of waitRX; false parks the goroutine
+// until the socket signals.
+func (q *Queue) rxReady(uintptr) bool {
+	if q.x.rx.available() > 0 || q.closed.Load() || q.u.gone.Load() {
+		return true
+	}
+	if q.rxWaited {
+		// Signalled with nothing to read: an error on the socket, such
+		// as the device going away, which unbinds it.
+		switch e := q.x.kickRX(); e {
+		case unix.ENXIO, unix.ENETDOWN, unix.ENODEV:
+			q.rxErr = e
+			return true
+		}
+		if v, err := unix.GetsockoptInt(q.x.fd, unix.SOL_SOCKET, unix.SO_ERROR); err == nil && v != 0 {
+			q.rxErr = unix.Errno(v)
+			return true
+		}
+	}
+	q.rxWaited = true
+	return false
+}

@@ -1,0 +1,337 @@
+package afxdp
+
+import (
+	"fmt"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vxdp/vxdp/dataplane"
+)
+
+// maxKicks bounds the sendto calls one copy-mode flush of the TX ring may
+// make (each sends up to the skb budget).
+const maxKicks = 8
+
+// Write sends every bufs[i][offset:], each a complete IPv4 packet, as an
+// Ethernet frame from the device's MAC to the MAC of the next hop towards
+// the packet's destination. The packet is copied into a UMEM frame, so the
+// caller owns bufs again when Write returns; the headroom is not used.
+//
+// A packet counts as accepted when it is on the TX ring, or waiting (at
+// most 256 over all queues, at most a second) for its next hop's MAC,
+// which the kernel is then asked to resolve. Packets that are not valid
+// IPv4 or exceed the MTU (TxInvalid), whose destination is not reached
+// through the device (TxNoRoute), that find the ARP wait queue full
+// (TxNoNeighbour) or no free frame even after the kernel was kicked
+// (TxRingFull) are dropped and counted. The error is non-nil only when
+// the queue is closed (ErrClosed) or the socket lost its device
+// (ErrDeviceGone when the device was removed).
+//
+// Write is safe for concurrent use; calls on one queue take turns.
+func (q *Queue) Write(bufs [][]byte, offset int) (int, error) {
+	if q.closed.Load() {
+		return 0, q.closedErr("write")
+	}
+	snap := q.u.nb.snap.Load()
+	q.txMu.Lock()
+	defer q.txMu.Unlock()
+	if q.dead {
+		return 0, q.closedErr("write")
+	}
+	if q.u.gone.Load() {
+		return 0, fmt.Errorf("write %s: %w", q.name, dataplane.ErrDeviceGone)
+	}
+	x := q.x
+	q.reap()
+	if len(q.waiting) > 0 {
+		// Older packets first, when their next hop has been resolved.
+		q.flushLocked(snap, q.u.clock())
+	}
+	var (
+		accepted, staged, invalid, noRoute int
+		bytes                              uint64
+		lastDst                            uint32
+		lastHop                            hop
+		lastOK                             bool
+		haveLast                           bool
+		lastReq                            uint32
+	)
+	mtu := q.u.mtu
+	for _, b := range bufs {
+		if offset < 0 || offset > len(b) {
+			invalid++
+			continue
+		}
+		p := b[offset:]
+		if len(p) < minIPv4Len || p[0]>>4 != 4 || int(p[0]&0x0f)*4 < minIPv4Len {
+			invalid++
+			continue
+		}
+		total := int(p[2])<<8 | int(p[3])
+		if total < int(p[0]&0x0f)*4 || total > len(p) || total > mtu {
+			invalid++
+			continue
+		}
+		p = p[:total]
+		dst := uint32(p[16])<<24 | uint32(p[17])<<16 | uint32(p[18])<<8 | uint32(p[19])
+		if !haveLast || dst != lastDst {
+			lastDst, haveLast = dst, true
+			lastHop, lastOK = snap.lookup(dst)
+		}
+		if !lastOK {
+			if q.enqueue(p, dst, dst != lastReq) {
+				accepted++
+			}
+			lastReq = dst
+			continue
+		}
+		if lastHop.noRoute {
+			noRoute++
+			continue
+		}
+		addr, ok := q.txFrame()
+		if !ok {
+			q.tc.ringFull.Add(1)
+			continue
+		}
+		idx, n := x.tx.reserve(1)
+		if n == 0 {
+			// Cannot happen while every TX frame fits on the TX ring;
+			// keep the frame rather than lose it.
+			q.txFree = append(q.txFree, addr)
+			q.tc.ringFull.Add(1)
+			continue
+		}
+		frame := x.umem[addr : addr+uint64(ethLen+len(p))]
+		q.writeEthernet(frame, &lastHop.mac)
+		copy(frame[ethLen:], p)
+		*x.tx.desc(idx) = xdpDesc{addr: addr, len: uint32(len(frame))}
+		q.txKernel++
+		staged++
+		accepted++
+		bytes += uint64(len(frame))
+		if u := lastHop.used; u != nil && !u.Load() {
+			u.Store(true)
+		}
+	}
+	if x.tx.pending() > 0 {
+		x.tx.submit()
+		q.kick()
+	}
+	q.tc.frames.Add(uint64(staged))
+	q.tc.bytes.Add(bytes)
+	if invalid > 0 {
+		q.tc.invalid.Add(uint64(invalid))
+	}
+	if noRoute > 0 {
+		q.tc.noRoute.Add(uint64(noRoute))
+	}
+	q.publishTX()
+	if q.txErr != 0 {
+		e := q.txErr
+		q.txErr = 0
+		return accepted, q.socketErr("write", e)
+	}
+	return accepted, nil
+}
+
+func (q *Queue) writeEthernet(frame []byte, dst *[6]byte) {
+	copy(frame[0:6], dst[:])
+	copy(frame[6:12], q.u.mac[:])
+	frame[12], frame[13] = 0x08, 0x00
+}
+
+// txFrame pops a free TX frame. When none is left it makes the kernel
+// send what is on the TX ring and reaps the completions, a few times.
+func (q *Queue) txFrame() (uint64, bool) {
+	if n := len(q.txFree); n > 0 {
+		a := q.txFree[n-1]
+		q.txFree = q.txFree[:n-1]
+		return a, true
+	}
+	q.tc.exhausted.Add(1)
+	for try := 0; try < 4; try++ {
+		if q.x.tx.pending() > 0 {
+			q.x.tx.submit()
+		}
+		q.kick()
+		q.reap()
+		if n := len(q.txFree); n > 0 {
+			a := q.txFree[n-1]
+			q.txFree = q.txFree[:n-1]
+			return a, true
+		}
+		if q.txErr != 0 {
+			break
+		}
+		// Zero-copy completions come from the driver's interrupt.
+		runtime.Gosched()
+	}
+	return 0, false
+}
+
+// reap returns completed TX frames to the free stack.
+func (q *Queue) reap() {
+	c := q.x.comp
+	idx, n := c.peek(c.size)
+	if n == 0 {
+		return
+	}
+	for i := uint32(0); i < n; i++ {
+		q.txFree = append(q.txFree, *c.addr(idx + i)&q.frameMask)
+	}
+	c.release()
+	q.txKernel -= int(n)
+	q.tc.completed.Add(uint64(n))
+}
+
+// kick wakes the kernel for the TX ring. In copy mode the frames are
+// turned into skbs and sent inside sendto, at most a budget per call;
+// EAGAIN says more remain, EBUSY that one was dropped by the device, and
+// the completions they produce must be reaped for the next call to go on.
+func (q *Queue) kick() {
+	x := q.x
+	if x.zeroCopy {
+		if x.needWakeup && !x.tx.needWakeup() {
+			return
+		}
+		q.tc.kicks.Add(1)
+		q.kickFailed(x.kickTX())
+		return
+	}
+	for i := 0; i < maxKicks && x.tx.queued() > 0; i++ {
+		q.tc.kicks.Add(1)
+		if e := x.kickTX(); q.kickFailed(e) {
+			return
+		}
+		q.reap()
+	}
+}
+
+// kickFailed sorts the result of a TX wakeup: ENXIO means the socket lost
+// its device, which Write reports; a device that is down (ENETDOWN) keeps
+// the frames on the TX ring until it comes up, and is only counted.
+func (q *Queue) kickFailed(e unix.Errno) bool {
+	switch e {
+	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS:
+		return false
+	case unix.ENXIO:
+		q.txErr = e
+	default:
+		q.tc.kickErrors.Add(1)
+	}
+	return true
+}
+
+// enqueue parks p on the waiting list until dst's next hop is resolved;
+// ask says whether to (re)request the resolution.
+func (q *Queue) enqueue(p []byte, dst uint32, ask bool) bool {
+	if !q.u.acquireWait() {
+		q.tc.noNeigh.Add(1)
+		return false
+	}
+	addr, ok := q.txFrame()
+	if !ok {
+		q.u.releaseWait()
+		q.tc.ringFull.Add(1)
+		return false
+	}
+	copy(q.x.umem[addr+ethLen:], p)
+	q.waiting = append(q.waiting, waitingPkt{
+		addr:     addr,
+		len:      uint32(len(p)),
+		dst:      dst,
+		deadline: q.u.clock() + waitTimeout,
+	})
+	q.tc.arpQueued.Add(1)
+	if ask {
+		q.u.nb.request(dst)
+	}
+	return true
+}
+
+// flushLocked sends the waiting packets whose next hop is now known and
+// drops those past their deadline or without a route. It does not kick.
+func (q *Queue) flushLocked(snap *neighSnap, now time.Duration) int {
+	x := q.x
+	kept := q.waiting[:0]
+	sent, noRoute, expired := 0, 0, 0
+	var bytes uint64
+	for _, w := range q.waiting {
+		h, ok := snap.lookup(w.dst)
+		switch {
+		case ok && !h.noRoute:
+			idx, n := x.tx.reserve(1)
+			if n == 0 {
+				kept = append(kept, w)
+				continue
+			}
+			frame := x.umem[w.addr : w.addr+uint64(ethLen)+uint64(w.len)]
+			q.writeEthernet(frame, &h.mac)
+			*x.tx.desc(idx) = xdpDesc{addr: w.addr, len: uint32(len(frame))}
+			q.txKernel++
+			sent++
+			bytes += uint64(len(frame))
+		case ok && h.noRoute:
+			q.txFree = append(q.txFree, w.addr)
+			noRoute++
+		case now >= w.deadline:
+			q.txFree = append(q.txFree, w.addr)
+			expired++
+		default:
+			kept = append(kept, w)
+		}
+	}
+	released := len(q.waiting) - len(kept)
+	q.waiting = kept
+	if released > 0 {
+		q.u.releaseWaitN(released)
+	}
+	if sent > 0 {
+		x.tx.submit()
+		q.tc.frames.Add(uint64(sent))
+		q.tc.bytes.Add(bytes)
+		q.tc.arpFlushed.Add(uint64(sent))
+	}
+	if noRoute > 0 {
+		q.tc.noRoute.Add(uint64(noRoute))
+	}
+	if expired > 0 {
+		q.tc.noNeigh.Add(uint64(expired))
+	}
+	return sent
+}
+
+// flushWaiting is flushLocked for the neighbour goroutine.
+func (q *Queue) flushWaiting() {
+	q.txMu.Lock()
+	defer q.txMu.Unlock()
+	if q.dead || len(q.waiting) == 0 {
+		return
+	}
+	q.reap()
+	if q.flushLocked(q.u.nb.snap.Load(), q.u.clock()) > 0 {
+		q.kick()
+	}
+	q.publishTX()
+}
+
+// dropWaiting frees every waiting packet, counting it as unresolved.
+func (q *Queue) dropWaiting() {
+	for _, w := range q.waiting {
+		q.txFree = append(q.txFree, w.addr)
+	}
+	if n := len(q.waiting); n > 0 {
+		q.tc.noNeigh.Add(uint64(n))
+		q.u.releaseWaitN(n)
+	}
+	q.waiting = q.waiting[:0]
+}
+
+func (q *Queue) publishTX() {
+	q.tc.free.Store(int64(len(q.txFree)))
+	q.tc.kernel.Store(int64(q.txKernel))
+	q.tc.waiting.Store(int64(len(q.waiting)))
+}

@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"syscall"
+
+	"github.com/vxdp/vxdp/internal/nstest"
+)
+
+// The AF_XDP underlay: both nodes on it, and one on it with the other on
+// the UDP socket; the tunnel traffic really goes through the rings; the
+// kernel keeps everything else; no program is left behind.
+func TestAFXDPUnderlay(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		modes [2]string
+	}{
+		{"both afxdp", [2]string{"afxdp", "afxdp"}},
+		{"afxdp and udp", [2]string{"afxdp", "udp"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClusterWith(t, [2]string{"underlay: " + tc.modes[0], "underlay: " + tc.modes[1]})
+			for i, m := range tc.modes {
+				var st struct {
+					Underlay       string `json:"underlay"`
+					UnderlayReason string `json:"underlay_reason"`
+				}
+				must(t, json.Unmarshal([]byte(c.mustCLI(i, "status", "-o", "json")), &st))
+				if st.Underlay != m {
+					t.Fatalf("node%d underlay %q, want %q (%s)", i+1, st.Underlay, m, st.UnderlayReason)
+				}
+				if m == "afxdp" {
+					if !strings.Contains(st.UnderlayReason, "native XDP") || !strings.Contains(st.UnderlayReason, "copy sockets") {
+						t.Fatalf("status does not show the XDP modes: %s", st.UnderlayReason)
+					}
+					if out := c.node[i].MustRun(t, "ip", "-d", "link", "show", "eth0"); !strings.Contains(out, "xdp") {
+						t.Fatalf("no XDP program on node%d eth0:\n%s", i+1, out)
+					}
+				}
+			}
+			c.mustPing("pod1a", "10.1.2.20")
+			c.mustPing("pod2b", "10.1.1.11")
+			if _, err := nstest.TCPTransfer(c.pods["pod1a"], c.pods["pod2a"], addr("10.1.2.20"), 5101, 100<<20, 2*time.Minute); err != nil {
+				t.Fatalf("TCP 100MB pod1a -> pod2a: %v", err)
+			}
+			if _, err := nstest.TCPTransfer(c.pods["pod2b"], c.pods["pod1b"], addr("10.1.1.11"), 5102, 100<<20, 2*time.Minute); err != nil {
+				t.Fatalf("TCP 100MB pod2b -> pod1b: %v", err)
+			}
+			// The tunnel traffic went through the rings, not a UDP socket.
+			var st struct {
+				Devices []struct {
+					Device    string `json:"device"`
+					Kind      string `json:"kind"`
+					RxPackets uint64 `json:"rx_packets"`
+					TxPackets uint64 `json:"tx_packets"`
+				} `json:"devices"`
+			}
+			must(t, json.Unmarshal([]byte(c.mustCLI(0, "stats", "-o", "json")), &st))
+			var under []string
+			for _, d := range st.Devices {
+				if d.Kind == "underlay" {
+					under = append(under, d.Device)
+					if !strings.HasPrefix(d.Device, "afxdp:eth0/q") {
+						t.Fatalf("node1 underlay device %s", d.Device)
+					}
+					if d.RxPackets < 10000 || d.TxPackets < 10000 {
+						t.Fatalf("%s carried rx %d tx %d packets", d.Device, d.RxPackets, d.TxPackets)
+					}
+				}
+			}
+			if len(under) == 0 {
+				t.Fatal("no underlay device in stats")
+			}
+			if out, _ := c.node[0].Run("ss", "-uan"); strings.Contains(out, "10.169.72.233:8472") {
+				t.Fatalf("a UDP socket on the tunnel port beside AF_XDP:\n%s", out)
+			}
+			// Everything else still reaches node1's kernel.
+			if out, err := nstest.Ping(c.node[1], "-c", "2", "-i", "0.2", "-W", "2", "10.169.72.233"); err != nil {
+				t.Fatalf("ping node1's underlay address: %v\n%s", err, out)
+			}
+			var ln net.Listener
+			must(t, c.node[0].Do(func() (err error) { ln, err = net.Listen("tcp4", "10.169.72.233:7300"); return }))
+			defer ln.Close()
+			go func() {
+				if conn, err := ln.Accept(); err == nil {
+					fmt.Fprint(conn, "kernel")
+					conn.Close()
+				}
+			}()
+			var reply string
+			must(t, c.node[1].Do(func() error {
+				conn, err := net.DialTimeout("tcp4", "10.169.72.233:7300", 3*time.Second)
+				if err != nil {
+					return err
+				}
+				defer conn.Close()
+				conn.SetDeadline(time.Now().Add(3 * time.Second))
+				b := make([]byte, 16)
+				n, _ := conn.Read(b)
+				reply = string(b[:n])
+				return nil
+			}))
+			if reply != "kernel" {
+				t.Fatalf("TCP to node1's listener answered %q", reply)
+			}
+			// Stopped: no program left.
+			for i := range c.agents {
+				c.agents[i].Signal(syscall.SIGTERM)
+				if code, err := c.agents[i].Wait(10 * time.Second); err != nil || code != 0 {
+					t.Fatalf("agent %d: exit %d %v\n%s", i+1, code, err, c.agents[i].Output())
+				}
+				if out := c.node[i].MustRun(t, "ip", "-d", "link", "show", "eth0"); strings.Contains(out, "prog/xdp") || strings.Contains(out, "xdpgeneric") || strings.Contains(out, " xdp ") {
+					t.Fatalf("XDP program left on node%d:\n%s", i+1, out)
+				}
+			}
+		})
+	}
+}
