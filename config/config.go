@@ -146,6 +146,14 @@ type Config struct {
 	// MetricsAddr is where Prometheus metrics and /healthz are served
 	// (prometheus-serve-addr, Cilium's key); empty: off.
 	MetricsAddr string
+	// PodCIDRAuto (pod-cidr: auto) claims this node's pod CIDR, a block of
+	// PodCIDRMaskSize bits from ClusterCIDR, in the kvstore; PodCIDR is
+	// filled in by the agent before Validate checks it.
+	PodCIDRAuto     bool
+	PodCIDRMaskSize int
+	// KVStore ("" or "etcd") and its options (Cilium's kvstore-opt).
+	KVStore    string
+	KVStoreOpt map[string]string
 
 	// raw carries what the sources wrote for keys whose meaning depends on
 	// other keys, so that the final value does not depend on the order in
@@ -193,6 +201,7 @@ func Default() *Config {
 		Socket:            DefaultSocket,
 		LogLevel:          LogInfo,
 		StateDir:          DefaultStateDir,
+		PodCIDRMaskSize:   24,
 	}
 }
 

@@ -68,6 +68,7 @@ func TestDefault(t *testing.T) {
 		Socket:            "/run/vxdp/vxdp.sock",
 		LogLevel:          "info",
 		StateDir:          "/var/lib/vxdp",
+		PodCIDRMaskSize:   24,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v, want %+v", c, want)

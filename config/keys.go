@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -21,6 +22,9 @@ const (
 	// kindItems is a list of mappings (nodes, endpoints). As a string it
 	// is YAML text, which is what a ConfigMap file for it holds.
 	kindItems
+	// kindMap is a mapping of single values (kvstore-opt); as a string it
+	// is a JSON object, the form Cilium's ConfigMap uses.
+	kindMap
 )
 
 // keySpec describes one configuration key.
@@ -89,10 +93,15 @@ var keyTable = []keySpec{
 		get: func(c *Config) string { return c.Device },
 	},
 	{
-		name: "pod-cidr", doc: "this node's pod CIDR, e.g. 10.1.1.0/24 (required)",
+		name: "pod-cidr", doc: "this node's pod CIDR, e.g. 10.1.1.0/24 (required), or auto: a block of cluster-pool-ipv4-cidr claimed in the kvstore",
 		set: func(c *Config, s string) error {
+			c.PodCIDRAuto = false
 			if s == "" {
 				c.PodCIDR = netip.Prefix{}
+				return nil
+			}
+			if s == "auto" {
+				c.PodCIDR, c.PodCIDRAuto = netip.Prefix{}, true
 				return nil
 			}
 			p, err := parsePrefix(s)
@@ -354,6 +363,55 @@ var keyTable = []keySpec{
 			return nil
 		},
 		get: func(c *Config) string { return c.MetricsAddr },
+	},
+	{
+		name: "kvstore", doc: "where nodes find each other: empty (static nodes only) or etcd",
+		set: func(c *Config, s string) error {
+			if s == "" {
+				c.KVStore = ""
+				return nil
+			}
+			v, err := oneOf(s, "etcd")
+			if err == nil {
+				c.KVStore = v
+			}
+			return err
+		},
+		get: func(c *Config) string { return c.KVStore },
+	},
+	{
+		name: "kvstore-opt", kind: kindMap, doc: "kvstore options: etcd.endpoints, etcd.config, etcd.prefix, etcd.lease-ttl (a mapping, or a JSON object as Cilium writes it)",
+		set: func(c *Config, s string) error {
+			if strings.TrimSpace(s) == "" {
+				c.KVStoreOpt = nil
+				return nil
+			}
+			m := map[string]string{}
+			if err := json.Unmarshal([]byte(s), &m); err != nil {
+				return fmt.Errorf("want a mapping or a JSON object of strings: %v", err)
+			}
+			c.KVStoreOpt = m
+			return nil
+		},
+		get: func(c *Config) string {
+			if len(c.KVStoreOpt) == 0 {
+				return ""
+			}
+			b, _ := json.Marshal(c.KVStoreOpt)
+			return string(b)
+		},
+	},
+	{
+		name: "cluster-pool-ipv4-mask-size", def: "24", doc: "prefix length of the blocks pod-cidr: auto claims from cluster-pool-ipv4-cidr",
+		set: func(c *Config, s string) error {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 8 || n > 30 {
+				return fmt.Errorf("want a prefix length from 8 to 30")
+			}
+			c.PodCIDRMaskSize = n
+			return nil
+		},
+		get: func(c *Config) string { return strconv.Itoa(c.PodCIDRMaskSize) },
 	},
 }
 

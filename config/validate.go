@@ -43,6 +43,25 @@ func (c *Config) validateNode() *Error {
 			return &Error{Key: "device", Value: c.Device, Reason: err.Error()}
 		}
 	}
+	if c.PodCIDRAuto {
+		if c.KVStore == "" {
+			return &Error{Key: "pod-cidr", Value: "auto", Reason: "needs kvstore: etcd to claim a block"}
+		}
+		if !c.ClusterCIDR.IsValid() {
+			return &Error{Key: "pod-cidr", Value: "auto", Reason: "needs cluster-pool-ipv4-cidr to claim a block of"}
+		}
+		if c.PodCIDRMaskSize <= c.ClusterCIDR.Bits() {
+			return &Error{Key: "cluster-pool-ipv4-mask-size", Value: strconv.Itoa(c.PodCIDRMaskSize),
+				Reason: "must be longer than cluster-pool-ipv4-cidr's " + strconv.Itoa(c.ClusterCIDR.Bits())}
+		}
+		if !c.PodCIDR.IsValid() {
+			// Not claimed yet: the agent claims it and validates again.
+			return nil
+		}
+	}
+	if c.KVStore != "" && len(c.KVStoreOpt) == 0 {
+		return &Error{Key: "kvstore-opt", Reason: "kvstore " + c.KVStore + " needs etcd.endpoints or etcd.config"}
+	}
 	if !c.PodCIDR.IsValid() {
 		return &Error{Key: "pod-cidr", Reason: "required"}
 	}

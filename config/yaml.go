@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -202,6 +203,20 @@ func (d *decoder) value(c *Config, spec *keySpec, vn *yaml.Node) (string, error)
 		}
 		return "", d.errAt(vn, spec.name, "", "want a single value, not a list")
 	case yaml.MappingNode:
+		if spec.kind == kindMap {
+			// A mapping of single values, as Cilium's kvstore-opt: handed
+			// on as the JSON object a ConfigMap file would hold.
+			m := map[string]string{}
+			for i := 0; i+1 < len(vn.Content); i += 2 {
+				k, v := resolve(vn.Content[i]), resolve(vn.Content[i+1])
+				if k.Kind != yaml.ScalarNode || v.Kind != yaml.ScalarNode {
+					return "", d.errAt(v, spec.name, "", "values must be single values")
+				}
+				m[scalarText(k)] = scalarText(v)
+			}
+			b, _ := json.Marshal(m)
+			return string(b), c.Set(spec.name, string(b))
+		}
 		if spec.kind == kindItems {
 			return "", d.errAt(vn, spec.name, "", "want a list, not a mapping")
 		}
