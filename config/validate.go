@@ -24,6 +24,14 @@ func (c *Config) Validate() error {
 		if err := check(); err != nil {
 			return err
 		}
+		if c.PodCIDRAuto && !c.PodCIDR.IsValid() {
+			// Everything after this depends on the pod CIDR, which the
+			// agent claims first and then validates again.
+			if err := c.validateModes(); err != nil {
+				return err
+			}
+			return nil
+		}
 	}
 	return nil
 }
