@@ -61,11 +61,7 @@ func (c *Client) Stream(ctx context.Context, path string, fn func(line []byte) e
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var e Error
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			e.Error = resp.Status
-		}
-		return &StatusError{Code: resp.StatusCode, Message: e.Error}
+		return statusError(resp, data)
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -96,11 +92,7 @@ func (c *Client) Raw(ctx context.Context, path string, w io.Writer) error {
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var e Error
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			e.Error = resp.Status
-		}
-		return &StatusError{Code: resp.StatusCode, Message: e.Error}
+		return statusError(resp, data)
 	}
 	_, err = io.Copy(w, resp.Body)
 	if ctx.Err() != nil {
@@ -137,11 +129,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("agent at %s: %w", c.socket, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var e Error
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			e.Error = resp.Status
-		}
-		return &StatusError{Code: resp.StatusCode, Message: e.Error}
+		return statusError(resp, data)
 	}
 	if out != nil {
 		if raw, ok := out.(*json.RawMessage); ok {
@@ -153,4 +141,14 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		}
 	}
 	return nil
+}
+
+// statusError turns a non-2xx answer into a *StatusError carrying the
+// agent's message.
+func statusError(resp *http.Response, body []byte) error {
+	var e Error
+	if json.Unmarshal(body, &e) != nil || e.Error == "" {
+		e.Error = resp.Status
+	}
+	return &StatusError{Code: resp.StatusCode, Message: e.Error}
 }

@@ -85,47 +85,14 @@ func (w *worker) forward(snap *snapshot, buf []byte, start, n int, r route, foun
 		}
 		w.enqueue(r.ep.dev, &r.ep.stats, buf, start, n)
 	case RouteTunnel:
-		if !w.decrementTTL(snap, ip) {
-			return
+		if w.decrementTTL(snap, ip) && w.fitsTunnel(snap, ip, n) {
+			w.encapTo(buf, start, n, ip, &r.peer.tun, vni)
 		}
-		if n > w.e.tunnelMTU {
-			// Both with and without DF: the underlay socket cannot send
-			// an outer packet beyond its MTU. Pods get the route MTU as
-			// their link MTU, so only misconfigured senders get here.
-			if ip.DontFragment() {
-				w.icmpError(snap, ip, encap.ICMPv4DestUnreach, encap.ICMPv4FragNeeded, uint16(w.e.tunnelMTU))
-			}
-			w.drop(DropFragNeeded)
-			return
-		}
-		hash := encap.FlowHashV4(ip)
-		o, err := encap.EncapVXLANv4(buf, start, n, &r.peer.tun, vni, encap.SourcePort(hash))
-		if err != nil {
-			w.drop(DropInvalidHeader)
-			return
-		}
-		u := w.e.underlayFor(hash)
-		w.enqueue(u.dev, &u.stats, buf, o, n+encap.VXLANOverheadV4)
 	case RouteVTEP:
-		if !w.decrementTTL(snap, ip) {
-			return
-		}
-		if n > w.e.tunnelMTU {
-			if ip.DontFragment() {
-				w.icmpError(snap, ip, encap.ICMPv4DestUnreach, encap.ICMPv4FragNeeded, uint16(w.e.tunnelMTU))
-			}
-			w.drop(DropFragNeeded)
-			return
-		}
 		// Whatever the sender's identity, a VTEP only knows VNI 2.
-		hash := encap.FlowHashV4(ip)
-		o, err := encap.EncapVXLANv4(buf, start, n, &r.vtep.tun, uint32(identity.World), encap.SourcePort(hash))
-		if err != nil {
-			w.drop(DropInvalidHeader)
-			return
+		if w.decrementTTL(snap, ip) && w.fitsTunnel(snap, ip, n) {
+			w.encapTo(buf, start, n, ip, &r.vtep.tun, uint32(identity.World))
 		}
-		u := w.e.underlayFor(hash)
-		w.enqueue(u.dev, &u.stats, buf, o, n+encap.VXLANOverheadV4)
 	case RouteHost:
 		if w.kind == sourceHost || w.e.host == nil {
 			// The kernel sent it to us and we would send it back.
@@ -142,6 +109,37 @@ func (w *worker) forward(snap *snapshot, buf []byte, start, n int, r route, foun
 		w.icmpError(snap, ip, encap.ICMPv4DestUnreach, encap.ICMPv4HostUnreach, 0)
 		w.drop(DropNoRoute)
 	}
+}
+
+// fitsTunnel checks the packet fits the encapsulation, answering a DF
+// packet that does not with fragmentation needed. Without DF it is dropped
+// too: the underlay cannot send an outer packet beyond its MTU, and pods
+// get the route MTU as their link MTU, so only misconfigured senders get
+// here.
+func (w *worker) fitsTunnel(snap *snapshot, ip encap.IPv4, n int) bool {
+	if n <= w.e.tunnelMTU {
+		return true
+	}
+	if ip.DontFragment() {
+		w.icmpError(snap, ip, encap.ICMPv4DestUnreach, encap.ICMPv4FragNeeded, uint16(w.e.tunnelMTU))
+	}
+	w.drop(DropFragNeeded)
+	return false
+}
+
+// encapTo writes the outer headers in front of buf[start:start+n] for
+// tunnel t with vni and queues it on the underlay queue its flow hashes
+// to. It reports whether the packet was queued.
+func (w *worker) encapTo(buf []byte, start, n int, ip encap.IPv4, t *encap.TunnelV4, vni uint32) bool {
+	hash := encap.FlowHashV4(ip)
+	o, err := encap.EncapVXLANv4(buf, start, n, t, vni, encap.SourcePort(hash))
+	if err != nil {
+		w.drop(DropInvalidHeader)
+		return false
+	}
+	u := w.e.underlayFor(hash)
+	w.enqueue(u.dev, &u.stats, buf, o, n+encap.VXLANOverheadV4)
+	return true
 }
 
 // toTunnelPort reports whether ip is UDP to the tunnel port of this node or
@@ -288,21 +286,13 @@ func (w *worker) icmpError(snap *snapshot, orig encap.IPv4, typ, code uint8, mtu
 	case RouteLocal:
 		w.enqueue(r.ep.dev, &r.ep.stats, b, start, n)
 	case RouteTunnel:
-		hash := encap.FlowHashV4(ip)
-		o, err := encap.EncapVXLANv4(b, start, n, &r.peer.tun, uint32(identity.RemoteNode), encap.SourcePort(hash))
-		if err != nil {
+		if !w.encapTo(b, start, n, ip, &r.peer.tun, uint32(identity.RemoteNode)) {
 			return
 		}
-		u := w.e.underlayFor(hash)
-		w.enqueue(u.dev, &u.stats, b, o, n+encap.VXLANOverheadV4)
 	case RouteVTEP:
-		hash := encap.FlowHashV4(ip)
-		o, err := encap.EncapVXLANv4(b, start, n, &r.vtep.tun, uint32(identity.World), encap.SourcePort(hash))
-		if err != nil {
+		if !w.encapTo(b, start, n, ip, &r.vtep.tun, uint32(identity.World)) {
 			return
 		}
-		u := w.e.underlayFor(hash)
-		w.enqueue(u.dev, &u.stats, b, o, n+encap.VXLANOverheadV4)
 	case RouteHost:
 		if w.e.host == nil {
 			return
