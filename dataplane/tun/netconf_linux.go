@@ -266,6 +266,12 @@ func configure(h *netlink.Handle, link netlink.Link, name string, addr netip.Pre
 			return fmt.Errorf("set mtu %d: %w", mtu, err)
 		}
 	}
+	// A TUN queue holds 500 packets by default; a pod's TCP sending in a
+	// burst fills that before the agent's next read and sees loss that
+	// is no congestion at all. 1000 is what Ethernet devices get.
+	if err := h.LinkSetTxQLen(link, txQueueLen); err != nil {
+		return fmt.Errorf("set txqueuelen %d: %w", txQueueLen, err)
+	}
 	if err := h.AddrAdd(link, &netlink.Addr{IPNet: ipNet(addr)}); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("add address %s: already assigned: %w", addr, err)
@@ -299,6 +305,9 @@ func disableIPv6(name string) error {
 	}
 	return nil
 }
+
+// txQueueLen is the transmit queue given to every TUN the agent makes.
+const txQueueLen = 1000
 
 func defaultRoute(ifindex int, addr netip.Prefix) *netlink.Route {
 	bits := 32
