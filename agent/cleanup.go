@@ -38,7 +38,7 @@ func Cleanup(cfg *config.Config, log *zap.Logger) error {
 			continue
 		}
 		seen[ep.Name] = true
-		d, err := tun.Attach(ep.Netns, ifnameOr(ep.Ifname))
+		d, err := tun.AttachWith(ep.Netns, ifnameOr(ep.Ifname), tunOptions)
 		if errors.Is(err, tun.ErrNoSuchDevice) {
 			continue
 		}
@@ -62,7 +62,7 @@ func Cleanup(cfg *config.Config, log *zap.Logger) error {
 			}
 		}
 	}
-	if d, err := tun.Attach("", HostDevice); err == nil {
+	if d, err := tun.AttachWith("", HostDevice, tunOptions); err == nil {
 		if err := d.Destroy(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", HostDevice, err))
 		} else {

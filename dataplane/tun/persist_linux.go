@@ -3,7 +3,6 @@ package tun
 import (
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 
 	"github.com/vishvananda/netlink"
@@ -47,7 +46,11 @@ func (d *Device) Destroy() error {
 // its persistent devices back. It never creates one: a missing interface
 // is ErrNoSuchDevice, and one that is not a plain TUN (a TAP, another
 // program's device with other flags) is refused by the kernel.
-func Attach(nsPath, name string) (*Device, error) {
+func Attach(nsPath, name string) (*Device, error) { return AttachWith(nsPath, name, Options{}) }
+
+// AttachWith is Attach with options; they must match how the device was
+// created.
+func AttachWith(nsPath, name string, o Options) (*Device, error) {
 	runtime.LockOSThread()
 	stuck := false // the thread could not go home: never hand it back
 	defer func() {
@@ -91,7 +94,7 @@ func Attach(nsPath, name string) (*Device, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("attach tun %s: %w", name, err)
 	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	ifr.SetUint16(o.flags())
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("attach tun %s: TUNSETIFF: %w", name, err)
@@ -100,13 +103,10 @@ func Attach(nsPath, name string) (*Device, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("attach tun %s: set non-blocking: %w", name, err)
 	}
-	d := &Device{file: os.NewFile(uintptr(fd), "/dev/net/tun")}
-	d.raw, err = d.file.SyscallConn()
+	d, err := newDevice(fd, o)
 	if err != nil {
-		d.file.Close()
 		return nil, fmt.Errorf("attach tun %s: %w", name, err)
 	}
-	d.readFn = d.readBatch
 	if err := d.refresh(); err != nil {
 		d.file.Close()
 		return nil, fmt.Errorf("attach tun %s: %w", name, err)

@@ -43,6 +43,17 @@ type Device struct {
 	rerr   error
 	readFn func(fd uintptr) bool
 
+	// With offloads (IFF_VNET_HDR), reads land in scratch first; a TCP
+	// super-packet stays there while its segments are handed out, across
+	// Read calls if one batch cannot take them all.
+	vnet     bool
+	scratch  []byte
+	pend     []byte // the super-packet being segmented, in scratch
+	pendHdr  int
+	pendGSO  int
+	pendSegs int
+	pendNext int
+
 	// cmu serialises the control-plane helpers (moving, renaming), which
 	// read and update name and index as a unit.
 	cmu sync.Mutex
@@ -60,7 +71,27 @@ var ErrInterfaceGone = dataplane.ErrDeviceGone
 // calling OS thread. An empty name lets the kernel pick one (tunN). The
 // interface is created down and unconfigured; see ConfigureHere and
 // MoveToNetns.
-func Create(name string) (*Device, error) {
+func Create(name string) (*Device, error) { return CreateWith(name, Options{}) }
+
+// Options are the features a TUN device is opened with.
+type Options struct {
+	// Offload opens the device with a virtio_net_hdr and checksum plus
+	// TCPv4 segmentation offload: the kernel hands over TCP super-packets
+	// of up to 64 KiB, which Read cuts into segments.
+	Offload bool
+}
+
+// flags are the TUNSETIFF flags for o.
+func (o Options) flags() uint16 {
+	f := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if o.Offload {
+		f |= unix.IFF_VNET_HDR
+	}
+	return f
+}
+
+// CreateWith is Create with options.
+func CreateWith(name string, o Options) (*Device, error) {
 	if len(name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("create tun %q: name longer than %d bytes", name, unix.IFNAMSIZ-1)
 	}
@@ -81,7 +112,7 @@ func Create(name string) (*Device, error) {
 	// IFF_TUN_EXCL makes the kernel refuse an existing interface of that
 	// name instead of attaching to it; without it we could silently pick up
 	// somebody's persistent TUN device.
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_TUN_EXCL)
+	ifr.SetUint16(o.flags() | unix.IFF_TUN_EXCL)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
 		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
@@ -96,16 +127,36 @@ func Create(name string) (*Device, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("create tun %q: set non-blocking: %w", name, err)
 	}
-	d := &Device{file: os.NewFile(uintptr(fd), "/dev/net/tun")}
-	d.raw, err = d.file.SyscallConn()
+	d, err := newDevice(fd, o)
 	if err != nil {
-		d.file.Close()
 		return nil, fmt.Errorf("create tun %q: %w", name, err)
 	}
-	d.readFn = d.readBatch
 	if err := d.refresh(); err != nil {
 		d.file.Close()
 		return nil, fmt.Errorf("create tun %q: %w", name, err)
+	}
+	return d, nil
+}
+
+// newDevice wraps an attached TUN descriptor.
+func newDevice(fd int, o Options) (*Device, error) {
+	if o.Offload {
+		if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("TUNSETOFFLOAD: %w", err)
+		}
+	}
+	d := &Device{file: os.NewFile(uintptr(fd), "/dev/net/tun"), vnet: o.Offload}
+	var err error
+	d.raw, err = d.file.SyscallConn()
+	if err != nil {
+		d.file.Close()
+		return nil, err
+	}
+	d.readFn = d.readBatch
+	if o.Offload {
+		d.scratch = make([]byte, vnetHdrLen+65535)
+		d.readFn = d.readVnet
 	}
 	return d, nil
 }
@@ -142,7 +193,13 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		bufs = bufs[:batchSize]
 	}
 	d.rbufs, d.rsizes, d.roff, d.rn, d.rerr = bufs, sizes, offset, 0, nil
-	err := d.raw.Read(d.readFn)
+	// Segments left from the last super-packet go first; with any, the
+	// read below only takes what is there without waiting.
+	d.emitSegments()
+	var err error
+	if d.rn < len(d.rbufs) {
+		err = d.raw.Read(d.readFn)
+	}
 	n, rerr := d.rn, d.rerr
 	d.rbufs, d.rsizes, d.rerr = nil, nil, nil
 	if err != nil {
@@ -190,6 +247,78 @@ func (d *Device) readBatch(fd uintptr) bool {
 	return true
 }
 
+// readVnet is readBatch for a device with offloads: each read is a
+// virtio_net_hdr and a packet, perhaps a TCP super-packet to cut up.
+func (d *Device) readVnet(fd uintptr) bool {
+	for d.rn < len(d.rbufs) {
+		n, err := unix.Read(int(fd), d.scratch)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return d.rn > 0
+		case err != nil:
+			d.rerr = err
+			return true
+		case n == 0:
+			d.rerr = io.ErrUnexpectedEOF
+			return true
+		case n <= vnetHdrLen:
+			d.rxDropped.Add(1)
+			continue
+		}
+		h := parseVnetHdr(d.scratch)
+		pkt := d.scratch[vnetHdrLen:n]
+		switch h.gsoType &^ vnetGSOECN {
+		case vnetGSONone:
+			if h.flags&vnetFlagNeedsCsum != 0 && finishChecksum(pkt, h) != nil {
+				d.rxDropped.Add(1)
+				continue
+			}
+			buf := d.rbufs[d.rn][d.roff:]
+			if len(pkt) > len(buf) {
+				d.rxDropped.Add(1)
+				continue
+			}
+			d.rsizes[d.rn] = copy(buf, pkt)
+			d.rn++
+		case vnetGSOTCPv4:
+			hdrLen, segs, err := tcp4Layout(pkt, int(h.gsoSize))
+			if err != nil {
+				d.rxDropped.Add(1)
+				continue
+			}
+			d.pend, d.pendHdr, d.pendGSO, d.pendSegs, d.pendNext = pkt, hdrLen, int(h.gsoSize), segs, 0
+			d.emitSegments()
+			if d.pend != nil {
+				return true // the batch is full; the rest waits for the next Read
+			}
+		default:
+			d.rxDropped.Add(1)
+		}
+	}
+	return true
+}
+
+// emitSegments hands out segments of the pending super-packet while the
+// batch has room.
+func (d *Device) emitSegments() {
+	for d.pend != nil && d.rn < len(d.rbufs) {
+		buf := d.rbufs[d.rn][d.roff:]
+		if len(buf) < d.pendHdr+d.pendGSO {
+			d.rxDropped.Add(uint64(d.pendSegs - d.pendNext))
+			d.pend = nil
+			return
+		}
+		d.rsizes[d.rn] = tcp4Segment(buf, d.pend, d.pendHdr, d.pendGSO, d.pendNext, d.pendSegs)
+		d.rn++
+		d.pendNext++
+		if d.pendNext == d.pendSegs {
+			d.pend = nil
+		}
+	}
+}
+
 // ipLength is the packet length the IP header of p claims, or 0 if p does
 // not start with a recognisable one.
 func ipLength(p []byte) int {
@@ -214,10 +343,22 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 			d.txErrors.Add(1)
 			continue
 		}
+		if d.vnet {
+			// An all-zero header in the headroom: no segmentation, the
+			// checksums are complete.
+			if offset < vnetHdrLen {
+				d.txErrors.Add(1)
+				continue
+			}
+			clear(b[offset-vnetHdrLen : offset])
+			b = b[offset-vnetHdrLen:]
+		} else {
+			b = b[offset:]
+		}
 		// os.File.Write waits in the poller on EAGAIN and serialises
 		// concurrent writers on the descriptor; a TUN write is one whole
 		// packet or nothing.
-		if _, err := d.file.Write(b[offset:]); err != nil {
+		if _, err := d.file.Write(b); err != nil {
 			if d.closed.Load() || errors.Is(err, os.ErrClosed) {
 				return n, d.closedErr("write")
 			}
