@@ -54,6 +54,12 @@ type Device struct {
 	pendSegs int
 	pendNext int
 
+	// wmu guards the merge buffer of writeMerged.
+	wmu    sync.Mutex
+	gro    []byte
+	run    [][]byte
+	merged atomic.Uint64 // segments written inside merged super-packets
+
 	// cmu serialises the control-plane helpers (moving, renaming), which
 	// read and update name and index as a unit.
 	cmu sync.Mutex
@@ -337,38 +343,123 @@ func ipLength(p []byte) int {
 // the error is non-nil only when the device is unusable: closed
 // (dataplane.ErrClosed) or deleted by the kernel (ErrInterfaceGone).
 func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
+	if d.vnet && len(bufs) > 1 {
+		return d.writeMerged(bufs, offset)
+	}
 	n := 0
 	for _, b := range bufs {
+		ok, err := d.writeOne(b, offset)
+		if err != nil {
+			return n, err
+		}
+		if ok {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// writeOne writes one packet; false with a nil error means the kernel
+// refused it (counted).
+func (d *Device) writeOne(b []byte, offset int) (bool, error) {
+	if offset < 0 || offset >= len(b) {
+		d.txErrors.Add(1)
+		return false, nil
+	}
+	if d.vnet {
+		// An all-zero header in the headroom: no segmentation, the
+		// checksums are complete.
+		if offset < vnetHdrLen {
+			d.txErrors.Add(1)
+			return false, nil
+		}
+		clear(b[offset-vnetHdrLen : offset])
+		b = b[offset-vnetHdrLen:]
+	} else {
+		b = b[offset:]
+	}
+	return d.writeRaw(b)
+}
+
+// writeRaw writes what goes on the descriptor as is.
+func (d *Device) writeRaw(b []byte) (bool, error) {
+	// os.File.Write waits in the poller on EAGAIN and serialises
+	// concurrent writers on the descriptor; a TUN write is one whole
+	// packet or nothing.
+	if _, err := d.file.Write(b); err != nil {
+		if d.closed.Load() || errors.Is(err, os.ErrClosed) {
+			return false, d.closedErr("write")
+		}
+		if errors.Is(err, unix.EBADFD) {
+			return false, d.ioErr("write", unix.EBADFD)
+		}
+		d.txErrors.Add(1)
+		return false, nil
+	}
+	return true, nil
+}
+
+// writeMerged writes a batch, merging runs of TCP segments (see gro.go).
+func (d *Device) writeMerged(bufs [][]byte, offset int) (int, error) {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	if d.gro == nil {
+		d.gro = make([]byte, vnetHdrLen+groMaxLen)
+		d.run = make([][]byte, 0, groMaxSegs)
+	}
+	n := 0
+	for i := 0; i < len(bufs); {
+		b := bufs[i]
 		if offset < 0 || offset >= len(b) {
 			d.txErrors.Add(1)
+			i++
 			continue
 		}
-		if d.vnet {
-			// An all-zero header in the headroom: no segmentation, the
-			// checksums are complete.
-			if offset < vnetHdrLen {
-				d.txErrors.Add(1)
-				continue
+		first := b[offset:]
+		f, ok := groCandidate(first)
+		j := i + 1
+		if ok {
+			d.run = append(d.run[:0], first)
+			end := f.seq + uint32(f.payload)
+			total := f.hdrLen + f.payload
+			last := first[33]&0x08 != 0 // PSH ends a run
+			for ; !last && j < len(bufs) && len(d.run) < groMaxSegs; j++ {
+				if offset >= len(bufs[j]) {
+					break
+				}
+				p := bufs[j][offset:]
+				s, ok := groCandidate(p)
+				if !ok || s.payload > f.payload || total+s.payload > groMaxLen || !groFollows(first, f, p, s, end) {
+					break
+				}
+				d.run = append(d.run, p)
+				end += uint32(s.payload)
+				total += s.payload
+				last = s.payload < f.payload || p[33]&0x08 != 0
 			}
-			clear(b[offset-vnetHdrLen : offset])
-			b = b[offset-vnetHdrLen:]
-		} else {
-			b = b[offset:]
 		}
-		// os.File.Write waits in the poller on EAGAIN and serialises
-		// concurrent writers on the descriptor; a TUN write is one whole
-		// packet or nothing.
-		if _, err := d.file.Write(b); err != nil {
-			if d.closed.Load() || errors.Is(err, os.ErrClosed) {
-				return n, d.closedErr("write")
+		if !ok || len(d.run) == 1 {
+			j = i + 1
+			wok, err := d.writeOne(b, offset)
+			if err != nil {
+				return n, err
 			}
-			if errors.Is(err, unix.EBADFD) {
-				return n, d.ioErr("write", unix.EBADFD)
+			if wok {
+				n++
 			}
-			d.txErrors.Add(1)
+			i = j
 			continue
 		}
-		n++
+		m := groMerge(d.gro, d.run, f)
+		wok, err := d.writeRaw(d.gro[:m])
+		if err != nil {
+			return n, err
+		}
+		if wok {
+			n += len(d.run)
+			d.merged.Add(uint64(len(d.run)))
+		}
+		i = j
 	}
 	return n, nil
 }

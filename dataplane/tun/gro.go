@@ -1,0 +1,103 @@
+package tun
+
+import (
+	"bytes"
+	"encoding/binary"
+
+	"github.com/vxdp/vxdp/encap"
+)
+
+// Writing with offloads lets vxdp do what GRO does in a NIC driver: runs
+// of in-order segments of one TCP flow in a batch are merged into one
+// super-packet written with a TCPv4 GSO header, so the pod's kernel takes
+// 64 KiB per system call and per trip through its stack. Only plain data
+// segments merge (ACK, PSH on the last), with identical headers but for
+// length, ID, sequence and checksum, and only after their checksums
+// verify: a corrupted segment must not be hidden inside a super-packet
+// whose checksum the kernel is told to trust.
+
+const (
+	groMaxSegs = 64
+	groMaxLen  = 65535
+)
+
+// tcpSeg describes a packet that may take part in a merge.
+type tcpSeg struct {
+	ihl, hdrLen, payload int
+	seq                  uint32
+}
+
+// groCandidate reports whether pkt is a plain IPv4 TCP data segment with
+// a valid checksum, and its layout.
+func groCandidate(pkt []byte) (tcpSeg, bool) {
+	ip := encap.IPv4(pkt)
+	if !ip.IsValid(len(pkt)) || ip.Protocol() != encap.ProtoTCP || ip.IsFragment() || ip.HeaderLen() != 20 {
+		return tcpSeg{}, false
+	}
+	tl := ip.TotalLen()
+	if tl < 40 {
+		return tcpSeg{}, false
+	}
+	t := pkt[20:tl]
+	thl := int(t[12]>>4) * 4
+	if thl < 20 || thl > len(t) || t[13]&^0x08 != 0x10 { // ACK, maybe PSH, nothing else
+		return tcpSeg{}, false
+	}
+	s := tcpSeg{ihl: 20, hdrLen: 20 + thl, payload: tl - 20 - thl, seq: binary.BigEndian.Uint32(t[4:])}
+	if s.payload == 0 {
+		return tcpSeg{}, false
+	}
+	sum := encap.PseudoHeaderSumV4(ip.Source4(), ip.Destination4(), encap.ProtoTCP, uint16(len(t)))
+	if encap.Checksum(t, sum) != 0 {
+		return tcpSeg{}, false
+	}
+	return s, true
+}
+
+// groFollows reports whether b (layout s) continues a run that began with
+// first (layout f), last ending at seq end, with segment size gso.
+func groFollows(first []byte, f tcpSeg, b []byte, s tcpSeg, end uint32) bool {
+	if s.hdrLen != f.hdrLen || s.seq != end {
+		return false
+	}
+	// Same addresses, protocol, TOS, TTL, DF: bytes 1, 6 (flags), 8, 9,
+	// 12..19 of the IP header.
+	if first[1] != b[1] || first[6]&0x40 != b[6]&0x40 || first[8] != b[8] || !bytes.Equal(first[12:20], b[12:20]) {
+		return false
+	}
+	// Same ports, ack, window and options; flags compared by the caller.
+	ft, bt := first[20:f.hdrLen], b[20:s.hdrLen]
+	return bytes.Equal(ft[0:4], bt[0:4]) && bytes.Equal(ft[8:12], bt[8:12]) &&
+		bytes.Equal(ft[14:16], bt[14:16]) && bytes.Equal(ft[20:], bt[20:])
+}
+
+// groMerge builds in dst the super-packet of pkts (a run groFollows
+// accepted) behind a virtio_net_hdr, and returns its length.
+func groMerge(dst []byte, pkts [][]byte, f tcpSeg) int {
+	first := pkts[0]
+	copy(dst[vnetHdrLen:], first[:f.hdrLen])
+	n := vnetHdrLen + f.hdrLen
+	var psh byte
+	for _, p := range pkts {
+		tl := int(binary.BigEndian.Uint16(p[2:]))
+		n += copy(dst[n:], p[f.hdrLen:tl])
+		psh |= p[33] & 0x08
+	}
+	pkt := dst[vnetHdrLen:n]
+	binary.BigEndian.PutUint16(pkt[2:], uint16(len(pkt)))
+	encap.IPv4(pkt).SetHeaderChecksum()
+	pkt[33] = 0x10 | psh
+	// The TCP checksum is left partial, as a segmentation-offloading
+	// sender leaves it: the pseudo-header sum, finished by the kernel.
+	tcpLen := len(pkt) - 20
+	sum := encap.PseudoHeaderSumV4([4]byte(pkt[12:16]), [4]byte(pkt[16:20]), encap.ProtoTCP, uint16(tcpLen))
+	binary.BigEndian.PutUint16(pkt[36:], encap.Fold(sum))
+	h := dst[:vnetHdrLen]
+	h[0] = vnetFlagNeedsCsum
+	h[1] = vnetGSOTCPv4
+	binary.LittleEndian.PutUint16(h[2:], uint16(f.hdrLen))
+	binary.LittleEndian.PutUint16(h[4:], uint16(f.payload))
+	binary.LittleEndian.PutUint16(h[6:], 20)
+	binary.LittleEndian.PutUint16(h[8:], 16)
+	return n
+}
