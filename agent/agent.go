@@ -409,7 +409,7 @@ func (a *Agent) openUnderlay(device string) ([]dataplane.Device, error) {
 			zap.Int("queues", info.Queues), zap.Int("mtu", a.underlayMTU))
 		return devs, nil
 	}
-	under, err := udp.Listen(netip.AddrPortFrom(cfg.NodeIP, cfg.TunnelPort))
+	under, err := udp.ListenWith(netip.AddrPortFrom(cfg.NodeIP, cfg.TunnelPort), udp.Options{GSO: true})
 	if err != nil {
 		return nil, fmt.Errorf("underlay: %w", err)
 	}

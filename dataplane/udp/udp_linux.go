@@ -65,6 +65,8 @@ type Device struct {
 	txEnd  int
 	txSent int
 	txFn   func(fd uintptr) bool
+
+	gso *gsoState // send pool with segmentation offload, when opened with it
 }
 
 var _ dataplane.Device = (*Device)(nil)
@@ -73,7 +75,10 @@ var _ dataplane.Device = (*Device)(nil)
 // 10.169.72.233:8472) in the network namespace of the calling thread. Port 0
 // picks a free port; see LocalAddr. The address must be a specific IPv4
 // address: it becomes the destination of every synthesised header.
-func Listen(local netip.AddrPort) (*Device, error) {
+func Listen(local netip.AddrPort) (*Device, error) { return ListenWith(local, Options{}) }
+
+// ListenWith is Listen with options.
+func ListenWith(local netip.AddrPort, o Options) (*Device, error) {
 	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 	fail := func(err error) error { return fmt.Errorf("listen udp %s: %w", local, err) }
 	switch a := local.Addr(); {
@@ -149,6 +154,12 @@ func Listen(local netip.AddrPort) (*Device, error) {
 	d.tx.init()
 	d.rxFn = d.recvBatch
 	d.txFn = d.sendBatch
+	if o.GSO {
+		if err := d.openGSO(d.localIP); err != nil {
+			d.closeGSO()
+			return nil, fail(err)
+		}
+	}
 	ok = true
 	return d, nil
 }
@@ -339,6 +350,9 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 	}
 	d.tmu.Lock()
 	defer d.tmu.Unlock()
+	if d.gso != nil {
+		return d.writeGSO(bufs, offset)
+	}
 	accepted := 0
 	for i := 0; i < len(bufs); {
 		m := 0
@@ -422,7 +436,8 @@ func (d *Device) Close() error {
 	}
 	rerr := d.rxFile.Close()
 	terr := d.txFile.Close()
-	if err := errors.Join(rerr, terr); err != nil {
+	gerr := d.closeGSO()
+	if err := errors.Join(rerr, terr, gerr); err != nil {
 		return fmt.Errorf("close %s: %w", d.name, err)
 	}
 	return nil
