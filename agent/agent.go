@@ -409,7 +409,7 @@ func (a *Agent) openUnderlay(device string) ([]dataplane.Device, error) {
 			zap.Int("queues", info.Queues), zap.Int("mtu", a.underlayMTU))
 		return devs, nil
 	}
-	under, err := udp.ListenWith(netip.AddrPortFrom(cfg.NodeIP, cfg.TunnelPort), udp.Options{GSO: true})
+	under, err := udp.ListenWith(netip.AddrPortFrom(cfg.NodeIP, cfg.TunnelPort), udp.Options{GSO: true, GRO: true})
 	if err != nil {
 		return nil, fmt.Errorf("underlay: %w", err)
 	}

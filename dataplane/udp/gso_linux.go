@@ -35,6 +35,9 @@ type Options struct {
 	// chosen by the engine's port (so still one per flow), not the
 	// engine's port itself.
 	GSO bool
+	// GRO receives with UDP_GRO: runs of datagrams arrive coalesced and
+	// Read cuts them apart.
+	GRO bool
 }
 
 type gsoSock struct {

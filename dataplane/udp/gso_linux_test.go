@@ -67,3 +67,61 @@ func TestWriteGSO(t *testing.T) {
 		ports[flow] = src.Port()
 	}
 }
+
+// A GSO run sent to a GRO socket arrives coalesced and is cut back into
+// the original datagrams, in order, each behind its own headers.
+func TestGSOToGRO(t *testing.T) {
+	ns := underlayNetns(t)
+	var tx, rx *Device
+	inNetns(t, ns, func() (err error) {
+		if tx, err = ListenWith(netip.AddrPortFrom(nodeIP, 8472), Options{GSO: true}); err != nil {
+			return err
+		}
+		rx, err = ListenWith(netip.AddrPortFrom(nodeIP, 9472), Options{GRO: true})
+		return err
+	})
+	t.Cleanup(func() { tx.Close(); rx.Close() })
+
+	const offset = 32
+	const count = 150 // more than one Read's batch: the rest waits for the next
+	var bufs [][]byte
+	src := netip.AddrPortFrom(nodeIP, 50001)
+	dst := netip.AddrPortFrom(nodeIP, 9472)
+	for i := 0; i < count; i++ {
+		payload := make([]byte, 1200)
+		copy(payload, fmt.Sprintf("datagram %04d", i))
+		bufs = append(bufs, append(make([]byte, offset), packet(src, dst, payload)...))
+	}
+	if n, err := tx.Write(bufs, offset); err != nil || n != count {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	rbufs := make([][]byte, 64)
+	sizes := make([]int, 64)
+	for i := range rbufs {
+		rbufs[i] = make([]byte, 2048)
+	}
+	got := 0
+	deadline := time.Now().Add(waitFor)
+	for got < count && time.Now().Before(deadline) {
+		n, err := rx.Read(rbufs, sizes, offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i++ {
+			p := rbufs[i][offset : offset+sizes[i]]
+			if sizes[i] != HeaderLen+1200 || p[0] != 0x45 || p[22] != 9472>>8 || p[23] != 9472&0xff {
+				t.Fatalf("datagram %d: size %d header %x", got, sizes[i], p[:HeaderLen])
+			}
+			if want := fmt.Sprintf("datagram %04d", got); string(p[HeaderLen:HeaderLen+len(want)]) != want {
+				t.Fatalf("got %q, want %q", p[HeaderLen:HeaderLen+len(want)], want)
+			}
+			got++
+		}
+	}
+	if got != count {
+		t.Fatalf("received %d of %d", got, count)
+	}
+	if d := rx.RXDropped(); d != 0 {
+		t.Fatalf("%d datagrams dropped on receive", d)
+	}
+}

@@ -66,7 +66,9 @@ type Device struct {
 	txSent int
 	txFn   func(fd uintptr) bool
 
-	gso *gsoState // send pool with segmentation offload, when opened with it
+	gso   *gsoState // send pool with segmentation offload, when opened with it
+	gro   *groState // receive state with UDP_GRO, when opened with it
+	groFn func(fd uintptr) bool
 }
 
 var _ dataplane.Device = (*Device)(nil)
@@ -154,6 +156,11 @@ func ListenWith(local netip.AddrPort, o Options) (*Device, error) {
 	d.tx.init()
 	d.rxFn = d.recvBatch
 	d.txFn = d.sendBatch
+	if o.GRO {
+		if err := d.openGRO(rxfd); err != nil {
+			return nil, fail(err)
+		}
+	}
 	if o.GSO {
 		if err := d.openGSO(d.localIP); err != nil {
 			d.closeGSO()
@@ -222,6 +229,9 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 
 	d.rmu.Lock()
 	defer d.rmu.Unlock()
+	if d.gro != nil {
+		return d.readGRO(bufs, sizes, offset)
+	}
 	for {
 		if d.closed.Load() {
 			return 0, d.closedErr("read")

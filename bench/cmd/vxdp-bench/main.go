@@ -1,0 +1,445 @@
+//go:build linux
+
+// Command vxdp-bench compares pod-to-pod networking across two nodes built
+// three ways in one run: the Linux kernel's vxlan device set up the way
+// flannel does it, vxdp on its UDP underlay and vxdp on AF_XDP. For each it
+// measures TCP throughput (iperf3, 1 and 4 streams), the 64-byte UDP rate a
+// pod receives, TCP request/response latency and the CPU spent, and prints
+// one Markdown table with the medians and the ratios to the kernel.
+//
+//	go run ./bench/cmd/vxdp-bench [--modes kernel,vxdp-udp,vxdp-afxdp] [--reps 3] [--duration 5] [--json FILE]
+//
+// It needs root, iperf3, iproute2 and bin/vxdp (make build). Everything it
+// makes lives in network namespaces named "vxb<pid>-..." and is removed at
+// the end, also on an error or an interrupt; the root namespace is never
+// configured. AF_XDP is reported "not available" when the agent cannot
+// run it.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+var allModes = []string{"kernel", "vxdp-udp", "vxdp-afxdp"}
+
+type options struct {
+	modes       []string
+	reps        int
+	duration    time.Duration
+	jsonPath    string
+	mdPath      string
+	vxdpBin     string
+	toolsDir    string
+	timeout     time.Duration
+	rrCount     int
+	udpFlows    int
+	udpThreads  int
+	keep        bool
+	removeStale bool
+}
+
+// secondsFlag accepts a plain number of seconds ("5", "2.5") or a Go
+// duration ("5s", "1m").
+type secondsFlag struct{ d *time.Duration }
+
+func (f secondsFlag) String() string {
+	if f.d == nil {
+		return ""
+	}
+	return f.d.String()
+}
+
+func (f secondsFlag) Set(s string) error {
+	if v, err := strconv.ParseFloat(s, 64); err == nil {
+		*f.d = time.Duration(v * float64(time.Second))
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want seconds or a duration like 5s")
+	}
+	*f.d = d
+	return nil
+}
+
+func parseFlags(args []string, root string) (*options, error) {
+	o := &options{duration: 5 * time.Second}
+	fs := flag.NewFlagSet("vxdp-bench", flag.ContinueOnError)
+	modes := fs.String("modes", strings.Join(allModes, ","), "modes to measure, in this order: kernel, vxdp-udp, vxdp-afxdp")
+	fs.IntVar(&o.reps, "reps", 3, "repetitions of every test; the table shows medians")
+	fs.Var(secondsFlag{&o.duration}, "duration", "seconds per throughput and packet-rate test (also bounds the latency test)")
+	fs.StringVar(&o.jsonPath, "json", "bench-results.json", "write every figure and repetition here as JSON (empty: don't)")
+	fs.StringVar(&o.mdPath, "md", "", "also write the Markdown report to this file")
+	fs.StringVar(&o.vxdpBin, "vxdp", filepath.Join(root, "bin", "vxdp"), "vxdp binary (make build)")
+	fs.StringVar(&o.toolsDir, "tools", "", "directory with prebuilt udpblast and tcprr (default: build them from bench/tools)")
+	fs.Var(secondsFlag{&o.timeout}, "timeout", "bound on the whole run (default: from modes, reps and duration)")
+	fs.IntVar(&o.rrCount, "rr-count", 20000, "request/response round trips per repetition")
+	fs.IntVar(&o.udpFlows, "udp-flows", 4, "UDP flows (source ports) of the packet-rate sender")
+	fs.IntVar(&o.udpThreads, "udp-threads", 1, "threads of the packet-rate sender")
+	fs.BoolVar(&o.keep, "keep", false, "keep the run directory (agent logs, configurations)")
+	fs.BoolVar(&o.removeStale, "remove-stale", false, "first delete namespaces left by earlier runs of this program that were killed")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	for _, m := range strings.Split(*modes, ",") {
+		m = strings.TrimSpace(m)
+		if m == "" {
+			continue
+		}
+		ok := false
+		for _, a := range allModes {
+			ok = ok || a == m
+		}
+		if !ok {
+			return nil, fmt.Errorf("--modes: unknown mode %q (want %s)", m, strings.Join(allModes, ", "))
+		}
+		for _, seen := range o.modes {
+			if seen == m {
+				return nil, fmt.Errorf("--modes: %q twice", m)
+			}
+		}
+		o.modes = append(o.modes, m)
+	}
+	switch {
+	case len(o.modes) == 0:
+		return nil, errors.New("--modes: none given")
+	case o.reps < 1 || o.reps > 50:
+		return nil, errors.New("--reps: want 1..50")
+	case o.duration < time.Second || o.duration > 5*time.Minute:
+		return nil, errors.New("--duration: want 1s..5m")
+	case o.rrCount < 1:
+		return nil, errors.New("--rr-count: want at least 1")
+	case o.udpFlows < 1 || o.udpFlows > 256:
+		return nil, errors.New("--udp-flows: want 1..256")
+	case o.udpThreads < 1 || o.udpThreads > o.udpFlows:
+		return nil, errors.New("--udp-threads: want 1..udp-flows")
+	}
+	if o.timeout == 0 {
+		// Setup and teardown take well under 45 s a mode; a repetition is
+		// four tests of about --duration each plus their start-up.
+		perRep := 5*o.duration + 20*time.Second
+		o.timeout = time.Duration(len(o.modes))*(45*time.Second+time.Duration(o.reps)*perRep) + time.Minute
+	}
+	return o, nil
+}
+
+// moduleRoot finds the vxdp source tree from the working directory, for
+// the default binary path and to build the tools.
+func moduleRoot() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "."
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && bytes.Contains(b, []byte("module github.com/vxdp/vxdp\n")) {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			return dir
+		}
+	}
+}
+
+// commandLine is how the run was started, as the user would type it.
+func commandLine() string {
+	name := os.Args[0]
+	// `go run` builds into a temporary go-build directory.
+	if strings.Contains(name, "go-build") {
+		name = "go run ./bench/cmd/vxdp-bench"
+	}
+	parts := []string{name}
+	for _, a := range os.Args[1:] {
+		if strings.ContainsAny(a, " \t'\"$") {
+			a = strconv.Quote(a)
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() (code int) {
+	root := moduleRoot()
+	opts, err := parseFlags(os.Args[1:], root)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "vxdp-bench:", err)
+		return 2
+	}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "vxdp-bench: needs root (it creates network namespaces)")
+		return 1
+	}
+	for _, c := range []string{"ip", "bridge", "sysctl", "ping", "iperf3"} {
+		if _, err := exec.LookPath(c); err != nil {
+			fmt.Fprintf(os.Stderr, "vxdp-bench: %s not found (make deps installs it)\n", c)
+			return 1
+		}
+	}
+	needVXDP := false
+	for _, m := range opts.modes {
+		needVXDP = needVXDP || strings.HasPrefix(m, "vxdp")
+	}
+	if needVXDP {
+		if opts.vxdpBin, err = filepath.Abs(opts.vxdpBin); err == nil {
+			_, err = os.Stat(opts.vxdpBin)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "vxdp-bench: vxdp binary: %v (run make build, or pass --vxdp)\n", err)
+			return 1
+		}
+	}
+
+	// Interrupts cancel the run; the deferred teardown below still runs,
+	// and further signals are absorbed instead of killing it half-way.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, opts.timeout)
+	defer cancel()
+
+	dir, err := os.MkdirTemp("", "vxdp-bench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vxdp-bench:", err)
+		return 1
+	}
+	defer func() {
+		if opts.keep {
+			logf("run directory kept: %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	}()
+
+	prefix := fmt.Sprintf("vxb%d-", os.Getpid())
+	l := newLab(prefix, dir, logf)
+	defer func() {
+		if err := l.teardown(); err != nil {
+			logf("cleanup: %v", err)
+			code = 1
+		}
+	}()
+	if opts.removeStale {
+		for _, name := range staleRuns() {
+			logf("removing namespace %s left by a run that is gone", name)
+			if _, err := l.cmd(ctx, "ip", "netns", "del", name); err != nil {
+				logf("%v", err)
+			}
+		}
+	}
+
+	udpBin, rrBin, err := tools(ctx, l, opts, root, dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vxdp-bench: tools:", err)
+		return 1
+	}
+
+	rep := &report{
+		Date:    time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+		Command: commandLine(),
+		Settings: settings{
+			Reps: opts.reps, DurationSecs: opts.duration.Seconds(), RRCount: opts.rrCount,
+			UDPFlows: opts.udpFlows, UDPThreads: opts.udpThreads, UnderlayMTU: underlayMTU, PodMTU: podMTU,
+		},
+		Figures: figures,
+	}
+	logf("namespaces prefix %s, run directory %s, bound %v", prefix, dir, opts.timeout)
+	rep.Machine = describeMachine()
+	if out, err := l.cmd(ctx, "iperf3", "--version"); err == nil {
+		rep.Machine.Iperf3, _, _ = strings.Cut(strings.TrimSpace(string(out)), "\n")
+	}
+
+	failed := false
+	for _, mode := range opts.modes {
+		if ctx.Err() != nil {
+			rep.Modes = append(rep.Modes, &modeReport{Mode: mode, Status: "skipped", Reason: "run interrupted or out of time"})
+			continue
+		}
+		mr := runMode(ctx, l, opts, mode, udpBin, rrBin)
+		rep.Modes = append(rep.Modes, mr)
+		if err := l.teardown(); err != nil {
+			logf("%s: cleanup: %v", mode, err)
+			failed = true
+		}
+		if mr.Status == "error" || mr.Status == "interrupted" {
+			failed = true
+		}
+		for _, r := range mr.Reps {
+			failed = failed || len(r.Errors) > 0
+		}
+	}
+
+	writeMarkdown(os.Stdout, rep)
+	if opts.mdPath != "" {
+		f, err := os.Create(opts.mdPath)
+		if err == nil {
+			writeMarkdown(f, rep)
+			err = f.Close()
+		}
+		if err != nil {
+			logf("markdown: %v", err)
+			failed = true
+		}
+	}
+	if opts.jsonPath != "" {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err == nil {
+			err = os.WriteFile(opts.jsonPath, append(b, '\n'), 0o644)
+		}
+		if err != nil {
+			logf("json: %v", err)
+			failed = true
+		} else {
+			logf("wrote %s", opts.jsonPath)
+		}
+	}
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		return 130
+	case failed || ctx.Err() != nil:
+		return 1
+	}
+	return 0
+}
+
+// tools returns the udpblast and tcprr binaries, building them from
+// bench/tools into the run directory unless --tools names prebuilt ones.
+func tools(ctx context.Context, l *lab, opts *options, root, dir string) (string, string, error) {
+	if opts.toolsDir != "" {
+		u, r := filepath.Join(opts.toolsDir, "udpblast"), filepath.Join(opts.toolsDir, "tcprr")
+		for _, p := range []string{u, r} {
+			if _, err := os.Stat(p); err != nil {
+				return "", "", err
+			}
+		}
+		return u, r, nil
+	}
+	var out [2]string
+	for i, name := range []string{"udpblast", "tcprr"} {
+		out[i] = filepath.Join(dir, name)
+		c := []string{"build", "-o", out[i], "./bench/tools/" + name}
+		if _, err := l.run(ctx, 2*time.Minute, "go", append([]string{"-C", root}, c...)...); err != nil {
+			return "", "", err
+		}
+	}
+	return out[0], out[1], nil
+}
+
+// runMode builds one topology, measures it --reps times and summarizes.
+// The caller tears the topology down.
+func runMode(ctx context.Context, l *lab, opts *options, mode, udpBin, rrBin string) *modeReport {
+	mr := &modeReport{Mode: mode}
+	logf := l.logf
+	logf("%s: building the topology", mode)
+	var e *env
+	var err error
+	switch mode {
+	case "kernel":
+		e, err = buildKernel(ctx, l)
+	case "vxdp-udp":
+		e, err = buildVXDP(ctx, l, opts.vxdpBin, "udp")
+	case "vxdp-afxdp":
+		e, err = buildVXDP(ctx, l, opts.vxdpBin, "afxdp")
+	}
+	if err == nil {
+		err = checkPath(ctx, l)
+	}
+	var r *runner
+	if err == nil {
+		mr.Detail = e.detail
+		r = &runner{e: e, opts: opts, udpBin: udpBin, rrBin: rrBin}
+		err = r.startServers(ctx)
+	}
+	if err != nil {
+		var na *notAvailable
+		switch {
+		case errors.As(err, &na):
+			mr.Status, mr.Reason = "not available", na.reason
+		case ctx.Err() != nil:
+			mr.Status, mr.Reason = "interrupted", err.Error()
+		default:
+			mr.Status, mr.Reason = "error", err.Error()
+		}
+		logf("%s: %s: %s", mode, mr.Status, mr.Reason)
+		return mr
+	}
+	logf("%s: %s", mode, mr.Detail)
+
+	mr.Status = "ok"
+	for i := 0; i < opts.reps; i++ {
+		if ctx.Err() != nil {
+			break
+		}
+		res := r.rep(ctx)
+		mr.Reps = append(mr.Reps, res)
+		logf("%s: repetition %d/%d: %s", mode, i+1, opts.reps, repLine(res))
+		for _, a := range e.agents {
+			if !a.alive() {
+				mr.Status, mr.Reason = "error", fmt.Sprintf("agent %s died: %s", a.name, oneLine(a.logTail(4)))
+			}
+		}
+		if mr.Status != "ok" {
+			break
+		}
+	}
+	if ctx.Err() != nil && mr.Status == "ok" {
+		mr.Status, mr.Reason = "interrupted", ctx.Err().Error()
+	}
+	// The agents' counters after the run: drops by reason explain a low
+	// packet rate.
+	for i, a := range e.agents {
+		if !a.alive() {
+			continue
+		}
+		if out, err := l.cmd(context.Background(), opts.vxdpBin, "--socket", e.sockets[i], "stats", "-o", "json"); err == nil && json.Valid(out) {
+			mr.Stats = append(mr.Stats, json.RawMessage(out))
+		}
+	}
+	mr.summarize()
+	return mr
+}
+
+// repLine is the progress line of one repetition.
+func repLine(r *repResult) string {
+	var parts []string
+	if r.TCP1 != nil {
+		parts = append(parts, fmt.Sprintf("tcp1 %.2f Gbit/s", r.TCP1.BitsPerSec/1e9))
+	}
+	if r.TCP4 != nil {
+		parts = append(parts, fmt.Sprintf("tcp4 %.2f Gbit/s", r.TCP4.BitsPerSec/1e9))
+	}
+	if r.UDP != nil {
+		parts = append(parts, fmt.Sprintf("udp64 %.0f kpps delivered (%.0f sent, %d socket drops)",
+			r.UDP.Recv.PPS/1e3, r.UDP.Sent.PPS/1e3, r.UDP.Recv.RcvbufErrors))
+	}
+	if r.RR != nil {
+		parts = append(parts, fmt.Sprintf("rr p50 %.1f µs p99 %.1f µs (%d)", r.RR.P50, r.RR.P99, r.RR.RoundTrips))
+	}
+	for _, e := range r.Errors {
+		parts = append(parts, "ERROR "+e)
+	}
+	return strings.Join(parts, ", ")
+}

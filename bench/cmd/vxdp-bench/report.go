@@ -1,0 +1,303 @@
+//go:build linux
+
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// figure is one row of the table: how to get its value out of a repetition.
+type figure struct {
+	Key      string `json:"key"`
+	Title    string `json:"title"`
+	Unit     string `json:"unit"`
+	Lower    bool   `json:"lower_is_better"`
+	Context  bool   `json:"context_only,omitempty"` // shown, but not a figure of merit
+	prec     int
+	vxdpOnly bool
+	value    func(*repResult) (float64, bool)
+}
+
+// perGB divides CPU-seconds by the gigabytes the 1-stream test moved.
+func perGB(r *repResult, f func(*cpuUse) float64) (float64, bool) {
+	if r.TCP1 == nil || r.TCP1.CPU == nil || r.TCP1.Bytes <= 0 {
+		return 0, false
+	}
+	return f(r.TCP1.CPU) / (r.TCP1.Bytes / 1e9), true
+}
+
+var figures = []figure{
+	{Key: "tcp_1_stream_gbit", Title: "TCP throughput, 1 stream", Unit: "Gbit/s", prec: 2,
+		value: func(r *repResult) (float64, bool) {
+			if r.TCP1 == nil {
+				return 0, false
+			}
+			return r.TCP1.BitsPerSec / 1e9, true
+		}},
+	{Key: "tcp_4_streams_gbit", Title: "TCP throughput, 4 streams", Unit: "Gbit/s", prec: 2,
+		value: func(r *repResult) (float64, bool) {
+			if r.TCP4 == nil {
+				return 0, false
+			}
+			return r.TCP4.BitsPerSec / 1e9, true
+		}},
+	{Key: "udp_64_delivered_kpps", Title: "64-byte UDP delivered to pod2", Unit: "kpps", prec: 0,
+		value: func(r *repResult) (float64, bool) {
+			if r.UDP == nil {
+				return 0, false
+			}
+			return r.UDP.Recv.PPS / 1e3, true
+		}},
+	{Key: "udp_64_sent_kpps", Title: "64-byte UDP sent by pod1 (context)", Unit: "kpps", prec: 0, Context: true,
+		value: func(r *repResult) (float64, bool) {
+			if r.UDP == nil {
+				return 0, false
+			}
+			return r.UDP.Sent.PPS / 1e3, true
+		}},
+	{Key: "tcp_rr_p50_us", Title: "TCP 1-byte request/response latency p50", Unit: "µs", Lower: true, prec: 1,
+		value: func(r *repResult) (float64, bool) {
+			if r.RR == nil {
+				return 0, false
+			}
+			return r.RR.P50, true
+		}},
+	{Key: "tcp_rr_p99_us", Title: "TCP 1-byte request/response latency p99", Unit: "µs", Lower: true, prec: 1,
+		value: func(r *repResult) (float64, bool) {
+			if r.RR == nil {
+				return 0, false
+			}
+			return r.RR.P99, true
+		}},
+	{Key: "cpu_machine_s_per_gb", Title: "CPU during TCP 1 stream: whole machine busy", Unit: "CPU-s/GB", Lower: true, prec: 2,
+		value: func(r *repResult) (float64, bool) {
+			return perGB(r, func(c *cpuUse) float64 { return c.Busy })
+		}},
+	{Key: "cpu_kernel_s_per_gb", Title: "  of it kernel: system+irq+softirq", Unit: "CPU-s/GB", Lower: true, prec: 2,
+		value: func(r *repResult) (float64, bool) {
+			return perGB(r, func(c *cpuUse) float64 { return c.System + c.Irq + c.Softirq })
+		}},
+	{Key: "cpu_procs_s_per_gb", Title: "CPU during TCP 1 stream: iperf3 + agents, user+sys", Unit: "CPU-s/GB", Lower: true, prec: 2,
+		value: func(r *repResult) (float64, bool) {
+			return perGB(r, func(c *cpuUse) float64 { return c.Iperf + c.Agents })
+		}},
+	{Key: "cpu_agents_s_per_gb", Title: "  of it the two vxdp agents", Unit: "CPU-s/GB", Lower: true, prec: 2, vxdpOnly: true,
+		value: func(r *repResult) (float64, bool) {
+			return perGB(r, func(c *cpuUse) float64 { return c.Agents })
+		}},
+	{Key: "cpu_us_per_udp_packet", Title: "CPU per delivered 64-byte packet, whole machine", Unit: "µs", Lower: true, prec: 2,
+		value: func(r *repResult) (float64, bool) {
+			if r.UDP == nil || r.UDP.Recv.Received == 0 {
+				return 0, false
+			}
+			return r.UDP.Recv.CPUBusy / float64(r.UDP.Recv.Received) * 1e6, true
+		}},
+}
+
+// modeReport is one column of the table and its raw data.
+type modeReport struct {
+	Mode    string                `json:"mode"`
+	Status  string                `json:"status"` // ok, not available, error, interrupted, skipped
+	Reason  string                `json:"reason,omitempty"`
+	Detail  string                `json:"detail,omitempty"`
+	Medians map[string]*float64   `json:"medians"`
+	Ranges  map[string][2]float64 `json:"min_max,omitempty"`
+	Reps    []*repResult          `json:"reps"`
+	Stats   []json.RawMessage     `json:"agent_stats,omitempty"` // `vxdp stats -o json` per node after the run
+}
+
+func (m *modeReport) usable() bool {
+	return m.Status == "ok" || m.Status == "interrupted" && len(m.Reps) > 0
+}
+
+// summarize fills Medians and Ranges from the repetitions.
+func (m *modeReport) summarize() {
+	m.Medians = map[string]*float64{}
+	m.Ranges = map[string][2]float64{}
+	for _, f := range figures {
+		if f.vxdpOnly && !strings.HasPrefix(m.Mode, "vxdp") {
+			continue
+		}
+		var vals []float64
+		for _, r := range m.Reps {
+			if v, ok := f.value(r); ok && !math.IsNaN(v) && !math.IsInf(v, 0) {
+				vals = append(vals, v)
+			}
+		}
+		if len(vals) == 0 {
+			continue
+		}
+		slices.Sort(vals)
+		med := median(vals)
+		m.Medians[f.Key] = &med
+		m.Ranges[f.Key] = [2]float64{vals[0], vals[len(vals)-1]}
+	}
+}
+
+func median(sorted []float64) float64 {
+	n := len(sorted)
+	if n%2 == 1 {
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
+}
+
+// machine describes where the figures were taken.
+type machine struct {
+	NProc      int     `json:"nproc"`
+	Kernel     string  `json:"kernel"`
+	CPUModel   string  `json:"cpu_model"`
+	LoadAvg    string  `json:"loadavg_at_start"`
+	Background float64 `json:"background_busy_cpus"` // CPUs busy with other work, 1 s sample before the run
+	Iperf3     string  `json:"iperf3"`
+}
+
+func describeMachine() machine {
+	m := machine{NProc: runtime.NumCPU()}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m.Kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		f := strings.Fields(string(b))
+		if len(f) >= 3 {
+			m.LoadAvg = strings.Join(f[:3], " ")
+		}
+	}
+	// The VM may be shared: how busy it is without us says how far the
+	// whole-machine CPU figures can be trusted.
+	if a, err := readCPUStat(); err == nil {
+		time.Sleep(time.Second)
+		if b, err := readCPUStat(); err == nil {
+			m.Background = secs(b.busy() - a.busy())
+		}
+	}
+	return m
+}
+
+// report is the JSON document --json writes.
+type report struct {
+	Date     string        `json:"date"`
+	Command  string        `json:"command"`
+	Machine  machine       `json:"machine"`
+	Settings settings      `json:"settings"`
+	Figures  []figure      `json:"figures"`
+	Modes    []*modeReport `json:"modes"`
+}
+
+type settings struct {
+	Reps         int     `json:"reps"`
+	DurationSecs float64 `json:"duration_s"`
+	RRCount      int     `json:"rr_count"`
+	UDPFlows     int     `json:"udp_flows"`
+	UDPThreads   int     `json:"udp_sender_threads"`
+	UnderlayMTU  int     `json:"underlay_mtu"`
+	PodMTU       int     `json:"pod_mtu"`
+}
+
+func formatValue(v float64, prec int) string {
+	return fmt.Sprintf("%.*f", prec, v)
+}
+
+// writeMarkdown prints the header lines and the table.
+func writeMarkdown(w io.Writer, rep *report) {
+	m := rep.Machine
+	fmt.Fprintf(w, "Machine: %d CPUs, %s, Linux %s; load average at start %s; %.2f CPUs busy with other work before the run\n",
+		m.NProc, m.CPUModel, m.Kernel, m.LoadAvg, m.Background)
+	fmt.Fprintf(w, "Date: %s\n", rep.Date)
+	fmt.Fprintf(w, "Command: `%s`\n", rep.Command)
+	s := rep.Settings
+	fmt.Fprintf(w, "Settings: medians of %d repetitions; %gs per throughput/packet-rate test; RR %d round trips (bounded by the same time); "+
+		"UDP sender %d flows on %d thread(s); underlay MTU %d, pod MTU %d; %s\n\n",
+		s.Reps, s.DurationSecs, s.RRCount, s.UDPFlows, s.UDPThreads, s.UnderlayMTU, s.PodMTU, m.Iperf3)
+
+	var kernel *modeReport
+	for _, md := range rep.Modes {
+		if md.Mode == "kernel" && md.usable() {
+			kernel = md
+		}
+	}
+	header := []string{"figure (higher is better unless marked lower)"}
+	align := []string{"---"}
+	for _, md := range rep.Modes {
+		header = append(header, md.Mode)
+		align = append(align, "--:")
+	}
+	var ratioModes []*modeReport
+	if kernel != nil {
+		for _, md := range rep.Modes {
+			if md != kernel && md.usable() {
+				ratioModes = append(ratioModes, md)
+				header = append(header, md.Mode+" / kernel")
+				align = append(align, "--:")
+			}
+		}
+	}
+	fmt.Fprintf(w, "| %s |\n|%s|\n", strings.Join(header, " | "), strings.Join(align, "|"))
+	for _, f := range figures {
+		title := f.Title + ", " + f.Unit
+		if f.Lower {
+			title += " (lower is better)"
+		}
+		row := []string{strings.Replace(title, "  ", "&nbsp;&nbsp;", 1)}
+		for _, md := range rep.Modes {
+			switch {
+			case !md.usable():
+				row = append(row, md.Status)
+			case md.Medians[f.Key] == nil:
+				row = append(row, "—")
+			default:
+				row = append(row, formatValue(*md.Medians[f.Key], f.prec))
+			}
+		}
+		for _, md := range ratioModes {
+			k, v := kernel.Medians[f.Key], md.Medians[f.Key]
+			if k == nil || v == nil || *k == 0 {
+				row = append(row, "—")
+				continue
+			}
+			row = append(row, fmt.Sprintf("%.2f×", *v / *k))
+		}
+		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
+	}
+	fmt.Fprintln(w)
+	for _, md := range rep.Modes {
+		line := fmt.Sprintf("- %s: %s", md.Mode, md.Status)
+		if md.Detail != "" {
+			line += "; " + md.Detail
+		}
+		if md.Reason != "" {
+			line += "; " + md.Reason
+		}
+		fmt.Fprintln(w, line)
+		for i, r := range md.Reps {
+			for _, e := range r.Errors {
+				fmt.Fprintf(w, "  - repetition %d: %s\n", i+1, e)
+			}
+		}
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "CPU: \"whole machine busy\" is the /proc/stat delta (user+nice+system+irq+softirq, all CPUs) over the 1-stream iperf3 run "+
+		"divided by the gigabytes received, so it includes iperf3 itself and anything else running on the machine; "+
+		"\"iperf3 + agents\" counts only those processes (/proc/<pid>/stat and the client's rusage), which misses kernel work done "+
+		"outside their context (ksoftirqd, softirq on other CPUs). Per packet: whole-machine busy time during the UDP window "+
+		"divided by the datagrams delivered, sender and receiver included.")
+}

@@ -1,0 +1,158 @@
+package udp
+
+import (
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Receiving with UDP_GRO: the kernel hands over runs of datagrams of one
+// flow as one buffer (and a sender's UDP_SEGMENT run arrives whole over a
+// virtual link), with the segment size in a control message. Read cuts
+// them apart again into single datagrams, each behind its synthesised
+// headers, so the engine sees what it always sees; what does not fit in
+// one Read waits in the scratch buffers for the next.
+
+const (
+	udpGRO    = 104 // UDP_GRO
+	groMsgs   = 8   // coalesced messages per recvmmsg
+	groBufLen = 256 << 10
+)
+
+type groState struct {
+	bufs  [groMsgs][]byte
+	rx    mmsgBatch
+	oob   [groMsgs][64]byte
+	n     int // messages received and not yet handed out
+	cur   int // message being handed out
+	off   int // offset in it
+	block bool
+	errno unix.Errno
+}
+
+func (d *Device) openGRO(fd int) error {
+	if err := unix.SetsockoptInt(fd, solUDP, udpGRO, 1); err != nil {
+		return fmt.Errorf("UDP_GRO: %w", err)
+	}
+	g := &groState{}
+	g.rx.init()
+	for i := range g.bufs {
+		// A coalesced run can exceed 64 KiB where the device allows
+		// big GRO; truncation would lose the whole run.
+		g.bufs[i] = make([]byte, groBufLen)
+	}
+	d.gro = g
+	d.groFn = d.recvGRO
+	return nil
+}
+
+// readGRO is Read for a device with UDP_GRO.
+func (d *Device) readGRO(bufs [][]byte, sizes []int, offset int) (int, error) {
+	g := d.gro
+	out := 0
+	for {
+		out = d.emitGRO(bufs, sizes, offset, out)
+		if out == len(bufs) {
+			return out, nil
+		}
+		if d.closed.Load() {
+			return 0, d.closedErr("read")
+		}
+		for i := range g.bufs {
+			g.rx.set(i, g.bufs[i])
+			h := &g.rx.hdrs[i].Hdr
+			h.Control = &g.oob[i][0]
+			h.SetControllen(len(g.oob[i]))
+		}
+		g.block, g.n, g.cur, g.off, g.errno = out == 0, 0, 0, 0, 0
+		err := d.rxRaw.Read(d.groFn)
+		if err != nil {
+			if d.closed.Load() {
+				return 0, d.closedErr("read")
+			}
+			return out, fmt.Errorf("read %s: %w", d.name, err)
+		}
+		if g.errno != 0 {
+			return out, fmt.Errorf("read %s: recvmmsg: %w", d.name, g.errno)
+		}
+		if g.n == 0 {
+			return out, nil // nothing more queued; out > 0 here
+		}
+	}
+}
+
+func (d *Device) recvGRO(fd uintptr) bool {
+	g := d.gro
+	for {
+		n, errno := recvmmsg(fd, g.rx.hdrs[:groMsgs])
+		switch errno {
+		case 0:
+			g.n = n
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return !g.block
+		default:
+			g.errno = errno
+			return true
+		}
+	}
+}
+
+// emitGRO hands out the received datagrams, cut at their segment size,
+// into bufs from index out on, and returns the new count.
+func (d *Device) emitGRO(bufs [][]byte, sizes []int, offset, out int) int {
+	g := d.gro
+	for g.cur < g.n && out < len(bufs) {
+		h := &g.rx.hdrs[g.cur]
+		total := int(h.Len)
+		if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
+			d.rxDropped.Add(1)
+			g.cur, g.off = g.cur+1, 0
+			continue
+		}
+		seg := groSegSize(&h.Hdr, g.oob[g.cur][:])
+		if seg <= 0 || seg > total {
+			seg = total
+		}
+		for g.off < total && out < len(bufs) {
+			n := seg
+			if g.off+n > total {
+				n = total - g.off
+			}
+			dst := bufs[out][offset+HeaderLen:]
+			if len(dst) < n {
+				d.rxDropped.Add(1)
+			} else {
+				copy(dst, g.bufs[g.cur][g.off:g.off+n])
+				d.writeHeaders(bufs[out][offset:], &g.rx.addrs[g.cur], n)
+				sizes[out] = HeaderLen + n
+				out++
+			}
+			g.off += n
+		}
+		if g.off >= total {
+			g.cur, g.off = g.cur+1, 0
+		}
+	}
+	return out
+}
+
+// groSegSize reads the UDP_GRO control message: the size of the segments
+// a coalesced datagram is made of, or 0.
+func groSegSize(h *unix.Msghdr, oob []byte) int {
+	n := int(h.Controllen)
+	for off := 0; off+unix.SizeofCmsghdr <= n; {
+		c := (*unix.Cmsghdr)(unsafe.Pointer(&oob[off]))
+		if c.Len < unix.SizeofCmsghdr || off+int(c.Len) > n {
+			return 0
+		}
+		if c.Level == solUDP && c.Type == udpGRO && int(c.Len) >= unix.CmsgLen(2) {
+			return int(*(*uint16)(unsafe.Pointer(&oob[off+unix.CmsgLen(0)])))
+		}
+		off += unix.CmsgSpace(int(c.Len) - unix.CmsgLen(0))
+	}
+	return 0
+}
