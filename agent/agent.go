@@ -77,9 +77,6 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 		}
 	}()
 	native := cfg.RoutingMode == config.RoutingNative
-	if cfg.TunnelProtocol != "vxlan" {
-		return nil, fmt.Errorf("tunnel-protocol %s: not supported yet", cfg.TunnelProtocol)
-	}
 	if !cfg.NodeIP.Is4() {
 		return nil, fmt.Errorf("node-ip %s: IPv6 underlays are not supported yet", cfg.NodeIP)
 	}
@@ -109,6 +106,23 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 		unders, err = a.openUnderlay(link.Attrs().Name)
 		if err != nil {
 			return nil, err
+		}
+		// VTEPs speak VXLAN to port 8472 whatever the cluster runs: a
+		// Geneve cluster (or a native one on another port) listens there
+		// too.
+		if cfg.EnableVTEP && cfg.TunnelPort != dataplane.VTEPPort {
+			v, err := udp.Listen(netip.AddrPortFrom(cfg.NodeIP, dataplane.VTEPPort))
+			if err != nil {
+				for _, u := range unders {
+					u.Close()
+				}
+				if a.xdp != nil {
+					a.xdp.Close()
+				}
+				return nil, fmt.Errorf("vtep socket: %w", err)
+			}
+			unders = append(unders, v)
+			log.Info("vtep socket", zap.String("socket", v.Name()))
 		}
 	} else {
 		a.underlayKind, a.underlayReason = "none", "native routing without VTEPs needs no tunnel"
@@ -155,6 +169,7 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 		DisableSourceCheck:   !cfg.TunnelSourceCheck,
 		Native:               native,
 		AutoDirectNodeRoutes: cfg.AutoDirectNodeRoutes,
+		Protocol:             cfg.TunnelProtocol,
 	}, log, unders, a.host, a.newEndpointDevice, a.routes)
 	if err != nil {
 		closeUnders()

@@ -24,6 +24,12 @@ type Config struct {
 	ClusterCIDR netip.Prefix // optional: the whole pod space; unknown parts of it are unreachable
 	TunnelPort  uint16
 	UnderlayMTU int
+	// Protocol is "vxlan" (the default) or "geneve". VTEPs speak VXLAN on
+	// VTEPPort whatever the cluster uses.
+	Protocol string
+	// GeneveOptions are attached to every Geneve packet this node sends
+	// (none by default); their length comes off the route MTU.
+	GeneveOptions []encap.GeneveOption
 	// VXLANTolerate are reserved VXLAN header bits accepted on receive
 	// (see encap.VXLAN.Validate).
 	VXLANTolerate uint32
@@ -142,6 +148,7 @@ type Engine struct {
 	log       *zap.Logger
 	routeMTU  int // pods' MTU
 	tunnelMTU int // largest inner packet the encapsulation carries
+	geneve    bool
 	hostIP    netip.Addr
 	hostIP4   [4]byte
 	nodeIP4   [4]byte
@@ -203,8 +210,26 @@ func New(cfg Config, log *zap.Logger, underlays []Device, host Device, newEndpoi
 	if cfg.UnderlayMTU < 576 {
 		return nil, fmt.Errorf("underlay mtu %d: %w", cfg.UnderlayMTU, ErrInvalid)
 	}
-	if cfg.TunnelPort == 0 {
-		cfg.TunnelPort = encap.VXLANPort
+	optLen := 0
+	switch cfg.Protocol {
+	case "", "vxlan":
+		cfg.Protocol = "vxlan"
+		if len(cfg.GeneveOptions) > 0 {
+			return nil, fmt.Errorf("geneve options with protocol vxlan: %w", ErrInvalid)
+		}
+		if cfg.TunnelPort == 0 {
+			cfg.TunnelPort = encap.VXLANPort
+		}
+	case "geneve":
+		var err error
+		if optLen, err = encap.GeneveOptionsLen(cfg.GeneveOptions); err != nil {
+			return nil, fmt.Errorf("geneve options: %w: %v", ErrInvalid, err)
+		}
+		if cfg.TunnelPort == 0 {
+			cfg.TunnelPort = encap.GenevePort
+		}
+	default:
+		return nil, fmt.Errorf("tunnel protocol %q: %w", cfg.Protocol, ErrInvalid)
 	}
 	if log == nil {
 		log = zap.NewNop()
@@ -212,8 +237,9 @@ func New(cfg Config, log *zap.Logger, underlays []Device, host Device, newEndpoi
 	e := &Engine{
 		cfg:         cfg,
 		log:         log,
-		routeMTU:    cfg.UnderlayMTU - encap.VXLANOverheadV4,
-		tunnelMTU:   cfg.UnderlayMTU - encap.VXLANOverheadV4,
+		routeMTU:    cfg.UnderlayMTU - encap.VXLANOverheadV4 - optLen,
+		tunnelMTU:   cfg.UnderlayMTU - encap.VXLANOverheadV4 - optLen,
+		geneve:      cfg.Protocol == "geneve",
 		hostIP:      cfg.PodCIDR.Masked().Addr().Next(),
 		nodeIP4:     cfg.NodeIP.As4(),
 		mac:         encap.TunnelMAC(cfg.NodeIP),

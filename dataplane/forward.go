@@ -86,12 +86,12 @@ func (w *worker) forward(snap *snapshot, buf []byte, start, n int, r route, foun
 		w.enqueue(r.ep.dev, &r.ep.stats, buf, start, n)
 	case RouteTunnel:
 		if w.decrementTTL(snap, ip) && w.fitsTunnel(snap, ip, n) {
-			w.encapTo(buf, start, n, ip, &r.peer.tun, vni)
+			w.encapTo(buf, start, n, ip, &r.peer.tun, vni, w.e.geneve)
 		}
 	case RouteVTEP:
 		// Whatever the sender's identity, a VTEP only knows VNI 2.
 		if w.decrementTTL(snap, ip) && w.fitsTunnel(snap, ip, n) {
-			w.encapTo(buf, start, n, ip, &r.vtep.tun, uint32(identity.World))
+			w.encapTo(buf, start, n, ip, &r.vtep.tun, uint32(identity.World), false)
 		}
 	case RouteHost:
 		if w.kind == sourceHost || w.e.host == nil {
@@ -130,15 +130,21 @@ func (w *worker) fitsTunnel(snap *snapshot, ip encap.IPv4, n int) bool {
 // encapTo writes the outer headers in front of buf[start:start+n] for
 // tunnel t with vni and queues it on the underlay queue its flow hashes
 // to. It reports whether the packet was queued.
-func (w *worker) encapTo(buf []byte, start, n int, ip encap.IPv4, t *encap.TunnelV4, vni uint32) bool {
+func (w *worker) encapTo(buf []byte, start, n int, ip encap.IPv4, t *encap.TunnelV4, vni uint32, geneve bool) bool {
 	hash := encap.FlowHashV4(ip)
-	o, err := encap.EncapVXLANv4(buf, start, n, t, vni, encap.SourcePort(hash))
+	var o int
+	var err error
+	if geneve {
+		o, err = encap.EncapGeneveV4(buf, start, n, t, vni, w.e.cfg.GeneveOptions, encap.SourcePort(hash))
+	} else {
+		o, err = encap.EncapVXLANv4(buf, start, n, t, vni, encap.SourcePort(hash))
+	}
 	if err != nil {
 		w.drop(DropInvalidHeader)
 		return false
 	}
 	u := w.e.underlayFor(hash)
-	w.enqueue(u.dev, &u.stats, buf, o, n+encap.VXLANOverheadV4)
+	w.enqueue(u.dev, &u.stats, buf, o, start+n-o)
 	return true
 }
 
@@ -174,7 +180,7 @@ func (w *worker) decrementTTL(snap *snapshot, ip encap.IPv4) bool {
 	return true
 }
 
-// fromUnderlay handles a tunnel packet: outer IPv4/UDP/VXLAN, inner
+// fromUnderlay handles a tunnel packet: outer IPv4/UDP/VXLAN or Geneve, inner
 // Ethernet and IPv4.
 func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
 	start := encap.Headroom
@@ -188,23 +194,35 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
 		}
 		return
 	}
-	if o.DstPort != w.e.cfg.TunnelPort {
+	// The destination port says which protocol to expect: the cluster's
+	// own on the tunnel port; VXLAN from VTEPs on theirs, which differs
+	// only in a Geneve cluster.
+	geneve := w.e.geneve
+	switch o.DstPort {
+	case w.e.cfg.TunnelPort:
+	case VTEPPort:
+		geneve = false
+	default:
 		w.drop(DropUnsupportedProtocol)
 		return
 	}
 	payload := pkt[o.Payload : o.Payload+o.PayloadLen]
-	if len(payload) < encap.VXLANLen+encap.EthernetLen {
-		w.drop(DropInvalidHeader)
+	vni, hlen, ok := w.tunnelHeader(payload, geneve)
+	if !ok {
 		return
 	}
-	vx := encap.VXLAN(payload)
-	if vx.Validate(w.e.cfg.VXLANTolerate) != nil {
+	if len(payload) < hlen+encap.EthernetLen {
 		w.drop(DropInvalidHeader)
 		return
 	}
 	p := snap.peers[o.Src]
 	if p == nil {
 		if v := snap.vteps[o.Src]; v != nil {
+			if geneve {
+				// VTEPs speak VXLAN, never Geneve.
+				w.drop(DropProtocolMismatch)
+				return
+			}
 			w.fromVTEP(snap, v, buf, start, payload, o.Payload)
 			return
 		}
@@ -213,12 +231,12 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
 			return
 		}
 	}
-	src, err := identity.FromVNI(vx.VNI())
+	src, err := identity.FromVNI(vni)
 	if err != nil {
 		w.drop(DropInvalidIdentity)
 		return
 	}
-	eth := encap.Ethernet(payload[encap.VXLANLen:])
+	eth := encap.Ethernet(payload[hlen:])
 	if src := eth.Source(); !src.IsUnicast() || src == w.e.mac {
 		w.drop(DropInvalidMAC)
 		return
@@ -227,7 +245,7 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
 		w.drop(DropUnsupportedProtocol)
 		return
 	}
-	ioff := o.Payload + encap.VXLANLen + encap.EthernetLen
+	ioff := o.Payload + hlen + encap.EthernetLen
 	inner := encap.IPv4(pkt[ioff:])
 	if !inner.IsValid(len(inner)) {
 		w.drop(DropInvalidHeader)
@@ -240,6 +258,48 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
 		return
 	}
 	w.deliver(snap, inner, buf, start+ioff, n, src)
+}
+
+// tunnelHeader validates the VXLAN or Geneve header at the start of
+// payload and returns its VNI and length, or counts the drop. A packet of
+// the other protocol on our port (a misconfigured cluster) gets a reason
+// of its own.
+func (w *worker) tunnelHeader(payload []byte, geneve bool) (vni uint32, hlen int, ok bool) {
+	if geneve {
+		g := encap.Geneve(payload)
+		if err := g.Validate(nil); err != nil {
+			switch {
+			case looksVXLAN(payload):
+				w.drop(DropProtocolMismatch)
+			case err == encap.ErrGeneveControl:
+				w.drop(DropControlPacket)
+			case err == encap.ErrGeneveCritical:
+				w.drop(DropCriticalOption)
+			case err == encap.ErrGeneveProtocol:
+				w.drop(DropUnsupportedProtocol)
+			default:
+				w.drop(DropInvalidHeader)
+			}
+			return 0, 0, false
+		}
+		return g.VNI(), g.HeaderLen(), true
+	}
+	vx := encap.VXLAN(payload)
+	if vx.Validate(w.e.cfg.VXLANTolerate) != nil {
+		if len(payload) >= encap.GeneveLen && encap.Geneve(payload).Validate(nil) == nil {
+			w.drop(DropProtocolMismatch)
+		} else {
+			w.drop(DropInvalidHeader)
+		}
+		return 0, 0, false
+	}
+	return vx.VNI(), encap.VXLANLen, true
+}
+
+// looksVXLAN recognises a well-formed VXLAN header: I flag alone in the
+// flags byte, the reserved bytes zero.
+func looksVXLAN(b []byte) bool {
+	return len(b) >= encap.VXLANLen && b[0] == 0x08 && b[1] == 0 && b[2] == 0 && b[3] == 0 && b[7] == 0
 }
 
 // deliver hands a decapsulated IPv4 packet, buf[off:off+n], to the local
@@ -286,11 +346,11 @@ func (w *worker) icmpError(snap *snapshot, orig encap.IPv4, typ, code uint8, mtu
 	case RouteLocal:
 		w.enqueue(r.ep.dev, &r.ep.stats, b, start, n)
 	case RouteTunnel:
-		if !w.encapTo(b, start, n, ip, &r.peer.tun, uint32(identity.RemoteNode)) {
+		if !w.encapTo(b, start, n, ip, &r.peer.tun, uint32(identity.RemoteNode), w.e.geneve) {
 			return
 		}
 	case RouteVTEP:
-		if !w.encapTo(b, start, n, ip, &r.vtep.tun, uint32(identity.World)) {
+		if !w.encapTo(b, start, n, ip, &r.vtep.tun, uint32(identity.World), false) {
 			return
 		}
 	case RouteHost:

@@ -25,6 +25,9 @@ const (
 	DropInvalidMAC
 	DropTxError
 	DropARPUnanswered
+	DropProtocolMismatch
+	DropControlPacket
+	DropCriticalOption
 	numDropReasons
 )
 
@@ -46,6 +49,9 @@ var dropNames = [numDropReasons]string{
 	DropInvalidMAC:          "invalid_mac",
 	DropTxError:             "tx_error",
 	DropARPUnanswered:       "arp_unanswered",
+	DropProtocolMismatch:    "tunnel_protocol_mismatch",
+	DropControlPacket:       "geneve_control_packet",
+	DropCriticalOption:      "geneve_critical_option",
 }
 
 func (r DropReason) String() string {

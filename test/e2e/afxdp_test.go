@@ -18,14 +18,16 @@ import (
 // kernel keeps everything else; no program is left behind.
 func TestAFXDPUnderlay(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		modes [2]string
+		name, protocol string
+		modes          [2]string
 	}{
-		{"both afxdp", [2]string{"afxdp", "afxdp"}},
-		{"afxdp and udp", [2]string{"afxdp", "udp"}},
+		{"both afxdp", "vxlan", [2]string{"afxdp", "afxdp"}},
+		{"afxdp and udp", "vxlan", [2]string{"afxdp", "udp"}},
+		{"geneve, afxdp and udp", "geneve", [2]string{"afxdp", "udp"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newClusterWith(t, [2]string{"underlay: " + tc.modes[0], "underlay: " + tc.modes[1]})
+			proto := "\ntunnel-protocol: " + tc.protocol
+			c := newClusterWith(t, [2]string{"underlay: " + tc.modes[0] + proto, "underlay: " + tc.modes[1] + proto})
 			for i, m := range tc.modes {
 				var st struct {
 					Underlay       string `json:"underlay"`
@@ -77,7 +79,7 @@ func TestAFXDPUnderlay(t *testing.T) {
 			if len(under) == 0 {
 				t.Fatal("no underlay device in stats")
 			}
-			if out, _ := c.node[0].Run("ss", "-uan"); strings.Contains(out, "10.169.72.233:8472") {
+			if out, _ := c.node[0].Run("ss", "-uan"); strings.Contains(out, "10.169.72.233:8472") || strings.Contains(out, "10.169.72.233:6081") {
 				t.Fatalf("a UDP socket on the tunnel port beside AF_XDP:\n%s", out)
 			}
 			// Everything else still reaches node1's kernel.
