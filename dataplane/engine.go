@@ -151,8 +151,11 @@ type Engine struct {
 	geneve    bool
 	hostIP    netip.Addr
 	hostIP4   [4]byte
-	nodeIP4   [4]byte
-	mac       encap.MAC
+	// podBroadcast4 is the pod CIDR's broadcast address: nothing sent
+	// there is answered with an ICMP error (RFC 1122 3.2.2).
+	podBroadcast4 [4]byte
+	nodeIP4       [4]byte
+	mac           encap.MAC
 
 	// underlays are the queues of the underlay: one worker reads each,
 	// and encapsulated packets leave through the one their flow hashes to.
@@ -254,6 +257,7 @@ func New(cfg Config, log *zap.Logger, underlays []Device, host Device, newEndpoi
 		nodes:       make(map[string]*peer),
 	}
 	e.hostIP4 = e.hostIP.As4()
+	e.podBroadcast4 = lastAddr(cfg.PodCIDR).As4()
 	if cfg.Native {
 		// No encapsulation between nodes: pods get the full MTU.
 		e.routeMTU = cfg.UnderlayMTU

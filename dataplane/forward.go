@@ -246,7 +246,9 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
 		return
 	}
 	ioff := o.Payload + hlen + encap.EthernetLen
-	inner := encap.IPv4(pkt[ioff:])
+	// Bounded by the UDP datagram, not the outer IP packet: bytes after
+	// the datagram are no part of the frame.
+	inner := encap.IPv4(pkt[ioff : o.Payload+o.PayloadLen])
 	if !inner.IsValid(len(inner)) {
 		w.drop(DropInvalidHeader)
 		return
@@ -331,7 +333,7 @@ func (w *worker) deliver(snap *snapshot, inner encap.IPv4, buf []byte, off, n in
 // host address, routed like any packet the node originates. It is built in
 // a scratch buffer so the original can still be forwarded or dropped.
 func (w *worker) icmpError(snap *snapshot, orig encap.IPv4, typ, code uint8, mtu uint16) {
-	if !encap.MayAnswerWithICMPv4(orig) || w.nscratch >= len(w.scratch) {
+	if !encap.MayAnswerWithICMPv4(orig) || w.nscratch >= len(w.scratch) || orig.Destination4() == w.e.podBroadcast4 {
 		return
 	}
 	b := w.scratch[w.nscratch]

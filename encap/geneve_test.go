@@ -23,7 +23,7 @@ func TestGeneveFixture(t *testing.T) {
 	if err := b.Validate(known); err != nil {
 		t.Fatal(err)
 	}
-	if b.Version() != 0 || b.OptionsLen() != 20 || b.HeaderLen() != 28 || !b.CriticalOptions() || b.Control() || b.VNI() != 1000 {
+	if b.Version() != 0 || b.OptionsLen() != 20 || b.HeaderLen() != 28 || !b.Critical() || b.Control() || b.VNI() != 1000 {
 		t.Fatalf("fields: ver %d optlen %d vni %d", b.Version(), b.OptionsLen(), b.VNI())
 	}
 	it := b.Options()

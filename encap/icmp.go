@@ -64,6 +64,10 @@ func MayAnswerWithICMPv4(orig IPv4) bool {
 	if src[0] == 0 || src[0] >= 224 || src == [4]byte{255, 255, 255, 255} || src[0] == 127 {
 		return false
 	}
+	// Nor about a datagram sent to a multicast or broadcast address.
+	if dst := orig.Destination4(); dst[0] >= 224 {
+		return false
+	}
 	if orig.Protocol() == ProtoICMP {
 		p := orig.Payload()
 		if len(p) < 1 || IsICMPv4Error(p[0]) {

@@ -113,6 +113,15 @@ func (d *Device) emitGRO(bufs [][]byte, sizes []int, offset, out int) int {
 			g.cur, g.off = g.cur+1, 0
 			continue
 		}
+		if total == 0 {
+			// An empty datagram is handed out too (just the synthesised
+			// headers), so the engine counts it like any other bad one.
+			d.writeHeaders(bufs[out][offset:], &g.rx.addrs[g.cur], 0)
+			sizes[out] = HeaderLen
+			out++
+			g.cur, g.off = g.cur+1, 0
+			continue
+		}
 		seg := groSegSize(&h.Hdr, g.oob[g.cur][:])
 		if seg <= 0 || seg > total {
 			seg = total
