@@ -5,7 +5,7 @@ BIN := bin/vxdp
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/vxdp/vxdp/agent.Version=$(VERSION)
 # Parsers get a short fuzz run on every `make test`.
-FUZZTIME ?= 10s
+FUZZTIME ?= 8s
 # Debian packages the end-to-end tests and the demo use.
 PACKAGES := iproute2 iputils-ping iperf3 tcpdump tshark kmod systemd curl
 COMMANDS := ip ping iperf3 tcpdump tshark systemd-analyze
@@ -46,11 +46,14 @@ unit:
 race:
 	$(GO) test -race -count=1 ./dataplane/... ./fib ./encap ./agent/...
 
+# Every parser, a short run each; `make fuzz FUZZTIME=10m` for a long one.
+FUZZ_TARGETS := encap:FuzzDecap encap:FuzzIPv4 encap:FuzzGeneve encap:FuzzARP encap:FuzzICMPv4 \
+	dataplane:FuzzReceivePath fib:FuzzTable config:FuzzParse
 fuzz:
-	$(GO) test -run XXX -fuzz '^FuzzDecap$$' -fuzztime $(FUZZTIME) ./encap
-	$(GO) test -run XXX -fuzz '^FuzzIPv4$$' -fuzztime $(FUZZTIME) ./encap
-	$(GO) test -run XXX -fuzz '^FuzzTable$$' -fuzztime $(FUZZTIME) ./fib
-	$(GO) test -run XXX -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
+		$(GO) test -run XXX -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./$${t%%:*} >/dev/null; \
+	done
 
 e2e: build
 	$(GO) test -count=1 -timeout 15m -v ./test/e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}

@@ -86,15 +86,16 @@ func FuzzARP(f *testing.F) {
 
 // icmpFuzzMayAnswer is the policy of RFC 1122 3.2.2 written out
 // independently: never about a non-first fragment, never to a source that
-// is not a plain unicast host, never about an ICMP error (or an ICMP
-// message too short to tell).
+// is not a plain unicast host, never about a datagram to a multicast or
+// broadcast address, never about an ICMP error (or an ICMP message too
+// short to tell).
 func icmpFuzzMayAnswer(ip IPv4) bool {
 	if ip.FragmentOffset() != 0 {
 		return false
 	}
-	s := ip.Source4()
+	s, d := ip.Source4(), ip.Destination4()
 	switch {
-	case s[0] == 0, s[0] == 127, s[0] >= 224:
+	case s[0] == 0, s[0] == 127, s[0] >= 224, d[0] >= 224:
 		return false
 	}
 	if ip.Protocol() != ProtoICMP {
