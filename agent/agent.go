@@ -26,6 +26,7 @@ import (
 	"github.com/vxdp/vxdp/dataplane/udp"
 	"github.com/vxdp/vxdp/encap"
 	"github.com/vxdp/vxdp/identity"
+	"github.com/vxdp/vxdp/kvstore"
 )
 
 // Version is the agent's version, set at build time.
@@ -54,6 +55,7 @@ type Agent struct {
 	srv *http.Server
 
 	xdp             *afxdp.Underlay // the AF_XDP underlay, when in use
+	kv              *kvstore.Store  // cluster membership, when kvstore is set
 	level           *zap.AtomicLevel
 	configEndpoints map[string]bool // endpoints that came from the configuration
 	adopt           map[string]bool // endpoints whose devices a crashed run left, during New
@@ -76,6 +78,11 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 			a = nil
 		}
 	}()
+	// The cluster's etcd comes first: with pod-cidr: auto it decides the
+	// pod CIDR everything below is built on.
+	if err := a.openKVStore(context.Background()); err != nil {
+		return nil, err
+	}
 	native := cfg.RoutingMode == config.RoutingNative
 	if !cfg.NodeIP.Is4() {
 		return nil, fmt.Errorf("node-ip %s: IPv6 underlays are not supported yet", cfg.NodeIP)
@@ -268,6 +275,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	wctx, stopWatchdog := context.WithCancel(ctx)
 	defer stopWatchdog()
 	go a.watchdog(wctx)
+	go a.runKVStore(wctx)
 	a.notify("READY=1\nSTATUS=forwarding")
 	var err error
 	select {
@@ -312,6 +320,14 @@ func (a *Agent) Close() error {
 		a.srv = nil
 	}
 	a.stopMetrics()
+	if a.kv != nil {
+		// Revoking the lease takes this node out of every peer's map now
+		// rather than after the TTL.
+		if err := a.kv.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("kvstore: %w", err))
+		}
+		a.kv = nil
+	}
 	if a.ln != nil {
 		a.ln.Close()
 		os.Remove(a.cfg.Socket)

@@ -93,6 +93,7 @@ func (a *Agent) Status() api.Status {
 		UptimeSeconds:  time.Since(a.started).Seconds(),
 		Version:        Version,
 		ForwardingWas:  a.forwardingWas,
+		KVStore:        a.kvStatus(),
 		Routes:         a.routeSummary(),
 	}
 	if p := a.eng.Problems(); len(p) > 0 {

@@ -38,6 +38,7 @@ type Status struct {
 	FIBEntries     int          `json:"fib_entries"`
 	UptimeSeconds  float64      `json:"uptime_seconds"`
 	ForwardingWas  string       `json:"ip_forward_before,omitempty"`
+	KVStore        string       `json:"kvstore,omitempty"`
 	Routes         []string     `json:"routes"`
 	Version        string       `json:"version"`
 }

@@ -470,6 +470,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 					{"Uptime", fmt.Sprintf("%.0fs", s.UptimeSeconds)},
 					{"Version", s.Version},
 				}
+				if s.KVStore != "" {
+					rows = append(rows, [2]string{"KVStore", s.KVStore})
+				}
 				if s.ForwardingWas != "" {
 					rows = append(rows, [2]string{"IP forwarding", "on (was " + s.ForwardingWas + ")"})
 				}

@@ -92,3 +92,10 @@ func writePcap(path string, frames [][]byte) error {
 	}
 	return nil
 }
+
+func mustJSON(t *testing.T, s string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		t.Fatalf("json: %v\n%s", err, s)
+	}
+}

@@ -1,0 +1,146 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+
+	"go.uber.org/zap"
+
+	"github.com/vxdp/vxdp/config"
+	"github.com/vxdp/vxdp/dataplane"
+	"github.com/vxdp/vxdp/encap"
+	"github.com/vxdp/vxdp/kvstore"
+)
+
+// openKVStore connects to etcd when kvstore is configured and, for
+// pod-cidr: auto, claims this node's block (keeping the one it had) and
+// validates the configuration again with it.
+func (a *Agent) openKVStore(ctx context.Context) error {
+	cfg := a.cfg
+	if cfg.KVStore == "" {
+		return nil
+	}
+	opts, err := kvstore.ParseOptions(cfg.KVStoreOpt)
+	if err != nil {
+		return &config.Error{Key: "kvstore-opt", Reason: err.Error()}
+	}
+	opts.Logger = a.log
+	s, err := kvstore.Open(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("kvstore etcd: %w", err)
+	}
+	a.kv = s
+	if cfg.PodCIDRAuto && !cfg.PodCIDR.IsValid() {
+		p, err := s.ClaimPodCIDR(ctx, cfg.NodeName, cfg.ClusterCIDR, cfg.PodCIDRMaskSize)
+		if err != nil {
+			return fmt.Errorf("pod-cidr auto: %w", err)
+		}
+		cfg.PodCIDR = p
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+		a.log.Info("pod cidr claimed in etcd", zap.Stringer("pod-cidr", p))
+	}
+	return nil
+}
+
+// runKVStore publishes this node and applies the others' comings and
+// goings (and the VTEP records) to the engine until ctx ends. Entries from
+// the file or the API win over etcd's; a conflict is logged and skipped.
+func (a *Agent) runKVStore(ctx context.Context) {
+	if a.kv == nil {
+		return
+	}
+	self := kvstore.NodeRecord{Name: a.cfg.NodeName, IP: a.cfg.NodeIP, PodCIDR: a.cfg.PodCIDR,
+		Protocol: a.cfg.TunnelProtocol, Port: a.cfg.TunnelPort}
+	if err := a.kv.Publish(ctx, self); err != nil {
+		a.log.Error("publish node record", zap.Error(err))
+	}
+	go a.watchVTEPRecords(ctx)
+	for ev := range a.kv.Watch(ctx) {
+		n := ev.Node
+		if n.Name == a.cfg.NodeName {
+			continue
+		}
+		cur, known := a.nodeByName(n.Name)
+		switch ev.Kind {
+		case kvstore.EventDelete:
+			if known && cur.Source == "etcd" {
+				if err := a.eng.DelNode(n.Name); err != nil {
+					a.log.Warn("remove etcd node", zap.String("node", n.Name), zap.Error(err))
+				}
+			}
+		case kvstore.EventPut:
+			if known && cur.Source != "etcd" {
+				if cur.IP != n.IP || cur.PodCIDR != n.PodCIDR {
+					a.log.Warn("etcd node conflicts with a configured one; the configured one stays",
+						zap.String("node", n.Name), zap.Stringer("etcd-ip", n.IP), zap.Stringer("ip", cur.IP))
+				}
+				continue
+			}
+			if known && cur.IP == n.IP && cur.PodCIDR == n.PodCIDR {
+				continue
+			}
+			if known {
+				a.eng.DelNode(n.Name)
+			}
+			if n.Protocol != "" && (n.Protocol != a.cfg.TunnelProtocol || (n.Port != 0 && n.Port != a.cfg.TunnelPort)) {
+				a.log.Warn("etcd node speaks another tunnel protocol or port; the cluster must agree",
+					zap.String("node", n.Name), zap.String("protocol", n.Protocol), zap.Uint16("port", n.Port))
+			}
+			if err := a.eng.AddNode(dataplane.NodeSpec{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, Source: "etcd"}); err != nil {
+				a.log.Warn("etcd node not added", zap.String("node", n.Name), zap.Error(err))
+			}
+		}
+	}
+}
+
+func (a *Agent) nodeByName(name string) (dataplane.NodeSpec, bool) {
+	for _, n := range a.eng.Nodes() {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return dataplane.NodeSpec{}, false
+}
+
+// watchVTEPRecords keeps the engine's VTEP table at the configured VTEPs
+// plus etcd's.
+func (a *Agent) watchVTEPRecords(ctx context.Context) {
+	for recs := range a.kv.WatchVTEPs(ctx) {
+		var vs []dataplane.VTEPSpec
+		if a.cfg.EnableVTEP {
+			cv, err := vtepSpecs(a.cfg.VTEPs)
+			if err == nil {
+				vs = cv
+			}
+		}
+		for _, r := range recs {
+			var mac encap.MAC
+			if err := mac.UnmarshalText([]byte(r.MAC)); err != nil {
+				a.log.Warn("etcd vtep record", zap.Stringer("cidr", r.CIDR), zap.Error(err))
+				continue
+			}
+			vs = append(vs, dataplane.VTEPSpec{CIDR: r.CIDR, Endpoint: r.Endpoint, MAC: mac})
+		}
+		if err := a.eng.SetVTEPs(vs); err != nil {
+			a.log.Warn("vteps from etcd not applied", zap.Error(err))
+		}
+	}
+}
+
+// kvStatus says how the kvstore is doing, for vxdp status.
+func (a *Agent) kvStatus() string {
+	if a.kv == nil {
+		return ""
+	}
+	st := a.kv.Status()
+	if st.Connected {
+		return fmt.Sprintf("etcd connected (%d nodes, %d vteps)", st.Nodes, st.VTEPs)
+	}
+	msg := "etcd unreachable: forwarding with the last known state"
+	if st.LastError != "" {
+		msg += " (" + st.LastError + ")"
+	}
+	return msg
+}
