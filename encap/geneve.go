@@ -33,8 +33,9 @@ import (
 //	|                                                               |
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //
-// Version and OptionsLen only need len(b) >= 1; every other accessor
-// trusts the view, so call Validate first.
+// Version, OptionsLen and HeaderLen need only len(b) >= 1 and Options is
+// safe on any b; the other accessors trust the view, so call Validate
+// first.
 type Geneve []byte
 
 // Geneve constants.
@@ -299,7 +300,7 @@ func EncapGeneveV4(buf []byte, start, n int, t *TunnelV4, vni uint32, opts []Gen
 		return 0, err
 	}
 	gl := GeneveLen + ol
-	if start < GeneveOverheadV4+ol || start > len(buf) {
+	if start < GeneveOverheadV4+ol {
 		return 0, ErrHeaderRoom
 	}
 	if vni > MaxVNI {
