@@ -41,10 +41,10 @@ lint:
 	$(GO) vet ./...
 
 unit:
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+	VXDP_REQUIRE_ETCD=1 $(GO) test -count=1 $$($(GO) list ./... | grep -v /test/e2e)
 
 race:
-	$(GO) test -race -count=1 ./dataplane/... ./fib ./encap ./agent/...
+	VXDP_REQUIRE_ETCD=1 $(GO) test -race -count=1 ./dataplane/... ./fib ./encap ./agent/... ./kvstore
 
 # Every parser, a short run each; `make fuzz FUZZTIME=10m` for a long one.
 FUZZ_TARGETS := encap:FuzzDecap encap:FuzzIPv4 encap:FuzzGeneve encap:FuzzARP encap:FuzzICMPv4 \

@@ -87,7 +87,10 @@ func (s *Store) Publish(ctx context.Context, n NodeRecord) error {
 	p.rec, p.have = n, true
 	p.gen++
 	gen := p.gen
-	if !p.running {
+	if p.running {
+		// Wake the loop: it writes whenever the generation moved.
+		p.kickNow()
+	} else {
 		p.running = true
 		var pctx context.Context
 		pctx, p.cancel = context.WithCancel(s.ctx)
@@ -98,7 +101,6 @@ func (s *Store) Publish(ctx context.Context, n NodeRecord) error {
 		}()
 	}
 	p.mu.Unlock()
-	p.kickNow()
 
 	for {
 		p.mu.Lock()
