@@ -56,6 +56,7 @@ fi
 cat >"$WORK/node1.yaml" <<YAML
 $MODEKEYS
 node-name: node1
+state-dir: $WORK/state1
 # The VM behind a VTEP, in the seed's key format.
 enable-vtep: "true"
 vtep-endpoint: "10.169.72.236"
@@ -74,6 +75,7 @@ YAML
 cat >"$WORK/node2.yaml" <<YAML
 $MODEKEYS
 node-name: node2
+state-dir: $WORK/state2
 node-ip: 10.169.72.238
 pod-cidr: 10.1.2.0/24
 cluster-pool-ipv4-cidr: 10.1.0.0/16
