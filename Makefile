@@ -10,7 +10,7 @@ FUZZTIME ?= 8s
 PACKAGES := iproute2 iputils-ping iperf3 tcpdump tshark kmod systemd curl etcd-server
 COMMANDS := ip ping iperf3 tcpdump tshark systemd-analyze curl etcd
 
-.PHONY: all build deps demo demo-native test install uninstall unit race fuzz e2e lint bench clean
+.PHONY: all build deps demo demo-native test install uninstall bench bench-micro bench-e2e unit race fuzz e2e lint bench clean
 
 all: build
 
@@ -60,8 +60,16 @@ e2e: build
 
 test: deps lint unit race fuzz e2e
 
-bench:
-	$(GO) test -run XXX -bench . -benchmem ./encap ./fib ./dataplane ./bench
+# Go microbenchmarks, then the end-to-end comparison with the kernel's
+# vxlan (two-node namespace topology, kernel / vxdp-udp / vxdp-afxdp, needs
+# root; about 4 minutes).
+bench: bench-micro bench-e2e
+
+bench-micro:
+	$(GO) test -run XXX -bench . -benchmem ./encap ./fib ./dataplane ./dataplane/tun ./bench
+
+bench-e2e: build
+	$(GO) run ./bench/cmd/vxdp-bench --reps 3 --duration 5 --json bench-results.json --md bench-results.md
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -78,4 +86,4 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/vxdp $(DESTDIR)/etc/systemd/system/vxdp.service $(DESTDIR)/etc/vxdp/vxdp.yaml.example
 
 clean:
-	rm -rf bin e2e.log
+	rm -rf bin e2e.log bench-results.json bench-results.md

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -111,6 +113,7 @@ type modeReport struct {
 	Reason  string                `json:"reason,omitempty"`
 	Detail  string                `json:"detail,omitempty"`
 	Medians map[string]*float64   `json:"medians"`
+	Used    int                   `json:"reps_in_medians"`
 	Ranges  map[string][2]float64 `json:"min_max,omitempty"`
 	Reps    []*repResult          `json:"reps"`
 	Stats   []json.RawMessage     `json:"agent_stats,omitempty"` // `vxdp stats -o json` per node after the run
@@ -120,16 +123,28 @@ func (m *modeReport) usable() bool {
 	return m.Status == "ok" || m.Status == "interrupted" && len(m.Reps) > 0
 }
 
-// summarize fills Medians and Ranges from the repetitions.
-func (m *modeReport) summarize() {
+// summarize fills Medians and Ranges from the n repetitions that other
+// processes disturbed least (all when there are no more than n).
+func (m *modeReport) summarize(n int) {
 	m.Medians = map[string]*float64{}
 	m.Ranges = map[string][2]float64{}
+	use := slices.Clone(m.Reps)
+	slices.SortStableFunc(use, func(a, b *repResult) int {
+		return cmp.Compare(a.ForeignCPU/max(a.Seconds, 1), b.ForeignCPU/max(b.Seconds, 1))
+	})
+	if len(use) > n {
+		use = use[:n]
+	}
+	for _, r := range use {
+		r.InMedians = true
+	}
+	m.Used = len(use)
 	for _, f := range figures {
 		if f.vxdpOnly && !strings.HasPrefix(m.Mode, "vxdp") {
 			continue
 		}
 		var vals []float64
-		for _, r := range m.Reps {
+		for _, r := range use {
 			if v, ok := f.value(r); ok && !math.IsNaN(v) && !math.IsInf(v, 0) {
 				vals = append(vals, v)
 			}
@@ -204,13 +219,14 @@ type report struct {
 }
 
 type settings struct {
-	Reps         int     `json:"reps"`
-	DurationSecs float64 `json:"duration_s"`
-	RRCount      int     `json:"rr_count"`
-	UDPFlows     int     `json:"udp_flows"`
-	UDPThreads   int     `json:"udp_sender_threads"`
-	UnderlayMTU  int     `json:"underlay_mtu"`
-	PodMTU       int     `json:"pod_mtu"`
+	Reps          int     `json:"reps"`
+	DurationSecs  float64 `json:"duration_s"`
+	RRCount       int     `json:"rr_count"`
+	UDPFlows      int     `json:"udp_flows"`
+	UDPThreads    []int   `json:"udp_sender_threads"`
+	UDPWindowSecs float64 `json:"udp_window_s"`
+	UnderlayMTU   int     `json:"underlay_mtu"`
+	PodMTU        int     `json:"pod_mtu"`
 }
 
 func formatValue(v float64, prec int) string {
@@ -225,9 +241,9 @@ func writeMarkdown(w io.Writer, rep *report) {
 	fmt.Fprintf(w, "Date: %s\n", rep.Date)
 	fmt.Fprintf(w, "Command: `%s`\n", rep.Command)
 	s := rep.Settings
-	fmt.Fprintf(w, "Settings: medians of %d repetitions; %gs per throughput/packet-rate test; RR %d round trips (bounded by the same time); "+
-		"UDP sender %d flows on %d thread(s); underlay MTU %d, pod MTU %d; %s\n\n",
-		s.Reps, s.DurationSecs, s.RRCount, s.UDPFlows, s.UDPThreads, s.UnderlayMTU, s.PodMTU, m.Iperf3)
+	fmt.Fprintf(w, "Settings: medians of %d repetitions (one more is run when other processes took over %.2f CPUs during one, and the least disturbed count); %gs per TCP test; RR %d round trips (at most as long); "+
+		"64-byte UDP counted over %gs, sender with %d flows, best of %s sending thread(s); underlay MTU %d, pod MTU %d; %s\n\n",
+		s.Reps, disturbedLimit, s.DurationSecs, s.RRCount, s.UDPWindowSecs, s.UDPFlows, joinInts(s.UDPThreads), s.UnderlayMTU, s.PodMTU, m.Iperf3)
 
 	var kernel *modeReport
 	for _, md := range rep.Modes {
@@ -288,6 +304,15 @@ func writeMarkdown(w io.Writer, rep *report) {
 			line += "; " + md.Reason
 		}
 		fmt.Fprintln(w, line)
+		var foreign, span float64
+		for _, r := range md.Reps {
+			foreign += r.ForeignCPU
+			span += r.Seconds
+		}
+		if span > 0 {
+			fmt.Fprintf(w, "  - medians of %d of %d repetitions; other processes on the machine used %.1f CPU-s during its %.0f s of tests (%.2f CPUs on average)\n",
+				md.Used, len(md.Reps), foreign, span, foreign/span)
+		}
 		for i, r := range md.Reps {
 			for _, e := range r.Errors {
 				fmt.Fprintf(w, "  - repetition %d: %s\n", i+1, e)
@@ -300,4 +325,12 @@ func writeMarkdown(w io.Writer, rep *report) {
 		"\"iperf3 + agents\" counts only those processes (/proc/<pid>/stat and the client's rusage), which misses kernel work done "+
 		"outside their context (ksoftirqd, softirq on other CPUs). Per packet: whole-machine busy time during the UDP window "+
 		"divided by the datagrams delivered, sender and receiver included.")
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
 }

@@ -3,7 +3,7 @@
 // Command udpblast measures how many small UDP datagrams a path delivers.
 //
 //	udpblast send -dst 10.1.2.20:9000 [-size 64] [-flows 4] [-threads 1] [-duration 6s]
-//	udpblast recv -listen 10.1.2.20:9000 [-warmup 500ms] [-window 5s] [-timeout 20s]
+//	udpblast recv -listen 10.1.2.20:9000 [-warmup 500ms] [-window 5s] [-wait 5s] [-timeout 20s]
 //
 // "send" pushes fixed-size datagrams as fast as it can over several flows
 // (one connected socket per source port) with sendmmsg(2); "recv" counts
@@ -195,6 +195,7 @@ func recv(args []string) error {
 	listen := fs.String("listen", "", "IPv4:port to bind")
 	warmup := fs.Duration("warmup", 500*time.Millisecond, "time after the first datagram before the window opens")
 	window := fs.Duration("window", 5*time.Second, "counting window")
+	wait := fs.Duration("wait", 5*time.Second, "give up when no datagram has arrived by then")
 	timeout := fs.Duration("timeout", 20*time.Second, "give up when the window has not closed by then")
 	batch := fs.Int("batch", 64, "datagrams per recvmmsg call")
 	rcvbuf := fs.Int("rcvbuf", 16<<20, "socket receive buffer, bytes")
@@ -239,7 +240,8 @@ func recv(args []string) error {
 	}
 
 	runtime.LockOSThread()
-	deadline := time.Now().Add(*timeout)
+	started := time.Now()
+	deadline := started.Add(*timeout)
 	var (
 		res                 recvResult
 		first, open, closes time.Time
@@ -281,10 +283,10 @@ func recv(args []string) error {
 				break
 			}
 		}
+		if first.IsZero() && now.Sub(started) > *wait {
+			return fmt.Errorf("no datagram arrived within %v", *wait)
+		}
 		if now.After(deadline) {
-			if first.IsZero() {
-				return errors.New("no datagram arrived")
-			}
 			return errors.New("window did not close before -timeout")
 		}
 	}
