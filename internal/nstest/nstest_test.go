@@ -544,6 +544,9 @@ func TestRemoveStale(t *testing.T) {
 	a := l.Netns("a")
 	l.Netns("b")
 	p := l.Start(a, "sleeper", "sleep", "60")
+	// `ip netns exec` enters the namespace a moment after it starts; the
+	// sweep can only find the process once it is in there.
+	waitInNetns(t, p.Pid(), a.Path)
 
 	// Pretend the owner died: record a pid that has certainly exited.
 	dead := exec.Command("true")
@@ -570,6 +573,29 @@ func TestRemoveStale(t *testing.T) {
 	}
 	if _, err := os.Stat(owner); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("owner record kept: %v", err)
+	}
+}
+
+// waitInNetns waits until process pid runs `sleep` inside the namespace
+// mounted at path.
+func waitInNetns(t *testing.T, pid int, path string) {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("net:[%d]", st.Ino)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		link, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if link == want && strings.TrimSpace(string(comm)) == "sleep" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d not running sleep in %s after 5s (ns %q, comm %q)", pid, path, link, comm)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
