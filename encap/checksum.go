@@ -1,47 +1,53 @@
 package encap
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math/bits"
+)
 
 // Sum adds b to the running one's-complement sum initial and returns the new
-// sum, not yet folded. It reads eight bytes per step into a 64-bit
-// accumulator; the carries collect in the upper half and are folded once at
-// the end, which is why the loop needs no carry handling of its own.
+// sum, folded to 16 bits. The one's-complement sum does not depend on the
+// byte order it is computed in (RFC 1071, section 2(B)), so the loop adds
+// the data as little-endian 64-bit words with an end-around carry chain,
+// which is what the machine does fastest, and swaps the two bytes of the
+// folded result at the end.
 func Sum(b []byte, initial uint32) uint32 {
-	acc := uint64(initial)
-	for len(b) >= 32 {
-		acc += uint64(binary.BigEndian.Uint32(b[0:]))
-		acc += uint64(binary.BigEndian.Uint32(b[4:]))
-		acc += uint64(binary.BigEndian.Uint32(b[8:]))
-		acc += uint64(binary.BigEndian.Uint32(b[12:]))
-		acc += uint64(binary.BigEndian.Uint32(b[16:]))
-		acc += uint64(binary.BigEndian.Uint32(b[20:]))
-		acc += uint64(binary.BigEndian.Uint32(b[24:]))
-		acc += uint64(binary.BigEndian.Uint32(b[28:]))
-		b = b[32:]
+	var acc, c uint64
+	for len(b) >= 64 {
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[0:]), c)
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[8:]), c)
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[16:]), c)
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[24:]), c)
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[32:]), c)
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[40:]), c)
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[48:]), c)
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[56:]), c)
+		b = b[64:]
 	}
-	for len(b) >= 4 {
-		acc += uint64(binary.BigEndian.Uint32(b))
-		b = b[4:]
+	for len(b) >= 8 {
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b), c)
+		b = b[8:]
 	}
-	if len(b) >= 2 {
-		acc += uint64(binary.BigEndian.Uint16(b)) << 16
-		b = b[2:]
-		if len(b) == 1 {
-			acc += uint64(b[0]) << 8
-		}
-	} else if len(b) == 1 {
-		acc += uint64(b[0]) << 24
+	// The last 0..7 bytes, zero-padded to a word: an odd last byte is the
+	// high-order byte of its 16-bit word in network order, which is the
+	// low-order byte in this little-endian sum.
+	var tail uint64
+	for i := len(b) - 1; i >= 0; i-- {
+		tail = tail<<8 | uint64(b[i])
 	}
-	// Words were added as 32-bit big-endian quantities, so the two 16-bit
-	// halves are summed separately and then together.
-	for acc>>32 != 0 {
-		acc = (acc & 0xffffffff) + acc>>32
-	}
-	s := uint32(acc>>16) + uint32(acc&0xffff)
+	acc, c = bits.Add64(acc, tail, c)
+	acc, c = bits.Add64(acc, 0, c)
+	acc += c // acc wrapped to 0 if c is set, so this cannot carry
+	// Fold 64 -> 16 bits, swap to network order, add initial.
+	acc = acc&0xffffffff + acc>>32
+	acc = acc&0xffff + acc>>16
+	acc = acc&0xffff + acc>>16
+	acc = acc&0xffff + acc>>16
+	s := uint64(bits.ReverseBytes16(uint16(acc))) + uint64(initial)
 	for s>>16 != 0 {
 		s = s&0xffff + s>>16
 	}
-	return s
+	return uint32(s)
 }
 
 // Fold reduces a running sum to 16 bits.

@@ -47,6 +47,23 @@ func TestChecksumAgainstReference(t *testing.T) {
 	}
 }
 
+// FuzzChecksum checks the word-at-a-time sum against the reference for any
+// data, length, alignment and running sum.
+func FuzzChecksum(f *testing.F) {
+	f.Add([]byte{}, uint32(0), uint8(0))
+	f.Add([]byte{0xff}, uint32(0xffffffff), uint8(1))
+	f.Add(make([]byte, 129), uint32(0x1ffff), uint8(3))
+	f.Fuzz(func(t *testing.T, b []byte, initial uint32, skew uint8) {
+		// Misalign the data by copying it behind skew%8 bytes.
+		k := int(skew % 8)
+		buf := make([]byte, k+len(b))
+		copy(buf[k:], b)
+		if got, want := Checksum(buf[k:], initial), checksumRef(b, initial); got != want {
+			t.Fatalf("len %d initial %#x skew %d: got %#04x want %#04x", len(b), initial, k, got, want)
+		}
+	})
+}
+
 func TestUpdateChecksum16(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	b := make([]byte, 20)
