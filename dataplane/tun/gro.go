@@ -74,25 +74,40 @@ func groFollows(first []byte, f tcpSeg, b []byte, s tcpSeg, end uint32) bool {
 // groMerge builds in dst the super-packet of pkts (a run groFollows
 // accepted) behind a virtio_net_hdr, and returns its length.
 func groMerge(dst []byte, pkts [][]byte, f tcpSeg) int {
+	n := groHeader(dst, pkts, f)
+	for _, p := range pkts {
+		n += copy(dst[n:], groPayload(p, f))
+	}
+	return n
+}
+
+// groPayload is the TCP payload of p, a member of a run with layout f.
+func groPayload(p []byte, f tcpSeg) []byte {
+	return p[f.hdrLen:binary.BigEndian.Uint16(p[2:])]
+}
+
+// groHeader writes the virtio_net_hdr and the IPv4 and TCP headers of the
+// super-packet of pkts into dst and returns their length; the payloads of
+// pkts, in order, complete the packet.
+func groHeader(dst []byte, pkts [][]byte, f tcpSeg) int {
 	first := pkts[0]
-	copy(dst[vnetHdrLen:], first[:f.hdrLen])
-	n := vnetHdrLen + f.hdrLen
+	n := vnetHdrLen + copy(dst[vnetHdrLen:], first[:f.hdrLen])
+	total := f.hdrLen
 	var psh byte
 	for _, p := range pkts {
-		tl := int(binary.BigEndian.Uint16(p[2:]))
-		n += copy(dst[n:], p[f.hdrLen:tl])
+		total += len(groPayload(p, f))
 		psh |= p[33] & 0x08
 	}
 	pkt := dst[vnetHdrLen:n]
-	binary.BigEndian.PutUint16(pkt[2:], uint16(len(pkt)))
+	binary.BigEndian.PutUint16(pkt[2:], uint16(total))
 	encap.IPv4(pkt).SetHeaderChecksum()
 	pkt[33] = 0x10 | psh
 	// The TCP checksum is left partial, as a segmentation-offloading
 	// sender leaves it: the pseudo-header sum, finished by the kernel.
-	tcpLen := len(pkt) - 20
-	sum := encap.PseudoHeaderSumV4([4]byte(pkt[12:16]), [4]byte(pkt[16:20]), encap.ProtoTCP, uint16(tcpLen))
+	sum := encap.PseudoHeaderSumV4([4]byte(pkt[12:16]), [4]byte(pkt[16:20]), encap.ProtoTCP, uint16(total-20))
 	binary.BigEndian.PutUint16(pkt[36:], encap.Fold(sum))
 	h := dst[:vnetHdrLen]
+	clear(h)
 	h[0] = vnetFlagNeedsCsum
 	h[1] = vnetGSOTCPv4
 	binary.LittleEndian.PutUint16(h[2:], uint16(f.hdrLen))

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -59,6 +60,13 @@ type Device struct {
 	gro    []byte
 	run    [][]byte
 	merged atomic.Uint64 // segments written inside merged super-packets
+	// A merged super-packet goes out with one writev(2): its headers
+	// from gro, the payloads straight from the caller's buffers.
+	iovs     []unix.Iovec
+	niov     int
+	wrote    bool
+	werrno   unix.Errno
+	writevFn func(fd uintptr) bool
 
 	// cmu serialises the control-plane helpers (moving, renaming), which
 	// read and update name and index as a unit.
@@ -404,8 +412,10 @@ func (d *Device) writeMerged(bufs [][]byte, offset int) (int, error) {
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
 	if d.gro == nil {
-		d.gro = make([]byte, vnetHdrLen+groMaxLen)
+		d.gro = make([]byte, vnetHdrLen+60+20) // vnet, IPv4 and TCP headers with options
 		d.run = make([][]byte, 0, groMaxSegs)
+		d.iovs = make([]unix.Iovec, 1+groMaxSegs)
+		d.writevFn = d.writev
 	}
 	n := 0
 	for i := 0; i < len(bufs); {
@@ -450,8 +460,7 @@ func (d *Device) writeMerged(bufs [][]byte, offset int) (int, error) {
 			i = j
 			continue
 		}
-		m := groMerge(d.gro, d.run, f)
-		wok, err := d.writeRaw(d.gro[:m])
+		wok, err := d.writeRun(f)
 		if err != nil {
 			return n, err
 		}
@@ -462,6 +471,59 @@ func (d *Device) writeMerged(bufs [][]byte, offset int) (int, error) {
 		i = j
 	}
 	return n, nil
+}
+
+// writeRun writes the super-packet of d.run (layout f) with one writev.
+// Caller holds wmu.
+func (d *Device) writeRun(f tcpSeg) (bool, error) {
+	h := groHeader(d.gro, d.run, f)
+	d.iovs[0].Base, d.iovs[0].Len = &d.gro[0], uint64(h)
+	d.niov = 1
+	for _, p := range d.run {
+		pl := groPayload(p, f)
+		if len(pl) == 0 {
+			continue
+		}
+		d.iovs[d.niov].Base, d.iovs[d.niov].Len = &pl[0], uint64(len(pl))
+		d.niov++
+	}
+	d.wrote, d.werrno = false, 0
+	err := d.raw.Write(d.writevFn)
+	for i := range d.niov {
+		d.iovs[i].Base = nil // keep no reference to the caller's buffers
+	}
+	switch {
+	case err != nil:
+		if d.closed.Load() || errors.Is(err, os.ErrClosed) {
+			return false, d.closedErr("write")
+		}
+		return false, d.ioErr("write", err)
+	case d.werrno == unix.EBADFD:
+		return false, d.ioErr("write", unix.EBADFD)
+	case !d.wrote:
+		d.txErrors.Add(1)
+		return false, nil
+	}
+	return true, nil
+}
+
+// writev runs in the poller callback: one writev(2) of the prepared run.
+func (d *Device) writev(fd uintptr) bool {
+	for {
+		_, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&d.iovs[0])), uintptr(d.niov))
+		switch errno {
+		case 0:
+			d.wrote = true
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			d.werrno = errno
+			return true
+		}
+	}
 }
 
 // BatchSize is the most packets one Read returns.
