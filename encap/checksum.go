@@ -32,8 +32,17 @@ func Sum(b []byte, initial uint32) uint32 {
 	// high-order byte of its 16-bit word in network order, which is the
 	// low-order byte in this little-endian sum.
 	var tail uint64
-	for i := len(b) - 1; i >= 0; i-- {
-		tail = tail<<8 | uint64(b[i])
+	k := 0
+	if len(b) >= 4 {
+		tail = uint64(binary.LittleEndian.Uint32(b))
+		k = 4
+	}
+	if len(b)-k >= 2 {
+		tail |= uint64(binary.LittleEndian.Uint16(b[k:])) << (8 * k)
+		k += 2
+	}
+	if len(b)-k == 1 {
+		tail |= uint64(b[k]) << (8 * k)
 	}
 	acc, c = bits.Add64(acc, tail, c)
 	acc, c = bits.Add64(acc, 0, c)

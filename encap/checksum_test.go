@@ -109,3 +109,20 @@ func itoa(n int) string {
 	}
 	return string(d)
 }
+
+func TestSum20(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	b := make([]byte, 20)
+	for i := 0; i < 200000; i++ {
+		for j := range b {
+			b[j] = byte(r.Uint32())
+		}
+		if i%7 == 0 {
+			clear(b[4:])
+			b[0], b[1] = 0xff, 0xff
+		}
+		if got, want := Fold(sum20(b)), Fold(Sum(b, 0)); got != want {
+			t.Fatalf("%x: sum20 %#04x, Sum %#04x", b, got, want)
+		}
+	}
+}
