@@ -446,6 +446,7 @@ func (a *Agent) openUnderlay(device string) ([]dataplane.Device, error) {
 	}
 	a.log.Info("underlay", zap.String("kind", a.underlayKind), zap.String("reason", a.underlayReason),
 		zap.String("device", device), zap.Int("mtu", a.underlayMTU), zap.String("socket", under.Name()))
+	a.warnOffloads(under)
 	return []dataplane.Device{under}, nil
 }
 
@@ -486,6 +487,7 @@ func (a *Agent) newEndpointDevice(s dataplane.EndpointSpec, mtu int) (dataplane.
 		d, err := tun.AttachWith(s.Netns, ifnameOr(s.Ifname), tunOptions)
 		if err == nil {
 			a.log.Info("endpoint device adopted from the previous run", zap.String("endpoint", s.Name))
+			a.warnOffloads(d)
 			return d, nil
 		}
 		a.log.Info("endpoint device not adopted; creating it", zap.String("endpoint", s.Name), zap.Error(err))
@@ -502,7 +504,23 @@ func (a *Agent) newEndpointDevice(s dataplane.EndpointSpec, mtu int) (dataplane.
 		d.Destroy()
 		return nil, err
 	}
+	a.warnOffloads(d)
 	return d, nil
+}
+
+// warnOffloads logs each kernel offload a device could not turn on: the
+// device works without it, only slower.
+func (a *Agent) warnOffloads(d dataplane.Device) {
+	r, ok := d.(dataplane.OffloadReporter)
+	if !ok {
+		return
+	}
+	for _, o := range r.Offloads() {
+		if !o.Active {
+			a.log.Warn("offload off; the device falls back to single packets", zap.String("device", d.Name()),
+				zap.String("offload", o.Name), zap.String("reason", o.Reason))
+		}
+	}
 }
 
 func endpointSpec(ep config.Endpoint) dataplane.EndpointSpec {

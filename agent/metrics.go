@@ -31,11 +31,13 @@ var (
 	descICMP      = prometheus.NewDesc("vxdp_icmp_errors_sent_total", "ICMP errors the dataplane generated.", nil, nil)
 	descARP       = prometheus.NewDesc("vxdp_arp_replies_sent_total", "ARP replies sent to VTEPs.", nil, nil)
 	descHealthy   = prometheus.NewDesc("vxdp_healthy", "1 when the packet path is alive.", nil, nil)
+	descOffload   = prometheus.NewDesc("vxdp_offload_active", "1 when a device's kernel offload is in use, 0 when it is off (refused or failed).", []string{"device", "kind", "offload"}, nil)
+	descOffloadN  = prometheus.NewDesc("vxdp_offload_units_total", "Work done through an offload: super-packets read, segments merged, multi-datagram sends or receives.", []string{"device", "kind", "offload"}, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descBytes, descBatches, descTxErrors, descDrops,
-		descEndpoints, descNodes, descVTEPs, descFIB, descICMP, descARP, descHealthy} {
+		descEndpoints, descNodes, descVTEPs, descFIB, descICMP, descARP, descHealthy, descOffload, descOffloadN} {
 		ch <- d
 	}
 }
@@ -50,6 +52,14 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(d.TxBytes), d.Device, d.Kind, "tx")
 		ch <- prometheus.MustNewConstMetric(descBatches, prometheus.CounterValue, float64(d.RxBatches), d.Device, d.Kind)
 		ch <- prometheus.MustNewConstMetric(descTxErrors, prometheus.CounterValue, float64(d.TxErrors+d.DriverTxErrors), d.Device, d.Kind)
+		for _, o := range d.Offloads {
+			active := 0.0
+			if o.Active {
+				active = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descOffload, prometheus.GaugeValue, active, d.Device, d.Kind, o.Name)
+			ch <- prometheus.MustNewConstMetric(descOffloadN, prometheus.CounterValue, float64(o.Count), d.Device, d.Kind, o.Name)
+		}
 	}
 	for reason, v := range st.Drops {
 		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(v), reason)

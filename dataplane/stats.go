@@ -99,7 +99,34 @@ type DeviceCounters struct {
 	// Counted by the driver itself.
 	DriverRxDropped uint64 `json:"driver_rx_dropped"`
 	DriverTxErrors  uint64 `json:"driver_tx_errors"`
+	// Offloads the driver uses, or tried to (OffloadReporter).
+	Offloads []Offload `json:"offloads,omitempty"`
 }
+
+// Offload is one kernel offload of a driver: whether it is in use, why not
+// if it is not, and how much work went through it, so a running system
+// shows that it is active.
+type Offload struct {
+	// Name: tun-tso (reads of TCP super-packets from a pod), tun-gro
+	// (TCP segments merged into super-packets on write), udp-gso (sends
+	// of several datagrams with UDP_SEGMENT), udp-gro (receives of
+	// datagrams coalesced by UDP_GRO).
+	Name   string `json:"name"`
+	Active bool   `json:"active"`
+	// Reason says why the offload is off: the kernel refused it at start
+	// or failed it at run time and the driver fell back.
+	Reason string `json:"reason,omitempty"`
+	// Count is the number of super-packets read, segments merged, or
+	// multi-datagram sends and receives; Largest the biggest in bytes.
+	Count   uint64 `json:"count"`
+	Largest uint64 `json:"largest_bytes,omitempty"`
+}
+
+// OffloadReporter is implemented by drivers that use kernel offloads.
+type OffloadReporter interface {
+	Offloads() []Offload
+}
+
 
 func (s *DeviceStats) snapshot(dev Device, name, kind string) DeviceCounters {
 	c := DeviceCounters{
@@ -111,6 +138,9 @@ func (s *DeviceStats) snapshot(dev Device, name, kind string) DeviceCounters {
 	}
 	if dc, ok := dev.(DriverCounters); ok {
 		c.DriverRxDropped, c.DriverTxErrors = dc.RXDropped(), dc.TXErrors()
+	}
+	if r, ok := dev.(OffloadReporter); ok {
+		c.Offloads = r.Offloads()
 	}
 	return c
 }

@@ -431,6 +431,17 @@ func newStatsCmd(g *globals) *cobra.Command {
 					fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", d.Device, d.Kind, d.RxPackets, d.RxBytes, d.TxPackets, d.TxBytes, d.TxErrors, d.DriverRxDropped, d.DriverTxErrors)
 				}
 				fmt.Fprintln(w)
+				fmt.Fprintln(w, "DEVICE\tOFFLOAD\tSTATE\tCOUNT\tLARGEST-BYTES")
+				for _, d := range s.Devices {
+					for _, o := range d.Offloads {
+						state := "on"
+						if !o.Active {
+							state = "off: " + o.Reason
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\n", d.Device, o.Name, state, o.Count, o.Largest)
+					}
+				}
+				fmt.Fprintln(w)
 				fmt.Fprintln(w, "DROP REASON\tPACKETS")
 				for _, r := range dropOrder() {
 					fmt.Fprintf(w, "%s\t%d\n", r, s.Drops[r])

@@ -697,3 +697,43 @@ func TestWriteMergedSuperPacket(t *testing.T) {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// A kernel that refuses TUNSETOFFLOAD (played by failing the ioctl) leaves
+// a working device: packets are read singly, merged writes still go out,
+// and Offloads says why TSO is off.
+func TestOffloadRefused(t *testing.T) {
+	orig := setOffload
+	setOffload = func(fd, flags int) error { return unix.EINVAL }
+	t.Cleanup(func() { setOffload = orig })
+
+	nsA, nsB := newNetns(t), newNetns(t)
+	disableIPv6Default(t, nsB)
+	var d *Device
+	inNetns(t, nsA, func() (err error) {
+		d, err = CreateWith("vxdpt0", Options{Offload: true})
+		return err
+	})
+	t.Cleanup(func() { d.Close() })
+	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
+		t.Fatal(err)
+	}
+	offs := map[string]dataplane.Offload{}
+	for _, o := range d.Offloads() {
+		offs[o.Name] = o
+	}
+	if o := offs["tun-tso"]; o.Active || !strings.Contains(o.Reason, "TUNSETOFFLOAD refused") {
+		t.Fatalf("tun-tso: %+v", o)
+	}
+	if o := offs["tun-gro"]; !o.Active {
+		t.Fatalf("tun-gro: %+v", o)
+	}
+	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	remote := netip.MustParseAddrPort("198.51.100.1:9")
+	if _, err := c.WriteToUDPAddrPort([]byte("single"), remote); err != nil {
+		t.Fatal(err)
+	}
+	p := waitUDP(t, reader(d), remote)
+	if string(p.payload) != "single" {
+		t.Fatalf("read %q", p.payload)
+	}
+}

@@ -32,7 +32,7 @@ type groState struct {
 }
 
 func (d *Device) openGRO(fd int) error {
-	if err := unix.SetsockoptInt(fd, solUDP, udpGRO, 1); err != nil {
+	if err := setsockoptInt(fd, solUDP, udpGRO, 1); err != nil {
 		return fmt.Errorf("UDP_GRO: %w", err)
 	}
 	g := &groState{}
@@ -125,6 +125,12 @@ func (d *Device) emitGRO(bufs [][]byte, sizes []int, offset, out int) int {
 		seg := groSegSize(&h.Hdr, g.oob[g.cur][:])
 		if seg <= 0 || seg > total {
 			seg = total
+		}
+		if g.off == 0 && seg < total {
+			d.groRuns.Add(1)
+			if t := uint64(total); t > d.groMax.Load() {
+				d.groMax.Store(t) // one reader at a time (rmu)
+			}
 		}
 		for g.off < total && out < len(bufs) {
 			n := seg

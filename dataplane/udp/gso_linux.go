@@ -4,11 +4,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vxdp/vxdp/dataplane"
 )
 
 // Sending through UDP sockets with segmentation offload (UDP_SEGMENT): a
@@ -83,6 +86,14 @@ func (d *Device) openGSO(ip [4]byte) error {
 		if fd < 0 {
 			continue
 		}
+		if len(g.socks) == 0 {
+			// UDP_SEGMENT as a socket option exists exactly where the
+			// per-message one does (Linux 4.18): ask once.
+			if err := setsockoptInt(fd, solUDP, udpSegment, 0); err != nil {
+				unix.Close(fd)
+				return fmt.Errorf("UDP_SEGMENT: %w", err)
+			}
+		}
 		// No DF, as the kernel's vxlan sends; nothing is ever read here.
 		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)
 		if err := setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF); err != nil {
@@ -128,6 +139,29 @@ func (d *Device) closeGSO() error {
 		errs = append(errs, s.file.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// sendmsg is sendmsg(2) for the GSO path; tests replace it to play a
+// kernel that fails UDP_SEGMENT sends.
+var sendmsg = func(fd uintptr, msg *unix.Msghdr) unix.Errno {
+	_, _, errno := unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(msg)), 0)
+	return errno
+}
+
+// setsockoptInt is unix.SetsockoptInt; tests replace it to play a kernel
+// that refuses UDP_GRO or UDP_SEGMENT.
+var setsockoptInt = unix.SetsockoptInt
+
+// Offloads reports udp-gso and udp-gro: whether each is in use, why not,
+// and how many multi-datagram sends and receives went through it.
+func (d *Device) Offloads() []dataplane.Offload {
+	d.offMu.Lock()
+	gsoOff := d.gsoOff
+	d.offMu.Unlock()
+	return []dataplane.Offload{
+		{Name: "udp-gso", Active: gsoOff == "", Reason: gsoOff, Count: d.gsoRuns.Load(), Largest: d.gsoMax.Load()},
+		{Name: "udp-gro", Active: d.groOff == "", Reason: d.groOff, Count: d.groRuns.Load(), Largest: d.groMax.Load()},
+	}
 }
 
 // writeGSO sends the packets of bufs in runs: consecutive datagrams of one
@@ -187,9 +221,25 @@ func (d *Device) writeGSO(bufs [][]byte, offset int) (int, error) {
 			}
 			return accepted, fmt.Errorf("write %s: %w", d.name, err)
 		}
-		if g.sent {
+		switch {
+		case g.sent:
 			accepted += g.segs
-		} else {
+			if g.segs > 1 {
+				d.gsoRuns.Add(1)
+				if t := uint64(total); t > d.gsoMax.Load() {
+					d.gsoMax.Store(t) // one writer at a time (tmu)
+				}
+			}
+		case g.errno == unix.EIO && g.segs > 1:
+			// The kernel takes UDP_SEGMENT only when the route's device
+			// can checksum the segments (or xfrm is not in the way);
+			// this one cannot: send singly from now on, this run too.
+			d.offMu.Lock()
+			d.gsoOff = fmt.Sprintf("sendmsg with UDP_SEGMENT to %v failed: %v; sending datagrams singly", netip.AddrFrom4(g.addr.Addr), g.errno)
+			d.offMu.Unlock()
+			n, err := d.writeRaw(bufs[i:], offset)
+			return accepted + n, err
+		default:
 			d.txErrors.Add(uint64(g.segs))
 		}
 		i = j
@@ -201,7 +251,7 @@ func (d *Device) writeGSO(bufs [][]byte, offset int) (int, error) {
 func (d *Device) gsoSend(fd uintptr) bool {
 	g := d.gso
 	for {
-		_, _, errno := unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&g.msg)), 0)
+		errno := sendmsg(fd, &g.msg)
 		switch errno {
 		case 0:
 			g.sent = true

@@ -4,8 +4,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vxdp/vxdp/dataplane"
 )
 
 // With GSO, runs of one flow leave in one sendmsg through a pool socket;
@@ -123,5 +128,153 @@ func TestGSOToGRO(t *testing.T) {
 	}
 	if d := rx.RXDropped(); d != 0 {
 		t.Fatalf("%d datagrams dropped on receive", d)
+	}
+	// Both offloads say they are on and did the work: the sender's runs
+	// left whole and the receiver got them coalesced.
+	gso, gro := offload(t, tx, "udp-gso"), offload(t, rx, "udp-gro")
+	if !gso.Active || gso.Count == 0 || gso.Largest <= 1500 {
+		t.Errorf("udp-gso on the sender: %+v", gso)
+	}
+	if !gro.Active || gro.Count == 0 || gro.Largest <= 1500 {
+		t.Errorf("udp-gro on the receiver: %+v", gro)
+	}
+}
+
+func offload(t *testing.T, d *Device, name string) dataplane.Offload {
+	t.Helper()
+	for _, o := range d.Offloads() {
+		if o.Name == name {
+			return o
+		}
+	}
+	t.Fatalf("%s: no offload %q in %+v", d.Name(), name, d.Offloads())
+	return dataplane.Offload{}
+}
+
+// A kernel without UDP_GRO and UDP_SEGMENT (played by failing the socket
+// options) does not stop the device: it sends and receives single
+// datagrams and says why each offload is off.
+func TestOffloadsRefused(t *testing.T) {
+	orig := setsockoptInt
+	setsockoptInt = func(fd, level, opt, value int) error {
+		if level == solUDP && (opt == udpGRO || opt == udpSegment) {
+			return unix.ENOPROTOOPT
+		}
+		return orig(fd, level, opt, value)
+	}
+	t.Cleanup(func() { setsockoptInt = orig })
+
+	ns := underlayNetns(t)
+	var tx, rx *Device
+	inNetns(t, ns, func() (err error) {
+		if tx, err = ListenWith(netip.AddrPortFrom(nodeIP, 8472), Options{GSO: true, GRO: true}); err != nil {
+			return err
+		}
+		rx, err = ListenWith(netip.AddrPortFrom(nodeIP, 9472), Options{GSO: true, GRO: true})
+		return err
+	})
+	t.Cleanup(func() { tx.Close(); rx.Close() })
+	for _, d := range []*Device{tx, rx} {
+		for _, name := range []string{"udp-gso", "udp-gro"} {
+			if o := offload(t, d, name); o.Active || !strings.Contains(o.Reason, "protocol not available") {
+				t.Fatalf("%s after refusal: %+v", name, o)
+			}
+		}
+	}
+
+	const offset, count = 32, 40
+	var bufs [][]byte
+	for i := 0; i < count; i++ {
+		payload := make([]byte, 1000)
+		copy(payload, fmt.Sprintf("datagram %04d", i))
+		bufs = append(bufs, append(make([]byte, offset), packet(netip.AddrPortFrom(nodeIP, 50001), netip.AddrPortFrom(nodeIP, 9472), payload)...))
+	}
+	if n, err := tx.Write(bufs, offset); err != nil || n != count {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	rbufs, sizes := make([][]byte, 64), make([]int, 64)
+	for i := range rbufs {
+		rbufs[i] = make([]byte, 2048)
+	}
+	got := 0
+	deadline := time.Now().Add(waitFor)
+	for got < count && time.Now().Before(deadline) {
+		n, err := rx.Read(rbufs, sizes, offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i++ {
+			want := fmt.Sprintf("datagram %04d", got)
+			if p := rbufs[i][offset+HeaderLen:]; sizes[i] != HeaderLen+1000 || string(p[:len(want)]) != want {
+				t.Fatalf("got %d bytes %q, want %q", sizes[i], p[:len(want)], want)
+			}
+			got++
+		}
+	}
+	if got != count {
+		t.Fatalf("received %d of %d", got, count)
+	}
+	if o := offload(t, rx, "udp-gro"); o.Count != 0 {
+		t.Fatalf("udp-gro counted work while off: %+v", o)
+	}
+}
+
+// The kernel refuses a UDP_SEGMENT send with EIO when the route's device
+// cannot checksum the segments (kernels before 6.x without checksum
+// offload on that device) or an IPsec policy covers the destination; this
+// one accepts both cases, so the refusal is played at the system call.
+// The device then falls back to single datagrams for good, this run
+// included, and nothing is lost.
+func TestGSOFallsBackOnEIO(t *testing.T) {
+	orig := sendmsg
+	var refused int
+	sendmsg = func(fd uintptr, msg *unix.Msghdr) unix.Errno {
+		if msg.Controllen > 0 { // a UDP_SEGMENT run
+			refused++
+			return unix.EIO
+		}
+		return orig(fd, msg)
+	}
+	t.Cleanup(func() { sendmsg = orig })
+
+	ns := underlayNetns(t)
+	var d *Device
+	inNetns(t, ns, func() (err error) {
+		d, err = ListenWith(netip.AddrPortFrom(nodeIP, 8472), Options{GSO: true, GRO: true})
+		return err
+	})
+	t.Cleanup(func() { d.Close() })
+	recv := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
+	dst := recv.LocalAddr().(*net.UDPAddr).AddrPort()
+
+	const offset, count = 32, 10
+	var bufs [][]byte
+	for i := 0; i < count; i++ {
+		payload := make([]byte, 1000)
+		copy(payload, fmt.Sprintf("datagram %04d", i))
+		bufs = append(bufs, append(make([]byte, offset), packet(netip.AddrPortFrom(nodeIP, 50001), dst, payload)...))
+	}
+	for round := 0; round < 2; round++ {
+		if n, err := d.Write(bufs, offset); err != nil || n != count {
+			t.Fatalf("round %d: Write = %d, %v (tx errors %d)", round, n, err, d.TXErrors())
+		}
+		recv.SetReadDeadline(time.Now().Add(waitFor))
+		buf := make([]byte, 2048)
+		for i := 0; i < count; i++ {
+			n, err := recv.Read(buf)
+			want := fmt.Sprintf("datagram %04d", i)
+			if err != nil || n != 1000 || string(buf[:len(want)]) != want {
+				t.Fatalf("round %d datagram %d: %d bytes %q, %v", round, i, n, buf[:min(n, len(want))], err)
+			}
+		}
+	}
+	if refused != 1 {
+		t.Fatalf("%d UDP_SEGMENT sends tried, want 1 (then no more)", refused)
+	}
+	if o := offload(t, d, "udp-gso"); o.Active || !strings.Contains(o.Reason, "input/output error") {
+		t.Fatalf("udp-gso after EIO: %+v", o)
+	}
+	if d.TXErrors() != 0 {
+		t.Fatalf("%d tx errors", d.TXErrors())
 	}
 }

@@ -56,6 +56,15 @@ type Device struct {
 	rxErr  unix.Errno
 	rxFn   func(fd uintptr) bool
 
+	// Offloads: why one is off (set at start, or for GSO also at run time
+	// under tmu), and what went through them.
+	groOff, gsoOff string
+	groRuns        atomic.Uint64 // receives that held more than one datagram
+	groMax         atomic.Uint64
+	gsoRuns        atomic.Uint64 // sends of more than one datagram
+	gsoMax         atomic.Uint64
+	offMu          sync.Mutex // guards gsoOff for Offloads while Write may set it
+
 	// Send state. One mutex guards it: concurrent writers take turns on
 	// the one set of arrays. That keeps Write allocation-free without a
 	// pool; per-writer arrays are the next step if writers contend.
@@ -156,16 +165,23 @@ func ListenWith(local netip.AddrPort, o Options) (*Device, error) {
 	d.tx.init()
 	d.rxFn = d.recvBatch
 	d.txFn = d.sendBatch
+	// A kernel that refuses an offload is not fatal: the device falls
+	// back to single datagrams and Offloads says why.
 	if o.GRO {
 		if err := d.openGRO(rxfd); err != nil {
-			return nil, fail(err)
+			d.groOff = err.Error()
 		}
+	} else {
+		d.groOff = "not requested"
 	}
 	if o.GSO {
 		if err := d.openGSO(d.localIP); err != nil {
 			d.closeGSO()
-			return nil, fail(err)
+			d.gso = nil
+			d.gsoOff = err.Error()
 		}
+	} else {
+		d.gsoOff = "not requested"
 	}
 	ok = true
 	return d, nil
@@ -360,9 +376,14 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 	}
 	d.tmu.Lock()
 	defer d.tmu.Unlock()
-	if d.gso != nil {
+	if d.gso != nil && d.gsoOff == "" {
 		return d.writeGSO(bufs, offset)
 	}
+	return d.writeRaw(bufs, offset)
+}
+
+// writeRaw sends through the raw socket with sendmmsg. Caller holds tmu.
+func (d *Device) writeRaw(bufs [][]byte, offset int) (int, error) {
 	accepted := 0
 	for i := 0; i < len(bufs); {
 		m := 0

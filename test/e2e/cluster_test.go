@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/internal/nstest"
 )
 
@@ -142,6 +143,29 @@ func (c *cluster) stats(i int) map[string]any {
 		m[k] = v
 	}
 	return m
+}
+
+// offload returns the named offload of node i's device: an endpoint's
+// name, or "underlay" for the tunnel device.
+func (c *cluster) offload(i int, device, name string) dataplane.Offload {
+	c.t.Helper()
+	var st dataplane.Stats
+	out := c.mustCLI(i, "stats", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		c.t.Fatalf("stats json: %v\n%s", err, out)
+	}
+	for _, d := range st.Devices {
+		if d.Device != device && !(device == "underlay" && d.Kind == "underlay") {
+			continue
+		}
+		for _, o := range d.Offloads {
+			if o.Name == name {
+				return o
+			}
+		}
+	}
+	c.t.Fatalf("node%d: no offload %s on %s:\n%s", i+1, name, device, out)
+	return dataplane.Offload{}
 }
 
 func (c *cluster) drops(i int, reason string) int {

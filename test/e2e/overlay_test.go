@@ -136,6 +136,26 @@ func TestOverlay(t *testing.T) {
 		}
 		t.Logf("pod1a -> pod2a: %.0f MB/s", bps/1e6)
 	})
+	t.Run("offloads carried that transfer", func(t *testing.T) {
+		// pod1a's kernel handed its TUN super-packets, node1 sent them
+		// as UDP_SEGMENT runs, node2 received them coalesced and wrote
+		// merged super-packets into pod2a.
+		for _, chk := range []struct {
+			node         int
+			device, name string
+		}{
+			{0, "pod1a", "tun-tso"}, {0, "underlay", "udp-gso"},
+			{1, "underlay", "udp-gro"}, {1, "pod2a", "tun-gro"},
+		} {
+			o := c.offload(chk.node, chk.device, chk.name)
+			if !o.Active || o.Count == 0 || o.Largest <= 1500 {
+				t.Errorf("node%d %s %s: %+v; want active, used, units larger than the 1500-byte MTU", chk.node+1, chk.device, chk.name, o)
+			}
+		}
+		if out := c.mustCLI(0, "stats"); !strings.Contains(out, "tun-tso") || !strings.Contains(out, "udp-gso") {
+			t.Errorf("stats lacks the offload table:\n%s", out)
+		}
+	})
 	t.Run("TCP 100MB on the same node", func(t *testing.T) {
 		bps, err := nstest.TCPTransfer(c.pods["pod2b"], c.pods["pod2a"], addr("10.1.2.20"), 5002, 100<<20, 2*time.Minute)
 		if err != nil {
