@@ -27,6 +27,7 @@ const (
 	vnetFlagNeedsCsum = 1
 	vnetGSONone       = 0
 	vnetGSOTCPv4      = 1
+	vnetGSOUDPL4      = 5 // VIRTIO_NET_HDR_GSO_UDP_L4: UDP segmentation (USO)
 	vnetGSOECN        = 0x80
 )
 

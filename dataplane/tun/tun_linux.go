@@ -67,6 +67,8 @@ type Device struct {
 	superMax   atomic.Uint64
 	mergedMax  atomic.Uint64
 	tsoOff     string
+	usoOff     atomic.Pointer[string] // why UDP datagrams are no longer merged
+	usoMerged  atomic.Uint64
 	// A merged super-packet goes out with one writev(2): its headers
 	// from gro, the payloads straight from the caller's buffers.
 	iovs     []unix.Iovec
@@ -433,7 +435,7 @@ func (d *Device) writeMerged(bufs [][]byte, offset int) (int, error) {
 		d.gro = make([]byte, vnetHdrLen+60+20) // vnet, IPv4 and TCP headers with options
 		d.run = make([][]byte, 0, groMaxSegs)
 		d.iovs = make([]unix.Iovec, 1+groMaxSegs)
-		d.writevFn = d.writev
+		d.writevFn = d.writevRun
 	}
 	n := 0
 	for i := 0; i < len(bufs); {
@@ -445,8 +447,32 @@ func (d *Device) writeMerged(bufs [][]byte, offset int) (int, error) {
 		}
 		first := b[offset:]
 		f, ok := groCandidate(first)
+		if !ok && d.usoOff.Load() == nil {
+			f, ok = udpCandidate(first)
+		}
 		j := i + 1
-		if ok {
+		if ok && f.udp {
+			// Datagrams of one flow, all of the first one's size but
+			// a shorter last one.
+			d.run = append(d.run[:0], first)
+			total := f.hdrLen + f.payload
+			for ; j < len(bufs) && len(d.run) < groMaxSegs; j++ {
+				if offset >= len(bufs[j]) {
+					break
+				}
+				p := bufs[j][offset:]
+				s, ok := udpCandidate(p)
+				if !ok || s.payload > f.payload || total+s.payload > groMaxLen || !udpFollows(first, p) {
+					break
+				}
+				d.run = append(d.run, p)
+				total += s.payload
+				if s.payload < f.payload {
+					j++
+					break
+				}
+			}
+		} else if ok {
 			d.run = append(d.run[:0], first)
 			end := f.seq + uint32(f.payload)
 			total := f.hdrLen + f.payload
@@ -482,9 +508,30 @@ func (d *Device) writeMerged(bufs [][]byte, offset int) (int, error) {
 		if err != nil {
 			return n, err
 		}
+		if !wok && f.udp && d.werrno == unix.EINVAL {
+			// A kernel without UDP segmentation on TUN writes: write
+			// datagrams singly from now on, this run too.
+			reason := fmt.Sprintf("UDP GSO write refused: %v", d.werrno)
+			d.usoOff.Store(&reason)
+			for k := i; k < j; k++ {
+				wok, err := d.writeOne(bufs[k], offset)
+				if err != nil {
+					return n, err
+				}
+				if wok {
+					n++
+				}
+			}
+			i = j
+			continue
+		}
 		if wok {
 			n += len(d.run)
-			d.merged.Add(uint64(len(d.run)))
+			if f.udp {
+				d.usoMerged.Add(uint64(len(d.run)))
+			} else {
+				d.merged.Add(uint64(len(d.run)))
+			}
 			if l := uint64(d.iovLen()); l > d.mergedMax.Load() {
 				d.mergedMax.Store(l) // one writer at a time (wmu)
 			}
@@ -522,16 +569,25 @@ func (d *Device) writeRun(f tcpSeg) (bool, error) {
 	case d.werrno == unix.EBADFD:
 		return false, d.ioErr("write", unix.EBADFD)
 	case !d.wrote:
-		d.txErrors.Add(1)
+		if !(f.udp && d.werrno == unix.EINVAL) { // the caller falls back for that one
+			d.txErrors.Add(1)
+		}
 		return false, nil
 	}
 	return true, nil
 }
 
-// writev runs in the poller callback: one writev(2) of the prepared run.
-func (d *Device) writev(fd uintptr) bool {
+// writev is writev(2); tests replace it to play a kernel that refuses
+// some super-packets.
+var writev = func(fd uintptr, iovs []unix.Iovec) unix.Errno {
+	_, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iovs[0])), uintptr(len(iovs)))
+	return errno
+}
+
+// writevRun runs in the poller callback: one writev(2) of the prepared run.
+func (d *Device) writevRun(fd uintptr) bool {
 	for {
-		_, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&d.iovs[0])), uintptr(d.niov))
+		errno := writev(fd, d.iovs[:d.niov])
 		switch errno {
 		case 0:
 			d.wrote = true
@@ -553,12 +609,20 @@ func (d *Device) writev(fd uintptr) bool {
 func (d *Device) Offloads() []dataplane.Offload {
 	if !d.vnet {
 		off := "device opened without offloads"
-		return []dataplane.Offload{{Name: "tun-tso", Reason: off}, {Name: "tun-gro", Reason: off}}
+		return []dataplane.Offload{{Name: "tun-tso", Reason: off}, {Name: "tun-gro", Reason: off}, {Name: "tun-udp-gro", Reason: off}}
 	}
 	return []dataplane.Offload{
 		{Name: "tun-tso", Active: d.tsoOff == "", Reason: d.tsoOff, Count: d.superReads.Load(), Largest: d.superMax.Load()},
 		{Name: "tun-gro", Active: true, Count: d.merged.Load(), Largest: d.mergedMax.Load()},
+		{Name: "tun-udp-gro", Active: d.usoOff.Load() == nil, Reason: deref(d.usoOff.Load()), Count: d.usoMerged.Load()},
 	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 // iovLen is the length of the packet the last writeRun sent, without the

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -735,5 +736,126 @@ func TestOffloadRefused(t *testing.T) {
 	p := waitUDP(t, reader(d), remote)
 	if string(p.payload) != "single" {
 		t.Fatalf("read %q", p.payload)
+	}
+}
+
+// Datagrams of one UDP flow written in a batch leave as one UDP GSO
+// super-packet, and the pod's socket still receives each datagram as sent;
+// a datagram of another flow ends the run and arrives too.
+func TestWriteMergedUDP(t *testing.T) {
+	nsA, nsB := newNetns(t), newNetns(t)
+	disableIPv6Default(t, nsB)
+	var d *Device
+	inNetns(t, nsA, func() (err error) {
+		d, err = CreateWith("vxdpt0", Options{Offload: true})
+		return err
+	})
+	t.Cleanup(func() { d.Close() })
+	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
+		t.Fatal(err)
+	}
+	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	c.SetReadBuffer(4 << 20)
+	dst := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	flowA := netip.MustParseAddrPort("198.51.100.1:4000")
+	flowB := netip.MustParseAddrPort("198.51.100.2:4000")
+
+	const off = 64
+	var bufs [][]byte
+	var want []string
+	add := func(src netip.AddrPort, payload string) {
+		p := udp4(src, dst, []byte(payload))
+		bufs = append(bufs, append(make([]byte, off), p...))
+		want = append(want, payload)
+	}
+	for i := 0; i < 30; i++ {
+		add(flowA, fmt.Sprintf("flow A datagram %03d ........", i)) // all the same size
+	}
+	add(flowA, "A short last")
+	add(flowB, "flow B alone")
+	if n, err := d.Write(bufs, off); err != nil || n != len(bufs) {
+		t.Fatalf("Write: %d of %d, %v", n, len(bufs), err)
+	}
+	var o dataplane.Offload
+	for _, x := range d.Offloads() {
+		if x.Name == "tun-udp-gro" {
+			o = x
+		}
+	}
+	if !o.Active || o.Count != 31 {
+		t.Fatalf("tun-udp-gro: %+v, want 31 datagrams merged", o)
+	}
+	c.SetReadDeadline(time.Now().Add(waitFor))
+	buf := make([]byte, 2048)
+	for i, w := range want {
+		n, src, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		if string(buf[:n]) != w {
+			t.Fatalf("datagram %d from %v: %q, want %q", i, src, buf[:n], w)
+		}
+	}
+	if !raceEnabled {
+		if a := testing.AllocsPerRun(20, func() { d.Write(bufs, off) }); a != 0 {
+			t.Errorf("merged UDP Write: %v allocs per call", a)
+		}
+	}
+}
+
+// A kernel that refuses UDP GSO writes (played at the system call with
+// EINVAL) costs nothing: that run goes out datagram by datagram, later
+// ones are not merged at all, and Offloads says why.
+func TestWriteMergedUDPRefused(t *testing.T) {
+	orig := writev
+	var refused int
+	writev = func(fd uintptr, iovs []unix.Iovec) unix.Errno {
+		if hdr := unsafe.Slice(iovs[0].Base, vnetHdrLen); hdr[1] == vnetGSOUDPL4 {
+			refused++
+			return unix.EINVAL
+		}
+		return orig(fd, iovs)
+	}
+	t.Cleanup(func() { writev = orig })
+
+	nsA, nsB := newNetns(t), newNetns(t)
+	disableIPv6Default(t, nsB)
+	var d *Device
+	inNetns(t, nsA, func() (err error) {
+		d, err = CreateWith("vxdpt0", Options{Offload: true})
+		return err
+	})
+	t.Cleanup(func() { d.Close() })
+	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
+		t.Fatal(err)
+	}
+	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	dst := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	const off = 64
+	var bufs [][]byte
+	for i := 0; i < 10; i++ {
+		p := udp4(netip.MustParseAddrPort("198.51.100.1:4000"), dst, fmt.Appendf(nil, "datagram %02d", i))
+		bufs = append(bufs, append(make([]byte, off), p...))
+	}
+	c.SetReadDeadline(time.Now().Add(waitFor))
+	buf := make([]byte, 2048)
+	for round := 0; round < 2; round++ {
+		if n, err := d.Write(bufs, off); err != nil || n != len(bufs) {
+			t.Fatalf("round %d: Write %d of %d, %v (tx errors %d)", round, n, len(bufs), err, d.TXErrors())
+		}
+		for i := range bufs {
+			n, err := c.Read(buf)
+			if want := fmt.Sprintf("datagram %02d", i); err != nil || string(buf[:n]) != want {
+				t.Fatalf("round %d: got %q, %v; want %q", round, buf[:n], err, want)
+			}
+		}
+	}
+	if refused != 1 || d.TXErrors() != 0 {
+		t.Fatalf("%d UDP GSO writes tried (want 1), %d tx errors", refused, d.TXErrors())
+	}
+	for _, o := range d.Offloads() {
+		if o.Name == "tun-udp-gro" && (o.Active || !strings.Contains(o.Reason, "invalid argument")) {
+			t.Fatalf("tun-udp-gro after refusal: %+v", o)
+		}
 	}
 }
