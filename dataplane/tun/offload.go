@@ -125,3 +125,52 @@ func tcp4Segment(dst, pkt []byte, hdrLen, gsoSize, i, segs int) int {
 	binary.BigEndian.PutUint16(tcp[16:], encap.Checksum(tcp, sum))
 	return n
 }
+
+// udp4Layout checks a UDPv4 super-packet (USO) and returns its header
+// length (IPv4 + UDP) and the number of datagrams of gsoSize payload bytes
+// it makes.
+func udp4Layout(pkt []byte, gsoSize int) (hdrLen, segs int, err error) {
+	ip := encap.IPv4(pkt)
+	if gsoSize <= 0 || !ip.IsValid(len(pkt)) || ip.Protocol() != encap.ProtoUDP {
+		return 0, 0, errVnetHdr
+	}
+	hdrLen = ip.HeaderLen() + 8
+	if hdrLen > ip.TotalLen() {
+		return 0, 0, errVnetHdr
+	}
+	payload := ip.TotalLen() - hdrLen
+	segs = (payload + gsoSize - 1) / gsoSize
+	if segs == 0 {
+		segs = 1
+	}
+	return hdrLen, segs, nil
+}
+
+// udp4Segment writes datagram i of the UDPv4 super-packet pkt into dst and
+// returns its length: the headers copied, the i-th gsoSize bytes of
+// payload, IPv4 length, ID and checksum, UDP length and a full UDP
+// checksum, as the kernel's own UDP segmentation makes them.
+func udp4Segment(dst, pkt []byte, hdrLen, gsoSize, i int) int {
+	ip := encap.IPv4(pkt)
+	ihl := ip.HeaderLen()
+	payload := pkt[hdrLen:ip.TotalLen()]
+	lo := i * gsoSize
+	hi := min(lo+gsoSize, len(payload))
+	n := hdrLen + hi - lo
+	copy(dst, pkt[:hdrLen])
+	copy(dst[hdrLen:], payload[lo:hi])
+	o := encap.IPv4(dst[:n])
+	binary.BigEndian.PutUint16(o[2:], uint16(n))
+	binary.BigEndian.PutUint16(o[4:], ip.ID()+uint16(i))
+	o.SetHeaderChecksum()
+	u := dst[ihl:n]
+	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
+	u[6], u[7] = 0, 0
+	sum := encap.PseudoHeaderSumV4(o.Source4(), o.Destination4(), encap.ProtoUDP, uint16(len(u)))
+	c := encap.Checksum(u, sum)
+	if c == 0 {
+		c = 0xffff // zero means "no checksum" in UDP
+	}
+	binary.BigEndian.PutUint16(u[6:], c)
+	return n
+}

@@ -54,6 +54,7 @@ type Device struct {
 	pendGSO  int
 	pendSegs int
 	pendNext int
+	pendUDP  bool
 
 	// wmu guards the merge buffer of writeMerged.
 	wmu    sync.Mutex
@@ -67,6 +68,9 @@ type Device struct {
 	superMax   atomic.Uint64
 	mergedMax  atomic.Uint64
 	tsoOff     string
+	usoReadOff string
+	usoReads   atomic.Uint64
+	usoMax     atomic.Uint64
 	usoOff     atomic.Pointer[string] // why UDP datagrams are no longer merged
 	usoMerged  atomic.Uint64
 	// A merged super-packet goes out with one writev(2): its headers
@@ -167,16 +171,24 @@ var setOffload = func(fd, flags int) error { return unix.IoctlSetInt(fd, unix.TU
 
 // newDevice wraps an attached TUN descriptor.
 func newDevice(fd int, o Options) (*Device, error) {
-	var tsoOff string
+	var tsoOff, usoReadOff string
 	if o.Offload {
 		// Without TUNSETOFFLOAD the kernel segments and checksums
 		// itself and hands over single packets; the virtio_net_hdr
 		// stays, so merged writes still work. Not fatal, but shown.
-		if err := setOffload(fd, unix.TUN_F_CSUM|unix.TUN_F_TSO4); err != nil {
-			tsoOff = fmt.Sprintf("TUNSETOFFLOAD refused: %v", err)
+		// UDP segmentation (USO, Linux 6.2) is asked for too, and
+		// dropped again if the kernel does not know it. The kernel
+		// takes USO only for both families at once; IPv6 pod traffic is
+		// dropped anyway, super-packet or not.
+		if err := setOffload(fd, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_USO4|unix.TUN_F_USO6); err != nil {
+			usoReadOff = fmt.Sprintf("TUNSETOFFLOAD with USO refused: %v", err)
+			if err := setOffload(fd, unix.TUN_F_CSUM|unix.TUN_F_TSO4); err != nil {
+				tsoOff = fmt.Sprintf("TUNSETOFFLOAD refused: %v", err)
+				usoReadOff = tsoOff
+			}
 		}
 	}
-	d := &Device{file: os.NewFile(uintptr(fd), "/dev/net/tun"), vnet: o.Offload, tsoOff: tsoOff}
+	d := &Device{file: os.NewFile(uintptr(fd), "/dev/net/tun"), vnet: o.Offload, tsoOff: tsoOff, usoReadOff: usoReadOff}
 	var err error
 	d.raw, err = d.file.SyscallConn()
 	if err != nil {
@@ -318,7 +330,7 @@ func (d *Device) readVnet(fd uintptr) bool {
 				d.rxDropped.Add(1)
 				continue
 			}
-			d.pend, d.pendHdr, d.pendGSO, d.pendSegs, d.pendNext = pkt, hdrLen, int(h.gsoSize), segs, 0
+			d.pend, d.pendHdr, d.pendGSO, d.pendSegs, d.pendNext, d.pendUDP = pkt, hdrLen, int(h.gsoSize), segs, 0, false
 			d.superReads.Add(1)
 			if l := uint64(len(pkt)); l > d.superMax.Load() {
 				d.superMax.Store(l) // one reader at a time (rmu)
@@ -326,6 +338,21 @@ func (d *Device) readVnet(fd uintptr) bool {
 			d.emitSegments()
 			if d.pend != nil {
 				return true // the batch is full; the rest waits for the next Read
+			}
+		case vnetGSOUDPL4:
+			hdrLen, segs, err := udp4Layout(pkt, int(h.gsoSize))
+			if err != nil {
+				d.rxDropped.Add(1)
+				continue
+			}
+			d.pend, d.pendHdr, d.pendGSO, d.pendSegs, d.pendNext, d.pendUDP = pkt, hdrLen, int(h.gsoSize), segs, 0, true
+			d.usoReads.Add(1)
+			if l := uint64(len(pkt)); l > d.usoMax.Load() {
+				d.usoMax.Store(l) // one reader at a time (rmu)
+			}
+			d.emitSegments()
+			if d.pend != nil {
+				return true
 			}
 		default:
 			d.rxDropped.Add(1)
@@ -344,7 +371,11 @@ func (d *Device) emitSegments() {
 			d.pend = nil
 			return
 		}
-		d.rsizes[d.rn] = tcp4Segment(buf, d.pend, d.pendHdr, d.pendGSO, d.pendNext, d.pendSegs)
+		if d.pendUDP {
+			d.rsizes[d.rn] = udp4Segment(buf, d.pend, d.pendHdr, d.pendGSO, d.pendNext)
+		} else {
+			d.rsizes[d.rn] = tcp4Segment(buf, d.pend, d.pendHdr, d.pendGSO, d.pendNext, d.pendSegs)
+		}
 		d.rn++
 		d.pendNext++
 		if d.pendNext == d.pendSegs {
@@ -609,11 +640,12 @@ func (d *Device) writevRun(fd uintptr) bool {
 func (d *Device) Offloads() []dataplane.Offload {
 	if !d.vnet {
 		off := "device opened without offloads"
-		return []dataplane.Offload{{Name: "tun-tso", Reason: off}, {Name: "tun-gro", Reason: off}, {Name: "tun-udp-gro", Reason: off}}
+		return []dataplane.Offload{{Name: "tun-tso", Reason: off}, {Name: "tun-gro", Reason: off}, {Name: "tun-uso", Reason: off}, {Name: "tun-udp-gro", Reason: off}}
 	}
 	return []dataplane.Offload{
 		{Name: "tun-tso", Active: d.tsoOff == "", Reason: d.tsoOff, Count: d.superReads.Load(), Largest: d.superMax.Load()},
 		{Name: "tun-gro", Active: true, Count: d.merged.Load(), Largest: d.mergedMax.Load()},
+		{Name: "tun-uso", Active: d.usoReadOff == "", Reason: d.usoReadOff, Count: d.usoReads.Load(), Largest: d.usoMax.Load()},
 		{Name: "tun-udp-gro", Active: d.usoOff.Load() == nil, Reason: deref(d.usoOff.Load()), Count: d.usoMerged.Load()},
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vxdp/vxdp/dataplane"
+	"github.com/vxdp/vxdp/encap"
 )
 
 const waitFor = 5 * time.Second
@@ -857,5 +858,105 @@ func TestWriteMergedUDPRefused(t *testing.T) {
 		if o.Name == "tun-udp-gro" && (o.Active || !strings.Contains(o.Reason, "invalid argument")) {
 			t.Fatalf("tun-udp-gro after refusal: %+v", o)
 		}
+	}
+}
+
+// A pod that sends with UDP_SEGMENT hands the TUN one UDP super-packet
+// (USO); Read cuts it into the datagrams the application meant, each with
+// its own valid headers and checksum.
+func TestReadUSO(t *testing.T) {
+	nsA, nsB := newNetns(t), newNetns(t)
+	disableIPv6Default(t, nsB)
+	var d *Device
+	inNetns(t, nsA, func() (err error) {
+		d, err = CreateWith("vxdpt0", Options{Offload: true})
+		return err
+	})
+	t.Cleanup(func() { d.Close() })
+	for _, o := range d.Offloads() {
+		if o.Name == "tun-uso" && !o.Active {
+			t.Skipf("kernel without USO on TUN: %s", o.Reason) // before Linux 6.2
+		}
+	}
+	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
+		t.Fatal(err)
+	}
+	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, 100) })
+	if serr != nil {
+		t.Fatalf("UDP_SEGMENT: %v", serr)
+	}
+	payload := make([]byte, 950)
+	for i := range payload {
+		payload[i] = byte(i / 100)
+	}
+	remote := netip.MustParseAddrPort("198.51.100.1:9")
+	if _, err := c.WriteToUDPAddrPort(payload, remote); err != nil {
+		t.Fatal(err)
+	}
+	ch := reader(d)
+	for i := 0; i < 10; i++ {
+		var p []byte
+		select {
+		case p = <-ch:
+		case <-time.After(waitFor):
+			t.Fatalf("datagram %d missing", i)
+		}
+		u, ok := parseUDP4(p)
+		if !ok || u.dst != remote {
+			i--
+			continue // kernel noise
+		}
+		want := payload[i*100 : min(i*100+100, len(payload))]
+		if !bytes.Equal(u.payload, want) {
+			t.Fatalf("datagram %d: %d bytes %x, want %d bytes", i, len(u.payload), u.payload[:min(4, len(u.payload))], len(want))
+		}
+		ihl := int(p[0]&0xf) * 4
+		if checksum(p[:ihl], 0) != 0 {
+			t.Fatalf("datagram %d: bad IPv4 checksum", i)
+		}
+		if encap.Checksum(p[ihl:], encap.PseudoHeaderSumV4([4]byte(p[12:16]), [4]byte(p[16:20]), encap.ProtoUDP, uint16(len(p)-ihl))) != 0 {
+			t.Fatalf("datagram %d: bad UDP checksum", i)
+		}
+	}
+	for _, o := range d.Offloads() {
+		if o.Name == "tun-uso" && (o.Count != 1 || o.Largest != 20+8+950) {
+			t.Fatalf("tun-uso: %+v, want one super-packet of 978 bytes", o)
+		}
+	}
+}
+
+// A kernel that knows TSO but not USO (before Linux 6.2, played by
+// refusing the USO flags) keeps TSO.
+func TestOffloadWithoutUSO(t *testing.T) {
+	orig := setOffload
+	setOffload = func(fd, flags int) error {
+		if flags&(unix.TUN_F_USO4|unix.TUN_F_USO6) != 0 {
+			return unix.EINVAL
+		}
+		return orig(fd, flags)
+	}
+	t.Cleanup(func() { setOffload = orig })
+	ns := newNetns(t)
+	var d *Device
+	inNetns(t, ns, func() (err error) {
+		d, err = CreateWith("vxdpt0", Options{Offload: true})
+		return err
+	})
+	t.Cleanup(func() { d.Close() })
+	got := map[string]dataplane.Offload{}
+	for _, o := range d.Offloads() {
+		got[o.Name] = o
+	}
+	if o := got["tun-uso"]; o.Active || !strings.Contains(o.Reason, "USO refused") {
+		t.Errorf("tun-uso: %+v", o)
+	}
+	if o := got["tun-tso"]; !o.Active {
+		t.Errorf("tun-tso: %+v", o)
 	}
 }
