@@ -440,14 +440,24 @@ func (a *Agent) openUnderlay(device string) ([]dataplane.Device, error) {
 			zap.Int("queues", info.Queues), zap.Int("mtu", a.underlayMTU))
 		return devs, nil
 	}
-	under, err := udp.ListenWith(netip.AddrPortFrom(cfg.NodeIP, cfg.TunnelPort), udp.Options{GSO: true, GRO: true})
-	if err != nil {
-		return nil, fmt.Errorf("underlay: %w", err)
+	// underlay-sockets > 1: that many sockets share the port, the kernel
+	// spreads the flows over them, a worker reads each.
+	var devs []dataplane.Device
+	n := max(cfg.UnderlaySockets, 1)
+	for range n {
+		under, err := udp.ListenWith(netip.AddrPortFrom(cfg.NodeIP, cfg.TunnelPort), udp.Options{GSO: true, GRO: true, ReusePort: n > 1})
+		if err != nil {
+			for _, d := range devs {
+				d.Close()
+			}
+			return nil, fmt.Errorf("underlay: %w", err)
+		}
+		devs = append(devs, under)
 	}
 	a.log.Info("underlay", zap.String("kind", a.underlayKind), zap.String("reason", a.underlayReason),
-		zap.String("device", device), zap.Int("mtu", a.underlayMTU), zap.String("socket", under.Name()))
-	a.warnOffloads(under)
-	return []dataplane.Device{under}, nil
+		zap.String("device", device), zap.Int("mtu", a.underlayMTU), zap.String("socket", devs[0].Name()), zap.Int("sockets", n))
+	a.warnOffloads(devs[0])
+	return devs, nil
 }
 
 // underlayLink finds the device that holds nodeIP (or checks the named
@@ -484,7 +494,7 @@ func underlayLink(nodeIP netip.Addr, name string) (netlink.Link, error) {
 func (a *Agent) newEndpointDevice(s dataplane.EndpointSpec, mtu int) (dataplane.Device, error) {
 	if a.adopt[s.Name] {
 		delete(a.adopt, s.Name)
-		d, err := tun.AttachWith(s.Netns, ifnameOr(s.Ifname), tunOptions)
+		d, err := attachPod(s.Netns, ifnameOr(s.Ifname), a.cfg.PodQueues)
 		if err == nil {
 			a.log.Info("endpoint device adopted from the previous run", zap.String("endpoint", s.Name))
 			a.warnOffloads(d)
@@ -492,7 +502,9 @@ func (a *Agent) newEndpointDevice(s dataplane.EndpointSpec, mtu int) (dataplane.
 		}
 		a.log.Info("endpoint device not adopted; creating it", zap.String("endpoint", s.Name), zap.Error(err))
 	}
-	d, err := tun.CreateWith(tempName(s.Name), tunOptions)
+	o := tunOptions
+	o.Queues = a.cfg.PodQueues
+	d, err := tun.CreateWith(tempName(s.Name), o)
 	if err != nil {
 		return nil, err
 	}
@@ -568,6 +580,28 @@ func tempName(ep string) string {
 	}
 	h ^= uint32(time.Now().UnixNano())
 	return fmt.Sprintf("vxdp%08x", h)
+}
+
+// attachPod opens a pod's persistent TUN device with queues queues or,
+// when the device was made with the other kind (single or multi-queue:
+// pod-queues changed since), with that: the kernel refuses an attach
+// whose IFF_MULTI_QUEUE flag differs from the device's.
+func attachPod(nsPath, name string, queues int) (*tun.Device, error) {
+	o := tunOptions
+	o.Queues = queues
+	d, err := tun.AttachWith(nsPath, name, o)
+	if err == nil || errors.Is(err, tun.ErrNoSuchDevice) {
+		return d, err
+	}
+	if o.Queues > 1 {
+		o.Queues = 1
+	} else {
+		o.Queues = 2
+	}
+	if d, err2 := tun.AttachWith(nsPath, name, o); err2 == nil {
+		return d, nil
+	}
+	return nil, err
 }
 
 // tunOptions are how pod and host devices are opened: with checksum and

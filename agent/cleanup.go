@@ -38,7 +38,7 @@ func Cleanup(cfg *config.Config, log *zap.Logger) error {
 			continue
 		}
 		seen[ep.Name] = true
-		d, err := tun.AttachWith(ep.Netns, ifnameOr(ep.Ifname), tunOptions)
+		d, err := attachPod(ep.Netns, ifnameOr(ep.Ifname), cfg.PodQueues)
 		if errors.Is(err, tun.ErrNoSuchDevice) {
 			continue
 		}

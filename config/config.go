@@ -109,6 +109,12 @@ type Config struct {
 	Underlay   string // underlay: UnderlayUDP, UnderlayAFXDP or UnderlayAuto
 	// MTU is the underlay MTU; 0 means read it from the device.
 	MTU int
+	// PodQueues is the number of queues of each pod's TUN device, each
+	// read by a worker of its own (1: single queue).
+	PodQueues int
+	// UnderlaySockets is the number of UDP sockets sharing the tunnel
+	// port (SO_REUSEPORT), each read by a worker of its own.
+	UnderlaySockets int
 
 	// NativeRoutingCIDR is where the network routes pod traffic itself.
 	// It only means something in native mode and is ignored in tunnel
@@ -198,6 +204,8 @@ func Default() *Config {
 		TunnelProtocol:    ProtocolVXLAN,
 		Underlay:          UnderlayAuto,
 		TunnelSourceCheck: true,
+		PodQueues:         1,
+		UnderlaySockets:   1,
 		Socket:            DefaultSocket,
 		LogLevel:          LogInfo,
 		StateDir:          DefaultStateDir,

@@ -65,6 +65,8 @@ func TestDefault(t *testing.T) {
 		TunnelProtocol:    "vxlan",
 		Underlay:          "auto",
 		TunnelSourceCheck: true,
+		PodQueues:         1,
+		UnderlaySockets:   1,
 		Socket:            "/run/vxdp/vxdp.sock",
 		LogLevel:          "info",
 		StateDir:          "/var/lib/vxdp",

@@ -301,6 +301,16 @@ var keyTable = []keySpec{
 		get: func(c *Config) string { return formatMask(c.VXLANReservedMask) },
 	},
 	{
+		name: "pod-queues", def: "1", doc: "queues of each pod's TUN device (IFF_MULTI_QUEUE), 1..16, each read by its own worker",
+		set: func(c *Config, s string) error { return setCount(&c.PodQueues, s) },
+		get: func(c *Config) string { return strconv.Itoa(c.PodQueues) },
+	},
+	{
+		name: "underlay-sockets", def: "1", doc: "UDP underlay only: sockets sharing the tunnel port (SO_REUSEPORT), 1..16, each read by its own worker",
+		set: func(c *Config, s string) error { return setCount(&c.UnderlaySockets, s) },
+		get: func(c *Config) string { return strconv.Itoa(c.UnderlaySockets) },
+	},
+	{
 		name: "tunnel-source-check", def: "true", doc: "drop tunnel packets whose outer source is neither a node nor a VTEP",
 		set: func(c *Config, s string) error { return setBool(&c.TunnelSourceCheck, s) },
 		get: func(c *Config) string { return formatBool(c.TunnelSourceCheck) },
@@ -523,4 +533,17 @@ func parseOptionalPrefix4(s string) (p netip.Prefix, err error) {
 		return netip.Prefix{}, reason("want an IPv4 CIDR")
 	}
 	return p, nil
+}
+
+// setCount parses a queue or socket count, 1..16.
+func setCount(dst *int, s string) error {
+	v, err := parseUint(s, 16)
+	if err != nil {
+		return err
+	}
+	if v < 1 {
+		return reasonf("want a whole number from 1 to 16")
+	}
+	*dst = int(v)
+	return nil
 }

@@ -180,6 +180,11 @@ func TestSet(t *testing.T) {
 		{"tunnel-source-check", "tunnel-source-check", "false", "", func(c *Config) bool { return !c.TunnelSourceCheck }},
 		{"tunnel-source-check empty", "tunnel-source-check", "", "", func(c *Config) bool { return c.TunnelSourceCheck }},
 		{"tunnel-source-check bad", "tunnel-source-check", "off", "tunnel-source-check", nil},
+		{"pod-queues", "pod-queues", "4", "", func(c *Config) bool { return c.PodQueues == 4 }},
+		{"pod-queues zero", "pod-queues", "0", "pod-queues", nil},
+		{"pod-queues too many", "pod-queues", "17", "pod-queues", nil},
+		{"underlay-sockets", "underlay-sockets", "2", "", func(c *Config) bool { return c.UnderlaySockets == 2 }},
+		{"underlay-sockets bad", "underlay-sockets", "two", "underlay-sockets", nil},
 
 		{"socket", "socket", "/tmp/vxdp.sock", "", func(c *Config) bool { return c.Socket == "/tmp/vxdp.sock" }},
 		{"socket empty", "socket", "", "", func(c *Config) bool { return c.Socket == DefaultSocket }},

@@ -87,12 +87,20 @@ type snapshot struct {
 
 type endpoint struct {
 	EndpointSpec
-	policy atomic.Pointer[policy]
-	ip4    [4]byte
-	vni    uint32
-	dev    Device
-	stats  DeviceStats
-	done   chan struct{}
+	policy  atomic.Pointer[policy]
+	ip4     [4]byte
+	vni     uint32
+	dev     Device
+	stats   DeviceStats
+	done    chan struct{} // closed when the last reader of dev stopped
+	readers atomic.Int32
+}
+
+// MultiQueue is implemented by a device with several queues, each read by
+// its own worker (a multi-queue TUN device). Queues includes the device
+// itself.
+type MultiQueue interface {
+	Queues() []Device
 }
 
 type peer struct {
@@ -323,7 +331,11 @@ func (e *Engine) spawn(dev Device, st *DeviceStats, kind sourceKind, ep *endpoin
 			defer e.underlayRunning.Add(-1)
 		}
 		if ep != nil {
-			defer close(ep.done)
+			defer func() {
+				if ep.readers.Add(-1) == 0 {
+					close(ep.done) // the last queue's worker is gone
+				}
+			}()
 		}
 		w.run()
 	}()
@@ -570,7 +582,16 @@ func (e *Engine) AddEndpoint(s EndpointSpec) error {
 	ep.policy.Store(newPolicy(s.AllowFrom))
 	e.endpoints[s.Name] = ep
 	e.publishLocked()
-	e.spawn(dev, &ep.stats, sourcePod, ep)
+	// A multi-queue device is read by one worker per queue; every one
+	// of them writes through dev.
+	readers := []Device{dev}
+	if mq, ok := dev.(MultiQueue); ok {
+		readers = mq.Queues()
+	}
+	ep.readers.Store(int32(len(readers)))
+	for _, r := range readers {
+		e.spawn(r, &ep.stats, sourcePod, ep)
+	}
 	e.log.Info("endpoint added", zap.String("endpoint", s.Name), zap.Stringer("ip", s.IP),
 		zap.Uint32("identity", uint32(s.Identity)), zap.String("netns", s.Netns), zap.String("device", dev.Name()))
 	return nil

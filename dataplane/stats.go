@@ -127,7 +127,6 @@ type OffloadReporter interface {
 	Offloads() []Offload
 }
 
-
 func (s *DeviceStats) snapshot(dev Device, name, kind string) DeviceCounters {
 	c := DeviceCounters{
 		Device: name, Kind: kind,

@@ -36,11 +36,14 @@ type txQueue struct {
 // worker reads one device and forwards what it reads. It owns its buffers;
 // nothing in it is shared with other workers.
 type worker struct {
-	e     *Engine
-	dev   Device
-	stats *DeviceStats
-	kind  sourceKind
-	ep    *endpoint // the pod whose device this is (sourcePod)
+	e   *Engine
+	dev Device
+	// tapDev is the device captures of what this worker reads are keyed
+	// by: the endpoint's device for every queue of a multi-queue pod.
+	tapDev Device
+	stats  *DeviceStats
+	kind   sourceKind
+	ep     *endpoint // the pod whose device this is (sourcePod)
 
 	bufs  [][]byte
 	sizes []int
@@ -83,8 +86,11 @@ func newWorker(e *Engine, dev Device, st *DeviceStats, kind sourceKind, ep *endp
 	if kind == sourceUnderlay {
 		size = encap.Headroom + 65535 + 256
 	}
-	w := &worker{e: e, dev: dev, stats: st, kind: kind, ep: ep,
+	w := &worker{e: e, dev: dev, tapDev: dev, stats: st, kind: kind, ep: ep,
 		bufs: make([][]byte, batch), sizes: make([]int, batch), scratch: make([][]byte, batch)}
+	if ep != nil {
+		w.tapDev = ep.dev
+	}
 	for i := range w.bufs {
 		w.bufs[i] = make([]byte, size)
 		w.scratch[i] = make([]byte, encap.Headroom+encap.ICMPv4ErrorMaxLen)
@@ -129,7 +135,7 @@ func (w *worker) process(n int) {
 		<-w.e.stop
 	}
 	snap := w.e.state.Load()
-	if t := w.e.tapFor(w.dev); t != nil {
+	if t := w.e.tapFor(w.tapDev); t != nil {
 		for i := 0; i < n; i++ {
 			t.put(false, w.bufs[i][encap.Headroom:encap.Headroom+w.sizes[i]])
 		}

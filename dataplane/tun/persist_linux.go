@@ -111,5 +111,9 @@ func AttachWith(nsPath, name string, o Options) (*Device, error) {
 		d.file.Close()
 		return nil, fmt.Errorf("attach tun %s: %w", name, err)
 	}
+	if err := d.openQueues(o); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("attach tun %s: %w", name, err)
+	}
 	return d, nil
 }

@@ -56,7 +56,7 @@ type Device struct {
 	pendNext int
 	pendUDP  bool
 
-	// wmu guards the merge buffer of writeMerged.
+	// wmu serialises Write on this queue and guards the merge buffers.
 	wmu    sync.Mutex
 	gro    []byte
 	run    [][]byte
@@ -84,6 +84,11 @@ type Device struct {
 	// cmu serialises the control-plane helpers (moving, renaming), which
 	// read and update name and index as a unit.
 	cmu sync.Mutex
+
+	// A multi-queue device holds its further queues; each of those points
+	// back to it for the name and is closed with it.
+	queues []*Device
+	parent *Device
 }
 
 var _ dataplane.Device = (*Device)(nil)
@@ -106,6 +111,10 @@ type Options struct {
 	// TCPv4 segmentation offload: the kernel hands over TCP super-packets
 	// of up to 64 KiB, which Read cuts into segments.
 	Offload bool
+	// Queues > 1 opens the interface with IFF_MULTI_QUEUE and that many
+	// descriptors: the kernel spreads the pod's flows over them by hash,
+	// and Queues() hands each to a worker of its own.
+	Queues int
 }
 
 // flags are the TUNSETIFF flags for o.
@@ -113,6 +122,9 @@ func (o Options) flags() uint16 {
 	f := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
 	if o.Offload {
 		f |= unix.IFF_VNET_HDR
+	}
+	if o.Queues > 1 {
+		f |= unix.IFF_MULTI_QUEUE
 	}
 	return f
 }
@@ -162,7 +174,55 @@ func CreateWith(name string, o Options) (*Device, error) {
 		d.file.Close()
 		return nil, fmt.Errorf("create tun %q: %w", name, err)
 	}
+	if err := d.openQueues(o); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("create tun %q: %w", name, err)
+	}
 	return d, nil
+}
+
+// openQueues attaches the descriptors of queues 1..o.Queues-1 to the
+// interface d was just created or attached as, in the calling thread's
+// namespace, where it must be.
+func (d *Device) openQueues(o Options) error {
+	for q := 1; q < o.Queues; q++ {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("queue %d: open /dev/net/tun: %w", q, err)
+		}
+		ifr, err := unix.NewIfreq(d.Name())
+		if err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("queue %d: %w", q, err)
+		}
+		ifr.SetUint16(o.flags())
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("queue %d: TUNSETIFF: %w", q, err)
+		}
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("queue %d: set non-blocking: %w", q, err)
+		}
+		qd, err := newDevice(fd, o)
+		if err != nil {
+			return fmt.Errorf("queue %d: %w", q, err)
+		}
+		qd.parent = d
+		d.queues = append(d.queues, qd)
+	}
+	return nil
+}
+
+// Queues returns the device's queues for reading, itself first: one
+// worker reads each. Writes may go to any of them; the engine uses the
+// device itself.
+func (d *Device) Queues() []dataplane.Device {
+	qs := []dataplane.Device{d}
+	for _, q := range d.queues {
+		qs = append(qs, q)
+	}
+	return qs
 }
 
 // setOffload is TUNSETOFFLOAD; tests replace it to play a kernel that
@@ -402,6 +462,33 @@ func ipLength(p []byte) int {
 // the error is non-nil only when the device is unusable: closed
 // (dataplane.ErrClosed) or deleted by the kernel (ErrInterfaceGone).
 func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
+	w := d.writer()
+	defer w.wmu.Unlock()
+	return w.write(bufs, offset)
+}
+
+// writer picks the queue a Write goes through and returns it locked: the
+// device itself when free, else a free further queue, so that writers on
+// several workers do not wait for each other; if all are busy, the device.
+func (d *Device) writer() *Device {
+	if len(d.queues) == 0 {
+		d.wmu.Lock()
+		return d
+	}
+	if d.wmu.TryLock() {
+		return d
+	}
+	for _, q := range d.queues {
+		if q.wmu.TryLock() {
+			return q
+		}
+	}
+	d.wmu.Lock()
+	return d
+}
+
+// write is Write on this queue; the caller holds wmu.
+func (d *Device) write(bufs [][]byte, offset int) (int, error) {
 	if d.vnet && len(bufs) > 1 {
 		return d.writeMerged(bufs, offset)
 	}
@@ -460,8 +547,6 @@ func (d *Device) writeRaw(b []byte) (bool, error) {
 
 // writeMerged writes a batch, merging runs of TCP segments (see gro.go).
 func (d *Device) writeMerged(bufs [][]byte, offset int) (int, error) {
-	d.wmu.Lock()
-	defer d.wmu.Unlock()
 	if d.gro == nil {
 		d.gro = make([]byte, vnetHdrLen+60+20) // vnet, IPv4 and TCP headers with options
 		d.run = make([][]byte, 0, groMaxSegs)
@@ -643,10 +728,16 @@ func (d *Device) Offloads() []dataplane.Offload {
 		return []dataplane.Offload{{Name: "tun-tso", Reason: off}, {Name: "tun-gro", Reason: off}, {Name: "tun-uso", Reason: off}, {Name: "tun-udp-gro", Reason: off}}
 	}
 	return []dataplane.Offload{
-		{Name: "tun-tso", Active: d.tsoOff == "", Reason: d.tsoOff, Count: d.superReads.Load(), Largest: d.superMax.Load()},
-		{Name: "tun-gro", Active: true, Count: d.merged.Load(), Largest: d.mergedMax.Load()},
-		{Name: "tun-uso", Active: d.usoReadOff == "", Reason: d.usoReadOff, Count: d.usoReads.Load(), Largest: d.usoMax.Load()},
-		{Name: "tun-udp-gro", Active: d.usoOff.Load() == nil, Reason: deref(d.usoOff.Load()), Count: d.usoMerged.Load()},
+		{Name: "tun-tso", Active: d.tsoOff == "", Reason: d.tsoOff,
+			Count:   d.sum(func(q *Device) uint64 { return q.superReads.Load() }),
+			Largest: d.max(func(q *Device) uint64 { return q.superMax.Load() })},
+		{Name: "tun-gro", Active: true,
+			Count:   d.sum(func(q *Device) uint64 { return q.merged.Load() }),
+			Largest: d.max(func(q *Device) uint64 { return q.mergedMax.Load() })},
+		{Name: "tun-uso", Active: d.usoReadOff == "", Reason: d.usoReadOff,
+			Count:   d.sum(func(q *Device) uint64 { return q.usoReads.Load() }),
+			Largest: d.max(func(q *Device) uint64 { return q.usoMax.Load() })},
+		{Name: "tun-udp-gro", Active: d.usoOff.Load() == nil, Reason: deref(d.usoOff.Load()), Count: d.sum(func(q *Device) uint64 { return q.usoMerged.Load() })},
 	}
 }
 
@@ -672,17 +763,42 @@ func (d *Device) BatchSize() int { return batchSize }
 
 // Name is the interface's current name. It follows renames done through
 // MoveToNetns.
-func (d *Device) Name() string { return *d.name.Load() }
+func (d *Device) Name() string {
+	if d.parent != nil {
+		return d.parent.Name()
+	}
+	return *d.name.Load()
+}
 
 // Index is the interface's current ifindex in the namespace it lives in. It
 // can change when the interface moves to another namespace.
 func (d *Device) Index() int { return int(d.index.Load()) }
 
 // TXErrors counts packets Write skipped because the kernel refused them.
-func (d *Device) TXErrors() uint64 { return d.txErrors.Load() }
+func (d *Device) TXErrors() uint64 { return d.sum(func(q *Device) uint64 { return q.txErrors.Load() }) }
 
 // RXDropped counts packets Read discarded because they did not fit.
-func (d *Device) RXDropped() uint64 { return d.rxDropped.Load() }
+func (d *Device) RXDropped() uint64 {
+	return d.sum(func(q *Device) uint64 { return q.rxDropped.Load() })
+}
+
+// sum adds a counter over the device and its further queues.
+func (d *Device) sum(f func(*Device) uint64) uint64 {
+	n := f(d)
+	for _, q := range d.queues {
+		n += f(q)
+	}
+	return n
+}
+
+// max is the largest of a value over the device and its further queues.
+func (d *Device) max(f func(*Device) uint64) uint64 {
+	n := f(d)
+	for _, q := range d.queues {
+		n = max(n, f(q))
+	}
+	return n
+}
 
 // Close closes the descriptor, which makes the kernel delete the interface
 // in whatever namespace it is in by now. A Read blocked in another goroutine
@@ -691,7 +807,14 @@ func (d *Device) Close() error {
 	if !d.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	var errs []error
+	for _, q := range d.queues {
+		errs = append(errs, q.Close())
+	}
 	if err := d.file.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close %s: %w", d.Name(), err)
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unsafe"
@@ -959,4 +960,77 @@ func TestOffloadWithoutUSO(t *testing.T) {
 	if o := got["tun-tso"]; !o.Active {
 		t.Errorf("tun-tso: %+v", o)
 	}
+}
+
+// A multi-queue device spreads a pod's flows over its queues, each
+// readable on its own, and goes away with all its queues on Close.
+func TestMultiQueue(t *testing.T) {
+	nsA, nsB := newNetns(t), newNetns(t)
+	disableIPv6Default(t, nsB)
+	var d *Device
+	inNetns(t, nsA, func() (err error) {
+		d, err = CreateWith("vxdpt0", Options{Offload: true, Queues: 2})
+		return err
+	})
+	t.Cleanup(func() { d.Close() })
+	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
+		t.Fatal(err)
+	}
+	qs := d.Queues()
+	if len(qs) != 2 || qs[0] != dataplane.Device(d) || qs[1].Name() != "eth0" {
+		t.Fatalf("queues %v", qs)
+	}
+	remote := netip.MustParseAddrPort("198.51.100.1:9")
+	var conns []*net.UDPConn
+	for range 32 {
+		conns = append(conns, listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0")))
+	}
+	for _, c := range conns {
+		if _, err := c.WriteToUDPAddrPort([]byte("flow"), remote); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := [2]int{}
+	bufs := [][]byte{make([]byte, 2048)}
+	sizes := make([]int, 1)
+	for qi, q := range qs {
+		timer := time.AfterFunc(time.Second, func() { d.Close() })
+		for seen[qi] == 0 {
+			n, err := q.Read(bufs, sizes, 0)
+			if err != nil {
+				break
+			}
+			if u, ok := parseUDP4(bufs[0][:sizes[0]]); n == 1 && ok && u.dst == remote {
+				seen[qi]++
+			}
+		}
+		timer.Stop()
+	}
+	if seen[0] == 0 || seen[1] == 0 {
+		t.Fatalf("packets per queue %v: want flows on both", seen)
+	}
+	// Writes go out whichever queue is free and reach the pod.
+	c := conns[0]
+	dst := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	pkt := udp4(netip.MustParseAddrPort("198.51.100.1:53"), dst, []byte("back"))
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if n, err := d.Write([][]byte{pkt, pkt}, 0); n != 2 || err != nil {
+				t.Errorf("Write = %d, %v", n, err)
+			}
+		})
+	}
+	wg.Wait()
+	c.SetReadDeadline(time.Now().Add(waitFor))
+	buf := make([]byte, 64)
+	for i := 0; i < 8; i++ {
+		if n, err := c.Read(buf); err != nil || string(buf[:n]) != "back" {
+			t.Fatalf("reply %d: %q, %v", i, buf[:n], err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitLinkGone(t, routeHandleT(t, nsB), "eth0")
 }

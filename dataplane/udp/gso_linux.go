@@ -41,6 +41,10 @@ type Options struct {
 	// GRO receives with UDP_GRO: runs of datagrams arrive coalesced and
 	// Read cuts them apart.
 	GRO bool
+	// ReusePort sets SO_REUSEPORT on the receiving socket, so several
+	// devices can share the tunnel port and the kernel spreads the flows
+	// over them (each read by its own worker).
+	ReusePort bool
 }
 
 type gsoSock struct {

@@ -278,3 +278,32 @@ func TestGSOFallsBackOnEIO(t *testing.T) {
 		t.Fatalf("%d tx errors", d.TXErrors())
 	}
 }
+
+// Devices opened with ReusePort share the tunnel port and the kernel
+// spreads flows over them.
+func TestReusePort(t *testing.T) {
+	ns := underlayNetns(t)
+	var a, b *Device
+	inNetns(t, ns, func() (err error) {
+		if a, err = ListenWith(netip.AddrPortFrom(nodeIP, 8472), Options{GRO: true, ReusePort: true}); err != nil {
+			return err
+		}
+		b, err = ListenWith(netip.AddrPortFrom(nodeIP, 8472), Options{GRO: true, ReusePort: true})
+		return err
+	})
+	t.Cleanup(func() { a.Close(); b.Close() })
+	for i := 0; i < 32; i++ {
+		c := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
+		if _, err := c.WriteToUDPAddrPort([]byte("flow"), netip.AddrPortFrom(nodeIP, 8472)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []*Device{a, b} {
+		closeAfter(t, d)
+		bufs, sizes := [][]byte{make([]byte, 2048)}, make([]int, 1)
+		n, err := d.Read(bufs, sizes, 0)
+		if err != nil || n != 1 {
+			t.Fatalf("%s: Read = %d, %v: the flows did not reach both sockets", d.Name(), n, err)
+		}
+	}
+}

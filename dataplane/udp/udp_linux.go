@@ -119,6 +119,11 @@ func ListenWith(local netip.AddrPort, o Options) (*Device, error) {
 	if err := setBuffer(rxfd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF); err != nil {
 		return nil, fail(err)
 	}
+	if o.ReusePort {
+		if err := unix.SetsockoptInt(rxfd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+			return nil, fail(fmt.Errorf("SO_REUSEPORT: %w", err))
+		}
+	}
 	if err := unix.Bind(rxfd, &unix.SockaddrInet4{Port: int(local.Port()), Addr: local.Addr().As4()}); err != nil {
 		switch {
 		case errors.Is(err, unix.EADDRINUSE):

@@ -22,7 +22,9 @@ func init() {
 }
 
 func TestOverlay(t *testing.T) {
-	c := newCluster(t)
+	// node2 reads its pods on two TUN queues and the tunnel port on two
+	// sockets, node1 on one of each: both layouts carry everything below.
+	c := newClusterWith(t, [2]string{"", "pod-queues: 2\nunderlay-sockets: 2"})
 
 	t.Run("pod interface", func(t *testing.T) {
 		out := c.pods["pod1a"].MustRun(t, "ip", "-o", "link", "show", "eth0")
