@@ -444,8 +444,8 @@ func (a *Agent) openUnderlay(device string) ([]dataplane.Device, error) {
 	// spreads the flows over them, a worker reads each.
 	var devs []dataplane.Device
 	n := max(cfg.UnderlaySockets, 1)
-	for range n {
-		under, err := udp.ListenWith(netip.AddrPortFrom(cfg.NodeIP, cfg.TunnelPort), udp.Options{GSO: true, GRO: true, ReusePort: n > 1})
+	for i := range n {
+		under, err := udp.ListenWith(netip.AddrPortFrom(cfg.NodeIP, cfg.TunnelPort), udp.Options{GSO: true, GRO: true, ReusePort: n > 1, Instance: i})
 		if err != nil {
 			for _, d := range devs {
 				d.Close()

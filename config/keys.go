@@ -301,12 +301,12 @@ var keyTable = []keySpec{
 		get: func(c *Config) string { return formatMask(c.VXLANReservedMask) },
 	},
 	{
-		name: "pod-queues", def: "1", doc: "queues of each pod's TUN device (IFF_MULTI_QUEUE), 1..16, each read by its own worker",
+		name: "pod-queues", def: "2", doc: "queues of each pod's TUN device (IFF_MULTI_QUEUE), 1..16, each read by its own worker",
 		set: func(c *Config, s string) error { return setCount(&c.PodQueues, s) },
 		get: func(c *Config) string { return strconv.Itoa(c.PodQueues) },
 	},
 	{
-		name: "underlay-sockets", def: "1", doc: "UDP underlay only: sockets sharing the tunnel port (SO_REUSEPORT), 1..16, each read by its own worker",
+		name: "underlay-sockets", def: "2", doc: "UDP underlay only: sockets sharing the tunnel port (SO_REUSEPORT), 1..16, each read by its own worker",
 		set: func(c *Config, s string) error { return setCount(&c.UnderlaySockets, s) },
 		get: func(c *Config) string { return strconv.Itoa(c.UnderlaySockets) },
 	},

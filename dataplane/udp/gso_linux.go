@@ -45,6 +45,10 @@ type Options struct {
 	// devices can share the tunnel port and the kernel spreads the flows
 	// over them (each read by its own worker).
 	ReusePort bool
+	// Instance tells apart devices sharing a port: from 1 on it is
+	// appended to the name ("udp:10.0.0.1:8472#1"), which counters and
+	// metrics are keyed by.
+	Instance int
 }
 
 type gsoSock struct {

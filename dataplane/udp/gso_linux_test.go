@@ -288,10 +288,13 @@ func TestReusePort(t *testing.T) {
 		if a, err = ListenWith(netip.AddrPortFrom(nodeIP, 8472), Options{GRO: true, ReusePort: true}); err != nil {
 			return err
 		}
-		b, err = ListenWith(netip.AddrPortFrom(nodeIP, 8472), Options{GRO: true, ReusePort: true})
+		b, err = ListenWith(netip.AddrPortFrom(nodeIP, 8472), Options{GRO: true, ReusePort: true, Instance: 1})
 		return err
 	})
 	t.Cleanup(func() { a.Close(); b.Close() })
+	if a.Name() != "udp:192.0.2.1:8472" || b.Name() != "udp:192.0.2.1:8472#1" {
+		t.Fatalf("names %q and %q", a.Name(), b.Name())
+	}
 	for i := 0; i < 32; i++ {
 		c := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
 		if _, err := c.WriteToUDPAddrPort([]byte("flow"), netip.AddrPortFrom(nodeIP, 8472)); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -166,6 +167,9 @@ func ListenWith(local netip.AddrPort, o Options) (*Device, error) {
 	d.localIP = local.Addr().As4()
 	d.localPort = local.Port()
 	d.name = "udp:" + local.String()
+	if o.Instance > 0 {
+		d.name += "#" + strconv.Itoa(o.Instance)
+	}
 	d.rx.init()
 	d.tx.init()
 	d.rxFn = d.recvBatch

@@ -22,9 +22,10 @@ func init() {
 }
 
 func TestOverlay(t *testing.T) {
-	// node2 reads its pods on two TUN queues and the tunnel port on two
-	// sockets, node1 on one of each: both layouts carry everything below.
-	c := newClusterWith(t, [2]string{"", "pod-queues: 2\nunderlay-sockets: 2"})
+	// node1 reads its pods on one TUN queue and the tunnel port on one
+	// socket, node2 on two of each (the default): both layouts carry
+	// everything below.
+	c := newClusterWith(t, [2]string{"pod-queues: 1\nunderlay-sockets: 1", ""})
 
 	t.Run("pod interface", func(t *testing.T) {
 		out := c.pods["pod1a"].MustRun(t, "ip", "-o", "link", "show", "eth0")
