@@ -83,12 +83,7 @@ func tcp4Layout(pkt []byte, gsoSize int) (hdrLen, segs int, err error) {
 	if thl < 20 || hdrLen > ip.TotalLen() {
 		return 0, 0, errVnetHdr
 	}
-	payload := ip.TotalLen() - hdrLen
-	segs = (payload + gsoSize - 1) / gsoSize
-	if segs == 0 {
-		segs = 1
-	}
-	return hdrLen, segs, nil
+	return hdrLen, segments(ip.TotalLen()-hdrLen, gsoSize), nil
 }
 
 // tcp4Segment writes segment i of the TCPv4 super-packet pkt into dst and
@@ -138,12 +133,7 @@ func udp4Layout(pkt []byte, gsoSize int) (hdrLen, segs int, err error) {
 	if hdrLen > ip.TotalLen() {
 		return 0, 0, errVnetHdr
 	}
-	payload := ip.TotalLen() - hdrLen
-	segs = (payload + gsoSize - 1) / gsoSize
-	if segs == 0 {
-		segs = 1
-	}
-	return hdrLen, segs, nil
+	return hdrLen, segments(ip.TotalLen()-hdrLen, gsoSize), nil
 }
 
 // udp4Segment writes datagram i of the UDPv4 super-packet pkt into dst and
@@ -173,4 +163,10 @@ func udp4Segment(dst, pkt []byte, hdrLen, gsoSize, i int) int {
 	}
 	binary.BigEndian.PutUint16(u[6:], c)
 	return n
+}
+
+// segments is how many packets of gsoSize payload bytes a super-packet
+// with payload bytes makes: at least one, for a header-only packet.
+func segments(payload, gsoSize int) int {
+	return max((payload+gsoSize-1)/gsoSize, 1)
 }

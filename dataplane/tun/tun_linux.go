@@ -384,35 +384,25 @@ func (d *Device) readVnet(fd uintptr) bool {
 			}
 			d.rsizes[d.rn] = copy(buf, pkt)
 			d.rn++
-		case vnetGSOTCPv4:
-			hdrLen, segs, err := tcp4Layout(pkt, int(h.gsoSize))
+		case vnetGSOTCPv4, vnetGSOUDPL4:
+			udp := h.gsoType&^vnetGSOECN == vnetGSOUDPL4
+			layout, reads, largest := tcp4Layout, &d.superReads, &d.superMax
+			if udp {
+				layout, reads, largest = udp4Layout, &d.usoReads, &d.usoMax
+			}
+			hdrLen, segs, err := layout(pkt, int(h.gsoSize))
 			if err != nil {
 				d.rxDropped.Add(1)
 				continue
 			}
-			d.pend, d.pendHdr, d.pendGSO, d.pendSegs, d.pendNext, d.pendUDP = pkt, hdrLen, int(h.gsoSize), segs, 0, false
-			d.superReads.Add(1)
-			if l := uint64(len(pkt)); l > d.superMax.Load() {
-				d.superMax.Store(l) // one reader at a time (rmu)
+			d.pend, d.pendHdr, d.pendGSO, d.pendSegs, d.pendNext, d.pendUDP = pkt, hdrLen, int(h.gsoSize), segs, 0, udp
+			reads.Add(1)
+			if l := uint64(len(pkt)); l > largest.Load() {
+				largest.Store(l) // one reader at a time (rmu)
 			}
 			d.emitSegments()
 			if d.pend != nil {
 				return true // the batch is full; the rest waits for the next Read
-			}
-		case vnetGSOUDPL4:
-			hdrLen, segs, err := udp4Layout(pkt, int(h.gsoSize))
-			if err != nil {
-				d.rxDropped.Add(1)
-				continue
-			}
-			d.pend, d.pendHdr, d.pendGSO, d.pendSegs, d.pendNext, d.pendUDP = pkt, hdrLen, int(h.gsoSize), segs, 0, true
-			d.usoReads.Add(1)
-			if l := uint64(len(pkt)); l > d.usoMax.Load() {
-				d.usoMax.Store(l) // one reader at a time (rmu)
-			}
-			d.emitSegments()
-			if d.pend != nil {
-				return true
 			}
 		default:
 			d.rxDropped.Add(1)

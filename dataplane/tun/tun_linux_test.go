@@ -628,18 +628,7 @@ func TestPodNetnsDestroyed(t *testing.T) {
 // stack as one super-packet carrying every payload byte in order: what
 // the merge's writev assembles is checked on the receiving interface.
 func TestWriteMergedSuperPacket(t *testing.T) {
-	nsA, nsB := newNetns(t), newNetns(t)
-	disableIPv6Default(t, nsB)
-	var d *Device
-	inNetns(t, nsA, func() error {
-		var err error
-		d, err = CreateWith("vxdpt0", Options{Offload: true})
-		return err
-	})
-	t.Cleanup(func() { d.Close() })
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("10.1.2.20/32"), 1500); err != nil {
-		t.Fatal(err)
-	}
+	d, nsB := podDevice(t, Options{Offload: true}, "10.1.2.20/32")
 	var fd int
 	inNetns(t, nsB, func() error {
 		var err error
@@ -709,17 +698,7 @@ func TestOffloadRefused(t *testing.T) {
 	setOffload = func(fd, flags int) error { return unix.EINVAL }
 	t.Cleanup(func() { setOffload = orig })
 
-	nsA, nsB := newNetns(t), newNetns(t)
-	disableIPv6Default(t, nsB)
-	var d *Device
-	inNetns(t, nsA, func() (err error) {
-		d, err = CreateWith("vxdpt0", Options{Offload: true})
-		return err
-	})
-	t.Cleanup(func() { d.Close() })
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
-		t.Fatal(err)
-	}
+	d, nsB := podDevice(t, Options{Offload: true}, "192.0.2.10/32")
 	offs := map[string]dataplane.Offload{}
 	for _, o := range d.Offloads() {
 		offs[o.Name] = o
@@ -745,17 +724,7 @@ func TestOffloadRefused(t *testing.T) {
 // super-packet, and the pod's socket still receives each datagram as sent;
 // a datagram of another flow ends the run and arrives too.
 func TestWriteMergedUDP(t *testing.T) {
-	nsA, nsB := newNetns(t), newNetns(t)
-	disableIPv6Default(t, nsB)
-	var d *Device
-	inNetns(t, nsA, func() (err error) {
-		d, err = CreateWith("vxdpt0", Options{Offload: true})
-		return err
-	})
-	t.Cleanup(func() { d.Close() })
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
-		t.Fatal(err)
-	}
+	d, nsB := podDevice(t, Options{Offload: true}, "192.0.2.10/32")
 	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
 	c.SetReadBuffer(4 << 20)
 	dst := c.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -820,17 +789,7 @@ func TestWriteMergedUDPRefused(t *testing.T) {
 	}
 	t.Cleanup(func() { writev = orig })
 
-	nsA, nsB := newNetns(t), newNetns(t)
-	disableIPv6Default(t, nsB)
-	var d *Device
-	inNetns(t, nsA, func() (err error) {
-		d, err = CreateWith("vxdpt0", Options{Offload: true})
-		return err
-	})
-	t.Cleanup(func() { d.Close() })
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
-		t.Fatal(err)
-	}
+	d, nsB := podDevice(t, Options{Offload: true}, "192.0.2.10/32")
 	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
 	dst := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	const off = 64
@@ -866,21 +825,11 @@ func TestWriteMergedUDPRefused(t *testing.T) {
 // (USO); Read cuts it into the datagrams the application meant, each with
 // its own valid headers and checksum.
 func TestReadUSO(t *testing.T) {
-	nsA, nsB := newNetns(t), newNetns(t)
-	disableIPv6Default(t, nsB)
-	var d *Device
-	inNetns(t, nsA, func() (err error) {
-		d, err = CreateWith("vxdpt0", Options{Offload: true})
-		return err
-	})
-	t.Cleanup(func() { d.Close() })
+	d, nsB := podDevice(t, Options{Offload: true}, "192.0.2.10/32")
 	for _, o := range d.Offloads() {
 		if o.Name == "tun-uso" && !o.Active {
 			t.Skipf("kernel without USO on TUN: %s", o.Reason) // before Linux 6.2
 		}
-	}
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
-		t.Fatal(err)
 	}
 	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
 	rc, err := c.SyscallConn()
@@ -965,17 +914,7 @@ func TestOffloadWithoutUSO(t *testing.T) {
 // A multi-queue device spreads a pod's flows over its queues, each
 // readable on its own, and goes away with all its queues on Close.
 func TestMultiQueue(t *testing.T) {
-	nsA, nsB := newNetns(t), newNetns(t)
-	disableIPv6Default(t, nsB)
-	var d *Device
-	inNetns(t, nsA, func() (err error) {
-		d, err = CreateWith("vxdpt0", Options{Offload: true, Queues: 2})
-		return err
-	})
-	t.Cleanup(func() { d.Close() })
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
-		t.Fatal(err)
-	}
+	d, nsB := podDevice(t, Options{Offload: true, Queues: 2}, "192.0.2.10/32")
 	qs := d.Queues()
 	if len(qs) != 2 || qs[0] != dataplane.Device(d) || qs[1].Name() != "eth0" {
 		t.Fatalf("queues %v", qs)
@@ -1033,4 +972,23 @@ func TestMultiQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLinkGone(t, routeHandleT(t, nsB), "eth0")
+}
+
+// podDevice creates a TUN device with o in a fresh namespace and moves it
+// into another one, the pod's, as eth0 with addr and MTU 1500, as the
+// agent does; the pod's namespace gets no IPv6 noise.
+func podDevice(t *testing.T, o Options, addr string) (*Device, string) {
+	t.Helper()
+	nsA, nsB := newNetns(t), newNetns(t)
+	disableIPv6Default(t, nsB)
+	var d *Device
+	inNetns(t, nsA, func() (err error) {
+		d, err = CreateWith("vxdpt0", o)
+		return err
+	})
+	t.Cleanup(func() { d.Close() })
+	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix(addr), 1500); err != nil {
+		t.Fatal(err)
+	}
+	return d, nsB
 }
