@@ -1,7 +1,10 @@
 package bench
 
 import (
+	"fmt"
 	"net/netip"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -92,4 +95,296 @@ func must(b *testing.B, err error) {
 	if err != nil {
 		b.Fatal(err)
 	}
+}
+
+// The scale benchmarks model one node of a large cluster: scaleEndpoints
+// local pods in 10.1.1.0/24 and up to scaleNodes remote nodes, node i at
+// 10.200.0.0+2+i with pod CIDR 10.64.0.0/10's i-th /24 (the addresses the
+// harness's scale phase uses too).
+const (
+	scaleNodes     = 1000
+	scaleEndpoints = 200
+)
+
+var (
+	scaleNodeIP  = netip.MustParseAddr("10.200.0.1")
+	scalePodCIDR = netip.MustParsePrefix("10.1.1.0/24")
+)
+
+// scaleNode is remote node i of the scale benchmarks.
+func scaleNode(i int) dataplane.NodeSpec {
+	ip := netip.AddrFrom4([4]byte{10, 200, byte((i + 2) >> 8), byte(i + 2)})
+	cidr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 64 + byte(i>>8), byte(i), 0}), 24)
+	return dataplane.NodeSpec{Name: fmt.Sprintf("node%05d", i+1), IP: ip, PodCIDR: cidr}
+}
+
+// scaleEndpointIP is the address of local endpoint i: 10.1.1.10 and up.
+func scaleEndpointIP(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 1, 1, byte(10 + i)})
+}
+
+// feedDevice is a pod that sends on demand: Read hands out the packets of
+// a fixed ring in turn, copied into the engine's buffers as a TUN read
+// would, until the number asked for by give is reached, then blocks. It
+// allocates nothing.
+type feedDevice struct {
+	pkts      [][]byte
+	next      int // used by the one reading worker only
+	remaining atomic.Int64
+	wake      chan struct{}
+	closed    chan struct{}
+}
+
+func newFeedDevice(pkts [][]byte) *feedDevice {
+	return &feedDevice{pkts: pkts, wake: make(chan struct{}, 1), closed: make(chan struct{})}
+}
+
+// give lets Read hand out n more packets.
+func (d *feedDevice) give(n int) {
+	d.remaining.Add(int64(n))
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (d *feedDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	for {
+		if r := d.remaining.Load(); r > 0 {
+			n := int(min(r, int64(len(bufs))))
+			for i := 0; i < n; i++ {
+				sizes[i] = copy(bufs[i][offset:], d.pkts[d.next])
+				if d.next++; d.next == len(d.pkts) {
+					d.next = 0
+				}
+			}
+			d.remaining.Add(-int64(n))
+			return n, nil
+		}
+		select {
+		case <-d.wake:
+		case <-d.closed:
+			return 0, dataplane.ErrClosed
+		}
+	}
+}
+
+func (d *feedDevice) Write(bufs [][]byte, offset int) (int, error) { return len(bufs), nil }
+func (d *feedDevice) BatchSize() int                               { return 64 }
+func (d *feedDevice) Name() string                                 { return "feed" }
+func (d *feedDevice) Close() error {
+	select {
+	case <-d.closed:
+	default:
+		close(d.closed)
+	}
+	return nil
+}
+
+// countingUnderlay takes the encapsulated packets. It signals done once
+// target packets arrived, and while recording is set it also counts them
+// by outer destination address (for the check before timing, not during).
+type countingUnderlay struct {
+	sinkDevice
+	target    atomic.Uint64
+	done      chan struct{}
+	recording atomic.Bool
+	mu        sync.Mutex
+	byDst     map[netip.Addr]int
+}
+
+func newCountingUnderlay() *countingUnderlay {
+	return &countingUnderlay{sinkDevice: sinkDevice{closed: make(chan struct{})}, done: make(chan struct{}, 1), byDst: map[netip.Addr]int{}}
+}
+
+func (d *countingUnderlay) Write(bufs [][]byte, offset int) (int, error) {
+	if d.recording.Load() {
+		d.mu.Lock()
+		for _, b := range bufs {
+			d.byDst[netip.AddrFrom4([4]byte(b[offset+16:offset+20]))]++
+		}
+		d.mu.Unlock()
+	}
+	if d.packets.Add(uint64(len(bufs))) >= d.target.Load() {
+		select {
+		case d.done <- struct{}{}:
+		default:
+		}
+	}
+	return len(bufs), nil
+}
+
+// expect resets the count and arms done for n packets.
+func (d *countingUnderlay) expect(n int) {
+	select {
+	case <-d.done:
+	default:
+	}
+	d.packets.Store(0)
+	d.target.Store(uint64(n))
+}
+
+// wait waits for the packets announced by expect.
+func (d *countingUnderlay) wait(tb testing.TB) {
+	tb.Helper()
+	select {
+	case <-d.done:
+	case <-time.After(time.Minute):
+		tb.Fatalf("underlay got %d of %d packets in a minute", d.packets.Load(), d.target.Load())
+	}
+}
+
+// idleDevice is a pod that never sends.
+type idleDevice struct{ sinkDevice }
+
+func (d *idleDevice) Name() string { return "idle" }
+
+// newScaleEngine starts an engine with scaleEndpoints local endpoints, the
+// first of which reads from feed, and nodes remote nodes. With a single
+// node, that node holds all of 10.64.0.0/16, so the same destinations as
+// with many nodes can be used.
+func newScaleEngine(tb testing.TB, nodes int, feed dataplane.Device, underlay dataplane.Device) *dataplane.Engine {
+	tb.Helper()
+	first := true
+	e, err := dataplane.New(dataplane.Config{NodeIP: scaleNodeIP, PodCIDR: scalePodCIDR, TunnelPort: 8472, UnderlayMTU: 1500},
+		nil, []dataplane.Device{underlay}, nil,
+		func(dataplane.EndpointSpec, int) (dataplane.Device, error) {
+			if first {
+				first = false
+				return feed, nil
+			}
+			return &idleDevice{sinkDevice{closed: make(chan struct{})}}, nil
+		}, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e.Start()
+	tb.Cleanup(func() { e.Close() })
+	for i := 0; i < scaleEndpoints; i++ {
+		if err := e.AddEndpoint(dataplane.EndpointSpec{Name: fmt.Sprintf("pod%03d", i+1), IP: scaleEndpointIP(i)}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if nodes == 1 {
+		n := scaleNode(0)
+		n.PodCIDR = netip.MustParsePrefix("10.64.0.0/16")
+		if err := e.AddNode(n); err != nil {
+			tb.Fatal(err)
+		}
+		return e
+	}
+	for i := 0; i < nodes; i++ {
+		if err := e.AddNode(scaleNode(i)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return e
+}
+
+// BenchmarkScaleEgress is the per-packet cost of a pod's packets to
+// remote pods on a node with scaleEndpoints local endpoints: read from the
+// pod's device, FIB lookup, encapsulation, write to the underlay. One op is
+// one 64-byte UDP packet; consecutive packets go to scaleNodes different
+// remote pods, which with nodes=1000 are on 1000 different nodes. nodes=1
+// sends to as many pods of one node, so the two differ only in the size
+// of the tables the packet path looks up. The packet path must not
+// allocate.
+func BenchmarkScaleEgress(b *testing.B) {
+	for _, nodes := range []int{1, scaleNodes} {
+		b.Run(fmt.Sprintf("nodes=%d", nodes), func(b *testing.B) {
+			const size = 64
+			pkts := make([][]byte, scaleNodes)
+			dsts := make([]netip.Addr, scaleNodes)
+			for i := range pkts {
+				dst := scaleNode(i).PodCIDR.Addr().As4()
+				dst[3] = 10
+				if nodes == 1 {
+					dst = [4]byte{10, 64, byte(i / 250), byte(2 + i%250)}
+				}
+				dsts[i] = netip.AddrFrom4(dst)
+				pkts[i] = make([]byte, size)
+				encap.IPv4(pkts[i]).Encode(&encap.IPv4Fields{TotalLen: size, TTL: 64, Protocol: encap.ProtoUDP,
+					Source: scaleEndpointIP(0).As4(), Destination: dst})
+				encap.UDP(pkts[i][20:]).Encode(40000, 9000, size-20, 0)
+			}
+			feed := newFeedDevice(pkts)
+			under := newCountingUnderlay()
+			e := newScaleEngine(b, nodes, feed, under)
+
+			// Each destination once, checked: every packet leaves for the
+			// node that holds its destination.
+			under.recording.Store(true)
+			under.expect(len(pkts))
+			feed.give(len(pkts))
+			under.wait(b)
+			under.recording.Store(false)
+			for i := 0; i < nodes; i++ {
+				want := len(pkts) / nodes
+				if got := under.byDst[scaleNode(i).IP]; got != want {
+					b.Fatalf("node %s got %d packets, want %d", scaleNode(i).IP, got, want)
+				}
+			}
+
+			b.ReportAllocs()
+			b.SetBytes(size)
+			under.expect(b.N)
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			b.ResetTimer()
+			feed.give(b.N)
+			under.wait(b)
+			b.StopTimer()
+			runtime.ReadMemStats(&after)
+			if st := e.Stats(); st.TotalDrops != 0 {
+				b.Fatalf("drops: %v", st.Drops)
+			}
+			// ReportAllocs rounds down; this fails on any allocation
+			// that grows with the packets, past a few of the runtime's.
+			if n := after.Mallocs - before.Mallocs; n > 10 && n*1000 > uint64(b.N) {
+				b.Fatalf("%d allocations for %d packets", n, b.N)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "packets/s")
+		})
+	}
+}
+
+// BenchmarkScaleAddNodes adds scaleNodes remote nodes, one AddNode call
+// each, to an engine that has scaleEndpoints local endpoints and no
+// nodes. One op is all the additions; ns/node is the mean per call. Host
+// routes are not part of it (the engine has none here; the agent adds one
+// kernel route per node). live-B/node is how much the Go heap still holds
+// after a collection, per node added: what the nodes cost to keep, as
+// opposed to what adding them allocated (B/op).
+func BenchmarkScaleAddNodes(b *testing.B) {
+	specs := make([]dataplane.NodeSpec, scaleNodes)
+	for i := range specs {
+		specs[i] = scaleNode(i)
+	}
+	b.ReportAllocs()
+	var live int64
+	var m0, m1 runtime.MemStats
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		under := newCountingUnderlay()
+		e := newScaleEngine(b, 0, &idleDevice{sinkDevice{closed: make(chan struct{})}}, under)
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		b.StartTimer()
+		for _, n := range specs {
+			if err := e.AddNode(n); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		runtime.GC()
+		runtime.ReadMemStats(&m1)
+		live += int64(m1.HeapAlloc) - int64(m0.HeapAlloc)
+		if got := len(e.Nodes()); got != scaleNodes {
+			b.Fatalf("%d nodes after adding %d", got, scaleNodes)
+		}
+		e.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*scaleNodes), "ns/node")
+	b.ReportMetric(float64(live)/float64(b.N*scaleNodes), "live-B/node")
 }

@@ -5,15 +5,21 @@
 // flannel does it, vxdp on its UDP underlay and vxdp on AF_XDP. For each it
 // measures TCP throughput (iperf3, 1 and 4 streams), the 64-byte UDP rate a
 // pod receives, TCP request/response latency and the CPU spent, and prints
-// one Markdown table with the medians and the ratios to the kernel.
+// one Markdown table with the medians and the ratios to the kernel. A last
+// phase, "scale", loads one agent with 200 endpoints and 1,000 remote
+// nodes through its API and reports the time the additions took, the
+// agent's memory and the per-packet cost of the Go benchmarks at that
+// scale.
 //
-//	go run ./bench/cmd/vxdp-bench [--modes kernel,vxdp-udp,vxdp-afxdp] [--reps 3] [--duration 5] [--json FILE]
+//	go run ./bench/cmd/vxdp-bench [--modes kernel,vxdp-udp,vxdp-afxdp,scale] [--reps 3] [--duration 5] [--json FILE]
+//	go run ./bench/cmd/vxdp-bench --modes scale [--scale-endpoints 200] [--scale-nodes 1000]
 //
-// It needs root, iperf3, iproute2 and bin/vxdp (make build). Everything it
-// makes lives in network namespaces named "vxb<pid>-..." and is removed at
-// the end, also on an error or an interrupt; the root namespace is never
-// configured. AF_XDP is reported "not available" when the agent cannot
-// run it.
+// It needs root, iproute2, bin/vxdp (make build), the go command (it builds
+// its tools and runs the scale benchmarks) and, for the comparison, iperf3.
+// Everything it makes lives in network namespaces named "vxb<pid>-..." and
+// is removed at the end, also on an error or an interrupt; the root
+// namespace is never configured. AF_XDP is reported "not available" when
+// the agent cannot run it.
 package main
 
 import (
@@ -27,13 +33,17 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
-var allModes = []string{"kernel", "vxdp-udp", "vxdp-afxdp"}
+// allModes are what --modes accepts. All but "scale" build the two-node
+// cluster and are columns of the comparison table; "scale" is a phase of
+// its own with its own table.
+var allModes = []string{"kernel", "vxdp-udp", "vxdp-afxdp", "scale"}
 
 type options struct {
 	modes       []string
@@ -51,7 +61,25 @@ type options struct {
 	udpWindow   time.Duration
 	keep        bool
 	removeStale bool
+	// The scale phase.
+	scaleEndpoints int
+	scaleNodes     int
+	scaleGoBench   bool
 }
+
+// compared lists the selected modes that are columns of the comparison
+// table, i.e. all but scale.
+func (o *options) compared() []string {
+	var out []string
+	for _, m := range o.modes {
+		if m != "scale" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (o *options) scale() bool { return slices.Contains(o.modes, "scale") }
 
 // secondsFlag accepts a plain number of seconds ("5", "2.5") or a Go
 // duration ("5s", "1m").
@@ -80,7 +108,7 @@ func (f secondsFlag) Set(s string) error {
 func parseFlags(args []string, root string) (*options, error) {
 	o := &options{duration: 5 * time.Second, udpWindow: 3 * time.Second}
 	fs := flag.NewFlagSet("vxdp-bench", flag.ContinueOnError)
-	modes := fs.String("modes", strings.Join(allModes, ","), "modes to measure, in this order: kernel, vxdp-udp, vxdp-afxdp")
+	modes := fs.String("modes", strings.Join(allModes, ","), "modes to measure, in this order: kernel, vxdp-udp, vxdp-afxdp (the comparison), scale (one agent with many endpoints and nodes)")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions of every test; the table shows medians")
 	fs.Var(secondsFlag{&o.duration}, "duration", "seconds per TCP throughput test (also bounds the latency test)")
 	fs.StringVar(&o.jsonPath, "json", "bench-results.json", "write every figure and repetition here as JSON (empty: don't)")
@@ -95,6 +123,9 @@ func parseFlags(args []string, root string) (*options, error) {
 	fs.IntVar(&o.extraReps, "extra-reps", 1, "repetitions added per mode when other processes disturbed one")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run directory (agent logs, configurations)")
 	fs.BoolVar(&o.removeStale, "remove-stale", false, "first delete namespaces left by earlier runs of this program that were killed")
+	fs.IntVar(&o.scaleEndpoints, "scale-endpoints", 200, fmt.Sprintf("scale: local endpoints added through the API, each in a namespace of its own (1..%d)", maxScaleEPs))
+	fs.IntVar(&o.scaleNodes, "scale-nodes", 1000, fmt.Sprintf("scale: remote nodes added through the API after the endpoints (1..%d)", maxScaleNodes))
+	fs.BoolVar(&o.scaleGoBench, "scale-gobench", true, "scale: also run the Go benchmarks "+scaleBench+" in bench/ (per-packet cost and node additions with 200 endpoints and 1,000 nodes)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -135,6 +166,10 @@ func parseFlags(args []string, root string) (*options, error) {
 		return nil, errors.New("--rr-count: want at least 1")
 	case o.udpFlows < 1 || o.udpFlows > 256:
 		return nil, errors.New("--udp-flows: want 1..256")
+	case o.scaleEndpoints < 1 || o.scaleEndpoints > maxScaleEPs:
+		return nil, fmt.Errorf("--scale-endpoints: want 1..%d", maxScaleEPs)
+	case o.scaleNodes < 1 || o.scaleNodes > maxScaleNodes:
+		return nil, fmt.Errorf("--scale-nodes: want 1..%d", maxScaleNodes)
 	}
 	for _, t := range strings.Split(*threads, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(t))
@@ -149,7 +184,15 @@ func parseFlags(args []string, root string) (*options, error) {
 		// --duration or --udp-window each plus their start-up.
 		perRep := 3*(o.duration+3*time.Second) + time.Duration(len(o.udpThreads))*(o.udpWindow+3*time.Second) +
 			quietWait + 10*time.Second
-		o.timeout = time.Duration(len(o.modes))*(45*time.Second+time.Duration(o.reps+o.extraReps)*perRep) + time.Minute
+		o.timeout = time.Duration(len(o.compared()))*(45*time.Second+time.Duration(o.reps+o.extraReps)*perRep) + time.Minute
+		if o.scale() {
+			// Generous per endpoint and node; the Go benchmarks have a
+			// bound of their own.
+			o.timeout += 2*time.Minute + time.Duration(o.scaleEndpoints)*time.Second + time.Duration(o.scaleNodes)*50*time.Millisecond
+			if o.scaleGoBench {
+				o.timeout += 5 * time.Minute
+			}
+		}
 	}
 	return o, nil
 }
@@ -209,7 +252,11 @@ func run() (code int) {
 		fmt.Fprintln(os.Stderr, "vxdp-bench: needs root (it creates network namespaces)")
 		return 1
 	}
-	for _, c := range []string{"ip", "bridge", "sysctl", "ping", "iperf3"} {
+	need := []string{"ip", "ping"}
+	if len(opts.compared()) > 0 {
+		need = append(need, "bridge", "sysctl", "iperf3")
+	}
+	for _, c := range need {
 		if _, err := exec.LookPath(c); err != nil {
 			fmt.Fprintf(os.Stderr, "vxdp-bench: %s not found (make deps installs it)\n", c)
 			return 1
@@ -217,7 +264,7 @@ func run() (code int) {
 	}
 	needVXDP := false
 	for _, m := range opts.modes {
-		needVXDP = needVXDP || strings.HasPrefix(m, "vxdp")
+		needVXDP = needVXDP || strings.HasPrefix(m, "vxdp") || m == "scale"
 	}
 	if needVXDP {
 		if opts.vxdpBin, err = filepath.Abs(opts.vxdpBin); err == nil {
@@ -302,6 +349,25 @@ func run() (code int) {
 
 	failed := false
 	for _, mode := range opts.modes {
+		if mode == "scale" {
+			if ctx.Err() != nil {
+				rep.Scale = &scaleReport{Status: "skipped", Reason: "run interrupted or out of time"}
+				continue
+			}
+			rep.Scale = runScale(ctx, l, opts, udpBin)
+			if err := l.teardown(); err != nil {
+				logf("scale: cleanup: %v", err)
+				failed = true
+			}
+			// After the teardown, so that the agent and its namespaces
+			// do not share the machine with the benchmarks; they do not
+			// depend on the agent and run even when its part failed.
+			if opts.scaleGoBench && ctx.Err() == nil {
+				runGoBench(ctx, l, root, rep.Scale)
+			}
+			failed = failed || rep.Scale.Status != "ok"
+			continue
+		}
 		if ctx.Err() != nil {
 			rep.Modes = append(rep.Modes, &modeReport{Mode: mode, Status: "skipped", Reason: "run interrupted or out of time"})
 			continue

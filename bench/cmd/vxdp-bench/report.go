@@ -216,6 +216,7 @@ type report struct {
 	Settings settings      `json:"settings"`
 	Figures  []figure      `json:"figures"`
 	Modes    []*modeReport `json:"modes"`
+	Scale    *scaleReport  `json:"scale,omitempty"`
 }
 
 type settings struct {
@@ -240,6 +241,18 @@ func writeMarkdown(w io.Writer, rep *report) {
 		m.NProc, m.CPUModel, m.Kernel, m.LoadAvg, m.Background)
 	fmt.Fprintf(w, "Date: %s\n", rep.Date)
 	fmt.Fprintf(w, "Command: `%s`\n", rep.Command)
+	if len(rep.Modes) > 0 {
+		writeComparison(w, rep)
+	}
+	if rep.Scale != nil {
+		fmt.Fprintln(w)
+		writeScale(w, rep.Scale)
+	}
+}
+
+// writeComparison prints the table of the two-node modes and its notes.
+func writeComparison(w io.Writer, rep *report) {
+	m := rep.Machine
 	s := rep.Settings
 	fmt.Fprintf(w, "Settings: medians of %d repetitions (one more is run when other processes took over %.2f CPUs during one, and the least disturbed count); %gs per TCP test; RR %d round trips (at most as long); "+
 		"64-byte UDP counted over %gs, sender with %d flows, best of %s sending thread(s); underlay MTU %d, pod MTU %d; %s\n\n",
@@ -333,4 +346,97 @@ func joinInts(v []int) string {
 		s[i] = strconv.Itoa(n)
 	}
 	return strings.Join(s, ",")
+}
+
+// writeScale prints the scale phase as a table of its own.
+func writeScale(w io.Writer, sr *scaleReport) {
+	fmt.Fprintf(w, "Scale: one agent (UDP underlay), %d local endpoints, then %d remote nodes, all added through the API one call at a time; %s",
+		sr.Endpoints, sr.Nodes, sr.Status)
+	if sr.Detail != "" {
+		fmt.Fprintf(w, "; %s", sr.Detail)
+	}
+	if sr.Reason != "" {
+		fmt.Fprintf(w, "; %s", sr.Reason)
+	}
+	fmt.Fprint(w, "\n\n")
+	var rows []string
+	row := func(title, format string, args ...any) {
+		rows = append(rows, fmt.Sprintf("| %s | %s |\n", title, fmt.Sprintf(format, args...)))
+	}
+	if a := sr.NodeAdds; a != nil {
+		row(fmt.Sprintf("add %d nodes, wall clock, s", a.Calls), "%.2f", a.TotalSecs)
+		row("&nbsp;&nbsp;per call: mean / p50 / p99 / max, ms", "%.2f / %.2f / %.2f / %.2f", a.MeanMs, a.P50Ms, a.P99Ms, a.MaxMs)
+		row("&nbsp;&nbsp;per call: first tenth / last tenth (mean), ms", "%.2f / %.2f", a.FirstTenthMs, a.LastTenthMs)
+	}
+	if a := sr.EndpointAdds; a != nil {
+		row(fmt.Sprintf("add %d endpoints, wall clock, s", a.Calls), "%.2f", a.TotalSecs)
+		row("&nbsp;&nbsp;per call: mean / p50 / max, ms", "%.1f / %.1f / %.1f", a.MeanMs, a.P50Ms, a.MaxMs)
+	}
+	for i, p := range sr.RSS {
+		row("agent RSS "+p.Step+", MiB", "%.1f", float64(p.KiB)/1024)
+		// The growth per entry added in the step, where the step added
+		// one kind of entry.
+		if i == 1 && sr.EndpointAdds != nil {
+			row("&nbsp;&nbsp;growth per endpoint, KiB", "%.0f", float64(p.KiB-sr.RSS[0].KiB)/float64(sr.Endpoints))
+		}
+		if i == 2 && sr.NodeAdds != nil {
+			row("&nbsp;&nbsp;growth per node, KiB", "%.1f", float64(p.KiB-sr.RSS[1].KiB)/float64(sr.Nodes))
+		}
+	}
+	if sr.PeakRSS > 0 {
+		row("agent peak RSS (VmHWM), MiB", "%.1f", float64(sr.PeakRSS)/1024)
+	}
+	if sr.StopSecs > 0 {
+		row("agent stop (SIGTERM to exit, removing devices and routes), s", "%.2f", sr.StopSecs)
+	}
+	for _, b := range sr.GoBench {
+		row(fmt.Sprintf("Go benchmark %s (median of %d)", strings.TrimPrefix(b.Name, "Benchmark"), b.Runs), "%s", goBenchFigures(b))
+	}
+	if len(rows) > 0 {
+		fmt.Fprint(w, "| figure | value |\n|---|--:|\n"+strings.Join(rows, "")+"\n")
+	}
+	for _, c := range sr.Checks {
+		state := "ok"
+		if !c.OK {
+			state = "FAILED"
+		}
+		fmt.Fprintf(w, "- check %s: %s; %s\n", c.Name, state, c.Result)
+	}
+	if sr.GoBenchCmd != "" {
+		fmt.Fprintf(w, "- Go benchmarks: `%s`", sr.GoBenchCmd)
+		if sr.GoBenchReason != "" {
+			fmt.Fprintf(w, ": not measured: %s", sr.GoBenchReason)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+// goBenchFigures writes a benchmark's medians with readable units; the
+// time per op also gets its range over the runs.
+func goBenchFigures(b goBench) string {
+	var parts []string
+	for _, u := range []string{"ns/op", "ns/node", "allocs/op", "B/op", "live-B/node"} {
+		v, ok := b.Medians[u]
+		if !ok {
+			continue
+		}
+		lo, hi := b.Min[u], b.Max[u]
+		unit, div, prec := u, 1.0, 0
+		switch {
+		case strings.HasPrefix(u, "ns/") && v >= 1e6:
+			unit, div, prec = "ms/"+u[3:], 1e6, 1
+		case strings.HasPrefix(u, "ns/") && v >= 1e4:
+			unit, div, prec = "µs/"+u[3:], 1e3, 1
+		case strings.HasPrefix(u, "ns/"):
+			prec = 1
+		case u == "B/op" && v >= 1e6:
+			unit, div = "MB/op", 1e6
+		}
+		p := formatValue(v/div, prec) + " " + unit
+		if u == "ns/op" {
+			p += fmt.Sprintf(" (%s..%s)", formatValue(lo/div, prec), formatValue(hi/div, prec))
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, ", ")
 }

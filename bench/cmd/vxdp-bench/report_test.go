@@ -1,0 +1,120 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseGoBench(t *testing.T) {
+	out := `goos: linux
+goarch: amd64
+pkg: github.com/vxdp/vxdp/bench
+BenchmarkScaleEgress/nodes=1000-2   	14158707	       154.3 ns/op	 414.90 MB/s	   6482792 packets/s	       0 B/op	       0 allocs/op
+BenchmarkScaleEgress/nodes=1000-2   	24349558	        89.9 ns/op	 711.43 MB/s	  11116075 packets/s	       0 B/op	       0 allocs/op
+BenchmarkScaleEgress/nodes=1000-2   	20735616	        97.3 ns/op	 657.13 MB/s	  10267625 packets/s	       0 B/op	       0 allocs/op
+BenchmarkScaleAddNodes-2            	       2	 774613457 ns/op	    774612 ns/node	746716332 B/op	   58591 allocs/op
+--- FAIL: BenchmarkOther
+PASS
+`
+	got := parseGoBench(out)
+	if len(got) != 2 {
+		t.Fatalf("got %d benchmarks, want 2: %+v", len(got), got)
+	}
+	e := got[0]
+	if e.Name != "BenchmarkScaleEgress/nodes=1000" || e.Runs != 3 {
+		t.Errorf("first: %s with %d runs", e.Name, e.Runs)
+	}
+	if e.Medians["ns/op"] != 97.3 || e.Min["ns/op"] != 89.9 || e.Max["ns/op"] != 154.3 || e.Medians["allocs/op"] != 0 {
+		t.Errorf("egress figures: %v %v %v", e.Medians, e.Min, e.Max)
+	}
+	a := got[1]
+	if a.Name != "BenchmarkScaleAddNodes" || a.Medians["ns/node"] != 774612 || a.Medians["allocs/op"] != 58591 {
+		t.Errorf("add nodes: %s %v", a.Name, a.Medians)
+	}
+	if s := goBenchFigures(a); !strings.HasPrefix(s, "774.6 ms/op (774.6..774.6), 774.6 µs/node, 58591 allocs/op, 747 MB/op") {
+		t.Errorf("add nodes figures: %q", s)
+	}
+	if s := goBenchFigures(e); s != "97.3 ns/op (89.9..154.3), 0 allocs/op, 0 B/op" {
+		t.Errorf("egress figures: %q", s)
+	}
+}
+
+func TestSummarizeCalls(t *testing.T) {
+	var d []time.Duration
+	for i := 1; i <= 100; i++ {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	c := summarizeCalls(d, 6*time.Second)
+	if c.Calls != 100 || c.TotalSecs != 6 || c.MeanMs != 50.5 || c.P50Ms != 51 || c.P99Ms != 100 || c.MaxMs != 100 ||
+		c.FirstTenthMs != 5.5 || c.LastTenthMs != 95.5 {
+		t.Errorf("%+v", c)
+	}
+	if summarizeCalls(nil, 0) != nil {
+		t.Error("no calls: want nil")
+	}
+}
+
+func TestScaleAddresses(t *testing.T) {
+	n := scaleNode(0)
+	if n.Name != "node00001" || n.IP != "10.200.0.2" || n.PodCIDR != "10.64.0.0/24" {
+		t.Errorf("first node: %+v", n)
+	}
+	n = scaleNode(999)
+	if n.IP != "10.200.3.233" || n.PodCIDR != "10.67.231.0/24" {
+		t.Errorf("node 1000: %+v", n)
+	}
+	n = scaleNode(maxScaleNodes - 1)
+	if n.IP != "10.200.62.129" || n.PodCIDR != "10.126.127.0/24" {
+		t.Errorf("last node: %+v", n)
+	}
+	if scaleEndpointIP(maxScaleEPs-1) != "10.1.1.249" {
+		t.Errorf("last endpoint: %s", scaleEndpointIP(maxScaleEPs-1))
+	}
+}
+
+func TestPingCounts(t *testing.T) {
+	out := "--- 10.1.1.1 ping statistics ---\n5 packets transmitted, 4 received, 20% packet loss, time 805ms\n"
+	if tx, rx := pingCounts(out); tx != 5 || rx != 4 {
+		t.Errorf("got %d/%d", tx, rx)
+	}
+}
+
+// The comparison table and the scale table each appear only when their
+// modes ran.
+func TestWriteMarkdown(t *testing.T) {
+	v := 7.5
+	sr := &scaleReport{Status: "ok", Endpoints: 2, Nodes: 10,
+		NodeAdds:     summarizeCalls([]time.Duration{time.Millisecond, 2 * time.Millisecond}, 3*time.Millisecond),
+		EndpointAdds: summarizeCalls([]time.Duration{time.Millisecond, 2 * time.Millisecond}, 3*time.Millisecond),
+		RSS:          []rssPoint{{"started", 1024}, {"after 2 endpoints", 2048}, {"after 10 nodes", 3072}},
+		Checks:       []check{{Name: "ping", OK: true, Result: "5 of 5"}},
+	}
+	comparison := &modeReport{Mode: "vxdp-udp", Status: "ok", Medians: map[string]*float64{"tcp_1_stream_gbit": &v}}
+	for _, tc := range []struct {
+		name           string
+		modes          []*modeReport
+		scale          *scaleReport
+		table, scaleTb bool
+	}{
+		{"comparison", []*modeReport{comparison}, nil, true, false},
+		{"scale", nil, sr, false, true},
+		{"both", []*modeReport{comparison}, sr, true, true},
+	} {
+		var b bytes.Buffer
+		writeMarkdown(&b, &report{Figures: figures, Modes: tc.modes, Scale: tc.scale})
+		s := b.String()
+		if got := strings.Contains(s, "| TCP throughput, 1 stream, Gbit/s | 7.50 |"); got != tc.table {
+			t.Errorf("%s: comparison table shown %v, want %v:\n%s", tc.name, got, tc.table, s)
+		}
+		if got := strings.Contains(s, "| add 2 nodes, wall clock, s | 0.00 |"); got != tc.scaleTb {
+			t.Errorf("%s: scale table shown %v, want %v:\n%s", tc.name, got, tc.scaleTb, s)
+		}
+		if tc.scaleTb && !strings.Contains(s, "| &nbsp;&nbsp;growth per endpoint, KiB | 512 |") {
+			t.Errorf("%s: no growth per endpoint:\n%s", tc.name, s)
+		}
+	}
+}
