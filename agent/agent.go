@@ -191,10 +191,12 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 		}
 	}
 
+	nodes := make([]dataplane.NodeSpec, 0, len(cfg.Nodes))
 	for _, n := range cfg.Nodes {
-		if err := a.eng.AddNode(dataplane.NodeSpec{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, Source: "config"}); err != nil {
-			return nil, err
-		}
+		nodes = append(nodes, dataplane.NodeSpec{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, Source: "config"})
+	}
+	if err := a.eng.AddNodes(nodes); err != nil {
+		return nil, err
 	}
 	for _, n := range st.Nodes {
 		if err := a.eng.AddNode(n); err != nil {

@@ -85,14 +85,18 @@ func (a *Agent) Reload(n *config.Config) error {
 			changes = append(changes, "node -"+name)
 		}
 	}
+	var add []dataplane.NodeSpec
 	for name, nd := range want {
 		if h, ok := have[name]; ok && h.IP == nd.IP && h.PodCIDR == nd.PodCIDR {
 			continue
 		}
-		if err := a.eng.AddNode(dataplane.NodeSpec{Name: nd.Name, IP: nd.IP, PodCIDR: nd.PodCIDR, Source: "config"}); err != nil {
-			return err
-		}
-		changes = append(changes, "node +"+name)
+		add = append(add, dataplane.NodeSpec{Name: nd.Name, IP: nd.IP, PodCIDR: nd.PodCIDR, Source: "config"})
+	}
+	if err := a.eng.AddNodes(add); err != nil {
+		return err
+	}
+	for _, n := range add {
+		changes = append(changes, "node +"+n.Name)
 	}
 	// Endpoints: a changed address, namespace, name inside the pod or
 	// identity means a new device; a changed policy does not.

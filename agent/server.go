@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -151,27 +152,52 @@ func (a *Agent) getIdentities(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, out)
 }
 
+// postNode adds one node (a JSON object) or many at once (a JSON array):
+// a list is taken whole or refused whole, with one table rebuild and one
+// state save, which is what makes a thousand nodes quick to add.
 func (a *Agent) postNode(w http.ResponseWriter, r *http.Request) {
-	var req api.NodeRequest
-	if !readJSON(w, r, &req) {
+	var raw json.RawMessage
+	if !readJSONLimit(w, r, &raw, 64<<20) {
 		return
 	}
+	var reqs []api.NodeRequest
+	if t := bytes.TrimLeft(raw, " \t\r\n"); len(t) > 0 && t[0] == '[' {
+		if !decodeStrict(w, raw, &reqs) {
+			return
+		}
+	} else {
+		var req api.NodeRequest
+		if !decodeStrict(w, raw, &req) {
+			return
+		}
+		reqs = []api.NodeRequest{req}
+	}
+	specs := make([]dataplane.NodeSpec, 0, len(reqs))
+	for _, req := range reqs {
+		n, err := nodeSpec(req)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		specs = append(specs, n)
+	}
+	writeResult(w, a.changed(a.eng.AddNodes(specs)), nil)
+}
+
+// nodeSpec checks a node request's addresses.
+func nodeSpec(req api.NodeRequest) (dataplane.NodeSpec, error) {
 	ip, err := netip.ParseAddr(req.IP)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("node %s: --ip %q: not an IP address", req.Name, req.IP))
-		return
+		return dataplane.NodeSpec{}, fmt.Errorf("node %s: --ip %q: not an IP address", req.Name, req.IP)
 	}
 	p, err := netip.ParsePrefix(req.PodCIDR)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("node %s: --pod-cidr %q: not a CIDR", req.Name, req.PodCIDR))
-		return
+		return dataplane.NodeSpec{}, fmt.Errorf("node %s: --pod-cidr %q: not a CIDR", req.Name, req.PodCIDR)
 	}
 	if p != p.Masked() {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("node %s: --pod-cidr %q: host bits set (did you mean %s?)", req.Name, req.PodCIDR, p.Masked()))
-		return
+		return dataplane.NodeSpec{}, fmt.Errorf("node %s: --pod-cidr %q: host bits set (did you mean %s?)", req.Name, req.PodCIDR, p.Masked())
 	}
-	err = a.eng.AddNode(dataplane.NodeSpec{Name: req.Name, IP: ip, PodCIDR: p, Source: "api"})
-	writeResult(w, a.changed(err), nil)
+	return dataplane.NodeSpec{Name: req.Name, IP: ip, PodCIDR: p, Source: "api"}, nil
 }
 
 func (a *Agent) postEndpoint(w http.ResponseWriter, r *http.Request) {
@@ -391,7 +417,24 @@ func (a *Agent) vtepsChanged(err error) error {
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	return readJSONLimit(w, r, v, 1<<20)
+}
+
+// readJSONLimit decodes a request body of at most limit bytes into v,
+// refusing unknown fields.
+func readJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("request body: %w", err))
+		return false
+	}
+	return true
+}
+
+// decodeStrict decodes raw into v, refusing unknown fields.
+func decodeStrict(w http.ResponseWriter, raw []byte, v any) bool {
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("request body: %w", err))

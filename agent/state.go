@@ -68,7 +68,7 @@ func (a *Agent) saveState() {
 		v := a.eng.VTEPs()
 		s.VTEPs = &v
 	}
-	b, err := json.MarshalIndent(&s, "", "  ")
+	b, err := json.Marshal(&s)
 	if err == nil {
 		err = os.MkdirAll(a.cfg.StateDir, 0o750)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
 
 	"github.com/vxdp/vxdp/api"
 )
@@ -166,9 +168,26 @@ func newTunnelCmd(g *globals) *cobra.Command {
 func newNodeCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "node", Short: "remote nodes"}
 	var req api.NodeRequest
+	var file string
 	add := &cobra.Command{
-		Use: "add NAME --ip IP --pod-cidr CIDR", Args: cobra.ExactArgs(1), Short: "add a remote node",
+		Use: "add NAME --ip IP --pod-cidr CIDR | add --file FILE", Args: cobra.MaximumNArgs(1), Short: "add a remote node, or a list of them at once",
+		Long: "Adds one node, or with --file every node of a YAML or JSON list in the form of the\n" +
+			"configuration's nodes: key ([{name: n1, ip: 10.0.0.1, pod-cidr: 10.1.1.0/24}, ...]).\n" +
+			"A list is taken whole or refused whole, in one request.",
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if file != "" {
+				if len(args) != 0 || req.IP != "" || req.PodCIDR != "" {
+					return usagef("node add: --file goes alone")
+				}
+				reqs, err := readNodeList(file)
+				if err != nil {
+					return usagef("node add --file %s: %v", file, err)
+				}
+				return g.client().Do(ctx(), "POST", "/v1/nodes", reqs, nil)
+			}
+			if len(args) != 1 {
+				return usagef("node add: NAME, or --file")
+			}
 			req.Name = args[0]
 			if req.IP == "" || req.PodCIDR == "" {
 				return usagef("node add %s: --ip and --pod-cidr are required", req.Name)
@@ -178,6 +197,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 	}
 	add.Flags().StringVar(&req.IP, "ip", "", "the node's underlay address")
 	add.Flags().StringVar(&req.PodCIDR, "pod-cidr", "", "the node's pod CIDR")
+	add.Flags().StringVarP(&file, "file", "f", "", "a YAML or JSON list of nodes to add at once")
 	del := &cobra.Command{
 		Use: "del NAME", Args: cobra.ExactArgs(1), Short: "remove a remote node",
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -518,4 +538,30 @@ func newStatusCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// readNodeList reads a list of nodes in the configuration's nodes: form.
+func readNodeList(path string) ([]api.NodeRequest, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var list []struct {
+		Name    string `yaml:"name"`
+		IP      string `yaml:"ip"`
+		PodCIDR string `yaml:"pod-cidr"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&list); err != nil {
+		return nil, err
+	}
+	reqs := make([]api.NodeRequest, 0, len(list))
+	for i, n := range list {
+		if n.Name == "" || n.IP == "" || n.PodCIDR == "" {
+			return nil, fmt.Errorf("entry %d: name, ip and pod-cidr are required", i+1)
+		}
+		reqs = append(reqs, api.NodeRequest{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR})
+	}
+	return reqs, nil
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -367,6 +368,36 @@ func TestOverlay(t *testing.T) {
 				t.Errorf("stats lacks %q:\n%s", want, out)
 			}
 		}
+	})
+
+	t.Run("a thousand nodes in one request", func(t *testing.T) {
+		var b strings.Builder
+		for i := 0; i < 1000; i++ {
+			fmt.Fprintf(&b, "- {name: bulk%d, ip: 10.200.%d.%d, pod-cidr: 10.1.%d.%d/28}\n", i, i/250, i%250+1, 16+i/16, i%16*16)
+		}
+		list := filepath.Join(c.dir, "nodes.yaml")
+		if err := os.WriteFile(list, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// One bad entry (its pod CIDR inside node2's) refuses the list.
+		bad := filepath.Join(c.dir, "bad.yaml")
+		if err := os.WriteFile(bad, []byte(b.String()+"- {name: bad, ip: 10.201.0.1, pod-cidr: 10.1.2.128/25}\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := c.cli(0, "node", "add", "--file", bad); err == nil || !strings.Contains(out, "overlaps node node2") {
+			t.Fatalf("a list with an overlapping entry was not refused: %v\n%s", err, out)
+		}
+		if out := c.mustCLI(0, "node", "list"); strings.Contains(out, "bulk") {
+			t.Fatalf("part of a refused list was added:\n%s", out)
+		}
+		start := time.Now()
+		c.mustCLI(0, "node", "add", "--file", list)
+		t.Logf("1000 nodes added in %v (one CLI call)", time.Since(start).Round(time.Millisecond))
+		if n := strings.Count(c.mustCLI(0, "node", "list"), "bulk"); n != 1000 {
+			t.Fatalf("%d bulk nodes listed, want 1000", n)
+		}
+		// Pod traffic is untouched.
+		c.mustPing("pod1a", "10.1.2.20")
 	})
 
 	t.Run("clean shutdown", func(t *testing.T) {

@@ -1,0 +1,74 @@
+package dataplane_test
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vxdp/vxdp/dataplane"
+	"github.com/vxdp/vxdp/dataplane/fake"
+)
+
+func node(i int) dataplane.NodeSpec {
+	return dataplane.NodeSpec{
+		Name:    fmt.Sprintf("n%d", i),
+		IP:      netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)}),
+		PodCIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(64 + i>>8), byte(i), 0}), 24),
+	}
+}
+
+// AddNodes takes a list whole or not at all, checks its members against
+// each other as well as against the nodes there are, and leaves every
+// node reachable.
+func TestAddNodes(t *testing.T) {
+	n := newTestNode(t, fake.New("under", 16), node1IP, "10.1.1.0/24", nil)
+	var batch []dataplane.NodeSpec
+	for i := 1; i <= 1000; i++ {
+		batch = append(batch, node(i))
+	}
+	must(t, n.eng.AddNodes(batch))
+	if got := len(n.eng.Nodes()); got != 1000 {
+		t.Fatalf("%d nodes, want 1000", got)
+	}
+	// Each refused list leaves the table as it was.
+	for _, c := range []struct {
+		name string
+		list []dataplane.NodeSpec
+		want string
+	}{
+		{"name taken", []dataplane.NodeSpec{node(1001), {Name: "n5", IP: netip.MustParseAddr("10.201.0.1"), PodCIDR: netip.MustParsePrefix("10.99.0.0/24")}}, "node n5"},
+		{"same name twice", []dataplane.NodeSpec{node(1001), node(1001)}, "node n1001"},
+		{"ip taken", []dataplane.NodeSpec{node(1001), {Name: "x", IP: node(7).IP, PodCIDR: netip.MustParsePrefix("10.99.0.0/24")}}, "used by node n7"},
+		{"inside an existing cidr", []dataplane.NodeSpec{{Name: "x", IP: netip.MustParseAddr("10.201.0.1"), PodCIDR: netip.MustParsePrefix("10.64.9.128/25")}}, "overlaps node n9"},
+		{"around existing cidrs", []dataplane.NodeSpec{{Name: "x", IP: netip.MustParseAddr("10.201.0.1"), PodCIDR: netip.MustParsePrefix("10.64.0.0/16")}}, "node x pod cidr 10.64.0.0/16 overlaps"},
+		{"overlap within the list", []dataplane.NodeSpec{
+			{Name: "x", IP: netip.MustParseAddr("10.201.0.1"), PodCIDR: netip.MustParsePrefix("10.99.0.0/16")},
+			{Name: "y", IP: netip.MustParseAddr("10.201.0.2"), PodCIDR: netip.MustParsePrefix("10.99.7.0/24")}}, "overlaps node x"},
+		{"own pod cidr", []dataplane.NodeSpec{{Name: "x", IP: netip.MustParseAddr("10.201.0.1"), PodCIDR: netip.MustParsePrefix("10.1.1.0/25")}}, "this node's"},
+	} {
+		err := n.eng.AddNodes(c.list)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error about %q", c.name, err, c.want)
+		}
+		if !errors.Is(err, dataplane.ErrExists) && !errors.Is(err, dataplane.ErrInvalid) {
+			t.Errorf("%s: %v is neither ErrExists nor ErrInvalid", c.name, err)
+		}
+		if got := len(n.eng.Nodes()); got != 1000 {
+			t.Fatalf("%s: %d nodes after a refused list, want 1000", c.name, got)
+		}
+	}
+	// Traffic reaches the first and the last of the batch.
+	must(t, n.eng.AddEndpoint(dataplane.EndpointSpec{Name: "p", IP: pod1, Netns: "/x"}))
+	pod := n.pod(t, "p")
+	for _, i := range []int{1, 1000} {
+		dst := node(i).PodCIDR.Addr().Next()
+		pod.Inject(udpPacket(pod1, dst, 1000, 2000, 64, false, []byte("x")))
+		got := n.under.WaitSent(1, 2*time.Second)
+		if len(got) != 1 || [4]byte(got[0][16:20]) != node(i).IP.As4() {
+			t.Fatalf("packet to %s: %d sent, want one to node %s", dst, len(got), node(i).IP)
+		}
+	}
+}
