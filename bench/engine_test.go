@@ -356,6 +356,13 @@ func BenchmarkScaleEgress(b *testing.B) {
 // after a collection, per node added: what the nodes cost to keep, as
 // opposed to what adding them allocated (B/op).
 func BenchmarkScaleAddNodes(b *testing.B) {
+	b.Run("one-call-each", func(b *testing.B) { benchAddNodes(b, false) })
+	b.Run("one-list", func(b *testing.B) { benchAddNodes(b, true) })
+}
+
+// benchAddNodes adds the scale's nodes to an engine with its endpoints,
+// one AddNode call each or in one AddNodes list.
+func benchAddNodes(b *testing.B, list bool) {
 	specs := make([]dataplane.NodeSpec, scaleNodes)
 	for i := range specs {
 		specs[i] = scaleNode(i)
@@ -370,9 +377,15 @@ func BenchmarkScaleAddNodes(b *testing.B) {
 		runtime.GC()
 		runtime.ReadMemStats(&m0)
 		b.StartTimer()
-		for _, n := range specs {
-			if err := e.AddNode(n); err != nil {
+		if list {
+			if err := e.AddNodes(specs); err != nil {
 				b.Fatal(err)
+			}
+		} else {
+			for _, n := range specs {
+				if err := e.AddNode(n); err != nil {
+					b.Fatal(err)
+				}
 			}
 		}
 		b.StopTimer()
