@@ -593,6 +593,33 @@ func (e *Engine) DelNode(name string) error {
 	return nil
 }
 
+// DelNodes removes nodes all at once, with one table rebuild, or none if
+// one of the names is unknown.
+func (e *Engine) DelNodes(names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	gone := make([]*peer, 0, len(names))
+	for _, name := range names {
+		p, ok := e.nodes[name]
+		if !ok {
+			return fmt.Errorf("node %s: %w", name, ErrNotFound)
+		}
+		gone = append(gone, p)
+	}
+	for _, p := range gone {
+		delete(e.nodes, p.Name)
+	}
+	e.publishLocked()
+	for _, p := range gone {
+		e.delNodeRoute(p.PodCIDR)
+	}
+	e.log.Info("nodes removed", zap.Int("count", len(gone)))
+	return nil
+}
+
 // delNodeRoute removes the host route addNodeRoute made for a pod CIDR.
 func (e *Engine) delNodeRoute(p netip.Prefix) {
 	if e.hostRoutes == nil {

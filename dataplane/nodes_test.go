@@ -60,6 +60,15 @@ func TestAddNodes(t *testing.T) {
 			t.Fatalf("%s: %d nodes after a refused list, want 1000", c.name, got)
 		}
 	}
+	// A removal list with an unknown name removes nothing; a good one
+	// removes all of its nodes.
+	if err := n.eng.DelNodes([]string{"n1", "nope"}); !errors.Is(err, dataplane.ErrNotFound) || len(n.eng.Nodes()) != 1000 {
+		t.Fatalf("DelNodes with an unknown name: %v, %d nodes left", err, len(n.eng.Nodes()))
+	}
+	must(t, n.eng.DelNodes([]string{"n2", "n3"}))
+	if got := len(n.eng.Nodes()); got != 998 {
+		t.Fatalf("%d nodes after removing two", got)
+	}
 	// Traffic reaches the first and the last of the batch.
 	must(t, n.eng.AddEndpoint(dataplane.EndpointSpec{Name: "p", IP: pod1, Netns: "/x"}))
 	pod := n.pod(t, "p")
