@@ -3,6 +3,7 @@ package fib
 import (
 	"math/rand/v2"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 )
 
@@ -100,6 +101,56 @@ func BenchmarkBuild(b *testing.B) {
 			for b.Loop() {
 				_ = bld.Build()
 			}
+		})
+	}
+}
+
+// BenchmarkUpdate times one copy-on-write update of 10k new routes, what a
+// control plane does while readers go on with the published table: a
+// Builder derived from that table, the inserts, Build and the atomic
+// publication of the result. ns/route is the time per route added; the
+// whole table is rebuilt, so it grows with the table.
+func BenchmarkUpdate(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		n    int // routes already in the table
+		is6  bool
+	}{
+		{"v4-onto-10k", 10_000, false},
+		{"v4-onto-100k", 100_000, false},
+		{"v6-onto-10k", 10_000, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			tab, _ := benchTable(bc.n, bc.is6)
+			r := rand.New(rand.NewPCG(uint64(bc.n), 2))
+			minBits, maxBits := 8, 32
+			if bc.is6 {
+				minBits, maxBits = 16, 64
+			}
+			add := make(map[netip.Prefix]uint32, updateRoutes)
+			for len(add) < updateRoutes {
+				p := randPrefix(r, bc.is6, minBits, maxBits)
+				if _, old := tab.Get(p); !old {
+					add[p] = r.Uint32()
+				}
+			}
+			var cur atomic.Pointer[Table[uint32]]
+			cur.Store(tab)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				bld := tab.Builder()
+				for p, v := range add {
+					if err := bld.Insert(p, v); err != nil {
+						b.Fatal(err)
+					}
+				}
+				cur.Store(bld.Build())
+			}
+			if got := cur.Load().Len(); got != bc.n+updateRoutes {
+				b.Fatalf("published table holds %d prefixes, want %d", got, bc.n+updateRoutes)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*updateRoutes), "ns/route")
 		})
 	}
 }
