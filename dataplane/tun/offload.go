@@ -91,24 +91,11 @@ func tcp4Layout(pkt []byte, gsoSize int) (hdrLen, segs int, err error) {
 // payload, IPv4 length, ID and checksum and TCP sequence, flags and
 // checksum fixed as a NIC's segmentation would.
 func tcp4Segment(dst, pkt []byte, hdrLen, gsoSize, i, segs int) int {
-	ip := encap.IPv4(pkt)
-	ihl := ip.HeaderLen()
-	payload := pkt[hdrLen:ip.TotalLen()]
-	lo := i * gsoSize
-	hi := lo + gsoSize
-	if hi > len(payload) {
-		hi = len(payload)
-	}
-	n := hdrLen + hi - lo
-	copy(dst, pkt[:hdrLen])
-	copy(dst[hdrLen:], payload[lo:hi])
-	o := encap.IPv4(dst[:n])
-	binary.BigEndian.PutUint16(o[2:], uint16(n))
-	binary.BigEndian.PutUint16(o[4:], ip.ID()+uint16(i))
-	o.SetHeaderChecksum()
+	o := segment4(dst, pkt, hdrLen, gsoSize, i)
+	n, ihl := len(o), o.HeaderLen()
 	tcp := dst[ihl:n]
 	seq := binary.BigEndian.Uint32(pkt[ihl+4:])
-	binary.BigEndian.PutUint32(tcp[4:], seq+uint32(lo))
+	binary.BigEndian.PutUint32(tcp[4:], seq+uint32(i*gsoSize))
 	if i != segs-1 {
 		tcp[13] &^= 0x09 // FIN and PSH belong to the last segment
 	}
@@ -141,19 +128,9 @@ func udp4Layout(pkt []byte, gsoSize int) (hdrLen, segs int, err error) {
 // payload, IPv4 length, ID and checksum, UDP length and a full UDP
 // checksum, as the kernel's own UDP segmentation makes them.
 func udp4Segment(dst, pkt []byte, hdrLen, gsoSize, i int) int {
-	ip := encap.IPv4(pkt)
-	ihl := ip.HeaderLen()
-	payload := pkt[hdrLen:ip.TotalLen()]
-	lo := i * gsoSize
-	hi := min(lo+gsoSize, len(payload))
-	n := hdrLen + hi - lo
-	copy(dst, pkt[:hdrLen])
-	copy(dst[hdrLen:], payload[lo:hi])
-	o := encap.IPv4(dst[:n])
-	binary.BigEndian.PutUint16(o[2:], uint16(n))
-	binary.BigEndian.PutUint16(o[4:], ip.ID()+uint16(i))
-	o.SetHeaderChecksum()
-	u := dst[ihl:n]
+	o := segment4(dst, pkt, hdrLen, gsoSize, i)
+	n := len(o)
+	u := dst[o.HeaderLen():n]
 	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
 	u[6], u[7] = 0, 0
 	sum := encap.PseudoHeaderSumV4(o.Source4(), o.Destination4(), encap.ProtoUDP, uint16(len(u)))
@@ -169,4 +146,23 @@ func udp4Segment(dst, pkt []byte, hdrLen, gsoSize, i int) int {
 // with payload bytes makes: at least one, for a header-only packet.
 func segments(payload, gsoSize int) int {
 	return max((payload+gsoSize-1)/gsoSize, 1)
+}
+
+// segment4 writes packet i of the IPv4 super-packet pkt into dst: the
+// hdrLen bytes of headers and the i-th gsoSize bytes of payload, with the
+// IPv4 length, ID (the super-packet's plus i) and header checksum fixed.
+// It returns the packet; the transport header is the caller's to finish.
+func segment4(dst, pkt []byte, hdrLen, gsoSize, i int) encap.IPv4 {
+	ip := encap.IPv4(pkt)
+	payload := pkt[hdrLen:ip.TotalLen()]
+	lo := i * gsoSize
+	hi := min(lo+gsoSize, len(payload))
+	n := hdrLen + hi - lo
+	copy(dst, pkt[:hdrLen])
+	copy(dst[hdrLen:], payload[lo:hi])
+	o := encap.IPv4(dst[:n])
+	binary.BigEndian.PutUint16(o[2:], uint16(n))
+	binary.BigEndian.PutUint16(o[4:], ip.ID()+uint16(i))
+	o.SetHeaderChecksum()
+	return o
 }
