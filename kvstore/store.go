@@ -316,30 +316,36 @@ func (s *Store) Watch(ctx context.Context) <-chan Event {
 	q := newNodeQueue()
 	s.nodes.subscribe(q)
 	go func() {
-		defer close(out)
 		defer s.nodes.unsubscribe(q)
-		for {
-			ev, ok := q.pop()
-			if !ok {
-				select {
-				case <-q.wake:
-					continue
-				case <-ctx.Done():
-					return
-				case <-s.ctx.Done():
-					return
-				}
-			}
+		pump(ctx, s.ctx, q.wake, q.pop, out)
+	}()
+	return out
+}
+
+// pump hands what take yields to out, waiting on wake while take has
+// nothing, until ctx or the store's context ends; then it closes out.
+func pump[T any](ctx, store context.Context, wake <-chan struct{}, take func() (T, bool), out chan<- T) {
+	defer close(out)
+	for {
+		v, ok := take()
+		if !ok {
 			select {
-			case out <- ev:
+			case <-wake:
+				continue
 			case <-ctx.Done():
 				return
-			case <-s.ctx.Done():
+			case <-store.Done():
 				return
 			}
 		}
-	}()
-	return out
+		select {
+		case out <- v:
+		case <-ctx.Done():
+			return
+		case <-store.Done():
+			return
+		}
+	}
 }
 
 // Close stops the store. It revokes this node's lease first, so that every

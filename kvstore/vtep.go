@@ -67,28 +67,8 @@ func (s *Store) WatchVTEPs(ctx context.Context) <-chan []VTEPRecord {
 	// so that the first send tells the reader where it starts from.
 	s.vteps.subscribe(q)
 	go func() {
-		defer close(out)
 		defer s.vteps.unsubscribe(q)
-		for {
-			set, ok := q.take()
-			if !ok {
-				select {
-				case <-q.wake:
-					continue
-				case <-ctx.Done():
-					return
-				case <-s.ctx.Done():
-					return
-				}
-			}
-			select {
-			case out <- set:
-			case <-ctx.Done():
-				return
-			case <-s.ctx.Done():
-				return
-			}
-		}
+		pump(ctx, s.ctx, q.wake, q.take, out)
 	}()
 	return out
 }
