@@ -178,7 +178,9 @@ endpoints:
 		if !ok {
 			t.Fatalf("no %s in:\n%s", key, body)
 		}
-		for _, want := range []string{`vxdp_drops_total{reason="no_route"}`, "vxdp_endpoints 2", "vxdp_nodes 1", "vxdp_healthy 1", "vxdp_fib_entries"} {
+		for _, want := range []string{`vxdp_drops_total{reason="no_route"}`, "vxdp_endpoints 2", "vxdp_nodes 1", "vxdp_healthy 1", "vxdp_fib_entries",
+			`vxdp_offload_active{device="pa",kind="endpoint",offload="tun-tso"} 1`,
+			`vxdp_offload_units_total{device="pa",kind="endpoint",offload="tun-tso"}`} {
 			if !strings.Contains(body, want) {
 				t.Errorf("metrics lack %s", want)
 			}
