@@ -107,17 +107,20 @@ type DeviceCounters struct {
 // if it is not, and how much work went through it, so a running system
 // shows that it is active.
 type Offload struct {
-	// Name: tun-tso (reads of TCP super-packets from a pod), tun-gro
-	// (TCP segments merged into super-packets on write), udp-gso (sends
-	// of several datagrams with UDP_SEGMENT), udp-gro (receives of
-	// datagrams coalesced by UDP_GRO).
+	// Name: tun-tso (reads of TCP super-packets from a pod), tun-uso
+	// (reads of UDP super-packets from a pod sending with UDP_SEGMENT),
+	// tun-gro (TCP segments merged into super-packets on write),
+	// tun-udp-gro (datagrams of one flow merged into a UDP super-packet
+	// on write), udp-gso (sends of several datagrams with UDP_SEGMENT),
+	// udp-gro (receives of datagrams coalesced by UDP_GRO).
 	Name   string `json:"name"`
 	Active bool   `json:"active"`
 	// Reason says why the offload is off: the kernel refused it at start
 	// or failed it at run time and the driver fell back.
 	Reason string `json:"reason,omitempty"`
-	// Count is the number of super-packets read, segments merged, or
-	// multi-datagram sends and receives; Largest the biggest in bytes.
+	// Count is the number of super-packets read, segments or datagrams
+	// merged, or multi-datagram sends and receives; Largest the biggest
+	// in bytes, where the driver tracks it.
 	Count   uint64 `json:"count"`
 	Largest uint64 `json:"largest_bytes,omitempty"`
 }
