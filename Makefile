@@ -37,6 +37,7 @@ demo-native: build
 	./scripts/demo.sh native
 
 lint:
+	./scripts/check-tracked.sh
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
