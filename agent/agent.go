@@ -22,6 +22,7 @@ import (
 	"github.com/vxdp/vxdp/config"
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/dataplane/afxdp"
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/dataplane/tun"
 	"github.com/vxdp/vxdp/dataplane/udp"
 	"github.com/vxdp/vxdp/encap"
@@ -107,7 +108,7 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 	}
 	// Native routing encapsulates nothing but VTEP traffic: without VTEPs
 	// there is no tunnel socket at all.
-	var unders []dataplane.Device
+	var unders []packetio.Device
 	if !native || cfg.EnableVTEP {
 		var err error
 		unders, err = a.openUnderlay(link.Attrs().Name)
@@ -405,7 +406,7 @@ func vtepSpecs(in []config.VTEP) ([]dataplane.VTEPSpec, error) {
 // device or a UDP socket, as `underlay` says. auto takes AF_XDP only where
 // the driver offers native XDP with zero-copy sockets (on a veth, copy mode
 // is slower than the UDP socket with its offloads), and says why.
-func (a *Agent) openUnderlay(device string) ([]dataplane.Device, error) {
+func (a *Agent) openUnderlay(device string) ([]packetio.Device, error) {
 	cfg := a.cfg
 	useXDP := false
 	switch cfg.Underlay {
@@ -433,7 +434,7 @@ func (a *Agent) openUnderlay(device string) ([]dataplane.Device, error) {
 		a.xdp = u
 		info := u.Info()
 		a.underlayReason += fmt.Sprintf("; %s XDP, %s sockets, %d queue(s), need_wakeup %v", info.XDPMode, info.Bind, info.Queues, info.NeedWakeup)
-		var devs []dataplane.Device
+		var devs []packetio.Device
 		for _, q := range u.Queues() {
 			devs = append(devs, q)
 		}
@@ -444,7 +445,7 @@ func (a *Agent) openUnderlay(device string) ([]dataplane.Device, error) {
 	}
 	// underlay-sockets > 1: that many sockets share the port, the kernel
 	// spreads the flows over them, a worker reads each.
-	var devs []dataplane.Device
+	var devs []packetio.Device
 	n := max(cfg.UnderlaySockets, 1)
 	for i := range n {
 		under, err := udp.ListenWith(netip.AddrPortFrom(cfg.NodeIP, cfg.TunnelPort), udp.Options{GSO: true, GRO: true, ReusePort: n > 1, Instance: i})
@@ -493,7 +494,7 @@ func underlayLink(nodeIP netip.Addr, name string) (netlink.Link, error) {
 // name, then moved into the pod's namespace and configured there. It is
 // persistent, so a crash of the agent leaves the pod its interface; the
 // next agent takes it back (adopt) instead of making a new one.
-func (a *Agent) newEndpointDevice(s dataplane.EndpointSpec, mtu int) (dataplane.Device, error) {
+func (a *Agent) newEndpointDevice(s dataplane.EndpointSpec, mtu int) (packetio.Device, error) {
 	if a.adopt[s.Name] {
 		delete(a.adopt, s.Name)
 		d, err := attachPod(s.Netns, ifnameOr(s.Ifname), a.cfg.PodQueues)
@@ -524,8 +525,8 @@ func (a *Agent) newEndpointDevice(s dataplane.EndpointSpec, mtu int) (dataplane.
 
 // warnOffloads logs each kernel offload a device could not turn on: the
 // device works without it, only slower.
-func (a *Agent) warnOffloads(d dataplane.Device) {
-	r, ok := d.(dataplane.OffloadReporter)
+func (a *Agent) warnOffloads(d packetio.Device) {
+	r, ok := d.(packetio.OffloadReporter)
 	if !ok {
 		return
 	}

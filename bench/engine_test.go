@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/dataplane/fake"
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
 )
 
@@ -22,7 +24,7 @@ type sinkDevice struct {
 
 func (d *sinkDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	<-d.closed
-	return 0, dataplane.ErrClosed
+	return 0, net.ErrClosed
 }
 func (d *sinkDevice) Write(bufs [][]byte, offset int) (int, error) {
 	d.packets.Add(uint64(len(bufs)))
@@ -49,10 +51,10 @@ func BenchmarkPodToPod(b *testing.B) {
 			n1, n2 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 			src := fake.New("src", 64)
 			dst := &sinkDevice{closed: make(chan struct{})}
-			mk := func(ip netip.Addr, cidr string, dev dataplane.Device) *dataplane.Engine {
+			mk := func(ip netip.Addr, cidr string, dev packetio.Device) *dataplane.Engine {
 				e, err := dataplane.New(dataplane.Config{NodeIP: ip, PodCIDR: netip.MustParsePrefix(cidr), TunnelPort: 8472, UnderlayMTU: 1500},
-					nil, []dataplane.Device{hub.Attach(ip, ip.String(), 64)}, nil,
-					func(dataplane.EndpointSpec, int) (dataplane.Device, error) { return dev, nil }, nil)
+					nil, []packetio.Device{hub.Attach(ip, ip.String(), 64)}, nil,
+					func(dataplane.EndpointSpec, int) (packetio.Device, error) { return dev, nil }, nil)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -164,7 +166,7 @@ func (d *feedDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		select {
 		case <-d.wake:
 		case <-d.closed:
-			return 0, dataplane.ErrClosed
+			return 0, net.ErrClosed
 		}
 	}
 }
@@ -243,12 +245,12 @@ func (d *idleDevice) Name() string { return "idle" }
 // first of which reads from feed, and nodes remote nodes. With a single
 // node, that node holds all of 10.64.0.0/16, so the same destinations as
 // with many nodes can be used.
-func newScaleEngine(tb testing.TB, nodes int, feed dataplane.Device, underlay dataplane.Device) *dataplane.Engine {
+func newScaleEngine(tb testing.TB, nodes int, feed packetio.Device, underlay packetio.Device) *dataplane.Engine {
 	tb.Helper()
 	first := true
 	e, err := dataplane.New(dataplane.Config{NodeIP: scaleNodeIP, PodCIDR: scalePodCIDR, TunnelPort: 8472, UnderlayMTU: 1500},
-		nil, []dataplane.Device{underlay}, nil,
-		func(dataplane.EndpointSpec, int) (dataplane.Device, error) {
+		nil, []packetio.Device{underlay}, nil,
+		func(dataplane.EndpointSpec, int) (packetio.Device, error) {
 			if first {
 				first = false
 				return feed, nil

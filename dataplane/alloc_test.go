@@ -1,9 +1,11 @@
 package dataplane
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
 )
 
@@ -11,18 +13,20 @@ import (
 // the per-packet path run without any I/O cost or allocation of its own.
 type nopDevice struct{ name string }
 
-func (d *nopDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) { return 0, ErrClosed }
-func (d *nopDevice) Write(bufs [][]byte, offset int) (int, error)             { return len(bufs), nil }
-func (d *nopDevice) BatchSize() int                                           { return 32 }
-func (d *nopDevice) Name() string                                             { return d.name }
-func (d *nopDevice) Close() error                                             { return nil }
+func (d *nopDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	return 0, net.ErrClosed
+}
+func (d *nopDevice) Write(bufs [][]byte, offset int) (int, error) { return len(bufs), nil }
+func (d *nopDevice) BatchSize() int                               { return 32 }
+func (d *nopDevice) Name() string                                 { return d.name }
+func (d *nopDevice) Close() error                                 { return nil }
 
 func newBenchEngine(tb testing.TB) (*Engine, *endpoint) {
 	tb.Helper()
 	e, err := New(Config{
 		NodeIP: netip.MustParseAddr("192.0.2.1"), PodCIDR: netip.MustParsePrefix("10.1.1.0/24"),
 		TunnelPort: 8472, UnderlayMTU: 1500,
-	}, nil, []Device{&nopDevice{"u"}}, &nopDevice{"h"}, func(EndpointSpec, int) (Device, error) { return &nopDevice{"p"}, nil }, nil)
+	}, nil, []packetio.Device{&nopDevice{"u"}}, &nopDevice{"h"}, func(EndpointSpec, int) (packetio.Device, error) { return &nopDevice{"p"}, nil }, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

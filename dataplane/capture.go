@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
 )
 
 // Captures copy the packets crossing one device, both directions, to a
@@ -27,7 +29,7 @@ type tap struct {
 
 // CapturePoint names a device the way vxdp capture does: "underlay",
 // "host" or "pod:NAME".
-func (e *Engine) capturePoint(point string) (Device, error) {
+func (e *Engine) capturePoint(point string) (packetio.Device, error) {
 	switch {
 	case point == "underlay":
 		if len(e.underlays) == 0 {
@@ -61,7 +63,7 @@ func (e *Engine) Capture(ctx context.Context, point string) (<-chan CapturedPack
 	t := &tap{ch: make(chan CapturedPacket, 4096)}
 	e.tapsMu.Lock()
 	old := e.taps.Load()
-	m := map[Device]*tap{}
+	m := map[packetio.Device]*tap{}
 	if old != nil {
 		for k, v := range *old {
 			m[k] = v
@@ -78,7 +80,7 @@ func (e *Engine) Capture(ctx context.Context, point string) (<-chan CapturedPack
 		<-ctx.Done()
 		e.tapsMu.Lock()
 		cur := *e.taps.Load()
-		n := map[Device]*tap{}
+		n := map[packetio.Device]*tap{}
 		for k, v := range cur {
 			if k != dev {
 				n[k] = v
@@ -98,7 +100,7 @@ func (e *Engine) Capture(ctx context.Context, point string) (<-chan CapturedPack
 }
 
 // tapFor returns the tap on dev, if a capture runs there.
-func (e *Engine) tapFor(dev Device) *tap {
+func (e *Engine) tapFor(dev packetio.Device) *tap {
 	m := e.taps.Load()
 	if m == nil {
 		return nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/dataplane/fake"
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
 	"github.com/vxdp/vxdp/identity"
 )
@@ -59,7 +60,7 @@ func newTestNode(t *testing.T, under *fake.Device, ip netip.Addr, podCIDR string
 	if cfgMod != nil {
 		cfgMod(&cfg)
 	}
-	factory := func(s dataplane.EndpointSpec, mtu int) (dataplane.Device, error) {
+	factory := func(s dataplane.EndpointSpec, mtu int) (packetio.Device, error) {
 		if mtu != 1450 {
 			t.Errorf("endpoint %s created with mtu %d, want 1450", s.Name, mtu)
 		}
@@ -69,7 +70,7 @@ func newTestNode(t *testing.T, under *fake.Device, ip netip.Addr, podCIDR string
 		n.mu.Unlock()
 		return d, nil
 	}
-	eng, err := dataplane.New(cfg, nil, []dataplane.Device{under}, n.host, factory, nil)
+	eng, err := dataplane.New(cfg, nil, []packetio.Device{under}, n.host, factory, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,10 +2,12 @@ package dataplane
 
 import (
 	"encoding/binary"
+	"net"
 	"net/netip"
 	"sync"
 	"testing"
 
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
 	"github.com/vxdp/vxdp/identity"
 )
@@ -34,7 +36,7 @@ type fzLog struct {
 	writes []fzWrite
 }
 
-func (d *fzDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) { return 0, ErrClosed }
+func (d *fzDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) { return 0, net.ErrClosed }
 func (d *fzDevice) BatchSize() int                                           { return 4 }
 func (d *fzDevice) Name() string                                             { return d.name }
 func (d *fzDevice) Close() error                                             { return nil }
@@ -90,9 +92,9 @@ func newFuzzRig(tb testing.TB) *fzRig {
 		TunnelPort:  encap.VXLANPort, UnderlayMTU: 1500,
 	}, nil,
 		// Two underlay queues, so that the flow hash picks between them.
-		[]Device{newDev("u0", "underlay"), newDev("u1", "underlay")},
+		[]packetio.Device{newDev("u0", "underlay"), newDev("u1", "underlay")},
 		newDev("vxdp_host", "host"),
-		func(s EndpointSpec, mtu int) (Device, error) {
+		func(s EndpointSpec, mtu int) (packetio.Device, error) {
 			d := newDev(s.Name, "pod")
 			pods[s.Name] = d
 			return d, nil

@@ -6,6 +6,7 @@ import (
 
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/dataplane/fake"
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
 )
 
@@ -91,7 +92,7 @@ func TestGeneveOptionsTakeMTU(t *testing.T) {
 	checkGoroutines(t)
 	e, err := dataplane.New(dataplane.Config{NodeIP: node1IP, PodCIDR: netip.MustParsePrefix("10.1.1.0/24"), UnderlayMTU: 1500,
 		Protocol: "geneve", GeneveOptions: []encap.GeneveOption{{Class: 0x0103, Type: 1, Data: make([]byte, 8)}}},
-		nil, []dataplane.Device{fake.New("u", 8)}, nil, nil, nil)
+		nil, []packetio.Device{fake.New("u", 8)}, nil, nil, nil)
 	must(t, err)
 	defer e.Close()
 	if e.RouteMTU() != 1500-50-12 {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/dataplane/fake"
+	"github.com/vxdp/vxdp/dataplane/packetio"
 )
 
 // mqDevice is a fake pod device with a second queue.
@@ -16,7 +17,7 @@ type mqDevice struct {
 	second *fake.Device
 }
 
-func (d *mqDevice) Queues() []dataplane.Device { return []dataplane.Device{d, d.second} }
+func (d *mqDevice) Queues() []packetio.Device { return []packetio.Device{d, d.second} }
 
 func (d *mqDevice) Close() error {
 	return errors.Join(d.second.Close(), d.Device.Close())
@@ -28,12 +29,12 @@ func (d *mqDevice) Close() error {
 func TestMultiQueueEndpoint(t *testing.T) {
 	under := fake.New("under", 16)
 	var pod *mqDevice
-	factory := func(s dataplane.EndpointSpec, mtu int) (dataplane.Device, error) {
+	factory := func(s dataplane.EndpointSpec, mtu int) (packetio.Device, error) {
 		pod = &mqDevice{Device: fake.New(s.Name, 8), second: fake.New(s.Name+"-q1", 8)}
 		return pod, nil
 	}
 	eng, err := dataplane.New(dataplane.Config{NodeIP: node1IP, PodCIDR: netip.MustParsePrefix("10.1.1.0/24"),
-		ClusterCIDR: cluster, TunnelPort: 8472, UnderlayMTU: 1500}, nil, []dataplane.Device{under}, nil, factory, nil)
+		ClusterCIDR: cluster, TunnelPort: 8472, UnderlayMTU: 1500}, nil, []packetio.Device{under}, nil, factory, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/dataplane/fake"
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
 )
 
@@ -26,7 +27,7 @@ func TestNativeRouting(t *testing.T) {
 	e, err := dataplane.New(dataplane.Config{
 		NodeIP: node1IP, PodCIDR: netip.MustParsePrefix("10.1.1.0/24"), ClusterCIDR: cluster,
 		UnderlayMTU: 1500, Native: true, AutoDirectNodeRoutes: true,
-	}, nil, nil, host, func(dataplane.EndpointSpec, int) (dataplane.Device, error) { return pod, nil }, routes)
+	}, nil, nil, host, func(dataplane.EndpointSpec, int) (packetio.Device, error) { return pod, nil }, routes)
 	must(t, err)
 	e.Start()
 	defer e.Close()

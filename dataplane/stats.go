@@ -1,6 +1,10 @@
 package dataplane
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
+)
 
 // DropReason says why a packet was dropped. The names are part of the
 // public contract: they appear in `vxdp stats`, JSON output and metrics.
@@ -79,13 +83,6 @@ type DeviceStats struct {
 	TxErrors           atomic.Uint64
 }
 
-// DriverCounters is implemented by drivers that count what never reached
-// the engine (received but dropped) or never left (refused on send).
-type DriverCounters interface {
-	RXDropped() uint64
-	TXErrors() uint64
-}
-
 // DeviceCounters is a point-in-time copy of DeviceStats.
 type DeviceCounters struct {
 	Device    string `json:"device"`
@@ -100,37 +97,10 @@ type DeviceCounters struct {
 	DriverRxDropped uint64 `json:"driver_rx_dropped"`
 	DriverTxErrors  uint64 `json:"driver_tx_errors"`
 	// Offloads the driver uses, or tried to (OffloadReporter).
-	Offloads []Offload `json:"offloads,omitempty"`
+	Offloads []packetio.Offload `json:"offloads,omitempty"`
 }
 
-// Offload is one kernel offload of a driver: whether it is in use, why not
-// if it is not, and how much work went through it, so a running system
-// shows that it is active.
-type Offload struct {
-	// Name: tun-tso (reads of TCP super-packets from a pod), tun-uso
-	// (reads of UDP super-packets from a pod sending with UDP_SEGMENT),
-	// tun-gro (TCP segments merged into super-packets on write),
-	// tun-udp-gro (datagrams of one flow merged into a UDP super-packet
-	// on write), udp-gso (sends of several datagrams with UDP_SEGMENT),
-	// udp-gro (receives of datagrams coalesced by UDP_GRO).
-	Name   string `json:"name"`
-	Active bool   `json:"active"`
-	// Reason says why the offload is off: the kernel refused it at start
-	// or failed it at run time and the driver fell back.
-	Reason string `json:"reason,omitempty"`
-	// Count is the number of super-packets read, segments or datagrams
-	// merged, or multi-datagram sends and receives; Largest the biggest
-	// in bytes, where the driver tracks it.
-	Count   uint64 `json:"count"`
-	Largest uint64 `json:"largest_bytes,omitempty"`
-}
-
-// OffloadReporter is implemented by drivers that use kernel offloads.
-type OffloadReporter interface {
-	Offloads() []Offload
-}
-
-func (s *DeviceStats) snapshot(dev Device, name, kind string) DeviceCounters {
+func (s *DeviceStats) snapshot(dev packetio.Device, name, kind string) DeviceCounters {
 	c := DeviceCounters{
 		Device: name, Kind: kind,
 		RxBatches: s.RxBatches.Load(),
@@ -138,10 +108,10 @@ func (s *DeviceStats) snapshot(dev Device, name, kind string) DeviceCounters {
 		TxPackets: s.TxPackets.Load(), TxBytes: s.TxBytes.Load(),
 		TxErrors: s.TxErrors.Load(),
 	}
-	if dc, ok := dev.(DriverCounters); ok {
+	if dc, ok := dev.(packetio.DriverCounters); ok {
 		c.DriverRxDropped, c.DriverTxErrors = dc.RXDropped(), dc.TXErrors()
 	}
-	if r, ok := dev.(OffloadReporter); ok {
+	if r, ok := dev.(packetio.OffloadReporter); ok {
 		c.Offloads = r.Offloads()
 	}
 	return c

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/dataplane/fake"
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
 )
 
@@ -79,13 +81,13 @@ func TestNodeUpdateDoesNotBlockForwarding(t *testing.T) {
 	peer := hub.Attach(node2IP, "node2", 64)
 	host := fake.New("vxdp_host", 16)
 	var pod *fake.Device
-	factory := func(s dataplane.EndpointSpec, mtu int) (dataplane.Device, error) {
+	factory := func(s dataplane.EndpointSpec, mtu int) (packetio.Device, error) {
 		pod = fake.New(s.Name, 8)
 		return pod, nil
 	}
 	routes := &hookRoutes{}
 	eng, err := dataplane.New(dataplane.Config{NodeIP: node1IP, PodCIDR: netip.MustParsePrefix("10.1.1.0/24"),
-		ClusterCIDR: cluster, TunnelPort: 8472, UnderlayMTU: 1500}, nil, []dataplane.Device{under}, host, factory, routes)
+		ClusterCIDR: cluster, TunnelPort: 8472, UnderlayMTU: 1500}, nil, []packetio.Device{under}, host, factory, routes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +130,7 @@ func TestNodeUpdateDoesNotBlockForwarding(t *testing.T) {
 					delivered.Add(1)
 				}
 				if err != nil {
-					if !errors.Is(err, dataplane.ErrClosed) {
+					if !errors.Is(err, net.ErrClosed) {
 						fail("read at node2: %v", err)
 					}
 					return

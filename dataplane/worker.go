@@ -2,11 +2,13 @@ package dataplane
 
 import (
 	"errors"
+	"net"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
 )
 
@@ -28,7 +30,7 @@ const maxQueues = 8
 
 // txQueue collects the packets of one batch for one device.
 type txQueue struct {
-	dev   Device
+	dev   packetio.Device
 	stats *DeviceStats
 	bufs  [][]byte
 }
@@ -37,10 +39,10 @@ type txQueue struct {
 // nothing in it is shared with other workers.
 type worker struct {
 	e   *Engine
-	dev Device
+	dev packetio.Device
 	// tapDev is the device captures of what this worker reads are keyed
 	// by: the endpoint's device for every queue of a multi-queue pod.
-	tapDev Device
+	tapDev packetio.Device
 	stats  *DeviceStats
 	kind   sourceKind
 	ep     *endpoint // the pod whose device this is (sourcePod)
@@ -73,7 +75,7 @@ type worker struct {
 	lastEvent int64
 }
 
-func newWorker(e *Engine, dev Device, st *DeviceStats, kind sourceKind, ep *endpoint) *worker {
+func newWorker(e *Engine, dev packetio.Device, st *DeviceStats, kind sourceKind, ep *endpoint) *worker {
 	batch := dev.BatchSize()
 	if batch < 1 {
 		batch = 1
@@ -109,10 +111,10 @@ func (w *worker) run() {
 			w.process(n)
 		}
 		if err != nil {
-			if errors.Is(err, ErrClosed) {
+			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			if errors.Is(err, ErrDeviceGone) {
+			if errors.Is(err, packetio.ErrDeviceGone) {
 				w.e.log.Warn("device removed by the kernel; its worker stops", zap.String("device", w.dev.Name()), zap.Error(err))
 				return
 			}
@@ -170,7 +172,7 @@ func (w *worker) drop(r DropReason) {
 
 // enqueue queues buf[start:start+n] for dev. The packet must have linkRoom
 // bytes in front of it.
-func (w *worker) enqueue(dev Device, st *DeviceStats, buf []byte, start, n int) {
+func (w *worker) enqueue(dev packetio.Device, st *DeviceStats, buf []byte, start, n int) {
 	pkt := buf[start-linkRoom : start+n]
 	for i := 0; i < w.nqueues; i++ {
 		q := &w.queues[i]

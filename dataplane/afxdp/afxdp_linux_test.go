@@ -13,8 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/vxdp/vxdp/dataplane"
 )
 
 const (
@@ -282,10 +280,10 @@ func TestTraffic(t *testing.T) {
 	if shown, out := xdpShown(t, p.a, "veth0"); shown {
 		t.Fatalf("XDP program still attached after Close:\n%s", out)
 	}
-	if _, err := q.Read(bufsOf(1), make([]int, 1), headroom); !errors.Is(err, dataplane.ErrClosed) {
+	if _, err := q.Read(bufsOf(1), make([]int, 1), headroom); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Read after Close: %v", err)
 	}
-	if _, err := q.Write(pkts[:1], headroom); !errors.Is(err, dataplane.ErrClosed) {
+	if _, err := q.Write(pkts[:1], headroom); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Write after Close: %v", err)
 	}
 	if err := u.Close(); err != nil {

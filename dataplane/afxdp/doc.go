@@ -1,4 +1,4 @@
-// Package afxdp is the AF_XDP underlay behind dataplane.Device: the
+// Package afxdp is the AF_XDP underlay behind packetio.Device: the
 // tunnel traffic of the node bypasses the kernel's network stack in both
 // directions, while everything else on the NIC keeps going through it.
 //

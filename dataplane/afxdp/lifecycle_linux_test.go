@@ -2,6 +2,7 @@ package afxdp
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -9,9 +10,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"golang.org/x/sys/unix"
-
-	"github.com/vxdp/vxdp/dataplane"
 )
 
 // attachedIn reports the program attached to dev in ns.
@@ -319,7 +319,7 @@ func TestCloseUnblocksRead(t *testing.T) {
 		}
 		select {
 		case err := <-errc:
-			if !errors.Is(err, dataplane.ErrClosed) {
+			if !errors.Is(err, net.ErrClosed) {
 				t.Fatalf("Read returned %v, want ErrClosed", err)
 			}
 			t.Logf("queue close %v: Read returned %v after %v", viaQueue, err, time.Since(start))
@@ -349,7 +349,7 @@ func TestDeviceGone(t *testing.T) {
 	ipIn(t, p.a, "link", "del", "veth0")
 	select {
 	case err := <-errc:
-		if !errors.Is(err, dataplane.ErrDeviceGone) {
+		if !errors.Is(err, packetio.ErrDeviceGone) {
 			t.Fatalf("Read returned %v, want ErrDeviceGone", err)
 		}
 		t.Logf("Read: %v", err)
@@ -358,7 +358,7 @@ func TestDeviceGone(t *testing.T) {
 		t.Fatal("Read still blocked 5s after the device went away")
 	}
 	pkt := udpPacket(netip.AddrPortFrom(addrA, 1), netip.AddrPortFrom(addrB, 2), []byte("x"), headroom)
-	if _, err := q.Write([][]byte{pkt}, headroom); err != nil && !errors.Is(err, dataplane.ErrDeviceGone) {
+	if _, err := q.Write([][]byte{pkt}, headroom); err != nil && !errors.Is(err, packetio.ErrDeviceGone) {
 		t.Fatalf("Write on a removed device: %v", err)
 	}
 	if err := u.Close(); err != nil {

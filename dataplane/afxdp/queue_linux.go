@@ -3,19 +3,19 @@ package afxdp
 import (
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"golang.org/x/sys/unix"
-
-	"github.com/vxdp/vxdp/dataplane"
 )
 
 // batchSize is the most packets one Read returns.
 const batchSize = 64
 
-// Queue is the dataplane.Device of one RX queue: an AF_XDP socket, its
+// Queue is the packetio.Device of one RX queue: an AF_XDP socket, its
 // UMEM and rings.
 //
 // Frame ownership. The UMEM of a queue is split in two fixed halves. RX
@@ -63,7 +63,7 @@ type Queue struct {
 	lastKernel unix.XDPStatistics
 }
 
-var _ dataplane.Device = (*Queue)(nil)
+var _ packetio.Device = (*Queue)(nil)
 
 type rxCounters struct {
 	frames, bytes, dropped, kicks, refills atomic.Uint64
@@ -123,7 +123,7 @@ func (q *Queue) BatchSize() int { return batchSize }
 // ID is the RX queue index the socket is bound to.
 func (q *Queue) ID() int { return q.id }
 
-// Close marks the queue closed: Read and Write return dataplane.ErrClosed,
+// Close marks the queue closed: Read and Write return net.ErrClosed,
 // a blocked Read soon after. The socket and memory stay until
 // Underlay.Close, which is what really releases them. Closing twice is a
 // no-op.
@@ -145,14 +145,14 @@ func (q *Queue) wakeReader() {
 }
 
 func (q *Queue) closedErr(op string) error {
-	return fmt.Errorf("%s %s: %w", op, q.name, dataplane.ErrClosed)
+	return fmt.Errorf("%s %s: %w", op, q.name, net.ErrClosed)
 }
 
 // socketErr turns a socket error into ErrDeviceGone when the device
 // vanished.
 func (q *Queue) socketErr(op string, e unix.Errno) error {
 	if q.u.deviceGone() {
-		return fmt.Errorf("%s %s: %w", op, q.name, dataplane.ErrDeviceGone)
+		return fmt.Errorf("%s %s: %w", op, q.name, packetio.ErrDeviceGone)
 	}
 	return fmt.Errorf("%s %s: %w", op, q.name, e)
 }
@@ -278,17 +278,17 @@ func (q *Queue) audit() (inKernel int, err error) {
 }
 
 // RXDropped counts frames this queue received but could not hand to the
-// engine (dataplane.DriverCounters), the kernel's ring drops included.
+// engine (packetio.DriverCounters), the kernel's ring drops included.
 func (q *Queue) RXDropped() uint64 {
 	s := q.Stats()
 	return s.RxDropped + s.KernelRxDropped + s.KernelRxRingFull
 }
 
 // TXErrors counts packets this queue refused or lost on the way out
-// (dataplane.DriverCounters).
+// (packetio.DriverCounters).
 func (q *Queue) TXErrors() uint64 {
 	s := q.Stats()
 	return s.TxInvalid + s.TxNoRoute + s.TxNoNeighbour + s.TxRingFull
 }
 
-var _ dataplane.DriverCounters = (*Queue)(nil)
+var _ packetio.DriverCounters = (*Queue)(nil)

@@ -6,9 +6,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"golang.org/x/sys/unix"
-
-	"github.com/vxdp/vxdp/dataplane"
 )
 
 // rxParkTimeout is how long Read sleeps in the poller before it checks
@@ -44,7 +43,7 @@ func (q *Queue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			return 0, q.closedErr("read")
 		}
 		if q.u.gone.Load() {
-			return 0, fmt.Errorf("read %s: %w", q.name, dataplane.ErrDeviceGone)
+			return 0, fmt.Errorf("read %s: %w", q.name, packetio.ErrDeviceGone)
 		}
 		n, seen := q.receive(bufs, sizes, offset)
 		if n > 0 {

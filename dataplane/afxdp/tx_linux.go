@@ -5,9 +5,8 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"golang.org/x/sys/unix"
-
-	"github.com/vxdp/vxdp/dataplane"
 )
 
 // maxKicks bounds the sendto calls one copy-mode flush of the TX ring may
@@ -41,7 +40,7 @@ func (q *Queue) Write(bufs [][]byte, offset int) (int, error) {
 		return 0, q.closedErr("write")
 	}
 	if q.u.gone.Load() {
-		return 0, fmt.Errorf("write %s: %w", q.name, dataplane.ErrDeviceGone)
+		return 0, fmt.Errorf("write %s: %w", q.name, packetio.ErrDeviceGone)
 	}
 	x := q.x
 	q.reap()

@@ -1,4 +1,4 @@
-// Package fake is an in-memory dataplane.Device for tests: packets injected
+// Package fake is an in-memory packetio.Device for tests: packets injected
 // by the test are what Read returns, and what the engine writes is kept or
 // carried to another fake device over a Hub, so whole multi-node topologies
 // run without a kernel.
@@ -6,14 +6,15 @@ package fake
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
 
-	"github.com/vxdp/vxdp/dataplane"
+	"github.com/vxdp/vxdp/dataplane/packetio"
 )
 
-var _ dataplane.Device = (*Device)(nil)
+var _ packetio.Device = (*Device)(nil)
 
 // Device is an in-memory packet device. It copies every packet in and out,
 // so tests can keep what they get and reuse what they give.
@@ -45,7 +46,7 @@ func (d *Device) Inject(pkt []byte) {
 	d.cond.Broadcast()
 }
 
-// Read implements dataplane.Device.
+// Read implements packetio.Device.
 func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -53,7 +54,7 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		d.cond.Wait()
 	}
 	if d.closed {
-		return 0, dataplane.ErrClosed
+		return 0, net.ErrClosed
 	}
 	n := 0
 	for n < len(bufs) && len(d.rx) > 0 {
@@ -68,12 +69,12 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	return n, nil
 }
 
-// Write implements dataplane.Device.
+// Write implements packetio.Device.
 func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		return 0, dataplane.ErrClosed
+		return 0, net.ErrClosed
 	}
 	hub := d.hub
 	if hub == nil {
@@ -91,13 +92,13 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 	return len(bufs), nil
 }
 
-// BatchSize implements dataplane.Device.
+// BatchSize implements packetio.Device.
 func (d *Device) BatchSize() int { return d.batch }
 
-// Name implements dataplane.Device.
+// Name implements packetio.Device.
 func (d *Device) Name() string { return d.name }
 
-// Close implements dataplane.Device.
+// Close implements packetio.Device.
 func (d *Device) Close() error {
 	d.mu.Lock()
 	d.closed = true

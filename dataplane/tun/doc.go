@@ -1,4 +1,4 @@
-// Package tun is the TUN driver behind dataplane.Device: one device per pod
+// Package tun is the TUN driver behind packetio.Device: one device per pod
 // endpoint (moved into the pod's network namespace) and the node's host
 // device vxdp_host.
 //

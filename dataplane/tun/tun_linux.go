@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"runtime"
 	"sync"
@@ -11,9 +12,8 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"golang.org/x/sys/unix"
-
-	"github.com/vxdp/vxdp/dataplane"
 )
 
 // batchSize bounds how many packets one Read drains. Each packet still costs
@@ -91,13 +91,13 @@ type Device struct {
 	parent *Device
 }
 
-var _ dataplane.Device = (*Device)(nil)
+var _ packetio.Device = (*Device)(nil)
 
 // ErrInterfaceGone is wrapped by Read and Write once the kernel has deleted
 // the interface while the descriptor is still open: its network namespace
 // was destroyed (the pod went away) or someone deleted the link. The device
 // is useless from then on; Close it.
-var ErrInterfaceGone = dataplane.ErrDeviceGone
+var ErrInterfaceGone = packetio.ErrDeviceGone
 
 // Create creates a TUN interface called name in the network namespace of the
 // calling OS thread. An empty name lets the kernel pick one (tunN). The
@@ -217,8 +217,8 @@ func (d *Device) openQueues(o Options) error {
 // Queues returns the device's queues for reading, itself first: one
 // worker reads each. Writes may go to any of them; the engine uses the
 // device itself.
-func (d *Device) Queues() []dataplane.Device {
-	qs := []dataplane.Device{d}
+func (d *Device) Queues() []packetio.Device {
+	qs := []packetio.Device{d}
 	for _, q := range d.queues {
 		qs = append(qs, q)
 	}
@@ -268,7 +268,7 @@ func newDevice(fd int, o Options) (*Device, error) {
 // bufs[i][offset:] and its length to sizes[i]. A packet longer than the
 // space in its buffer is dropped and counted in RXDropped rather than handed
 // out truncated. After Close, Read returns an error wrapping
-// dataplane.ErrClosed; once the kernel has deleted the interface (its
+// net.ErrClosed; once the kernel has deleted the interface (its
 // namespace destroyed), one wrapping ErrInterfaceGone.
 func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(bufs) == 0 {
@@ -450,7 +450,7 @@ func ipLength(p []byte) int {
 // packet the kernel rejects (not IPv4/IPv6, too short, ...) is skipped and
 // counted in TXErrors. It returns the number of packets the kernel accepted;
 // the error is non-nil only when the device is unusable: closed
-// (dataplane.ErrClosed) or deleted by the kernel (ErrInterfaceGone).
+// (net.ErrClosed) or deleted by the kernel (ErrInterfaceGone).
 func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 	w := d.writer()
 	defer w.wmu.Unlock()
@@ -712,12 +712,12 @@ func (d *Device) writevRun(fd uintptr) bool {
 // Offloads reports the TUN offloads: tun-tso (the kernel hands over TCP
 // super-packets, which Read cuts) and tun-gro (Write merges TCP segments
 // into super-packets). Both are off on a device opened without Offload.
-func (d *Device) Offloads() []dataplane.Offload {
+func (d *Device) Offloads() []packetio.Offload {
 	if !d.vnet {
 		off := "device opened without offloads"
-		return []dataplane.Offload{{Name: "tun-tso", Reason: off}, {Name: "tun-gro", Reason: off}, {Name: "tun-uso", Reason: off}, {Name: "tun-udp-gro", Reason: off}}
+		return []packetio.Offload{{Name: "tun-tso", Reason: off}, {Name: "tun-gro", Reason: off}, {Name: "tun-uso", Reason: off}, {Name: "tun-udp-gro", Reason: off}}
 	}
-	return []dataplane.Offload{
+	return []packetio.Offload{
 		{Name: "tun-tso", Active: d.tsoOff == "", Reason: d.tsoOff,
 			Count:   d.sum(func(q *Device) uint64 { return q.superReads.Load() }),
 			Largest: d.max(func(q *Device) uint64 { return q.superMax.Load() })},
@@ -792,7 +792,7 @@ func (d *Device) max(f func(*Device) uint64) uint64 {
 
 // Close closes the descriptor, which makes the kernel delete the interface
 // in whatever namespace it is in by now. A Read blocked in another goroutine
-// returns an error wrapping dataplane.ErrClosed. Closing twice is a no-op.
+// returns an error wrapping net.ErrClosed. Closing twice is a no-op.
 func (d *Device) Close() error {
 	if !d.closed.CompareAndSwap(false, true) {
 		return nil
@@ -820,7 +820,7 @@ func (d *Device) ioErr(op string, err error) error {
 }
 
 func (d *Device) closedErr(op string) error {
-	return fmt.Errorf("%s %s: %w", op, d.Name(), dataplane.ErrClosed)
+	return fmt.Errorf("%s %s: %w", op, d.Name(), net.ErrClosed)
 }
 
 // control runs fn with the raw descriptor while holding a reference that
@@ -829,7 +829,7 @@ func (d *Device) control(fn func(fd int) error) error {
 	var ferr error
 	if err := d.raw.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
 		if d.closed.Load() {
-			return dataplane.ErrClosed
+			return net.ErrClosed
 		}
 		return err
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/vxdp/vxdp/dataplane"
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
 )
 
@@ -392,16 +392,16 @@ func TestReadUnblocksOnClose(t *testing.T) {
 	}
 	select {
 	case err := <-errc:
-		if !errors.Is(err, dataplane.ErrClosed) {
+		if !errors.Is(err, net.ErrClosed) {
 			t.Fatalf("blocked Read returned %v, want ErrClosed", err)
 		}
 	case <-time.After(waitFor):
 		t.Fatal("Read still blocked after Close")
 	}
-	if _, err := d.Read([][]byte{make([]byte, 100)}, make([]int, 1), 0); !errors.Is(err, dataplane.ErrClosed) {
+	if _, err := d.Read([][]byte{make([]byte, 100)}, make([]int, 1), 0); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Read after Close: %v", err)
 	}
-	if _, err := d.Write([][]byte{make([]byte, 100)}, 0); !errors.Is(err, dataplane.ErrClosed) {
+	if _, err := d.Write([][]byte{make([]byte, 100)}, 0); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Write after Close: %v", err)
 	}
 	if err := d.Close(); err != nil {
@@ -699,7 +699,7 @@ func TestOffloadRefused(t *testing.T) {
 	t.Cleanup(func() { setOffload = orig })
 
 	d, nsB := podDevice(t, Options{Offload: true}, "192.0.2.10/32")
-	offs := map[string]dataplane.Offload{}
+	offs := map[string]packetio.Offload{}
 	for _, o := range d.Offloads() {
 		offs[o.Name] = o
 	}
@@ -747,7 +747,7 @@ func TestWriteMergedUDP(t *testing.T) {
 	if n, err := d.Write(bufs, off); err != nil || n != len(bufs) {
 		t.Fatalf("Write: %d of %d, %v", n, len(bufs), err)
 	}
-	var o dataplane.Offload
+	var o packetio.Offload
 	for _, x := range d.Offloads() {
 		if x.Name == "tun-udp-gro" {
 			o = x
@@ -899,7 +899,7 @@ func TestOffloadWithoutUSO(t *testing.T) {
 		return err
 	})
 	t.Cleanup(func() { d.Close() })
-	got := map[string]dataplane.Offload{}
+	got := map[string]packetio.Offload{}
 	for _, o := range d.Offloads() {
 		got[o.Name] = o
 	}
@@ -916,7 +916,7 @@ func TestOffloadWithoutUSO(t *testing.T) {
 func TestMultiQueue(t *testing.T) {
 	d, nsB := podDevice(t, Options{Offload: true, Queues: 2}, "192.0.2.10/32")
 	qs := d.Queues()
-	if len(qs) != 2 || qs[0] != dataplane.Device(d) || qs[1].Name() != "eth0" {
+	if len(qs) != 2 || qs[0] != packetio.Device(d) || qs[1].Name() != "eth0" {
 		t.Fatalf("queues %v", qs)
 	}
 	remote := netip.MustParseAddrPort("198.51.100.1:9")

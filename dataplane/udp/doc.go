@@ -1,4 +1,4 @@
-// Package udp is the UDP-socket underlay behind dataplane.Device. It works
+// Package udp is the UDP-socket underlay behind packetio.Device. It works
 // on any interface, with no XDP or driver support.
 //
 // The engine speaks whole outer IPv4 packets (IPv4 + UDP + tunnel header +

@@ -9,9 +9,8 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"golang.org/x/sys/unix"
-
-	"github.com/vxdp/vxdp/dataplane"
 )
 
 // Sending through UDP sockets with segmentation offload (UDP_SEGMENT): a
@@ -162,11 +161,11 @@ var setsockoptInt = unix.SetsockoptInt
 
 // Offloads reports udp-gso and udp-gro: whether each is in use, why not,
 // and how many multi-datagram sends and receives went through it.
-func (d *Device) Offloads() []dataplane.Offload {
+func (d *Device) Offloads() []packetio.Offload {
 	d.offMu.Lock()
 	gsoOff := d.gsoOff
 	d.offMu.Unlock()
-	return []dataplane.Offload{
+	return []packetio.Offload{
 		{Name: "udp-gso", Active: gsoOff == "", Reason: gsoOff, Count: d.gsoRuns.Load(), Largest: d.gsoMax.Load()},
 		{Name: "udp-gro", Active: d.groOff == "", Reason: d.groOff, Count: d.groRuns.Load(), Largest: d.groMax.Load()},
 	}

@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"golang.org/x/sys/unix"
-
-	"github.com/vxdp/vxdp/dataplane"
 )
 
 // With GSO, runs of one flow leave in one sendmsg through a pool socket;
@@ -140,7 +139,7 @@ func TestGSOToGRO(t *testing.T) {
 	}
 }
 
-func offload(t *testing.T, d *Device, name string) dataplane.Offload {
+func offload(t *testing.T, d *Device, name string) packetio.Offload {
 	t.Helper()
 	for _, o := range d.Offloads() {
 		if o.Name == name {
@@ -148,7 +147,7 @@ func offload(t *testing.T, d *Device, name string) dataplane.Offload {
 		}
 	}
 	t.Fatalf("%s: no offload %q in %+v", d.Name(), name, d.Offloads())
-	return dataplane.Offload{}
+	return packetio.Offload{}
 }
 
 // A kernel without UDP_GRO and UDP_SEGMENT (played by failing the socket

@@ -3,6 +3,7 @@ package udp
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -11,9 +12,8 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"golang.org/x/sys/unix"
-
-	"github.com/vxdp/vxdp/dataplane"
 )
 
 const (
@@ -81,7 +81,7 @@ type Device struct {
 	groFn func(fd uintptr) bool
 }
 
-var _ dataplane.Device = (*Device)(nil)
+var _ packetio.Device = (*Device)(nil)
 
 // Listen opens the underlay on local (the node IP and the tunnel port, e.g.
 // 10.169.72.233:8472) in the network namespace of the calling thread. Port 0
@@ -232,7 +232,7 @@ func dropAllInput(fd int) error {
 // datagram expected (underlay MTU - 28). A datagram that does not fit is
 // dropped and counted in RXDropped, never returned truncated.
 //
-// After Close, Read returns an error wrapping dataplane.ErrClosed.
+// After Close, Read returns an error wrapping net.ErrClosed.
 func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
@@ -469,7 +469,7 @@ func (d *Device) TXErrors() uint64 { return d.txErrors.Load() }
 func (d *Device) RXDropped() uint64 { return d.rxDropped.Load() }
 
 // Close closes both sockets. A Read or Write blocked in another goroutine
-// returns an error wrapping dataplane.ErrClosed. Closing twice is a no-op.
+// returns an error wrapping net.ErrClosed. Closing twice is a no-op.
 func (d *Device) Close() error {
 	if !d.closed.CompareAndSwap(false, true) {
 		return nil
@@ -484,5 +484,5 @@ func (d *Device) Close() error {
 }
 
 func (d *Device) closedErr(op string) error {
-	return fmt.Errorf("%s %s: %w", op, d.name, dataplane.ErrClosed)
+	return fmt.Errorf("%s %s: %w", op, d.name, net.ErrClosed)
 }

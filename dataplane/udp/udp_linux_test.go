@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/vxdp/vxdp/dataplane"
 )
 
 const waitFor = 5 * time.Second
@@ -376,13 +374,13 @@ func TestCloseUnblocksRead(t *testing.T) {
 	}
 	select {
 	case err := <-errc:
-		if !errors.Is(err, dataplane.ErrClosed) {
+		if !errors.Is(err, net.ErrClosed) {
 			t.Fatalf("blocked Read returned %v, want ErrClosed", err)
 		}
 	case <-time.After(waitFor):
 		t.Fatal("Read still blocked after Close")
 	}
-	if _, err := d.Write([][]byte{packet(d.LocalAddr(), d.LocalAddr(), nil)}, 0); !errors.Is(err, dataplane.ErrClosed) {
+	if _, err := d.Write([][]byte{packet(d.LocalAddr(), d.LocalAddr(), nil)}, 0); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Write after Close: %v", err)
 	}
 	if err := d.Close(); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/dataplane/fake"
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
 )
 
@@ -34,7 +35,7 @@ func run() error {
 	underlay := fake.New("underlay", 32)
 	host := fake.New("host", 32)
 	pods := map[string]*fake.Device{}
-	factory := func(s dataplane.EndpointSpec, mtu int) (dataplane.Device, error) {
+	factory := func(s dataplane.EndpointSpec, mtu int) (packetio.Device, error) {
 		d := fake.New(s.Name, 32)
 		pods[s.Name] = d
 		return d, nil
@@ -46,7 +47,7 @@ func run() error {
 		PodCIDR:     netip.MustParsePrefix("10.1.1.0/24"),
 		TunnelPort:  encap.VXLANPort,
 		UnderlayMTU: 1500,
-	}, log, []dataplane.Device{underlay}, host, factory, nil)
+	}, log, []packetio.Device{underlay}, host, factory, nil)
 	if err != nil {
 		return err
 	}

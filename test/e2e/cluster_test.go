@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vxdp/vxdp/dataplane"
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/internal/nstest"
 )
 
@@ -147,7 +148,7 @@ func (c *cluster) stats(i int) map[string]any {
 
 // offload returns the named offload of node i's device: an endpoint's
 // name, or "underlay" for the tunnel device.
-func (c *cluster) offload(i int, device, name string) dataplane.Offload {
+func (c *cluster) offload(i int, device, name string) packetio.Offload {
 	c.t.Helper()
 	var st dataplane.Stats
 	out := c.mustCLI(i, "stats", "-o", "json")
@@ -155,7 +156,7 @@ func (c *cluster) offload(i int, device, name string) dataplane.Offload {
 		c.t.Fatalf("stats json: %v\n%s", err, out)
 	}
 	// With several underlay sockets, the one the flow hashed to counts.
-	var best *dataplane.Offload
+	var best *packetio.Offload
 	for _, d := range st.Devices {
 		if d.Device != device && !(device == "underlay" && d.Kind == "underlay") {
 			continue

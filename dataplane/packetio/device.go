@@ -1,4 +1,4 @@
-package dataplane
+package packetio
 
 // Device is the packet I/O boundary of the engine. The TUN driver (pods and
 // the host), the UDP-socket underlay, the AF_XDP underlay and the in-memory
@@ -41,6 +41,6 @@ type Device interface {
 	Name() string
 
 	// Close releases the device. A Read blocked in another goroutine
-	// returns ErrClosed (wrapped or not) soon after.
+	// returns net.ErrClosed (wrapped or not) soon after.
 	Close() error
 }

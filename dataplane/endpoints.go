@@ -1,0 +1,153 @@
+package dataplane
+
+import (
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
+
+	"go.uber.org/zap"
+
+	"github.com/vxdp/vxdp/identity"
+)
+
+type endpoint struct {
+	EndpointSpec
+	policy  atomic.Pointer[policy]
+	ip4     [4]byte
+	vni     uint32
+	dev     packetio.Device
+	stats   DeviceStats
+	done    chan struct{} // closed when the last reader of dev stopped
+	readers atomic.Int32
+}
+
+// EndpointSpec describes a pod endpoint.
+type EndpointSpec struct {
+	Name     string      `json:"name"`
+	IP       netip.Addr  `json:"ip"`
+	Netns    string      `json:"netns"`
+	Ifname   string      `json:"ifname"`
+	Identity identity.ID `json:"identity"`
+	// AllowFrom lists the source identities allowed in; nil allows all.
+	AllowFrom []identity.ID `json:"allow_from"`
+}
+
+// EndpointDeviceFactory creates the device of a new endpoint, already
+// placed and configured in its pod (address, MTU, default route).
+type EndpointDeviceFactory func(spec EndpointSpec, mtu int) (packetio.Device, error)
+
+// AddEndpoint creates a pod endpoint: its device through the factory, its
+// worker, and its /32 in the FIB.
+func (e *Engine) AddEndpoint(s EndpointSpec) error {
+	if s.Name == "" {
+		return fmt.Errorf("endpoint name empty: %w", ErrInvalid)
+	}
+	if !s.IP.Is4() || !e.cfg.PodCIDR.Contains(s.IP) || s.IP == e.hostIP || s.IP == e.cfg.PodCIDR.Masked().Addr() || s.IP == lastAddr(e.cfg.PodCIDR) {
+		return fmt.Errorf("endpoint %s ip %s: %w: must be a usable address of pod cidr %s other than the host's %s", s.Name, s.IP, ErrInvalid, e.cfg.PodCIDR, e.hostIP)
+	}
+	if s.Identity == identity.Unknown {
+		s.Identity = identity.DefaultWorkload
+	}
+	if s.Identity < identity.MinWorkload || s.Identity > identity.Max {
+		return fmt.Errorf("endpoint %s identity %d: %w: workload identities are %d..%d", s.Name, s.Identity, ErrInvalid, identity.MinWorkload, identity.Max)
+	}
+	if s.Ifname == "" {
+		s.Ifname = "eth0"
+	}
+	for _, id := range s.AllowFrom {
+		if id == identity.Unknown || id > identity.Max {
+			return fmt.Errorf("endpoint %s allow-from %d: %w", s.Name, id, ErrInvalid)
+		}
+	}
+	vni, err := identity.ToVNI(s.Identity)
+	if err != nil {
+		return fmt.Errorf("endpoint %s identity %d: %w", s.Name, s.Identity, err)
+	}
+	// The name and address are reserved while the factory does its
+	// netlink work without the engine lock, so status, stats and other
+	// control calls do not wait for a slow namespace.
+	e.mu.Lock()
+	if err := e.reserveEndpointLocked(s); err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	e.pending[s.Name] = s.IP
+	e.mu.Unlock()
+	dev, err := e.newEndpoint(s, e.routeMTU)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.pending, s.Name)
+	if err != nil {
+		return fmt.Errorf("endpoint %s: %w", s.Name, err)
+	}
+	if e.stopped {
+		// Close ran while the device was made: nobody else will
+		// remove it.
+		packetio.Destroy(dev)
+		return ErrStopped
+	}
+	ep := &endpoint{EndpointSpec: s, ip4: s.IP.As4(), vni: vni, dev: dev, done: make(chan struct{})}
+	ep.policy.Store(newPolicy(s.AllowFrom))
+	e.endpoints[s.Name] = ep
+	e.publishLocked()
+	// A multi-queue device is read by one worker per queue; every one
+	// of them writes through dev.
+	readers := []packetio.Device{dev}
+	if mq, ok := dev.(packetio.MultiQueue); ok {
+		readers = mq.Queues()
+	}
+	ep.readers.Store(int32(len(readers)))
+	for _, r := range readers {
+		e.spawn(r, &ep.stats, sourcePod, ep)
+	}
+	e.log.Info("endpoint added", zap.String("endpoint", s.Name), zap.Stringer("ip", s.IP),
+		zap.Uint32("identity", uint32(s.Identity)), zap.String("netns", s.Netns), zap.String("device", dev.Name()))
+	return nil
+}
+
+// reserveEndpointLocked checks that s's name and address are free, among
+// the endpoints and those being made. Callers hold e.mu.
+func (e *Engine) reserveEndpointLocked(s EndpointSpec) error {
+	if e.stopped {
+		return ErrStopped
+	}
+	if _, ok := e.endpoints[s.Name]; ok {
+		return fmt.Errorf("endpoint %s: %w", s.Name, ErrExists)
+	}
+	if _, ok := e.pending[s.Name]; ok {
+		return fmt.Errorf("endpoint %s: %w (being added)", s.Name, ErrExists)
+	}
+	for _, o := range e.endpoints {
+		if o.IP == s.IP {
+			return fmt.Errorf("endpoint %s ip %s used by endpoint %s: %w", s.Name, s.IP, o.Name, ErrExists)
+		}
+	}
+	for name, ip := range e.pending {
+		if ip == s.IP {
+			return fmt.Errorf("endpoint %s ip %s used by endpoint %s: %w", s.Name, s.IP, name, ErrExists)
+		}
+	}
+	return nil
+}
+
+// DelEndpoint removes an endpoint and its device.
+func (e *Engine) DelEndpoint(name string) error {
+	e.mu.Lock()
+	ep, ok := e.endpoints[name]
+	if !ok {
+		e.mu.Unlock()
+		return fmt.Errorf("endpoint %s: %w", name, ErrNotFound)
+	}
+	delete(e.endpoints, name)
+	e.publishLocked()
+	e.mu.Unlock()
+	err := packetio.Destroy(ep.dev)
+	<-ep.done
+	e.log.Info("endpoint removed", zap.String("endpoint", name))
+	if err != nil {
+		return fmt.Errorf("close endpoint %s: %w", name, err)
+	}
+	return nil
+}

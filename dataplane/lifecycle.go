@@ -1,0 +1,175 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
+)
+
+// Start starts the underlay and host workers.
+func (e *Engine) Start() {
+	e.started.Store(true)
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		e.mon.run(e.stop)
+	}()
+	for i := range e.underlays {
+		e.spawn(e.underlays[i].dev, &e.underlays[i].stats, sourceUnderlay, nil)
+	}
+	if e.host != nil {
+		e.spawn(e.host, &e.hostStats, sourceHost, nil)
+	}
+}
+
+func (e *Engine) spawn(dev packetio.Device, st *DeviceStats, kind sourceKind, ep *endpoint) {
+	w := newWorker(e, dev, st, kind, ep)
+	e.workersMu.Lock()
+	e.workers[w] = struct{}{}
+	e.workersMu.Unlock()
+	e.wg.Add(1)
+	switch kind {
+	case sourceHost:
+		e.hostRunning.Store(true)
+	case sourceUnderlay:
+		e.underlayRunning.Add(1)
+	}
+	go func() {
+		defer e.wg.Done()
+		defer func() {
+			e.workersMu.Lock()
+			delete(e.workers, w)
+			e.workersMu.Unlock()
+		}()
+		switch kind {
+		case sourceHost:
+			defer e.hostRunning.Store(false)
+		case sourceUnderlay:
+			defer e.underlayRunning.Add(-1)
+		}
+		if ep != nil {
+			defer func() {
+				if ep.readers.Add(-1) == 0 {
+					close(ep.done) // the last queue's worker is gone
+				}
+			}()
+		}
+		w.run()
+	}()
+}
+
+// Close stops every worker and closes every device, endpoints included.
+// The host routes the engine added are removed.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return nil
+	}
+	e.stopped = true
+	eps := make([]*endpoint, 0, len(e.endpoints))
+	for _, ep := range e.endpoints {
+		eps = append(eps, ep)
+	}
+	peers := make([]*peer, 0, len(e.nodes))
+	for _, p := range e.nodes {
+		peers = append(peers, p)
+	}
+	e.endpoints = map[string]*endpoint{}
+	e.nodes = map[string]*peer{}
+	close(e.stop)
+	oldVTEPs := e.vteps
+	e.vteps = nil
+	e.syncVTEPRoutesLocked(oldVTEPs)
+	e.publishLocked()
+	e.mu.Unlock()
+
+	var errs []error
+	for _, p := range peers {
+		if e.hostRoutes != nil {
+			if err := e.hostRoutes.DelRoute(p.PodCIDR); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, ep := range eps {
+		if err := packetio.Destroy(ep.dev); err != nil {
+			errs = append(errs, fmt.Errorf("close endpoint %s: %w", ep.Name, err))
+		}
+	}
+	for i := range e.underlays {
+		if err := e.underlays[i].dev.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close underlay %s: %w", e.underlays[i].dev.Name(), err))
+		}
+	}
+	if e.host != nil {
+		if err := packetio.Destroy(e.host); err != nil {
+			errs = append(errs, fmt.Errorf("close host device: %w", err))
+		}
+	}
+	e.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Stuck lists the devices whose worker has spent longer than limit on one
+// batch: a healthy worker finishes a batch in microseconds and otherwise
+// waits in Read, which does not count.
+func (e *Engine) Stuck(limit time.Duration) []string {
+	now := time.Now().UnixNano()
+	var out []string
+	e.workersMu.Lock()
+	defer e.workersMu.Unlock()
+	for w := range e.workers {
+		if b := w.busy.Load(); b != 0 && now-b > int64(limit) {
+			out = append(out, w.dev.Name())
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// HangWorker makes the worker of the named endpoint block in its next
+// batch until the engine closes. It exists to test watchdogs, which must
+// notice; nothing else calls it.
+func (e *Engine) HangWorker(endpoint string) error {
+	e.mu.Lock()
+	ep, ok := e.endpoints[endpoint]
+	e.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("endpoint %s: %w", endpoint, ErrNotFound)
+	}
+	e.workersMu.Lock()
+	defer e.workersMu.Unlock()
+	for w := range e.workers {
+		if w.ep == ep {
+			w.hang.Store(true)
+			return nil
+		}
+	}
+	return fmt.Errorf("endpoint %s worker: %w", endpoint, ErrNotFound)
+}
+
+// Problems lists what makes the engine unhealthy; empty when it is fine.
+func (e *Engine) Problems() []string {
+	var p []string
+	e.mu.Lock()
+	stopped := e.stopped
+	e.mu.Unlock()
+	switch {
+	case stopped:
+		p = append(p, "engine stopped")
+	case !e.started.Load():
+		p = append(p, "engine not started")
+	default:
+		if n := int(e.underlayRunning.Load()); n < len(e.underlays) {
+			p = append(p, fmt.Sprintf("%d of %d underlay workers stopped", len(e.underlays)-n, len(e.underlays)))
+		}
+		if e.host != nil && !e.hostRunning.Load() {
+			p = append(p, "host device worker stopped")
+		}
+	}
+	return p
+}

@@ -1,0 +1,232 @@
+package dataplane
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+
+	"go.uber.org/zap"
+
+	"github.com/vxdp/vxdp/encap"
+)
+
+type peer struct {
+	NodeSpec
+	tun encap.TunnelV4
+}
+
+// NodeSpec describes a remote node.
+type NodeSpec struct {
+	Name    string       `json:"name"`
+	IP      netip.Addr   `json:"ip"`
+	PodCIDR netip.Prefix `json:"pod_cidr"`
+	Source  string       `json:"source,omitempty"` // where the entry came from: config, api
+}
+
+// AddNode adds a remote node: its pod CIDR becomes reachable through the
+// tunnel and its address an accepted tunnel source.
+func (e *Engine) AddNode(n NodeSpec) error { return e.AddNodes([]NodeSpec{n}) }
+
+// AddNodes adds remote nodes all at once or, if any of them is refused,
+// none: the tables are rebuilt and published once for the whole list, so
+// adding a thousand nodes costs one rebuild, not a thousand.
+func (e *Engine) AddNodes(ns []NodeSpec) error {
+	if len(ns) == 0 {
+		return nil
+	}
+	for _, n := range ns {
+		if err := e.checkNode(n); err != nil {
+			return err
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return ErrStopped
+	}
+	// Against the nodes there are and the others in the list.
+	byIP := make(map[netip.Addr]string, len(e.nodes)+len(ns))
+	names := make(map[string]bool, len(ns))
+	cidrs := make([]namedCIDR, 0, len(e.nodes)+len(ns))
+	for _, o := range e.nodes {
+		byIP[o.IP] = o.Name
+		cidrs = append(cidrs, namedCIDR{o.PodCIDR, o.Name, false})
+	}
+	for _, n := range ns {
+		if _, ok := e.nodes[n.Name]; ok || names[n.Name] {
+			return fmt.Errorf("node %s: %w", n.Name, ErrExists)
+		}
+		names[n.Name] = true
+		for _, v := range e.vteps {
+			if v.CIDR.Overlaps(n.PodCIDR) || v.Endpoint == n.IP {
+				return fmt.Errorf("node %s (%s, %s) collides with vtep %s at %s: %w", n.Name, n.IP, n.PodCIDR, v.CIDR, v.Endpoint, ErrInvalid)
+			}
+		}
+		if o, ok := byIP[n.IP]; ok {
+			return fmt.Errorf("node %s ip %s used by node %s: %w", n.Name, n.IP, o, ErrExists)
+		}
+		byIP[n.IP] = n.Name
+		cidrs = append(cidrs, namedCIDR{n.PodCIDR, n.Name, true})
+	}
+	if a, b, ok := overlap(cidrs); ok {
+		if !b.added {
+			a, b = b, a
+		}
+		return fmt.Errorf("node %s pod cidr %s overlaps node %s (%s): %w", b.name, b.prefix, a.name, a.prefix, ErrExists)
+	}
+	for i, n := range ns {
+		if err := e.addNodeRoute(n); err != nil {
+			for _, done := range ns[:i] {
+				e.delNodeRoute(done.PodCIDR)
+			}
+			return err
+		}
+	}
+	for _, n := range ns {
+		e.nodes[n.Name] = &peer{NodeSpec: n, tun: encap.TunnelV4{
+			Src:     e.nodeIP4,
+			Dst:     n.IP.As4(),
+			DstPort: e.cfg.TunnelPort,
+			SrcMAC:  e.mac,
+			DstMAC:  encap.TunnelMAC(n.IP),
+		}}
+	}
+	e.publishLocked()
+	if len(ns) == 1 {
+		n := ns[0]
+		e.log.Info("node added", zap.String("node", n.Name), zap.Stringer("ip", n.IP), zap.Stringer("pod-cidr", n.PodCIDR))
+	} else {
+		e.log.Info("nodes added", zap.Int("count", len(ns)))
+	}
+	return nil
+}
+
+type namedCIDR struct {
+	prefix netip.Prefix
+	name   string
+	added  bool // in the list being added, not already there
+}
+
+// overlap finds two overlapping prefixes of which at least one is being
+// added. Two CIDRs overlap only by one containing the other, so after
+// sorting by address (shorter first) a prefix overlaps an earlier one
+// exactly when the widest-reaching earlier one contains its address.
+func overlap(cs []namedCIDR) (a, b namedCIDR, ok bool) {
+	slices.SortFunc(cs, func(x, y namedCIDR) int {
+		if c := x.prefix.Addr().Compare(y.prefix.Addr()); c != 0 {
+			return c
+		}
+		return x.prefix.Bits() - y.prefix.Bits()
+	})
+	var cur namedCIDR
+	have := false
+	for _, c := range cs {
+		if have && cur.prefix.Contains(c.prefix.Addr()) {
+			if cur.added || c.added {
+				return cur, c, true
+			}
+			continue // two old ones nested: not this call's business
+		}
+		cur, have = c, true
+	}
+	return namedCIDR{}, namedCIDR{}, false
+}
+
+// checkNode validates a node on its own.
+func (e *Engine) checkNode(n NodeSpec) error {
+	if n.Name == "" {
+		return fmt.Errorf("node name empty: %w", ErrInvalid)
+	}
+	if !n.IP.Is4() || n.IP == e.cfg.NodeIP {
+		return fmt.Errorf("node %s ip %s: %w", n.Name, n.IP, ErrInvalid)
+	}
+	if !n.PodCIDR.IsValid() || !n.PodCIDR.Addr().Is4() || n.PodCIDR != n.PodCIDR.Masked() {
+		return fmt.Errorf("node %s pod cidr %s: %w", n.Name, n.PodCIDR, ErrInvalid)
+	}
+	if n.PodCIDR.Overlaps(e.cfg.PodCIDR) {
+		return fmt.Errorf("node %s pod cidr %s overlaps this node's %s: %w", n.Name, n.PodCIDR, e.cfg.PodCIDR, ErrInvalid)
+	}
+	return nil
+}
+
+func (e *Engine) addNodeRoute(n NodeSpec) error {
+	if e.hostRoutes == nil {
+		return nil
+	}
+	var err error
+	switch {
+	case !e.cfg.Native:
+		err = e.hostRoutes.AddRoute(n.PodCIDR, e.routeMTU)
+	case e.cfg.AutoDirectNodeRoutes:
+		err = e.hostRoutes.AddVia(n.PodCIDR, n.IP)
+	}
+	if err != nil {
+		return fmt.Errorf("node %s: route %s: %w", n.Name, n.PodCIDR, err)
+	}
+	return nil
+}
+
+// DelNode removes a remote node.
+func (e *Engine) DelNode(name string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p, ok := e.nodes[name]
+	if !ok {
+		return fmt.Errorf("node %s: %w", name, ErrNotFound)
+	}
+	delete(e.nodes, name)
+	e.publishLocked()
+	e.delNodeRoute(p.PodCIDR)
+	e.log.Info("node removed", zap.String("node", name))
+	return nil
+}
+
+// DelNodes removes nodes all at once, with one table rebuild, or none if
+// one of the names is unknown.
+func (e *Engine) DelNodes(names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	gone := make([]*peer, 0, len(names))
+	for _, name := range names {
+		p, ok := e.nodes[name]
+		if !ok {
+			return fmt.Errorf("node %s: %w", name, ErrNotFound)
+		}
+		gone = append(gone, p)
+	}
+	for _, p := range gone {
+		delete(e.nodes, p.Name)
+	}
+	e.publishLocked()
+	for _, p := range gone {
+		e.delNodeRoute(p.PodCIDR)
+	}
+	e.log.Info("nodes removed", zap.Int("count", len(gone)))
+	return nil
+}
+
+// delNodeRoute removes the host route addNodeRoute made for a pod CIDR.
+func (e *Engine) delNodeRoute(p netip.Prefix) {
+	if e.hostRoutes == nil {
+		return
+	}
+	if err := e.hostRoutes.DelRoute(p); err != nil {
+		e.log.Warn("remove host route", zap.Stringer("prefix", p), zap.Error(err))
+	}
+}
+
+// Nodes lists the remote nodes sorted by name.
+func (e *Engine) Nodes() []NodeSpec {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]NodeSpec, 0, len(e.nodes))
+	for _, p := range e.nodes {
+		out = append(out, p.NodeSpec)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}

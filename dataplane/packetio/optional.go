@@ -1,0 +1,57 @@
+package packetio
+
+// DriverCounters is implemented by drivers that count what never reached
+// the engine (received but dropped) or never left (refused on send).
+type DriverCounters interface {
+	RXDropped() uint64
+	TXErrors() uint64
+}
+
+// Offload is one kernel offload of a driver: whether it is in use, why not
+// if it is not, and how much work went through it, so a running system
+// shows that it is active.
+type Offload struct {
+	// Name: tun-tso (reads of TCP super-packets from a pod), tun-uso
+	// (reads of UDP super-packets from a pod sending with UDP_SEGMENT),
+	// tun-gro (TCP segments merged into super-packets on write),
+	// tun-udp-gro (datagrams of one flow merged into a UDP super-packet
+	// on write), udp-gso (sends of several datagrams with UDP_SEGMENT),
+	// udp-gro (receives of datagrams coalesced by UDP_GRO).
+	Name   string `json:"name"`
+	Active bool   `json:"active"`
+	// Reason says why the offload is off: the kernel refused it at start
+	// or failed it at run time and the driver fell back.
+	Reason string `json:"reason,omitempty"`
+	// Count is the number of super-packets read, segments or datagrams
+	// merged, or multi-datagram sends and receives; Largest the biggest
+	// in bytes, where the driver tracks it.
+	Count   uint64 `json:"count"`
+	Largest uint64 `json:"largest_bytes,omitempty"`
+}
+
+// OffloadReporter is implemented by drivers that use kernel offloads.
+type OffloadReporter interface {
+	Offloads() []Offload
+}
+
+// MultiQueue is implemented by a device with several queues, each read by
+// its own worker (a multi-queue TUN device). Queues includes the device
+// itself.
+type MultiQueue interface {
+	Queues() []Device
+}
+
+// Destroyer is implemented by a device that can outlive its descriptor (a
+// persistent TUN kept for a hitless restart): Close leaves it for the next
+// agent to adopt, Destroy removes it for good.
+type Destroyer interface {
+	Destroy() error
+}
+
+// Destroy removes d for good: Destroy when it has one, Close otherwise.
+func Destroy(d Device) error {
+	if x, ok := d.(Destroyer); ok {
+		return x.Destroy()
+	}
+	return d.Close()
+}
