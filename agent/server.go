@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -61,12 +60,6 @@ func (a *Agent) handler() http.Handler {
 		}
 		writeResult(w, a.changed(err), nil)
 	})
-	if os.Getenv("VXDP_TEST_HOOKS") == "1" {
-		// Only for tests of the watchdog: make a pod's worker hang.
-		mux.HandleFunc("POST /v1/debug/hang/{endpoint}", func(w http.ResponseWriter, r *http.Request) {
-			writeResult(w, a.eng.HangWorker(r.PathValue("endpoint")), nil)
-		})
-	}
 	return mux
 }
 

@@ -3,10 +3,12 @@ package dataplane
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
+	"github.com/vxdp/vxdp/encap"
 )
 
 // Captures copy the packets crossing one device, both directions, to a
@@ -29,7 +31,7 @@ type tap struct {
 
 // CapturePoint names a device the way vxdp capture does: "underlay",
 // "host" or "pod:NAME".
-func (e *Engine) capturePoint(point string) (packetio.Device, error) {
+func (e *Engine) capturePoint(point string) (any, error) {
 	switch {
 	case point == "underlay":
 		if len(e.underlays) == 0 {
@@ -63,7 +65,7 @@ func (e *Engine) Capture(ctx context.Context, point string) (<-chan CapturedPack
 	t := &tap{ch: make(chan CapturedPacket, 4096)}
 	e.tapsMu.Lock()
 	old := e.taps.Load()
-	m := map[packetio.Device]*tap{}
+	m := map[any]*tap{}
 	if old != nil {
 		for k, v := range *old {
 			m[k] = v
@@ -80,7 +82,7 @@ func (e *Engine) Capture(ctx context.Context, point string) (<-chan CapturedPack
 		<-ctx.Done()
 		e.tapsMu.Lock()
 		cur := *e.taps.Load()
-		n := map[packetio.Device]*tap{}
+		n := map[any]*tap{}
 		for k, v := range cur {
 			if k != dev {
 				n[k] = v
@@ -99,8 +101,9 @@ func (e *Engine) Capture(ctx context.Context, point string) (<-chan CapturedPack
 	return t.ch, nil
 }
 
-// tapFor returns the tap on dev, if a capture runs there.
-func (e *Engine) tapFor(dev packetio.Device) *tap {
+// tapFor returns the tap on dev (a packetio.Device or Underlay), if a
+// capture runs there.
+func (e *Engine) tapFor(dev any) *tap {
 	m := e.taps.Load()
 	if m == nil {
 		return nil
@@ -111,6 +114,29 @@ func (e *Engine) tapFor(dev packetio.Device) *tap {
 func (t *tap) put(out bool, pkt []byte) {
 	select {
 	case t.ch <- CapturedPacket{Time: time.Now(), Out: out, Data: append([]byte(nil), pkt...)}:
+	default:
+		t.lost.Add(1)
+	}
+}
+
+// putUnderlay captures a tunnel payload as the packet on the wire: the
+// outer IPv4 and UDP headers the underlay adds or strips are rebuilt in
+// front of it (with the source port the underlay uses for the flow), so
+// the capture reads like one taken on the NIC. Only captures pay for it.
+func (t *tap) putUnderlay(e *Engine, out bool, payload []byte, m *packetio.Meta) {
+	b := make([]byte, encap.OuterV4Len+len(payload))
+	copy(b[encap.OuterV4Len:], payload)
+	local := netip.AddrPortFrom(e.cfg.NodeIP, m.LocalPort)
+	src, dst := m.Remote, local
+	if out {
+		src, dst = netip.AddrPortFrom(e.cfg.NodeIP, e.underlays[e.underlayFor(m.Flow)].dev.SourcePort(m.Flow)), m.Remote
+	}
+	if encap.EncodeOuterV4(b, src, dst, len(payload)) != nil {
+		t.lost.Add(1)
+		return
+	}
+	select {
+	case t.ch <- CapturedPacket{Time: time.Now(), Out: out, Data: b}:
 	default:
 		t.lost.Add(1)
 	}

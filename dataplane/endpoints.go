@@ -100,7 +100,7 @@ func (e *Engine) AddEndpoint(s EndpointSpec) error {
 	}
 	ep.readers.Store(int32(len(readers)))
 	for _, r := range readers {
-		e.spawn(r, &ep.stats, sourcePod, ep)
+		e.spawn(newWorker(e, r, nil, &ep.stats, sourcePod, ep))
 	}
 	e.log.Info("endpoint added", zap.String("endpoint", s.Name), zap.Stringer("ip", s.IP),
 		zap.Uint32("identity", uint32(s.Identity)), zap.String("netns", s.Netns), zap.String("device", dev.Name()))

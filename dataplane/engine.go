@@ -129,7 +129,7 @@ type Engine struct {
 	state      atomic.Pointer[snapshot]
 	drops      drops
 	mon        *monitor
-	taps       atomic.Pointer[map[packetio.Device]*tap] // running captures, nil when none
+	taps       atomic.Pointer[map[any]*tap] // running captures, nil when none
 	tapsMu     sync.Mutex                               // serialises changes to taps
 	stop       chan struct{}                            // closed by Close: stops the monitor
 	icmps      atomic.Uint64                            // ICMP errors generated
@@ -156,13 +156,13 @@ type Engine struct {
 }
 
 type underlayQueue struct {
-	dev   packetio.Device
+	dev   packetio.Underlay
 	stats DeviceStats
 }
 
 // New builds an engine over the queues of an underlay (at least one) and a
 // host device (nil for none). No device is read until Start.
-func New(cfg Config, log *zap.Logger, underlays []packetio.Device, host packetio.Device, newEndpoint EndpointDeviceFactory, routes HostRoutes) (*Engine, error) {
+func New(cfg Config, log *zap.Logger, underlays []packetio.Underlay, host packetio.Device, newEndpoint EndpointDeviceFactory, routes HostRoutes) (*Engine, error) {
 	if len(underlays) == 0 && !cfg.Native {
 		return nil, fmt.Errorf("no underlay device: %w", ErrInvalid)
 	}
@@ -285,11 +285,11 @@ func mustInsert(b *fib.Builder[route], p netip.Prefix, r route) {
 }
 
 // underlayFor picks the underlay queue a flow leaves through.
-func (e *Engine) underlayFor(hash uint32) *underlayQueue {
+func (e *Engine) underlayFor(hash uint32) int {
 	if len(e.underlays) == 1 {
-		return &e.underlays[0]
+		return 0
 	}
-	return &e.underlays[hash%uint32(len(e.underlays))]
+	return int(hash % uint32(len(e.underlays)))
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {

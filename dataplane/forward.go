@@ -1,12 +1,22 @@
 package dataplane
 
 import (
+	"net/netip"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
 	"github.com/vxdp/vxdp/identity"
 )
 
 // The functions in this file run once per packet: no allocation, no lock,
 // no log. Each either queues the packet or counts exactly one drop.
+
+// tunnel is where an encapsulated packet goes: the remote tunnel endpoint
+// and the inner destination MAC it expects.
+type tunnel struct {
+	remote netip.AddrPort
+	dstMAC encap.MAC
+}
 
 // fromPod handles a packet a pod sent.
 func (w *worker) fromPod(snap *snapshot, buf []byte, size int) {
@@ -23,7 +33,7 @@ func (w *worker) fromPod(snap *snapshot, buf []byte, size int) {
 	w.forward(snap, buf, start, n, r, found, w.ep.Identity, w.ep.vni)
 }
 
-// fromHost handles a packet the kernel routed to vxdp_host.
+// fromHost handles a packet the kernel routed to the host device.
 func (w *worker) fromHost(snap *snapshot, buf []byte, size int) {
 	start := encap.Headroom
 	ip, n, ok := w.innerIPv4(buf[start : start+size])
@@ -65,8 +75,10 @@ func (w *worker) innerIPv4(pkt []byte) (encap.IPv4, int, bool) {
 	return ip[:n], n, true
 }
 
-// forward sends the IPv4 packet buf[start:start+n] where route r says: a
-// packet from identity src, tunnelled with vni when it leaves the node.
+// forward routes the IPv4 packet buf[start:start+n] the node forwards (from
+// a pod or the kernel) along r: from identity src, tunnelled with vni when
+// it leaves the node. It applies what forwarding demands (policy, TTL,
+// path MTU, no loop back to the kernel) before output.
 func (w *worker) forward(snap *snapshot, buf []byte, start, n int, r route, found bool, src identity.ID, vni uint32) {
 	ip := encap.IPv4(buf[start : start+n])
 	if !found {
@@ -83,15 +95,9 @@ func (w *worker) forward(snap *snapshot, buf []byte, start, n int, r route, foun
 		if !w.decrementTTL(snap, ip) {
 			return
 		}
-		w.enqueue(r.ep.dev, &r.ep.stats, buf, start, n)
-	case RouteTunnel:
-		if w.decrementTTL(snap, ip) && w.fitsTunnel(snap, ip, n) {
-			w.encapTo(buf, start, n, ip, &r.peer.tun, vni, w.e.geneve)
-		}
-	case RouteVTEP:
-		// Whatever the sender's identity, a VTEP only knows VNI 2.
-		if w.decrementTTL(snap, ip) && w.fitsTunnel(snap, ip, n) {
-			w.encapTo(buf, start, n, ip, &r.vtep.tun, uint32(identity.World), false)
+	case RouteTunnel, RouteVTEP:
+		if !w.decrementTTL(snap, ip) || !w.fitsTunnel(snap, ip, n) {
+			return
 		}
 	case RouteHost:
 		if w.kind == sourceHost || w.e.host == nil {
@@ -104,11 +110,39 @@ func (w *worker) forward(snap *snapshot, buf []byte, start, n int, r route, foun
 			w.drop(DropEncapProhibited)
 			return
 		}
-		w.enqueue(w.e.host, &w.e.hostStats, buf, start, n)
+		// The kernel routes it on and decrements the TTL itself.
 	default:
 		w.icmpError(snap, ip, encap.ICMPv4DestUnreach, encap.ICMPv4HostUnreach, 0)
 		w.drop(DropNoRoute)
+		return
 	}
+	w.output(buf, start, n, ip, r, vni)
+}
+
+// output sends the IPv4 packet ip = buf[start:start+n] where r says, with
+// no further checks: the one exit of forwarded, delivered and
+// node-generated packets. vni is the identity a tunnelled packet carries;
+// VTEPs get VNI 2 whatever it is. It reports whether the packet was
+// queued.
+func (w *worker) output(buf []byte, start, n int, ip encap.IPv4, r route, vni uint32) bool {
+	switch r.kind {
+	case RouteLocal:
+		w.enqueue(r.ep.dev, &r.ep.stats, buf, start, n)
+	case RouteTunnel:
+		return w.encapTo(buf, start, n, ip, &r.peer.tun, vni, w.e.geneve)
+	case RouteVTEP:
+		// Whatever the sender's identity, a VTEP only knows VNI 2, and
+		// only VXLAN.
+		return w.encapTo(buf, start, n, ip, &r.vtep.tun, uint32(identity.World), false)
+	case RouteHost:
+		if w.e.host == nil {
+			return false
+		}
+		w.enqueue(w.e.host, &w.e.hostStats, buf, start, n)
+	default:
+		return false
+	}
+	return true
 }
 
 // fitsTunnel checks the packet fits the encapsulation, answering a DF
@@ -127,24 +161,24 @@ func (w *worker) fitsTunnel(snap *snapshot, ip encap.IPv4, n int) bool {
 	return false
 }
 
-// encapTo writes the outer headers in front of buf[start:start+n] for
-// tunnel t with vni and queues it on the underlay queue its flow hashes
-// to. It reports whether the packet was queued.
-func (w *worker) encapTo(buf []byte, start, n int, ip encap.IPv4, t *encap.TunnelV4, vni uint32, geneve bool) bool {
+// encapTo writes the tunnel header (VXLAN or Geneve with vni) and the inner
+// Ethernet header in front of buf[start:start+n] and queues the payload
+// for t on the underlay queue its flow hashes to. It reports whether the
+// packet was queued.
+func (w *worker) encapTo(buf []byte, start, n int, ip encap.IPv4, t *tunnel, vni uint32, geneve bool) bool {
 	hash := encap.FlowHashV4(ip)
 	var o int
 	var err error
 	if geneve {
-		o, err = encap.EncapGeneveV4(buf, start, n, t, vni, w.e.cfg.GeneveOptions, encap.SourcePort(hash))
+		o, err = encap.EncapGeneve(buf, start, n, vni, w.e.cfg.GeneveOptions, t.dstMAC, w.e.mac)
 	} else {
-		o, err = encap.EncapVXLANv4(buf, start, n, t, vni, encap.SourcePort(hash))
+		o, err = encap.EncapVXLAN(buf, start, n, vni, t.dstMAC, w.e.mac)
 	}
 	if err != nil {
 		w.drop(DropInvalidHeader)
 		return false
 	}
-	u := w.e.underlayFor(hash)
-	w.enqueue(u.dev, &u.stats, buf, o, start+n-o)
+	w.enqueueUnder(buf, o, start+n-o, packetio.Meta{Remote: t.remote, Flow: hash})
 	return true
 }
 
@@ -180,25 +214,16 @@ func (w *worker) decrementTTL(snap *snapshot, ip encap.IPv4) bool {
 	return true
 }
 
-// fromUnderlay handles a tunnel packet: outer IPv4/UDP/VXLAN or Geneve, inner
-// Ethernet and IPv4.
-func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
+// fromUnderlay handles a tunnel payload (VXLAN or Geneve header, inner
+// Ethernet and IPv4) that m.Remote sent to m.LocalPort.
+func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int, m *packetio.Meta) {
 	start := encap.Headroom
-	pkt := buf[start : start+size]
-	o, err := encap.ParseOuterV4(pkt)
-	if err != nil {
-		if err == encap.ErrUnsupported {
-			w.drop(DropUnsupportedProtocol)
-		} else {
-			w.drop(DropInvalidHeader)
-		}
-		return
-	}
-	// The destination port says which protocol to expect: the cluster's
-	// own on the tunnel port; VXLAN from VTEPs on theirs, which differs
-	// only in a Geneve cluster.
+	payload := buf[start : start+size]
+	// The port says which protocol to expect: the cluster's own on the
+	// tunnel port; VXLAN from VTEPs on theirs, which differs only in a
+	// Geneve cluster.
 	geneve := w.e.geneve
-	switch o.DstPort {
+	switch m.LocalPort {
 	case w.e.cfg.TunnelPort:
 	case VTEPPort:
 		geneve = false
@@ -206,7 +231,6 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
 		w.drop(DropUnsupportedProtocol)
 		return
 	}
-	payload := pkt[o.Payload : o.Payload+o.PayloadLen]
 	vni, hlen, ok := w.tunnelHeader(payload, geneve)
 	if !ok {
 		return
@@ -215,15 +239,16 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
 		w.drop(DropInvalidHeader)
 		return
 	}
-	p := snap.peers[o.Src]
+	from := m.Remote.Addr().Unmap()
+	p := snap.peers[from]
 	if p == nil {
-		if v := snap.vteps[o.Src]; v != nil {
+		if v := snap.vteps[from]; v != nil {
 			if geneve {
 				// VTEPs speak VXLAN, never Geneve.
 				w.drop(DropProtocolMismatch)
 				return
 			}
-			w.fromVTEP(snap, v, buf, start, payload, o.Payload)
+			w.fromVTEP(snap, v, buf, start, payload)
 			return
 		}
 		if !w.e.cfg.DisableSourceCheck {
@@ -245,10 +270,8 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int) {
 		w.drop(DropUnsupportedProtocol)
 		return
 	}
-	ioff := o.Payload + hlen + encap.EthernetLen
-	// Bounded by the UDP datagram, not the outer IP packet: bytes after
-	// the datagram are no part of the frame.
-	inner := encap.IPv4(pkt[ioff : o.Payload+o.PayloadLen])
+	ioff := hlen + encap.EthernetLen
+	inner := encap.IPv4(payload[ioff:])
 	if !inner.IsValid(len(inner)) {
 		w.drop(DropInvalidHeader)
 		return
@@ -298,10 +321,10 @@ func (w *worker) tunnelHeader(payload []byte, geneve bool) (vni uint32, hlen int
 	return vx.VNI(), encap.VXLANLen, true
 }
 
-// looksVXLAN recognises a well-formed VXLAN header: I flag alone in the
-// flags byte, the reserved bytes zero.
+// looksVXLAN recognises a well-formed VXLAN header: the I flag alone and
+// every reserved bit clear.
 func looksVXLAN(b []byte) bool {
-	return len(b) >= encap.VXLANLen && b[0] == 0x08 && b[1] == 0 && b[2] == 0 && b[3] == 0 && b[7] == 0
+	return len(b) >= encap.VXLANLen && encap.VXLAN(b).Validate(0) == nil
 }
 
 // deliver hands a decapsulated IPv4 packet, buf[off:off+n], to the local
@@ -321,12 +344,12 @@ func (w *worker) deliver(snap *snapshot, inner encap.IPv4, buf []byte, off, n in
 		if !w.decrementTTL(snap, inner) {
 			return
 		}
-		w.enqueue(r.ep.dev, &r.ep.stats, buf, off, n)
 	case found && r.kind == RouteHost && dst == w.e.hostIP && w.e.host != nil:
-		w.enqueue(w.e.host, &w.e.hostStats, buf, off, n)
 	default:
 		w.drop(DropNoEndpoint)
+		return
 	}
+	w.output(buf, off, n, inner, r, 0)
 }
 
 // icmpError answers the offending packet orig with an ICMP error from the
@@ -341,26 +364,7 @@ func (w *worker) icmpError(snap *snapshot, orig encap.IPv4, typ, code uint8, mtu
 	n := encap.BuildICMPv4Error(b[start:], orig, w.e.hostIP4, typ, code, mtu)
 	ip := encap.IPv4(b[start : start+n])
 	r, found := snap.fib.Lookup(ip.DestinationAddr())
-	if !found {
-		return
-	}
-	switch r.kind {
-	case RouteLocal:
-		w.enqueue(r.ep.dev, &r.ep.stats, b, start, n)
-	case RouteTunnel:
-		if !w.encapTo(b, start, n, ip, &r.peer.tun, uint32(identity.RemoteNode), w.e.geneve) {
-			return
-		}
-	case RouteVTEP:
-		if !w.encapTo(b, start, n, ip, &r.vtep.tun, uint32(identity.World), false) {
-			return
-		}
-	case RouteHost:
-		if w.e.host == nil {
-			return
-		}
-		w.enqueue(w.e.host, &w.e.hostStats, b, start, n)
-	default:
+	if !found || !w.output(b, start, n, ip, r, uint32(identity.RemoteNode)) {
 		return
 	}
 	w.nscratch++

@@ -18,15 +18,15 @@ func (e *Engine) Start() {
 		e.mon.run(e.stop)
 	}()
 	for i := range e.underlays {
-		e.spawn(e.underlays[i].dev, &e.underlays[i].stats, sourceUnderlay, nil)
+		e.spawn(newWorker(e, nil, e.underlays[i].dev, &e.underlays[i].stats, sourceUnderlay, nil))
 	}
 	if e.host != nil {
-		e.spawn(e.host, &e.hostStats, sourceHost, nil)
+		e.spawn(newWorker(e, e.host, nil, &e.hostStats, sourceHost, nil))
 	}
 }
 
-func (e *Engine) spawn(dev packetio.Device, st *DeviceStats, kind sourceKind, ep *endpoint) {
-	w := newWorker(e, dev, st, kind, ep)
+func (e *Engine) spawn(w *worker) {
+	kind, ep := w.kind, w.ep
 	e.workersMu.Lock()
 	e.workers[w] = struct{}{}
 	e.workersMu.Unlock()
@@ -124,33 +124,13 @@ func (e *Engine) Stuck(limit time.Duration) []string {
 	defer e.workersMu.Unlock()
 	for w := range e.workers {
 		if b := w.busy.Load(); b != 0 && now-b > int64(limit) {
-			out = append(out, w.dev.Name())
+			out = append(out, w.name)
 		}
 	}
 	sort.Strings(out)
 	return out
 }
 
-// HangWorker makes the worker of the named endpoint block in its next
-// batch until the engine closes. It exists to test watchdogs, which must
-// notice; nothing else calls it.
-func (e *Engine) HangWorker(endpoint string) error {
-	e.mu.Lock()
-	ep, ok := e.endpoints[endpoint]
-	e.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("endpoint %s: %w", endpoint, ErrNotFound)
-	}
-	e.workersMu.Lock()
-	defer e.workersMu.Unlock()
-	for w := range e.workers {
-		if w.ep == ep {
-			w.hang.Store(true)
-			return nil
-		}
-	}
-	return fmt.Errorf("endpoint %s worker: %w", endpoint, ErrNotFound)
-}
 
 // Problems lists what makes the engine unhealthy; empty when it is fine.
 func (e *Engine) Problems() []string {

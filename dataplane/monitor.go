@@ -123,7 +123,7 @@ func (w *worker) report(r DropReason) {
 		return
 	}
 	w.tokens--
-	ev := rawEvent{when: now, reason: r, source: w.kind, device: w.dev.Name()}
+	ev := rawEvent{when: now, reason: r, source: w.kind, device: w.name}
 	if w.ep != nil {
 		ev.ident, ev.device = w.ep.Identity, w.ep.Name
 	}

@@ -13,7 +13,7 @@ import (
 
 type peer struct {
 	NodeSpec
-	tun encap.TunnelV4
+	tun tunnel
 }
 
 // NodeSpec describes a remote node.
@@ -84,12 +84,9 @@ func (e *Engine) AddNodes(ns []NodeSpec) error {
 		}
 	}
 	for _, n := range ns {
-		e.nodes[n.Name] = &peer{NodeSpec: n, tun: encap.TunnelV4{
-			Src:     e.nodeIP4,
-			Dst:     n.IP.As4(),
-			DstPort: e.cfg.TunnelPort,
-			SrcMAC:  e.mac,
-			DstMAC:  encap.TunnelMAC(n.IP),
+		e.nodes[n.Name] = &peer{NodeSpec: n, tun: tunnel{
+			remote: netip.AddrPortFrom(n.IP, e.cfg.TunnelPort),
+			dstMAC: encap.TunnelMAC(n.IP),
 		}}
 	}
 	e.publishLocked()

@@ -100,7 +100,7 @@ type DeviceCounters struct {
 	Offloads []packetio.Offload `json:"offloads,omitempty"`
 }
 
-func (s *DeviceStats) snapshot(dev packetio.Device, name, kind string) DeviceCounters {
+func (s *DeviceStats) snapshot(dev any, name, kind string) DeviceCounters {
 	c := DeviceCounters{
 		Device: name, Kind: kind,
 		RxBatches: s.RxBatches.Load(),

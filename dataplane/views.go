@@ -42,7 +42,7 @@ func (e *Engine) FIB() []FIBEntry {
 		case r.peer != nil:
 			fe.Target = "node " + r.peer.Name + " " + r.peer.IP.String()
 		case r.vtep != nil:
-			fe.Target = "vtep " + r.vtep.dev.ip.String() + " " + r.vtep.tun.DstMAC.String()
+			fe.Target = "vtep " + r.vtep.dev.ip.String() + " " + r.vtep.tun.dstMAC.String()
 		case r.kind == RouteHost:
 			fe.Target = "vxdp_host"
 		}

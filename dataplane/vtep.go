@@ -1,9 +1,12 @@
 package dataplane
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"sort"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
 
 	"go.uber.org/zap"
 
@@ -26,12 +29,12 @@ type VTEPSpec struct {
 type vtep struct {
 	ip    netip.Addr
 	cidrs []netip.Prefix
-	reply encap.TunnelV4 // for ARP replies: MACs unused
+	reply netip.AddrPort // where ARP replies go
 }
 
 type vtepRoute struct {
 	dev *vtep
-	tun encap.TunnelV4
+	tun tunnel
 }
 
 // VTEPPort is where VTEPs listen: the seed's `dstport 8472`, whatever the
@@ -169,13 +172,11 @@ func (e *Engine) vtepTables() (map[netip.Addr]*vtep, map[netip.Prefix]*vtepRoute
 	for _, v := range e.vteps {
 		d := devs[v.Endpoint]
 		if d == nil {
-			d = &vtep{ip: v.Endpoint, reply: encap.TunnelV4{Src: e.nodeIP4, Dst: v.Endpoint.As4(), DstPort: VTEPPort}}
+			d = &vtep{ip: v.Endpoint, reply: netip.AddrPortFrom(v.Endpoint, VTEPPort)}
 			devs[v.Endpoint] = d
 		}
 		d.cidrs = append(d.cidrs, v.CIDR)
-		routes[v.CIDR] = &vtepRoute{dev: d, tun: encap.TunnelV4{
-			Src: e.nodeIP4, Dst: v.Endpoint.As4(), DstPort: VTEPPort, SrcMAC: e.mac, DstMAC: v.MAC,
-		}}
+		routes[v.CIDR] = &vtepRoute{dev: d, tun: tunnel{remote: netip.AddrPortFrom(v.Endpoint, VTEPPort), dstMAC: v.MAC}}
 	}
 	return devs, routes
 }
@@ -191,7 +192,7 @@ func (v *vtep) contains(a netip.Addr) bool {
 
 // fromVTEP handles a tunnel packet from a VTEP: VNI 2 only, ARP requests
 // for local endpoints answered, IPv4 from its CIDRs delivered.
-func (w *worker) fromVTEP(snap *snapshot, v *vtep, buf []byte, start int, payload []byte, payloadOff int) {
+func (w *worker) fromVTEP(snap *snapshot, v *vtep, buf []byte, start int, payload []byte) {
 	vx := encap.VXLAN(payload)
 	if vx.VNI() != uint32(identity.World) {
 		w.drop(DropInvalidVNI)
@@ -202,7 +203,7 @@ func (w *worker) fromVTEP(snap *snapshot, v *vtep, buf []byte, start int, payloa
 		w.drop(DropInvalidMAC)
 		return
 	}
-	foff := start + payloadOff + encap.VXLANLen // inner frame in buf
+	foff := start + encap.VXLANLen // inner frame in buf
 	switch eth.EtherType() {
 	case encap.EtherTypeARP:
 		w.answerARP(snap, v, buf, foff, eth)
@@ -245,14 +246,12 @@ func (w *worker) answerARP(snap *snapshot, v *vtep, buf []byte, foff int, eth en
 	eth.Encode(requester, w.e.mac, encap.EtherTypeARP)
 	arp.TurnIntoReply(w.e.mac)
 	n := encap.EthernetLen + encap.ARPLen
-	tgt := arp.TargetIP().As4()
-	o, err := encap.EncapVXLANFrameV4(buf, foff, n, &v.reply, uint32(identity.World),
-		encap.SourcePort(uint32(tgt[0])<<24|uint32(tgt[1])<<16|uint32(tgt[2])<<8|uint32(tgt[3])))
+	o, err := encap.EncapVXLANFrame(buf, foff, uint32(identity.World))
 	if err != nil {
 		w.drop(DropInvalidHeader)
 		return
 	}
-	u := w.e.underlayFor(0)
-	w.enqueue(u.dev, &u.stats, buf, o, n+encap.IPv4MinLen+encap.UDPLen+encap.VXLANLen)
+	tgt := arp.TargetIP().As4()
+	w.enqueueUnder(buf, o, foff+n-o, packetio.Meta{Remote: v.reply, Flow: binary.BigEndian.Uint32(tgt[:])})
 	w.arpReplies++
 }

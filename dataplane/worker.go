@@ -20,11 +20,13 @@ const (
 	sourceUnderlay
 )
 
-// linkRoom is the headroom every queued packet keeps for the driver that
-// writes it, enough for an Ethernet header (AF_XDP).
+// linkRoom is the headroom every packet queued for a Device keeps in front
+// of it for the driver's own header: the TUN driver writes its 10-byte
+// virtio-net header there. Underlays need none: the kernel (UDP sockets)
+// or the driver's own frame (AF_XDP) takes the outer headers.
 const linkRoom = 32
 
-// maxQueues bounds the distinct destinations one batch can have; a batch
+// maxQueues bounds the distinct devices one batch can write to; a batch
 // that would need more flushes early.
 const maxQueues = 8
 
@@ -35,20 +37,30 @@ type txQueue struct {
 	bufs  [][]byte
 }
 
-// worker reads one device and forwards what it reads. It owns its buffers;
-// nothing in it is shared with other workers.
+// underTx collects the tunnel payloads of one batch for one underlay
+// queue, with where each goes.
+type underTx struct {
+	bufs [][]byte
+	meta []packetio.Meta
+}
+
+// worker reads one device or underlay queue and forwards what it reads. It
+// owns its buffers; nothing in it is shared with other workers.
 type worker struct {
-	e   *Engine
-	dev packetio.Device
-	// tapDev is the device captures of what this worker reads are keyed
-	// by: the endpoint's device for every queue of a multi-queue pod.
-	tapDev packetio.Device
+	e     *Engine
+	dev   packetio.Device   // what the worker reads: a pod or the host device
+	under packetio.Underlay // or an underlay queue
+	name  string
+	// tapKey is what captures of what this worker reads are keyed by:
+	// the endpoint's device for every queue of a multi-queue pod.
+	tapKey any
 	stats  *DeviceStats
 	kind   sourceKind
 	ep     *endpoint // the pod whose device this is (sourcePod)
 
 	bufs  [][]byte
 	sizes []int
+	meta  []packetio.Meta // per packet read from an underlay
 
 	// scratch holds packets the worker makes itself (ICMP errors), at
 	// most one per packet read.
@@ -57,6 +69,7 @@ type worker struct {
 
 	queues  [maxQueues]txQueue
 	nqueues int
+	utx     []underTx // one per underlay queue of the engine
 
 	drops      [numDropReasons]uint64
 	icmps      uint64
@@ -64,9 +77,8 @@ type worker struct {
 
 	// busy is when the batch in progress started (UnixNano), 0 while the
 	// worker waits in Read; a batch that takes seconds means a stuck
-	// worker. hang is a test hook that makes the next batch block.
+	// worker.
 	busy atomic.Int64
-	hang atomic.Bool
 
 	// cur is the packet being handled, for drop events; tokens and
 	// lastEvent rate-limit them.
@@ -75,10 +87,17 @@ type worker struct {
 	lastEvent int64
 }
 
-func newWorker(e *Engine, dev packetio.Device, st *DeviceStats, kind sourceKind, ep *endpoint) *worker {
-	batch := dev.BatchSize()
-	if batch < 1 {
-		batch = 1
+func newWorker(e *Engine, dev packetio.Device, under packetio.Underlay, st *DeviceStats, kind sourceKind, ep *endpoint) *worker {
+	w := &worker{e: e, dev: dev, under: under, stats: st, kind: kind, ep: ep}
+	var batch int
+	if under != nil {
+		batch, w.name, w.tapKey = under.BatchSize(), under.Name(), under
+	} else {
+		batch, w.name, w.tapKey = dev.BatchSize(), dev.Name(), dev
+	}
+	batch = max(batch, 1)
+	if ep != nil {
+		w.tapKey = ep.dev
 	}
 	// Pod and host devices hand out at most their MTU. An underlay can
 	// hand out far more: a Linux sender on a virtual link (veth) passes
@@ -87,12 +106,9 @@ func newWorker(e *Engine, dev packetio.Device, st *DeviceStats, kind sourceKind,
 	size := encap.Headroom + e.cfg.UnderlayMTU + 256
 	if kind == sourceUnderlay {
 		size = encap.Headroom + 65535 + 256
+		w.meta = make([]packetio.Meta, batch)
 	}
-	w := &worker{e: e, dev: dev, tapDev: dev, stats: st, kind: kind, ep: ep,
-		bufs: make([][]byte, batch), sizes: make([]int, batch), scratch: make([][]byte, batch)}
-	if ep != nil {
-		w.tapDev = ep.dev
-	}
+	w.bufs, w.sizes, w.scratch = make([][]byte, batch), make([]int, batch), make([][]byte, batch)
 	for i := range w.bufs {
 		w.bufs[i] = make([]byte, size)
 		w.scratch[i] = make([]byte, encap.Headroom+encap.ICMPv4ErrorMaxLen)
@@ -100,13 +116,26 @@ func newWorker(e *Engine, dev packetio.Device, st *DeviceStats, kind sourceKind,
 	for i := range w.queues {
 		w.queues[i].bufs = make([][]byte, 0, batch)
 	}
+	// A batch sends at most one packet per packet read and one per ICMP
+	// error or ARP reply it makes.
+	w.utx = make([]underTx, len(e.underlays))
+	for i := range w.utx {
+		w.utx[i] = underTx{bufs: make([][]byte, 0, 2*batch), meta: make([]packetio.Meta, 0, 2*batch)}
+	}
 	return w
+}
+
+func (w *worker) read() (int, error) {
+	if w.under != nil {
+		return w.under.Receive(w.bufs, w.sizes, w.meta, encap.Headroom)
+	}
+	return w.dev.Read(w.bufs, w.sizes, encap.Headroom)
 }
 
 func (w *worker) run() {
 	var lastErr time.Time
 	for {
-		n, err := w.dev.Read(w.bufs, w.sizes, encap.Headroom)
+		n, err := w.read()
 		if n > 0 {
 			w.process(n)
 		}
@@ -115,14 +144,14 @@ func (w *worker) run() {
 				return
 			}
 			if errors.Is(err, packetio.ErrDeviceGone) {
-				w.e.log.Warn("device removed by the kernel; its worker stops", zap.String("device", w.dev.Name()), zap.Error(err))
+				w.e.log.Warn("device removed by the kernel; its worker stops", zap.String("device", w.name), zap.Error(err))
 				return
 			}
 			// A device error other than close is not per packet but it
 			// may repeat: log at most once a second and back off a little
 			// so a broken device cannot spin a core.
 			if time.Since(lastErr) > time.Second {
-				w.e.log.Warn("device read", zap.String("device", w.dev.Name()), zap.Error(err))
+				w.e.log.Warn("device read", zap.String("device", w.name), zap.Error(err))
 				lastErr = time.Now()
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -133,13 +162,15 @@ func (w *worker) run() {
 func (w *worker) process(n int) {
 	w.busy.Store(time.Now().UnixNano())
 	defer w.busy.Store(0)
-	if w.hang.Load() {
-		<-w.e.stop
-	}
 	snap := w.e.state.Load()
-	if t := w.e.tapFor(w.tapDev); t != nil {
+	if t := w.e.tapFor(w.tapKey); t != nil {
 		for i := 0; i < n; i++ {
-			t.put(false, w.bufs[i][encap.Headroom:encap.Headroom+w.sizes[i]])
+			pkt := w.bufs[i][encap.Headroom : encap.Headroom+w.sizes[i]]
+			if w.under != nil {
+				t.putUnderlay(w.e, false, pkt, &w.meta[i])
+			} else {
+				t.put(false, pkt)
+			}
 		}
 	}
 	var bytes uint64
@@ -154,7 +185,7 @@ func (w *worker) process(n int) {
 		case sourceHost:
 			w.fromHost(snap, buf, size)
 		case sourceUnderlay:
-			w.fromUnderlay(snap, buf, size)
+			w.fromUnderlay(snap, buf, size, &w.meta[i])
 		}
 	}
 	w.stats.RxBatches.Add(1)
@@ -190,35 +221,66 @@ func (w *worker) enqueue(dev packetio.Device, st *DeviceStats, buf []byte, start
 	q.bufs = append(q.bufs[:0], pkt)
 }
 
+// enqueueUnder queues the tunnel payload buf[start:start+n] for m.Remote
+// on the underlay queue the flow hashes to.
+func (w *worker) enqueueUnder(buf []byte, start, n int, m packetio.Meta) {
+	i := w.e.underlayFor(m.Flow)
+	q := &w.utx[i]
+	q.bufs = append(q.bufs, buf[start:start+n])
+	q.meta = append(q.meta, m)
+}
+
 func (w *worker) flushQueues() {
 	for i := 0; i < w.nqueues; i++ {
 		q := &w.queues[i]
-		// One Write per queue: a driver either takes every packet or
-		// says how many it took; the rest were refused (and counted by
-		// the driver) or lost to a closed device.
 		if t := w.e.tapFor(q.dev); t != nil {
 			for _, b := range q.bufs {
 				t.put(true, b[linkRoom:])
 			}
 		}
+		// One Write per queue: a driver either takes every packet or
+		// says how many it took; the rest were refused (and counted by
+		// the driver) or lost to a closed device.
 		n, _ := q.dev.Write(q.bufs, linkRoom)
-		if n > len(q.bufs) {
-			n = len(q.bufs)
-		}
 		var bytes uint64
-		for _, b := range q.bufs[:n] {
+		for _, b := range q.bufs[:min(n, len(q.bufs))] {
 			bytes += uint64(len(b) - linkRoom)
 		}
-		q.stats.TxPackets.Add(uint64(n))
-		q.stats.TxBytes.Add(bytes)
-		if lost := uint64(len(q.bufs) - n); lost > 0 {
-			q.stats.TxErrors.Add(lost)
-			w.drops[DropTxError] += lost
-		}
+		w.sent(q.stats, len(q.bufs), n, bytes)
 		q.bufs = q.bufs[:0]
 		q.dev, q.stats = nil, nil
 	}
 	w.nqueues = 0
+	for i := range w.utx {
+		q := &w.utx[i]
+		if len(q.bufs) == 0 {
+			continue
+		}
+		u := &w.e.underlays[i]
+		if t := w.e.tapFor(u.dev); t != nil {
+			for j, b := range q.bufs {
+				t.putUnderlay(w.e, true, b, &q.meta[j])
+			}
+		}
+		n, _ := u.dev.Send(q.bufs, q.meta, 0)
+		var bytes uint64
+		for _, b := range q.bufs[:min(n, len(q.bufs))] {
+			bytes += uint64(len(b))
+		}
+		w.sent(&u.stats, len(q.bufs), n, bytes)
+		q.bufs, q.meta = q.bufs[:0], q.meta[:0]
+	}
+}
+
+// sent counts the outcome of one Write or Send of queued packets.
+func (w *worker) sent(st *DeviceStats, queued, accepted int, bytes uint64) {
+	accepted = min(accepted, queued)
+	st.TxPackets.Add(uint64(accepted))
+	st.TxBytes.Add(bytes)
+	if lost := uint64(queued - accepted); lost > 0 {
+		st.TxErrors.Add(lost)
+		w.drops[DropTxError] += lost
+	}
 }
 
 func (w *worker) flush() {

@@ -10,7 +10,6 @@ import (
 // (protocol 0x6558) both carry.
 const (
 	VXLANOverheadV4 = IPv4MinLen + UDPLen + VXLANLen + EthernetLen // 50
-	VXLANOverheadV6 = 40 + UDPLen + VXLANLen + EthernetLen         // 70
 
 	// Headroom is the room every packet buffer keeps in front of the
 	// packet: the largest outer header (IPv6 + UDP + Geneve with 252 bytes
@@ -18,8 +17,8 @@ const (
 	// need one, rounded up.
 	Headroom = 384
 
-	// SourcePortMin and SourcePortMax bound the outer UDP source port, the
-	// dynamic range RFC 7348 section 5 recommends.
+	// SourcePortMin and SourcePortMax bound the outer UDP source ports
+	// vxdp sends from: the dynamic range RFC 7348 section 5 recommends.
 	SourcePortMin = 49152
 	SourcePortMax = 65535
 
@@ -27,89 +26,100 @@ const (
 	OuterTTL = 64
 )
 
-// TunnelV4 is what an encapsulation over IPv4 needs to know about a peer.
-type TunnelV4 struct {
-	Src, Dst [4]byte // outer addresses
-	DstPort  uint16  // the peer's tunnel port
-	SrcMAC   MAC     // inner Ethernet source: our tunnel MAC
-	DstMAC   MAC     // inner Ethernet destination: the peer's tunnel MAC
-}
-
-// EncapVXLANv4 writes Ethernet, VXLAN, UDP and IPv4 headers in front of the
-// inner IPv4 packet buf[start:start+n] and returns the offset where the
-// outer packet now starts (start - VXLANOverheadV4). It copies nothing: the
-// caller keeps VXLANOverheadV4 bytes of headroom before start.
-func EncapVXLANv4(buf []byte, start, n int, t *TunnelV4, vni uint32, srcPort uint16) (int, error) {
-	if start < VXLANOverheadV4 {
+// EncapVXLAN writes an inner Ethernet header (dst, src, IPv4) and a VXLAN
+// header with vni in front of the inner IPv4 packet buf[start:start+n] and
+// returns the offset where the tunnel payload now starts (start -
+// VXLANLen - EthernetLen). It copies nothing: the caller keeps the
+// headroom. The outer IP and UDP headers are the underlay's to add.
+func EncapVXLAN(buf []byte, start, n int, vni uint32, dst, src MAC) (int, error) {
+	if start < VXLANLen+EthernetLen {
 		return 0, ErrHeaderRoom
 	}
-	Ethernet(buf[start-EthernetLen:start]).Encode(t.DstMAC, t.SrcMAC, EtherTypeIPv4)
-	return EncapVXLANFrameV4(buf, start-EthernetLen, n+EthernetLen, t, vni, srcPort)
+	if n < 0 || n > len(buf)-start {
+		return 0, ErrBadLength
+	}
+	if vni > MaxVNI {
+		return 0, ErrVNIRange
+	}
+	eth := start - EthernetLen
+	Ethernet(buf[eth:start]).Encode(dst, src, EtherTypeIPv4)
+	o := eth - VXLANLen
+	VXLAN(buf[o:eth]).Encode(vni)
+	return o, nil
 }
 
-// EncapVXLANFrameV4 writes VXLAN, UDP and IPv4 headers in front of the
-// Ethernet frame buf[start:start+n] (an ARP reply, say) and returns the
-// offset where the outer packet starts. t's MACs are not used.
-func EncapVXLANFrameV4(buf []byte, start, n int, t *TunnelV4, vni uint32, srcPort uint16) (int, error) {
-	const outer = IPv4MinLen + UDPLen + VXLANLen
-	if start < outer {
+// EncapVXLANFrame writes a VXLAN header with vni in front of the Ethernet
+// frame that starts at buf[start] (an ARP reply, say) and returns the
+// offset of the tunnel payload, start - VXLANLen.
+func EncapVXLANFrame(buf []byte, start int, vni uint32) (int, error) {
+	if start < VXLANLen {
 		return 0, ErrHeaderRoom
 	}
 	if vni > MaxVNI {
 		return 0, ErrVNIRange
 	}
-	total := n + outer
-	if total > 0xffff {
-		return 0, ErrBadLength
-	}
-	o := start - outer
-	vx := buf[o+IPv4MinLen+UDPLen:]
-	binary.BigEndian.PutUint32(vx[0:], VXLANFlagI)
-	binary.BigEndian.PutUint32(vx[4:], vni<<8)
-	UDP(buf[o+IPv4MinLen:]).Encode(srcPort, t.DstPort, uint16(total-IPv4MinLen), 0)
-	IPv4(buf[o:]).Encode(&IPv4Fields{
-		TotalLen:    uint16(total),
-		TTL:         OuterTTL,
-		Protocol:    ProtoUDP,
-		Source:      t.Src,
-		Destination: t.Dst,
-	})
+	o := start - VXLANLen
+	VXLAN(buf[o:start]).Encode(vni)
 	return o, nil
 }
 
-// OuterV4 is a validated outer IPv4/UDP header pair of a received tunnel
-// packet.
-type OuterV4 struct {
-	Src, Dst         netip.Addr
-	SrcPort, DstPort uint16
-	Payload          int // offset of the UDP payload in the packet
-	PayloadLen       int
+// EncapGeneve writes an inner Ethernet header (dst, src, IPv4) and a
+// Geneve header with vni and opts (nil for none) in front of the inner IPv4
+// packet buf[start:start+n] and returns the offset where the tunnel
+// payload now starts. Like EncapVXLAN it copies and allocates nothing; on
+// error buf is left as it was.
+func EncapGeneve(buf []byte, start, n int, vni uint32, opts []GeneveOption, dst, src MAC) (int, error) {
+	ol, err := GeneveOptionsLen(opts)
+	if err != nil {
+		return 0, err
+	}
+	gl := GeneveLen + ol
+	if start < gl+EthernetLen {
+		return 0, ErrHeaderRoom
+	}
+	if n < 0 || n > len(buf)-start {
+		return 0, ErrBadLength
+	}
+	if vni > MaxVNI {
+		return 0, ErrVNIRange
+	}
+	eth := start - EthernetLen
+	Ethernet(buf[eth:start]).Encode(dst, src, EtherTypeIPv4)
+	o := eth - gl
+	Geneve(buf[o:eth]).encode(vni, false, false, EtherTypeTrans, opts, ol)
+	return o, nil
 }
 
-// ParseOuterV4 validates the IPv4 and UDP headers at the start of pkt and
-// locates the UDP payload. Fragments are refused: the tunnel never sends
-// them and reassembly is not the dataplane's job.
-func ParseOuterV4(pkt []byte) (OuterV4, error) {
-	ip := IPv4(pkt)
-	if !ip.IsValid(len(pkt)) {
-		return OuterV4{}, ErrBadLength
+// OuterV4Len is the length of the outer IPv4 and UDP headers in front of a
+// tunnel payload.
+const OuterV4Len = IPv4MinLen + UDPLen
+
+// EncodeOuterV4 writes the outer IPv4 and UDP headers of a tunnel payload
+// of payloadLen bytes from src to dst into b[:OuterV4Len]: TTL OuterTTL,
+// no DF (as the Linux kernel's vxlan sends), a header checksum, and UDP
+// checksum 0 (RFC 7348 section 5; RFC 8926 allows it over IPv4). It is the
+// one outer-header writer, for VXLAN and Geneve alike, used by drivers
+// that build frames themselves.
+func EncodeOuterV4(b []byte, src, dst netip.AddrPort, payloadLen int) error {
+	total := OuterV4Len + payloadLen
+	if len(b) < OuterV4Len {
+		return ErrHeaderRoom
 	}
-	if ip.Protocol() != ProtoUDP || ip.IsFragment() {
-		return OuterV4{}, ErrUnsupported
+	if payloadLen < 0 || total > 0xffff {
+		return ErrBadLength
 	}
-	hl, tl := ip.HeaderLen(), ip.TotalLen()
-	u := UDP(pkt[hl:tl])
-	if !u.IsValid(tl - hl) {
-		return OuterV4{}, ErrBadLength
+	if !src.Addr().Is4() || !dst.Addr().Is4() {
+		return ErrUnsupported
 	}
-	return OuterV4{
-		Src:        ip.SourceAddr(),
-		Dst:        ip.DestinationAddr(),
-		SrcPort:    u.SourcePort(),
-		DstPort:    u.DestinationPort(),
-		Payload:    hl + UDPLen,
-		PayloadLen: u.Length() - UDPLen,
-	}, nil
+	UDP(b[IPv4MinLen:OuterV4Len]).Encode(src.Port(), dst.Port(), uint16(UDPLen+payloadLen), 0)
+	IPv4(b[:IPv4MinLen]).Encode(&IPv4Fields{
+		TotalLen:    uint16(total),
+		TTL:         OuterTTL,
+		Protocol:    ProtoUDP,
+		Source:      src.Addr().As4(),
+		Destination: dst.Addr().As4(),
+	})
+	return nil
 }
 
 // FlowHashV4 hashes the inner flow of a valid IPv4 packet: addresses,
@@ -136,7 +146,8 @@ func FlowHashV4(ip IPv4) uint32 {
 	return uint32(h)
 }
 
-// SourcePort maps a flow hash onto the dynamic port range.
+// SourcePort maps a flow hash onto the whole dynamic port range: the
+// source port of a driver that writes its own UDP headers.
 func SourcePort(hash uint32) uint16 {
 	return uint16(SourcePortMin + hash%(SourcePortMax-SourcePortMin+1))
 }

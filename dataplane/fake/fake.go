@@ -7,7 +7,6 @@ package fake
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -21,7 +20,6 @@ var _ packetio.Device = (*Device)(nil)
 type Device struct {
 	name  string
 	batch int
-	hub   *Hub // where writes go, if attached
 
 	mu     sync.Mutex // protects the fields below
 	cond   *sync.Cond
@@ -76,19 +74,11 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 		d.mu.Unlock()
 		return 0, net.ErrClosed
 	}
-	hub := d.hub
-	if hub == nil {
-		for _, b := range bufs {
-			d.sent = append(d.sent, append([]byte(nil), b[offset:]...))
-		}
-		d.mu.Unlock()
-		d.cond.Broadcast()
-		return len(bufs), nil
+	for _, b := range bufs {
+		d.sent = append(d.sent, append([]byte(nil), b[offset:]...))
 	}
 	d.mu.Unlock()
-	for _, b := range bufs {
-		hub.carry(b[offset:])
-	}
+	d.cond.Broadcast()
 	return len(bufs), nil
 }
 
@@ -137,48 +127,4 @@ func (d *Device) WaitSent(n int, timeout time.Duration) [][]byte {
 	d.sent = nil
 	d.mu.Unlock()
 	return s
-}
-
-// Hub is an in-memory underlay: a packet written to an attached device is
-// delivered to the device attached at the packet's IPv4 destination.
-type Hub struct {
-	mu    sync.Mutex // protects ports and lost
-	ports map[netip.Addr]*Device
-	lost  [][]byte
-}
-
-// NewHub returns an empty hub.
-func NewHub() *Hub { return &Hub{ports: make(map[netip.Addr]*Device)} }
-
-// Attach connects a new device for address addr.
-func (h *Hub) Attach(addr netip.Addr, name string, batch int) *Device {
-	d := New(name, batch)
-	d.hub = h
-	h.mu.Lock()
-	h.ports[addr] = d
-	h.mu.Unlock()
-	return d
-}
-
-func (h *Hub) carry(pkt []byte) {
-	if len(pkt) < 20 {
-		return
-	}
-	dst := netip.AddrFrom4([4]byte(pkt[16:20]))
-	h.mu.Lock()
-	d := h.ports[dst]
-	if d == nil {
-		h.lost = append(h.lost, append([]byte(nil), pkt...))
-	}
-	h.mu.Unlock()
-	if d != nil {
-		d.Inject(pkt)
-	}
-}
-
-// Lost returns packets whose destination had no device.
-func (h *Hub) Lost() [][]byte {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.lost
 }

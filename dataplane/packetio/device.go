@@ -1,19 +1,13 @@
 package packetio
 
-// Device is the packet I/O boundary of the engine. The TUN driver (pods and
-// the host), the UDP-socket underlay, the AF_XDP underlay and the in-memory
-// fake all implement it, and the engine never knows which one it holds.
+// Device carries bare IP packets (IPv4 or IPv6): a pod's TUN device, the
+// host device vxdp_host, the in-memory fake. The engine never knows which
+// one it holds.
 //
-// Every packet crossing a Device is a bare IP packet (IPv4 or IPv6) that
-// starts at bufs[i][offset:]. The bytes before offset are headroom that
-// belongs to the caller: the engine writes outer headers there so that
-// encapsulation never copies the packet.
-//
-// Underlay devices carry the outer packet: IPv4 + UDP + tunnel header +
-// inner frame. A driver whose socket hands out only UDP payloads (the UDP
-// underlay) synthesises the outer IPv4 and UDP headers on Read and consumes
-// them on Write; a driver that speaks Ethernet (AF_XDP) strips and adds the
-// link header itself. The engine therefore handles one packet format.
+// Every packet crossing a Device starts at bufs[i][offset:]. The bytes
+// before offset are headroom that belongs to the caller; a driver that
+// needs a header of its own in front of the packet (the TUN driver's
+// virtio-net header) may write there on Write.
 type Device interface {
 	// Read reads up to len(bufs) packets. Packet i is written to
 	// bufs[i][offset:] and its length stored in sizes[i]. Callers must pass
@@ -28,9 +22,10 @@ type Device interface {
 	// number of packets the device accepted. A driver may skip a packet the
 	// kernel refuses (and count it) and go on with the rest, so n <
 	// len(bufs) with a nil error means n were accepted, not necessarily the
-	// first n; with an error, the packets not accepted were not sent. The caller owns the buffers again as soon as Write returns, and
-	// Write may scribble on the headroom in front of offset (drivers that
-	// add link headers do). Write is safe for concurrent use.
+	// first n; with an error, the packets not accepted were not sent. The
+	// caller owns the buffers again as soon as Write returns, and Write
+	// may scribble on the headroom in front of offset. Write is safe for
+	// concurrent use.
 	Write(bufs [][]byte, offset int) (n int, err error)
 
 	// BatchSize is the largest number of packets Read returns or Write

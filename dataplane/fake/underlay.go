@@ -1,0 +1,203 @@
+package fake
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
+	"github.com/vxdp/vxdp/encap"
+)
+
+var _ packetio.Underlay = (*Underlay)(nil)
+
+// Datagram is a tunnel payload with its metadata, as sent or received.
+type Datagram struct {
+	Payload []byte
+	Meta    packetio.Meta
+}
+
+// Underlay is an in-memory tunnel underlay at one local address. It copies
+// every payload in and out. Alone it keeps what is sent (Sent, WaitSent);
+// attached to a Hub it carries each payload to the underlay at its
+// destination address.
+type Underlay struct {
+	name  string
+	local netip.AddrPort
+	batch int
+	hub   *Hub
+
+	mu     sync.Mutex // protects the fields below
+	cond   *sync.Cond
+	rx     []Datagram // waiting to be received
+	sent   []Datagram // sent, when not attached to a hub
+	closed bool
+}
+
+// NewUnderlay returns an underlay at local that receives at most batch
+// payloads per call.
+func NewUnderlay(name string, local netip.AddrPort, batch int) *Underlay {
+	u := &Underlay{name: name, local: local, batch: batch}
+	u.cond = sync.NewCond(&u.mu)
+	return u
+}
+
+// Inject queues a copy of payload for Receive, as sent by from to the
+// underlay's own port.
+func (u *Underlay) Inject(payload []byte, from netip.AddrPort) {
+	u.InjectTo(payload, from, u.local.Port())
+}
+
+// InjectTo is Inject to another local port (the VTEP port, say).
+func (u *Underlay) InjectTo(payload []byte, from netip.AddrPort, port uint16) {
+	d := Datagram{Payload: append([]byte(nil), payload...), Meta: packetio.Meta{Remote: from, LocalPort: port}}
+	u.mu.Lock()
+	u.rx = append(u.rx, d)
+	u.mu.Unlock()
+	u.cond.Broadcast()
+}
+
+// Receive implements packetio.Underlay.
+func (u *Underlay) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset int) (int, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for len(u.rx) == 0 && !u.closed {
+		u.cond.Wait()
+	}
+	if u.closed {
+		return 0, net.ErrClosed
+	}
+	n := 0
+	for n < len(bufs) && len(u.rx) > 0 {
+		d := u.rx[0]
+		if offset+len(d.Payload) > len(bufs[n]) {
+			return n, fmt.Errorf("fake %s: payload of %d bytes does not fit buffer", u.name, len(d.Payload))
+		}
+		sizes[n] = copy(bufs[n][offset:], d.Payload)
+		meta[n] = d.Meta
+		u.rx = u.rx[1:]
+		n++
+	}
+	return n, nil
+}
+
+// Send implements packetio.Underlay.
+func (u *Underlay) Send(bufs [][]byte, meta []packetio.Meta, offset int) (int, error) {
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		return 0, net.ErrClosed
+	}
+	hub := u.hub
+	if hub == nil {
+		for i, b := range bufs {
+			u.sent = append(u.sent, Datagram{Payload: append([]byte(nil), b[offset:]...), Meta: meta[i]})
+		}
+		u.mu.Unlock()
+		return len(bufs), nil
+	}
+	u.mu.Unlock()
+	for i, b := range bufs {
+		from := netip.AddrPortFrom(u.local.Addr(), u.SourcePort(meta[i].Flow))
+		hub.carry(from, meta[i].Remote, b[offset:])
+	}
+	return len(bufs), nil
+}
+
+// SourcePort implements packetio.Underlay: the whole dynamic range, as a
+// driver that writes its own headers uses it.
+func (u *Underlay) SourcePort(flow uint32) uint16 { return encap.SourcePort(flow) }
+
+// SourcePorts implements packetio.Underlay.
+func (u *Underlay) SourcePorts() packetio.SourcePorts {
+	return packetio.SourcePorts{Count: encap.SourcePortMax - encap.SourcePortMin + 1, Min: encap.SourcePortMin, Max: encap.SourcePortMax}
+}
+
+// BatchSize implements packetio.Underlay.
+func (u *Underlay) BatchSize() int { return u.batch }
+
+// Name implements packetio.Underlay.
+func (u *Underlay) Name() string { return u.name }
+
+// Close implements packetio.Underlay.
+func (u *Underlay) Close() error {
+	u.mu.Lock()
+	u.closed = true
+	u.mu.Unlock()
+	u.cond.Broadcast()
+	return nil
+}
+
+// Closed reports whether Close was called.
+func (u *Underlay) Closed() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.closed
+}
+
+// Sent returns and forgets what was sent so far.
+func (u *Underlay) Sent() []Datagram {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	s := u.sent
+	u.sent = nil
+	return s
+}
+
+// WaitSent waits until at least n payloads were sent or timeout passes,
+// then returns and forgets them.
+func (u *Underlay) WaitSent(n int, timeout time.Duration) []Datagram {
+	deadline := time.Now().Add(timeout)
+	u.mu.Lock()
+	for len(u.sent) < n && time.Now().Before(deadline) {
+		u.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		u.mu.Lock()
+	}
+	s := u.sent
+	u.sent = nil
+	u.mu.Unlock()
+	return s
+}
+
+// Hub is an in-memory underlay network: a payload sent by an attached
+// underlay arrives at the underlay attached at its destination address.
+type Hub struct {
+	mu    sync.Mutex // protects ports and lost
+	ports map[netip.Addr]*Underlay
+	lost  []Datagram
+}
+
+// NewHub returns an empty hub.
+func NewHub() *Hub { return &Hub{ports: make(map[netip.Addr]*Underlay)} }
+
+// Attach connects a new underlay at local.
+func (h *Hub) Attach(local netip.AddrPort, name string, batch int) *Underlay {
+	u := NewUnderlay(name, local, batch)
+	u.hub = h
+	h.mu.Lock()
+	h.ports[local.Addr()] = u
+	h.mu.Unlock()
+	return u
+}
+
+func (h *Hub) carry(from, to netip.AddrPort, payload []byte) {
+	h.mu.Lock()
+	u := h.ports[to.Addr()]
+	if u == nil {
+		h.lost = append(h.lost, Datagram{Payload: append([]byte(nil), payload...), Meta: packetio.Meta{Remote: to}})
+	}
+	h.mu.Unlock()
+	if u != nil {
+		u.InjectTo(payload, from, to.Port())
+	}
+}
+
+// Lost returns payloads whose destination had no underlay.
+func (h *Hub) Lost() []Datagram {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lost
+}

@@ -1,0 +1,76 @@
+package packetio
+
+import "net/netip"
+
+// Underlay carries tunnel payloads between this node and remote tunnel
+// endpoints, the way wireguard-go's conn.Bind carries WireGuard messages. A
+// payload starts at the VXLAN or Geneve header and runs to the end of the
+// inner frame; the outer IP and UDP headers are the driver's business, so
+// the engine handles one format whatever the underlay's address family. A
+// UDP-socket driver lets the kernel build and strip them; a driver that
+// sends frames itself (AF_XDP) writes and parses Ethernet, IP and UDP.
+//
+// Underlays come in queues: a driver with several (RX queues, sockets
+// sharing a port) hands out one Underlay per queue, each read by one
+// worker; Send on any of them may carry any flow.
+type Underlay interface {
+	// Receive reads up to len(bufs) payloads. Payload i is written to
+	// bufs[i][offset:], its length stored in sizes[i] and where it came
+	// from in meta[i] (Remote: the sender's address and port; LocalPort:
+	// the port it arrived on). Callers pass len(sizes) >= len(bufs) and
+	// len(meta) >= len(bufs). Receive blocks until at least one payload is
+	// there or the underlay is closed. A payload that does not fit its
+	// buffer is dropped and counted by the driver, never truncated. The
+	// caller owns the buffers: the driver keeps no reference after
+	// Receive returns. Not safe for concurrent use with itself.
+	Receive(bufs [][]byte, sizes []int, meta []Meta, offset int) (n int, err error)
+
+	// Send sends each bufs[i][offset:] to meta[i].Remote, from the source
+	// port the driver picks for meta[i].Flow. It returns how many payloads
+	// the driver accepted; a payload the kernel refuses is skipped and
+	// counted (TXErrors) and the others still go, so n < len(bufs) with a
+	// nil error means n were accepted, not necessarily the first n. The
+	// error is non-nil only when the underlay is closed (net.ErrClosed) or
+	// gone (ErrDeviceGone). The caller owns the buffers again when Send
+	// returns; Send does not touch the bytes before offset. Safe for
+	// concurrent use.
+	Send(bufs [][]byte, meta []Meta, offset int) (n int, err error)
+
+	// BatchSize is the most payloads one Receive returns, and the batch
+	// size Send handles in one system call.
+	BatchSize() int
+
+	// SourcePort is the outer UDP source port Send uses for flow hash
+	// flow; SourcePorts describes all of them.
+	SourcePort(flow uint32) uint16
+	SourcePorts() SourcePorts
+
+	// Name names the queue in counters, logs and errors.
+	Name() string
+
+	// Close releases the queue. A Receive blocked in another goroutine
+	// returns net.ErrClosed (wrapped or not) soon after.
+	Close() error
+}
+
+// Meta is what travels with a tunnel payload besides its bytes.
+type Meta struct {
+	// Remote is the other tunnel endpoint: the sender of a received
+	// payload, the destination of a sent one.
+	Remote netip.AddrPort
+	// LocalPort is the local UDP port a payload arrived on (the tunnel
+	// port, or the VTEP port where the two differ). Ignored by Send.
+	LocalPort uint16
+	// Flow is the hash of the inner flow of a payload to send. Payloads
+	// of one flow leave from one source port, so the fabric's ECMP and the
+	// receiver's RSS keep them on one path, in order. Ignored by Receive.
+	Flow uint32
+}
+
+// SourcePorts describes the outer source ports of an underlay: Count
+// distinct ports, all within [Min, Max]. A flow's port is fixed for the
+// life of the underlay.
+type SourcePorts struct {
+	Count    int
+	Min, Max uint16
+}
