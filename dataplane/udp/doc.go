@@ -1,23 +1,21 @@
-// Package udp is the UDP-socket underlay behind packetio.Device. It works
-// on any interface, with no XDP or driver support.
+// Package udp is the UDP-socket underlay: a packetio.Underlay on plain
+// UDP sockets, which works on any interface, with no XDP or driver
+// support. The kernel builds and strips the outer IP and UDP headers; the
+// driver moves tunnel payloads (VXLAN or Geneve header and inner frame).
 //
-// The engine speaks whole outer IPv4 packets (IPv4 + UDP + tunnel header +
-// inner frame), while a UDP socket hands out and takes only payloads. The
-// driver bridges that:
-//
-//   - Receive: a UDP socket bound to node-ip:tunnel-port reads datagrams in
-//     batches with recvmmsg(2). Each payload lands at
-//     bufs[i][offset+HeaderLen:], and the driver writes an IPv4 and a UDP
-//     header in front of it at bufs[i][offset:], as if the packet had been
-//     captured off the wire: source = the sender's address and port,
-//     destination = the local ones, TTL 64, a valid IPv4 header checksum and
-//     UDP checksum 0 (the kernel has verified the real one already).
-//   - Send: a raw IPPROTO_RAW socket (which implies IP_HDRINCL) sends each
-//     bufs[i][offset:] as the complete IPv4 packet the engine built, with
-//     sendmmsg(2), to the packet's own destination address. The kernel fills
-//     in the IPv4 checksum, total length and, when zero, the ID. The UDP
-//     source port is whatever the engine wrote, which is how it spreads
-//     flows across the receiver's queues.
+//   - Receive: sockets bound to node-ip:tunnel-port (several sharing the
+//     port with SO_REUSEPORT, the kernel spreading flows over them, a
+//     worker each) and, where VTEPs need it, node-ip:8472. Datagrams arrive
+//     in batches with recvmmsg(2), or coalesced with UDP_GRO and cut apart
+//     again; the sender's address and the local port come with each.
+//   - Send: a pool of UDP sockets, one per source port, bound to
+//     node-ip:port for ports spread over 49152-65535 (RFC 7348's dynamic
+//     range). A payload leaves from the socket its flow hash picks, so one
+//     flow keeps one source port and a fabric's ECMP hashing sees as many
+//     distinct ports as the pool has sockets (Config.SourcePorts, 64 by
+//     default; SourcePorts reports them). Payloads of one socket go out in
+//     one sendmmsg(2); runs of equal-sized payloads to one destination leave
+//     as one UDP_SEGMENT (GSO) message, which the kernel or NIC cuts.
 //
 // IPv4 only for now.
 package udp

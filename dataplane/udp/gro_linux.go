@@ -5,14 +5,16 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
 )
 
 // Receiving with UDP_GRO: the kernel hands over runs of datagrams of one
 // flow as one buffer (and a sender's UDP_SEGMENT run arrives whole over a
-// virtual link), with the segment size in a control message. Read cuts
-// them apart again into single datagrams, each behind its synthesised
-// headers, so the engine sees what it always sees; what does not fit in
-// one Read waits in the scratch buffers for the next.
+// virtual link), with the segment size in a control message. Receive cuts
+// them apart again into single payloads, so the engine sees what it always
+// sees; what does not fit in one Receive waits in the scratch buffers for
+// the next.
 
 const (
 	udpGRO    = 104 // UDP_GRO
@@ -31,7 +33,7 @@ type groState struct {
 	errno unix.Errno
 }
 
-func (d *Device) openGRO(fd int) error {
+func (q *Queue) openGRO(fd int) error {
 	if err := setsockoptInt(fd, solUDP, udpGRO, 1); err != nil {
 		return fmt.Errorf("UDP_GRO: %w", err)
 	}
@@ -42,22 +44,22 @@ func (d *Device) openGRO(fd int) error {
 		// big GRO; truncation would lose the whole run.
 		g.bufs[i] = make([]byte, groBufLen)
 	}
-	d.gro = g
-	d.groFn = d.recvGRO
+	q.gro = g
+	q.groFn = q.recvGRO
 	return nil
 }
 
-// readGRO is Read for a device with UDP_GRO.
-func (d *Device) readGRO(bufs [][]byte, sizes []int, offset int) (int, error) {
-	g := d.gro
+// receiveGRO is Receive for a queue with UDP_GRO.
+func (q *Queue) receiveGRO(bufs [][]byte, sizes []int, meta []packetio.Meta, offset int) (int, error) {
+	g := q.gro
 	out := 0
 	for {
-		out = d.emitGRO(bufs, sizes, offset, out)
+		out = q.emitGRO(bufs, sizes, meta, offset, out)
 		if out == len(bufs) {
 			return out, nil
 		}
-		if d.closed.Load() {
-			return 0, d.closedErr("read")
+		if q.closed.Load() {
+			return 0, q.closedErr("receive")
 		}
 		for i := range g.bufs {
 			g.rx.set(i, g.bufs[i])
@@ -66,15 +68,15 @@ func (d *Device) readGRO(bufs [][]byte, sizes []int, offset int) (int, error) {
 			h.SetControllen(len(g.oob[i]))
 		}
 		g.block, g.n, g.cur, g.off, g.errno = out == 0, 0, 0, 0, 0
-		err := d.rxRaw.Read(d.groFn)
+		err := q.raw.Read(q.groFn)
 		if err != nil {
-			if d.closed.Load() {
-				return 0, d.closedErr("read")
+			if q.closed.Load() {
+				return 0, q.closedErr("receive")
 			}
-			return out, fmt.Errorf("read %s: %w", d.name, err)
+			return out, fmt.Errorf("receive %s: %w", q.name, err)
 		}
 		if g.errno != 0 {
-			return out, fmt.Errorf("read %s: recvmmsg: %w", d.name, g.errno)
+			return out, fmt.Errorf("receive %s: recvmmsg: %w", q.name, g.errno)
 		}
 		if g.n == 0 {
 			return out, nil // nothing more queued; out > 0 here
@@ -82,8 +84,8 @@ func (d *Device) readGRO(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 }
 
-func (d *Device) recvGRO(fd uintptr) bool {
-	g := d.gro
+func (q *Queue) recvGRO(fd uintptr) bool {
+	g := q.gro
 	for {
 		n, errno := recvmmsg(fd, g.rx.hdrs[:groMsgs])
 		switch errno {
@@ -103,21 +105,21 @@ func (d *Device) recvGRO(fd uintptr) bool {
 
 // emitGRO hands out the received datagrams, cut at their segment size,
 // into bufs from index out on, and returns the new count.
-func (d *Device) emitGRO(bufs [][]byte, sizes []int, offset, out int) int {
-	g := d.gro
+func (q *Queue) emitGRO(bufs [][]byte, sizes []int, meta []packetio.Meta, offset, out int) int {
+	g := q.gro
 	for g.cur < g.n && out < len(bufs) {
 		h := &g.rx.hdrs[g.cur]
 		total := int(h.Len)
 		if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
-			d.rxDropped.Add(1)
+			q.rxDropped.Add(1)
 			g.cur, g.off = g.cur+1, 0
 			continue
 		}
+		m := packetio.Meta{Remote: addrPort(&g.rx.addrs[g.cur]), LocalPort: q.local.Port()}
 		if total == 0 {
-			// An empty datagram is handed out too (just the synthesised
-			// headers), so the engine counts it like any other bad one.
-			d.writeHeaders(bufs[out][offset:], &g.rx.addrs[g.cur], 0)
-			sizes[out] = HeaderLen
+			// An empty datagram is handed out too, so the engine counts
+			// it like any other bad one.
+			sizes[out], meta[out] = 0, m
 			out++
 			g.cur, g.off = g.cur+1, 0
 			continue
@@ -127,23 +129,19 @@ func (d *Device) emitGRO(bufs [][]byte, sizes []int, offset, out int) int {
 			seg = total
 		}
 		if g.off == 0 && seg < total {
-			d.groRuns.Add(1)
-			if t := uint64(total); t > d.groMax.Load() {
-				d.groMax.Store(t) // one reader at a time (rmu)
+			q.groRuns.Add(1)
+			if t := uint64(total); t > q.groMax.Load() {
+				q.groMax.Store(t) // one receiver at a time (rmu)
 			}
 		}
 		for g.off < total && out < len(bufs) {
-			n := seg
-			if g.off+n > total {
-				n = total - g.off
-			}
-			dst := bufs[out][offset+HeaderLen:]
+			n := min(seg, total-g.off)
+			dst := bufs[out][offset:]
 			if len(dst) < n {
-				d.rxDropped.Add(1)
+				q.rxDropped.Add(1)
 			} else {
-				copy(dst, g.bufs[g.cur][g.off:g.off+n])
-				d.writeHeaders(bufs[out][offset:], &g.rx.addrs[g.cur], n)
-				sizes[out] = HeaderLen + n
+				sizes[out] = copy(dst, g.bufs[g.cur][g.off:g.off+n])
+				meta[out] = m
 				out++
 			}
 			g.off += n

@@ -12,44 +12,73 @@ import (
 	"syscall"
 	"unsafe"
 
-	"github.com/vxdp/vxdp/dataplane/packetio"
 	"golang.org/x/sys/unix"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
 )
 
 const (
-	// HeaderLen is the room Read needs in front of each datagram for the
-	// synthesised IPv4 (20) and UDP (8) headers.
-	HeaderLen = 28
-
 	// batchSize is the number of messages per recvmmsg/sendmmsg.
 	batchSize = 64
 
 	// sockBuf is the socket buffer size asked for in each direction. Large
 	// buffers absorb the bursts between two batches of the worker.
 	sockBuf = 4 << 20
+
+	// DefaultSourcePorts is the size of the send pool when Config says 0.
+	DefaultSourcePorts = 64
+	// MaxSourcePorts bounds the pool: each port is a socket.
+	MaxSourcePorts = 1024
 )
 
-// Device is a UDP underlay endpoint: one UDP socket that receives, one raw
-// socket that sends. Read is meant for one goroutine at a time (a mutex
-// makes concurrent calls safe, but they serialise); Write is safe for
-// concurrent use.
-type Device struct {
-	local     netip.AddrPort
-	localIP   [4]byte
-	localPort uint16
-	name      string
+// Config says what to open.
+type Config struct {
+	// Addr is the node's own address: every socket binds to it.
+	Addr netip.Addr
+	// Port is the tunnel port (0 picks a free one, for tests).
+	Port uint16
+	// Sockets is the number of receive sockets sharing Port
+	// (SO_REUSEPORT), each a queue read by its own worker; 0 means 1.
+	Sockets int
+	// ExtraPorts are further ports received on, one socket each (the VTEP
+	// port where it differs from the tunnel port).
+	ExtraPorts []uint16
+	// SourcePorts is the number of send sockets, one source port each;
+	// 0 means DefaultSourcePorts.
+	SourcePorts int
+	// GSO sends runs of equal-sized payloads with UDP_SEGMENT.
+	GSO bool
+	// GRO receives with UDP_GRO: runs of datagrams arrive coalesced and
+	// Receive cuts them apart.
+	GRO bool
+}
 
-	rxFile *os.File
-	rxRaw  syscall.RawConn
-	txFile *os.File
-	txRaw  syscall.RawConn
+// Underlay is the node's UDP underlay: its receive queues and the send
+// pool they share. The queues are closed one by one (each is a
+// packetio.Underlay the engine owns); the pool goes with the last one.
+type Underlay struct {
+	queues []*Queue
+	pool   *pool
+	open   atomic.Int32 // queues not yet closed
+}
+
+// Queue is one receive socket with the shared send pool behind it: a
+// packetio.Underlay. Receive is meant for one goroutine at a time (a mutex
+// makes concurrent calls safe, but they serialise); Send is safe for
+// concurrent use.
+type Queue struct {
+	u      *Underlay
+	local  netip.AddrPort
+	name   string
+	file   *os.File
+	raw    syscall.RawConn
 	closed atomic.Bool
 
 	txErrors  atomic.Uint64
 	rxDropped atomic.Uint64
 
-	// Receive state. It lives here, and rxFn is bound once, so that a Read
-	// allocates nothing.
+	// Receive state. It lives here, and rxFn is bound once, so that a
+	// Receive allocates nothing.
 	rmu    sync.Mutex
 	rx     mmsgBatch
 	rxWant int
@@ -57,226 +86,222 @@ type Device struct {
 	rxErr  unix.Errno
 	rxFn   func(fd uintptr) bool
 
-	// Offloads: why one is off (set at start, or for GSO also at run time
-	// under tmu), and what went through them.
-	groOff, gsoOff string
-	groRuns        atomic.Uint64 // receives that held more than one datagram
-	groMax         atomic.Uint64
-	gsoRuns        atomic.Uint64 // sends of more than one datagram
-	gsoMax         atomic.Uint64
-	offMu          sync.Mutex // guards gsoOff for Offloads while Write may set it
-
-	// Send state. One mutex guards it: concurrent writers take turns on
-	// the one set of arrays. That keeps Write allocation-free without a
-	// pool; per-writer arrays are the next step if writers contend.
-	tmu    sync.Mutex
-	tx     mmsgBatch
-	txNext int
-	txEnd  int
-	txSent int
-	txFn   func(fd uintptr) bool
-
-	gso   *gsoState // send pool with segmentation offload, when opened with it
-	gro   *groState // receive state with UDP_GRO, when opened with it
-	groFn func(fd uintptr) bool
+	groOff string    // why UDP_GRO is off ("" when on)
+	gro    *groState // receive state with UDP_GRO
+	groFn  func(fd uintptr) bool
+	// groRuns counts receives that held more than one datagram, groMax
+	// the largest.
+	groRuns, groMax atomic.Uint64
 }
 
-var _ packetio.Device = (*Device)(nil)
+var _ packetio.Underlay = (*Queue)(nil)
 
-// Listen opens the underlay on local (the node IP and the tunnel port, e.g.
-// 10.169.72.233:8472) in the network namespace of the calling thread. Port 0
-// picks a free port; see LocalAddr. The address must be a specific IPv4
-// address: it becomes the destination of every synthesised header.
-func Listen(local netip.AddrPort) (*Device, error) { return ListenWith(local, Options{}) }
-
-// ListenWith is Listen with options.
-func ListenWith(local netip.AddrPort, o Options) (*Device, error) {
-	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
-	fail := func(err error) error { return fmt.Errorf("listen udp %s: %w", local, err) }
-	switch a := local.Addr(); {
-	case !a.IsValid():
+// Open binds the underlay's sockets in the network namespace of the
+// calling thread. Errors name the address and the cause (port in use, not
+// an address of this namespace, ...); on error nothing stays open.
+func Open(c Config) (_ *Underlay, err error) {
+	addr := c.Addr.Unmap()
+	fail := func(err error) error { return fmt.Errorf("udp underlay on %s: %w", netip.AddrPortFrom(addr, c.Port), err) }
+	switch {
+	case !addr.IsValid():
 		return nil, fail(errors.New("no address"))
-	case a.Is6():
+	case addr.Is6():
 		return nil, fail(errors.New("IPv6 underlay not supported yet"))
-	case a.IsUnspecified():
+	case addr.IsUnspecified():
 		return nil, fail(errors.New("needs the node's own address, not the unspecified one"))
 	}
-
-	d := &Device{}
-	rxfd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
-	if err != nil {
-		return nil, fail(fmt.Errorf("udp socket: %w", err))
+	n := max(c.Sockets, 1)
+	srcPorts := c.SourcePorts
+	if srcPorts == 0 {
+		srcPorts = DefaultSourcePorts
 	}
-	d.rxFile = os.NewFile(uintptr(rxfd), "udp")
-	ok := false
+	if srcPorts < 1 || srcPorts > MaxSourcePorts {
+		return nil, fail(fmt.Errorf("%d source ports: want 1 to %d", srcPorts, MaxSourcePorts))
+	}
+	u := &Underlay{}
 	defer func() {
-		if !ok {
-			d.rxFile.Close()
-			if d.txFile != nil {
-				d.txFile.Close()
-			}
+		if err != nil {
+			u.teardown()
 		}
 	}()
-	if err := setBuffer(rxfd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF); err != nil {
-		return nil, fail(err)
+	port := c.Port
+	for i := range n {
+		q, err := u.listen(netip.AddrPortFrom(addr, port), n > 1, i, c.GRO)
+		if err != nil {
+			return nil, fail(err)
+		}
+		port = q.local.Port() // a port picked by the kernel is shared too
 	}
-	if o.ReusePort {
-		if err := unix.SetsockoptInt(rxfd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
-			return nil, fail(fmt.Errorf("SO_REUSEPORT: %w", err))
+	for _, p := range c.ExtraPorts {
+		if _, err := u.listen(netip.AddrPortFrom(addr, p), false, 0, c.GRO); err != nil {
+			return nil, fail(err)
 		}
 	}
-	if err := unix.Bind(rxfd, &unix.SockaddrInet4{Port: int(local.Port()), Addr: local.Addr().As4()}); err != nil {
-		switch {
-		case errors.Is(err, unix.EADDRINUSE):
-			return nil, fail(fmt.Errorf("port already in use: %w", err))
-		case errors.Is(err, unix.EADDRNOTAVAIL):
-			return nil, fail(fmt.Errorf("not an address of this network namespace: %w", err))
-		}
-		return nil, fail(fmt.Errorf("bind: %w", err))
-	}
-	sa, err := unix.Getsockname(rxfd)
-	if err != nil {
-		return nil, fail(fmt.Errorf("getsockname: %w", err))
-	}
-	bound, isV4 := sa.(*unix.SockaddrInet4)
-	if !isV4 {
-		return nil, fail(fmt.Errorf("socket bound to unexpected address %T", sa))
-	}
-	local = netip.AddrPortFrom(netip.AddrFrom4(bound.Addr), uint16(bound.Port))
-
-	// IPPROTO_RAW means IP_HDRINCL: the engine's header goes out as built.
-	txfd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
-	if err != nil {
-		return nil, fail(fmt.Errorf("raw socket (needs CAP_NET_RAW): %w", err))
-	}
-	d.txFile = os.NewFile(uintptr(txfd), "raw")
-	if err := setBuffer(txfd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF); err != nil {
+	if u.pool, err = openPool(addr, srcPorts, c.GSO); err != nil {
 		return nil, fail(err)
 	}
-	if err := dropAllInput(txfd); err != nil {
-		return nil, fail(err)
-	}
-
-	if d.rxRaw, err = d.rxFile.SyscallConn(); err != nil {
-		return nil, fail(err)
-	}
-	if d.txRaw, err = d.txFile.SyscallConn(); err != nil {
-		return nil, fail(err)
-	}
-	d.local = local
-	d.localIP = local.Addr().As4()
-	d.localPort = local.Port()
-	d.name = "udp:" + local.String()
-	if o.Instance > 0 {
-		d.name += "#" + strconv.Itoa(o.Instance)
-	}
-	d.rx.init()
-	d.tx.init()
-	d.rxFn = d.recvBatch
-	d.txFn = d.sendBatch
-	// A kernel that refuses an offload is not fatal: the device falls
-	// back to single datagrams and Offloads says why.
-	if o.GRO {
-		if err := d.openGRO(rxfd); err != nil {
-			d.groOff = err.Error()
-		}
-	} else {
-		d.groOff = "not requested"
-	}
-	if o.GSO {
-		if err := d.openGSO(d.localIP); err != nil {
-			d.closeGSO()
-			d.gso = nil
-			d.gsoOff = err.Error()
-		}
-	} else {
-		d.gsoOff = "not requested"
-	}
-	ok = true
-	return d, nil
+	u.open.Store(int32(len(u.queues)))
+	return u, nil
 }
 
-// setBuffer asks for sockBuf bytes. The FORCE variant ignores the
+// listen opens one receive socket.
+func (u *Underlay) listen(local netip.AddrPort, reuse bool, instance int, gro bool) (*Queue, error) {
+	q := &Queue{u: u}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, fmt.Errorf("udp socket: %w", err)
+	}
+	q.file = os.NewFile(uintptr(fd), "udp")
+	if err := q.setup(fd, local, reuse); err != nil {
+		q.file.Close()
+		return nil, err
+	}
+	if q.raw, err = q.file.SyscallConn(); err != nil {
+		q.file.Close()
+		return nil, err
+	}
+	q.name = "udp:" + q.local.String()
+	if instance > 0 {
+		q.name += "#" + strconv.Itoa(instance)
+	}
+	q.rx.init()
+	q.rxFn = q.recvBatch
+	// A kernel that refuses GRO is not fatal: the queue receives single
+	// datagrams and Offloads says why.
+	q.groOff = "not requested"
+	if gro {
+		q.groOff = ""
+		if err := q.openGRO(fd); err != nil {
+			q.groOff = err.Error()
+		}
+	}
+	u.queues = append(u.queues, q)
+	return q, nil
+}
+
+func (q *Queue) setup(fd int, local netip.AddrPort, reuse bool) error {
+	if err := setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, sockBuf); err != nil {
+		return err
+	}
+	if reuse {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+			return fmt.Errorf("SO_REUSEPORT: %w", err)
+		}
+	}
+	if err := bind(fd, local); err != nil {
+		return err
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return fmt.Errorf("getsockname: %w", err)
+	}
+	bound, ok := sa.(*unix.SockaddrInet4)
+	if !ok {
+		return fmt.Errorf("socket bound to unexpected address %T", sa)
+	}
+	q.local = netip.AddrPortFrom(netip.AddrFrom4(bound.Addr), uint16(bound.Port))
+	return nil
+}
+
+// bind binds fd to local, naming the usual causes of failure.
+func bind(fd int, local netip.AddrPort) error {
+	err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(local.Port()), Addr: local.Addr().As4()})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EADDRINUSE):
+		return fmt.Errorf("bind %s: port already in use: %w", local, err)
+	case errors.Is(err, unix.EADDRNOTAVAIL):
+		return fmt.Errorf("bind %s: not an address of this network namespace: %w", local, err)
+	}
+	return fmt.Errorf("bind %s: %w", local, err)
+}
+
+// setBuffer asks for size bytes. The FORCE variant ignores the
 // net.core.[rw]mem_max cap but needs CAP_NET_ADMIN; without it the plain
 // option still gets as much as the cap allows.
-func setBuffer(fd, force, plain int) error {
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, sockBuf) == nil {
+func setBuffer(fd, force, plain, size int) error {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, size) == nil {
 		return nil
 	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, sockBuf); err != nil {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, size); err != nil {
 		return fmt.Errorf("socket buffer: %w", err)
 	}
 	return nil
 }
 
-// dropAllInput attaches a filter that rejects every packet. A raw
-// IPPROTO_RAW socket is send-only in practice, but the kernel would still
-// queue any packet of IP protocol 255 to it, and nobody reads this socket.
-func dropAllInput(fd int) error {
-	filter := [1]unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
-	prog := unix.SockFprog{Len: 1, Filter: &filter[0]}
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
-		return fmt.Errorf("attach drop filter: %w", err)
+// Queues returns the receive queues: the tunnel port's sockets first, then
+// one per extra port.
+func (u *Underlay) Queues() []*Queue { return u.queues }
+
+// SourcePorts describes the send pool.
+func (u *Underlay) SourcePorts() packetio.SourcePorts { return u.pool.ports }
+
+// Close closes every queue, and with the last one the send pool.
+func (u *Underlay) Close() error {
+	var errs []error
+	for _, q := range u.queues {
+		errs = append(errs, q.Close())
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// Read receives up to min(len(bufs), BatchSize()) datagrams in one
-// recvmmsg. It blocks until at least one is queued.
+// teardown undoes a failed Open.
+func (u *Underlay) teardown() {
+	for _, q := range u.queues {
+		q.file.Close()
+	}
+	if u.pool != nil {
+		u.pool.close()
+	}
+}
+
+// Receive receives up to min(len(bufs), BatchSize()) payloads in one
+// recvmmsg (or from one UDP_GRO batch). It blocks until at least one is
+// queued. Payload i lands at bufs[i][offset:]; a datagram that does not
+// fit is dropped and counted (RXDropped), never returned truncated.
 //
-// Datagram i is received into bufs[i][offset+HeaderLen:], then IPv4 and UDP
-// headers are written at bufs[i][offset:offset+HeaderLen] and sizes[i] is
-// set to HeaderLen + the datagram length: bufs[i][offset:offset+sizes[i]]
-// is the outer packet as it came off the wire. Hence offset >= 0 and
-// len(bufs[i]) must exceed offset+HeaderLen by at least the largest
-// datagram expected (underlay MTU - 28). A datagram that does not fit is
-// dropped and counted in RXDropped, never returned truncated.
-//
-// After Close, Read returns an error wrapping net.ErrClosed.
-func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+// After Close, Receive returns an error wrapping net.ErrClosed.
+func (q *Queue) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
 	}
-	if len(sizes) < len(bufs) {
-		return 0, fmt.Errorf("read %s: %d sizes for %d buffers", d.name, len(sizes), len(bufs))
-	}
-	if offset < 0 {
-		return 0, fmt.Errorf("read %s: negative offset %d", d.name, offset)
+	if len(sizes) < len(bufs) || len(meta) < len(bufs) {
+		return 0, fmt.Errorf("receive %s: %d sizes and %d meta for %d buffers", q.name, len(sizes), len(meta), len(bufs))
 	}
 	if len(bufs) > batchSize {
 		bufs = bufs[:batchSize]
 	}
 	for i := range bufs {
-		if len(bufs[i]) <= offset+HeaderLen {
-			return 0, fmt.Errorf("read %s: buffer %d has %d bytes, needs more than offset %d + %d", d.name, i, len(bufs[i]), offset, HeaderLen)
+		if offset < 0 || len(bufs[i]) <= offset {
+			return 0, fmt.Errorf("receive %s: buffer %d has %d bytes, needs more than offset %d", q.name, i, len(bufs[i]), offset)
 		}
 	}
-
-	d.rmu.Lock()
-	defer d.rmu.Unlock()
-	if d.gro != nil {
-		return d.readGRO(bufs, sizes, offset)
+	q.rmu.Lock()
+	defer q.rmu.Unlock()
+	if q.gro != nil {
+		return q.receiveGRO(bufs, sizes, meta, offset)
 	}
 	for {
-		if d.closed.Load() {
-			return 0, d.closedErr("read")
+		if q.closed.Load() {
+			return 0, q.closedErr("receive")
 		}
 		for i, b := range bufs {
-			d.rx.set(i, b[offset+HeaderLen:])
+			q.rx.set(i, b[offset:])
 		}
-		d.rxWant, d.rxGot, d.rxErr = len(bufs), 0, 0
-		err := d.rxRaw.Read(d.rxFn)
-		d.rx.release(len(bufs))
+		q.rxWant, q.rxGot, q.rxErr = len(bufs), 0, 0
+		err := q.raw.Read(q.rxFn)
+		q.rx.release(len(bufs))
 		if err != nil {
-			if d.closed.Load() {
-				return 0, d.closedErr("read")
+			if q.closed.Load() {
+				return 0, q.closedErr("receive")
 			}
-			return 0, fmt.Errorf("read %s: %w", d.name, err)
+			return 0, fmt.Errorf("receive %s: %w", q.name, err)
 		}
-		if d.rxErr != 0 {
-			return 0, fmt.Errorf("read %s: recvmmsg: %w", d.name, d.rxErr)
+		if q.rxErr != 0 {
+			return 0, fmt.Errorf("receive %s: recvmmsg: %w", q.name, q.rxErr)
 		}
-		if n := d.finishRead(bufs, sizes, offset); n > 0 {
+		if n := q.finishReceive(bufs, sizes, meta, offset); n > 0 {
 			return n, nil
 		}
 		// Every datagram of this batch was dropped; wait for more rather
@@ -286,203 +311,125 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 
 // recvBatch runs inside the poller callback; returning false parks the
 // goroutine until the socket is readable.
-func (d *Device) recvBatch(fd uintptr) bool {
+func (q *Queue) recvBatch(fd uintptr) bool {
 	for {
-		n, errno := recvmmsg(fd, d.rx.hdrs[:d.rxWant])
+		n, errno := recvmmsg(fd, q.rx.hdrs[:q.rxWant])
 		switch errno {
 		case 0:
-			d.rxGot = n
+			q.rxGot = n
 			return true
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
 			return false
 		default:
-			d.rxErr = errno
+			q.rxErr = errno
 			return true
 		}
 	}
 }
 
-// finishRead writes the headers of the rxGot received datagrams and packs
-// them to the front of bufs when one in the middle had to be dropped.
-func (d *Device) finishRead(bufs [][]byte, sizes []int, offset int) int {
+// finishReceive fills sizes and meta for the rxGot received datagrams and
+// packs them to the front of bufs when one in the middle was dropped.
+func (q *Queue) finishReceive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset int) int {
 	out := 0
-	for i := 0; i < d.rxGot; i++ {
-		h := &d.rx.hdrs[i]
+	for i := 0; i < q.rxGot; i++ {
+		h := &q.rx.hdrs[i]
 		plen := int(h.Len)
-		if h.Hdr.Flags&unix.MSG_TRUNC != 0 || HeaderLen+plen > 0xffff {
-			d.rxDropped.Add(1)
+		if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
+			q.rxDropped.Add(1)
 			continue
 		}
 		if out != i {
 			// Rare: a dropped datagram left a hole. Copy rather than
 			// reorder the caller's buffers, which it may track by index.
-			dst, src := bufs[out][offset+HeaderLen:], bufs[i][offset+HeaderLen:]
-			if len(dst) < plen {
-				d.rxDropped.Add(1)
+			if len(bufs[out])-offset < plen {
+				q.rxDropped.Add(1)
 				continue
 			}
-			copy(dst, src[:plen])
+			copy(bufs[out][offset:], bufs[i][offset:offset+plen])
 		}
-		d.writeHeaders(bufs[out][offset:], &d.rx.addrs[i], plen)
-		sizes[out] = HeaderLen + plen
+		sizes[out] = plen
+		meta[out] = packetio.Meta{Remote: addrPort(&q.rx.addrs[i]), LocalPort: q.local.Port()}
 		out++
 	}
 	return out
 }
 
-// writeHeaders fills b[:HeaderLen] with the IPv4 and UDP headers of a
-// datagram of plen payload bytes from sender to the local address.
-func (d *Device) writeHeaders(b []byte, sender *unix.RawSockaddrInet4, plen int) {
-	b = b[:HeaderLen]
-	total := HeaderLen + plen
-	b[0] = 0x45 // version 4, 5 words of header
-	b[1] = 0
-	b[2], b[3] = byte(total>>8), byte(total)
-	b[4], b[5], b[6], b[7] = 0, 0, 0, 0 // ID, flags, fragment offset
-	b[8] = 64
-	b[9] = unix.IPPROTO_UDP
-	b[10], b[11] = 0, 0
-	copy(b[12:16], sender.Addr[:])
-	copy(b[16:20], d.localIP[:])
-	sum := ipChecksum(b[:20])
-	b[10], b[11] = byte(sum>>8), byte(sum)
-
+// addrPort converts a sockaddr the kernel filled in.
+func addrPort(sa *unix.RawSockaddrInet4) netip.AddrPort {
 	// sin_port is in network byte order in memory, whatever the host's.
-	port := (*[2]byte)(unsafe.Pointer(&sender.Port))
-	b[20], b[21] = port[0], port[1]
-	b[22], b[23] = byte(d.localPort>>8), byte(d.localPort)
-	ulen := 8 + plen
-	b[24], b[25] = byte(ulen>>8), byte(ulen)
-	b[26], b[27] = 0, 0 // no checksum: the kernel checked the real one
+	p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+	return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
 }
 
-// ipChecksum is the Internet checksum of an IPv4 header whose checksum
-// field is zero.
-func ipChecksum(h []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(h); i += 2 {
-		sum += uint32(h[i])<<8 | uint32(h[i+1])
+// Send sends every bufs[i][offset:] to meta[i].Remote through the pool
+// socket of meta[i].Flow. A payload the kernel refuses (EMSGSIZE above the
+// route MTU, ENETUNREACH, EPERM from a firewall, ENOBUFS, ...) is skipped
+// and counted in TXErrors; the rest still go out. Send waits in the poller
+// while a socket buffer is full, and returns an error only when the
+// underlay is closed.
+func (q *Queue) Send(bufs [][]byte, meta []packetio.Meta, offset int) (int, error) {
+	if q.closed.Load() {
+		return 0, q.closedErr("send")
 	}
-	sum = sum&0xffff + sum>>16
-	sum = sum&0xffff + sum>>16
-	return ^uint16(sum)
+	n, err := q.u.pool.send(q, bufs, meta, offset)
+	if err != nil && q.closed.Load() {
+		return n, q.closedErr("send")
+	}
+	return n, err
 }
 
-// Write sends every bufs[i][offset:], each a complete IPv4 packet, in
-// batches of up to BatchSize() per sendmmsg, to the destination in its
-// header. It waits in the poller while the socket buffer is full.
-//
-// A packet that is malformed (shorter than an IPv4 header, not IPv4) or that
-// the kernel refuses (EMSGSIZE above the route MTU, ENETUNREACH,
-// EHOSTUNREACH, EPERM from a firewall, ENOBUFS, ...) is skipped and counted
-// in TXErrors; the rest of the batch still goes out. Write returns how many
-// packets the kernel accepted, and an error only when the device is closed.
-func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
-	if d.closed.Load() {
-		return 0, d.closedErr("write")
+// SourcePort is the source port Send uses for flow.
+func (q *Queue) SourcePort(flow uint32) uint16 { return q.u.pool.sockFor(flow).port }
+
+// SourcePorts describes the send pool.
+func (q *Queue) SourcePorts() packetio.SourcePorts { return q.u.pool.ports }
+
+// Offloads reports udp-gso and udp-gro: whether each is in use, why not,
+// and how many multi-datagram sends (over the whole pool) and receives (on
+// this queue) went through it.
+func (q *Queue) Offloads() []packetio.Offload {
+	return []packetio.Offload{
+		q.u.pool.offload(),
+		{Name: "udp-gro", Active: q.groOff == "", Reason: q.groOff, Count: q.groRuns.Load(), Largest: q.groMax.Load()},
 	}
-	d.tmu.Lock()
-	defer d.tmu.Unlock()
-	if d.gso != nil && d.gsoOff == "" {
-		return d.writeGSO(bufs, offset)
-	}
-	return d.writeRaw(bufs, offset)
 }
 
-// writeRaw sends through the raw socket with sendmmsg. Caller holds tmu.
-func (d *Device) writeRaw(bufs [][]byte, offset int) (int, error) {
-	accepted := 0
-	for i := 0; i < len(bufs); {
-		m := 0
-		for ; i < len(bufs) && m < batchSize; i++ {
-			if offset < 0 || offset >= len(bufs[i]) {
-				d.txErrors.Add(1)
-				continue
-			}
-			p := bufs[i][offset:]
-			if len(p) < 20 || p[0]>>4 != 4 {
-				d.txErrors.Add(1)
-				continue
-			}
-			a := &d.tx.addrs[m]
-			a.Family = unix.AF_INET
-			a.Port = 0
-			copy(a.Addr[:], p[16:20])
-			d.tx.set(m, p)
-			m++
-		}
-		if m == 0 {
-			continue
-		}
-		d.txNext, d.txEnd, d.txSent = 0, m, 0
-		err := d.txRaw.Write(d.txFn)
-		d.tx.release(m)
-		accepted += d.txSent
-		if err != nil {
-			if d.closed.Load() {
-				return accepted, d.closedErr("write")
-			}
-			return accepted, fmt.Errorf("write %s: %w", d.name, err)
-		}
-	}
-	return accepted, nil
-}
+// BatchSize is the most datagrams one Receive returns and one sendmmsg
+// takes.
+func (q *Queue) BatchSize() int { return batchSize }
 
-// sendBatch runs inside the poller callback; returning false parks the
-// goroutine until the socket is writable again.
-func (d *Device) sendBatch(fd uintptr) bool {
-	for d.txNext < d.txEnd {
-		n, errno := sendmmsg(fd, d.tx.hdrs[d.txNext:d.txEnd])
-		switch {
-		case errno == unix.EAGAIN:
-			return false
-		case errno == unix.EINTR:
-			continue
-		case errno != 0 || n <= 0:
-			// The first message of the slice was refused: skip it.
-			d.txErrors.Add(1)
-			d.txNext++
-		default:
-			d.txNext += n
-			d.txSent += n
-		}
-	}
-	return true
-}
+// Name is "udp:" followed by the local address and port, and "#N" for the
+// second and later sockets sharing a port.
+func (q *Queue) Name() string { return q.name }
 
-// BatchSize is the most datagrams one Read returns and one sendmmsg takes.
-func (d *Device) BatchSize() int { return batchSize }
+// LocalAddr is the address and port the queue receives on.
+func (q *Queue) LocalAddr() netip.AddrPort { return q.local }
 
-// Name is "udp:" followed by the local address and port.
-func (d *Device) Name() string { return d.name }
+// TXErrors counts payloads Send skipped: refused by the kernel.
+func (q *Queue) TXErrors() uint64 { return q.txErrors.Load() }
 
-// LocalAddr is the address and port the device receives on.
-func (d *Device) LocalAddr() netip.AddrPort { return d.local }
+// RXDropped counts datagrams Receive discarded because they did not fit.
+func (q *Queue) RXDropped() uint64 { return q.rxDropped.Load() }
 
-// TXErrors counts packets Write skipped: malformed, or refused by the
-// kernel.
-func (d *Device) TXErrors() uint64 { return d.txErrors.Load() }
-
-// RXDropped counts datagrams Read discarded because they did not fit.
-func (d *Device) RXDropped() uint64 { return d.rxDropped.Load() }
-
-// Close closes both sockets. A Read or Write blocked in another goroutine
-// returns an error wrapping net.ErrClosed. Closing twice is a no-op.
-func (d *Device) Close() error {
-	if !d.closed.CompareAndSwap(false, true) {
+// Close closes the receive socket; the last queue closed closes the send
+// pool. A Receive or Send blocked in another goroutine returns an error
+// wrapping net.ErrClosed. Closing twice is a no-op.
+func (q *Queue) Close() error {
+	if !q.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	rerr := d.rxFile.Close()
-	terr := d.txFile.Close()
-	gerr := d.closeGSO()
-	if err := errors.Join(rerr, terr, gerr); err != nil {
-		return fmt.Errorf("close %s: %w", d.name, err)
+	err := q.file.Close()
+	if q.u.open.Add(-1) == 0 {
+		err = errors.Join(err, q.u.pool.close())
+	}
+	if err != nil {
+		return fmt.Errorf("close %s: %w", q.name, err)
 	}
 	return nil
 }
 
-func (d *Device) closedErr(op string) error {
-	return fmt.Errorf("%s %s: %w", op, d.name, net.ErrClosed)
+func (q *Queue) closedErr(op string) error {
+	return fmt.Errorf("%s %s: %w", op, q.name, net.ErrClosed)
 }

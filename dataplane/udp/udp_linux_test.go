@@ -2,7 +2,6 @@ package udp
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
 )
 
 const waitFor = 5 * time.Second
@@ -33,16 +34,25 @@ func underlayNetns(t *testing.T) string {
 	return ns
 }
 
-func listenIn(t *testing.T, ns string, local netip.AddrPort) *Device {
+// openIn opens an underlay in ns, closed when the test ends.
+func openIn(t *testing.T, ns string, c Config) *Underlay {
 	t.Helper()
-	var d *Device
-	inNetns(t, ns, func() error {
-		var err error
-		d, err = Listen(local)
+	if !c.Addr.IsValid() {
+		c.Addr = nodeIP
+	}
+	var u *Underlay
+	inNetns(t, ns, func() (err error) {
+		u, err = Open(c)
 		return err
 	})
-	t.Cleanup(func() { d.Close() })
-	return d
+	t.Cleanup(func() { u.Close() })
+	return u
+}
+
+// queueIn opens an underlay of one queue in ns on port (0: any).
+func queueIn(t *testing.T, ns string, port uint16) *Queue {
+	t.Helper()
+	return openIn(t, ns, Config{Port: port}).Queues()[0]
 }
 
 func udpConnIn(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
@@ -57,159 +67,95 @@ func udpConnIn(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
 	return c
 }
 
-func sum16(b []byte, sum uint32) uint16 {
-	for len(b) >= 2 {
-		sum += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
-}
-
-// packet builds an IPv4/UDP packet with valid checksums, as the engine
-// would.
-func packet(src, dst netip.AddrPort, payload []byte) []byte {
-	p := make([]byte, 28+len(payload))
-	p[0] = 0x45
-	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
-	p[8] = 64
-	p[9] = unix.IPPROTO_UDP
-	s, d := src.Addr().As4(), dst.Addr().As4()
-	copy(p[12:], s[:])
-	copy(p[16:], d[:])
-	binary.BigEndian.PutUint16(p[10:], sum16(p[:20], 0))
-	u := p[20:]
-	binary.BigEndian.PutUint16(u[0:], src.Port())
-	binary.BigEndian.PutUint16(u[2:], dst.Port())
-	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
-	copy(u[8:], payload)
-	var pseudo uint32
-	for i := 12; i < 20; i += 2 {
-		pseudo += uint32(p[i])<<8 | uint32(p[i+1])
-	}
-	pseudo += unix.IPPROTO_UDP + uint32(len(u))
-	c := sum16(u, pseudo)
-	if c == 0 {
-		c = 0xffff
-	}
-	binary.BigEndian.PutUint16(u[6:], c)
-	return p
-}
-
-// closeAfter closes d if the test is still running after waitFor, which
-// unblocks any Read so that a missing packet fails the test instead of
-// hanging it.
-func closeAfter(t *testing.T, d *Device) {
-	timer := time.AfterFunc(waitFor, func() { d.Close() })
+// closeAfter closes q if the test is still running after waitFor, which
+// unblocks any Receive so that a missing datagram fails the test instead
+// of hanging it.
+func closeAfter(t *testing.T, q *Queue) {
+	timer := time.AfterFunc(waitFor, func() { q.Close() })
 	t.Cleanup(func() { timer.Stop() })
 }
 
-func TestReadSynthesisesHeaders(t *testing.T) {
+// receiveN receives until n payloads arrived, and returns them with their
+// metadata.
+func receiveN(t *testing.T, q *Queue, n, offset, size int) ([][]byte, []packetio.Meta) {
+	t.Helper()
+	closeAfter(t, q)
+	bufs := make([][]byte, q.BatchSize())
+	for i := range bufs {
+		bufs[i] = bytes.Repeat([]byte{0xee}, offset+size)
+	}
+	sizes, meta := make([]int, len(bufs)), make([]packetio.Meta, len(bufs))
+	var got [][]byte
+	var metas []packetio.Meta
+	for len(got) < n {
+		k, err := q.Receive(bufs, sizes, meta, offset)
+		if err != nil {
+			t.Fatalf("Receive after %d payloads: %v", len(got), err)
+		}
+		for i := 0; i < k; i++ {
+			if !bytes.Equal(bufs[i][:offset], bytes.Repeat([]byte{0xee}, offset)) {
+				t.Fatalf("headroom of buffer %d touched: %x", i, bufs[i][:offset])
+			}
+			got = append(got, bytes.Clone(bufs[i][offset:offset+sizes[i]]))
+			metas = append(metas, meta[i])
+		}
+	}
+	return got, metas
+}
+
+// Receive hands out each datagram's payload at the offset, with the
+// sender's address and port and the local port, and nothing else.
+func TestReceive(t *testing.T) {
 	ns := underlayNetns(t)
-	d := listenIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
-	local := d.LocalAddr()
+	q := queueIn(t, ns, 0)
+	local := q.LocalAddr()
 	if local.Addr() != nodeIP || local.Port() == 0 {
 		t.Fatalf("LocalAddr = %v", local)
 	}
-	if want := "udp:" + local.String(); d.Name() != want {
-		t.Errorf("Name = %q, want %q", d.Name(), want)
+	if want := "udp:" + local.String(); q.Name() != want {
+		t.Errorf("Name = %q, want %q", q.Name(), want)
 	}
 	sender := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
-	senderAddr := sender.LocalAddr().(*net.UDPAddr).AddrPort()
-
+	from := sender.LocalAddr().(*net.UDPAddr).AddrPort()
 	payloads := [][]byte{[]byte("hello"), {}, bytes.Repeat([]byte{0x5a}, 1200), []byte("last")}
 	for _, p := range payloads {
 		if _, err := sender.WriteToUDPAddrPort(p, local); err != nil {
 			t.Fatal(err)
 		}
 	}
-	closeAfter(t, d)
-
-	const offset = 10
-	bufs := make([][]byte, d.BatchSize())
-	for i := range bufs {
-		bufs[i] = bytes.Repeat([]byte{0xee}, offset+HeaderLen+1500)
-	}
-	sizes := make([]int, len(bufs))
-	var got [][]byte
-	for len(got) < len(payloads) {
-		n, err := d.Read(bufs, sizes, offset)
-		if err != nil {
-			t.Fatalf("Read after %d datagrams: %v", len(got), err)
-		}
-		for i := 0; i < n; i++ {
-			if !bytes.Equal(bufs[i][:offset], bytes.Repeat([]byte{0xee}, offset)) {
-				t.Fatalf("headroom of buffer %d touched: %x", i, bufs[i][:offset])
-			}
-			got = append(got, bytes.Clone(bufs[i][offset:offset+sizes[i]]))
-		}
-	}
+	got, meta := receiveN(t, q, len(payloads), 10, 1500)
 	for i, p := range got {
-		want := payloads[i]
-		if len(p) != HeaderLen+len(want) {
-			t.Fatalf("packet %d: %d bytes, want %d", i, len(p), HeaderLen+len(want))
+		if !bytes.Equal(p, payloads[i]) {
+			t.Errorf("payload %d = %q, want %q", i, p, payloads[i])
 		}
-		ip, u := p[:20], p[20:28]
-		checks := []struct {
-			what      string
-			got, want any
-		}{
-			{"version/IHL", ip[0], byte(0x45)},
-			{"total length", int(binary.BigEndian.Uint16(ip[2:])), len(p)},
-			{"TTL", ip[8], byte(64)},
-			{"protocol", ip[9], byte(unix.IPPROTO_UDP)},
-			{"header checksum verifies", sum16(ip, 0), uint16(0)},
-			{"source", netip.AddrFrom4([4]byte(ip[12:16])), senderAddr.Addr()},
-			{"destination", netip.AddrFrom4([4]byte(ip[16:20])), local.Addr()},
-			{"source port", binary.BigEndian.Uint16(u[0:]), senderAddr.Port()},
-			{"destination port", binary.BigEndian.Uint16(u[2:]), local.Port()},
-			{"UDP length", int(binary.BigEndian.Uint16(u[4:])), 8 + len(want)},
-			{"UDP checksum", binary.BigEndian.Uint16(u[6:]), uint16(0)},
-			{"payload", string(p[28:]), string(want)},
-		}
-		for _, c := range checks {
-			if c.got != c.want {
-				t.Errorf("packet %d: %s = %v, want %v", i, c.what, c.got, c.want)
-			}
+		if want := (packetio.Meta{Remote: from, LocalPort: local.Port()}); meta[i] != want {
+			t.Errorf("payload %d meta = %+v, want %+v", i, meta[i], want)
 		}
 	}
 }
 
-func TestReadDropsOversizedDatagram(t *testing.T) {
+func TestReceiveDropsOversizedDatagram(t *testing.T) {
 	ns := underlayNetns(t)
-	d := listenIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
+	q := queueIn(t, ns, 0)
 	sender := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
 	for _, p := range [][]byte{[]byte("a"), make([]byte, 500), []byte("b")} {
-		if _, err := sender.WriteToUDPAddrPort(p, d.LocalAddr()); err != nil {
+		if _, err := sender.WriteToUDPAddrPort(p, q.LocalAddr()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	closeAfter(t, d)
-	bufs := [][]byte{make([]byte, HeaderLen+100), make([]byte, HeaderLen+100), make([]byte, HeaderLen+100)}
-	sizes := make([]int, 3)
-	var got []string
-	for len(got) < 2 {
-		n, err := d.Read(bufs, sizes, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i < n; i++ {
-			got = append(got, string(bufs[i][HeaderLen:sizes[i]]))
-		}
-	}
-	if strings.Join(got, ",") != "a,b" || d.RXDropped() != 1 {
-		t.Errorf("got %q, RXDropped %d; want [a b] and 1", got, d.RXDropped())
+	got, _ := receiveN(t, q, 2, 0, 100)
+	if string(got[0]) != "a" || string(got[1]) != "b" || q.RXDropped() != 1 {
+		t.Errorf("got %q, RXDropped %d; want [a b] and 1", got, q.RXDropped())
 	}
 }
 
-func TestWriteBatch(t *testing.T) {
+// Send takes a batch for many destinations and flows; a payload the
+// kernel refuses costs only itself; each flow leaves from one port of the
+// pool.
+func TestSendBatch(t *testing.T) {
 	ns := underlayNetns(t)
-	d := listenIn(t, ns, netip.AddrPortFrom(nodeIP, 8472))
+	u := openIn(t, ns, Config{Port: 8472, SourcePorts: 8})
+	q := u.Queues()[0]
 	recv := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
 	recv.SetReadBuffer(4 << 20)
 	dst := recv.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -217,65 +163,107 @@ func TestWriteBatch(t *testing.T) {
 	const count = 100
 	const offset = 16
 	var bufs [][]byte
-	want := map[string]bool{}
+	var meta []packetio.Meta
+	want := map[string]uint32{} // payload -> flow
 	bad := 0
+	add := func(payload []byte, to netip.AddrPort, flow uint32) {
+		bufs = append(bufs, append(bytes.Repeat([]byte{0xee}, offset), payload...))
+		meta = append(meta, packetio.Meta{Remote: to, Flow: flow})
+	}
 	for i := 0; i < count; i++ {
 		payload := fmt.Sprintf("packet %d", i)
-		want[payload] = true
-		src := netip.AddrPortFrom(nodeIP, uint16(40000+i))
-		bufs = append(bufs, append(make([]byte, offset), packet(src, dst, []byte(payload))...))
-		// Spread refused packets through the batch: each must cost only
-		// itself.
+		flow := uint32(i % 5)
+		want[payload] = flow
+		add([]byte(payload), dst, flow)
+		// Spread refused payloads through the batch.
 		switch i % 25 {
-		case 3:
-			bufs = append(bufs, make([]byte, offset+10)) // shorter than a header
-			bad++
-		case 7:
-			v6 := packet(src, dst, []byte("v6"))
-			v6[0] = 0x60
-			bufs = append(bufs, append(make([]byte, offset), v6...))
-			bad++
 		case 11:
-			unroutable := netip.MustParseAddrPort("203.0.113.5:8472") // ENETUNREACH
-			bufs = append(bufs, append(make([]byte, offset), packet(src, unroutable, []byte("x"))...))
+			add([]byte("x"), netip.MustParseAddrPort("203.0.113.5:8472"), flow) // ENETUNREACH
 			bad++
 		case 13:
-			onlink := netip.MustParseAddrPort("192.0.2.77:8472") // EMSGSIZE: route MTU 1280
-			bufs = append(bufs, append(make([]byte, offset), packet(src, onlink, make([]byte, 1300))...))
+			bufs = append(bufs, bytes.Repeat([]byte{0xee}, offset)) // empty: nothing to send
+			meta = append(meta, packetio.Meta{Remote: dst, Flow: flow})
 			bad++
 		}
 	}
-	n, err := d.Write(bufs, offset)
+	n, err := q.Send(bufs, meta, offset)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != count || d.TXErrors() != uint64(bad) {
-		t.Errorf("Write accepted %d, TXErrors %d; want %d and %d", n, d.TXErrors(), count, bad)
+	if n != count || q.TXErrors() != uint64(bad) {
+		t.Errorf("Send accepted %d, TXErrors %d; want %d and %d", n, q.TXErrors(), count, bad)
 	}
-
+	for _, b := range bufs {
+		if !bytes.Equal(b[:offset], bytes.Repeat([]byte{0xee}, offset)) {
+			t.Fatalf("Send touched the headroom: %x", b[:offset])
+		}
+	}
 	recv.SetReadDeadline(time.Now().Add(waitFor))
 	buf := make([]byte, 2048)
+	ports := map[uint32]uint16{}
 	for len(want) > 0 {
 		m, src, err := recv.ReadFromUDPAddrPort(buf)
 		if err != nil {
-			t.Fatalf("%d packets missing: %v", len(want), err)
+			t.Fatalf("%d payloads missing: %v", len(want), err)
 		}
-		payload := string(buf[:m])
-		if !want[payload] {
-			t.Fatalf("unexpected or duplicate payload %q", payload)
+		flow, ok := want[string(buf[:m])]
+		if !ok {
+			t.Fatalf("unexpected or duplicate payload %q", buf[:m])
 		}
-		var i int
-		fmt.Sscanf(payload, "packet %d", &i)
-		if src != netip.AddrPortFrom(nodeIP, uint16(40000+i)) {
-			t.Errorf("%q came from %v: the engine's source port was not kept", payload, src)
+		delete(want, string(buf[:m]))
+		if src.Addr() != nodeIP || src.Port() != q.SourcePort(flow) {
+			t.Fatalf("flow %d came from %v, SourcePort says %d", flow, src, q.SourcePort(flow))
 		}
-		delete(want, payload)
+		ports[flow] = src.Port()
+	}
+	distinct := map[uint16]bool{}
+	for _, p := range ports {
+		distinct[p] = true
+	}
+	if len(distinct) < 2 {
+		t.Errorf("5 flows left from %d port(s): %v", len(distinct), ports)
 	}
 }
 
-func TestConcurrentWrite(t *testing.T) {
+// The pool has the ports it says, spread over the dynamic range, and a
+// taken port is skipped, not fatal.
+func TestSourcePorts(t *testing.T) {
 	ns := underlayNetns(t)
-	d := listenIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
+	blocker := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 49152)) // the first port of the range
+	_ = blocker
+	u := openIn(t, ns, Config{SourcePorts: 64})
+	sp := u.SourcePorts()
+	if sp.Count != 64 || sp.Min != 49153 || sp.Max < 65000 {
+		t.Fatalf("SourcePorts = %+v, want 64 ports from 49153 to about 65535", sp)
+	}
+	seen := map[uint16]bool{}
+	q := u.Queues()[0]
+	for flow := uint32(0); flow < 64; flow++ {
+		p := q.SourcePort(flow)
+		if p < sp.Min || p > sp.Max {
+			t.Fatalf("flow %d: port %d outside %+v", flow, p, sp)
+		}
+		if q.SourcePort(flow) != p {
+			t.Fatalf("flow %d: port not stable", flow)
+		}
+		seen[p] = true
+	}
+	if len(seen) != 64 {
+		t.Fatalf("64 flows used %d ports", len(seen))
+	}
+	var err error
+	inNetns(t, ns, func() error {
+		_, err = Open(Config{Addr: nodeIP, SourcePorts: MaxSourcePorts + 1})
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "source ports") {
+		t.Fatalf("Open with %d source ports: %v", MaxSourcePorts+1, err)
+	}
+}
+
+func TestConcurrentSend(t *testing.T) {
+	ns := underlayNetns(t)
+	q := queueIn(t, ns, 0)
 	recv := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
 	recv.SetReadBuffer(4 << 20)
 	dst := recv.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -287,12 +275,13 @@ func TestConcurrentWrite(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			bufs := make([][]byte, each)
+			bufs, meta := make([][]byte, each), make([]packetio.Meta, each)
 			for i := range bufs {
-				bufs[i] = packet(netip.AddrPortFrom(nodeIP, 1000), dst, []byte{byte(w), byte(i)})
+				bufs[i] = []byte{byte(w), byte(i)}
+				meta[i] = packetio.Meta{Remote: dst, Flow: uint32(i % 3)}
 			}
-			if n, err := d.Write(bufs, 0); n != each || err != nil {
-				errs <- fmt.Errorf("writer %d: Write = %d, %v", w, n, err)
+			if n, err := q.Send(bufs, meta, 0); n != each || err != nil {
+				errs <- fmt.Errorf("writer %d: Send = %d, %v", w, n, err)
 			}
 		}()
 	}
@@ -320,77 +309,78 @@ func TestZeroAllocs(t *testing.T) {
 		t.Skip("the race detector allocates")
 	}
 	ns := underlayNetns(t)
-	d := listenIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
+	u := openIn(t, ns, Config{GSO: true})
+	q := u.Queues()[0]
 	peer := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
 	peer.SetReadBuffer(4 << 20)
 	peerAddr := peer.LocalAddr().(*net.UDPAddr).AddrPort()
 
 	const runs, batch = 100, 4
-	// Queue enough datagrams that no measured Read ever blocks: AllocsPerRun
-	// makes one extra warm-up call.
+	// Queue enough datagrams that no measured Receive ever blocks:
+	// AllocsPerRun makes one extra warm-up call.
 	for i := 0; i < batch*(runs+2); i++ {
-		if _, err := peer.WriteToUDPAddrPort([]byte("datagram"), d.LocalAddr()); err != nil {
+		if _, err := peer.WriteToUDPAddrPort([]byte("datagram"), q.LocalAddr()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	closeAfter(t, d)
+	closeAfter(t, q)
 	bufs := make([][]byte, batch)
 	for i := range bufs {
-		bufs[i] = make([]byte, 64+HeaderLen+1500)
+		bufs[i] = make([]byte, 64+1500)
 	}
-	sizes := make([]int, batch)
+	sizes, meta := make([]int, batch), make([]packetio.Meta, batch)
 	if a := testing.AllocsPerRun(runs, func() {
-		if _, err := d.Read(bufs, sizes, 64); err != nil {
+		if _, err := q.Receive(bufs, sizes, meta, 64); err != nil {
 			t.Fatal(err)
 		}
 	}); a != 0 {
-		t.Errorf("Read: %v allocations per call", a)
+		t.Errorf("Receive: %v allocations per call", a)
 	}
-
 	out := make([][]byte, batch)
 	for i := range out {
-		out[i] = append(make([]byte, 64), packet(d.LocalAddr(), peerAddr, []byte("out"))...)
+		out[i] = append(make([]byte, 64), "out"...)
+		meta[i] = packetio.Meta{Remote: peerAddr, Flow: uint32(i)}
 	}
 	if a := testing.AllocsPerRun(runs, func() {
-		if n, err := d.Write(out, 64); n != batch || err != nil {
-			t.Fatalf("Write = %d, %v", n, err)
+		if n, err := q.Send(out, meta, 64); n != batch || err != nil {
+			t.Fatalf("Send = %d, %v", n, err)
 		}
 	}); a != 0 {
-		t.Errorf("Write: %v allocations per call", a)
+		t.Errorf("Send: %v allocations per call", a)
 	}
 }
 
-func TestCloseUnblocksRead(t *testing.T) {
+func TestCloseUnblocksReceive(t *testing.T) {
 	ns := underlayNetns(t)
-	d := listenIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
+	q := queueIn(t, ns, 0)
 	errc := make(chan error, 1)
 	go func() {
-		_, err := d.Read([][]byte{make([]byte, 2048)}, make([]int, 1), 0)
+		_, err := q.Receive([][]byte{make([]byte, 2048)}, make([]int, 1), make([]packetio.Meta, 1), 0)
 		errc <- err
 	}()
 	time.Sleep(100 * time.Millisecond)
-	if err := d.Close(); err != nil {
+	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case err := <-errc:
 		if !errors.Is(err, net.ErrClosed) {
-			t.Fatalf("blocked Read returned %v, want ErrClosed", err)
+			t.Fatalf("blocked Receive returned %v, want net.ErrClosed", err)
 		}
 	case <-time.After(waitFor):
-		t.Fatal("Read still blocked after Close")
+		t.Fatal("Receive still blocked after Close")
 	}
-	if _, err := d.Write([][]byte{packet(d.LocalAddr(), d.LocalAddr(), nil)}, 0); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("Write after Close: %v", err)
+	if _, err := q.Send([][]byte{[]byte("x")}, []packetio.Meta{{Remote: q.LocalAddr()}}, 0); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Send after Close: %v", err)
 	}
-	if err := d.Close(); err != nil {
+	if err := q.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
 }
 
-func TestListenErrors(t *testing.T) {
+func TestOpenErrors(t *testing.T) {
 	ns := underlayNetns(t)
-	taken := listenIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
+	taken := queueIn(t, ns, 0)
 	inNetns(t, ns, func() error {
 		cases := []struct {
 			addr  netip.AddrPort
@@ -403,15 +393,53 @@ func TestListenErrors(t *testing.T) {
 			{netip.MustParseAddrPort("0.0.0.0:8472"), nil, "unspecified"},
 		}
 		for _, c := range cases {
-			d, err := Listen(c.addr)
+			u, err := Open(Config{Addr: c.addr.Addr(), Port: c.addr.Port()})
 			if err == nil {
-				d.Close()
-				return fmt.Errorf("Listen(%v) succeeded", c.addr)
+				u.Close()
+				return fmt.Errorf("Open(%v) succeeded", c.addr)
 			}
 			if (c.errno != nil && !errors.Is(err, c.errno)) || !strings.Contains(err.Error(), c.text) {
-				return fmt.Errorf("Listen(%v): unclear error %v", c.addr, err)
+				return fmt.Errorf("Open(%v): unclear error %v", c.addr, err)
 			}
 		}
 		return nil
 	})
+}
+
+// The sockets of one underlay share the tunnel port and the kernel
+// spreads flows over them; an extra port gets a queue of its own; closing
+// the queues one by one closes the pool with the last.
+func TestQueues(t *testing.T) {
+	ns := underlayNetns(t)
+	u := openIn(t, ns, Config{Port: 8472, Sockets: 2, ExtraPorts: []uint16{4789}, GRO: true})
+	qs := u.Queues()
+	if len(qs) != 3 || qs[0].Name() != "udp:192.0.2.1:8472" || qs[1].Name() != "udp:192.0.2.1:8472#1" || qs[2].Name() != "udp:192.0.2.1:4789" {
+		t.Fatalf("queues %v", qs)
+	}
+	for i := 0; i < 32; i++ {
+		c := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
+		if _, err := c.WriteToUDPAddrPort([]byte("flow"), netip.AddrPortFrom(nodeIP, 8472)); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			if _, err := c.WriteToUDPAddrPort([]byte("vtep"), netip.AddrPortFrom(nodeIP, 4789)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, q := range qs {
+		_, meta := receiveN(t, q, 1, 0, 2048)
+		if meta[0].LocalPort != q.LocalAddr().Port() {
+			t.Fatalf("%s: local port %d", q.Name(), meta[0].LocalPort)
+		}
+	}
+	for i, q := range qs {
+		q.Close()
+		last := i == len(qs)-1
+		s := u.pool.socks[0]
+		err := s.control(func(int) error { return nil })
+		if last != (err != nil) {
+			t.Fatalf("after closing %d of %d queues the pool is open=%v", i+1, len(qs), err == nil)
+		}
+	}
 }
