@@ -130,10 +130,10 @@ type Engine struct {
 	drops      drops
 	mon        *monitor
 	taps       atomic.Pointer[map[any]*tap] // running captures, nil when none
-	tapsMu     sync.Mutex                               // serialises changes to taps
-	stop       chan struct{}                            // closed by Close: stops the monitor
-	icmps      atomic.Uint64                            // ICMP errors generated
-	arpReplies atomic.Uint64                            // ARP replies sent to VTEPs
+	tapsMu     sync.Mutex                   // serialises changes to taps
+	stop       chan struct{}                // closed by Close: stops the monitor
+	icmps      atomic.Uint64                // ICMP errors generated
+	arpReplies atomic.Uint64                // ARP replies sent to VTEPs
 
 	// hostRunning and underlayRunning count live workers of the host and
 	// underlay devices; one that stops while the engine runs makes it

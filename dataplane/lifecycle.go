@@ -131,7 +131,6 @@ func (e *Engine) Stuck(limit time.Duration) []string {
 	return out
 }
 
-
 // Problems lists what makes the engine unhealthy; empty when it is fine.
 func (e *Engine) Problems() []string {
 	var p []string

@@ -122,6 +122,41 @@ func EncodeOuterV4(b []byte, src, dst netip.AddrPort, payloadLen int) error {
 	return nil
 }
 
+// OuterV4 is a validated outer IPv4/UDP header pair of a received tunnel
+// packet.
+type OuterV4 struct {
+	Src, Dst         netip.Addr
+	SrcPort, DstPort uint16
+	Payload          int // offset of the UDP payload in the packet
+	PayloadLen       int
+}
+
+// ParseOuterV4 validates the IPv4 and UDP headers at the start of pkt and
+// locates the UDP payload. Fragments are refused: the tunnel never sends
+// them and reassembly is not the dataplane's job.
+func ParseOuterV4(pkt []byte) (OuterV4, error) {
+	ip := IPv4(pkt)
+	if !ip.IsValid(len(pkt)) {
+		return OuterV4{}, ErrBadLength
+	}
+	if ip.Protocol() != ProtoUDP || ip.IsFragment() {
+		return OuterV4{}, ErrUnsupported
+	}
+	hl, tl := ip.HeaderLen(), ip.TotalLen()
+	u := UDP(pkt[hl:tl])
+	if !u.IsValid(tl - hl) {
+		return OuterV4{}, ErrBadLength
+	}
+	return OuterV4{
+		Src:        ip.SourceAddr(),
+		Dst:        ip.DestinationAddr(),
+		SrcPort:    u.SourcePort(),
+		DstPort:    u.DestinationPort(),
+		Payload:    hl + UDPLen,
+		PayloadLen: u.Length() - UDPLen,
+	}, nil
+}
+
 // FlowHashV4 hashes the inner flow of a valid IPv4 packet: addresses,
 // protocol and, for unfragmented TCP, UDP and SCTP, the ports. Packets of one
 // flow always hash alike, so they take one underlay path (ECMP, RSS) and

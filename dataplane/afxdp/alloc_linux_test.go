@@ -6,9 +6,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
 )
 
-// TestAllocs: Read and Write allocate nothing in steady state.
+// TestAllocs: Receive and Send allocate nothing in steady state.
 func TestAllocs(t *testing.T) {
 	needRoot(t)
 	if raceEnabled {
@@ -22,21 +24,23 @@ func TestAllocs(t *testing.T) {
 	udpConnIn(t, p.b, to) // a listener, so that B answers with no ICMP
 
 	pkt := packets(1, netip.AddrPortFrom(addrA, 5555), to, "alloc")
-	if n, err := q.Write(pkt, headroom); err != nil || n != 1 {
+	if n, err := sendPackets(q, pkt, headroom); err != nil || n != 1 {
 		t.Fatalf("prime: %d, %v", n, err)
 	}
 	waitFor(t, 2*time.Second, "B to be resolved", func() bool { return u.Stats().ArpFlushed == 1 })
 	const runs = 300
+	pb, pm := payloadsOf(pkt, headroom)
 	if a := testing.AllocsPerRun(runs, func() {
-		if n, err := q.Write(pkt, headroom); err != nil || n != 1 {
+		if n, err := q.Send(pb, pm, 0); err != nil || n != 1 {
 			t.Fatalf("write: %d, %v", n, err)
 		}
 	}); a != 0 {
 		t.Errorf("Write: %v allocations per call", a)
 	}
 	batch := packets(32, netip.AddrPortFrom(addrA, 5555), to, "batch")
+	bb, bm := payloadsOf(batch, headroom)
 	if a := testing.AllocsPerRun(runs/10, func() {
-		if n, err := q.Write(batch, headroom); err != nil || n != len(batch) {
+		if n, err := q.Send(bb, bm, 0); err != nil || n != len(batch) {
 			t.Fatalf("write: %d, %v", n, err)
 		}
 	}); a != 0 {
@@ -54,8 +58,9 @@ func TestAllocs(t *testing.T) {
 		return atomic.LoadUint32(q.x.rx.producer)-atomic.LoadUint32(q.x.rx.consumer) >= 2*(runs+1)
 	})
 	bufs, sizes := makeBufs(1)
+	meta := make([]packetio.Meta, 8)
 	if a := testing.AllocsPerRun(runs, func() {
-		if n, err := q.Read(bufs, sizes, headroom); err != nil || n != 1 {
+		if n, err := q.Receive(bufs, sizes, meta, headroom); err != nil || n != 1 {
 			t.Fatalf("read: %d, %v", n, err)
 		}
 	}); a != 0 {
@@ -63,7 +68,7 @@ func TestAllocs(t *testing.T) {
 	}
 	bufs, sizes = makeBufs(8)
 	if a := testing.AllocsPerRun(runs/10, func() {
-		if n, err := q.Read(bufs, sizes, headroom); err != nil || n != 8 {
+		if n, err := q.Receive(bufs, sizes, meta, headroom); err != nil || n != 8 {
 			t.Fatalf("read: %d, %v", n, err)
 		}
 	}); a != 0 {
@@ -87,7 +92,7 @@ func TestThroughput(t *testing.T) {
 
 	// TX: 64-byte payloads in batches of 64, for at most 2 s or 500k packets.
 	batch := packets(64, netip.AddrPortFrom(addrA, 5555), to, "tput")
-	if _, err := q.Write(batch[:1], headroom); err != nil {
+	if _, err := sendPackets(q, batch[:1], headroom); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 2*time.Second, "B to be resolved", func() bool { return u.Stats().ArpFlushed == 1 })
@@ -95,7 +100,7 @@ func TestThroughput(t *testing.T) {
 	start := time.Now()
 	sent := 0
 	for sent < 500_000 && time.Since(start) < 2*time.Second {
-		n, err := q.Write(batch, headroom)
+		n, err := sendPackets(q, batch, headroom)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,7 +146,7 @@ func TestThroughput(t *testing.T) {
 		sentRX <- total
 	}()
 	for {
-		n, err := q.Read(bufs, sizes, headroom)
+		n, err := receivePackets(q, bufs, sizes, headroom)
 		if err != nil {
 			break
 		}

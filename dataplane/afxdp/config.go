@@ -116,12 +116,13 @@ type Info struct {
 // Stats are the counters of an Underlay (summed over its queues) or of one
 // Queue.
 type Stats struct {
-	// RxFrames and RxBytes count the IPv4 packets Read handed out.
+	// RxFrames and RxBytes count the tunnel payloads Receive handed out.
 	RxFrames uint64 `json:"rx_frames"`
 	RxBytes  uint64 `json:"rx_bytes"`
-	// RxDropped counts frames Read discarded: not a well-formed IPv4
-	// packet over Ethernet (the program redirects only IPv4 UDP, so this
-	// means a lying length field), or larger than the caller's buffer.
+	// RxDropped counts frames Receive discarded: not a well-formed
+	// unfragmented IPv4/UDP packet over Ethernet (the program redirects
+	// only IPv4 UDP, so this means a lying length field), or a payload
+	// larger than the caller's buffer.
 	RxDropped uint64 `json:"rx_dropped"`
 
 	// TxFrames and TxBytes count frames put on the TX rings (Ethernet
@@ -131,8 +132,8 @@ type Stats struct {
 	// TxCompleted counts frames the kernel returned through the completion
 	// rings.
 	TxCompleted uint64 `json:"tx_completed"`
-	// TxInvalid counts packets Write refused: not IPv4, truncated, or
-	// larger than the device MTU.
+	// TxInvalid counts payloads Send refused: to an address that is not
+	// IPv4, or too large for the device MTU with the outer headers.
 	TxInvalid uint64 `json:"tx_invalid"`
 	// TxNoRoute counts packets whose destination is not reached through
 	// the underlay device (or is one of its own addresses).
@@ -142,7 +143,7 @@ type Stats struct {
 	TxNoNeighbour uint64 `json:"tx_no_neighbour"`
 	// TxRingFull counts packets dropped because no TX frame came free.
 	TxRingFull uint64 `json:"tx_ring_full"`
-	// TxFramesExhausted counts the times Write ran out of free TX frames
+	// TxFramesExhausted counts the times Send ran out of free TX frames
 	// and had to wake the kernel and reap completions before going on.
 	TxFramesExhausted uint64 `json:"tx_frames_exhausted"`
 	// TxKickErrors counts TX wakeups (sendto) the kernel failed.

@@ -1,4 +1,4 @@
-// Package afxdp is the AF_XDP underlay behind packetio.Device: the
+// Package afxdp is the AF_XDP underlay behind packetio.Underlay: the
 // tunnel traffic of the node bypasses the kernel's network stack in both
 // directions, while everything else on the NIC keeps going through it.
 //
@@ -8,19 +8,21 @@
 // node-ip:port to the AF_XDP socket of the RX queue it arrived on, through
 // an XSKMAP; all other frames (ARP, other ports, fragments, VLAN-tagged
 // frames) and packets on a queue without a socket go on to the kernel
-// (XDP_PASS). Queue.Read copies the IPv4 packet out of the UMEM frame
-// (Ethernet header stripped) into the engine's buffer and gives the frame
+// (XDP_PASS). Queue.Receive checks the outer IPv4 and UDP headers (with
+// encap), copies the tunnel payload out of the UMEM frame into the
+// engine's buffer with the sender's address beside it, and gives the frame
 // straight back to the kernel through the fill ring.
 //
-// Send: Queue.Write copies each IPv4 packet the engine built into a free
-// UMEM frame behind an Ethernet header (source: the device's MAC;
-// destination: the next hop's MAC from the kernel's neighbour table, see
-// neigh_linux.go), puts the frames on the TX ring and wakes the kernel;
+// Send: Queue.Send writes Ethernet, IPv4 and UDP headers into a free UMEM
+// frame (Ethernet source: the device's MAC; destination: the next hop's
+// MAC from the kernel's neighbour table, see neigh_linux.go; UDP source
+// port: the flow's, over 49152-65535) and copies the engine's tunnel
+// payload behind them, puts the frames on the TX ring and wakes the kernel;
 // completed frames come back through the completion ring. A packet whose
 // next hop is not resolved yet waits, in its frame, while the kernel ARPs.
 //
 // One Queue per RX queue; the engine runs one worker per Queue, which is
-// the only caller of its Read. Write is safe from any goroutine.
+// the only caller of its Receive. Send is safe from any goroutine.
 //
 // The socket layer (UMEM registration, the four rings, bind, wakeups) is
 // written directly on golang.org/x/sys/unix; ring.go holds the

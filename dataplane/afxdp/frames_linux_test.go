@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
 )
 
 // fakeKernel plays the kernel's side of a queue's four rings over plain
@@ -124,6 +126,7 @@ func TestFrameConservation(t *testing.T) {
 	}
 	check(0)
 	bufs, sizes := makeBufs(batchSize)
+	meta := make([]packetio.Meta, batchSize)
 	var delivered, received uint64
 	for step := 1; step <= 3000; step++ {
 		switch rng.IntN(7) {
@@ -135,7 +138,7 @@ func TestFrameConservation(t *testing.T) {
 			k.receive(rng.IntN(40), rxPkt, et)
 		case 2:
 			q.rxMu.Lock()
-			n, _ := q.receive(bufs[:1+rng.IntN(batchSize)], sizes, headroom)
+			n, _ := q.receive(bufs[:1+rng.IntN(batchSize)], sizes, meta, headroom)
 			q.rxMu.Unlock()
 			received += uint64(n)
 		case 3:
@@ -146,7 +149,7 @@ func TestFrameConservation(t *testing.T) {
 					batch[i] = pktUnknown
 				}
 			}
-			if _, err := q.Write(batch, headroom); err != nil {
+			if _, err := sendPackets(q, batch, headroom); err != nil {
 				t.Fatal(err)
 			}
 		case 4:
@@ -173,12 +176,12 @@ func TestFrameConservation(t *testing.T) {
 		check(step)
 	}
 	// Drain: the kernel sends and completes everything, passes on what it
-	// holds, Read takes all, the waiting packets expire.
+	// holds, Receive takes all, the waiting packets expire.
 	for k.inFlight() > 0 || k.tx.queued() > 0 || k.rx.queued() > 0 {
 		k.transmit(1<<20, 1<<20)
 		k.receive(0, rxPkt, 0x0800)
 		q.rxMu.Lock()
-		n, _ := q.receive(bufs, sizes, headroom)
+		n, _ := q.receive(bufs, sizes, meta, headroom)
 		q.rxMu.Unlock()
 		received += uint64(n)
 	}

@@ -307,7 +307,7 @@ func TestCloseUnblocksRead(t *testing.T) {
 		errc := make(chan error, 1)
 		go func() {
 			bufs, sizes := makeBufs(4)
-			_, err := q.Read(bufs, sizes, headroom)
+			_, err := receivePackets(q, bufs, sizes, headroom)
 			errc <- err
 		}()
 		time.Sleep(100 * time.Millisecond)
@@ -342,7 +342,7 @@ func TestDeviceGone(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() {
 		bufs, sizes := makeBufs(4)
-		_, err := q.Read(bufs, sizes, headroom)
+		_, err := receivePackets(q, bufs, sizes, headroom)
 		errc <- err
 	}()
 	time.Sleep(100 * time.Millisecond)
@@ -358,7 +358,7 @@ func TestDeviceGone(t *testing.T) {
 		t.Fatal("Read still blocked 5s after the device went away")
 	}
 	pkt := udpPacket(netip.AddrPortFrom(addrA, 1), netip.AddrPortFrom(addrB, 2), []byte("x"), headroom)
-	if _, err := q.Write([][]byte{pkt}, headroom); err != nil && !errors.Is(err, packetio.ErrDeviceGone) {
+	if _, err := sendPackets(q, [][]byte{pkt}, headroom); err != nil && !errors.Is(err, packetio.ErrDeviceGone) {
 		t.Fatalf("Write on a removed device: %v", err)
 	}
 	if err := u.Close(); err != nil {

@@ -15,8 +15,8 @@ import (
 
 // Next-hop resolution for TX.
 //
-// The engine hands Write an IPv4 packet; the frame needs the MAC of the
-// next hop towards the packet's destination. Writers look the destination
+// Send builds an IPv4 packet to the payload's destination; the frame needs
+// the MAC of the next hop towards it. Writers look the destination
 // up in an immutable snapshot (dst IPv4 -> next-hop MAC) behind an
 // atomic.Pointer: no lock and no system call per packet. One goroutine owns
 // everything else: it asks the kernel for the route to each destination

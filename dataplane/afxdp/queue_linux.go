@@ -9,20 +9,21 @@ import (
 	"time"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
+	"github.com/vxdp/vxdp/encap"
 	"golang.org/x/sys/unix"
 )
 
-// batchSize is the most packets one Read returns.
+// batchSize is the most payloads one Receive returns.
 const batchSize = 64
 
-// Queue is the packetio.Device of one RX queue: an AF_XDP socket, its
+// Queue is the packetio.Underlay of one RX queue: an AF_XDP socket, its
 // UMEM and rings.
 //
 // Frame ownership. The UMEM of a queue is split in two fixed halves. RX
-// frames cycle fill ring -> kernel -> RX ring -> Read, which copies the
-// packet out and puts the frame straight back on the fill ring. TX frames
-// cycle free stack -> Write (copies the packet in) -> TX ring -> kernel ->
-// completion ring -> free stack; a TX frame may instead park on the waiting
+// frames cycle fill ring -> kernel -> RX ring -> Receive, which copies the
+// payload out and puts the frame straight back on the fill ring. TX frames
+// cycle free stack -> Send (writes the headers, copies the payload in) ->
+// TX ring -> kernel -> completion ring -> free stack; a TX frame may instead park on the waiting
 // list while its next hop is resolved. Each half is touched only under its
 // own mutex, and every move updates a count, so that free + in the kernel
 // (+ waiting) always equals the half's size; audit checks that frame by
@@ -36,7 +37,7 @@ type Queue struct {
 	nRx, nTx  int
 	closed    atomic.Bool
 
-	// rxMu serialises Read; it guards the fill and RX rings and the fields
+	// rxMu serialises Receive; it guards the fill and RX rings and the fields
 	// up to the padding.
 	rxMu     sync.Mutex
 	rxFree   []uint64 // RX frames taken off the RX ring, not yet on the fill ring
@@ -47,7 +48,7 @@ type Queue struct {
 	rc       rxCounters
 	_        [64]byte
 
-	// txMu serialises Write and the flushing of waiting packets; it guards
+	// txMu serialises Send and the flushing of waiting packets; it guards
 	// the TX and completion rings and the fields after it.
 	txMu     sync.Mutex
 	txFree   []uint64     // free TX frames
@@ -63,7 +64,7 @@ type Queue struct {
 	lastKernel unix.XDPStatistics
 }
 
-var _ packetio.Device = (*Queue)(nil)
+var _ packetio.Underlay = (*Queue)(nil)
 
 type rxCounters struct {
 	frames, bytes, dropped, kicks, refills atomic.Uint64
@@ -117,14 +118,15 @@ func newQueue(u *Underlay, id int, x *xsk, frameSize, frames int) *Queue {
 // Name is "afxdp:<device>/q<queue>".
 func (q *Queue) Name() string { return q.name }
 
-// BatchSize is the most packets one Read returns. Write takes any number.
+// BatchSize is the most payloads one Receive returns. Send takes any
+// number.
 func (q *Queue) BatchSize() int { return batchSize }
 
 // ID is the RX queue index the socket is bound to.
 func (q *Queue) ID() int { return q.id }
 
-// Close marks the queue closed: Read and Write return net.ErrClosed,
-// a blocked Read soon after. The socket and memory stay until
+// Close marks the queue closed: Receive and Send return net.ErrClosed,
+// a blocked Receive soon after. The socket and memory stay until
 // Underlay.Close, which is what really releases them. Closing twice is a
 // no-op.
 func (q *Queue) Close() error {
@@ -134,7 +136,7 @@ func (q *Queue) Close() error {
 	return nil
 }
 
-// wakeReader makes a Read parked in the poller return and see the closed
+// wakeReader makes a Receive parked in the poller return and see the closed
 // flag.
 func (q *Queue) wakeReader() {
 	q.u.fdMu.RLock()
@@ -292,3 +294,12 @@ func (q *Queue) TXErrors() uint64 {
 }
 
 var _ packetio.DriverCounters = (*Queue)(nil)
+
+// SourcePort is the outer source port of flow: the whole dynamic range is
+// open to a driver that writes its own UDP headers.
+func (q *Queue) SourcePort(flow uint32) uint16 { return encap.SourcePort(flow) }
+
+// SourcePorts describes the source ports Send uses.
+func (q *Queue) SourcePorts() packetio.SourcePorts {
+	return packetio.SourcePorts{Count: encap.SourcePortMax - encap.SourcePortMin + 1, Min: encap.SourcePortMin, Max: encap.SourcePortMax}
+}

@@ -29,7 +29,7 @@ func TestMultiQueue(t *testing.T) {
 			defer wg.Done()
 			bufs, sizes := makeBufs(q.BatchSize())
 			for {
-				n, err := q.Read(bufs, sizes, headroom)
+				n, err := receivePackets(q, bufs, sizes, headroom)
 				if err != nil {
 					return
 				}
@@ -72,7 +72,7 @@ func TestMultiQueue(t *testing.T) {
 		q.closed.Store(false)
 	}
 	pkts := packets(50, netip.AddrPortFrom(addrA, 5555), to, "q1")
-	if n, err := qs[1].Write(pkts, headroom); err != nil || n != len(pkts) {
+	if n, err := sendPackets(qs[1], pkts, headroom); err != nil || n != len(pkts) {
 		t.Fatalf("queue 1 accepted %d, %v", n, err)
 	}
 	rcv.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -115,7 +115,7 @@ func TestGenericMode(t *testing.T) {
 	to := netip.AddrPortFrom(addrB, 7777)
 	rcv := udpConnIn(t, p.b, to)
 	pkts := packets(50, netip.AddrPortFrom(addrA, 5555), to, "g")
-	if n, err := q.Write(pkts, headroom); err != nil || n != len(pkts) {
+	if n, err := sendPackets(q, pkts, headroom); err != nil || n != len(pkts) {
 		t.Fatalf("accepted %d, %v", n, err)
 	}
 	rcv.SetReadDeadline(time.Now().Add(5 * time.Second))

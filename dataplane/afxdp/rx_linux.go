@@ -3,49 +3,53 @@ package afxdp
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"time"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
+	"github.com/vxdp/vxdp/encap"
 	"golang.org/x/sys/unix"
 )
 
-// rxParkTimeout is how long Read sleeps in the poller before it checks
+// rxParkTimeout is how long Receive sleeps in the poller before it checks
 // that its socket is still bound.
 const rxParkTimeout = time.Second
 
-// Read copies up to min(len(bufs), BatchSize()) received packets to
-// bufs[i][offset:], sizes[i] = length; each is an IPv4 packet (Ethernet
-// header removed, padding trimmed to the IPv4 total length). It blocks
-// until at least one packet is there. A frame that is not IPv4 or does not
-// fit its buffer is dropped and counted (RxDropped), never truncated.
-// Read must not be called concurrently with itself (a mutex serialises
-// such calls); the engine calls it from the queue's one worker.
-func (q *Queue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+// Receive copies up to min(len(bufs), BatchSize()) received tunnel
+// payloads to bufs[i][offset:], sizes[i] = length, meta[i] = the sender's
+// address and port and the local port (the outer headers, parsed and
+// checked with encap, are not handed out). It blocks until at least one
+// payload is there. A frame that is not a valid unfragmented IPv4/UDP
+// packet, or whose payload does not fit its buffer, is dropped and counted
+// (RXDropped), never truncated. Receive must not be called concurrently
+// with itself (a mutex serialises such calls); the engine calls it from
+// the queue's one worker.
+func (q *Queue) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
 	}
-	if len(sizes) < len(bufs) {
-		return 0, fmt.Errorf("read %s: %d sizes for %d buffers", q.name, len(sizes), len(bufs))
+	if len(sizes) < len(bufs) || len(meta) < len(bufs) {
+		return 0, fmt.Errorf("receive %s: %d sizes and %d meta for %d buffers", q.name, len(sizes), len(meta), len(bufs))
 	}
 	if len(bufs) > batchSize {
 		bufs = bufs[:batchSize]
 	}
 	for i := range bufs {
 		if offset < 0 || offset >= len(bufs[i]) {
-			return 0, fmt.Errorf("read %s: offset %d outside buffer %d of %d bytes", q.name, offset, i, len(bufs[i]))
+			return 0, fmt.Errorf("receive %s: offset %d outside buffer %d of %d bytes", q.name, offset, i, len(bufs[i]))
 		}
 	}
 	q.rxMu.Lock()
 	defer q.rxMu.Unlock()
 	for {
 		if q.closed.Load() || q.dead {
-			return 0, q.closedErr("read")
+			return 0, q.closedErr("receive")
 		}
 		if q.u.gone.Load() {
-			return 0, fmt.Errorf("read %s: %w", q.name, packetio.ErrDeviceGone)
+			return 0, fmt.Errorf("receive %s: %w", q.name, packetio.ErrDeviceGone)
 		}
-		n, seen := q.receive(bufs, sizes, offset)
+		n, seen := q.receive(bufs, sizes, meta, offset)
 		if n > 0 {
 			return n, nil
 		}
@@ -59,8 +63,8 @@ func (q *Queue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 }
 
 // receive takes what the RX ring holds, without blocking. It returns the
-// packets delivered and the frames consumed.
-func (q *Queue) receive(bufs [][]byte, sizes []int, offset int) (out int, seen uint32) {
+// payloads delivered and the frames consumed.
+func (q *Queue) receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset int) (out int, seen uint32) {
 	x := q.x
 	idx, n := x.rx.peek(uint32(len(bufs)))
 	if n == 0 {
@@ -76,18 +80,15 @@ func (q *Queue) receive(bufs [][]byte, sizes []int, offset int) (out int, seen u
 			dropped++
 			continue
 		}
-		pkt, ok := ipv4OfFrame(umem[addr : addr+l])
-		if !ok {
-			dropped++
-			continue
-		}
+		payload, m, ok := payloadOfFrame(umem[addr : addr+l])
 		dst := bufs[out][offset:]
-		if len(pkt) > len(dst) {
+		if !ok || len(payload) > len(dst) {
 			dropped++
 			continue
 		}
-		sizes[out] = copy(dst, pkt)
-		bytes += uint64(len(pkt))
+		sizes[out] = copy(dst, payload)
+		meta[out] = m
+		bytes += uint64(len(payload))
 		out++
 	}
 	// The slots go back to the kernel now; the frames, now on rxFree,
@@ -126,19 +127,21 @@ func (q *Queue) publishRX() {
 	q.rc.kernel.Store(int64(q.rxKernel))
 }
 
-// ipv4OfFrame returns the IPv4 packet in an Ethernet frame, cut to its
-// total length (short frames carry padding).
-func ipv4OfFrame(f []byte) ([]byte, bool) {
-	if len(f) < ethLen+minIPv4Len || f[12] != 0x08 || f[13] != 0x00 {
-		return nil, false
+// payloadOfFrame returns the UDP payload of an Ethernet frame holding an
+// unfragmented IPv4/UDP packet (short frames carry padding, which the
+// lengths cut off), with the sender and local port.
+func payloadOfFrame(f []byte) ([]byte, packetio.Meta, bool) {
+	eth := encap.Ethernet(f)
+	if len(f) < encap.EthernetLen || eth.EtherType() != encap.EtherTypeIPv4 {
+		return nil, packetio.Meta{}, false
 	}
-	p := f[ethLen:]
-	ihl := int(p[0]&0x0f) * 4
-	total := int(p[2])<<8 | int(p[3])
-	if p[0]>>4 != 4 || ihl < minIPv4Len || total < ihl || total > len(p) {
-		return nil, false
+	pkt := f[encap.EthernetLen:]
+	o, err := encap.ParseOuterV4(pkt)
+	if err != nil {
+		return nil, packetio.Meta{}, false
 	}
-	return p[:total], true
+	m := packetio.Meta{Remote: netip.AddrPortFrom(o.Src, o.SrcPort), LocalPort: o.DstPort}
+	return pkt[o.Payload : o.Payload+o.PayloadLen], m, true
 }
 
 // waitRX parks until the RX ring has entries, the queue is closed or the

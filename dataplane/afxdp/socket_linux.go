@@ -17,7 +17,7 @@ const xdpMaxTxSkbBudget = 9
 
 // xsk is one AF_XDP socket with its own UMEM and four rings.
 //
-// The fd is wrapped in an os.File so that Read can wait for the RX ring in
+// The fd is wrapped in an os.File so that Receive can wait for the RX ring in
 // the Go runtime poller (the kernel signals the socket readable whenever it
 // flushes packets to the RX ring) instead of parking a thread in poll(2).
 type xsk struct {
@@ -196,7 +196,7 @@ func (x *xsk) unmapRings() {
 }
 
 // close closes the socket and unmaps its rings. The caller makes sure no
-// Read or Write is using them any more.
+// Receive or Send is using them any more.
 func (x *xsk) close() error {
 	var err error
 	switch {

@@ -1,11 +1,14 @@
 package afxdp
 
 import (
+	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"runtime"
 	"time"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
+	"github.com/vxdp/vxdp/encap"
 	"golang.org/x/sys/unix"
 )
 
@@ -13,34 +16,36 @@ import (
 // make (each sends up to the skb budget).
 const maxKicks = 8
 
-// Write sends every bufs[i][offset:], each a complete IPv4 packet, as an
-// Ethernet frame from the device's MAC to the MAC of the next hop towards
-// the packet's destination. The packet is copied into a UMEM frame, so the
-// caller owns bufs again when Write returns; the headroom is not used.
+// Send sends every bufs[i][offset:], a tunnel payload, to meta[i].Remote:
+// the outer IPv4 and UDP headers (encap.EncodeOuterV4, from the node's
+// address and the source port of meta[i].Flow) and an Ethernet header from
+// the device's MAC to the MAC of the next hop are written into a UMEM
+// frame and the payload copied behind them, so the caller owns bufs again
+// when Send returns; the headroom is not used.
 //
-// A packet counts as accepted when it is on the TX ring, or waiting (at
+// A payload counts as accepted when it is on the TX ring, or waiting (at
 // most 256 over all queues, at most a second) for its next hop's MAC,
-// which the kernel is then asked to resolve. Packets that are not valid
-// IPv4 or exceed the MTU (TxInvalid), whose destination is not reached
-// through the device (TxNoRoute), that find the ARP wait queue full
-// (TxNoNeighbour) or no free frame even after the kernel was kicked
-// (TxRingFull) are dropped and counted. The error is non-nil only when
-// the queue is closed (ErrClosed) or the socket lost its device
-// (ErrDeviceGone when the device was removed).
+// which the kernel is then asked to resolve. Payloads whose frame would
+// exceed the MTU or that go to an address that is not IPv4 (TxInvalid),
+// whose destination is not reached through the device (TxNoRoute), that
+// find the ARP wait queue full (TxNoNeighbour) or no free frame even after
+// the kernel was kicked (TxRingFull) are dropped and counted. The error is
+// non-nil only when the queue is closed (net.ErrClosed) or the socket lost
+// its device (packetio.ErrDeviceGone when the device was removed).
 //
-// Write is safe for concurrent use; calls on one queue take turns.
-func (q *Queue) Write(bufs [][]byte, offset int) (int, error) {
+// Send is safe for concurrent use; calls on one queue take turns.
+func (q *Queue) Send(bufs [][]byte, meta []packetio.Meta, offset int) (int, error) {
 	if q.closed.Load() {
-		return 0, q.closedErr("write")
+		return 0, q.closedErr("send")
 	}
 	snap := q.u.nb.snap.Load()
 	q.txMu.Lock()
 	defer q.txMu.Unlock()
 	if q.dead {
-		return 0, q.closedErr("write")
+		return 0, q.closedErr("send")
 	}
 	if q.u.gone.Load() {
-		return 0, fmt.Errorf("write %s: %w", q.name, packetio.ErrDeviceGone)
+		return 0, fmt.Errorf("send %s: %w", q.name, packetio.ErrDeviceGone)
 	}
 	x := q.x
 	q.reap()
@@ -57,36 +62,21 @@ func (q *Queue) Write(bufs [][]byte, offset int) (int, error) {
 		haveLast                           bool
 		lastReq                            uint32
 	)
-	mtu := q.u.mtu
-	for _, b := range bufs {
-		if offset < 0 || offset > len(b) {
+	maxPayload := q.u.mtu - encap.OuterV4Len
+	for i, b := range bufs {
+		remote := meta[i].Remote
+		if offset < 0 || offset > len(b) || len(b)-offset > maxPayload || !remote.Addr().Unmap().Is4() {
 			invalid++
 			continue
 		}
 		p := b[offset:]
-		if len(p) < minIPv4Len || p[0]>>4 != 4 || int(p[0]&0x0f)*4 < minIPv4Len {
-			invalid++
-			continue
-		}
-		total := int(p[2])<<8 | int(p[3])
-		if total < int(p[0]&0x0f)*4 || total > len(p) || total > mtu {
-			invalid++
-			continue
-		}
-		p = p[:total]
-		dst := uint32(p[16])<<24 | uint32(p[17])<<16 | uint32(p[18])<<8 | uint32(p[19])
+		a4 := remote.Addr().Unmap().As4()
+		dst := binary.BigEndian.Uint32(a4[:])
 		if !haveLast || dst != lastDst {
 			lastDst, haveLast = dst, true
 			lastHop, lastOK = snap.lookup(dst)
 		}
-		if !lastOK {
-			if q.enqueue(p, dst, dst != lastReq) {
-				accepted++
-			}
-			lastReq = dst
-			continue
-		}
-		if lastHop.noRoute {
+		if lastOK && lastHop.noRoute {
 			noRoute++
 			continue
 		}
@@ -95,17 +85,24 @@ func (q *Queue) Write(bufs [][]byte, offset int) (int, error) {
 			q.tc.ringFull.Add(1)
 			continue
 		}
-		idx, n := x.tx.reserve(1)
-		if n == 0 {
+		n := q.u.writeOuter(x.umem[addr+ethLen:], p, remote, meta[i].Flow)
+		if !lastOK {
+			if q.enqueue(addr, n, dst, dst != lastReq) {
+				accepted++
+			}
+			lastReq = dst
+			continue
+		}
+		idx, got := x.tx.reserve(1)
+		if got == 0 {
 			// Cannot happen while every TX frame fits on the TX ring;
 			// keep the frame rather than lose it.
 			q.txFree = append(q.txFree, addr)
 			q.tc.ringFull.Add(1)
 			continue
 		}
-		frame := x.umem[addr : addr+uint64(ethLen+len(p))]
+		frame := x.umem[addr : addr+uint64(ethLen+n)]
 		q.writeEthernet(frame, &lastHop.mac)
-		copy(frame[ethLen:], p)
 		*x.tx.desc(idx) = xdpDesc{addr: addr, len: uint32(len(frame))}
 		q.txKernel++
 		staged++
@@ -131,15 +128,22 @@ func (q *Queue) Write(bufs [][]byte, offset int) (int, error) {
 	if q.txErr != 0 {
 		e := q.txErr
 		q.txErr = 0
-		return accepted, q.socketErr("write", e)
+		return accepted, q.socketErr("send", e)
 	}
 	return accepted, nil
 }
 
+// writeOuter writes the outer IPv4 and UDP headers of payload p to remote
+// at the start of b, and p behind them; it returns the packet's length.
+// The caller checked that p fits the MTU and that remote is IPv4.
+func (u *Underlay) writeOuter(b, p []byte, remote netip.AddrPort, flow uint32) int {
+	src := netip.AddrPortFrom(u.cfg.NodeIP, encap.SourcePort(flow))
+	encap.EncodeOuterV4(b, src, netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()), len(p))
+	return encap.OuterV4Len + copy(b[encap.OuterV4Len:], p)
+}
+
 func (q *Queue) writeEthernet(frame []byte, dst *[6]byte) {
-	copy(frame[0:6], dst[:])
-	copy(frame[6:12], q.u.mac[:])
-	frame[12], frame[13] = 0x08, 0x00
+	encap.Ethernet(frame[:encap.EthernetLen]).Encode(*dst, q.u.mac, encap.EtherTypeIPv4)
 }
 
 // txFrame pops a free TX frame. When none is left it makes the kernel
@@ -210,7 +214,7 @@ func (q *Queue) kick() {
 }
 
 // kickFailed sorts the result of a TX wakeup: ENXIO means the socket lost
-// its device, which Write reports; a device that is down (ENETDOWN) keeps
+// its device, which Send reports; a device that is down (ENETDOWN) keeps
 // the frames on the TX ring until it comes up, and is only counted.
 func (q *Queue) kickFailed(e unix.Errno) bool {
 	switch e {
@@ -224,23 +228,19 @@ func (q *Queue) kickFailed(e unix.Errno) bool {
 	return true
 }
 
-// enqueue parks p on the waiting list until dst's next hop is resolved;
-// ask says whether to (re)request the resolution.
-func (q *Queue) enqueue(p []byte, dst uint32, ask bool) bool {
+// enqueue parks the packet of n bytes in TX frame addr (after room for
+// the Ethernet header) on the waiting list until dst's next hop is
+// resolved; ask says whether to (re)request the resolution. The frame is
+// freed when the wait list is full.
+func (q *Queue) enqueue(addr uint64, n int, dst uint32, ask bool) bool {
 	if !q.u.acquireWait() {
+		q.txFree = append(q.txFree, addr)
 		q.tc.noNeigh.Add(1)
 		return false
 	}
-	addr, ok := q.txFrame()
-	if !ok {
-		q.u.releaseWait()
-		q.tc.ringFull.Add(1)
-		return false
-	}
-	copy(q.x.umem[addr+ethLen:], p)
 	q.waiting = append(q.waiting, waitingPkt{
 		addr:     addr,
-		len:      uint32(len(p)),
+		len:      uint32(n),
 		dst:      dst,
 		deadline: q.u.clock() + waitTimeout,
 	})

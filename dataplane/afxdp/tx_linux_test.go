@@ -6,6 +6,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
+	"github.com/vxdp/vxdp/encap"
 )
 
 // waitFor polls cond until it holds or d passes.
@@ -37,7 +40,7 @@ func TestUnresolvedNeighbour(t *testing.T) {
 	u := openIn(t, p.a, defaultConfig())
 	q := u.Queues()[0]
 	pkts := packets(maxWaiting+44, netip.AddrPortFrom(addrA, 5555), netip.MustParseAddrPort("192.0.2.77:7777"), "lost")
-	n, err := q.Write(pkts, headroom)
+	n, err := sendPackets(q, pkts, headroom)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,12 +78,12 @@ func TestNoRoute(t *testing.T) {
 	var want uint64
 	for _, dst := range []string{"203.0.113.5:7777", "10.9.0.5:7777", "192.0.2.1:7777"} {
 		pkts := packets(3, from, netip.MustParseAddrPort(dst), "x")
-		if _, err := q.Write(pkts[:1], headroom); err != nil {
+		if _, err := sendPackets(q, pkts[:1], headroom); err != nil {
 			t.Fatal(err)
 		}
 		want++
 		waitFor(t, 2*time.Second, "the first packet to "+dst+" to be dropped", func() bool { return u.Stats().TxNoRoute == want })
-		n, err := q.Write(pkts[1:], headroom)
+		n, err := sendPackets(q, pkts[1:], headroom)
 		if err != nil || n != 0 {
 			t.Fatalf("write to %s: %d accepted, %v", dst, n, err)
 		}
@@ -95,25 +98,31 @@ func TestNoRoute(t *testing.T) {
 	quietAudit(t, u)
 }
 
-// TestInvalidPackets: Write skips what is not a sendable IPv4 packet.
+// TestInvalidPackets: Send skips what cannot be sent: a payload too big
+// for the MTU with the outer headers, a destination that is not IPv4, an
+// offset past the buffer.
 func TestInvalidPackets(t *testing.T) {
 	needRoot(t)
 	p := newPair(t, 1)
 	u := openIn(t, p.a, defaultConfig())
 	q := u.Queues()[0]
-	good := udpPacket(netip.AddrPortFrom(addrA, 1), netip.AddrPortFrom(addrB, 2), []byte("ok"), headroom)
-	short := good[:headroom+10]
-	v6 := append([]byte(nil), good...)
-	v6[headroom] = 0x60
-	lying := append([]byte(nil), good...)
-	lying[headroom+2], lying[headroom+3] = 0x05, 0xdc // claims 1500 bytes
-	big := udpPacket(netip.AddrPortFrom(addrA, 1), netip.AddrPortFrom(addrB, 2), make([]byte, 1500), headroom)
-	n, err := q.Write([][]byte{short, v6, lying, big, good[:headroom-1]}, headroom)
-	if err != nil || n != 0 {
-		t.Fatalf("accepted %d, %v", n, err)
+	to := packetio.Meta{Remote: netip.AddrPortFrom(addrB, 2)}
+	v6 := packetio.Meta{Remote: netip.MustParseAddrPort("[2001:db8::2]:2")}
+	fits := make([]byte, u.mtu-encap.OuterV4Len)
+	bufs := [][]byte{append(fits, 0), []byte("ok"), []byte("ok")}
+	meta := []packetio.Meta{to, v6, to}
+	n, err := q.Send(bufs, meta, 0)
+	if err != nil || n != 1 {
+		t.Fatalf("accepted %d, %v; want only the last", n, err)
 	}
-	if st := u.Stats(); st.TxInvalid != 5 {
-		t.Fatalf("invalid %d, want 5", st.TxInvalid)
+	if n, err := q.Send([][]byte{[]byte("ok")}, meta[:1], 3); err != nil || n != 0 {
+		t.Fatalf("offset past the buffer: accepted %d, %v", n, err)
+	}
+	if n, err := q.Send([][]byte{fits}, meta[:1], 0); err != nil || n != 1 {
+		t.Fatalf("largest payload: accepted %d, %v", n, err)
+	}
+	if st := u.Stats(); st.TxInvalid != 3 {
+		t.Fatalf("invalid %d, want 3", st.TxInvalid)
 	}
 }
 
@@ -129,7 +138,7 @@ func TestGateway(t *testing.T) {
 	to := netip.MustParseAddrPort("198.51.100.9:7777")
 	rcv := udpConnIn(t, p.b, to)
 	pkts := packets(20, netip.AddrPortFrom(addrA, 5555), to, "gw")
-	if n, err := q.Write(pkts, headroom); err != nil || n != len(pkts) {
+	if n, err := sendPackets(q, pkts, headroom); err != nil || n != len(pkts) {
 		t.Fatalf("accepted %d, %v", n, err)
 	}
 	rcv.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -155,7 +164,7 @@ func TestConcurrentWriters(t *testing.T) {
 	// Resolve B first: a burst from four writers to an unknown next hop
 	// would overflow the ARP wait queue, by design.
 	prime := packets(1, netip.AddrPortFrom(addrA, 5999), to, "prime")
-	if n, err := q.Write(prime, headroom); err != nil || n != 1 {
+	if n, err := sendPackets(q, prime, headroom); err != nil || n != 1 {
 		t.Fatalf("prime: %d, %v", n, err)
 	}
 	waitFor(t, 2*time.Second, "B to be resolved", func() bool { return u.Stats().ArpFlushed == 1 })
@@ -184,7 +193,7 @@ func TestConcurrentWriters(t *testing.T) {
 			defer wg.Done()
 			pkts := packets(each, netip.AddrPortFrom(addrA, uint16(6000+w)), to, fmt.Sprint("w", w))
 			for i := 0; i < each; i += 25 {
-				n, err := q.Write(pkts[i:i+25], headroom)
+				n, err := sendPackets(q, pkts[i:i+25], headroom)
 				if err != nil {
 					t.Error(err)
 					return

@@ -294,7 +294,7 @@ func (u *Underlay) Stats() Stats {
 
 // Close detaches the program (only if it is still ours), stops the
 // resolver, closes the sockets and the BPF objects and frees the UMEM. A
-// blocked Read returns net.ErrClosed. Packets still waiting for ARP
+// blocked Receive returns net.ErrClosed. Packets still waiting for ARP
 // are dropped (TxNoNeighbour). Close is idempotent.
 func (u *Underlay) Close() error {
 	u.closeOnce.Do(func() {

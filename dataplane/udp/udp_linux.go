@@ -101,7 +101,9 @@ var _ packetio.Underlay = (*Queue)(nil)
 // an address of this namespace, ...); on error nothing stays open.
 func Open(c Config) (_ *Underlay, err error) {
 	addr := c.Addr.Unmap()
-	fail := func(err error) error { return fmt.Errorf("udp underlay on %s: %w", netip.AddrPortFrom(addr, c.Port), err) }
+	fail := func(err error) error {
+		return fmt.Errorf("udp underlay on %s: %w", netip.AddrPortFrom(addr, c.Port), err)
+	}
 	switch {
 	case !addr.IsValid():
 		return nil, fail(errors.New("no address"))
