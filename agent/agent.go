@@ -56,6 +56,7 @@ type Agent struct {
 	srv *http.Server
 
 	xdp             *afxdp.Underlay // the AF_XDP underlay, when in use
+	udp             *udp.Underlay   // the UDP underlay (or the VTEP socket), when in use
 	kv              *kvstore.Store  // cluster membership, when kvstore is set
 	level           *zap.AtomicLevel
 	configEndpoints map[string]bool // endpoints that came from the configuration
@@ -108,29 +109,12 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 	}
 	// Native routing encapsulates nothing but VTEP traffic: without VTEPs
 	// there is no tunnel socket at all.
-	var unders []packetio.Device
+	var unders []packetio.Underlay
 	if !native || cfg.EnableVTEP {
 		var err error
 		unders, err = a.openUnderlay(link.Attrs().Name)
 		if err != nil {
 			return nil, err
-		}
-		// VTEPs speak VXLAN to port 8472 whatever the cluster runs: a
-		// Geneve cluster (or a native one on another port) listens there
-		// too.
-		if cfg.EnableVTEP && cfg.TunnelPort != dataplane.VTEPPort {
-			v, err := udp.Listen(netip.AddrPortFrom(cfg.NodeIP, dataplane.VTEPPort))
-			if err != nil {
-				for _, u := range unders {
-					u.Close()
-				}
-				if a.xdp != nil {
-					a.xdp.Close()
-				}
-				return nil, fmt.Errorf("vtep socket: %w", err)
-			}
-			unders = append(unders, v)
-			log.Info("vtep socket", zap.String("socket", v.Name()))
 		}
 	} else {
 		a.underlayKind, a.underlayReason = "none", "native routing without VTEPs needs no tunnel"
@@ -403,11 +387,17 @@ func vtepSpecs(in []config.VTEP) ([]dataplane.VTEPSpec, error) {
 }
 
 // openUnderlay opens the tunnel side of the node: AF_XDP sockets on the
-// device or a UDP socket, as `underlay` says. auto takes AF_XDP only where
+// device or UDP sockets, as `underlay` says. auto takes AF_XDP only where
 // the driver offers native XDP with zero-copy sockets (on a veth, copy mode
-// is slower than the UDP socket with its offloads), and says why.
-func (a *Agent) openUnderlay(device string) ([]packetio.Device, error) {
+// is slower than the UDP socket with its offloads), and says why. VTEPs
+// speak VXLAN to port 8472 whatever the cluster runs: a Geneve cluster (or
+// a native one on another port) listens there too, on a UDP socket.
+func (a *Agent) openUnderlay(device string) ([]packetio.Underlay, error) {
 	cfg := a.cfg
+	var vtepPorts []uint16
+	if cfg.EnableVTEP && cfg.TunnelPort != dataplane.VTEPPort {
+		vtepPorts = []uint16{dataplane.VTEPPort}
+	}
 	useXDP := false
 	switch cfg.Underlay {
 	case config.UnderlayUDP:
@@ -424,6 +414,7 @@ func (a *Agent) openUnderlay(device string) ([]packetio.Device, error) {
 			a.underlayKind, a.underlayReason = "udp", "auto: "+reason
 		}
 	}
+	var unders []packetio.Underlay
 	if useXDP {
 		u, err := afxdp.Open(afxdp.Config{
 			Device: device, NodeIP: cfg.NodeIP, Port: cfg.TunnelPort, Logger: a.log,
@@ -434,33 +425,47 @@ func (a *Agent) openUnderlay(device string) ([]packetio.Device, error) {
 		a.xdp = u
 		info := u.Info()
 		a.underlayReason += fmt.Sprintf("; %s XDP, %s sockets, %d queue(s), need_wakeup %v", info.XDPMode, info.Bind, info.Queues, info.NeedWakeup)
-		var devs []packetio.Device
 		for _, q := range u.Queues() {
-			devs = append(devs, q)
+			unders = append(unders, q)
 		}
 		a.log.Info("underlay", zap.String("kind", "afxdp"), zap.String("reason", a.underlayReason),
 			zap.String("device", device), zap.String("xdp-mode", info.XDPMode), zap.String("bind", info.Bind),
 			zap.Int("queues", info.Queues), zap.Int("mtu", a.underlayMTU))
-		return devs, nil
 	}
 	// underlay-sockets > 1: that many sockets share the port, the kernel
 	// spreads the flows over them, a worker reads each.
-	var devs []packetio.Device
-	n := max(cfg.UnderlaySockets, 1)
-	for i := range n {
-		under, err := udp.ListenWith(netip.AddrPortFrom(cfg.NodeIP, cfg.TunnelPort), udp.Options{GSO: true, GRO: true, ReusePort: n > 1, Instance: i})
-		if err != nil {
-			for _, d := range devs {
-				d.Close()
-			}
-			return nil, fmt.Errorf("underlay: %w", err)
-		}
-		devs = append(devs, under)
+	uc := udp.Config{Addr: cfg.NodeIP, Port: cfg.TunnelPort, Sockets: cfg.UnderlaySockets,
+		SourcePorts: cfg.UnderlaySourcePorts, GSO: true, GRO: true}
+	switch {
+	case useXDP && len(vtepPorts) == 0:
+		return unders, nil
+	case useXDP:
+		uc.Port, uc.Sockets = vtepPorts[0], 1
+	default:
+		uc.ExtraPorts = vtepPorts
 	}
-	a.log.Info("underlay", zap.String("kind", a.underlayKind), zap.String("reason", a.underlayReason),
-		zap.String("device", device), zap.Int("mtu", a.underlayMTU), zap.String("socket", devs[0].Name()), zap.Int("sockets", n))
-	a.warnOffloads(devs[0])
-	return devs, nil
+	u, err := udp.Open(uc)
+	if err != nil {
+		for _, q := range unders {
+			q.Close()
+		}
+		if a.xdp != nil {
+			a.xdp.Close()
+			a.xdp = nil
+		}
+		return nil, fmt.Errorf("underlay: %w", err)
+	}
+	a.udp = u
+	qs := u.Queues()
+	for _, q := range qs {
+		unders = append(unders, q)
+	}
+	sp := u.SourcePorts()
+	a.log.Info("udp underlay", zap.String("kind", a.underlayKind), zap.String("reason", a.underlayReason),
+		zap.String("device", device), zap.Int("mtu", a.underlayMTU), zap.String("socket", qs[0].Name()), zap.Int("sockets", len(qs)),
+		zap.Int("source-ports", sp.Count), zap.Uint16("source-port-min", sp.Min), zap.Uint16("source-port-max", sp.Max))
+	a.warnOffloads(qs[0].Name(), qs[0].Offloads())
+	return unders, nil
 }
 
 // underlayLink finds the device that holds nodeIP (or checks the named
@@ -500,7 +505,7 @@ func (a *Agent) newEndpointDevice(s dataplane.EndpointSpec, mtu int) (packetio.D
 		d, err := attachPod(s.Netns, ifnameOr(s.Ifname), a.cfg.PodQueues)
 		if err == nil {
 			a.log.Info("endpoint device adopted from the previous run", zap.String("endpoint", s.Name))
-			a.warnOffloads(d)
+			a.warnOffloads(d.Name(), d.Offloads())
 			return d, nil
 		}
 		a.log.Info("endpoint device not adopted; creating it", zap.String("endpoint", s.Name), zap.Error(err))
@@ -519,20 +524,16 @@ func (a *Agent) newEndpointDevice(s dataplane.EndpointSpec, mtu int) (packetio.D
 		d.Destroy()
 		return nil, err
 	}
-	a.warnOffloads(d)
+	a.warnOffloads(d.Name(), d.Offloads())
 	return d, nil
 }
 
 // warnOffloads logs each kernel offload a device could not turn on: the
 // device works without it, only slower.
-func (a *Agent) warnOffloads(d packetio.Device) {
-	r, ok := d.(packetio.OffloadReporter)
-	if !ok {
-		return
-	}
-	for _, o := range r.Offloads() {
+func (a *Agent) warnOffloads(device string, offloads []packetio.Offload) {
+	for _, o := range offloads {
 		if !o.Active {
-			a.log.Warn("offload off; the device falls back to single packets", zap.String("device", d.Name()),
+			a.log.Warn("offload off; the device falls back to single packets", zap.String("device", device),
 				zap.String("offload", o.Name), zap.String("reason", o.Reason))
 		}
 	}

@@ -115,6 +115,9 @@ type Config struct {
 	// UnderlaySockets is the number of UDP sockets sharing the tunnel
 	// port (SO_REUSEPORT), each read by a worker of its own.
 	UnderlaySockets int
+	// UnderlaySourcePorts is the number of outer UDP source ports of the
+	// UDP underlay (a send socket each); flows are spread over them.
+	UnderlaySourcePorts int
 
 	// NativeRoutingCIDR is where the network routes pod traffic itself.
 	// It only means something in native mode and is ignored in tunnel
@@ -199,17 +202,18 @@ type VTEP struct {
 // Default returns the configuration used when no key is given.
 func Default() *Config {
 	return &Config{
-		NodeName:          hostname(),
-		RoutingMode:       RoutingTunnel,
-		TunnelProtocol:    ProtocolVXLAN,
-		Underlay:          UnderlayAuto,
-		TunnelSourceCheck: true,
-		PodQueues:         2,
-		UnderlaySockets:   2,
-		Socket:            DefaultSocket,
-		LogLevel:          LogInfo,
-		StateDir:          DefaultStateDir,
-		PodCIDRMaskSize:   24,
+		NodeName:            hostname(),
+		RoutingMode:         RoutingTunnel,
+		TunnelProtocol:      ProtocolVXLAN,
+		Underlay:            UnderlayAuto,
+		TunnelSourceCheck:   true,
+		PodQueues:           2,
+		UnderlaySockets:     2,
+		UnderlaySourcePorts: 64,
+		Socket:              DefaultSocket,
+		LogLevel:            LogInfo,
+		StateDir:            DefaultStateDir,
+		PodCIDRMaskSize:     24,
 	}
 }
 

@@ -60,17 +60,18 @@ func mustAddr(s string) netip.Addr     { return netip.MustParseAddr(s) }
 func TestDefault(t *testing.T) {
 	c := Default()
 	want := &Config{
-		NodeName:          c.NodeName, // the host name; checked below
-		RoutingMode:       "tunnel",
-		TunnelProtocol:    "vxlan",
-		Underlay:          "auto",
-		TunnelSourceCheck: true,
-		PodQueues:         2,
-		UnderlaySockets:   2,
-		Socket:            "/run/vxdp/vxdp.sock",
-		LogLevel:          "info",
-		StateDir:          "/var/lib/vxdp",
-		PodCIDRMaskSize:   24,
+		NodeName:            c.NodeName, // the host name; checked below
+		RoutingMode:         "tunnel",
+		TunnelProtocol:      "vxlan",
+		Underlay:            "auto",
+		TunnelSourceCheck:   true,
+		PodQueues:           2,
+		UnderlaySockets:     2,
+		UnderlaySourcePorts: 64,
+		Socket:              "/run/vxdp/vxdp.sock",
+		LogLevel:            "info",
+		StateDir:            "/var/lib/vxdp",
+		PodCIDRMaskSize:     24,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v, want %+v", c, want)

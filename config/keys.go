@@ -311,6 +311,21 @@ var keyTable = []keySpec{
 		get: func(c *Config) string { return strconv.Itoa(c.UnderlaySockets) },
 	},
 	{
+		name: "underlay-source-ports", def: "64", doc: "UDP underlay only: outer UDP source ports (one send socket each, spread over 49152-65535), 1..1024; a flow keeps one port (the AF_XDP underlay uses the whole range)",
+		set: func(c *Config, s string) error {
+			v, err := parseUint(s, 1024)
+			if err != nil {
+				return err
+			}
+			if v < 1 {
+				return reasonf("want a whole number from 1 to 1024")
+			}
+			c.UnderlaySourcePorts = int(v)
+			return nil
+		},
+		get: func(c *Config) string { return strconv.Itoa(c.UnderlaySourcePorts) },
+	},
+	{
 		name: "tunnel-source-check", def: "true", doc: "drop tunnel packets whose outer source is neither a node nor a VTEP",
 		set: func(c *Config, s string) error { return setBool(&c.TunnelSourceCheck, s) },
 		get: func(c *Config) string { return formatBool(c.TunnelSourceCheck) },

@@ -30,9 +30,10 @@ func run() error {
 	log, _ := zap.NewDevelopment()
 	defer log.Sync()
 
-	// The devices: an underlay, the host device and one per pod. The
+	// The devices: an underlay (tunnel payloads to and from addresses),
+	// the host device and one per pod (IP packets). The
 	// factory is how the engine asks for a pod's device.
-	underlay := fake.New("underlay", 32)
+	underlay := fake.NewUnderlay("underlay", netip.MustParseAddrPort("192.0.2.1:8472"), 32)
 	host := fake.New("host", 32)
 	pods := map[string]*fake.Device{}
 	factory := func(s dataplane.EndpointSpec, mtu int) (packetio.Device, error) {
@@ -47,7 +48,7 @@ func run() error {
 		PodCIDR:     netip.MustParsePrefix("10.1.1.0/24"),
 		TunnelPort:  encap.VXLANPort,
 		UnderlayMTU: 1500,
-	}, log, []packetio.Device{underlay}, host, factory, nil)
+	}, log, []packetio.Underlay{underlay}, host, factory, nil)
 	if err != nil {
 		return err
 	}
@@ -83,11 +84,7 @@ func run() error {
 	if len(out) != 1 {
 		return fmt.Errorf("underlay sent %d packets", len(out))
 	}
-	o, err := encap.ParseOuterV4(out[0])
-	if err != nil {
-		return err
-	}
-	fmt.Printf("underlay sent %d bytes %s -> %s, VNI %d\n", len(out[0]), o.Src, o.Dst, encap.VXLAN(out[0][o.Payload:]).VNI())
+	fmt.Printf("underlay sent a %d-byte VXLAN payload to %s, VNI %d\n", len(out[0].Payload), out[0].Meta.Remote, encap.VXLAN(out[0].Payload).VNI())
 
 	st := eng.Stats()
 	fmt.Printf("drops: %d\n", st.TotalDrops)
