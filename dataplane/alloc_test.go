@@ -21,12 +21,24 @@ func (d *nopDevice) BatchSize() int                               { return 32 }
 func (d *nopDevice) Name() string                                 { return d.name }
 func (d *nopDevice) Close() error                                 { return nil }
 
+// nopUnderlay is nopDevice's underlay: it takes every payload.
+type nopUnderlay struct{ nopDevice }
+
+func (u *nopUnderlay) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset int) (int, error) {
+	return 0, net.ErrClosed
+}
+func (u *nopUnderlay) Send(bufs [][]byte, meta []packetio.Meta, offset int) (int, error) {
+	return len(bufs), nil
+}
+func (u *nopUnderlay) SourcePort(flow uint32) uint16     { return encap.SourcePort(flow) }
+func (u *nopUnderlay) SourcePorts() packetio.SourcePorts { return packetio.SourcePorts{} }
+
 func newBenchEngine(tb testing.TB) (*Engine, *endpoint) {
 	tb.Helper()
 	e, err := New(Config{
 		NodeIP: netip.MustParseAddr("192.0.2.1"), PodCIDR: netip.MustParsePrefix("10.1.1.0/24"),
 		TunnelPort: 8472, UnderlayMTU: 1500,
-	}, nil, []packetio.Device{&nopDevice{"u"}}, &nopDevice{"h"}, func(EndpointSpec, int) (packetio.Device, error) { return &nopDevice{"p"}, nil }, nil)
+	}, nil, []packetio.Underlay{&nopUnderlay{nopDevice{"u"}}}, &nopDevice{"h"}, func(EndpointSpec, int) (packetio.Device, error) { return &nopDevice{"p"}, nil }, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -74,17 +86,13 @@ func TestPacketPathZeroAllocs(t *testing.T) {
 			return 1000
 		}},
 		{"ingress", sourceUnderlay, nil, func(b []byte) int {
-			fillUDP(b[encap.Headroom:], [4]byte{10, 1, 2, 20}, [4]byte{10, 1, 1, 10}, 1000)
-			p := e.state.Load().peers[netip.MustParseAddr("192.0.2.2")]
-			tun := p.tun
-			tun.Src, tun.Dst = tun.Dst, tun.Src
-			tun.SrcMAC, tun.DstMAC = tun.DstMAC, tun.SrcMAC
-			o, err := encap.EncapVXLANv4(b, encap.Headroom, 1000, &tun, 2000, 50000)
-			if err != nil {
+			const start = encap.Headroom + encap.VXLANLen + encap.EthernetLen
+			fillUDP(b[start:], [4]byte{10, 1, 2, 20}, [4]byte{10, 1, 1, 10}, 1000)
+			peer := netip.MustParseAddr("192.0.2.2")
+			if _, err := encap.EncapVXLAN(b, start, 1000, 2000, e.mac, encap.TunnelMAC(peer)); err != nil {
 				t.Fatal(err)
 			}
-			copy(b[encap.Headroom:], b[o:o+1050])
-			return 1050
+			return start + 1000 - encap.Headroom
 		}},
 		{"egress icmp error", sourcePod, ep, func(b []byte) int {
 			fillUDP(b[encap.Headroom:], [4]byte{10, 1, 1, 10}, [4]byte{10, 1, 1, 99}, 100)
@@ -94,7 +102,15 @@ func TestPacketPathZeroAllocs(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var st DeviceStats
-			w := newWorker(e, &nopDevice{}, &st, c.kind, c.ep)
+			var w *worker
+			if c.kind == sourceUnderlay {
+				w = newWorker(e, nil, &nopUnderlay{}, &st, c.kind, nil)
+				for i := range w.meta {
+					w.meta[i] = packetio.Meta{Remote: netip.MustParseAddrPort("192.0.2.2:50000"), LocalPort: 8472}
+				}
+			} else {
+				w = newWorker(e, &nopDevice{}, nil, &st, c.kind, c.ep)
+			}
 			n := len(w.bufs)
 			allocs := testing.AllocsPerRun(200, func() {
 				for i := 0; i < n; i++ {
@@ -126,7 +142,7 @@ func BenchmarkEgressTunnel(b *testing.B) {
 		b.Run(encapSizeName(size), func(b *testing.B) {
 			e, ep := newBenchEngine(b)
 			var st DeviceStats
-			w := newWorker(e, &nopDevice{}, &st, sourcePod, ep)
+			w := newWorker(e, &nopDevice{}, nil, &st, sourcePod, ep)
 			n := len(w.bufs)
 			b.ReportAllocs()
 			b.SetBytes(int64(size * n))

@@ -19,7 +19,7 @@ import (
 // testNode is one engine on a fake underlay, with fake pod devices.
 type testNode struct {
 	eng   *dataplane.Engine
-	under *fake.Device
+	under *fake.Underlay
 	host  *fake.Device
 
 	mu   sync.Mutex
@@ -46,7 +46,7 @@ var (
 	cluster = netip.MustParsePrefix("10.1.0.0/16")
 )
 
-func newTestNode(t *testing.T, under *fake.Device, ip netip.Addr, podCIDR string, cfgMod func(*dataplane.Config)) *testNode {
+func newTestNode(t *testing.T, under *fake.Underlay, ip netip.Addr, podCIDR string, cfgMod func(*dataplane.Config)) *testNode {
 	t.Helper()
 	n := &testNode{under: under, host: fake.New("vxdp_host", 16), pods: map[string]*fake.Device{}}
 	cfg := dataplane.Config{
@@ -70,7 +70,7 @@ func newTestNode(t *testing.T, under *fake.Device, ip netip.Addr, podCIDR string
 		n.mu.Unlock()
 		return d, nil
 	}
-	eng, err := dataplane.New(cfg, nil, []packetio.Device{under}, n.host, factory, nil)
+	eng, err := dataplane.New(cfg, nil, []packetio.Underlay{under}, n.host, factory, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,8 +86,8 @@ func twoNodes(t *testing.T) (*testNode, *testNode, *fake.Hub) {
 	t.Helper()
 	checkGoroutines(t)
 	hub := fake.NewHub()
-	n1 := newTestNode(t, hub.Attach(node1IP, "u1", 16), node1IP, "10.1.1.0/24", nil)
-	n2 := newTestNode(t, hub.Attach(node2IP, "u2", 16), node2IP, "10.1.2.0/24", nil)
+	n1 := newTestNode(t, hub.Attach(netip.AddrPortFrom(node1IP, 8472), "u1", 16), node1IP, "10.1.1.0/24", nil)
+	n2 := newTestNode(t, hub.Attach(netip.AddrPortFrom(node2IP, 8472), "u2", 16), node2IP, "10.1.2.0/24", nil)
 	must(t, n1.eng.AddNode(dataplane.NodeSpec{Name: "node2", IP: node2IP, PodCIDR: netip.MustParsePrefix("10.1.2.0/24")}))
 	must(t, n2.eng.AddNode(dataplane.NodeSpec{Name: "node1", IP: node1IP, PodCIDR: netip.MustParsePrefix("10.1.1.0/24")}))
 	must(t, n1.eng.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP: pod1, Netns: "/x", Identity: 1000}))
@@ -192,33 +192,46 @@ func TestCrossNode(t *testing.T) {
 
 func TestEncapOnTheWire(t *testing.T) {
 	checkGoroutines(t)
-	under := fake.New("u", 16) // not on a hub: keeps what is sent
+	under := fake.NewUnderlay("u", netip.AddrPortFrom(node1IP, 8472), 16) // not on a hub: keeps what is sent
 	n := newTestNode(t, under, node1IP, "10.1.1.0/24", nil)
 	must(t, n.eng.AddNode(dataplane.NodeSpec{Name: "node2", IP: node2IP, PodCIDR: netip.MustParsePrefix("10.1.2.0/24")}))
 	must(t, n.eng.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP: pod1, Netns: "/x", Identity: 4242}))
 	must(t, n.eng.AddEndpoint(dataplane.EndpointSpec{Name: "b", IP: pod1b, Netns: "/x"}))
 
 	n.pod(t, "a").Inject(udpPacket(pod1, pod2, 1, 2, 64, true, []byte("x")))
-	pkt := waitOne(t, under)
-	o, err := encap.ParseOuterV4(pkt)
-	must(t, err)
-	if o.Src != node1IP || o.Dst != node2IP || o.DstPort != 8472 || o.SrcPort < 49152 || encap.IPv4(pkt).TTL() != 64 {
-		t.Fatalf("outer %+v ttl %d", o, encap.IPv4(pkt).TTL())
+	d := waitSentOne(t, under)
+	if d.Meta.Remote != netip.AddrPortFrom(node2IP, 8472) {
+		t.Fatalf("sent to %v, want node2's tunnel port", d.Meta.Remote)
 	}
-	vx := encap.VXLAN(pkt[o.Payload:])
-	if vx.VNI() != 4242 {
-		t.Fatalf("vni %d, want the endpoint identity 4242", vx.VNI())
+	vx := encap.VXLAN(d.Payload)
+	if vx.Validate(0) != nil || vx.VNI() != 4242 {
+		t.Fatalf("vxlan header %x, want vni = the endpoint identity 4242", d.Payload[:8])
+	}
+	eth := encap.Ethernet(d.Payload[encap.VXLANLen:])
+	if eth.Source() != n.eng.TunnelMAC() || eth.Destination() != encap.TunnelMAC(node2IP) || eth.EtherType() != encap.EtherTypeIPv4 {
+		t.Fatalf("inner ethernet %x", d.Payload[8:22])
+	}
+	if inner := encap.IPv4(d.Payload[22:]); inner.DestinationAddr() != pod2 || inner.TTL() != 63 {
+		t.Fatalf("inner packet %x", d.Payload[22:])
+	}
+	// The flow hash travels with the payload: the underlay picks the
+	// source port from it, one per flow.
+	n.pod(t, "a").Inject(udpPacket(pod1, pod2, 1, 2, 64, true, []byte("y")))
+	if again := waitSentOne(t, under); again.Meta.Flow != d.Meta.Flow {
+		t.Fatalf("one flow, two hashes: %d and %d", d.Meta.Flow, again.Meta.Flow)
+	}
+	n.pod(t, "a").Inject(udpPacket(pod1, pod2, 3, 2, 64, true, []byte("z")))
+	if other := waitSentOne(t, under); other.Meta.Flow == d.Meta.Flow {
+		t.Fatalf("another flow hashes alike: %d", other.Meta.Flow)
 	}
 	// An endpoint without identity sends the default workload identity.
 	n.pod(t, "b").Inject(udpPacket(pod1b, pod2, 1, 2, 64, true, []byte("x")))
-	pkt = waitOne(t, under)
-	if vni := encap.VXLAN(pkt[28:]).VNI(); vni != uint32(identity.DefaultWorkload) {
+	if vni := encap.VXLAN(waitSentOne(t, under).Payload).VNI(); vni != uint32(identity.DefaultWorkload) {
 		t.Fatalf("default identity vni %d", vni)
 	}
 	// The node itself sends as remote-node.
 	n.host.Inject(udpPacket(netip.MustParseAddr("10.1.1.1"), pod2, 1, 2, 64, true, []byte("x")))
-	pkt = waitOne(t, under)
-	if vni := encap.VXLAN(pkt[28:]).VNI(); vni != uint32(identity.RemoteNode) {
+	if vni := encap.VXLAN(waitSentOne(t, under).Payload).VNI(); vni != uint32(identity.RemoteNode) {
 		t.Fatalf("host traffic vni %d, want 6", vni)
 	}
 }
@@ -329,78 +342,94 @@ func TestPodSourceChecks(t *testing.T) {
 	waitOne(t, n1.host)
 }
 
-// wirePacket builds a tunnel packet as node from would send it.
-func wirePacket(t *testing.T, from netip.Addr, to netip.Addr, vni uint32, inner []byte) []byte {
+// waitSentOne waits for one payload sent through u.
+func waitSentOne(t *testing.T, u *fake.Underlay) fake.Datagram {
+	t.Helper()
+	got := u.WaitSent(1, 2*time.Second)
+	if len(got) != 1 {
+		t.Fatalf("%s: sent %d payloads, want 1", u.Name(), len(got))
+	}
+	return got[0]
+}
+
+// Offsets in a VXLAN payload: the VXLAN header, the inner Ethernet header
+// and the inner IPv4 packet.
+const (
+	vxOff    = 0
+	innerEth = encap.VXLANLen
+	innerIP  = encap.VXLANLen + encap.EthernetLen
+)
+
+// wirePacket builds the tunnel payload node from would send to node to,
+// and where it comes from.
+func wirePacket(t *testing.T, from netip.Addr, to netip.Addr, vni uint32, inner []byte) fake.Datagram {
 	buf := make([]byte, encap.Headroom+len(inner))
 	copy(buf[encap.Headroom:], inner)
-	tun := encap.TunnelV4{Src: from.As4(), Dst: to.As4(), DstPort: 8472, SrcMAC: encap.TunnelMAC(from), DstMAC: encap.TunnelMAC(to)}
-	o, err := encap.EncapVXLANv4(buf, encap.Headroom, len(inner), &tun, vni, 50000)
+	o, err := encap.EncapVXLAN(buf, encap.Headroom, len(inner), vni, encap.TunnelMAC(to), encap.TunnelMAC(from))
 	must(t, err)
-	return buf[o:]
+	return fake.Datagram{Payload: buf[o:], Meta: packetio.Meta{Remote: netip.AddrPortFrom(from, 50000), LocalPort: 8472}}
 }
 
 func TestIngressValidation(t *testing.T) {
 	_, n2, _ := twoNodes(t)
 	c := n2.pod(t, "c")
-	good := func() []byte {
+	good := func() fake.Datagram {
 		return wirePacket(t, node1IP, node2IP, 1000, udpPacket(pod1, pod2, 1, 2, 64, false, []byte("ok")))
 	}
+	// mod changes a good payload.
+	mod := func(f func(p []byte)) func() fake.Datagram {
+		return func() fake.Datagram { d := good(); f(d.Payload); return d }
+	}
 	// A good one first, to show the rest fail for their own reason.
-	n2.under.Inject(good())
+	n2.under.InjectDatagram(good())
 	waitOne(t, c)
 
 	tests := []struct {
 		name   string
-		pkt    func() []byte
+		pkt    func() fake.Datagram
 		reason dataplane.DropReason
 	}{
-		{"unknown tunnel source", func() []byte {
+		{"unknown tunnel source", func() fake.Datagram {
 			return wirePacket(t, netip.MustParseAddr("192.0.2.66"), node2IP, 1000, udpPacket(pod1, pod2, 1, 2, 64, false, nil))
 		}, dataplane.DropUnknownTunnelSource},
-		{"vni 0", func() []byte {
+		{"vni 0", func() fake.Datagram {
 			return wirePacket(t, node1IP, node2IP, 0, udpPacket(pod1, pod2, 1, 2, 64, false, nil))
 		}, dataplane.DropInvalidIdentity},
-		{"vni 1", func() []byte {
+		{"vni 1", func() fake.Datagram {
 			return wirePacket(t, node1IP, node2IP, 1, udpPacket(pod1, pod2, 1, 2, 64, false, nil))
 		}, dataplane.DropInvalidIdentity},
-		{"I flag clear", func() []byte { p := good(); p[28] = 0; return p }, dataplane.DropInvalidHeader},
-		{"reserved bits", func() []byte { p := good(); p[29] = 1; return p }, dataplane.DropInvalidHeader},
-		{"truncated vxlan", func() []byte {
-			p := good()[:28+6]
-			binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
-			binary.BigEndian.PutUint16(p[24:], uint16(len(p)-20))
-			return p
-		}, dataplane.DropInvalidHeader},
-		{"inner source MAC is ours", func() []byte {
-			p := good()
+		{"I flag clear", mod(func(p []byte) { p[vxOff] = 0 }), dataplane.DropInvalidHeader},
+		{"reserved bits", mod(func(p []byte) { p[vxOff+1] = 1 }), dataplane.DropInvalidHeader},
+		{"truncated vxlan", func() fake.Datagram { d := good(); d.Payload = d.Payload[:6]; return d }, dataplane.DropInvalidHeader},
+		{"inner source MAC is ours", mod(func(p []byte) {
 			m := encap.TunnelMAC(node2IP)
-			copy(p[36+6:], m[:])
-			return p
-		}, dataplane.DropInvalidMAC},
-		{"inner source MAC multicast", func() []byte { p := good(); p[36+6] = 1; return p }, dataplane.DropInvalidMAC},
-		{"inner ARP", func() []byte { p := good(); p[36+12], p[36+13] = 0x08, 0x06; return p }, dataplane.DropUnsupportedProtocol},
-		{"inner VLAN", func() []byte { p := good(); p[36+12], p[36+13] = 0x81, 0x00; return p }, dataplane.DropUnsupportedProtocol},
-		{"inner ihl 4", func() []byte { p := good(); p[50] = 0x44; return p }, dataplane.DropInvalidHeader},
-		{"inner length lies", func() []byte { p := good(); p[52] = 0x7f; return p }, dataplane.DropInvalidHeader},
-		{"spoofed inner source", func() []byte {
+			copy(p[innerEth+6:], m[:])
+		}), dataplane.DropInvalidMAC},
+		{"inner source MAC multicast", mod(func(p []byte) { p[innerEth+6] = 1 }), dataplane.DropInvalidMAC},
+		{"inner ARP", mod(func(p []byte) { binary.BigEndian.PutUint16(p[innerEth+12:], encap.EtherTypeARP) }), dataplane.DropUnsupportedProtocol},
+		{"inner VLAN", mod(func(p []byte) { binary.BigEndian.PutUint16(p[innerEth+12:], 0x8100) }), dataplane.DropUnsupportedProtocol},
+		{"inner ihl 4", mod(func(p []byte) { p[innerIP] = 0x44 }), dataplane.DropInvalidHeader},
+		{"inner length lies", mod(func(p []byte) { p[innerIP+2] = 0x7f }), dataplane.DropInvalidHeader},
+		{"unknown local port", func() fake.Datagram { d := good(); d.Meta.LocalPort = 9999; return d }, dataplane.DropUnsupportedProtocol},
+		{"spoofed inner source", func() fake.Datagram {
 			return wirePacket(t, node1IP, node2IP, 1000, udpPacket(netip.MustParseAddr("10.1.3.3"), pod2, 1, 2, 64, false, nil))
 		}, dataplane.DropSpoofedInnerSource},
-		{"no endpoint", func() []byte {
+		{"no endpoint", func() fake.Datagram {
 			return wirePacket(t, node1IP, node2IP, 1000, udpPacket(pod1, netip.MustParseAddr("10.1.2.99"), 1, 2, 64, false, nil))
 		}, dataplane.DropNoEndpoint},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := n2.eng.Drops(tt.reason)
-			n2.under.Inject(tt.pkt())
+			n2.under.InjectDatagram(tt.pkt())
 			waitDrop(t, n2.eng, tt.reason, before+1)
 			expectNone(t, c)
 		})
 	}
 	// Garbage of every length never reaches a pod nor panics.
 	g := good()
-	for i := 0; i < len(g); i++ {
-		n2.under.Inject(g[:i])
+	for i := 0; i < len(g.Payload); i++ {
+		n2.under.InjectDatagram(fake.Datagram{Payload: g.Payload[:i], Meta: g.Meta})
 	}
 	expectNone(t, c)
 }
@@ -464,7 +493,7 @@ func TestControlValidation(t *testing.T) {
 func TestCloseClosesEverything(t *testing.T) {
 	checkGoroutines(t)
 	hub := fake.NewHub()
-	n := newTestNode(t, hub.Attach(node1IP, "u1", 16), node1IP, "10.1.1.0/24", nil)
+	n := newTestNode(t, hub.Attach(netip.AddrPortFrom(node1IP, 8472), "u1", 16), node1IP, "10.1.1.0/24", nil)
 	must(t, n.eng.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP: pod1, Netns: "/x"}))
 	must(t, n.eng.Close())
 	if !n.pod(t, "a").Closed() || !n.under.Closed() || !n.host.Closed() {
@@ -477,7 +506,7 @@ func TestCloseClosesEverything(t *testing.T) {
 
 func TestHealth(t *testing.T) {
 	checkGoroutines(t)
-	under := fake.New("u", 16)
+	under := fake.NewUnderlay("u", netip.AddrPortFrom(node1IP, 8472), 16)
 	n := newTestNode(t, under, node1IP, "10.1.1.0/24", nil)
 	if p := n.eng.Problems(); len(p) != 0 {
 		t.Fatalf("fresh engine unhealthy: %v", p)
@@ -500,8 +529,9 @@ func TestStuckWorker(t *testing.T) {
 	if s := n1.eng.Stuck(100 * time.Millisecond); len(s) != 0 {
 		t.Fatalf("idle engine has stuck workers %v", s)
 	}
-	must(t, n1.eng.HangWorker("a"))
-	n1.pod(t, "a").Inject(udpPacket(pod1, pod2, 1, 2, 64, false, nil))
+	// a's worker writes to b, whose device stops taking packets.
+	n1.pod(t, "b").BlockWrites()
+	n1.pod(t, "a").Inject(udpPacket(pod1, pod1b, 1, 2, 64, false, nil))
 	deadline := time.Now().Add(2 * time.Second)
 	for len(n1.eng.Stuck(100*time.Millisecond)) == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)

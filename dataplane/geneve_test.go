@@ -15,8 +15,8 @@ func genevePair(t *testing.T) (*testNode, *testNode) {
 	checkGoroutines(t)
 	hub := fake.NewHub()
 	geneve := func(c *dataplane.Config) { c.Protocol, c.TunnelPort = "geneve", 0 }
-	n1 := newTestNode(t, hub.Attach(node1IP, "u1", 16), node1IP, "10.1.1.0/24", geneve)
-	n2 := newTestNode(t, hub.Attach(node2IP, "u2", 16), node2IP, "10.1.2.0/24", geneve)
+	n1 := newTestNode(t, hub.Attach(netip.AddrPortFrom(node1IP, encap.GenevePort), "u1", 16), node1IP, "10.1.1.0/24", geneve)
+	n2 := newTestNode(t, hub.Attach(netip.AddrPortFrom(node2IP, encap.GenevePort), "u2", 16), node2IP, "10.1.2.0/24", geneve)
 	must(t, n1.eng.AddNode(dataplane.NodeSpec{Name: "node2", IP: node2IP, PodCIDR: netip.MustParsePrefix("10.1.2.0/24")}))
 	must(t, n2.eng.AddNode(dataplane.NodeSpec{Name: "node1", IP: node1IP, PodCIDR: netip.MustParsePrefix("10.1.1.0/24")}))
 	must(t, n1.eng.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP: pod1, Netns: "/x", Identity: 1000}))
@@ -39,31 +39,28 @@ func TestGeneveCrossNode(t *testing.T) {
 	}
 }
 
-// geneveWire builds a Geneve packet from node1 to node2 on 6081, then lets
-// mod break it.
-func geneveWire(t *testing.T, vni uint32, opts []encap.GeneveOption, mod func(g []byte)) []byte {
+// geneveWire builds a Geneve payload from node1 to node2 on 6081, then
+// lets mod break it.
+func geneveWire(t *testing.T, vni uint32, opts []encap.GeneveOption, mod func(g []byte)) fake.Datagram {
 	inner := udpPacket(pod1, pod2, 1, 2, 64, false, []byte("x"))
 	buf := make([]byte, encap.Headroom+len(inner))
 	copy(buf[encap.Headroom:], inner)
-	tun := encap.TunnelV4{Src: node1IP.As4(), Dst: node2IP.As4(), DstPort: encap.GenevePort,
-		SrcMAC: encap.TunnelMAC(node1IP), DstMAC: encap.TunnelMAC(node2IP)}
-	o, err := encap.EncapGeneveV4(buf, encap.Headroom, len(inner), &tun, vni, opts, 50000)
+	o, err := encap.EncapGeneve(buf, encap.Headroom, len(inner), vni, opts, encap.TunnelMAC(node2IP), encap.TunnelMAC(node1IP))
 	must(t, err)
-	pkt := buf[o:]
 	if mod != nil {
-		mod(pkt[28:])
+		mod(buf[o:])
 	}
-	return pkt
+	return fake.Datagram{Payload: buf[o:], Meta: packetio.Meta{Remote: netip.AddrPortFrom(node1IP, 50000), LocalPort: encap.GenevePort}}
 }
 
 func TestGeneveReceiveRules(t *testing.T) {
 	_, n2 := genevePair(t)
 	c := n2.pod(t, "c")
-	n2.under.Inject(geneveWire(t, 1000, []encap.GeneveOption{{Class: 0xffff, Type: 1, Data: make([]byte, 4)}}, nil))
+	n2.under.InjectDatagram(geneveWire(t, 1000, []encap.GeneveOption{{Class: 0xffff, Type: 1, Data: make([]byte, 4)}}, nil))
 	waitOne(t, c) // an unknown non-critical option is skipped
 	tests := []struct {
 		name   string
-		pkt    []byte
+		pkt    fake.Datagram
 		reason dataplane.DropReason
 	}{
 		{"unknown critical option", geneveWire(t, 1000, []encap.GeneveOption{{Class: 0xffff, Type: 1, Critical: true}}, nil), dataplane.DropCriticalOption},
@@ -72,16 +69,16 @@ func TestGeneveReceiveRules(t *testing.T) {
 		{"options past the packet", geneveWire(t, 1000, nil, func(g []byte) { g[0] |= 0x3f }), dataplane.DropInvalidHeader},
 		{"not ethernet", geneveWire(t, 1000, nil, func(g []byte) { g[2], g[3] = 0x08, 0x00 }), dataplane.DropUnsupportedProtocol},
 		{"vni 0", geneveWire(t, 0, nil, nil), dataplane.DropInvalidIdentity},
-		{"vxlan on the geneve port", func() []byte {
-			p := wirePacket(t, node1IP, node2IP, 1000, udpPacket(pod1, pod2, 1, 2, 64, false, nil))
-			p[22], p[23] = 0x17, 0xc1 // dst port 6081
-			return p
+		{"vxlan on the geneve port", func() fake.Datagram {
+			d := wirePacket(t, node1IP, node2IP, 1000, udpPacket(pod1, pod2, 1, 2, 64, false, nil))
+			d.Meta.LocalPort = encap.GenevePort
+			return d
 		}(), dataplane.DropProtocolMismatch},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := n2.eng.Drops(tt.reason)
-			n2.under.Inject(tt.pkt)
+			n2.under.InjectDatagram(tt.pkt)
 			waitDrop(t, n2.eng, tt.reason, before+1)
 			expectNone(t, c)
 		})
@@ -92,7 +89,7 @@ func TestGeneveOptionsTakeMTU(t *testing.T) {
 	checkGoroutines(t)
 	e, err := dataplane.New(dataplane.Config{NodeIP: node1IP, PodCIDR: netip.MustParsePrefix("10.1.1.0/24"), UnderlayMTU: 1500,
 		Protocol: "geneve", GeneveOptions: []encap.GeneveOption{{Class: 0x0103, Type: 1, Data: make([]byte, 8)}}},
-		nil, []packetio.Device{fake.New("u", 8)}, nil, nil, nil)
+		nil, []packetio.Underlay{fake.NewUnderlay("u", netip.AddrPortFrom(node1IP, encap.GenevePort), 8)}, nil, nil, nil)
 	must(t, err)
 	defer e.Close()
 	if e.RouteMTU() != 1500-50-12 {
@@ -103,21 +100,18 @@ func TestGeneveOptionsTakeMTU(t *testing.T) {
 // VTEPs stay VXLAN on 8472 in a Geneve cluster.
 func TestGeneveClusterVTEPSpeaksVXLAN(t *testing.T) {
 	checkGoroutines(t)
-	under := fake.New("u", 16)
+	under := fake.NewUnderlay("u", netip.AddrPortFrom(node1IP, encap.GenevePort), 16)
 	n := newTestNode(t, under, node1IP, "10.1.1.0/24", func(c *dataplane.Config) { c.Protocol, c.TunnelPort = "geneve", 0 })
 	must(t, n.eng.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP: pod1, Netns: "/x"}))
 	must(t, n.eng.SetVTEPs([]dataplane.VTEPSpec{{CIDR: vmCIDR, Endpoint: vmIP, MAC: vmMAC}}))
 	n.pod(t, "a").Inject(udpPacket(pod1, vmAddr, 1, 2, 64, false, nil))
-	pkt := waitOne(t, under)
-	o, err := encap.ParseOuterV4(pkt)
-	must(t, err)
-	if o.DstPort != 8472 || encap.VXLAN(pkt[o.Payload:]).Validate(0) != nil || encap.VXLAN(pkt[o.Payload:]).VNI() != 2 {
-		t.Fatalf("to the VTEP: port %d header %x", o.DstPort, pkt[o.Payload:o.Payload+8])
+	d := waitSentOne(t, under)
+	if d.Meta.Remote.Port() != 8472 || encap.VXLAN(d.Payload).Validate(0) != nil || encap.VXLAN(d.Payload).VNI() != 2 {
+		t.Fatalf("to the VTEP: %v header %x", d.Meta.Remote, d.Payload[:8])
 	}
 	// The VTEP's ARP request arrives on 8472 as VXLAN and is answered.
-	n.under.Inject(vmFrame(t, 2, arpRequest(vmAddr, vmMAC, pod1)))
-	reply := waitOne(t, under)
-	if o, _ := encap.ParseOuterV4(reply); o.DstPort != 8472 || o.Dst != vmIP {
-		t.Fatalf("arp reply %+v", o)
+	n.under.InjectDatagram(vmFrame(t, 2, arpRequest(vmAddr, vmMAC, pod1)))
+	if reply := waitSentOne(t, under); reply.Meta.Remote != netip.AddrPortFrom(vmIP, 8472) {
+		t.Fatalf("arp reply to %v", reply.Meta.Remote)
 	}
 }

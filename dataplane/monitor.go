@@ -31,7 +31,8 @@ type rawEvent struct {
 	reason DropReason
 	source sourceKind
 	device string
-	ident  identity.ID // the sending endpoint's, for pod packets
+	ident  identity.ID       // the sending endpoint's, for pod packets
+	outer  [2]netip.AddrPort // sender and local address of a tunnel payload
 	n      int
 	data   [eventSnap]byte
 }
@@ -127,6 +128,9 @@ func (w *worker) report(r DropReason) {
 	if w.ep != nil {
 		ev.ident, ev.device = w.ep.Identity, w.ep.Name
 	}
+	if w.curMeta != nil {
+		ev.outer = [2]netip.AddrPort{w.curMeta.Remote, netip.AddrPortFrom(w.e.cfg.NodeIP, w.curMeta.LocalPort)}
+	}
 	ev.n = copy(ev.data[:], w.cur)
 	select {
 	case w.e.mon.ch <- ev:
@@ -151,25 +155,16 @@ func (r *rawEvent) decode() Event {
 		ev.Source = "host"
 	case sourceUnderlay:
 		ev.Source = "underlay"
-		if len(pkt) >= encap.IPv4MinLen+encap.UDPLen && pkt[0]>>4 == 4 {
-			hl := int(pkt[0]&0xf) * 4
-			if hl >= encap.IPv4MinLen && len(pkt) >= hl+encap.UDPLen {
-				ip := encap.IPv4(pkt)
-				u := encap.UDP(pkt[hl:])
-				ev.OuterSrc = netip.AddrPortFrom(ip.SourceAddr(), u.SourcePort()).String()
-				ev.OuterDst = netip.AddrPortFrom(ip.DestinationAddr(), u.DestinationPort()).String()
-				rest := pkt[hl+encap.UDPLen:]
-				if len(rest) >= encap.VXLANLen {
-					ev.Identity = encap.VXLAN(rest).VNI()
-					rest = rest[encap.VXLANLen:]
-					if len(rest) >= encap.EthernetLen && encap.Ethernet(rest).EtherType() == encap.EtherTypeIPv4 {
-						pkt = rest[encap.EthernetLen:]
-					} else {
-						pkt = nil
-					}
-				} else {
-					pkt = nil
-				}
+		ev.OuterSrc, ev.OuterDst = r.outer[0].String(), r.outer[1].String()
+		// VXLAN and Geneve keep the VNI in the same place; the inner
+		// frame is shown only behind a VXLAN-sized header.
+		rest := pkt
+		pkt = nil
+		if len(rest) >= encap.VXLANLen {
+			ev.Identity = encap.VXLAN(rest).VNI()
+			rest = rest[encap.VXLANLen:]
+			if len(rest) >= encap.EthernetLen && encap.Ethernet(rest).EtherType() == encap.EtherTypeIPv4 {
+				pkt = rest[encap.EthernetLen:]
 			}
 		}
 	}

@@ -15,7 +15,7 @@ func TestMonitorDropEvents(t *testing.T) {
 	events := n2.eng.Subscribe(ctx)
 
 	// A tunnel packet whose inner source lies outside node1's pod CIDR.
-	n2.under.Inject(wirePacket(t, node1IP, node2IP, 1000, udpPacket(netipMust("10.1.3.3"), pod2, 4444, 80, 64, false, nil)))
+	n2.under.InjectDatagram(wirePacket(t, node1IP, node2IP, 1000, udpPacket(netipMust("10.1.3.3"), pod2, 4444, 80, 64, false, nil)))
 	select {
 	case ev := <-events:
 		if ev.Type != "drop" || ev.Reason != "spoofed_inner_source" || ev.Source != "underlay" ||
@@ -49,7 +49,7 @@ func TestMonitorRateLimit(t *testing.T) {
 	const flood = 20000
 	start := time.Now()
 	for i := 0; i < flood; i++ {
-		n2.under.Inject(bad)
+		n2.under.InjectDatagram(bad)
 	}
 	waitDrop(t, n2.eng, dataplane.DropUnknownTunnelSource, flood)
 	elapsed := time.Since(start)

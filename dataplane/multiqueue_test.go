@@ -27,14 +27,14 @@ func (d *mqDevice) Close() error {
 // the pod sends on either queue is forwarded, and deleting the endpoint
 // waits for both workers.
 func TestMultiQueueEndpoint(t *testing.T) {
-	under := fake.New("under", 16)
+	under := fake.NewUnderlay("under", netip.AddrPortFrom(node1IP, 8472), 16)
 	var pod *mqDevice
 	factory := func(s dataplane.EndpointSpec, mtu int) (packetio.Device, error) {
 		pod = &mqDevice{Device: fake.New(s.Name, 8), second: fake.New(s.Name+"-q1", 8)}
 		return pod, nil
 	}
 	eng, err := dataplane.New(dataplane.Config{NodeIP: node1IP, PodCIDR: netip.MustParsePrefix("10.1.1.0/24"),
-		ClusterCIDR: cluster, TunnelPort: 8472, UnderlayMTU: 1500}, nil, []packetio.Device{under}, nil, factory, nil)
+		ClusterCIDR: cluster, TunnelPort: 8472, UnderlayMTU: 1500}, nil, []packetio.Underlay{under}, nil, factory, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func node(i int) dataplane.NodeSpec {
 // each other as well as against the nodes there are, and leaves every
 // node reachable.
 func TestAddNodes(t *testing.T) {
-	n := newTestNode(t, fake.New("under", 16), node1IP, "10.1.1.0/24", nil)
+	n := newTestNode(t, fake.NewUnderlay("under", netip.AddrPortFrom(node1IP, 8472), 16), node1IP, "10.1.1.0/24", nil)
 	var batch []dataplane.NodeSpec
 	for i := 1; i <= 1000; i++ {
 		batch = append(batch, node(i))
@@ -76,7 +76,7 @@ func TestAddNodes(t *testing.T) {
 		dst := node(i).PodCIDR.Addr().Next()
 		pod.Inject(udpPacket(pod1, dst, 1000, 2000, 64, false, []byte("x")))
 		got := n.under.WaitSent(1, 2*time.Second)
-		if len(got) != 1 || [4]byte(got[0][16:20]) != node(i).IP.As4() {
+		if len(got) != 1 || got[0].Meta.Remote.Addr() != node(i).IP {
 			t.Fatalf("packet to %s: %d sent, want one to node %s", dst, len(got), node(i).IP)
 		}
 	}

@@ -39,18 +39,14 @@ func (r *hookRoutes) AddRoute(p netip.Prefix, mtu int) error {
 func (r *hookRoutes) AddVia(p netip.Prefix, via netip.Addr) error { return nil }
 func (r *hookRoutes) DelRoute(p netip.Prefix) error               { return nil }
 
-// streamCheck returns what is wrong with pkt, the tunnel packet that
-// should carry packet seq of the stream from pod1 (identity 4242) to pod2
-// on node2, or "" if nothing is.
-func streamCheck(pkt []byte, seq uint64) string {
-	o, err := encap.ParseOuterV4(pkt)
-	if err != nil {
-		return fmt.Sprintf("malformed tunnel packet (%v): % x", err, pkt[:min(len(pkt), 60)])
+// streamCheck returns what is wrong with pkt, the tunnel payload from m
+// that should carry packet seq of the stream from pod1 (identity 4242) to
+// pod2 on node2, or "" if nothing is.
+func streamCheck(pkt []byte, m packetio.Meta, seq uint64) string {
+	if m.Remote.Addr() != node1IP || m.LocalPort != 8472 {
+		return fmt.Sprintf("tunnel payload from %s to port %d, want from %s to port 8472", m.Remote, m.LocalPort, node1IP)
 	}
-	if o.Src != node1IP || o.DstPort != 8472 {
-		return fmt.Sprintf("tunnel packet from %s to port %d, want from %s to port 8472", o.Src, o.DstPort, node1IP)
-	}
-	vx := encap.VXLAN(pkt[o.Payload:])
+	vx := encap.VXLAN(pkt)
 	if len(vx) < encap.VXLANLen+encap.EthernetLen+28+8 {
 		return fmt.Sprintf("tunnel payload of %d bytes is too short", len(vx))
 	}
@@ -75,10 +71,10 @@ func streamCheck(pkt []byte, seq uint64) string {
 func TestNodeUpdateDoesNotBlockForwarding(t *testing.T) {
 	checkGoroutines(t)
 	hub := fake.NewHub()
-	under := hub.Attach(node1IP, "under", 64)
+	under := hub.Attach(netip.AddrPortFrom(node1IP, 8472), "under", 64)
 	// node2's end of the underlay, read by the test: whatever the engine
 	// sends elsewhere ends up in hub.Lost.
-	peer := hub.Attach(node2IP, "node2", 64)
+	peer := hub.Attach(netip.AddrPortFrom(node2IP, 8472), "node2", 64)
 	host := fake.New("vxdp_host", 16)
 	var pod *fake.Device
 	factory := func(s dataplane.EndpointSpec, mtu int) (packetio.Device, error) {
@@ -87,7 +83,7 @@ func TestNodeUpdateDoesNotBlockForwarding(t *testing.T) {
 	}
 	routes := &hookRoutes{}
 	eng, err := dataplane.New(dataplane.Config{NodeIP: node1IP, PodCIDR: netip.MustParsePrefix("10.1.1.0/24"),
-		ClusterCIDR: cluster, TunnelPort: 8472, UnderlayMTU: 1500}, nil, []packetio.Device{under}, host, factory, routes)
+		ClusterCIDR: cluster, TunnelPort: 8472, UnderlayMTU: 1500}, nil, []packetio.Underlay{under}, host, factory, routes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +107,7 @@ func TestNodeUpdateDoesNotBlockForwarding(t *testing.T) {
 	go func() {
 		defer close(streamDone)
 		payload := make([]byte, 8)
-		bufs, sizes := make([][]byte, burst), make([]int, burst)
+		bufs, sizes, meta := make([][]byte, burst), make([]int, burst), make([]packetio.Meta, burst)
 		for i := range bufs {
 			bufs[i] = make([]byte, 256)
 		}
@@ -121,9 +117,9 @@ func TestNodeUpdateDoesNotBlockForwarding(t *testing.T) {
 				pod.Inject(udpPacket(pod1, pod2, 1000, 2000, 64, false, payload))
 			}
 			for delivered.Load() < sent.Load() {
-				n, err := peer.Read(bufs, sizes, 0)
+				n, err := peer.Receive(bufs, sizes, meta, 0)
 				for i := range n {
-					if msg := streamCheck(bufs[i][:sizes[i]], delivered.Load()+1); msg != "" {
+					if msg := streamCheck(bufs[i][:sizes[i]], meta[i], delivered.Load()+1); msg != "" {
 						fail("%s", msg)
 						return
 					}
@@ -259,7 +255,7 @@ func TestNodeUpdateDoesNotBlockForwarding(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 		l := hub.Lost()
-		if len(l) != k+1 || [4]byte(l[k][16:20]) != node(i).IP.As4() {
+		if len(l) != k+1 || l[k].Meta.Remote.Addr() != node(i).IP {
 			t.Fatalf("packet to %s: %d sent, want one to node %s", dst, len(l)-k, node(i).IP)
 		}
 	}

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+	"time"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
 
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/dataplane/fake"
@@ -17,10 +20,10 @@ var (
 	vmAddr = netip.MustParseAddr("10.9.1.236")
 )
 
-func vtepNode(t *testing.T) (*testNode, *fake.Device) {
+func vtepNode(t *testing.T) (*testNode, *fake.Underlay) {
 	t.Helper()
 	checkGoroutines(t)
-	under := fake.New("u", 16)
+	under := fake.NewUnderlay("u", netip.AddrPortFrom(node1IP, 8472), 16)
 	n := newTestNode(t, under, node1IP, "10.1.1.0/24", nil)
 	must(t, n.eng.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP: pod1, Netns: "/x", Identity: 1000}))
 	must(t, n.eng.SetVTEPs([]dataplane.VTEPSpec{
@@ -30,14 +33,22 @@ func vtepNode(t *testing.T) (*testNode, *fake.Device) {
 	return n, under
 }
 
-// vmFrame wraps an inner Ethernet frame the way a Linux vxlan device would.
-func vmFrame(t *testing.T, vni uint32, frame []byte) []byte {
+// vmFrame wraps an inner Ethernet frame the way a Linux vxlan device
+// would, sent from the VM to the VTEP port.
+func vmFrame(t *testing.T, vni uint32, frame []byte) fake.Datagram {
 	buf := make([]byte, encap.Headroom+len(frame))
 	copy(buf[encap.Headroom:], frame)
-	tun := encap.TunnelV4{Src: vmIP.As4(), Dst: node1IP.As4(), DstPort: 8472}
-	o, err := encap.EncapVXLANFrameV4(buf, encap.Headroom, len(frame), &tun, vni, 40000)
+	o, err := encap.EncapVXLANFrame(buf, encap.Headroom, vni)
 	must(t, err)
-	return buf[o:]
+	return fake.Datagram{Payload: buf[o:], Meta: packetio.Meta{Remote: netip.AddrPortFrom(vmIP, 40000), LocalPort: dataplane.VTEPPort}}
+}
+
+// expectNoSend fails if u sends anything soon.
+func expectNoSend(t *testing.T, u *fake.Underlay) {
+	t.Helper()
+	if got := u.WaitSent(1, 50*time.Millisecond); len(got) != 0 {
+		t.Fatalf("%s: unexpected payload to %v: %x", u.Name(), got[0].Meta.Remote, got[0].Payload)
+	}
 }
 
 func arpRequest(sender netip.Addr, mac encap.MAC, target netip.Addr) []byte {
@@ -50,13 +61,11 @@ func arpRequest(sender netip.Addr, mac encap.MAC, target netip.Addr) []byte {
 func TestVTEPEgress(t *testing.T) {
 	n, under := vtepNode(t)
 	n.pod(t, "a").Inject(udpPacket(pod1, vmAddr, 1, 2, 64, false, []byte("to the vm")))
-	pkt := waitOne(t, under)
-	o, err := encap.ParseOuterV4(pkt)
-	must(t, err)
-	if o.Dst != vmIP || o.DstPort != 8472 {
-		t.Fatalf("outer %+v", o)
+	d := waitSentOne(t, under)
+	if d.Meta.Remote != netip.AddrPortFrom(vmIP, 8472) {
+		t.Fatalf("sent to %v", d.Meta.Remote)
 	}
-	vx := encap.VXLAN(pkt[o.Payload:])
+	vx := encap.VXLAN(d.Payload)
 	eth := encap.Ethernet(vx[encap.VXLANLen:])
 	if vx.VNI() != 2 || eth.Destination() != vmMAC || eth.Source() != n.eng.TunnelMAC() {
 		t.Fatalf("vni %d dst mac %s src mac %s", vx.VNI(), eth.Destination(), eth.Source())
@@ -73,28 +82,26 @@ func TestVTEPIngress(t *testing.T) {
 		copy(f[encap.EthernetLen:], ip)
 		return f
 	}
-	n.under.Inject(vmFrame(t, 2, frame(vmAddr)))
+	n.under.InjectDatagram(vmFrame(t, 2, frame(vmAddr)))
 	if got := waitOne(t, a); string(got[28:]) != "from the vm" {
 		t.Fatalf("got %x", got)
 	}
-	n.under.Inject(vmFrame(t, 3, frame(vmAddr)))
+	n.under.InjectDatagram(vmFrame(t, 3, frame(vmAddr)))
 	waitDrop(t, n.eng, dataplane.DropInvalidVNI, 1)
 	// A source from the other VTEP's CIDR is a spoof from this one.
-	n.under.Inject(vmFrame(t, 2, frame(netip.MustParseAddr("10.9.2.5"))))
+	n.under.InjectDatagram(vmFrame(t, 2, frame(netip.MustParseAddr("10.9.2.5"))))
 	waitDrop(t, n.eng, dataplane.DropSpoofedInnerSource, 1)
 	expectNone(t, a)
-	expectNone(t, under)
+	expectNoSend(t, under)
 }
 
 func TestVTEPARPResponder(t *testing.T) {
 	n, under := vtepNode(t)
-	n.under.Inject(vmFrame(t, 2, arpRequest(vmAddr, vmMAC, pod1)))
-	pkt := waitOne(t, under)
-	o, err := encap.ParseOuterV4(pkt)
-	must(t, err)
-	vx := encap.VXLAN(pkt[o.Payload : o.Payload+o.PayloadLen])
-	if o.Dst != vmIP || o.DstPort != 8472 || vx.VNI() != 2 || vx.Validate(0) != nil {
-		t.Fatalf("reply outer %+v vni %d", o, vx.VNI())
+	n.under.InjectDatagram(vmFrame(t, 2, arpRequest(vmAddr, vmMAC, pod1)))
+	d := waitSentOne(t, under)
+	vx := encap.VXLAN(d.Payload)
+	if d.Meta.Remote != netip.AddrPortFrom(vmIP, 8472) || vx.VNI() != 2 || vx.Validate(0) != nil {
+		t.Fatalf("reply to %v vni %d", d.Meta.Remote, vx.VNI())
 	}
 	eth := encap.Ethernet(vx[encap.VXLANLen:])
 	arp := encap.ARP(eth[encap.EthernetLen:])
@@ -111,27 +118,27 @@ func TestVTEPARPResponder(t *testing.T) {
 
 	t.Run("not a local endpoint", func(t *testing.T) {
 		for _, target := range []string{"10.1.1.99", "10.1.1.1", "10.9.1.1", "8.8.8.8"} {
-			n.under.Inject(vmFrame(t, 2, arpRequest(vmAddr, vmMAC, netip.MustParseAddr(target))))
+			n.under.InjectDatagram(vmFrame(t, 2, arpRequest(vmAddr, vmMAC, netip.MustParseAddr(target))))
 		}
 		waitDrop(t, n.eng, dataplane.DropARPUnanswered, 4)
-		expectNone(t, under)
+		expectNoSend(t, under)
 	})
 	t.Run("sender outside the vtep cidr", func(t *testing.T) {
-		n.under.Inject(vmFrame(t, 2, arpRequest(netip.MustParseAddr("10.1.1.200"), vmMAC, pod1)))
+		n.under.InjectDatagram(vmFrame(t, 2, arpRequest(netip.MustParseAddr("10.1.1.200"), vmMAC, pod1)))
 		waitDrop(t, n.eng, dataplane.DropSpoofedInnerSource, 1)
-		expectNone(t, under)
+		expectNoSend(t, under)
 	})
 	t.Run("wrong vni", func(t *testing.T) {
-		n.under.Inject(vmFrame(t, 3, arpRequest(vmAddr, vmMAC, pod1)))
+		n.under.InjectDatagram(vmFrame(t, 3, arpRequest(vmAddr, vmMAC, pod1)))
 		waitDrop(t, n.eng, dataplane.DropInvalidVNI, 1)
-		expectNone(t, under)
+		expectNoSend(t, under)
 	})
 	t.Run("a reply is not answered", func(t *testing.T) {
 		f := arpRequest(vmAddr, vmMAC, pod1)
 		encap.ARP(f[encap.EthernetLen:]).TurnIntoReply(vmMAC)
-		n.under.Inject(vmFrame(t, 2, f))
+		n.under.InjectDatagram(vmFrame(t, 2, f))
 		waitDrop(t, n.eng, dataplane.DropARPUnanswered, 5)
-		expectNone(t, under)
+		expectNoSend(t, under)
 	})
 }
 

@@ -80,9 +80,10 @@ type worker struct {
 	// worker.
 	busy atomic.Int64
 
-	// cur is the packet being handled, for drop events; tokens and
-	// lastEvent rate-limit them.
+	// cur (and curMeta, for tunnel payloads) is the packet being
+	// handled, for drop events; tokens and lastEvent rate-limit them.
 	cur       []byte
+	curMeta   *packetio.Meta
 	tokens    float64
 	lastEvent int64
 }
@@ -185,6 +186,7 @@ func (w *worker) process(n int) {
 		case sourceHost:
 			w.fromHost(snap, buf, size)
 		case sourceUnderlay:
+			w.curMeta = &w.meta[i]
 			w.fromUnderlay(snap, buf, size, &w.meta[i])
 		}
 	}

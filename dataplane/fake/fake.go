@@ -24,8 +24,9 @@ type Device struct {
 	mu     sync.Mutex // protects the fields below
 	cond   *sync.Cond
 	rx     [][]byte // waiting to be read
-	sent   [][]byte // written, when not attached to a hub
+	sent   [][]byte // written
 	closed bool
+	block  bool // Write waits until Unblock or Close
 }
 
 // New returns a device that reads at most batch packets per call.
@@ -70,6 +71,9 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 // Write implements packetio.Device.
 func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 	d.mu.Lock()
+	for d.block && !d.closed {
+		d.cond.Wait()
+	}
 	if d.closed {
 		d.mu.Unlock()
 		return 0, net.ErrClosed
@@ -95,6 +99,23 @@ func (d *Device) Close() error {
 	d.mu.Unlock()
 	d.cond.Broadcast()
 	return nil
+}
+
+// BlockWrites makes Write wait, as a device whose kernel queue is stuck
+// would, until Unblock or Close: what a worker writing to it does then is
+// what watchdogs must notice.
+func (d *Device) BlockWrites() {
+	d.mu.Lock()
+	d.block = true
+	d.mu.Unlock()
+}
+
+// Unblock lets waiting and later Writes go on.
+func (d *Device) Unblock() {
+	d.mu.Lock()
+	d.block = false
+	d.mu.Unlock()
+	d.cond.Broadcast()
 }
 
 // Closed reports whether Close was called.

@@ -201,3 +201,13 @@ func (h *Hub) Lost() []Datagram {
 	defer h.mu.Unlock()
 	return h.lost
 }
+
+// InjectDatagram queues a copy of d for Receive: d.Meta.Remote is the
+// sender, d.Meta.LocalPort the port it arrives on (0: the underlay's own).
+func (u *Underlay) InjectDatagram(d Datagram) {
+	port := d.Meta.LocalPort
+	if port == 0 {
+		port = u.local.Port()
+	}
+	u.InjectTo(d.Payload, d.Meta.Remote, port)
+}
