@@ -53,7 +53,7 @@ func BenchmarkPodToPod(b *testing.B) {
 			dst := &sinkDevice{closed: make(chan struct{})}
 			mk := func(ip netip.Addr, cidr string, dev packetio.Device) *dataplane.Engine {
 				e, err := dataplane.New(dataplane.Config{NodeIP: ip, PodCIDR: netip.MustParsePrefix(cidr), TunnelPort: 8472, UnderlayMTU: 1500},
-					nil, []packetio.Device{hub.Attach(ip, ip.String(), 64)}, nil,
+					nil, []packetio.Underlay{hub.Attach(netip.AddrPortFrom(ip, 8472), ip.String(), 64)}, nil,
 					func(dataplane.EndpointSpec, int) (packetio.Device, error) { return dev, nil }, nil)
 				if err != nil {
 					b.Fatal(err)
@@ -183,9 +183,9 @@ func (d *feedDevice) Close() error {
 	return nil
 }
 
-// countingUnderlay takes the encapsulated packets. It signals done once
-// target packets arrived, and while recording is set it also counts them
-// by outer destination address (for the check before timing, not during).
+// countingUnderlay takes the tunnel payloads. It signals done once target
+// payloads arrived, and while recording is set it also counts them by
+// destination address (for the check before timing, not during).
 type countingUnderlay struct {
 	sinkDevice
 	target    atomic.Uint64
@@ -199,11 +199,20 @@ func newCountingUnderlay() *countingUnderlay {
 	return &countingUnderlay{sinkDevice: sinkDevice{closed: make(chan struct{})}, done: make(chan struct{}, 1), byDst: map[netip.Addr]int{}}
 }
 
-func (d *countingUnderlay) Write(bufs [][]byte, offset int) (int, error) {
+func (d *countingUnderlay) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset int) (int, error) {
+	<-d.closed
+	return 0, net.ErrClosed
+}
+
+func (d *countingUnderlay) SourcePort(flow uint32) uint16 { return encap.SourcePort(flow) }
+
+func (d *countingUnderlay) SourcePorts() packetio.SourcePorts { return packetio.SourcePorts{} }
+
+func (d *countingUnderlay) Send(bufs [][]byte, meta []packetio.Meta, offset int) (int, error) {
 	if d.recording.Load() {
 		d.mu.Lock()
-		for _, b := range bufs {
-			d.byDst[netip.AddrFrom4([4]byte(b[offset+16:offset+20]))]++
+		for i := range bufs {
+			d.byDst[meta[i].Remote.Addr()]++
 		}
 		d.mu.Unlock()
 	}
@@ -245,11 +254,11 @@ func (d *idleDevice) Name() string { return "idle" }
 // first of which reads from feed, and nodes remote nodes. With a single
 // node, that node holds all of 10.64.0.0/16, so the same destinations as
 // with many nodes can be used.
-func newScaleEngine(tb testing.TB, nodes int, feed packetio.Device, underlay packetio.Device) *dataplane.Engine {
+func newScaleEngine(tb testing.TB, nodes int, feed packetio.Device, underlay packetio.Underlay) *dataplane.Engine {
 	tb.Helper()
 	first := true
 	e, err := dataplane.New(dataplane.Config{NodeIP: scaleNodeIP, PodCIDR: scalePodCIDR, TunnelPort: 8472, UnderlayMTU: 1500},
-		nil, []packetio.Device{underlay}, nil,
+		nil, []packetio.Underlay{underlay}, nil,
 		func(dataplane.EndpointSpec, int) (packetio.Device, error) {
 			if first {
 				first = false

@@ -15,7 +15,7 @@ func BenchmarkEncapVXLANv4(b *testing.B) {
 				copy(buf[Headroom:Headroom+20], inner[:20])
 				ip := IPv4(buf[Headroom:])
 				ip.DecrementTTL()
-				if _, err := EncapVXLANv4(buf, Headroom, n, &testTunnel, 1000, SourcePort(FlowHashV4(ip))); err != nil {
+				if _, err := encapVXLANv4(buf, Headroom, n, &testTunnel, 1000, SourcePort(FlowHashV4(ip))); err != nil {
 					b.Fatal(err)
 				}
 			}

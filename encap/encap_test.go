@@ -37,7 +37,7 @@ const outerVXLAN = "45000052000000004011d3720aa948e90aa948ee" + // IPv4
 	"02580aa948ee02580aa948e90800" + // inner Ethernet
 	innerUDP
 
-var testTunnel = TunnelV4{
+var testTunnel = tunnelV4{
 	Src:     [4]byte{10, 169, 72, 233},
 	Dst:     [4]byte{10, 169, 72, 238},
 	DstPort: 8472,
@@ -49,7 +49,7 @@ func TestEncapVXLANv4Fixture(t *testing.T) {
 	inner := mustHex(t, innerUDP)
 	buf := make([]byte, Headroom+len(inner))
 	copy(buf[Headroom:], inner)
-	o, err := EncapVXLANv4(buf, Headroom, len(inner), &testTunnel, 1000, 51234)
+	o, err := encapVXLANv4(buf, Headroom, len(inner), &testTunnel, 1000, 51234)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestDecapRoundTrip(t *testing.T) {
 	// Re-encapsulating the decapsulated inner packet reproduces the bytes.
 	buf := make([]byte, Headroom+len(inner))
 	copy(buf[Headroom:], inner)
-	start, err := EncapVXLANv4(buf, Headroom, len(inner), &testTunnel, vx.VNI(), o.SrcPort)
+	start, err := encapVXLANv4(buf, Headroom, len(inner), &testTunnel, vx.VNI(), o.SrcPort)
 	if err != nil || !bytes.Equal(buf[start:], pkt) {
 		t.Fatalf("re-encap differs: %v\n%x\n%x", err, buf[start:], pkt)
 	}
@@ -282,7 +282,7 @@ func TestZeroAllocs(t *testing.T) {
 	outer := mustHex(t, outerVXLAN)
 	if n := testing.AllocsPerRun(1000, func() {
 		ip := IPv4(buf[Headroom:])
-		_, _ = EncapVXLANv4(buf, Headroom, len(inner), &testTunnel, 1000, SourcePort(FlowHashV4(ip)))
+		_, _ = encapVXLANv4(buf, Headroom, len(inner), &testTunnel, 1000, SourcePort(FlowHashV4(ip)))
 	}); n != 0 {
 		t.Errorf("encap allocates %v times", n)
 	}

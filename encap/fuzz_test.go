@@ -41,9 +41,9 @@ func FuzzDecap(f *testing.F) {
 		n := inner.TotalLen()
 		buf := make([]byte, Headroom+n)
 		copy(buf[Headroom:], inner[:n])
-		tun := TunnelV4{Src: [4]byte(pkt[12:16]), Dst: [4]byte(pkt[16:20]), DstPort: o.DstPort,
+		tun := tunnelV4{Src: [4]byte(pkt[12:16]), Dst: [4]byte(pkt[16:20]), DstPort: o.DstPort,
 			SrcMAC: eth.Source(), DstMAC: eth.Destination()}
-		start, err := EncapVXLANv4(buf, Headroom, n, &tun, vx.VNI(), o.SrcPort)
+		start, err := encapVXLANv4(buf, Headroom, n, &tun, vx.VNI(), o.SrcPort)
 		if err != nil {
 			t.Fatal(err)
 		}

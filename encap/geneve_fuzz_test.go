@@ -167,7 +167,7 @@ func FuzzGeneve(f *testing.F) {
 		copy(buf[Headroom:], inner)
 		tun := testTunnel
 		tun.DstPort = GenevePort
-		o, err := EncapGeneveV4(buf, Headroom, len(inner), &tun, g.VNI(), opts, 51234)
+		o, err := encapGeneveV4(buf, Headroom, len(inner), &tun, g.VNI(), opts, 51234)
 		if err != nil {
 			t.Fatalf("EncapGeneveV4: %v", err)
 		}

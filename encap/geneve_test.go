@@ -170,7 +170,7 @@ func TestEncapGeneveV4Fixtures(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			buf := make([]byte, Headroom+len(inner))
 			copy(buf[Headroom:], inner)
-			o, err := EncapGeneveV4(buf, Headroom, len(inner), &tun, 1000, tt.opts, 51234)
+			o, err := encapGeneveV4(buf, Headroom, len(inner), &tun, 1000, tt.opts, 51234)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -682,7 +682,7 @@ func TestEncapGeneveV4Errors(t *testing.T) {
 			buf := make([]byte, Headroom+len(inner))
 			copy(buf[Headroom:], inner)
 			before := append([]byte(nil), buf...)
-			if _, err := EncapGeneveV4(buf, tt.start, tt.n, &tun, tt.vni, tt.opts, 1); err != tt.want {
+			if _, err := encapGeneveV4(buf, tt.start, tt.n, &tun, tt.vni, tt.opts, 1); err != tt.want {
 				t.Fatalf("EncapGeneveV4 = %v, want %v", err, tt.want)
 			}
 			if !bytes.Equal(buf, before) {
@@ -692,16 +692,16 @@ func TestEncapGeneveV4Errors(t *testing.T) {
 	}
 	// An outer packet over 64 KiB cannot be described by IPv4.
 	big := make([]byte, Headroom+0xffff)
-	if _, err := EncapGeneveV4(big, Headroom, 0xffff-GeneveOverheadV4+1, &tun, 1, nil, 1); err != ErrBadLength {
+	if _, err := encapGeneveV4(big, Headroom, 0xffff-GeneveOverheadV4+1, &tun, 1, nil, 1); err != ErrBadLength {
 		t.Fatalf("oversized: %v", err)
 	}
-	if _, err := EncapGeneveV4(big, Headroom, 0xffff-GeneveOverheadV4, &tun, 1, nil, 1); err != nil {
+	if _, err := encapGeneveV4(big, Headroom, 0xffff-GeneveOverheadV4, &tun, 1, nil, 1); err != nil {
 		t.Fatalf("largest: %v", err)
 	}
 	// Exactly enough headroom.
 	buf := make([]byte, GeneveOverheadV4+20+len(inner))
 	copy(buf[GeneveOverheadV4+20:], inner)
-	if o, err := EncapGeneveV4(buf, GeneveOverheadV4+20, len(inner), &tun, 1000, opts, 51234); err != nil || o != 0 {
+	if o, err := encapGeneveV4(buf, GeneveOverheadV4+20, len(inner), &tun, 1000, opts, 51234); err != nil || o != 0 {
 		t.Fatalf("exact headroom: %d %v", o, err)
 	}
 	if !bytes.Equal(buf, mustHex(t, outerGeneveTwoOpts)) {
@@ -734,8 +734,8 @@ func TestGeneveZeroAllocs(t *testing.T) {
 			}
 		},
 		"Encode":             func() { _, _ = Geneve(out).Encode(&fields) },
-		"EncapGeneveV4":      func() { _, _ = EncapGeneveV4(buf, Headroom, len(inner), &tun, 1000, nil, 51234) },
-		"EncapGeneveV4 opts": func() { _, _ = EncapGeneveV4(buf, Headroom, len(inner), &tun, 1000, geneveTwoOptsList, 51234) },
+		"EncapGeneveV4":      func() { _, _ = encapGeneveV4(buf, Headroom, len(inner), &tun, 1000, nil, 51234) },
+		"EncapGeneveV4 opts": func() { _, _ = encapGeneveV4(buf, Headroom, len(inner), &tun, 1000, geneveTwoOptsList, 51234) },
 	} {
 		if n := testing.AllocsPerRun(100, f); n != 0 {
 			t.Errorf("%s: %v allocations", name, n)
@@ -780,7 +780,7 @@ func BenchmarkEncapGeneveV4(b *testing.B) {
 					copy(buf[Headroom:Headroom+20], inner[:20])
 					ip := IPv4(buf[Headroom:])
 					ip.DecrementTTL()
-					if _, err := EncapGeneveV4(buf, Headroom, n, &tun, 1000, opts, SourcePort(FlowHashV4(ip))); err != nil {
+					if _, err := encapGeneveV4(buf, Headroom, n, &tun, 1000, opts, SourcePort(FlowHashV4(ip))); err != nil {
 						b.Fatal(err)
 					}
 				}
