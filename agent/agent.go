@@ -151,7 +151,6 @@ func New(cfg *config.Config, log *zap.Logger) (a *Agent, err error) {
 	a.routes = &hostRoutes{link: a.host.Index(), src: hostIP, log: log}
 
 	a.eng, err = dataplane.New(dataplane.Config{
-		NodeName:             cfg.NodeName,
 		NodeIP:               cfg.NodeIP,
 		PodCIDR:              cfg.PodCIDR,
 		ClusterCIDR:          cfg.ClusterCIDR,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"sync/atomic"
 	"time"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
@@ -15,7 +14,7 @@ import (
 // reader (vxdp capture writes them as pcap). With no capture running the
 // packet path pays one atomic load per batch; with one running, the
 // captured device's packets are copied into a bounded queue, and what does
-// not fit is counted as lost, never waited for.
+// not fit is left out of the capture, never waited for.
 
 // CapturedPacket is one packet seen at a capture point.
 type CapturedPacket struct {
@@ -25,8 +24,7 @@ type CapturedPacket struct {
 }
 
 type tap struct {
-	ch   chan CapturedPacket
-	lost atomic.Uint64
+	ch chan CapturedPacket
 }
 
 // CapturePoint names a device the way vxdp capture does: "underlay",
@@ -115,7 +113,6 @@ func (t *tap) put(out bool, pkt []byte) {
 	select {
 	case t.ch <- CapturedPacket{Time: time.Now(), Out: out, Data: append([]byte(nil), pkt...)}:
 	default:
-		t.lost.Add(1)
 	}
 }
 
@@ -132,12 +129,10 @@ func (t *tap) putUnderlay(e *Engine, out bool, payload []byte, m *packetio.Meta)
 		src, dst = netip.AddrPortFrom(e.cfg.NodeIP, e.underlays[e.underlayFor(m.Flow)].dev.SourcePort(m.Flow)), m.Remote
 	}
 	if encap.EncodeOuterV4(b, src, dst, len(payload)) != nil {
-		t.lost.Add(1)
 		return
 	}
 	select {
 	case t.ch <- CapturedPacket{Time: time.Now(), Out: out, Data: b}:
 	default:
-		t.lost.Add(1)
 	}
 }

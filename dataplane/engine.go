@@ -17,7 +17,6 @@ import (
 
 // Config is what the engine needs to know about its node.
 type Config struct {
-	NodeName    string
 	NodeIP      netip.Addr   // underlay address, source of every outer header
 	PodCIDR     netip.Prefix // this node's pods; its first address is the host device's
 	ClusterCIDR netip.Prefix // optional: the whole pod space; unknown parts of it are unreachable

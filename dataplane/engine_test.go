@@ -50,7 +50,6 @@ func newTestNode(t *testing.T, under *fake.Underlay, ip netip.Addr, podCIDR stri
 	t.Helper()
 	n := &testNode{under: under, host: fake.New("vxdp_host", 16), pods: map[string]*fake.Device{}}
 	cfg := dataplane.Config{
-		NodeName:    "n-" + ip.String(),
 		NodeIP:      ip,
 		PodCIDR:     netip.MustParsePrefix(podCIDR),
 		ClusterCIDR: cluster,

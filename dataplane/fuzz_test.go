@@ -108,7 +108,7 @@ func newFuzzRig(tb testing.TB) *fzRig {
 	newDev := func(name, kind string) *fzDevice { return &fzDevice{name: name, kind: kind, log: log} }
 	pods := map[string]*fzDevice{}
 	e, err := New(Config{
-		NodeName: "fuzz", NodeIP: fzNodeIP,
+		NodeIP:      fzNodeIP,
 		PodCIDR:     netip.MustParsePrefix("10.1.1.0/24"),
 		ClusterCIDR: netip.MustParsePrefix("10.1.0.0/16"),
 		TunnelPort:  encap.VXLANPort, UnderlayMTU: 1500,

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
 
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/dataplane/fake"
@@ -79,5 +82,42 @@ func TestAddNodes(t *testing.T) {
 		if len(got) != 1 || got[0].Meta.Remote.Addr() != node(i).IP {
 			t.Fatalf("packet to %s: %d sent, want one to node %s", dst, len(got), node(i).IP)
 		}
+	}
+}
+
+// fullUnderlay refuses every payload for want of room, as an AF_XDP queue
+// without a free TX frame does, and says so.
+type fullUnderlay struct {
+	*fake.Underlay
+	full atomic.Uint64
+}
+
+func (u *fullUnderlay) Send(bufs [][]byte, meta []packetio.Meta, offset int) (int, error) {
+	u.full.Add(uint64(len(bufs)))
+	return 0, nil
+}
+
+func (u *fullUnderlay) TXQueueFull() uint64 { return u.full.Load() }
+
+// What a driver drops because its queue is full counts as queue_full, not
+// as tx_error.
+func TestQueueFullDrops(t *testing.T) {
+	u := &fullUnderlay{Underlay: fake.NewUnderlay("u", netip.AddrPortFrom(node1IP, 8472), 16)}
+	pod := fake.New("a", 8)
+	eng, err := dataplane.New(dataplane.Config{NodeIP: node1IP, PodCIDR: netip.MustParsePrefix("10.1.1.0/24"),
+		TunnelPort: 8472, UnderlayMTU: 1500}, nil, []packetio.Underlay{u}, nil,
+		func(dataplane.EndpointSpec, int) (packetio.Device, error) { return pod, nil }, nil)
+	must(t, err)
+	eng.Start()
+	t.Cleanup(func() { eng.Close() })
+	must(t, eng.AddNode(dataplane.NodeSpec{Name: "node2", IP: node2IP, PodCIDR: netip.MustParsePrefix("10.1.2.0/24")}))
+	must(t, eng.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP: pod1, Netns: "/x"}))
+	for i := range 3 {
+		pod.Inject(udpPacket(pod1, pod2, uint16(1000+i), 2000, 64, false, nil))
+	}
+	waitDrop(t, eng, dataplane.DropQueueFull, 3)
+	st := eng.Stats()
+	if st.Drops["queue_full"] != 3 || st.Drops["tx_error"] != 0 || st.TotalDrops != 3 {
+		t.Fatalf("drops %v total %d, want 3 queue_full and no tx_error", st.Drops, st.TotalDrops)
 	}
 }

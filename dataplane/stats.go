@@ -98,6 +98,8 @@ type DeviceCounters struct {
 	DriverTxErrors  uint64 `json:"driver_tx_errors"`
 	// Offloads the driver uses, or tried to (OffloadReporter).
 	Offloads []packetio.Offload `json:"offloads,omitempty"`
+	// SourcePorts are the outer UDP source ports of an underlay queue.
+	SourcePorts *packetio.SourcePorts `json:"source_ports,omitempty"`
 }
 
 func (s *DeviceStats) snapshot(dev any, name, kind string) DeviceCounters {

@@ -3,6 +3,8 @@ package dataplane
 import (
 	"net/netip"
 	"sort"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
 )
 
 // Endpoint is an endpoint as the API shows it.
@@ -66,7 +68,11 @@ type Stats struct {
 func (e *Engine) Stats() Stats {
 	s := Stats{Drops: make(map[string]uint64, numDropReasons), RouteMTU: e.routeMTU, UnderlayMTU: e.cfg.UnderlayMTU}
 	for i := range e.underlays {
-		s.Devices = append(s.Devices, e.underlays[i].stats.snapshot(e.underlays[i].dev, e.underlays[i].dev.Name(), "underlay"))
+		u := e.underlays[i].dev
+		c := e.underlays[i].stats.snapshot(u, u.Name(), "underlay")
+		sp := u.SourcePorts()
+		c.SourcePorts = &sp
+		s.Devices = append(s.Devices, c)
 	}
 	if e.host != nil {
 		s.Devices = append(s.Devices, e.hostStats.snapshot(e.host, e.host.Name(), "host"))
@@ -81,9 +87,9 @@ func (e *Engine) Stats() Stats {
 	for _, ep := range eps {
 		s.Devices = append(s.Devices, ep.stats.snapshot(ep.dev, ep.Name, "endpoint"))
 	}
-	for i := range e.drops {
-		v := e.drops[i].Load()
-		s.Drops[DropReason(i).String()] = v
+	for _, r := range DropReasons() {
+		v := e.Drops(r)
+		s.Drops[r.String()] = v
 		s.TotalDrops += v
 	}
 	s.ICMPErrors = e.icmps.Load()
@@ -92,4 +98,27 @@ func (e *Engine) Stats() Stats {
 }
 
 // Drops returns the drop counter of one reason.
-func (e *Engine) Drops(r DropReason) uint64 { return e.drops[r].Load() }
+func (e *Engine) Drops(r DropReason) uint64 {
+	switch r {
+	case DropQueueFull:
+		return e.queueFull()
+	case DropTxError:
+		// What a driver refused because its queue was full is counted
+		// by the worker as not accepted; it shows as queue_full.
+		v, qf := e.drops[r].Load(), e.queueFull()
+		return v - min(v, qf)
+	}
+	return e.drops[r].Load()
+}
+
+// queueFull sums what the underlay drivers dropped for want of room on
+// their transmit queues.
+func (e *Engine) queueFull() uint64 {
+	var n uint64
+	for i := range e.underlays {
+		if c, ok := e.underlays[i].dev.(packetio.QueueFullCounter); ok {
+			n += c.TXQueueFull()
+		}
+	}
+	return n
+}

@@ -37,8 +37,10 @@ type vtepRoute struct {
 	tun tunnel
 }
 
-// VTEPPort is where VTEPs listen: the seed's `dstport 8472`, whatever the
-// cluster's own tunnel protocol and port are.
+// VTEPPort is where VTEPs listen, whatever the cluster's own tunnel
+// protocol and port are: 8472, the port of the Linux vxlan device in
+// Cilium's VTEP integration guide (docs.cilium.io, "VXLAN Tunnel Endpoint
+// (VTEP) Integration").
 const VTEPPort = encap.VXLANPort
 
 func (e *Engine) checkVTEP(v VTEPSpec, nodes map[string]*peer) error {

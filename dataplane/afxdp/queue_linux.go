@@ -293,7 +293,14 @@ func (q *Queue) TXErrors() uint64 {
 	return s.TxInvalid + s.TxNoRoute + s.TxNoNeighbour + s.TxRingFull
 }
 
-var _ packetio.DriverCounters = (*Queue)(nil)
+// TXQueueFull counts payloads dropped because no TX frame came free, a
+// part of TXErrors (packetio.QueueFullCounter).
+func (q *Queue) TXQueueFull() uint64 { return q.tc.ringFull.Load() }
+
+var (
+	_ packetio.DriverCounters   = (*Queue)(nil)
+	_ packetio.QueueFullCounter = (*Queue)(nil)
+)
 
 // SourcePort is the outer source port of flow: the whole dynamic range is
 // open to a driver that writes its own UDP headers.

@@ -7,6 +7,14 @@ type DriverCounters interface {
 	TXErrors() uint64
 }
 
+// QueueFullCounter is implemented by drivers that drop what they are
+// given when their transmit queue is full (an AF_XDP TX ring without a
+// free frame), rather than wait. The engine shows those as queue_full,
+// not tx_error.
+type QueueFullCounter interface {
+	TXQueueFull() uint64
+}
+
 // Offload is one kernel offload of a driver: whether it is in use, why not
 // if it is not, and how much work went through it, so a running system
 // shows that it is active.

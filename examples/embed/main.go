@@ -43,7 +43,6 @@ func run() error {
 	}
 
 	eng, err := dataplane.New(dataplane.Config{
-		NodeName:    "appliance",
 		NodeIP:      netip.MustParseAddr("192.0.2.1"),
 		PodCIDR:     netip.MustParsePrefix("10.1.1.0/24"),
 		TunnelPort:  encap.VXLANPort,
