@@ -32,19 +32,11 @@ const (
 // VXLANLen - EthernetLen). It copies nothing: the caller keeps the
 // headroom. The outer IP and UDP headers are the underlay's to add.
 func EncapVXLAN(buf []byte, start, n int, vni uint32, dst, src MAC) (int, error) {
-	if start < VXLANLen+EthernetLen {
-		return 0, ErrHeaderRoom
+	o, err := innerEthernet(buf, start, n, VXLANLen, vni, dst, src)
+	if err != nil {
+		return 0, err
 	}
-	if n < 0 || n > len(buf)-start {
-		return 0, ErrBadLength
-	}
-	if vni > MaxVNI {
-		return 0, ErrVNIRange
-	}
-	eth := start - EthernetLen
-	Ethernet(buf[eth:start]).Encode(dst, src, EtherTypeIPv4)
-	o := eth - VXLANLen
-	VXLAN(buf[o:eth]).Encode(vni)
+	VXLAN(buf[o : o+VXLANLen]).Encode(vni)
 	return o, nil
 }
 
@@ -55,12 +47,8 @@ func EncapVXLANFrame(buf []byte, start int, vni uint32) (int, error) {
 	if start < VXLANLen {
 		return 0, ErrHeaderRoom
 	}
-	if vni > MaxVNI {
-		return 0, ErrVNIRange
-	}
 	o := start - VXLANLen
-	VXLAN(buf[o:start]).Encode(vni)
-	return o, nil
+	return o, VXLAN(buf[o:start]).Encode(vni)
 }
 
 // EncapGeneve writes an inner Ethernet header (dst, src, IPv4) and a
@@ -73,21 +61,29 @@ func EncapGeneve(buf []byte, start, n int, vni uint32, opts []GeneveOption, dst,
 	if err != nil {
 		return 0, err
 	}
-	gl := GeneveLen + ol
-	if start < gl+EthernetLen {
+	o, err := innerEthernet(buf, start, n, GeneveLen+ol, vni, dst, src)
+	if err != nil {
+		return 0, err
+	}
+	Geneve(buf[o:start-EthernetLen]).encode(vni, false, false, EtherTypeTrans, opts, ol)
+	return o, nil
+}
+
+// innerEthernet checks that a tunnel header of hlen bytes and an Ethernet
+// header fit in front of buf[start:start+n] and that vni does, writes the
+// Ethernet header and returns where the tunnel header goes. On error buf
+// is untouched.
+func innerEthernet(buf []byte, start, n, hlen int, vni uint32, dst, src MAC) (int, error) {
+	switch {
+	case start < hlen+EthernetLen:
 		return 0, ErrHeaderRoom
-	}
-	if n < 0 || n > len(buf)-start {
+	case n < 0 || n > len(buf)-start:
 		return 0, ErrBadLength
-	}
-	if vni > MaxVNI {
+	case vni > MaxVNI:
 		return 0, ErrVNIRange
 	}
-	eth := start - EthernetLen
-	Ethernet(buf[eth:start]).Encode(dst, src, EtherTypeIPv4)
-	o := eth - gl
-	Geneve(buf[o:eth]).encode(vni, false, false, EtherTypeTrans, opts, ol)
-	return o, nil
+	Ethernet(buf[start-EthernetLen : start]).Encode(dst, src, EtherTypeIPv4)
+	return start - EthernetLen - hlen, nil
 }
 
 // OuterV4Len is the length of the outer IPv4 and UDP headers in front of a

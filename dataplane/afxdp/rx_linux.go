@@ -29,16 +29,11 @@ func (q *Queue) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 	if len(bufs) == 0 {
 		return 0, nil
 	}
-	if len(sizes) < len(bufs) || len(meta) < len(bufs) {
-		return 0, fmt.Errorf("receive %s: %d sizes and %d meta for %d buffers", q.name, len(sizes), len(meta), len(bufs))
-	}
 	if len(bufs) > batchSize {
 		bufs = bufs[:batchSize]
 	}
-	for i := range bufs {
-		if offset < 0 || offset >= len(bufs[i]) {
-			return 0, fmt.Errorf("receive %s: offset %d outside buffer %d of %d bytes", q.name, offset, i, len(bufs[i]))
-		}
+	if err := packetio.CheckReceive(bufs, sizes, meta, offset); err != nil {
+		return 0, fmt.Errorf("receive %s: %w", q.name, err)
 	}
 	q.rxMu.Lock()
 	defer q.rxMu.Unlock()

@@ -1,13 +1,12 @@
-// Package fake is an in-memory packetio.Device for tests: packets injected
-// by the test are what Read returns, and what the engine writes is kept or
-// carried to another fake device over a Hub, so whole multi-node topologies
-// run without a kernel.
+// Package fake has in-memory packet I/O for tests and embedders: a
+// packetio.Device whose Read returns what the test injected and which
+// keeps what the engine writes, and a packetio.Underlay that does the same
+// with tunnel payloads or carries them to another fake underlay over a
+// Hub, so whole multi-node topologies run without a kernel.
 package fake
 
 import (
 	"fmt"
-	"net"
-	"sync"
 	"time"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
@@ -20,69 +19,39 @@ var _ packetio.Device = (*Device)(nil)
 type Device struct {
 	name  string
 	batch int
-
-	mu     sync.Mutex // protects the fields below
-	cond   *sync.Cond
-	rx     [][]byte // waiting to be read
-	sent   [][]byte // written
-	closed bool
-	block  bool // Write waits until Unblock or Close
+	box[[]byte]
 }
 
 // New returns a device that reads at most batch packets per call.
 func New(name string, batch int) *Device {
 	d := &Device{name: name, batch: batch}
-	d.cond = sync.NewCond(&d.mu)
+	d.init()
 	return d
 }
 
 // Inject queues a copy of pkt for Read.
-func (d *Device) Inject(pkt []byte) {
-	c := append([]byte(nil), pkt...)
-	d.mu.Lock()
-	d.rx = append(d.rx, c)
-	d.mu.Unlock()
-	d.cond.Broadcast()
-}
+func (d *Device) Inject(pkt []byte) { d.inject(append([]byte(nil), pkt...)) }
 
 // Read implements packetio.Device.
 func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for len(d.rx) == 0 && !d.closed {
-		d.cond.Wait()
-	}
-	if d.closed {
-		return 0, net.ErrClosed
-	}
-	n := 0
-	for n < len(bufs) && len(d.rx) > 0 {
-		p := d.rx[0]
-		if offset+len(p) > len(bufs[n]) {
-			return n, fmt.Errorf("fake %s: packet of %d bytes does not fit buffer", d.name, len(p))
+	return d.read(len(bufs), func(i int, p []byte) error {
+		if offset+len(p) > len(bufs[i]) {
+			return fmt.Errorf("fake %s: packet of %d bytes does not fit buffer", d.name, len(p))
 		}
-		sizes[n] = copy(bufs[n][offset:], p)
-		d.rx = d.rx[1:]
-		n++
-	}
-	return n, nil
+		sizes[i] = copy(bufs[i][offset:], p)
+		return nil
+	})
 }
 
 // Write implements packetio.Device.
 func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
-	d.mu.Lock()
-	for d.block && !d.closed {
-		d.cond.Wait()
+	c := make([][]byte, len(bufs))
+	for i, b := range bufs {
+		c[i] = append([]byte(nil), b[offset:]...)
 	}
-	if d.closed {
-		d.mu.Unlock()
-		return 0, net.ErrClosed
+	if err := d.write(true, c...); err != nil {
+		return 0, err
 	}
-	for _, b := range bufs {
-		d.sent = append(d.sent, append([]byte(nil), b[offset:]...))
-	}
-	d.mu.Unlock()
-	d.cond.Broadcast()
 	return len(bufs), nil
 }
 
@@ -93,59 +62,22 @@ func (d *Device) BatchSize() int { return d.batch }
 func (d *Device) Name() string { return d.name }
 
 // Close implements packetio.Device.
-func (d *Device) Close() error {
-	d.mu.Lock()
-	d.closed = true
-	d.mu.Unlock()
-	d.cond.Broadcast()
-	return nil
-}
+func (d *Device) Close() error { d.close(); return nil }
+
+// Closed reports whether Close was called.
+func (d *Device) Closed() bool { return d.isClosed() }
 
 // BlockWrites makes Write wait, as a device whose kernel queue is stuck
 // would, until Unblock or Close: what a worker writing to it does then is
 // what watchdogs must notice.
-func (d *Device) BlockWrites() {
-	d.mu.Lock()
-	d.block = true
-	d.mu.Unlock()
-}
+func (d *Device) BlockWrites() { d.setBlock(true) }
 
 // Unblock lets waiting and later Writes go on.
-func (d *Device) Unblock() {
-	d.mu.Lock()
-	d.block = false
-	d.mu.Unlock()
-	d.cond.Broadcast()
-}
-
-// Closed reports whether Close was called.
-func (d *Device) Closed() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.closed
-}
+func (d *Device) Unblock() { d.setBlock(false) }
 
 // Sent returns and forgets what was written so far.
-func (d *Device) Sent() [][]byte {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	s := d.sent
-	d.sent = nil
-	return s
-}
+func (d *Device) Sent() [][]byte { return d.waitSent(0, 0) }
 
 // WaitSent waits until at least n packets were written or timeout passes,
 // then returns and forgets them.
-func (d *Device) WaitSent(n int, timeout time.Duration) [][]byte {
-	deadline := time.Now().Add(timeout)
-	d.mu.Lock()
-	for len(d.sent) < n && time.Now().Before(deadline) {
-		d.mu.Unlock()
-		time.Sleep(time.Millisecond)
-		d.mu.Lock()
-	}
-	s := d.sent
-	d.sent = nil
-	d.mu.Unlock()
-	return s
-}
+func (d *Device) WaitSent(n int, timeout time.Duration) [][]byte { return d.waitSent(n, timeout) }

@@ -2,7 +2,6 @@ package fake
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -28,19 +27,14 @@ type Underlay struct {
 	local netip.AddrPort
 	batch int
 	hub   *Hub
-
-	mu     sync.Mutex // protects the fields below
-	cond   *sync.Cond
-	rx     []Datagram // waiting to be received
-	sent   []Datagram // sent, when not attached to a hub
-	closed bool
+	box[Datagram]
 }
 
 // NewUnderlay returns an underlay at local that receives at most batch
 // payloads per call.
 func NewUnderlay(name string, local netip.AddrPort, batch int) *Underlay {
 	u := &Underlay{name: name, local: local, batch: batch}
-	u.cond = sync.NewCond(&u.mu)
+	u.init()
 	return u
 }
 
@@ -52,56 +46,45 @@ func (u *Underlay) Inject(payload []byte, from netip.AddrPort) {
 
 // InjectTo is Inject to another local port (the VTEP port, say).
 func (u *Underlay) InjectTo(payload []byte, from netip.AddrPort, port uint16) {
-	d := Datagram{Payload: append([]byte(nil), payload...), Meta: packetio.Meta{Remote: from, LocalPort: port}}
-	u.mu.Lock()
-	u.rx = append(u.rx, d)
-	u.mu.Unlock()
-	u.cond.Broadcast()
+	u.inject(Datagram{Payload: append([]byte(nil), payload...), Meta: packetio.Meta{Remote: from, LocalPort: port}})
+}
+
+// InjectDatagram queues a copy of d for Receive: d.Meta.Remote is the
+// sender, d.Meta.LocalPort the port it arrives on (0: the underlay's own).
+func (u *Underlay) InjectDatagram(d Datagram) {
+	port := d.Meta.LocalPort
+	if port == 0 {
+		port = u.local.Port()
+	}
+	u.InjectTo(d.Payload, d.Meta.Remote, port)
 }
 
 // Receive implements packetio.Underlay.
 func (u *Underlay) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset int) (int, error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	for len(u.rx) == 0 && !u.closed {
-		u.cond.Wait()
-	}
-	if u.closed {
-		return 0, net.ErrClosed
-	}
-	n := 0
-	for n < len(bufs) && len(u.rx) > 0 {
-		d := u.rx[0]
-		if offset+len(d.Payload) > len(bufs[n]) {
-			return n, fmt.Errorf("fake %s: payload of %d bytes does not fit buffer", u.name, len(d.Payload))
+	return u.read(len(bufs), func(i int, d Datagram) error {
+		if offset+len(d.Payload) > len(bufs[i]) {
+			return fmt.Errorf("fake %s: payload of %d bytes does not fit buffer", u.name, len(d.Payload))
 		}
-		sizes[n] = copy(bufs[n][offset:], d.Payload)
-		meta[n] = d.Meta
-		u.rx = u.rx[1:]
-		n++
-	}
-	return n, nil
+		sizes[i] = copy(bufs[i][offset:], d.Payload)
+		meta[i] = d.Meta
+		return nil
+	})
 }
 
 // Send implements packetio.Underlay.
 func (u *Underlay) Send(bufs [][]byte, meta []packetio.Meta, offset int) (int, error) {
-	u.mu.Lock()
-	if u.closed {
-		u.mu.Unlock()
-		return 0, net.ErrClosed
-	}
-	hub := u.hub
-	if hub == nil {
-		for i, b := range bufs {
-			u.sent = append(u.sent, Datagram{Payload: append([]byte(nil), b[offset:]...), Meta: meta[i]})
-		}
-		u.mu.Unlock()
-		return len(bufs), nil
-	}
-	u.mu.Unlock()
+	c := make([]Datagram, len(bufs))
 	for i, b := range bufs {
-		from := netip.AddrPortFrom(u.local.Addr(), u.SourcePort(meta[i].Flow))
-		hub.carry(from, meta[i].Remote, b[offset:])
+		c[i] = Datagram{Payload: append([]byte(nil), b[offset:]...), Meta: meta[i]}
+	}
+	if err := u.write(u.hub == nil, c...); err != nil {
+		return 0, err
+	}
+	if u.hub != nil {
+		for _, d := range c {
+			from := netip.AddrPortFrom(u.local.Addr(), u.SourcePort(d.Meta.Flow))
+			u.hub.carry(from, d.Meta.Remote, d.Payload)
+		}
 	}
 	return len(bufs), nil
 }
@@ -122,45 +105,17 @@ func (u *Underlay) BatchSize() int { return u.batch }
 func (u *Underlay) Name() string { return u.name }
 
 // Close implements packetio.Underlay.
-func (u *Underlay) Close() error {
-	u.mu.Lock()
-	u.closed = true
-	u.mu.Unlock()
-	u.cond.Broadcast()
-	return nil
-}
+func (u *Underlay) Close() error { u.close(); return nil }
 
 // Closed reports whether Close was called.
-func (u *Underlay) Closed() bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.closed
-}
+func (u *Underlay) Closed() bool { return u.isClosed() }
 
 // Sent returns and forgets what was sent so far.
-func (u *Underlay) Sent() []Datagram {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	s := u.sent
-	u.sent = nil
-	return s
-}
+func (u *Underlay) Sent() []Datagram { return u.waitSent(0, 0) }
 
 // WaitSent waits until at least n payloads were sent or timeout passes,
 // then returns and forgets them.
-func (u *Underlay) WaitSent(n int, timeout time.Duration) []Datagram {
-	deadline := time.Now().Add(timeout)
-	u.mu.Lock()
-	for len(u.sent) < n && time.Now().Before(deadline) {
-		u.mu.Unlock()
-		time.Sleep(time.Millisecond)
-		u.mu.Lock()
-	}
-	s := u.sent
-	u.sent = nil
-	u.mu.Unlock()
-	return s
-}
+func (u *Underlay) WaitSent(n int, timeout time.Duration) []Datagram { return u.waitSent(n, timeout) }
 
 // Hub is an in-memory underlay network: a payload sent by an attached
 // underlay arrives at the underlay attached at its destination address.
@@ -200,14 +155,4 @@ func (h *Hub) Lost() []Datagram {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.lost
-}
-
-// InjectDatagram queues a copy of d for Receive: d.Meta.Remote is the
-// sender, d.Meta.LocalPort the port it arrives on (0: the underlay's own).
-func (u *Underlay) InjectDatagram(d Datagram) {
-	port := d.Meta.LocalPort
-	if port == 0 {
-		port = u.local.Port()
-	}
-	u.InjectTo(d.Payload, d.Meta.Remote, port)
 }

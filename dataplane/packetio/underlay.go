@@ -1,6 +1,9 @@
 package packetio
 
-import "net/netip"
+import (
+	"fmt"
+	"net/netip"
+)
 
 // Underlay carries tunnel payloads between this node and remote tunnel
 // endpoints, the way wireguard-go's conn.Bind carries WireGuard messages. A
@@ -73,4 +76,19 @@ type Meta struct {
 type SourcePorts struct {
 	Count    int
 	Min, Max uint16
+}
+
+// CheckReceive checks the arguments of a Receive as the contract states
+// them: a size and a Meta per buffer, and room in every buffer past
+// offset. Drivers call it before touching the buffers.
+func CheckReceive(bufs [][]byte, sizes []int, meta []Meta, offset int) error {
+	if len(sizes) < len(bufs) || len(meta) < len(bufs) {
+		return fmt.Errorf("%d sizes and %d meta for %d buffers", len(sizes), len(meta), len(bufs))
+	}
+	for i := range bufs {
+		if offset < 0 || offset >= len(bufs[i]) {
+			return fmt.Errorf("offset %d outside buffer %d of %d bytes", offset, i, len(bufs[i]))
+		}
+	}
+	return nil
 }

@@ -268,16 +268,11 @@ func (q *Queue) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 	if len(bufs) == 0 {
 		return 0, nil
 	}
-	if len(sizes) < len(bufs) || len(meta) < len(bufs) {
-		return 0, fmt.Errorf("receive %s: %d sizes and %d meta for %d buffers", q.name, len(sizes), len(meta), len(bufs))
-	}
 	if len(bufs) > batchSize {
 		bufs = bufs[:batchSize]
 	}
-	for i := range bufs {
-		if offset < 0 || len(bufs[i]) <= offset {
-			return 0, fmt.Errorf("receive %s: buffer %d has %d bytes, needs more than offset %d", q.name, i, len(bufs[i]), offset)
-		}
+	if err := packetio.CheckReceive(bufs, sizes, meta, offset); err != nil {
+		return 0, fmt.Errorf("receive %s: %w", q.name, err)
 	}
 	q.rmu.Lock()
 	defer q.rmu.Unlock()
