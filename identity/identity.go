@@ -1,6 +1,8 @@
 // Package identity holds vxdp's security identities: Cilium's reserved
-// numbers, the rules that map them onto the 24-bit VNI of the tunnel header,
-// and per-endpoint ingress policy.
+// numbers and names (docs.cilium.io, "Identity Management"), their parsing,
+// and the rules that map them onto the 24-bit VNI of the tunnel header and
+// back. The engine enforces per-endpoint ingress policy over these
+// identities (dataplane/policy.go).
 package identity
 
 import (
