@@ -50,16 +50,9 @@ func TestMoveToNetnsAndTraffic(t *testing.T) {
 	if attrs.Flags&net.FlagUp == 0 {
 		t.Errorf("eth0 is not up: %v", attrs.Flags)
 	}
-	addrs, err := hb.AddrList(link, netlink.FAMILY_V4)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addrs, routes := addrsAndRoutes(t, hb, link, netlink.FAMILY_V4)
 	if len(addrs) != 1 || addrs[0].IPNet.String() != "192.0.2.10/32" {
 		t.Errorf("addresses %v, want [192.0.2.10/32]", addrs)
-	}
-	routes, err := hb.RouteList(link, netlink.FAMILY_V4)
-	if err != nil {
-		t.Fatal(err)
 	}
 	foundDefault := false
 	for _, r := range routes {
@@ -230,16 +223,9 @@ func TestConfigureHere(t *testing.T) {
 	if link.Attrs().MTU != 1450 || link.Attrs().Flags&net.FlagUp == 0 {
 		t.Errorf("mtu %d flags %v", link.Attrs().MTU, link.Attrs().Flags)
 	}
-	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addrs, routes := addrsAndRoutes(t, h, link, netlink.FAMILY_ALL)
 	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.1.1.1/24" {
 		t.Errorf("addresses %v, want only 10.1.1.1/24", addrs)
-	}
-	routes, err := h.RouteList(link, netlink.FAMILY_V4)
-	if err != nil {
-		t.Fatal(err)
 	}
 	connected := false
 	for _, r := range routes {
@@ -366,12 +352,7 @@ func TestZeroAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
-	nsA, nsB := newNetns(t), newNetns(t)
-	disableIPv6Default(t, nsB)
-	d := createIn(t, nsA, "vxdpt0")
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
-		t.Fatal(err)
-	}
+	d, nsB := podDevice(t, Options{}, "192.0.2.10/32")
 	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
 	const runs = 50
 	remote := netip.MustParseAddrPort("198.51.100.1:9")
@@ -403,10 +384,7 @@ func TestOffloadRefused(t *testing.T) {
 	t.Cleanup(func() { setOffload = orig })
 
 	d, nsB := podDevice(t, Options{Offload: true}, "192.0.2.10/32")
-	offs := map[string]packetio.Offload{}
-	for _, o := range d.Offloads() {
-		offs[o.Name] = o
-	}
+	offs := offloads(d)
 	if o := offs["tun-tso"]; o.Active || !strings.Contains(o.Reason, "TUNSETOFFLOAD refused") {
 		t.Fatalf("tun-tso: %+v", o)
 	}
@@ -442,10 +420,7 @@ func TestOffloadWithoutUSO(t *testing.T) {
 		return err
 	})
 	t.Cleanup(func() { d.Close() })
-	got := map[string]packetio.Offload{}
-	for _, o := range d.Offloads() {
-		got[o.Name] = o
-	}
+	got := offloads(d)
 	if o := got["tun-uso"]; o.Active || !strings.Contains(o.Reason, "USO refused") {
 		t.Errorf("tun-uso: %+v", o)
 	}

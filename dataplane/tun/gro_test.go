@@ -16,28 +16,10 @@ func TestGROMergeRoundTrip(t *testing.T) {
 	for i := range payload {
 		payload[i] = byte(i * 7)
 	}
-	super := superPacket(payload, 0x18) // ACK PSH: PSH lands on the last segment
-	hdrLen, segs, err := tcp4Layout(super, 1398)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pkts [][]byte
-	for i := 0; i < segs; i++ {
-		dst := make([]byte, 1500)
-		n := tcp4Segment(dst, super, hdrLen, 1398, i, segs)
-		pkts = append(pkts, dst[:n])
-	}
-	f, ok := groCandidate(pkts[0])
+	pkts := cutSegments(superPacket(payload, 0x18), 1398, 0) // ACK PSH: PSH lands on the last segment
+	f, ok := tcpRun(pkts)
 	if !ok {
-		t.Fatal("first segment not a candidate")
-	}
-	end := f.seq + uint32(f.payload)
-	for _, p := range pkts[1:] {
-		s, ok := groCandidate(p)
-		if !ok || !groFollows(pkts[0], f, p, s, end) {
-			t.Fatal("segment does not follow")
-		}
-		end += uint32(s.payload)
+		t.Fatal("the segments do not make a run")
 	}
 	out := make([]byte, vnetHdrLen+groMaxLen)
 	n := groMerge(out, pkts, f)
@@ -85,36 +67,49 @@ func TestGROCandidateRejects(t *testing.T) {
 	}
 }
 
+// cutSegments cuts super into packets of mss payload bytes, each in a
+// buffer of its own behind off bytes of headroom, as Read hands them out.
+func cutSegments(super []byte, mss, off int) [][]byte {
+	hdrLen, segs, err := tcp4Layout(super, mss)
+	if err != nil {
+		panic(err)
+	}
+	var bufs [][]byte
+	for i := range segs {
+		b := make([]byte, off+1500)
+		bufs = append(bufs, b[:off+tcp4Segment(b[off:], super, hdrLen, mss, i, segs)])
+	}
+	return bufs
+}
+
+// tcpRun reports whether pkts are one run of TCP segments to merge, the
+// way writeMerged checks them, and returns the layout of the first.
+func tcpRun(pkts [][]byte) (mergeSeg, bool) {
+	f, ok := groCandidate(pkts[0])
+	end := f.seq + uint32(f.payload)
+	for _, p := range pkts[1:] {
+		s, sok := groCandidate(p)
+		if !ok || !sok || !groFollows(pkts[0], f, p, s, end) {
+			return f, false
+		}
+		end += uint32(s.payload)
+	}
+	return f, ok
+}
+
 // BenchmarkGROHeader is the per-run work of a merged TCP write but the
 // writev: checking each segment of a 64 KiB run (checksum included) and
 // writing the super-packet's headers.
 func BenchmarkGROHeader(b *testing.B) {
 	const mss, segs = 1398, 46
-	super := superPacket(make([]byte, segs*mss), 0x10)
-	hdrLen, n, err := tcp4Layout(super, mss)
-	if err != nil || n != segs {
-		b.Fatal(n, err)
-	}
-	var pkts [][]byte
-	for i := range segs {
-		dst := make([]byte, 1500)
-		pkts = append(pkts, dst[:tcp4Segment(dst, super, hdrLen, mss, i, segs)])
-	}
+	pkts := cutSegments(superPacket(make([]byte, segs*mss), 0x10), mss, 0)
 	out := make([]byte, vnetHdrLen+80)
 	b.ReportAllocs()
 	b.SetBytes(segs * mss)
 	for b.Loop() {
-		f, ok := groCandidate(pkts[0])
+		f, ok := tcpRun(pkts)
 		if !ok {
-			b.Fatal("first segment refused")
-		}
-		end := f.seq + uint32(f.payload)
-		for _, p := range pkts[1:] {
-			s, ok := groCandidate(p)
-			if !ok || !groFollows(pkts[0], f, p, s, end) {
-				b.Fatal("segment does not follow")
-			}
-			end += uint32(s.payload)
+			b.Fatal("the segments do not make a run")
 		}
 		groHeader(out, pkts, f)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"golang.org/x/sys/unix"
 )
 
@@ -147,3 +148,26 @@ func podDevice(t *testing.T, o Options, addr string) (*Device, string) {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// addrsAndRoutes lists link's addresses of family fam and its IPv4 routes.
+func addrsAndRoutes(t *testing.T, h *netlink.Handle, link netlink.Link, fam int) ([]netlink.Addr, []netlink.Route) {
+	t.Helper()
+	addrs, err := h.AddrList(link, fam)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes, err := h.RouteList(link, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addrs, routes
+}
+
+// offloads is d.Offloads() by name.
+func offloads(d *Device) map[string]packetio.Offload {
+	m := map[string]packetio.Offload{}
+	for _, o := range d.Offloads() {
+		m[o.Name] = o
+	}
+	return m
+}

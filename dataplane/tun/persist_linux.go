@@ -85,11 +85,7 @@ func AttachWith(nsPath, name string, o Options) (*Device, error) {
 	if link.Type() != "tuntap" {
 		return nil, fmt.Errorf("attach tun %s: a %s link, not a tun device", name, link.Type())
 	}
-	fd, err := openTUN(name, o.flags())
-	if err != nil {
-		return nil, fmt.Errorf("attach tun %s: %w", name, err)
-	}
-	d, err := openDevice(fd, o)
+	d, err := openDevice(name, o.flags(), o)
 	if err != nil {
 		return nil, fmt.Errorf("attach tun %s: %w", name, err)
 	}

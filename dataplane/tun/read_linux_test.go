@@ -14,12 +14,7 @@ import (
 )
 
 func TestReadBatch(t *testing.T) {
-	nsA, nsB := newNetns(t), newNetns(t)
-	disableIPv6Default(t, nsB)
-	d := createIn(t, nsA, "vxdpt0")
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
-		t.Fatal(err)
-	}
+	d, nsB := podDevice(t, Options{}, "192.0.2.10/32")
 	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
 	const count = 20
 	remote := netip.MustParseAddrPort("198.51.100.1:9")
@@ -59,12 +54,7 @@ func TestReadBatch(t *testing.T) {
 }
 
 func TestReadDropsOversizedPacket(t *testing.T) {
-	nsA, nsB := newNetns(t), newNetns(t)
-	disableIPv6Default(t, nsB)
-	d := createIn(t, nsA, "vxdpt0")
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
-		t.Fatal(err)
-	}
+	d, nsB := podDevice(t, Options{}, "192.0.2.10/32")
 	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
 	remote := netip.MustParseAddrPort("198.51.100.1:9")
 	if _, err := c.WriteToUDPAddrPort(make([]byte, 1000), remote); err != nil {
@@ -128,10 +118,8 @@ func TestReadUnblocksOnClose(t *testing.T) {
 // its own valid headers and checksum.
 func TestReadUSO(t *testing.T) {
 	d, nsB := podDevice(t, Options{Offload: true}, "192.0.2.10/32")
-	for _, o := range d.Offloads() {
-		if o.Name == "tun-uso" && !o.Active {
-			t.Skipf("kernel without USO on TUN: %s", o.Reason) // before Linux 6.2
-		}
+	if o := offloads(d)["tun-uso"]; !o.Active {
+		t.Skipf("kernel without USO on TUN: %s", o.Reason) // before Linux 6.2
 	}
 	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
 	rc, err := c.SyscallConn()
@@ -176,9 +164,7 @@ func TestReadUSO(t *testing.T) {
 			t.Fatalf("datagram %d: bad UDP checksum", i)
 		}
 	}
-	for _, o := range d.Offloads() {
-		if o.Name == "tun-uso" && (o.Count != 1 || o.Largest != 20+8+950) {
-			t.Fatalf("tun-uso: %+v, want one super-packet of 978 bytes", o)
-		}
+	if o := offloads(d)["tun-uso"]; o.Count != 1 || o.Largest != 20+8+950 {
+		t.Fatalf("tun-uso: %+v, want one super-packet of 978 bytes", o)
 	}
 }

@@ -101,11 +101,7 @@ func CreateWith(name string, o Options) (*Device, error) {
 	// IFF_TUN_EXCL makes the kernel refuse an existing interface of that
 	// name instead of attaching to it; without it we could silently pick up
 	// somebody's persistent TUN device.
-	fd, err := openTUN(name, o.flags()|unix.IFF_TUN_EXCL)
-	if err != nil {
-		return nil, fmt.Errorf("create tun %q: %w", name, err)
-	}
-	d, err := openDevice(fd, o)
+	d, err := openDevice(name, o.flags()|unix.IFF_TUN_EXCL, o)
 	if err != nil {
 		return nil, fmt.Errorf("create tun %q: %w", name, err)
 	}
@@ -142,10 +138,14 @@ func openTUN(name string, flags uint16) (int, error) {
 	return fd, nil
 }
 
-// openDevice makes the Device of fd, the interface's first queue just
-// attached by openTUN, and opens its further queues. On failure nothing is
-// left open.
-func openDevice(fd int, o Options) (*Device, error) {
+// openDevice opens the interface name's first queue (openTUN with flags)
+// and its further queues, and makes the Device. On failure nothing is left
+// open.
+func openDevice(name string, flags uint16, o Options) (*Device, error) {
+	fd, err := openTUN(name, flags)
+	if err != nil {
+		return nil, err
+	}
 	d, err := newDevice(fd, o)
 	if err != nil {
 		return nil, err

@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
 )
 
@@ -38,18 +37,9 @@ func TestWriteMergedSuperPacket(t *testing.T) {
 	for i := range payload {
 		payload[i] = byte(i*13 + i>>8)
 	}
-	super := superPacket(payload, 0x18)
-	hdrLen, segs, err := tcp4Layout(super, 1398)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const off = 64
-	var bufs [][]byte
-	for i := 0; i < segs; i++ {
-		b := make([]byte, off+1500)
-		n := tcp4Segment(b[off:], super, hdrLen, 1398, i, segs)
-		bufs = append(bufs, b[:off+n])
-	}
+	bufs := cutSegments(superPacket(payload, 0x18), 1398, off)
+	segs := len(bufs)
 	if n, err := d.Write(bufs, off); err != nil || n != segs {
 		t.Fatalf("Write: %d of %d, %v", n, segs, err)
 	}
@@ -108,12 +98,7 @@ func TestWriteMergedUDP(t *testing.T) {
 	if n, err := d.Write(bufs, off); err != nil || n != len(bufs) {
 		t.Fatalf("Write: %d of %d, %v", n, len(bufs), err)
 	}
-	var o packetio.Offload
-	for _, x := range d.Offloads() {
-		if x.Name == "tun-udp-gro" {
-			o = x
-		}
-	}
+	o := offloads(d)["tun-udp-gro"]
 	if !o.Active || o.Count != 31 {
 		t.Fatalf("tun-udp-gro: %+v, want 31 datagrams merged", o)
 	}
@@ -175,27 +160,15 @@ func TestWriteMergedUDPRefused(t *testing.T) {
 	if refused != 1 || d.TXErrors() != 0 {
 		t.Fatalf("%d UDP GSO writes tried (want 1), %d tx errors", refused, d.TXErrors())
 	}
-	for _, o := range d.Offloads() {
-		if o.Name == "tun-udp-gro" && (o.Active || !strings.Contains(o.Reason, "invalid argument")) {
-			t.Fatalf("tun-udp-gro after refusal: %+v", o)
-		}
+	if o := offloads(d)["tun-udp-gro"]; o.Active || !strings.Contains(o.Reason, "invalid argument") {
+		t.Fatalf("tun-udp-gro after refusal: %+v", o)
 	}
 }
 
 // tcpSegments cuts a super-packet of n payload bytes (ACK) into segments
-// of 1398 bytes, each in a buffer of its own behind off bytes of headroom.
+// of 1398 bytes behind off bytes of headroom.
 func tcpSegments(n, off int) [][]byte {
-	super := superPacket(make([]byte, n), byte(encap.TCPFlagACK))
-	hdrLen, segs, err := tcp4Layout(super, 1398)
-	if err != nil {
-		panic(err)
-	}
-	var bufs [][]byte
-	for i := range segs {
-		b := make([]byte, off+1500)
-		bufs = append(bufs, b[:off+tcp4Segment(b[off:], super, hdrLen, 1398, i, segs)])
-	}
-	return bufs
+	return cutSegments(superPacket(make([]byte, n), byte(encap.TCPFlagACK)), 1398, off)
 }
 
 // retouchTCP changes the TCP segment p with fn and fixes its checksum.
