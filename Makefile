@@ -48,7 +48,7 @@ race:
 	VXDP_REQUIRE_ETCD=1 $(GO) test -race -count=1 ./dataplane/... ./fib ./encap ./agent/... ./kvstore
 
 # Every parser, a short run each; `make fuzz FUZZTIME=10m` for a long one.
-FUZZ_TARGETS := encap:FuzzChecksum encap:FuzzDecap encap:FuzzIPv4 encap:FuzzGeneve encap:FuzzARP encap:FuzzICMPv4 \
+FUZZ_TARGETS := encap:FuzzChecksum encap:FuzzDecap encap:FuzzIPv4 encap:FuzzGeneve encap:FuzzARP encap:FuzzICMPv4 encap:FuzzTCP \
 	dataplane:FuzzReceivePath fib:FuzzTable config:FuzzParse
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

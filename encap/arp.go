@@ -27,44 +27,61 @@ const (
 	ARPReply   = 2
 )
 
+// Offsets of the ARP fields, for Ethernet (6-byte) hardware and IPv4
+// (4-byte) protocol addresses.
+const (
+	ARPHardwareTypeOffset = 0
+	ARPProtocolTypeOffset = 2
+	ARPHardwareLenOffset  = 4
+	ARPProtocolLenOffset  = 5
+	ARPOperationOffset    = 6
+	ARPSenderMACOffset    = 8
+	ARPSenderIPOffset     = 14
+	ARPTargetMACOffset    = 18
+	ARPTargetIPOffset     = 24
+
+	arpHardwareEthernet = 1
+)
+
 // IsValid reports whether b is an Ethernet/IPv4 ARP packet.
 func (b ARP) IsValid() bool {
 	return len(b) >= ARPLen &&
-		binary.BigEndian.Uint16(b[0:]) == 1 &&
-		binary.BigEndian.Uint16(b[2:]) == EtherTypeIPv4 &&
-		b[4] == 6 && b[5] == 4
+		binary.BigEndian.Uint16(b[ARPHardwareTypeOffset:]) == arpHardwareEthernet &&
+		binary.BigEndian.Uint16(b[ARPProtocolTypeOffset:]) == EtherTypeIPv4 &&
+		b[ARPHardwareLenOffset] == 6 && b[ARPProtocolLenOffset] == 4
 }
 
-func (b ARP) Operation() uint16    { return binary.BigEndian.Uint16(b[6:]) }
-func (b ARP) SenderMAC() MAC       { return MAC(b[8:14]) }
-func (b ARP) SenderIP() netip.Addr { return netip.AddrFrom4([4]byte(b[14:18])) }
-func (b ARP) TargetMAC() MAC       { return MAC(b[18:24]) }
-func (b ARP) TargetIP() netip.Addr { return netip.AddrFrom4([4]byte(b[24:28])) }
+func (b ARP) Operation() uint16    { return binary.BigEndian.Uint16(b[ARPOperationOffset:]) }
+func (b ARP) SenderMAC() MAC       { return MAC(b[ARPSenderMACOffset:]) }
+func (b ARP) SenderIP() netip.Addr { return netip.AddrFrom4(b.senderIP4()) }
+func (b ARP) TargetMAC() MAC       { return MAC(b[ARPTargetMACOffset:]) }
+func (b ARP) TargetIP() netip.Addr { return netip.AddrFrom4(b.targetIP4()) }
+
+func (b ARP) senderIP4() [4]byte { return [4]byte(b[ARPSenderIPOffset:]) }
+func (b ARP) targetIP4() [4]byte { return [4]byte(b[ARPTargetIPOffset:]) }
+
+func (b ARP) setOperation(op uint16) { binary.BigEndian.PutUint16(b[ARPOperationOffset:], op) }
 
 // TurnIntoReply rewrites a request in place into the reply that tells its
 // sender that target lives at mac: the sender fields become the target
 // fields and ours the sender's.
 func (b ARP) TurnIntoReply(mac MAC) {
-	var sha [6]byte
-	var spa, tpa [4]byte
-	copy(sha[:], b[8:14])
-	copy(spa[:], b[14:18])
-	copy(tpa[:], b[24:28])
-	binary.BigEndian.PutUint16(b[6:], ARPReply)
-	copy(b[8:14], mac[:])
-	copy(b[14:18], tpa[:])
-	copy(b[18:24], sha[:])
-	copy(b[24:28], spa[:])
+	sha, spa, tpa := b.SenderMAC(), b.senderIP4(), b.targetIP4()
+	b.setOperation(ARPReply)
+	copy(b[ARPSenderMACOffset:], mac[:])
+	copy(b[ARPSenderIPOffset:], tpa[:])
+	copy(b[ARPTargetMACOffset:], sha[:])
+	copy(b[ARPTargetIPOffset:], spa[:])
 }
 
 // EncodeRequest writes a request from (sha, spa) for tpa.
 func (b ARP) EncodeRequest(sha MAC, spa, tpa [4]byte) {
-	binary.BigEndian.PutUint16(b[0:], 1)
-	binary.BigEndian.PutUint16(b[2:], EtherTypeIPv4)
-	b[4], b[5] = 6, 4
-	binary.BigEndian.PutUint16(b[6:], ARPRequest)
-	copy(b[8:14], sha[:])
-	copy(b[14:18], spa[:])
-	clear(b[18:24])
-	copy(b[24:28], tpa[:])
+	binary.BigEndian.PutUint16(b[ARPHardwareTypeOffset:], arpHardwareEthernet)
+	binary.BigEndian.PutUint16(b[ARPProtocolTypeOffset:], EtherTypeIPv4)
+	b[ARPHardwareLenOffset], b[ARPProtocolLenOffset] = 6, 4
+	b.setOperation(ARPRequest)
+	copy(b[ARPSenderMACOffset:], sha[:])
+	copy(b[ARPSenderIPOffset:], spa[:])
+	clear(b[ARPTargetMACOffset : ARPTargetMACOffset+6])
+	copy(b[ARPTargetIPOffset:], tpa[:])
 }

@@ -29,6 +29,13 @@ const (
 	EtherTypeTrans = 0x6558 // transparent Ethernet bridging (Geneve payload)
 )
 
+// Offsets of the Ethernet header fields.
+const (
+	EthernetDestinationOffset = 0
+	EthernetSourceOffset      = 6
+	EthernetTypeOffset        = 12
+)
+
 // MAC is a 48-bit hardware address held by value, so it can sit in packet
 // state without allocating.
 type MAC [6]byte
@@ -50,17 +57,17 @@ func (m MAC) String() string {
 // all zeros.
 func (m MAC) IsUnicast() bool { return m[0]&1 == 0 && m != MAC{} }
 
-func (b Ethernet) Destination() MAC { return MAC(b[0:6]) }
-func (b Ethernet) Source() MAC      { return MAC(b[6:12]) }
+func (b Ethernet) Destination() MAC { return MAC(b[EthernetDestinationOffset:]) }
+func (b Ethernet) Source() MAC      { return MAC(b[EthernetSourceOffset:]) }
 func (b Ethernet) EtherType() uint16 {
-	return binary.BigEndian.Uint16(b[12:])
+	return binary.BigEndian.Uint16(b[EthernetTypeOffset:])
 }
 
 // Encode writes the header.
 func (b Ethernet) Encode(dst, src MAC, etherType uint16) {
-	copy(b[0:6], dst[:])
-	copy(b[6:12], src[:])
-	binary.BigEndian.PutUint16(b[12:], etherType)
+	copy(b[EthernetDestinationOffset:], dst[:])
+	copy(b[EthernetSourceOffset:], src[:])
+	binary.BigEndian.PutUint16(b[EthernetTypeOffset:], etherType)
 }
 
 // MarshalText writes the usual colon form, so MACs read well in JSON.

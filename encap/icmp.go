@@ -13,7 +13,19 @@ import "encoding/binary"
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //	|      Internet Header + leading bytes of the original datagram |
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//
+// Check len(b) >= ICMPv4Len first; the accessors trust the view.
 type ICMPv4 []byte
+
+// Offsets of the ICMPv4 header fields. The four bytes at 4 are unused by
+// the error messages but for the next-hop MTU of fragmentation needed.
+const (
+	ICMPv4TypeOffset     = 0
+	ICMPv4CodeOffset     = 1
+	ICMPv4ChecksumOffset = 2
+	ICMPv4RestOffset     = 4
+	ICMPv4MTUOffset      = 6
+)
 
 // ICMPv4 types and codes the dataplane uses.
 const (
@@ -34,10 +46,10 @@ const (
 	icmpv4ErrorMaxLength = IPv4MinLen + ICMPv4Len + icmpv4QuoteMax
 )
 
-func (b ICMPv4) Type() uint8      { return b[0] }
-func (b ICMPv4) Code() uint8      { return b[1] }
-func (b ICMPv4) Checksum() uint16 { return binary.BigEndian.Uint16(b[2:]) }
-func (b ICMPv4) MTU() uint16      { return binary.BigEndian.Uint16(b[6:]) }
+func (b ICMPv4) Type() uint8      { return b[ICMPv4TypeOffset] }
+func (b ICMPv4) Code() uint8      { return b[ICMPv4CodeOffset] }
+func (b ICMPv4) Checksum() uint16 { return binary.BigEndian.Uint16(b[ICMPv4ChecksumOffset:]) }
+func (b ICMPv4) MTU() uint16      { return binary.BigEndian.Uint16(b[ICMPv4MTUOffset:]) }
 
 // IsError reports whether the type is an ICMP error message, to which no
 // error may ever be sent back (RFC 1122 3.2.2).
@@ -69,8 +81,8 @@ func MayAnswerWithICMPv4(orig IPv4) bool {
 		return false
 	}
 	if orig.Protocol() == ProtoICMP {
-		p := orig.Payload()
-		if len(p) < 1 || IsICMPv4Error(p[0]) {
+		p := ICMPv4(orig.Payload())
+		if len(p) < 1 || IsICMPv4Error(p.Type()) {
 			return false
 		}
 	}
@@ -98,12 +110,12 @@ func BuildICMPv4Error(dst []byte, orig IPv4, src [4]byte, typ, code uint8, mtu u
 		// Class selector 6 (internetwork control), as Linux marks its ICMP.
 		TOS: 0xc0,
 	})
-	ic := dst[IPv4MinLen:total]
-	ic[0], ic[1] = typ, code
-	ic[2], ic[3] = 0, 0
-	binary.BigEndian.PutUint16(ic[4:], 0)
-	binary.BigEndian.PutUint16(ic[6:], mtu)
+	ic := ICMPv4(dst[IPv4MinLen:total])
+	ic[ICMPv4TypeOffset], ic[ICMPv4CodeOffset] = typ, code
+	binary.BigEndian.PutUint16(ic[ICMPv4ChecksumOffset:], 0)
+	binary.BigEndian.PutUint16(ic[ICMPv4RestOffset:], 0)
+	binary.BigEndian.PutUint16(ic[ICMPv4MTUOffset:], mtu)
 	copy(ic[ICMPv4Len:], quote)
-	binary.BigEndian.PutUint16(ic[2:], Checksum(ic, 0))
+	binary.BigEndian.PutUint16(ic[ICMPv4ChecksumOffset:], Checksum(ic, 0))
 	return total
 }

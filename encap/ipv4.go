@@ -21,24 +21,50 @@ import (
 //	|                    Destination Address                        |
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //
-// Call IsValid before any accessor: the accessors trust the view.
+// Validate once with IsValid; from then on the accessors and setters trust
+// the view and index it without further checks (on a view that was never
+// validated they may panic). The setters keep no checksum up to date but
+// their own: after changing a covered field, call SetHeaderChecksum.
 type IPv4 []byte
 
 // IPv4 constants.
 const (
 	IPv4MinLen  = 20
-	IPv4MaxLen  = 60
 	IPv4Version = 4
 
-	ProtoICMP   = 1
-	ProtoTCP    = 6
-	ProtoUDP    = 17
-	ProtoICMPv6 = 58
+	ProtoICMP = 1
+	ProtoTCP  = 6
+	ProtoUDP  = 17
 
 	ipv4FlagDF     = 0x4000
 	ipv4FlagMF     = 0x2000
 	ipv4OffsetMask = 0x1fff
 )
+
+// Offsets of the IPv4 header fields (RFC 791), from the start of the
+// header. Flags and fragment offset share one 16-bit word.
+const (
+	IPv4VersionIHLOffset      = 0
+	IPv4TOSOffset             = 1
+	IPv4TotalLenOffset        = 2
+	IPv4IDOffset              = 4
+	IPv4FlagsFragOffset       = 6
+	IPv4TTLOffset             = 8
+	IPv4ProtocolOffset        = 9
+	IPv4ChecksumOffset        = 10
+	IPv4SourceAddrOffset      = 12
+	IPv4DestinationAddrOffset = 16
+)
+
+// IPVersion is the version field of the IP header b starts with, or 0 if b
+// is empty: how a reader of bare IP packets (a TUN device) tells IPv4
+// from IPv6 before choosing a view.
+func IPVersion(b []byte) int {
+	if len(b) == 0 {
+		return 0
+	}
+	return int(b[IPv4VersionIHLOffset] >> 4)
+}
 
 // IsValid reports whether b starts with a well-formed IPv4 header that
 // describes a packet of at most pktSize bytes: version 4, IHL >= 5, header
@@ -49,45 +75,60 @@ func (b IPv4) IsValid(pktSize int) bool {
 	if len(b) < IPv4MinLen || pktSize < IPv4MinLen || pktSize > len(b) {
 		return false
 	}
-	if b[0]>>4 != IPv4Version {
+	if IPVersion(b) != IPv4Version {
 		return false
 	}
-	hl := int(b[0]&0xf) * 4
+	hl := b.HeaderLen()
 	if hl < IPv4MinLen || hl > pktSize {
 		return false
 	}
-	tl := int(binary.BigEndian.Uint16(b[2:]))
+	tl := b.TotalLen()
 	return tl >= hl && tl <= pktSize
 }
 
-func (b IPv4) HeaderLen() int         { return int(b[0]&0xf) * 4 }
-func (b IPv4) TOS() uint8             { return b[1] }
-func (b IPv4) TotalLen() int          { return int(binary.BigEndian.Uint16(b[2:])) }
-func (b IPv4) ID() uint16             { return binary.BigEndian.Uint16(b[4:]) }
-func (b IPv4) TTL() uint8             { return b[8] }
-func (b IPv4) Protocol() uint8        { return b[9] }
-func (b IPv4) HeaderChecksum() uint16 { return binary.BigEndian.Uint16(b[10:]) }
-func (b IPv4) SourceAddr() netip.Addr {
-	return netip.AddrFrom4([4]byte(b[12:16]))
+func (b IPv4) HeaderLen() int  { return int(b[IPv4VersionIHLOffset]&0xf) * 4 }
+func (b IPv4) TOS() uint8      { return b[IPv4TOSOffset] }
+func (b IPv4) TotalLen() int   { return int(binary.BigEndian.Uint16(b[IPv4TotalLenOffset:])) }
+func (b IPv4) ID() uint16      { return binary.BigEndian.Uint16(b[IPv4IDOffset:]) }
+func (b IPv4) TTL() uint8      { return b[IPv4TTLOffset] }
+func (b IPv4) Protocol() uint8 { return b[IPv4ProtocolOffset] }
+func (b IPv4) HeaderChecksum() uint16 {
+	return binary.BigEndian.Uint16(b[IPv4ChecksumOffset:])
 }
-func (b IPv4) DestinationAddr() netip.Addr {
-	return netip.AddrFrom4([4]byte(b[16:20]))
+func (b IPv4) SourceAddr() netip.Addr      { return netip.AddrFrom4(b.Source4()) }
+func (b IPv4) DestinationAddr() netip.Addr { return netip.AddrFrom4(b.Destination4()) }
+func (b IPv4) Source4() [4]byte {
+	return [4]byte(b[IPv4SourceAddrOffset : IPv4SourceAddrOffset+4])
 }
-func (b IPv4) Source4() [4]byte      { return [4]byte(b[12:16]) }
-func (b IPv4) Destination4() [4]byte { return [4]byte(b[16:20]) }
+func (b IPv4) Destination4() [4]byte {
+	return [4]byte(b[IPv4DestinationAddrOffset : IPv4DestinationAddrOffset+4])
+}
+
+// SetTotalLen stores the total length; the header checksum is the
+// caller's to fix (SetHeaderChecksum).
+func (b IPv4) SetTotalLen(n uint16) { binary.BigEndian.PutUint16(b[IPv4TotalLenOffset:], n) }
+
+// SetID stores the identification; the header checksum is the caller's to
+// fix.
+func (b IPv4) SetID(id uint16) { binary.BigEndian.PutUint16(b[IPv4IDOffset:], id) }
+
+func (b IPv4) flagsFrag() uint16 { return binary.BigEndian.Uint16(b[IPv4FlagsFragOffset:]) }
 
 // DontFragment reports the DF flag.
-func (b IPv4) DontFragment() bool { return binary.BigEndian.Uint16(b[6:])&ipv4FlagDF != 0 }
+func (b IPv4) DontFragment() bool { return b.flagsFrag()&ipv4FlagDF != 0 }
 
 // IsFragment reports whether the packet is any fragment but a whole datagram
 // (MF set or a non-zero offset).
-func (b IPv4) IsFragment() bool {
-	return binary.BigEndian.Uint16(b[6:])&(ipv4FlagMF|ipv4OffsetMask) != 0
-}
+func (b IPv4) IsFragment() bool { return b.flagsFrag()&(ipv4FlagMF|ipv4OffsetMask) != 0 }
 
 // FragmentOffset is the offset of this fragment in bytes.
-func (b IPv4) FragmentOffset() int {
-	return int(binary.BigEndian.Uint16(b[6:])&ipv4OffsetMask) * 8
+func (b IPv4) FragmentOffset() int { return int(b.flagsFrag()&ipv4OffsetMask) * 8 }
+
+// PseudoHeaderSum is the running checksum of the pseudo-header of a
+// transport segment of length bytes and protocol proto carried in b
+// (RFC 768, RFC 793), to start the segment's checksum with.
+func (b IPv4) PseudoHeaderSum(proto uint8, length int) uint32 {
+	return PseudoHeaderSumV4(b.Source4(), b.Destination4(), proto, uint16(length))
 }
 
 // Payload is the bytes after the header up to the total length.
@@ -95,7 +136,7 @@ func (b IPv4) Payload() []byte { return b[b.HeaderLen():b.TotalLen()] }
 
 // HeaderChecksumValid verifies the header checksum.
 func (b IPv4) HeaderChecksumValid() bool {
-	if b.HeaderLen() == 20 {
+	if b.HeaderLen() == IPv4MinLen {
 		return Fold(sum20(b)) == 0xffff
 	}
 	return Fold(Sum(b[:b.HeaderLen()], 0)) == 0xffff
@@ -116,21 +157,24 @@ func sum20(b []byte) uint32 {
 // DecrementTTL lowers the TTL by one and patches the header checksum
 // incrementally. The caller checks TTL() > 1 first.
 func (b IPv4) DecrementTTL() {
-	old := binary.BigEndian.Uint16(b[8:])
-	b[8]--
-	nw := binary.BigEndian.Uint16(b[8:])
-	binary.BigEndian.PutUint16(b[10:], UpdateChecksum16(b.HeaderChecksum(), old, nw))
+	// TTL shares its checksummed 16-bit word with the protocol.
+	old := binary.BigEndian.Uint16(b[IPv4TTLOffset:])
+	b[IPv4TTLOffset]--
+	nw := binary.BigEndian.Uint16(b[IPv4TTLOffset:])
+	binary.BigEndian.PutUint16(b[IPv4ChecksumOffset:], UpdateChecksum16(b.HeaderChecksum(), old, nw))
 }
 
 // SetHeaderChecksum computes and stores the header checksum.
 func (b IPv4) SetHeaderChecksum() {
-	b[10], b[11] = 0, 0
-	if b.HeaderLen() == 20 {
-		binary.BigEndian.PutUint16(b[10:], ^Fold(sum20(b)))
+	b.setHeaderChecksum(0)
+	if b.HeaderLen() == IPv4MinLen {
+		b.setHeaderChecksum(^Fold(sum20(b)))
 		return
 	}
-	binary.BigEndian.PutUint16(b[10:], Checksum(b[:b.HeaderLen()], 0))
+	b.setHeaderChecksum(Checksum(b[:b.HeaderLen()], 0))
 }
+
+func (b IPv4) setHeaderChecksum(c uint16) { binary.BigEndian.PutUint16(b[IPv4ChecksumOffset:], c) }
 
 // IPv4Fields describes a header to encode. Options are not supported on
 // send: the dataplane never originates them.
@@ -147,19 +191,19 @@ type IPv4Fields struct {
 
 // Encode writes a 20-byte header with a valid checksum into b.
 func (b IPv4) Encode(f *IPv4Fields) {
-	b[0] = IPv4Version<<4 | 5
-	b[1] = f.TOS
-	binary.BigEndian.PutUint16(b[2:], f.TotalLen)
-	binary.BigEndian.PutUint16(b[4:], f.ID)
+	b[IPv4VersionIHLOffset] = IPv4Version<<4 | IPv4MinLen/4
+	b[IPv4TOSOffset] = f.TOS
+	b.SetTotalLen(f.TotalLen)
+	b.SetID(f.ID)
 	var flags uint16
 	if f.DontFrag {
 		flags = ipv4FlagDF
 	}
-	binary.BigEndian.PutUint16(b[6:], flags)
-	b[8] = f.TTL
-	b[9] = f.Protocol
-	b[10], b[11] = 0, 0
-	copy(b[12:16], f.Source[:])
-	copy(b[16:20], f.Destination[:])
-	binary.BigEndian.PutUint16(b[10:], Checksum(b[:IPv4MinLen], 0))
+	binary.BigEndian.PutUint16(b[IPv4FlagsFragOffset:], flags)
+	b[IPv4TTLOffset] = f.TTL
+	b[IPv4ProtocolOffset] = f.Protocol
+	copy(b[IPv4SourceAddrOffset:], f.Source[:])
+	copy(b[IPv4DestinationAddrOffset:], f.Destination[:])
+	b.setHeaderChecksum(0)
+	b.setHeaderChecksum(Checksum(b[:IPv4MinLen], 0))
 }

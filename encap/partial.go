@@ -22,13 +22,13 @@ func CompletePartialChecksumV4(ip IPv4) bool {
 	var off int
 	switch proto {
 	case ProtoTCP:
-		off = 16
+		off = TCPChecksumOffset
 	case ProtoUDP:
-		off = 6
+		off = UDPChecksumOffset
 	default:
 		return false
 	}
-	seg := ip[ip.HeaderLen():ip.TotalLen()]
+	seg := ip.Payload()
 	if len(seg) < off+2 {
 		return false
 	}
@@ -36,14 +36,14 @@ func CompletePartialChecksumV4(ip IPv4) bool {
 	if proto == ProtoUDP && field == 0 {
 		return false // no checksum at all
 	}
-	pseudo := PseudoHeaderSumV4(ip.Source4(), ip.Destination4(), proto, uint16(len(seg)))
+	pseudo := ip.PseudoHeaderSum(proto, len(seg))
 	if field != Fold(pseudo) {
 		return false
 	}
-	seg[off], seg[off+1] = 0, 0
+	binary.BigEndian.PutUint16(seg[off:], 0)
 	c := Checksum(seg, pseudo)
 	if proto == ProtoUDP && c == 0 {
-		c = 0xffff
+		c = 0xffff // zero means "no checksum" in UDP
 	}
 	binary.BigEndian.PutUint16(seg[off:], c)
 	return true

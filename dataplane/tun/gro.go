@@ -2,7 +2,6 @@ package tun
 
 import (
 	"bytes"
-	"encoding/binary"
 
 	"github.com/vxdp/vxdp/encap"
 )
@@ -14,97 +13,115 @@ import (
 // segments merge (ACK, PSH on the last), with identical headers but for
 // length, ID, sequence and checksum, and only after their checksums
 // verify: a corrupted segment must not be hidden inside a super-packet
-// whose checksum the kernel is told to trust.
+// whose checksum the kernel is told to trust. Datagrams of one UDP flow
+// merge the same way into a UDP GSO super-packet, which the pod's kernel
+// cuts back into the datagrams that were sent.
+//
+// Every packet that merges has a 20-byte IPv4 header (no options), so the
+// transport header of a run member starts at encap.IPv4MinLen.
 
 const (
 	groMaxSegs = 64
 	groMaxLen  = 65535
 )
 
-// tcpSeg describes a packet that may take part in a merge: a TCP segment
-// or, with udp set, a UDP datagram.
-type tcpSeg struct {
-	ihl, hdrLen, payload int
-	seq                  uint32
-	udp                  bool
+// mergeSeg describes a packet that may take part in a merge: a TCP data
+// segment or, with udp set, a UDP datagram.
+type mergeSeg struct {
+	hdrLen  int    // IPv4 and transport headers
+	payload int    // bytes after them
+	seq     uint32 // TCP: the sequence number
+	psh     bool   // TCP: PSH is set, so the segment ends a run
+	udp     bool
+}
+
+// plainIPv4 reports whether pkt is a whole, valid IPv4 packet of protocol
+// proto with a 20-byte header: the only kind that merges.
+func plainIPv4(ip encap.IPv4, proto uint8) bool {
+	return ip.IsValid(len(ip)) && ip.Protocol() == proto && !ip.IsFragment() && ip.HeaderLen() == encap.IPv4MinLen
 }
 
 // groCandidate reports whether pkt is a plain IPv4 TCP data segment with
 // a valid checksum, and its layout.
-func groCandidate(pkt []byte) (tcpSeg, bool) {
+func groCandidate(pkt []byte) (mergeSeg, bool) {
 	ip := encap.IPv4(pkt)
-	if !ip.IsValid(len(pkt)) || ip.Protocol() != encap.ProtoTCP || ip.IsFragment() || ip.HeaderLen() != 20 {
-		return tcpSeg{}, false
+	if !plainIPv4(ip, encap.ProtoTCP) {
+		return mergeSeg{}, false
 	}
-	tl := ip.TotalLen()
-	if tl < 40 {
-		return tcpSeg{}, false
+	tcp := encap.TCP(ip.Payload())
+	if !tcp.IsValid(len(tcp)) || tcp.Flags()&^encap.TCPFlagPSH != encap.TCPFlagACK {
+		return mergeSeg{}, false // not ACK, maybe PSH, and nothing else
 	}
-	t := pkt[20:tl]
-	thl := int(t[12]>>4) * 4
-	if thl < 20 || thl > len(t) || t[13]&^0x08 != 0x10 { // ACK, maybe PSH, nothing else
-		return tcpSeg{}, false
-	}
-	s := tcpSeg{ihl: 20, hdrLen: 20 + thl, payload: tl - 20 - thl, seq: binary.BigEndian.Uint32(t[4:])}
-	if s.payload == 0 {
-		return tcpSeg{}, false
-	}
-	sum := encap.PseudoHeaderSumV4(ip.Source4(), ip.Destination4(), encap.ProtoTCP, uint16(len(t)))
-	if encap.Checksum(t, sum) != 0 {
-		return tcpSeg{}, false
+	s := mergeSeg{hdrLen: encap.IPv4MinLen + tcp.HeaderLen(), payload: len(tcp.Payload()),
+		seq: tcp.SequenceNumber(), psh: tcp.Flags()&encap.TCPFlagPSH != 0}
+	if s.payload == 0 || encap.Checksum(tcp, ip.PseudoHeaderSum(encap.ProtoTCP, len(tcp))) != 0 {
+		return mergeSeg{}, false
 	}
 	return s, true
 }
 
 // udpCandidate reports whether pkt is an IPv4 UDP datagram that may be
-// merged with others of its flow into one UDP GSO super-packet, which the
-// pod's kernel cuts back into the same datagrams: no IP options, not a
-// fragment, a UDP length that matches, a checksum that verifies (or none).
-func udpCandidate(pkt []byte) (tcpSeg, bool) {
+// merged with others of its flow into one UDP GSO super-packet: no IP
+// options, not a fragment, a payload, a UDP length that matches, a
+// checksum that verifies (or none).
+func udpCandidate(pkt []byte) (mergeSeg, bool) {
 	ip := encap.IPv4(pkt)
-	if !ip.IsValid(len(pkt)) || ip.Protocol() != encap.ProtoUDP || ip.IsFragment() || ip.HeaderLen() != 20 {
-		return tcpSeg{}, false
+	if !plainIPv4(ip, encap.ProtoUDP) {
+		return mergeSeg{}, false
 	}
-	tl := ip.TotalLen()
-	if tl <= 28 || int(binary.BigEndian.Uint16(pkt[24:])) != tl-20 {
-		return tcpSeg{}, false
+	u := encap.UDP(ip.Payload())
+	if len(u) <= encap.UDPLen || u.Length() != len(u) {
+		return mergeSeg{}, false
 	}
-	if pkt[26]|pkt[27] != 0 {
-		sum := encap.PseudoHeaderSumV4(ip.Source4(), ip.Destination4(), encap.ProtoUDP, uint16(tl-20))
-		if encap.Checksum(pkt[20:tl], sum) != 0 {
-			return tcpSeg{}, false
-		}
+	if u.Checksum() != 0 && encap.Checksum(u, ip.PseudoHeaderSum(encap.ProtoUDP, len(u))) != 0 {
+		return mergeSeg{}, false
 	}
-	return tcpSeg{ihl: 20, hdrLen: 28, payload: tl - 28, udp: true}, true
+	return mergeSeg{hdrLen: encap.IPv4MinLen + encap.UDPLen, payload: len(u.Payload()), udp: true}, true
+}
+
+// sameIPv4Flow reports whether a and b agree in everything of their IPv4
+// headers a super-packet keeps from its first member: addresses, TOS, TTL
+// and DF. (The protocol is the candidates' to check.)
+func sameIPv4Flow(a, b encap.IPv4) bool {
+	return a.Source4() == b.Source4() && a.Destination4() == b.Destination4() &&
+		a.TOS() == b.TOS() && a.TTL() == b.TTL() && a.DontFragment() == b.DontFragment()
 }
 
 // udpFollows reports whether the datagram b belongs to the flow of first:
-// same addresses, ports, protocol, TOS, TTL and DF.
+// the same IPv4 flow and ports.
 func udpFollows(first, b []byte) bool {
-	return first[1] == b[1] && first[6]&0x40 == b[6]&0x40 && first[8] == b[8] &&
-		bytes.Equal(first[12:24], b[12:24])
+	fu, bu := encap.UDP(first[encap.IPv4MinLen:]), encap.UDP(b[encap.IPv4MinLen:])
+	return sameIPv4Flow(first, b) && fu.SourcePort() == bu.SourcePort() && fu.DestinationPort() == bu.DestinationPort()
 }
 
 // groFollows reports whether b (layout s) continues a run that began with
-// first (layout f), last ending at seq end, with segment size gso.
-func groFollows(first []byte, f tcpSeg, b []byte, s tcpSeg, end uint32) bool {
-	if s.hdrLen != f.hdrLen || s.seq != end {
+// first (layout f), last ending at seq end: the same IPv4 flow, ports,
+// ack, window and options. The flags are groCandidate's to check.
+func groFollows(first []byte, f mergeSeg, b []byte, s mergeSeg, end uint32) bool {
+	if s.hdrLen != f.hdrLen || s.seq != end || !sameIPv4Flow(first, b) {
 		return false
 	}
-	// Same addresses, protocol, TOS, TTL, DF: bytes 1, 6 (flags), 8, 9,
-	// 12..19 of the IP header.
-	if first[1] != b[1] || first[6]&0x40 != b[6]&0x40 || first[8] != b[8] || !bytes.Equal(first[12:20], b[12:20]) {
-		return false
-	}
-	// Same ports, ack, window and options; flags compared by the caller.
-	ft, bt := first[20:f.hdrLen], b[20:s.hdrLen]
-	return bytes.Equal(ft[0:4], bt[0:4]) && bytes.Equal(ft[8:12], bt[8:12]) &&
-		bytes.Equal(ft[14:16], bt[14:16]) && bytes.Equal(ft[20:], bt[20:])
+	ft, bt := encap.TCP(first[encap.IPv4MinLen:f.hdrLen]), encap.TCP(b[encap.IPv4MinLen:s.hdrLen])
+	return ft.SourcePort() == bt.SourcePort() && ft.DestinationPort() == bt.DestinationPort() &&
+		ft.AckNumber() == bt.AckNumber() && ft.Window() == bt.Window() &&
+		bytes.Equal(ft.Options(), bt.Options())
 }
 
-// groMerge builds in dst the super-packet of pkts (a run groFollows
+// mergeNext reports whether p continues the run that began with first
+// (layout f), whose TCP payload so far ends at sequence number end, and
+// returns p's layout.
+func mergeNext(first []byte, f mergeSeg, p []byte, end uint32) (mergeSeg, bool) {
+	if f.udp {
+		s, ok := udpCandidate(p)
+		return s, ok && udpFollows(first, p)
+	}
+	s, ok := groCandidate(p)
+	return s, ok && groFollows(first, f, p, s, end)
+}
+
+// groMerge builds in dst the super-packet of pkts (a run mergeNext
 // accepted) behind a virtio_net_hdr, and returns its length.
-func groMerge(dst []byte, pkts [][]byte, f tcpSeg) int {
+func groMerge(dst []byte, pkts [][]byte, f mergeSeg) int {
 	n := groHeader(dst, pkts, f)
 	for _, p := range pkts {
 		n += copy(dst[n:], groPayload(p, f))
@@ -112,50 +129,46 @@ func groMerge(dst []byte, pkts [][]byte, f tcpSeg) int {
 	return n
 }
 
-// groPayload is the TCP payload of p, a member of a run with layout f.
-func groPayload(p []byte, f tcpSeg) []byte {
-	return p[f.hdrLen:binary.BigEndian.Uint16(p[2:])]
+// groPayload is the transport payload of p, a member of a run with layout
+// f.
+func groPayload(p []byte, f mergeSeg) []byte {
+	return p[f.hdrLen:encap.IPv4(p).TotalLen()]
 }
 
-// groHeader writes the virtio_net_hdr and the IPv4 and TCP headers of the
-// super-packet of pkts into dst and returns their length; the payloads of
-// pkts, in order, complete the packet.
-func groHeader(dst []byte, pkts [][]byte, f tcpSeg) int {
-	first := pkts[0]
-	n := vnetHdrLen + copy(dst[vnetHdrLen:], first[:f.hdrLen])
+// groHeader writes the virtio_net_hdr and the IPv4 and transport headers
+// of the super-packet of pkts into dst and returns their length; the
+// payloads of pkts, in order, complete the packet.
+func groHeader(dst []byte, pkts [][]byte, f mergeSeg) int {
+	n := vnetHdrLen + copy(dst[vnetHdrLen:], pkts[0][:f.hdrLen])
 	total := f.hdrLen
-	var psh byte
+	var psh encap.TCPFlags
 	for _, p := range pkts {
 		total += len(groPayload(p, f))
 		if !f.udp {
-			psh |= p[33] & 0x08
+			psh |= encap.TCP(p[encap.IPv4MinLen:]).Flags() & encap.TCPFlagPSH
 		}
 	}
-	pkt := dst[vnetHdrLen:n]
-	binary.BigEndian.PutUint16(pkt[2:], uint16(total))
-	encap.IPv4(pkt).SetHeaderChecksum()
-	h := dst[:vnetHdrLen]
-	clear(h)
-	h[0] = vnetFlagNeedsCsum
-	binary.LittleEndian.PutUint16(h[2:], uint16(f.hdrLen))
-	binary.LittleEndian.PutUint16(h[4:], uint16(f.payload))
-	binary.LittleEndian.PutUint16(h[6:], 20)
+	// The headers alone: ip's total length describes bytes that the
+	// payloads will bring.
+	ip := encap.IPv4(dst[vnetHdrLen:n])
+	ip.SetTotalLen(uint16(total))
+	ip.SetHeaderChecksum()
+	seg := total - encap.IPv4MinLen
+	h := vnetHdr{flags: vnetFlagNeedsCsum, hdrLen: uint16(f.hdrLen), gsoSize: uint16(f.payload), csumStart: encap.IPv4MinLen}
+	// The transport checksum is left partial, as a segmentation-offloading
+	// sender leaves it: the pseudo-header sum, finished by the kernel for
+	// each segment or datagram it cuts (for UDP with the length too).
 	if f.udp {
-		// UDP length and a partial checksum over the whole; the
-		// kernel fixes both per datagram when it cuts (UDP_L4 GSO).
-		binary.BigEndian.PutUint16(pkt[24:], uint16(total-20))
-		sum := encap.PseudoHeaderSumV4([4]byte(pkt[12:16]), [4]byte(pkt[16:20]), encap.ProtoUDP, uint16(total-20))
-		binary.BigEndian.PutUint16(pkt[26:], encap.Fold(sum))
-		h[1] = vnetGSOUDPL4
-		binary.LittleEndian.PutUint16(h[8:], 6)
-		return n
+		u := encap.UDP(ip[encap.IPv4MinLen:])
+		u.SetLength(uint16(seg))
+		u.SetChecksum(encap.Fold(ip.PseudoHeaderSum(encap.ProtoUDP, seg)))
+		h.gsoType, h.csumOffset = vnetGSOUDPL4, encap.UDPChecksumOffset
+	} else {
+		tcp := encap.TCP(ip[encap.IPv4MinLen:])
+		tcp.SetFlags(encap.TCPFlagACK | psh)
+		tcp.SetChecksum(encap.Fold(ip.PseudoHeaderSum(encap.ProtoTCP, seg)))
+		h.gsoType, h.csumOffset = vnetGSOTCPv4, encap.TCPChecksumOffset
 	}
-	pkt[33] = 0x10 | psh
-	// The TCP checksum is left partial, as a segmentation-offloading
-	// sender leaves it: the pseudo-header sum, finished by the kernel.
-	sum := encap.PseudoHeaderSumV4([4]byte(pkt[12:16]), [4]byte(pkt[16:20]), encap.ProtoTCP, uint16(total-20))
-	binary.BigEndian.PutUint16(pkt[36:], encap.Fold(sum))
-	h[1] = vnetGSOTCPv4
-	binary.LittleEndian.PutUint16(h[8:], 16)
+	h.encode(dst)
 	return n
 }

@@ -31,27 +31,48 @@ const (
 	vnetGSOECN        = 0x80
 )
 
-var (
-	errVnetHdr = errors.New("bad virtio_net_hdr")
-	errGSOType = errors.New("unsupported gso type")
+// Offsets of the virtio_net_hdr fields.
+const (
+	vnetFlagsOffset      = 0
+	vnetGSOTypeOffset    = 1
+	vnetHdrLenOffset     = 2
+	vnetGSOSizeOffset    = 4
+	vnetCsumStartOffset  = 6
+	vnetCsumOffsetOffset = 8
 )
 
+var errVnetHdr = errors.New("bad virtio_net_hdr")
+
+// vnetHdr is a virtio_net_hdr, decoded.
 type vnetHdr struct {
 	flags      uint8
 	gsoType    uint8
+	hdrLen     uint16
 	gsoSize    uint16
 	csumStart  uint16
 	csumOffset uint16
 }
 
+// parseVnetHdr decodes the vnetHdrLen bytes at the start of b.
 func parseVnetHdr(b []byte) vnetHdr {
 	return vnetHdr{
-		flags:      b[0],
-		gsoType:    b[1],
-		gsoSize:    binary.LittleEndian.Uint16(b[4:]),
-		csumStart:  binary.LittleEndian.Uint16(b[6:]),
-		csumOffset: binary.LittleEndian.Uint16(b[8:]),
+		flags:      b[vnetFlagsOffset],
+		gsoType:    b[vnetGSOTypeOffset],
+		hdrLen:     binary.LittleEndian.Uint16(b[vnetHdrLenOffset:]),
+		gsoSize:    binary.LittleEndian.Uint16(b[vnetGSOSizeOffset:]),
+		csumStart:  binary.LittleEndian.Uint16(b[vnetCsumStartOffset:]),
+		csumOffset: binary.LittleEndian.Uint16(b[vnetCsumOffsetOffset:]),
 	}
+}
+
+// encode writes h into the vnetHdrLen bytes at the start of b.
+func (h *vnetHdr) encode(b []byte) {
+	b[vnetFlagsOffset] = h.flags
+	b[vnetGSOTypeOffset] = h.gsoType
+	binary.LittleEndian.PutUint16(b[vnetHdrLenOffset:], h.hdrLen)
+	binary.LittleEndian.PutUint16(b[vnetGSOSizeOffset:], h.gsoSize)
+	binary.LittleEndian.PutUint16(b[vnetCsumStartOffset:], h.csumStart)
+	binary.LittleEndian.PutUint16(b[vnetCsumOffsetOffset:], h.csumOffset)
 }
 
 // finishChecksum completes a checksum the kernel left partial: the field
@@ -74,16 +95,12 @@ func tcp4Layout(pkt []byte, gsoSize int) (hdrLen, segs int, err error) {
 	if gsoSize <= 0 || !ip.IsValid(len(pkt)) || ip.Protocol() != encap.ProtoTCP {
 		return 0, 0, errVnetHdr
 	}
-	ihl := ip.HeaderLen()
-	if len(pkt) < ihl+20 {
+	tcp := encap.TCP(ip.Payload())
+	if !tcp.IsValid(len(tcp)) {
 		return 0, 0, errVnetHdr
 	}
-	thl := int(pkt[ihl+12]>>4) * 4
-	hdrLen = ihl + thl
-	if thl < 20 || hdrLen > ip.TotalLen() {
-		return 0, 0, errVnetHdr
-	}
-	return hdrLen, segments(ip.TotalLen()-hdrLen, gsoSize), nil
+	hdrLen = ip.HeaderLen() + tcp.HeaderLen()
+	return hdrLen, segments(len(tcp.Payload()), gsoSize), nil
 }
 
 // tcp4Segment writes segment i of the TCPv4 super-packet pkt into dst and
@@ -92,20 +109,20 @@ func tcp4Layout(pkt []byte, gsoSize int) (hdrLen, segs int, err error) {
 // checksum fixed as a NIC's segmentation would.
 func tcp4Segment(dst, pkt []byte, hdrLen, gsoSize, i, segs int) int {
 	o := segment4(dst, pkt, hdrLen, gsoSize, i)
-	n, ihl := len(o), o.HeaderLen()
-	tcp := dst[ihl:n]
-	seq := binary.BigEndian.Uint32(pkt[ihl+4:])
-	binary.BigEndian.PutUint32(tcp[4:], seq+uint32(i*gsoSize))
+	tcp := encap.TCP(o.Payload())
+	// The header copied from the super-packet holds its sequence number.
+	tcp.SetSequenceNumber(tcp.SequenceNumber() + uint32(i*gsoSize))
+	flags := tcp.Flags()
 	if i != segs-1 {
-		tcp[13] &^= 0x09 // FIN and PSH belong to the last segment
+		flags &^= encap.TCPFlagFIN | encap.TCPFlagPSH // they belong to the last segment
 	}
 	if i != 0 {
-		tcp[13] &^= 0x80 // CWR to the first
+		flags &^= encap.TCPFlagCWR // to the first
 	}
-	tcp[16], tcp[17] = 0, 0
-	sum := encap.PseudoHeaderSumV4(o.Source4(), o.Destination4(), encap.ProtoTCP, uint16(len(tcp)))
-	binary.BigEndian.PutUint16(tcp[16:], encap.Checksum(tcp, sum))
-	return n
+	tcp.SetFlags(flags)
+	tcp.SetChecksum(0)
+	tcp.SetChecksum(encap.Checksum(tcp, o.PseudoHeaderSum(encap.ProtoTCP, len(tcp))))
+	return len(o)
 }
 
 // udp4Layout checks a UDPv4 super-packet (USO) and returns its header
@@ -116,11 +133,13 @@ func udp4Layout(pkt []byte, gsoSize int) (hdrLen, segs int, err error) {
 	if gsoSize <= 0 || !ip.IsValid(len(pkt)) || ip.Protocol() != encap.ProtoUDP {
 		return 0, 0, errVnetHdr
 	}
-	hdrLen = ip.HeaderLen() + 8
-	if hdrLen > ip.TotalLen() {
+	// The super-packet's UDP length is not checked: udp4Segment writes
+	// each datagram's own.
+	u := encap.UDP(ip.Payload())
+	if len(u) < encap.UDPLen {
 		return 0, 0, errVnetHdr
 	}
-	return hdrLen, segments(ip.TotalLen()-hdrLen, gsoSize), nil
+	return ip.HeaderLen() + encap.UDPLen, segments(len(u.Payload()), gsoSize), nil
 }
 
 // udp4Segment writes datagram i of the UDPv4 super-packet pkt into dst and
@@ -129,17 +148,15 @@ func udp4Layout(pkt []byte, gsoSize int) (hdrLen, segs int, err error) {
 // checksum, as the kernel's own UDP segmentation makes them.
 func udp4Segment(dst, pkt []byte, hdrLen, gsoSize, i int) int {
 	o := segment4(dst, pkt, hdrLen, gsoSize, i)
-	n := len(o)
-	u := dst[o.HeaderLen():n]
-	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
-	u[6], u[7] = 0, 0
-	sum := encap.PseudoHeaderSumV4(o.Source4(), o.Destination4(), encap.ProtoUDP, uint16(len(u)))
-	c := encap.Checksum(u, sum)
+	u := encap.UDP(o.Payload())
+	u.SetLength(uint16(len(u)))
+	u.SetChecksum(0)
+	c := encap.Checksum(u, o.PseudoHeaderSum(encap.ProtoUDP, len(u)))
 	if c == 0 {
 		c = 0xffff // zero means "no checksum" in UDP
 	}
-	binary.BigEndian.PutUint16(u[6:], c)
-	return n
+	u.SetChecksum(c)
+	return len(o)
 }
 
 // segments is how many packets of gsoSize payload bytes a super-packet
@@ -161,8 +178,8 @@ func segment4(dst, pkt []byte, hdrLen, gsoSize, i int) encap.IPv4 {
 	copy(dst, pkt[:hdrLen])
 	copy(dst[hdrLen:], payload[lo:hi])
 	o := encap.IPv4(dst[:n])
-	binary.BigEndian.PutUint16(o[2:], uint16(n))
-	binary.BigEndian.PutUint16(o[4:], ip.ID()+uint16(i))
+	o.SetTotalLen(uint16(n))
+	o.SetID(ip.ID() + uint16(i))
 	o.SetHeaderChecksum()
 	return o
 }

@@ -85,34 +85,8 @@ func AttachWith(nsPath, name string, o Options) (*Device, error) {
 	if link.Type() != "tuntap" {
 		return nil, fmt.Errorf("attach tun %s: a %s link, not a tun device", name, link.Type())
 	}
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	d, err := openDevice(name, o.flags(), o)
 	if err != nil {
-		return nil, fmt.Errorf("attach tun %s: open /dev/net/tun: %w", name, err)
-	}
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("attach tun %s: %w", name, err)
-	}
-	ifr.SetUint16(o.flags())
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("attach tun %s: TUNSETIFF: %w", name, err)
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("attach tun %s: set non-blocking: %w", name, err)
-	}
-	d, err := newDevice(fd, o)
-	if err != nil {
-		return nil, fmt.Errorf("attach tun %s: %w", name, err)
-	}
-	if err := d.refresh(); err != nil {
-		d.file.Close()
-		return nil, fmt.Errorf("attach tun %s: %w", name, err)
-	}
-	if err := d.openQueues(o); err != nil {
-		d.Close()
 		return nil, fmt.Errorf("attach tun %s: %w", name, err)
 	}
 	return d, nil

@@ -1,0 +1,430 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
+)
+
+func TestMoveToNetnsAndTraffic(t *testing.T) {
+	nsA, nsB := newNetns(t), newNetns(t)
+	disableIPv6Default(t, nsB)
+	d := createIn(t, nsA, "vxdpt0")
+	if d.Name() != "vxdpt0" || d.Index() <= 0 {
+		t.Fatalf("after create: name %q index %d", d.Name(), d.Index())
+	}
+
+	podIP := netip.MustParsePrefix("192.0.2.10/32")
+	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", podIP, 1400); err != nil {
+		t.Fatal(err)
+	}
+	if d.Name() != "eth0" {
+		t.Errorf("Name() = %q after move, want eth0", d.Name())
+	}
+
+	ha, hb := routeHandleT(t, nsA), routeHandleT(t, nsB)
+	waitLinkGone(t, ha, "vxdpt0")
+	link, err := hb.LinkByName("eth0")
+	if err != nil {
+		t.Fatalf("eth0 in pod netns: %v", err)
+	}
+	attrs := link.Attrs()
+	if attrs.Index != d.Index() {
+		t.Errorf("ifindex %d, Index() %d", attrs.Index, d.Index())
+	}
+	if attrs.MTU != 1400 {
+		t.Errorf("mtu %d, want 1400", attrs.MTU)
+	}
+	if attrs.Flags&net.FlagUp == 0 {
+		t.Errorf("eth0 is not up: %v", attrs.Flags)
+	}
+	addrs, routes := addrsAndRoutes(t, hb, link, netlink.FAMILY_V4)
+	if len(addrs) != 1 || addrs[0].IPNet.String() != "192.0.2.10/32" {
+		t.Errorf("addresses %v, want [192.0.2.10/32]", addrs)
+	}
+	foundDefault := false
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.String() == "0.0.0.0/0" {
+			foundDefault = r.Scope == netlink.SCOPE_LINK && r.Gw == nil
+		}
+	}
+	if !foundDefault {
+		t.Errorf("no link-scope default route via eth0 in %v", routes)
+	}
+
+	// Pod -> TUN: the kernel routes it out of eth0 into our descriptor.
+	packets := reader(d)
+	podConn := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	podAddr := podConn.LocalAddr().(*net.UDPAddr).AddrPort()
+	remote := netip.MustParseAddrPort("198.51.100.1:9")
+	if _, err := podConn.WriteToUDPAddrPort([]byte("pod to world"), remote); err != nil {
+		t.Fatal(err)
+	}
+	got := waitUDP(t, packets, remote)
+	if got.src != podAddr || string(got.payload) != "pod to world" {
+		t.Errorf("read %v -> %v %q, want %v -> %v %q", got.src, got.dst, got.payload, podAddr, remote, "pod to world")
+	}
+
+	// TUN -> pod: a packet written to the descriptor arrives on the pod's
+	// socket. The first one is garbage the kernel must refuse without
+	// stopping the batch.
+	from := netip.MustParseAddrPort("198.51.100.1:53")
+	in := udp4(from, podAddr, []byte("world to pod"))
+	n, err := d.Write([][]byte{{0x00, 0x01, 0x02}, append(make([]byte, 8), in...)}, 8)
+	if err != nil || n != 1 {
+		t.Fatalf("Write = %d, %v; want 1, nil", n, err)
+	}
+	if d.TXErrors() != 1 {
+		t.Errorf("TXErrors = %d, want 1", d.TXErrors())
+	}
+	podConn.SetReadDeadline(time.Now().Add(waitFor))
+	buf := make([]byte, 2048)
+	m, src, err := podConn.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("pod socket: %v", err)
+	}
+	if src != from || string(buf[:m]) != "world to pod" {
+		t.Errorf("pod received %q from %v", buf[:m], src)
+	}
+
+	// Closing the descriptor deletes the interface in the pod namespace too.
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitLinkGone(t, hb, "eth0")
+	if _, ok := <-packets; ok {
+		for range packets {
+		}
+	}
+}
+
+func TestCreateNameInUse(t *testing.T) {
+	ns := newNetns(t)
+	createIn(t, ns, "vxdpt0")
+	ipIn(t, ns, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
+	for _, name := range []string{"vxdpt0", "veth0"} {
+		inNetns(t, ns, func() error {
+			d, err := Create(name)
+			if err == nil {
+				d.Close()
+				return fmt.Errorf("Create(%q) succeeded on a taken name", name)
+			}
+			if !errors.Is(err, unix.EBUSY) || !strings.Contains(err.Error(), "already in use") {
+				return fmt.Errorf("Create(%q): unclear error %v", name, err)
+			}
+			return nil
+		})
+	}
+}
+
+func TestMoveToNetnsRollsBack(t *testing.T) {
+	cases := []struct {
+		name  string
+		setup func(t *testing.T, pod string)
+		want  string
+	}{
+		{"name taken", func(t *testing.T, pod string) {
+			ipIn(t, pod, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
+		}, "already in use"},
+		{"default route exists", func(t *testing.T, pod string) {
+			ipIn(t, pod, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
+			ipIn(t, pod, "link", "set", "veth0", "up")
+			ipIn(t, pod, "link", "set", "veth1", "up")
+			ipIn(t, pod, "route", "add", "default", "dev", "veth0")
+		}, "default route"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			nsA, nsB := newNetns(t), newNetns(t)
+			tc.setup(t, nsB)
+			d := createIn(t, nsA, "vxdpt1")
+			oldIndex := d.Index()
+			err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1400)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("MoveToNetns error %v, want one mentioning %q", err, tc.want)
+			}
+			ha, hb := routeHandleT(t, nsA), routeHandleT(t, nsB)
+			link, err := ha.LinkByName("vxdpt1")
+			if err != nil {
+				t.Fatalf("device not back home: %v", err)
+			}
+			// The pod's veth holds ifindex 2, so the round trip can
+			// change the device's index; Index must follow.
+			if d.Name() != "vxdpt1" || d.Index() != link.Attrs().Index {
+				t.Errorf("after failed move: name %q index %d, want vxdpt1 %d (was %d)", d.Name(), d.Index(), link.Attrs().Index, oldIndex)
+			}
+			if link.Attrs().Flags&net.FlagUp != 0 || link.Attrs().MTU == 1400 {
+				t.Errorf("device back home but configured: flags %v mtu %d", link.Attrs().Flags, link.Attrs().MTU)
+			}
+			if addrs, _ := ha.AddrList(link, netlink.FAMILY_ALL); len(addrs) != 0 {
+				t.Errorf("device back home with addresses %v", addrs)
+			}
+			links, err := hb.LinkList()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range links {
+				if l.Type() == "tuntap" {
+					t.Errorf("TUN %s left in the pod", l.Attrs().Name)
+				}
+			}
+			// A second attempt with a free name works after the rollback.
+			if tc.name == "name taken" {
+				if err := d.MoveToNetns("/run/netns/"+nsB, "eth1", netip.MustParsePrefix("192.0.2.10/32"), 1400); err != nil {
+					t.Fatalf("retry: %v", err)
+				}
+			}
+			d.Close()
+			waitLinkGone(t, ha, "vxdpt1")
+			waitLinkGone(t, hb, "eth1")
+		})
+	}
+}
+
+func TestConfigureHere(t *testing.T) {
+	ns := newNetns(t)
+	var d *Device
+	var disabled []byte
+	inNetns(t, ns, func() error {
+		var err error
+		if d, err = Create("vxdp_host"); err != nil {
+			return err
+		}
+		if err := d.ConfigureHere(netip.MustParsePrefix("10.1.1.1/24"), 1450); err != nil {
+			return err
+		}
+		disabled, err = os.ReadFile("/proc/sys/net/ipv6/conf/vxdp_host/disable_ipv6")
+		if errors.Is(err, os.ErrNotExist) {
+			disabled, err = []byte("1\n"), nil
+		}
+		return err
+	})
+	t.Cleanup(func() { d.Close() })
+	if strings.TrimSpace(string(disabled)) != "1" {
+		t.Errorf("disable_ipv6 = %q, want 1", disabled)
+	}
+	h := routeHandleT(t, ns)
+	link, err := h.LinkByName("vxdp_host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if link.Attrs().MTU != 1450 || link.Attrs().Flags&net.FlagUp == 0 {
+		t.Errorf("mtu %d flags %v", link.Attrs().MTU, link.Attrs().Flags)
+	}
+	addrs, routes := addrsAndRoutes(t, h, link, netlink.FAMILY_ALL)
+	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.1.1.1/24" {
+		t.Errorf("addresses %v, want only 10.1.1.1/24", addrs)
+	}
+	connected := false
+	for _, r := range routes {
+		connected = connected || (r.Dst != nil && r.Dst.String() == "10.1.1.0/24")
+	}
+	if !connected {
+		t.Errorf("no connected route 10.1.1.0/24 in %v", routes)
+	}
+
+	// From a thread in another namespace the device is not "here".
+	other := newNetns(t)
+	inNetns(t, other, func() error {
+		err := d.ConfigureHere(netip.MustParsePrefix("10.1.2.1/24"), 1500)
+		if err == nil || !strings.Contains(err.Error(), "not in the calling thread's network namespace") {
+			return fmt.Errorf("ConfigureHere from another netns: %v", err)
+		}
+		return nil
+	})
+}
+
+// When the pod's namespace is destroyed, the kernel deletes the interface
+// in it while the agent still holds the descriptor. Read and Write must then
+// fail for good instead of hanging or silently dropping.
+func TestPodNetnsDestroyed(t *testing.T) {
+	nsA, nsB := newNetns(t), newNetns(t)
+	d := createIn(t, nsA, "vxdpt0")
+	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1400); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		bufs := [][]byte{make([]byte, 2048)}
+		for {
+			if _, err := d.Read(bufs, make([]int, 1), 0); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	if out, err := exec.Command("ip", "netns", "del", nsB).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v: %s", err, out)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrInterfaceGone) {
+			t.Fatalf("Read returned %v, want ErrInterfaceGone", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Read still blocked after the pod namespace was destroyed")
+	}
+	pkt := udp4(netip.MustParseAddrPort("198.51.100.1:53"), netip.MustParseAddrPort("192.0.2.10:9"), nil)
+	if n, err := d.Write([][]byte{pkt}, 0); n != 0 || !errors.Is(err, ErrInterfaceGone) {
+		t.Errorf("Write = %d, %v; want 0, ErrInterfaceGone", n, err)
+	}
+	if err := d.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
+
+// A multi-queue device spreads a pod's flows over its queues, each
+// readable on its own, and goes away with all its queues on Close.
+func TestMultiQueue(t *testing.T) {
+	d, nsB := podDevice(t, Options{Offload: true, Queues: 2}, "192.0.2.10/32")
+	qs := d.Queues()
+	if len(qs) != 2 || qs[0] != packetio.Device(d) || qs[1].Name() != "eth0" {
+		t.Fatalf("queues %v", qs)
+	}
+	remote := netip.MustParseAddrPort("198.51.100.1:9")
+	var conns []*net.UDPConn
+	for range 32 {
+		conns = append(conns, listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0")))
+	}
+	for _, c := range conns {
+		if _, err := c.WriteToUDPAddrPort([]byte("flow"), remote); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := [2]int{}
+	bufs := [][]byte{make([]byte, 2048)}
+	sizes := make([]int, 1)
+	for qi, q := range qs {
+		timer := time.AfterFunc(time.Second, func() { d.Close() })
+		for seen[qi] == 0 {
+			n, err := q.Read(bufs, sizes, 0)
+			if err != nil {
+				break
+			}
+			if u, ok := parseUDP4(bufs[0][:sizes[0]]); n == 1 && ok && u.dst == remote {
+				seen[qi]++
+			}
+		}
+		timer.Stop()
+	}
+	if seen[0] == 0 || seen[1] == 0 {
+		t.Fatalf("packets per queue %v: want flows on both", seen)
+	}
+	// Writes go out whichever queue is free and reach the pod.
+	c := conns[0]
+	dst := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	pkt := udp4(netip.MustParseAddrPort("198.51.100.1:53"), dst, []byte("back"))
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if n, err := d.Write([][]byte{pkt, pkt}, 0); n != 2 || err != nil {
+				t.Errorf("Write = %d, %v", n, err)
+			}
+		})
+	}
+	wg.Wait()
+	c.SetReadDeadline(time.Now().Add(waitFor))
+	buf := make([]byte, 64)
+	for i := 0; i < 8; i++ {
+		if n, err := c.Read(buf); err != nil || string(buf[:n]) != "back" {
+			t.Fatalf("reply %d: %q, %v", i, buf[:n], err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitLinkGone(t, routeHandleT(t, nsB), "eth0")
+}
+
+func TestZeroAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	d, nsB := podDevice(t, Options{}, "192.0.2.10/32")
+	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	const runs = 50
+	remote := netip.MustParseAddrPort("198.51.100.1:9")
+	for i := 0; i < 2*(runs+1); i++ {
+		if _, err := c.WriteToUDPAddrPort([]byte("x"), remote); err != nil {
+			t.Fatal(err)
+		}
+	}
+	timer := time.AfterFunc(waitFor, func() { d.Close() })
+	defer timer.Stop()
+	bufs := [][]byte{make([]byte, 1500), make([]byte, 1500)}
+	sizes := make([]int, 2)
+	if a := testing.AllocsPerRun(runs, func() { d.Read(bufs, sizes, 0) }); a != 0 {
+		t.Errorf("Read: %v allocs per call", a)
+	}
+	pkt := udp4(netip.MustParseAddrPort("198.51.100.1:53"), c.LocalAddr().(*net.UDPAddr).AddrPort(), []byte("y"))
+	wb := [][]byte{pkt, pkt}
+	if a := testing.AllocsPerRun(runs, func() { d.Write(wb, 0) }); a != 0 {
+		t.Errorf("Write: %v allocs per call", a)
+	}
+}
+
+// A kernel that refuses TUNSETOFFLOAD (played by failing the ioctl) leaves
+// a working device: packets are read singly, merged writes still go out,
+// and Offloads says why TSO is off.
+func TestOffloadRefused(t *testing.T) {
+	orig := setOffload
+	setOffload = func(fd, flags int) error { return unix.EINVAL }
+	t.Cleanup(func() { setOffload = orig })
+
+	d, nsB := podDevice(t, Options{Offload: true}, "192.0.2.10/32")
+	offs := offloads(d)
+	if o := offs["tun-tso"]; o.Active || !strings.Contains(o.Reason, "TUNSETOFFLOAD refused") {
+		t.Fatalf("tun-tso: %+v", o)
+	}
+	if o := offs["tun-gro"]; !o.Active {
+		t.Fatalf("tun-gro: %+v", o)
+	}
+	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	remote := netip.MustParseAddrPort("198.51.100.1:9")
+	if _, err := c.WriteToUDPAddrPort([]byte("single"), remote); err != nil {
+		t.Fatal(err)
+	}
+	p := waitUDP(t, reader(d), remote)
+	if string(p.payload) != "single" {
+		t.Fatalf("read %q", p.payload)
+	}
+}
+
+// A kernel that knows TSO but not USO (before Linux 6.2, played by
+// refusing the USO flags) keeps TSO.
+func TestOffloadWithoutUSO(t *testing.T) {
+	orig := setOffload
+	setOffload = func(fd, flags int) error {
+		if flags&(unix.TUN_F_USO4|unix.TUN_F_USO6) != 0 {
+			return unix.EINVAL
+		}
+		return orig(fd, flags)
+	}
+	t.Cleanup(func() { setOffload = orig })
+	ns := newNetns(t)
+	var d *Device
+	inNetns(t, ns, func() (err error) {
+		d, err = CreateWith("vxdpt0", Options{Offload: true})
+		return err
+	})
+	t.Cleanup(func() { d.Close() })
+	got := offloads(d)
+	if o := got["tun-uso"]; o.Active || !strings.Contains(o.Reason, "USO refused") {
+		t.Errorf("tun-uso: %+v", o)
+	}
+	if o := got["tun-tso"]; !o.Active {
+		t.Errorf("tun-tso: %+v", o)
+	}
+}

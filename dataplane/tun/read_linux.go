@@ -1,0 +1,242 @@
+package tun
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/vxdp/vxdp/encap"
+	"golang.org/x/sys/unix"
+)
+
+// readState is what Read works with. It lives in the Device, and readFn
+// is bound once, so that handing a callback to the runtime poller
+// allocates nothing.
+type readState struct {
+	rmu    sync.Mutex // serialises Read; guards the fields up to the counters
+	rbufs  [][]byte
+	rsizes []int
+	roff   int
+	rn     int
+	rerr   error
+	readFn func(fd uintptr) bool
+
+	// With offloads, reads land in scratch first; a super-packet stays
+	// there while its segments are handed out, across Read calls if one
+	// batch cannot take them all.
+	scratch  []byte
+	pend     []byte // the super-packet being segmented, in scratch
+	pendHdr  int
+	pendGSO  int
+	pendSegs int
+	pendNext int
+	pendUDP  bool
+
+	rxDropped atomic.Uint64
+	// Super-packets read, TCP and UDP, and the largest of each.
+	superReads atomic.Uint64
+	superMax   atomic.Uint64
+	usoReads   atomic.Uint64
+	usoMax     atomic.Uint64
+}
+
+// Read blocks until a packet is available, then keeps reading without
+// blocking until bufs is full or the queue is empty. Packet i goes to
+// bufs[i][offset:] and its length to sizes[i]. A packet longer than the
+// space in its buffer is dropped and counted in RXDropped rather than handed
+// out truncated. After Close, Read returns an error wrapping
+// net.ErrClosed; once the kernel has deleted the interface (its
+// namespace destroyed), one wrapping ErrInterfaceGone.
+func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	if len(sizes) < len(bufs) {
+		return 0, fmt.Errorf("read %s: %d sizes for %d buffers", d.Name(), len(sizes), len(bufs))
+	}
+	if offset < 0 {
+		return 0, fmt.Errorf("read %s: negative offset %d", d.Name(), offset)
+	}
+	for i := range bufs {
+		if len(bufs[i]) <= offset {
+			return 0, fmt.Errorf("read %s: buffer %d has no room after offset %d", d.Name(), i, offset)
+		}
+	}
+	if d.closed.Load() {
+		return 0, d.closedErr("read")
+	}
+
+	d.rmu.Lock()
+	defer d.rmu.Unlock()
+	if len(bufs) > batchSize {
+		bufs = bufs[:batchSize]
+	}
+	d.rbufs, d.rsizes, d.roff, d.rn, d.rerr = bufs, sizes, offset, 0, nil
+	// Segments left from the last super-packet go first; with any, the
+	// read below only takes what is there without waiting.
+	d.emitSegments()
+	var err error
+	if d.rn < len(d.rbufs) {
+		err = d.raw.Read(d.readFn)
+	}
+	n, rerr := d.rn, d.rerr
+	d.rbufs, d.rsizes, d.rerr = nil, nil, nil
+	if err != nil {
+		if d.closed.Load() {
+			return 0, d.closedErr("read")
+		}
+		return 0, d.ioErr("read", err)
+	}
+	// An error after some packets is dropped: those packets are good, and a
+	// persistent error shows up again on the next call.
+	if n == 0 && rerr != nil {
+		return 0, d.ioErr("read", rerr)
+	}
+	return n, nil
+}
+
+// readBatch runs inside the poller callback. Returning false parks the
+// goroutine until the descriptor is readable; that happens only while the
+// batch is still empty, so a call never waits once it has a packet.
+func (d *Device) readBatch(fd uintptr) bool {
+	for d.rn < len(d.rbufs) {
+		buf := d.rbufs[d.rn][d.roff:]
+		n, ok := d.readOne(fd, buf)
+		if !ok {
+			return d.readDone()
+		}
+		if n == len(buf) && ipLength(buf) > n {
+			// The kernel silently truncates a packet that does not
+			// fit and returns the truncated length, so a full buffer
+			// is checked against the length the IP header claims.
+			d.rxDropped.Add(1)
+			continue
+		}
+		d.rsizes[d.rn] = n
+		d.rn++
+	}
+	return true
+}
+
+// readOne is one read(2) into buf in the poller callback, retried on
+// EINTR. It returns the packet's length, or false when the callback's loop
+// must end: the queue is empty (EAGAIN) or the descriptor failed (the
+// error kept in rerr).
+func (d *Device) readOne(fd uintptr, buf []byte) (int, bool) {
+	for {
+		n, err := unix.Read(int(fd), buf)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return 0, false
+		case err != nil:
+			d.rerr = err
+			return 0, false
+		case n == 0:
+			d.rerr = io.ErrUnexpectedEOF
+			return 0, false
+		}
+		return n, true
+	}
+}
+
+// readDone is what the poller callback returns once readOne ends its loop:
+// true (Read returns) on an error or with packets in the batch, false (wait
+// for the descriptor) on an empty queue and an empty batch.
+func (d *Device) readDone() bool { return d.rerr != nil || d.rn > 0 }
+
+// readVnet is readBatch for a device with offloads: each read is a
+// virtio_net_hdr and a packet, perhaps a TCP or UDP super-packet to cut
+// up.
+func (d *Device) readVnet(fd uintptr) bool {
+	for d.rn < len(d.rbufs) {
+		n, ok := d.readOne(fd, d.scratch)
+		if !ok {
+			return d.readDone()
+		}
+		if n <= vnetHdrLen {
+			d.rxDropped.Add(1)
+			continue
+		}
+		h := parseVnetHdr(d.scratch)
+		pkt := d.scratch[vnetHdrLen:n]
+		switch h.gsoType &^ vnetGSOECN {
+		case vnetGSONone:
+			if h.flags&vnetFlagNeedsCsum != 0 && finishChecksum(pkt, h) != nil {
+				d.rxDropped.Add(1)
+				continue
+			}
+			buf := d.rbufs[d.rn][d.roff:]
+			if len(pkt) > len(buf) {
+				d.rxDropped.Add(1)
+				continue
+			}
+			d.rsizes[d.rn] = copy(buf, pkt)
+			d.rn++
+		case vnetGSOTCPv4, vnetGSOUDPL4:
+			udp := h.gsoType&^vnetGSOECN == vnetGSOUDPL4
+			layout, reads, largest := tcp4Layout, &d.superReads, &d.superMax
+			if udp {
+				layout, reads, largest = udp4Layout, &d.usoReads, &d.usoMax
+			}
+			hdrLen, segs, err := layout(pkt, int(h.gsoSize))
+			if err != nil {
+				d.rxDropped.Add(1)
+				continue
+			}
+			d.pend, d.pendHdr, d.pendGSO, d.pendSegs, d.pendNext, d.pendUDP = pkt, hdrLen, int(h.gsoSize), segs, 0, udp
+			reads.Add(1)
+			if l := uint64(len(pkt)); l > largest.Load() {
+				largest.Store(l) // one reader at a time (rmu)
+			}
+			d.emitSegments()
+			if d.pend != nil {
+				return true // the batch is full; the rest waits for the next Read
+			}
+		default:
+			d.rxDropped.Add(1)
+		}
+	}
+	return true
+}
+
+// emitSegments hands out segments of the pending super-packet while the
+// batch has room.
+func (d *Device) emitSegments() {
+	for d.pend != nil && d.rn < len(d.rbufs) {
+		buf := d.rbufs[d.rn][d.roff:]
+		if len(buf) < d.pendHdr+d.pendGSO {
+			d.rxDropped.Add(uint64(d.pendSegs - d.pendNext))
+			d.pend = nil
+			return
+		}
+		if d.pendUDP {
+			d.rsizes[d.rn] = udp4Segment(buf, d.pend, d.pendHdr, d.pendGSO, d.pendNext)
+		} else {
+			d.rsizes[d.rn] = tcp4Segment(buf, d.pend, d.pendHdr, d.pendGSO, d.pendNext, d.pendSegs)
+		}
+		d.rn++
+		d.pendNext++
+		if d.pendNext == d.pendSegs {
+			d.pend = nil
+		}
+	}
+}
+
+// ipLength is the packet length the IP header of p claims, or 0 if p does
+// not start with a recognisable one.
+func ipLength(p []byte) int {
+	switch encap.IPVersion(p) {
+	case encap.IPv4Version:
+		if len(p) >= encap.IPv4MinLen {
+			return encap.IPv4(p).TotalLen()
+		}
+	case encap.IPv6Version:
+		if len(p) >= encap.IPv6Len {
+			return encap.IPv6(p).TotalLen()
+		}
+	}
+	return 0
+}

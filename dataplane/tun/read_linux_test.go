@@ -1,0 +1,170 @@
+package tun
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vxdp/vxdp/encap"
+)
+
+func TestReadBatch(t *testing.T) {
+	d, nsB := podDevice(t, Options{}, "192.0.2.10/32")
+	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	const count = 20
+	remote := netip.MustParseAddrPort("198.51.100.1:9")
+	for i := 0; i < count; i++ {
+		if _, err := c.WriteToUDPAddrPort([]byte{byte(i)}, remote); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	bufs := make([][]byte, d.BatchSize())
+	for i := range bufs {
+		bufs[i] = make([]byte, 16+1500)
+	}
+	sizes := make([]int, len(bufs))
+	// All packets are queued before the first Read, so one call must drain
+	// them all; a stray packet of another kind would only add to the count.
+	timer := time.AfterFunc(waitFor, func() { d.Close() })
+	defer timer.Stop()
+	n, err := d.Read(bufs, sizes, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []byte
+	for i := 0; i < n; i++ {
+		if u, ok := parseUDP4(bufs[i][16 : 16+sizes[i]]); ok && u.dst == remote {
+			seen = append(seen, u.payload...)
+		}
+	}
+	if len(seen) != count {
+		t.Fatalf("one Read returned %d packets with %d of ours (%v), want all %d", n, len(seen), seen, count)
+	}
+	for i, b := range seen {
+		if int(b) != i {
+			t.Fatalf("order: %v", seen)
+		}
+	}
+}
+
+func TestReadDropsOversizedPacket(t *testing.T) {
+	d, nsB := podDevice(t, Options{}, "192.0.2.10/32")
+	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	remote := netip.MustParseAddrPort("198.51.100.1:9")
+	if _, err := c.WriteToUDPAddrPort(make([]byte, 1000), remote); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WriteToUDPAddrPort([]byte("small"), remote); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(waitFor, func() { d.Close() })
+	defer timer.Stop()
+	bufs := [][]byte{make([]byte, 200)}
+	sizes := make([]int, 1)
+	n, err := d.Read(bufs, sizes, 0)
+	if err != nil || n != 1 {
+		t.Fatalf("Read = %d, %v", n, err)
+	}
+	u, ok := parseUDP4(bufs[0][:sizes[0]])
+	if !ok || string(u.payload) != "small" {
+		t.Fatalf("read %d bytes %x, want the small packet", sizes[0], bufs[0][:sizes[0]])
+	}
+	if d.RXDropped() != 1 {
+		t.Errorf("RXDropped = %d, want 1", d.RXDropped())
+	}
+}
+
+func TestReadUnblocksOnClose(t *testing.T) {
+	ns := newNetns(t)
+	d := createIn(t, ns, "vxdpt0")
+	errc := make(chan error, 1)
+	go func() {
+		bufs := [][]byte{make([]byte, 1500)}
+		_, err := d.Read(bufs, make([]int, 1), 0)
+		errc <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("blocked Read returned %v, want ErrClosed", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Read still blocked after Close")
+	}
+	if _, err := d.Read([][]byte{make([]byte, 100)}, make([]int, 1), 0); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Read after Close: %v", err)
+	}
+	if _, err := d.Write([][]byte{make([]byte, 100)}, 0); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write after Close: %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	waitLinkGone(t, routeHandleT(t, ns), "vxdpt0")
+}
+
+// A pod that sends with UDP_SEGMENT hands the TUN one UDP super-packet
+// (USO); Read cuts it into the datagrams the application meant, each with
+// its own valid headers and checksum.
+func TestReadUSO(t *testing.T) {
+	d, nsB := podDevice(t, Options{Offload: true}, "192.0.2.10/32")
+	if o := offloads(d)["tun-uso"]; !o.Active {
+		t.Skipf("kernel without USO on TUN: %s", o.Reason) // before Linux 6.2
+	}
+	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, 100) })
+	if serr != nil {
+		t.Fatalf("UDP_SEGMENT: %v", serr)
+	}
+	payload := make([]byte, 950)
+	for i := range payload {
+		payload[i] = byte(i / 100)
+	}
+	remote := netip.MustParseAddrPort("198.51.100.1:9")
+	if _, err := c.WriteToUDPAddrPort(payload, remote); err != nil {
+		t.Fatal(err)
+	}
+	ch := reader(d)
+	for i := 0; i < 10; i++ {
+		var p []byte
+		select {
+		case p = <-ch:
+		case <-time.After(waitFor):
+			t.Fatalf("datagram %d missing", i)
+		}
+		u, ok := parseUDP4(p)
+		if !ok || u.dst != remote {
+			i--
+			continue // kernel noise
+		}
+		want := payload[i*100 : min(i*100+100, len(payload))]
+		if !bytes.Equal(u.payload, want) {
+			t.Fatalf("datagram %d: %d bytes %x, want %d bytes", i, len(u.payload), u.payload[:min(4, len(u.payload))], len(want))
+		}
+		ihl := int(p[0]&0xf) * 4
+		if checksum(p[:ihl], 0) != 0 {
+			t.Fatalf("datagram %d: bad IPv4 checksum", i)
+		}
+		if encap.Checksum(p[ihl:], encap.PseudoHeaderSumV4([4]byte(p[12:16]), [4]byte(p[16:20]), encap.ProtoUDP, uint16(len(p)-ihl))) != 0 {
+			t.Fatalf("datagram %d: bad UDP checksum", i)
+		}
+	}
+	if o := offloads(d)["tun-uso"]; o.Count != 1 || o.Largest != 20+8+950 {
+		t.Fatalf("tun-uso: %+v, want one super-packet of 978 bytes", o)
+	}
+}
