@@ -8,6 +8,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+
+	"github.com/vxdp/vxdp/encap"
 )
 
 // progName is the kernel name of the XDP program. It is how Open tells a
@@ -31,17 +33,18 @@ const (
 	xdpMdRxQueueIndex = 16
 )
 
-// Packet offsets, relative to the start of the Ethernet header.
+// Packet offsets, relative to the start of the Ethernet header, named by
+// encap's header views.
 const (
-	ethLen        = 14
-	offEtherType  = 12
-	offIPVerIHL   = ethLen + 0
-	offIPFrag     = ethLen + 6
-	offIPProto    = ethLen + 9
-	offIPDst      = ethLen + 16
-	minIPv4Len    = 20
-	udpLen        = 8
-	offUDPDstPort = 2
+	ethLen        = encap.EthernetLen
+	offEtherType  = encap.EthernetTypeOffset
+	offIPVerIHL   = ethLen + encap.IPv4VersionIHLOffset
+	offIPFrag     = ethLen + encap.IPv4FlagsFragOffset
+	offIPProto    = ethLen + encap.IPv4ProtocolOffset
+	offIPDst      = ethLen + encap.IPv4DestinationAddrOffset
+	minIPv4Len    = encap.IPv4MinLen
+	udpLen        = encap.UDPLen
+	offUDPDstPort = encap.UDPDestinationPortOffset
 )
 
 // wire16 and wire32 are the values a load of the given big-endian bytes
