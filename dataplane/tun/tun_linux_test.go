@@ -20,6 +20,7 @@ import (
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
+	"github.com/vxdp/vxdp/internal/nstest"
 )
 
 const waitFor = 5 * time.Second
@@ -91,10 +92,10 @@ func parseUDP4(p []byte) (udpPacket, bool) {
 
 // createIn creates a TUN device inside the named namespace, closed at the
 // end of the test.
-func createIn(t *testing.T, ns, name string) *Device {
+func createIn(t *testing.T, ns *nstest.Netns, name string) *Device {
 	t.Helper()
 	var d *Device
-	inNetns(t, ns, func() error {
+	ns.MustDo(t, func() error {
 		var err error
 		d, err = Create(name)
 		return err
@@ -103,11 +104,11 @@ func createIn(t *testing.T, ns, name string) *Device {
 	return d
 }
 
-func routeHandleT(t *testing.T, ns string) *netlink.Handle {
+func routeHandleT(t *testing.T, ns *nstest.Netns) *netlink.Handle {
 	t.Helper()
-	h, err := netlink.NewHandleAt(nsHandle(t, ns), unix.NETLINK_ROUTE)
+	h, err := ns.NetlinkHandle()
 	if err != nil {
-		t.Fatalf("netlink handle in %s: %v", ns, err)
+		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
 	return h
@@ -178,9 +179,9 @@ func waitUDP(t *testing.T, ch <-chan []byte, dst netip.AddrPort) udpPacket {
 
 // disableIPv6Default keeps interfaces that later appear in ns free of IPv6,
 // so reads see only the test's traffic.
-func disableIPv6Default(t *testing.T, ns string) {
+func disableIPv6Default(t *testing.T, ns *nstest.Netns) {
 	t.Helper()
-	inNetns(t, ns, func() error {
+	ns.MustDo(t, func() error {
 		err := os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("1"), 0)
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
@@ -189,10 +190,10 @@ func disableIPv6Default(t *testing.T, ns string) {
 	})
 }
 
-func listenUDPIn(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
+func listenUDPIn(t *testing.T, ns *nstest.Netns, addr netip.AddrPort) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
-	inNetns(t, ns, func() error {
+	ns.MustDo(t, func() error {
 		var err error
 		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
 		return err
@@ -202,7 +203,7 @@ func listenUDPIn(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
 }
 
 func TestMoveToNetnsAndTraffic(t *testing.T) {
-	nsA, nsB := newNetns(t), newNetns(t)
+	nsA, nsB := nstest.NewNetns(t, "tun"), nstest.NewNetns(t, "tun")
 	disableIPv6Default(t, nsB)
 	d := createIn(t, nsA, "vxdpt0")
 	if d.Name() != "vxdpt0" || d.Index() <= 0 {
@@ -210,7 +211,7 @@ func TestMoveToNetnsAndTraffic(t *testing.T) {
 	}
 
 	podIP := netip.MustParsePrefix("192.0.2.10/32")
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", podIP, 1400); err != nil {
+	if err := d.MoveToNetns(nsB.Path, "eth0", podIP, 1400); err != nil {
 		t.Fatal(err)
 	}
 	if d.Name() != "eth0" {
@@ -301,10 +302,10 @@ func TestMoveToNetnsAndTraffic(t *testing.T) {
 }
 
 func TestReadBatch(t *testing.T) {
-	nsA, nsB := newNetns(t), newNetns(t)
+	nsA, nsB := nstest.NewNetns(t, "tun"), nstest.NewNetns(t, "tun")
 	disableIPv6Default(t, nsB)
 	d := createIn(t, nsA, "vxdpt0")
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
+	if err := d.MoveToNetns(nsB.Path, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
 		t.Fatal(err)
 	}
 	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
@@ -346,10 +347,10 @@ func TestReadBatch(t *testing.T) {
 }
 
 func TestReadDropsOversizedPacket(t *testing.T) {
-	nsA, nsB := newNetns(t), newNetns(t)
+	nsA, nsB := nstest.NewNetns(t, "tun"), nstest.NewNetns(t, "tun")
 	disableIPv6Default(t, nsB)
 	d := createIn(t, nsA, "vxdpt0")
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
+	if err := d.MoveToNetns(nsB.Path, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
 		t.Fatal(err)
 	}
 	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
@@ -378,7 +379,7 @@ func TestReadDropsOversizedPacket(t *testing.T) {
 }
 
 func TestReadUnblocksOnClose(t *testing.T) {
-	ns := newNetns(t)
+	ns := nstest.NewNetns(t, "tun")
 	d := createIn(t, ns, "vxdpt0")
 	errc := make(chan error, 1)
 	go func() {
@@ -411,11 +412,11 @@ func TestReadUnblocksOnClose(t *testing.T) {
 }
 
 func TestCreateNameInUse(t *testing.T) {
-	ns := newNetns(t)
+	ns := nstest.NewNetns(t, "tun")
 	createIn(t, ns, "vxdpt0")
-	ipIn(t, ns, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
+	ns.IP(t, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
 	for _, name := range []string{"vxdpt0", "veth0"} {
-		inNetns(t, ns, func() error {
+		ns.MustDo(t, func() error {
 			d, err := Create(name)
 			if err == nil {
 				d.Close()
@@ -432,26 +433,26 @@ func TestCreateNameInUse(t *testing.T) {
 func TestMoveToNetnsRollsBack(t *testing.T) {
 	cases := []struct {
 		name  string
-		setup func(t *testing.T, pod string)
+		setup func(t *testing.T, pod *nstest.Netns)
 		want  string
 	}{
-		{"name taken", func(t *testing.T, pod string) {
-			ipIn(t, pod, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
+		{"name taken", func(t *testing.T, pod *nstest.Netns) {
+			pod.IP(t, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
 		}, "already in use"},
-		{"default route exists", func(t *testing.T, pod string) {
-			ipIn(t, pod, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
-			ipIn(t, pod, "link", "set", "veth0", "up")
-			ipIn(t, pod, "link", "set", "veth1", "up")
-			ipIn(t, pod, "route", "add", "default", "dev", "veth0")
+		{"default route exists", func(t *testing.T, pod *nstest.Netns) {
+			pod.IP(t, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
+			pod.IP(t, "link", "set", "veth0", "up")
+			pod.IP(t, "link", "set", "veth1", "up")
+			pod.IP(t, "route", "add", "default", "dev", "veth0")
 		}, "default route"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			nsA, nsB := newNetns(t), newNetns(t)
+			nsA, nsB := nstest.NewNetns(t, "tun"), nstest.NewNetns(t, "tun")
 			tc.setup(t, nsB)
 			d := createIn(t, nsA, "vxdpt1")
 			oldIndex := d.Index()
-			err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1400)
+			err := d.MoveToNetns(nsB.Path, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1400)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("MoveToNetns error %v, want one mentioning %q", err, tc.want)
 			}
@@ -482,7 +483,7 @@ func TestMoveToNetnsRollsBack(t *testing.T) {
 			}
 			// A second attempt with a free name works after the rollback.
 			if tc.name == "name taken" {
-				if err := d.MoveToNetns("/run/netns/"+nsB, "eth1", netip.MustParsePrefix("192.0.2.10/32"), 1400); err != nil {
+				if err := d.MoveToNetns(nsB.Path, "eth1", netip.MustParsePrefix("192.0.2.10/32"), 1400); err != nil {
 					t.Fatalf("retry: %v", err)
 				}
 			}
@@ -494,10 +495,10 @@ func TestMoveToNetnsRollsBack(t *testing.T) {
 }
 
 func TestConfigureHere(t *testing.T) {
-	ns := newNetns(t)
+	ns := nstest.NewNetns(t, "tun")
 	var d *Device
 	var disabled []byte
-	inNetns(t, ns, func() error {
+	ns.MustDo(t, func() error {
 		var err error
 		if d, err = Create("vxdp_host"); err != nil {
 			return err
@@ -543,8 +544,8 @@ func TestConfigureHere(t *testing.T) {
 	}
 
 	// From a thread in another namespace the device is not "here".
-	other := newNetns(t)
-	inNetns(t, other, func() error {
+	other := nstest.NewNetns(t, "tun")
+	other.MustDo(t, func() error {
 		err := d.ConfigureHere(netip.MustParsePrefix("10.1.2.1/24"), 1500)
 		if err == nil || !strings.Contains(err.Error(), "not in the calling thread's network namespace") {
 			return fmt.Errorf("ConfigureHere from another netns: %v", err)
@@ -557,10 +558,10 @@ func TestZeroAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
-	nsA, nsB := newNetns(t), newNetns(t)
+	nsA, nsB := nstest.NewNetns(t, "tun"), nstest.NewNetns(t, "tun")
 	disableIPv6Default(t, nsB)
 	d := createIn(t, nsA, "vxdpt0")
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
+	if err := d.MoveToNetns(nsB.Path, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
 		t.Fatal(err)
 	}
 	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
@@ -589,9 +590,9 @@ func TestZeroAllocs(t *testing.T) {
 // in it while the agent still holds the descriptor. Read and Write must then
 // fail for good instead of hanging or silently dropping.
 func TestPodNetnsDestroyed(t *testing.T) {
-	nsA, nsB := newNetns(t), newNetns(t)
+	nsA, nsB := nstest.NewNetns(t, "tun"), nstest.NewNetns(t, "tun")
 	d := createIn(t, nsA, "vxdpt0")
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1400); err != nil {
+	if err := d.MoveToNetns(nsB.Path, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1400); err != nil {
 		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
@@ -604,7 +605,7 @@ func TestPodNetnsDestroyed(t *testing.T) {
 			}
 		}
 	}()
-	if out, err := exec.Command("ip", "netns", "del", nsB).CombinedOutput(); err != nil {
+	if out, err := exec.Command("ip", "netns", "del", nsB.Name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns del: %v: %s", err, out)
 	}
 	select {
@@ -630,7 +631,7 @@ func TestPodNetnsDestroyed(t *testing.T) {
 func TestWriteMergedSuperPacket(t *testing.T) {
 	d, nsB := podDevice(t, Options{Offload: true}, "10.1.2.20/32")
 	var fd int
-	inNetns(t, nsB, func() error {
+	nsB.MustDo(t, func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM, int(htons(unix.ETH_P_IP)))
 		return err
@@ -892,9 +893,9 @@ func TestOffloadWithoutUSO(t *testing.T) {
 		return orig(fd, flags)
 	}
 	t.Cleanup(func() { setOffload = orig })
-	ns := newNetns(t)
+	ns := nstest.NewNetns(t, "tun")
 	var d *Device
-	inNetns(t, ns, func() (err error) {
+	ns.MustDo(t, func() (err error) {
 		d, err = CreateWith("vxdpt0", Options{Offload: true})
 		return err
 	})
@@ -977,17 +978,17 @@ func TestMultiQueue(t *testing.T) {
 // podDevice creates a TUN device with o in a fresh namespace and moves it
 // into another one, the pod's, as eth0 with addr and MTU 1500, as the
 // agent does; the pod's namespace gets no IPv6 noise.
-func podDevice(t *testing.T, o Options, addr string) (*Device, string) {
+func podDevice(t *testing.T, o Options, addr string) (*Device, *nstest.Netns) {
 	t.Helper()
-	nsA, nsB := newNetns(t), newNetns(t)
+	nsA, nsB := nstest.NewNetns(t, "tun"), nstest.NewNetns(t, "tun")
 	disableIPv6Default(t, nsB)
 	var d *Device
-	inNetns(t, nsA, func() (err error) {
+	nsA.MustDo(t, func() (err error) {
 		d, err = CreateWith("vxdpt0", o)
 		return err
 	})
 	t.Cleanup(func() { d.Close() })
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix(addr), 1500); err != nil {
+	if err := d.MoveToNetns(nsB.Path, "eth0", netip.MustParsePrefix(addr), 1500); err != nil {
 		t.Fatal(err)
 	}
 	return d, nsB

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vxdp/vxdp/internal/nstest"
 )
 
 const waitFor = 5 * time.Second
@@ -22,7 +24,7 @@ var nodeIP = netip.MustParseAddr("192.0.2.1")
 // underlayNetns makes a namespace whose node address 192.0.2.1/24 sits on
 // one end of a veth pair with MTU 1280, so that the namespace has a local
 // address, an on-link subnet, a small route MTU and no default route.
-func underlayNetns(t *testing.T) string {
+func underlayNetns(t *testing.T) *nstest.Netns {
 	t.Helper()
 	ns := newNetns(t)
 	ipIn(t, ns, "link", "set", "lo", "up")
@@ -33,7 +35,7 @@ func underlayNetns(t *testing.T) string {
 	return ns
 }
 
-func listenIn(t *testing.T, ns string, local netip.AddrPort) *Device {
+func listenIn(t *testing.T, ns *nstest.Netns, local netip.AddrPort) *Device {
 	t.Helper()
 	var d *Device
 	inNetns(t, ns, func() error {
@@ -45,7 +47,7 @@ func listenIn(t *testing.T, ns string, local netip.AddrPort) *Device {
 	return d
 }
 
-func udpConnIn(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
+func udpConnIn(t *testing.T, ns *nstest.Netns, addr netip.AddrPort) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
 	inNetns(t, ns, func() error {

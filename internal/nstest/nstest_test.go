@@ -39,7 +39,7 @@ var (
 )
 
 // twoHosts builds namespaces a and b joined by one veth pair.
-func twoHosts(t *testing.T) (*Lab, *Netns, *Netns) {
+func twoHosts(t *testing.T) (*TestLab, *Netns, *Netns) {
 	t.Helper()
 	l := New(t)
 	a := l.Netns("a")
@@ -355,7 +355,7 @@ func pidGone(pid int, startTime uint64) bool {
 
 func TestStartKilledAtCleanup(t *testing.T) {
 	t.Parallel()
-	var lab *Lab
+	var lab *TestLab
 	var p *Proc
 	var start uint64
 	var nsPath string
@@ -471,7 +471,7 @@ func TestOrphanedChildKilled(t *testing.T) {
 
 func TestLeakCheck(t *testing.T) {
 	t.Parallel()
-	var lab *Lab
+	var lab *TestLab
 	t.Run("sublab", func(t *testing.T) {
 		lab = New(t)
 		a, b := lab.Netns("a"), lab.Netns("b")

@@ -150,7 +150,7 @@ type rawSender struct {
 	fd int
 }
 
-func openRaw(t *testing.T, lab *nstest.Lab, ns *nstest.Netns) *rawSender {
+func openRaw(t *testing.T, lab *nstest.TestLab, ns *nstest.Netns) *rawSender {
 	t.Helper()
 	fd := -1
 	must(t, ns.Do(func() error {
