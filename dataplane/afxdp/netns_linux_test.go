@@ -36,7 +36,10 @@ func needRoot(t *testing.T) {
 func newNetns(t *testing.T) *nstest.Netns { t.Helper(); return nstest.NewNetns(t, "afxdp") }
 
 // ipIn runs `ip -n ns args...` and returns its output.
-func ipIn(t *testing.T, ns *nstest.Netns, args ...string) string { t.Helper(); return ns.IP(t, args...) }
+func ipIn(t *testing.T, ns *nstest.Netns, args ...string) string {
+	t.Helper()
+	return ns.IP(t, args...)
+}
 
 // inNetns runs fn on an OS thread switched into the namespace.
 func inNetns(t *testing.T, ns *nstest.Netns, fn func() error) { t.Helper(); ns.MustDo(t, fn) }
