@@ -13,7 +13,7 @@ import (
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/dataplane/fake"
 	"github.com/vxdp/vxdp/dataplane/packetio"
-	"github.com/vxdp/vxdp/encap"
+	"github.com/vxdp/vxdp/internal/pkttest"
 )
 
 // sinkDevice counts what is written to it.
@@ -70,10 +70,7 @@ func BenchmarkPodToPod(b *testing.B) {
 			must(b, e1.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP: netip.MustParseAddr("10.1.1.10")}))
 			must(b, e2.AddEndpoint(dataplane.EndpointSpec{Name: "b", IP: netip.MustParseAddr("10.1.2.20")}))
 
-			pkt := make([]byte, size)
-			encap.IPv4(pkt).Encode(&encap.IPv4Fields{TotalLen: uint16(size), TTL: 64, Protocol: encap.ProtoUDP,
-				Source: [4]byte{10, 1, 1, 10}, Destination: [4]byte{10, 1, 2, 20}})
-			encap.UDP(pkt[20:]).Encode(1, 2, uint16(size-20), 0)
+			pkt := pkttest.UDP4(netip.MustParseAddrPort("10.1.1.10:1"), netip.MustParseAddrPort("10.1.2.20:2"), make([]byte, size-28))
 			b.SetBytes(int64(size))
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -304,10 +301,7 @@ func BenchmarkScaleEgress(b *testing.B) {
 					dst = [4]byte{10, 64, byte(i / 250), byte(2 + i%250)}
 				}
 				dsts[i] = netip.AddrFrom4(dst)
-				pkts[i] = make([]byte, size)
-				encap.IPv4(pkts[i]).Encode(&encap.IPv4Fields{TotalLen: size, TTL: 64, Protocol: encap.ProtoUDP,
-					Source: scaleEndpointIP(0).As4(), Destination: dst})
-				encap.UDP(pkts[i][20:]).Encode(40000, 9000, size-20, 0)
+				pkts[i] = pkttest.IPv4{Src: scaleEndpointIP(0), Dst: dsts[i]}.UDP(40000, 9000, make([]byte, size-28))
 			}
 			feed := newFeedDevice(pkts)
 			under := newCountingUnderlay()

@@ -21,74 +21,10 @@ import (
 	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
 	"github.com/vxdp/vxdp/internal/nstest"
+	"github.com/vxdp/vxdp/internal/pkttest"
 )
 
 const waitFor = 5 * time.Second
-
-// checksum is the Internet checksum of b, with sum as a running start value.
-func checksum(b []byte, sum uint32) uint16 {
-	for len(b) >= 2 {
-		sum += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
-}
-
-// udp4 builds an IPv4/UDP packet with valid IP and UDP checksums.
-func udp4(src, dst netip.AddrPort, payload []byte) []byte {
-	p := make([]byte, 28+len(payload))
-	p[0] = 0x45
-	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
-	p[8] = 64
-	p[9] = unix.IPPROTO_UDP
-	s, d := src.Addr().As4(), dst.Addr().As4()
-	copy(p[12:16], s[:])
-	copy(p[16:20], d[:])
-	binary.BigEndian.PutUint16(p[10:], checksum(p[:20], 0))
-	u := p[20:]
-	binary.BigEndian.PutUint16(u[0:], src.Port())
-	binary.BigEndian.PutUint16(u[2:], dst.Port())
-	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
-	copy(u[8:], payload)
-	var pseudo uint32
-	for i := 12; i < 20; i += 2 {
-		pseudo += uint32(p[i])<<8 | uint32(p[i+1])
-	}
-	pseudo += unix.IPPROTO_UDP + uint32(len(u))
-	c := checksum(u, pseudo)
-	if c == 0 {
-		c = 0xffff
-	}
-	binary.BigEndian.PutUint16(u[6:], c)
-	return p
-}
-
-type udpPacket struct {
-	src, dst netip.AddrPort
-	payload  []byte
-}
-
-// parseUDP4 decodes an IPv4/UDP packet, enough for the tests' checks.
-func parseUDP4(p []byte) (udpPacket, bool) {
-	if len(p) < 28 || p[0]>>4 != 4 || p[9] != unix.IPPROTO_UDP {
-		return udpPacket{}, false
-	}
-	ihl := int(p[0]&0x0f) * 4
-	total := int(binary.BigEndian.Uint16(p[2:]))
-	if ihl < 20 || total > len(p) || total < ihl+8 {
-		return udpPacket{}, false
-	}
-	u := p[ihl:total]
-	src := netip.AddrPortFrom(netip.AddrFrom4([4]byte(p[12:16])), binary.BigEndian.Uint16(u[0:]))
-	dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte(p[16:20])), binary.BigEndian.Uint16(u[2:]))
-	return udpPacket{src: src, dst: dst, payload: u[8:]}, true
-}
 
 // createIn creates a TUN device inside the named namespace, closed at the
 // end of the test.
@@ -159,7 +95,7 @@ func reader(d *Device) <-chan []byte {
 
 // waitUDP waits for a UDP packet to dst on ch, skipping anything else (the
 // kernel may emit IPv6 or other noise on a fresh interface).
-func waitUDP(t *testing.T, ch <-chan []byte, dst netip.AddrPort) udpPacket {
+func waitUDP(t *testing.T, ch <-chan []byte, dst netip.AddrPort) pkttest.UDPInfo {
 	t.Helper()
 	timeout := time.After(waitFor)
 	for {
@@ -168,7 +104,7 @@ func waitUDP(t *testing.T, ch <-chan []byte, dst netip.AddrPort) udpPacket {
 			if !ok {
 				t.Fatalf("reader stopped before a packet to %s arrived", dst)
 			}
-			if u, ok := parseUDP4(p); ok && u.dst == dst {
+			if u, ok := pkttest.ParseUDP4(p); ok && u.Dst == dst {
 				return u
 			}
 		case <-timeout:
@@ -264,15 +200,15 @@ func TestMoveToNetnsAndTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := waitUDP(t, packets, remote)
-	if got.src != podAddr || string(got.payload) != "pod to world" {
-		t.Errorf("read %v -> %v %q, want %v -> %v %q", got.src, got.dst, got.payload, podAddr, remote, "pod to world")
+	if got.Src != podAddr || string(got.Payload) != "pod to world" {
+		t.Errorf("read %v -> %v %q, want %v -> %v %q", got.Src, got.Dst, got.Payload, podAddr, remote, "pod to world")
 	}
 
 	// TUN -> pod: a packet written to the descriptor arrives on the pod's
 	// socket. The first one is garbage the kernel must refuse without
 	// stopping the batch.
 	from := netip.MustParseAddrPort("198.51.100.1:53")
-	in := udp4(from, podAddr, []byte("world to pod"))
+	in := pkttest.UDP4(from, podAddr, []byte("world to pod"))
 	n, err := d.Write([][]byte{{0x00, 0x01, 0x02}, append(make([]byte, 8), in...)}, 8)
 	if err != nil || n != 1 {
 		t.Fatalf("Write = %d, %v; want 1, nil", n, err)
@@ -332,8 +268,8 @@ func TestReadBatch(t *testing.T) {
 	}
 	var seen []byte
 	for i := 0; i < n; i++ {
-		if u, ok := parseUDP4(bufs[i][16 : 16+sizes[i]]); ok && u.dst == remote {
-			seen = append(seen, u.payload...)
+		if u, ok := pkttest.ParseUDP4(bufs[i][16 : 16+sizes[i]]); ok && u.Dst == remote {
+			seen = append(seen, u.Payload...)
 		}
 	}
 	if len(seen) != count {
@@ -369,8 +305,8 @@ func TestReadDropsOversizedPacket(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("Read = %d, %v", n, err)
 	}
-	u, ok := parseUDP4(bufs[0][:sizes[0]])
-	if !ok || string(u.payload) != "small" {
+	u, ok := pkttest.ParseUDP4(bufs[0][:sizes[0]])
+	if !ok || string(u.Payload) != "small" {
 		t.Fatalf("read %d bytes %x, want the small packet", sizes[0], bufs[0][:sizes[0]])
 	}
 	if d.RXDropped() != 1 {
@@ -579,7 +515,7 @@ func TestZeroAllocs(t *testing.T) {
 	if a := testing.AllocsPerRun(runs, func() { d.Read(bufs, sizes, 0) }); a != 0 {
 		t.Errorf("Read: %v allocs per call", a)
 	}
-	pkt := udp4(netip.MustParseAddrPort("198.51.100.1:53"), c.LocalAddr().(*net.UDPAddr).AddrPort(), []byte("y"))
+	pkt := pkttest.UDP4(netip.MustParseAddrPort("198.51.100.1:53"), c.LocalAddr().(*net.UDPAddr).AddrPort(), []byte("y"))
 	wb := [][]byte{pkt, pkt}
 	if a := testing.AllocsPerRun(runs, func() { d.Write(wb, 0) }); a != 0 {
 		t.Errorf("Write: %v allocs per call", a)
@@ -616,7 +552,7 @@ func TestPodNetnsDestroyed(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("Read still blocked after the pod namespace was destroyed")
 	}
-	pkt := udp4(netip.MustParseAddrPort("198.51.100.1:53"), netip.MustParseAddrPort("192.0.2.10:9"), nil)
+	pkt := pkttest.UDP4(netip.MustParseAddrPort("198.51.100.1:53"), netip.MustParseAddrPort("192.0.2.10:9"), nil)
 	if n, err := d.Write([][]byte{pkt}, 0); n != 0 || !errors.Is(err, ErrInterfaceGone) {
 		t.Errorf("Write = %d, %v; want 0, ErrInterfaceGone", n, err)
 	}
@@ -716,8 +652,8 @@ func TestOffloadRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := waitUDP(t, reader(d), remote)
-	if string(p.payload) != "single" {
-		t.Fatalf("read %q", p.payload)
+	if string(p.Payload) != "single" {
+		t.Fatalf("read %q", p.Payload)
 	}
 }
 
@@ -736,7 +672,7 @@ func TestWriteMergedUDP(t *testing.T) {
 	var bufs [][]byte
 	var want []string
 	add := func(src netip.AddrPort, payload string) {
-		p := udp4(src, dst, []byte(payload))
+		p := pkttest.UDP4(src, dst, []byte(payload))
 		bufs = append(bufs, append(make([]byte, off), p...))
 		want = append(want, payload)
 	}
@@ -796,7 +732,7 @@ func TestWriteMergedUDPRefused(t *testing.T) {
 	const off = 64
 	var bufs [][]byte
 	for i := 0; i < 10; i++ {
-		p := udp4(netip.MustParseAddrPort("198.51.100.1:4000"), dst, fmt.Appendf(nil, "datagram %02d", i))
+		p := pkttest.UDP4(netip.MustParseAddrPort("198.51.100.1:4000"), dst, fmt.Appendf(nil, "datagram %02d", i))
 		bufs = append(bufs, append(make([]byte, off), p...))
 	}
 	c.SetReadDeadline(time.Now().Add(waitFor))
@@ -858,17 +794,17 @@ func TestReadUSO(t *testing.T) {
 		case <-time.After(waitFor):
 			t.Fatalf("datagram %d missing", i)
 		}
-		u, ok := parseUDP4(p)
-		if !ok || u.dst != remote {
+		u, ok := pkttest.ParseUDP4(p)
+		if !ok || u.Dst != remote {
 			i--
 			continue // kernel noise
 		}
 		want := payload[i*100 : min(i*100+100, len(payload))]
-		if !bytes.Equal(u.payload, want) {
-			t.Fatalf("datagram %d: %d bytes %x, want %d bytes", i, len(u.payload), u.payload[:min(4, len(u.payload))], len(want))
+		if !bytes.Equal(u.Payload, want) {
+			t.Fatalf("datagram %d: %d bytes %x, want %d bytes", i, len(u.Payload), u.Payload[:min(4, len(u.Payload))], len(want))
 		}
 		ihl := int(p[0]&0xf) * 4
-		if checksum(p[:ihl], 0) != 0 {
+		if encap.Checksum(p[:ihl], 0) != 0 {
 			t.Fatalf("datagram %d: bad IPv4 checksum", i)
 		}
 		if encap.Checksum(p[ihl:], encap.PseudoHeaderSumV4([4]byte(p[12:16]), [4]byte(p[16:20]), encap.ProtoUDP, uint16(len(p)-ihl))) != 0 {
@@ -940,7 +876,7 @@ func TestMultiQueue(t *testing.T) {
 			if err != nil {
 				break
 			}
-			if u, ok := parseUDP4(bufs[0][:sizes[0]]); n == 1 && ok && u.dst == remote {
+			if u, ok := pkttest.ParseUDP4(bufs[0][:sizes[0]]); n == 1 && ok && u.Dst == remote {
 				seen[qi]++
 			}
 		}
@@ -952,7 +888,7 @@ func TestMultiQueue(t *testing.T) {
 	// Writes go out whichever queue is free and reach the pod.
 	c := conns[0]
 	dst := c.LocalAddr().(*net.UDPAddr).AddrPort()
-	pkt := udp4(netip.MustParseAddrPort("198.51.100.1:53"), dst, []byte("back"))
+	pkt := pkttest.UDP4(netip.MustParseAddrPort("198.51.100.1:53"), dst, []byte("back"))
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
