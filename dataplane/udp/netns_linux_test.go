@@ -1,21 +1,12 @@
 package udp
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
 	"github.com/vxdp/vxdp/internal/nstest"
 )
 
-func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "udp tests need root (network namespaces, raw sockets); skipping")
-		os.Exit(0)
-	}
-	nstest.RemoveStale()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { nstest.Main(m, "udp tests") }
 
 func newNetns(t *testing.T) *nstest.Netns { t.Helper(); return nstest.NewNetns(t, "udp") }
 

@@ -23,13 +23,7 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "nstest tests need root (network namespaces); skipping")
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { Main(m, "nstest tests") }
 
 var (
 	addrA  = netip.MustParseAddr("192.0.2.1")

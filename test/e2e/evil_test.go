@@ -126,21 +126,6 @@ func (r *rawSender) sendAll(t *testing.T, pkts ...[]byte) {
 	}
 }
 
-func allDrops(t *testing.T, sock string) map[string]int {
-	t.Helper()
-	out, err := runCLI(sock, "stats", "-o", "json")
-	if err != nil {
-		t.Fatalf("stats: %v\n%s", err, out)
-	}
-	var st struct {
-		Drops map[string]int `json:"drops"`
-	}
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("stats json: %v\n%s", err, out)
-	}
-	return st.Drops
-}
-
 // expectDrops waits until the counter reason on the agent at sock has
 // risen by at least n since before, and fails the test if it does not
 // within a few seconds. Every other counter that moved is logged, so a
@@ -252,16 +237,7 @@ func TestHostileInput(t *testing.T) {
 	pod1a := lab.Netns("pod1a")
 	pod1b := lab.Netns("pod1b")
 	pod2a := lab.Netns("pod2a")
-	sw.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
-	sw.MustRun(t, "ip", "link", "set", "br0", "up")
-	for i, h := range []struct {
-		ns   *nstest.Netns
-		addr string
-	}{{node1, evilNode1IP + "/24"}, {node2, evilNode2IP + "/24"}, {evil, evilSelfIP + "/24"}} {
-		port := fmt.Sprintf("p%d", i)
-		lab.Veth(h.ns, "eth0", h.addr, sw, port, "", 1500)
-		sw.MustRun(t, "ip", "link", "set", port, "master", "br0")
-	}
+	underlaySwitch(t, lab, sw, []*nstest.Netns{node1, node2, evil}, []string{evilNode1IP + "/24", evilNode2IP + "/24", evilSelfIP + "/24"})
 
 	nodeConfig := func(name, ip, cidr, peer, peerIP, peerCIDR, endpoints string) string {
 		path := filepath.Join(dir, name+".yaml")

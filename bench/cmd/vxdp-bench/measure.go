@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vxdp/vxdp/bench/internal/benchtool"
 	"github.com/vxdp/vxdp/internal/nstest"
 )
 
@@ -491,17 +492,7 @@ func (r *runner) udp(ctx context.Context, threads int) (*udpResult, error) {
 }
 
 // rrResult is what tcprr's client printed.
-type rrResult struct {
-	RoundTrips int     `json:"round_trips"`
-	Seconds    float64 `json:"seconds"`
-	P50        float64 `json:"p50_us"`
-	P90        float64 `json:"p90_us"`
-	P99        float64 `json:"p99_us"`
-	P999       float64 `json:"p999_us"`
-	Mean       float64 `json:"mean_us"`
-	Min        float64 `json:"min_us"`
-	Max        float64 `json:"max_us"`
-}
+type rrResult = benchtool.RRResult
 
 // rr times --rr-count 1-byte round trips on one TCP connection, at most
 // --duration long.
