@@ -19,7 +19,21 @@ import (
 // sinkDevice counts what is written to it.
 type sinkDevice struct {
 	packets atomic.Uint64
-	closed  chan struct{}
+	closer
+}
+
+// closer is the Close of the fake devices: it closes closed, once.
+type closer struct{ closed chan struct{} }
+
+func newCloser() closer { return closer{make(chan struct{})} }
+
+func (c closer) Close() error {
+	select {
+	case <-c.closed:
+	default:
+		close(c.closed)
+	}
+	return nil
 }
 
 func (d *sinkDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
@@ -32,14 +46,6 @@ func (d *sinkDevice) Write(bufs [][]byte, offset int) (int, error) {
 }
 func (d *sinkDevice) BatchSize() int { return 64 }
 func (d *sinkDevice) Name() string   { return "sink" }
-func (d *sinkDevice) Close() error {
-	select {
-	case <-d.closed:
-	default:
-		close(d.closed)
-	}
-	return nil
-}
 
 // BenchmarkPodToPod sends UDP packets from a pod on node1 to a pod on
 // node2 through both engines and the in-memory underlay, and reports
@@ -50,7 +56,7 @@ func BenchmarkPodToPod(b *testing.B) {
 			hub := fake.NewHub()
 			n1, n2 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 			src := fake.New("src", 64)
-			dst := &sinkDevice{closed: make(chan struct{})}
+			dst := &sinkDevice{closer: newCloser()}
 			mk := func(ip netip.Addr, cidr string, dev packetio.Device) *dataplane.Engine {
 				e, err := dataplane.New(dataplane.Config{NodeIP: ip, PodCIDR: netip.MustParsePrefix(cidr), TunnelPort: 8472, UnderlayMTU: 1500},
 					nil, []packetio.Device{hub.Attach(ip, ip.String(), 64)}, nil,
@@ -131,11 +137,11 @@ type feedDevice struct {
 	next      int // used by the one reading worker only
 	remaining atomic.Int64
 	wake      chan struct{}
-	closed    chan struct{}
+	closer
 }
 
 func newFeedDevice(pkts [][]byte) *feedDevice {
-	return &feedDevice{pkts: pkts, wake: make(chan struct{}, 1), closed: make(chan struct{})}
+	return &feedDevice{pkts: pkts, wake: make(chan struct{}, 1), closer: newCloser()}
 }
 
 // give lets Read hand out n more packets.
@@ -171,14 +177,6 @@ func (d *feedDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 func (d *feedDevice) Write(bufs [][]byte, offset int) (int, error) { return len(bufs), nil }
 func (d *feedDevice) BatchSize() int                               { return 64 }
 func (d *feedDevice) Name() string                                 { return "feed" }
-func (d *feedDevice) Close() error {
-	select {
-	case <-d.closed:
-	default:
-		close(d.closed)
-	}
-	return nil
-}
 
 // countingUnderlay takes the encapsulated packets. It signals done once
 // target packets arrived, and while recording is set it also counts them
@@ -193,7 +191,7 @@ type countingUnderlay struct {
 }
 
 func newCountingUnderlay() *countingUnderlay {
-	return &countingUnderlay{sinkDevice: sinkDevice{closed: make(chan struct{})}, done: make(chan struct{}, 1), byDst: map[netip.Addr]int{}}
+	return &countingUnderlay{sinkDevice: sinkDevice{closer: newCloser()}, done: make(chan struct{}, 1), byDst: map[netip.Addr]int{}}
 }
 
 func (d *countingUnderlay) Write(bufs [][]byte, offset int) (int, error) {
@@ -252,7 +250,7 @@ func newScaleEngine(tb testing.TB, nodes int, feed packetio.Device, underlay pac
 				first = false
 				return feed, nil
 			}
-			return &idleDevice{sinkDevice{closed: make(chan struct{})}}, nil
+			return &idleDevice{sinkDevice{closer: newCloser()}}, nil
 		}, nil)
 	if err != nil {
 		tb.Fatal(err)
@@ -367,7 +365,7 @@ func benchAddNodes(b *testing.B, list bool) {
 		names[i] = specs[i].Name
 	}
 	under := newCountingUnderlay()
-	e := newScaleEngine(b, 0, &idleDevice{sinkDevice{closed: make(chan struct{})}}, under)
+	e := newScaleEngine(b, 0, &idleDevice{sinkDevice{closer: newCloser()}}, under)
 	b.ReportAllocs()
 	var live int64
 	var m0, m1 runtime.MemStats

@@ -50,6 +50,24 @@ func routeHandleT(t *testing.T, ns *nstest.Netns) *netlink.Handle {
 	return h
 }
 
+// checkOnlyAddr fails t unless want is the only address of link in the
+// family, and returns the link's IPv4 routes.
+func checkOnlyAddr(t *testing.T, h *netlink.Handle, link netlink.Link, family int, want string) []netlink.Route {
+	t.Helper()
+	addrs, err := h.AddrList(link, family)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(addrs) != 1 || addrs[0].IPNet.String() != want {
+		t.Errorf("addresses %v, want only %s", addrs, want)
+	}
+	routes, err := h.RouteList(link, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return routes
+}
+
 // waitLinkGone polls until no link called name exists in h's namespace.
 func waitLinkGone(t *testing.T, h *netlink.Handle, name string) {
 	t.Helper()
@@ -170,17 +188,7 @@ func TestMoveToNetnsAndTraffic(t *testing.T) {
 	if attrs.Flags&net.FlagUp == 0 {
 		t.Errorf("eth0 is not up: %v", attrs.Flags)
 	}
-	addrs, err := hb.AddrList(link, netlink.FAMILY_V4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(addrs) != 1 || addrs[0].IPNet.String() != "192.0.2.10/32" {
-		t.Errorf("addresses %v, want [192.0.2.10/32]", addrs)
-	}
-	routes, err := hb.RouteList(link, netlink.FAMILY_V4)
-	if err != nil {
-		t.Fatal(err)
-	}
+	routes := checkOnlyAddr(t, hb, link, netlink.FAMILY_V4, "192.0.2.10/32")
 	foundDefault := false
 	for _, r := range routes {
 		if r.Dst == nil || r.Dst.String() == "0.0.0.0/0" {
@@ -238,12 +246,7 @@ func TestMoveToNetnsAndTraffic(t *testing.T) {
 }
 
 func TestReadBatch(t *testing.T) {
-	nsA, nsB := nstest.NewNetns(t, "tun"), nstest.NewNetns(t, "tun")
-	disableIPv6Default(t, nsB)
-	d := createIn(t, nsA, "vxdpt0")
-	if err := d.MoveToNetns(nsB.Path, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
-		t.Fatal(err)
-	}
+	d, nsB := podDevice(t, Options{}, "192.0.2.10/32")
 	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
 	const count = 20
 	remote := netip.MustParseAddrPort("198.51.100.1:9")
@@ -283,12 +286,7 @@ func TestReadBatch(t *testing.T) {
 }
 
 func TestReadDropsOversizedPacket(t *testing.T) {
-	nsA, nsB := nstest.NewNetns(t, "tun"), nstest.NewNetns(t, "tun")
-	disableIPv6Default(t, nsB)
-	d := createIn(t, nsA, "vxdpt0")
-	if err := d.MoveToNetns(nsB.Path, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
-		t.Fatal(err)
-	}
+	d, nsB := podDevice(t, Options{}, "192.0.2.10/32")
 	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
 	remote := netip.MustParseAddrPort("198.51.100.1:9")
 	if _, err := c.WriteToUDPAddrPort(make([]byte, 1000), remote); err != nil {
@@ -460,17 +458,7 @@ func TestConfigureHere(t *testing.T) {
 	if link.Attrs().MTU != 1450 || link.Attrs().Flags&net.FlagUp == 0 {
 		t.Errorf("mtu %d flags %v", link.Attrs().MTU, link.Attrs().Flags)
 	}
-	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.1.1.1/24" {
-		t.Errorf("addresses %v, want only 10.1.1.1/24", addrs)
-	}
-	routes, err := h.RouteList(link, netlink.FAMILY_V4)
-	if err != nil {
-		t.Fatal(err)
-	}
+	routes := checkOnlyAddr(t, h, link, netlink.FAMILY_ALL, "10.1.1.1/24")
 	connected := false
 	for _, r := range routes {
 		connected = connected || (r.Dst != nil && r.Dst.String() == "10.1.1.0/24")
@@ -494,12 +482,7 @@ func TestZeroAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
-	nsA, nsB := nstest.NewNetns(t, "tun"), nstest.NewNetns(t, "tun")
-	disableIPv6Default(t, nsB)
-	d := createIn(t, nsA, "vxdpt0")
-	if err := d.MoveToNetns(nsB.Path, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1500); err != nil {
-		t.Fatal(err)
-	}
+	d, nsB := podDevice(t, Options{}, "192.0.2.10/32")
 	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
 	const runs = 50
 	remote := netip.MustParseAddrPort("198.51.100.1:9")

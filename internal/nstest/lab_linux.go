@@ -227,31 +227,14 @@ func runGuarded(fn func() error) (err error) {
 
 // LeakCheck reports anything carrying this lab's prefix that still exists:
 // namespaces (ip netns list), links in the test process's own (root) network
-// namespace (ip -o link), and processes started by Start, including members
-// of their process groups. It is run by the teardown; a test may also call it
+// namespace (ip -o link), and processes started by Launch, including members
+// of their process groups. It is run by Close; a test may also call it
 // after the lab's test has finished (for example after a t.Run sub-test that
 // owned the lab). Called while the lab is still in use it reports live
 // objects as leaks.
 func (l *Lab) LeakCheck() error {
-	var problems []string
-	names, err := netnsList()
-	if err != nil {
-		problems = append(problems, err.Error())
-	}
-	for _, n := range names {
-		if strings.HasPrefix(n, l.prefix) {
-			problems = append(problems, "namespace "+n+" still exists")
-		}
-	}
-	links, err := rootLinks()
-	if err != nil {
-		problems = append(problems, err.Error())
-	}
-	for _, n := range links {
-		if strings.HasPrefix(n, l.prefix) {
-			problems = append(problems, "link "+n+" exists in the root namespace")
-		}
-	}
+	problems := l.ours(netnsList, "namespace %s still exists")
+	problems = append(problems, l.ours(rootLinks, "link %s exists in the root namespace")...)
 	l.mu.Lock()
 	procs := slices.Clone(l.procs)
 	l.mu.Unlock()
@@ -275,6 +258,22 @@ func (l *Lab) LeakCheck() error {
 		return nil
 	}
 	return errors.New(strings.Join(problems, "; "))
+}
+
+// ours formats each name list returns that carries the lab's prefix, or the
+// error list returned.
+func (l *Lab) ours(list func() ([]string, error), format string) []string {
+	names, err := list()
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var out []string
+	for _, n := range names {
+		if strings.HasPrefix(n, l.prefix) {
+			out = append(out, fmt.Sprintf(format, n))
+		}
+	}
+	return out
 }
 
 // Leftovers lists namespaces whose names look like those made by a lab

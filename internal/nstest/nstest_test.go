@@ -610,3 +610,55 @@ func TestPing(t *testing.T) {
 		t.Fatalf("ping to an absent host succeeded:\n%s", out)
 	}
 }
+
+// A Lab used without a test, as the benchmark does: Close removes what it
+// made, refuses later use and is idempotent, and a directory made by Open
+// goes with it.
+func TestOpenClose(t *testing.T) {
+	t.Parallel()
+	l, err := Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := l.AddNetns("a")
+	if err != nil {
+		l.Close()
+		t.Fatal(err)
+	}
+	b, _ := l.AddNetns("b")
+	if err := l.AddVeth(a, "veth-a", "192.0.2.1/24", b, "veth-b", "192.0.2.2/24", 0); err != nil {
+		t.Error(err)
+	}
+	if _, err := l.AddNetns("a"); err == nil {
+		t.Error("second namespace a accepted")
+	}
+	p, err := l.Launch(a, "sleeper", "sleep", "60")
+	if err != nil {
+		t.Error(err)
+	}
+	if l.Lookup("b") != b || len(l.Namespaces()) != 2 {
+		t.Errorf("Lookup(b) = %v, Namespaces = %v", l.Lookup("b"), l.Namespaces())
+	}
+	dir := l.Dir()
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if p != nil && p.Alive() {
+		t.Error("process alive after Close")
+	}
+	if left, _ := Leftovers(); containsPrefix(left, l.Prefix()) {
+		t.Errorf("namespaces left: %v", left)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("log directory kept: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := l.AddNetns("c"); err == nil {
+		t.Error("AddNetns after Close accepted")
+	}
+	if _, err := l.Launch(a, "late", "true"); err == nil {
+		t.Error("Launch after Close accepted")
+	}
+}
