@@ -619,10 +619,7 @@ func TestOffloadRefused(t *testing.T) {
 	t.Cleanup(func() { setOffload = orig })
 
 	d, nsB := podDevice(t, Options{Offload: true}, "192.0.2.10/32")
-	offs := map[string]packetio.Offload{}
-	for _, o := range d.Offloads() {
-		offs[o.Name] = o
-	}
+	offs := offloads(d)
 	if o := offs["tun-tso"]; o.Active || !strings.Contains(o.Reason, "TUNSETOFFLOAD refused") {
 		t.Fatalf("tun-tso: %+v", o)
 	}
@@ -734,10 +731,8 @@ func TestWriteMergedUDPRefused(t *testing.T) {
 	if refused != 1 || d.TXErrors() != 0 {
 		t.Fatalf("%d UDP GSO writes tried (want 1), %d tx errors", refused, d.TXErrors())
 	}
-	for _, o := range d.Offloads() {
-		if o.Name == "tun-udp-gro" && (o.Active || !strings.Contains(o.Reason, "invalid argument")) {
-			t.Fatalf("tun-udp-gro after refusal: %+v", o)
-		}
+	if o := offloads(d)["tun-udp-gro"]; o.Active || !strings.Contains(o.Reason, "invalid argument") {
+		t.Fatalf("tun-udp-gro after refusal: %+v", o)
 	}
 }
 
@@ -746,10 +741,8 @@ func TestWriteMergedUDPRefused(t *testing.T) {
 // its own valid headers and checksum.
 func TestReadUSO(t *testing.T) {
 	d, nsB := podDevice(t, Options{Offload: true}, "192.0.2.10/32")
-	for _, o := range d.Offloads() {
-		if o.Name == "tun-uso" && !o.Active {
-			t.Skipf("kernel without USO on TUN: %s", o.Reason) // before Linux 6.2
-		}
+	if o := offloads(d)["tun-uso"]; !o.Active {
+		t.Skipf("kernel without USO on TUN: %s", o.Reason) // before Linux 6.2
 	}
 	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
 	rc, err := c.SyscallConn()
@@ -794,10 +787,8 @@ func TestReadUSO(t *testing.T) {
 			t.Fatalf("datagram %d: bad UDP checksum", i)
 		}
 	}
-	for _, o := range d.Offloads() {
-		if o.Name == "tun-uso" && (o.Count != 1 || o.Largest != 20+8+950) {
-			t.Fatalf("tun-uso: %+v, want one super-packet of 978 bytes", o)
-		}
+	if o := offloads(d)["tun-uso"]; o.Count != 1 || o.Largest != 20+8+950 {
+		t.Fatalf("tun-uso: %+v, want one super-packet of 978 bytes", o)
 	}
 }
 
@@ -819,10 +810,7 @@ func TestOffloadWithoutUSO(t *testing.T) {
 		return err
 	})
 	t.Cleanup(func() { d.Close() })
-	got := map[string]packetio.Offload{}
-	for _, o := range d.Offloads() {
-		got[o.Name] = o
-	}
+	got := offloads(d)
 	if o := got["tun-uso"]; o.Active || !strings.Contains(o.Reason, "USO refused") {
 		t.Errorf("tun-uso: %+v", o)
 	}
@@ -892,6 +880,15 @@ func TestMultiQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLinkGone(t, routeHandleT(t, nsB), "eth0")
+}
+
+// offloads returns d's offloads by name.
+func offloads(d *Device) map[string]packetio.Offload {
+	m := map[string]packetio.Offload{}
+	for _, o := range d.Offloads() {
+		m[o.Name] = o
+	}
+	return m
 }
 
 // podDevice creates a TUN device with o in a fresh namespace and moves it
