@@ -14,12 +14,27 @@ import (
 	"github.com/vxdp/vxdp/dataplane/fake"
 	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
+	"github.com/vxdp/vxdp/internal/pkttest"
 )
 
 // sinkDevice counts what is written to it.
 type sinkDevice struct {
 	packets atomic.Uint64
-	closed  chan struct{}
+	closer
+}
+
+// closer is the Close of the fake devices: it closes closed, once.
+type closer struct{ closed chan struct{} }
+
+func newCloser() closer { return closer{make(chan struct{})} }
+
+func (c closer) Close() error {
+	select {
+	case <-c.closed:
+	default:
+		close(c.closed)
+	}
+	return nil
 }
 
 func (d *sinkDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
@@ -32,14 +47,6 @@ func (d *sinkDevice) Write(bufs [][]byte, offset int) (int, error) {
 }
 func (d *sinkDevice) BatchSize() int { return 64 }
 func (d *sinkDevice) Name() string   { return "sink" }
-func (d *sinkDevice) Close() error {
-	select {
-	case <-d.closed:
-	default:
-		close(d.closed)
-	}
-	return nil
-}
 
 // BenchmarkPodToPod sends UDP packets from a pod on node1 to a pod on
 // node2 through both engines and the in-memory underlay, and reports
@@ -50,7 +57,7 @@ func BenchmarkPodToPod(b *testing.B) {
 			hub := fake.NewHub()
 			n1, n2 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 			src := fake.New("src", 64)
-			dst := &sinkDevice{closed: make(chan struct{})}
+			dst := &sinkDevice{closer: newCloser()}
 			mk := func(ip netip.Addr, cidr string, dev packetio.Device) *dataplane.Engine {
 				e, err := dataplane.New(dataplane.Config{NodeIP: ip, PodCIDR: netip.MustParsePrefix(cidr), TunnelPort: 8472, UnderlayMTU: 1500},
 					nil, []packetio.Underlay{hub.Attach(netip.AddrPortFrom(ip, 8472), ip.String(), 64)}, nil,
@@ -70,10 +77,7 @@ func BenchmarkPodToPod(b *testing.B) {
 			must(b, e1.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP: netip.MustParseAddr("10.1.1.10")}))
 			must(b, e2.AddEndpoint(dataplane.EndpointSpec{Name: "b", IP: netip.MustParseAddr("10.1.2.20")}))
 
-			pkt := make([]byte, size)
-			encap.IPv4(pkt).Encode(&encap.IPv4Fields{TotalLen: uint16(size), TTL: 64, Protocol: encap.ProtoUDP,
-				Source: [4]byte{10, 1, 1, 10}, Destination: [4]byte{10, 1, 2, 20}})
-			encap.UDP(pkt[20:]).Encode(1, 2, uint16(size-20), 0)
+			pkt := pkttest.UDP4(netip.MustParseAddrPort("10.1.1.10:1"), netip.MustParseAddrPort("10.1.2.20:2"), make([]byte, size-28))
 			b.SetBytes(int64(size))
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -134,11 +138,11 @@ type feedDevice struct {
 	next      int // used by the one reading worker only
 	remaining atomic.Int64
 	wake      chan struct{}
-	closed    chan struct{}
+	closer
 }
 
 func newFeedDevice(pkts [][]byte) *feedDevice {
-	return &feedDevice{pkts: pkts, wake: make(chan struct{}, 1), closed: make(chan struct{})}
+	return &feedDevice{pkts: pkts, wake: make(chan struct{}, 1), closer: newCloser()}
 }
 
 // give lets Read hand out n more packets.
@@ -174,14 +178,6 @@ func (d *feedDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 func (d *feedDevice) Write(bufs [][]byte, offset int) (int, error) { return len(bufs), nil }
 func (d *feedDevice) BatchSize() int                               { return 64 }
 func (d *feedDevice) Name() string                                 { return "feed" }
-func (d *feedDevice) Close() error {
-	select {
-	case <-d.closed:
-	default:
-		close(d.closed)
-	}
-	return nil
-}
 
 // countingUnderlay takes the tunnel payloads. It signals done once target
 // payloads arrived, and while recording is set it also counts them by
@@ -196,7 +192,7 @@ type countingUnderlay struct {
 }
 
 func newCountingUnderlay() *countingUnderlay {
-	return &countingUnderlay{sinkDevice: sinkDevice{closed: make(chan struct{})}, done: make(chan struct{}, 1), byDst: map[netip.Addr]int{}}
+	return &countingUnderlay{sinkDevice: sinkDevice{closer: newCloser()}, done: make(chan struct{}, 1), byDst: map[netip.Addr]int{}}
 }
 
 func (d *countingUnderlay) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset int) (int, error) {
@@ -264,7 +260,7 @@ func newScaleEngine(tb testing.TB, nodes int, feed packetio.Device, underlay pac
 				first = false
 				return feed, nil
 			}
-			return &idleDevice{sinkDevice{closed: make(chan struct{})}}, nil
+			return &idleDevice{sinkDevice{closer: newCloser()}}, nil
 		}, nil)
 	if err != nil {
 		tb.Fatal(err)
@@ -313,10 +309,7 @@ func BenchmarkScaleEgress(b *testing.B) {
 					dst = [4]byte{10, 64, byte(i / 250), byte(2 + i%250)}
 				}
 				dsts[i] = netip.AddrFrom4(dst)
-				pkts[i] = make([]byte, size)
-				encap.IPv4(pkts[i]).Encode(&encap.IPv4Fields{TotalLen: size, TTL: 64, Protocol: encap.ProtoUDP,
-					Source: scaleEndpointIP(0).As4(), Destination: dst})
-				encap.UDP(pkts[i][20:]).Encode(40000, 9000, size-20, 0)
+				pkts[i] = pkttest.IPv4{Src: scaleEndpointIP(0), Dst: dsts[i]}.UDP(40000, 9000, make([]byte, size-28))
 			}
 			feed := newFeedDevice(pkts)
 			under := newCountingUnderlay()
@@ -382,7 +375,7 @@ func benchAddNodes(b *testing.B, list bool) {
 		names[i] = specs[i].Name
 	}
 	under := newCountingUnderlay()
-	e := newScaleEngine(b, 0, &idleDevice{sinkDevice{closed: make(chan struct{})}}, under)
+	e := newScaleEngine(b, 0, &idleDevice{sinkDevice{closer: newCloser()}}, under)
 	b.ReportAllocs()
 	var live int64
 	var m0, m1 runtime.MemStats

@@ -16,6 +16,19 @@ func init() {
 	layers.RegisterUDPPortLayerType(VXLANPort, layers.LayerTypeVXLAN)
 }
 
+// checkGopacketChecksum fails t unless gopacket computes the checksum the
+// outer IPv4 header ip carries.
+func checkGopacketChecksum(t *testing.T, ip *layers.IPv4) {
+	t.Helper()
+	csum := ip.Checksum
+	if err := ip.SerializeTo(gopacket.NewSerializeBuffer(), gopacket.SerializeOptions{ComputeChecksums: true}); err != nil {
+		t.Fatal(err)
+	}
+	if ip.Checksum != csum {
+		t.Errorf("outer ip checksum %#x, gopacket computes %#x", csum, ip.Checksum)
+	}
+}
+
 func mustHex(t testing.TB, s string) []byte {
 	t.Helper()
 	b, err := hex.DecodeString(s)
@@ -70,13 +83,7 @@ func TestEncapVXLANv4Fixture(t *testing.T) {
 	if !ip.SrcIP.Equal(net.IP{10, 169, 72, 233}) || !ip.DstIP.Equal(net.IP{10, 169, 72, 238}) || ip.TTL != 64 || ip.Length != 82 {
 		t.Errorf("outer ip: %+v", ip)
 	}
-	csum := ip.Checksum
-	if err := ip.SerializeTo(gopacket.NewSerializeBuffer(), gopacket.SerializeOptions{ComputeChecksums: true}); err != nil {
-		t.Fatal(err)
-	}
-	if ip.Checksum != csum {
-		t.Errorf("outer ip checksum %#x, gopacket computes %#x", csum, ip.Checksum)
-	}
+	checkGopacketChecksum(t, ip)
 	udp := pkt.Layer(layers.LayerTypeUDP).(*layers.UDP)
 	if udp.SrcPort != 51234 || udp.DstPort != 8472 || udp.Length != 62 || udp.Checksum != 0 {
 		t.Errorf("outer udp: %+v", udp)

@@ -82,7 +82,7 @@ func innerEthernet(buf []byte, start, n, hlen int, vni uint32, dst, src MAC) (in
 	case vni > MaxVNI:
 		return 0, ErrVNIRange
 	}
-	Ethernet(buf[start-EthernetLen : start]).Encode(dst, src, EtherTypeIPv4)
+	Ethernet(buf[start-EthernetLen:start]).Encode(dst, src, EtherTypeIPv4)
 	return start - EthernetLen - hlen, nil
 }
 

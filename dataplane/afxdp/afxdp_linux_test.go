@@ -173,7 +173,7 @@ func TestTraffic(t *testing.T) {
 	if _, err := exec.LookPath("ping"); err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", p.b, "ping", "-c", "2", "-i", "0.2", "-W", "2", "192.0.2.1").CombinedOutput()
+		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", p.b.Name, "ping", "-c", "2", "-i", "0.2", "-W", "2", "192.0.2.1").CombinedOutput()
 		if err != nil {
 			t.Fatalf("ping through the XDP program: %v\n%s", err, out)
 		}

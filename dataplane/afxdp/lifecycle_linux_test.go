@@ -11,11 +11,12 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/vxdp/vxdp/dataplane/packetio"
+	"github.com/vxdp/vxdp/internal/nstest"
 	"golang.org/x/sys/unix"
 )
 
 // attachedIn reports the program attached to dev in ns.
-func attachedIn(t *testing.T, ns, dev string) attached {
+func attachedIn(t *testing.T, ns *nstest.Netns, dev string) attached {
 	t.Helper()
 	var a attached
 	inNetns(t, ns, func() error {
@@ -37,7 +38,7 @@ func attachedIn(t *testing.T, ns, dev string) attached {
 // attachRaw attaches prog to dev in ns through netlink, as another tool
 // (or a vxdp that then died) would, and closes the test's handles on it:
 // the attachment alone keeps it alive.
-func attachRaw(t *testing.T, ns, dev string, prog *ebpf.Program, mode uint32) ebpf.ProgramID {
+func attachRaw(t *testing.T, ns *nstest.Netns, dev string, prog *ebpf.Program, mode uint32) ebpf.ProgramID {
 	t.Helper()
 	info, err := prog.Info()
 	if err != nil {

@@ -7,30 +7,20 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"regexp"
 	"strconv"
-	"strings"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vxdp/vxdp/internal/netnstest"
+	"github.com/vxdp/vxdp/internal/nstest"
 	"golang.org/x/sys/unix"
 )
-
-// Namespaces made by these tests are named vxdpx-<pid>-<n>: unique per run,
-// and a leftover of a killed run is recognised by its dead pid.
-const nsPrefix = "vxdpx-"
-
-var nsSeq atomic.Int64
 
 func TestMain(m *testing.M) {
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "afxdp kernel tests need root; only the ring tests run")
 	} else {
-		sweepStaleNetns()
+		nstest.RemoveStale()
 	}
 	os.Exit(m.Run())
 }
@@ -42,74 +32,17 @@ func needRoot(t *testing.T) {
 	}
 }
 
-// sweepStaleNetns deletes namespaces a previous run of these tests left
-// behind when it died before its cleanups ran. A pid that looks dead may
-// be a live run in another PID namespace, so only namespaces older than
-// any test run (go test's default timeout is 10 minutes) go.
-func sweepStaleNetns() {
-	entries, err := os.ReadDir("/run/netns")
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), nsPrefix)
-		if !ok {
-			continue
-		}
-		pidStr, _, _ := strings.Cut(rest, "-")
-		pid, err := strconv.Atoi(pidStr)
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		info, err := e.Info()
-		if err != nil || time.Since(info.ModTime()) < staleAfter {
-			continue
-		}
-		if syscall.Kill(pid, 0) == syscall.ESRCH {
-			exec.Command("ip", "netns", "del", e.Name()).Run()
-		}
-	}
-}
-
-const staleAfter = 30 * time.Minute
-
 // newNetns creates a namespace deleted when the test ends, pass or fail.
-func newNetns(t *testing.T) string {
-	t.Helper()
-	name := fmt.Sprintf("%s%d-%d", nsPrefix, os.Getpid(), nsSeq.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	return name
-}
+func newNetns(t *testing.T) *nstest.Netns { t.Helper(); return nstest.NewNetns(t, "afxdp") }
 
 // ipIn runs `ip -n ns args...` and returns its output.
-func ipIn(t *testing.T, ns string, args ...string) string {
+func ipIn(t *testing.T, ns *nstest.Netns, args ...string) string {
 	t.Helper()
-	full := append([]string{"-n", ns}, args...)
-	out, err := exec.Command("ip", full...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip %s: %v: %s", strings.Join(full, " "), err, out)
-	}
-	return string(out)
+	return ns.IP(t, args...)
 }
 
-// inNetns runs fn on an OS thread switched into the named namespace. If
-// the thread cannot be switched back it stays locked, and the runtime
-// discards it when the goroutine ends.
-func inNetns(t *testing.T, name string, fn func() error) {
-	t.Helper()
-	if err := runInNetns(name, fn); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func runInNetns(name string, fn func() error) error { return netnstest.Run(name, fn) }
+// inNetns runs fn on an OS thread switched into the namespace.
+func inNetns(t *testing.T, ns *nstest.Netns, fn func() error) { t.Helper(); ns.MustDo(t, fn) }
 
 var (
 	addrA = netip.MustParseAddr("192.0.2.1")
@@ -119,7 +52,7 @@ var (
 // pair is two namespaces joined by a veth: A's veth0 has 192.0.2.1/24, B's
 // veth1 192.0.2.2/24.
 type pair struct {
-	a, b string
+	a, b *nstest.Netns
 }
 
 // newPair makes the topology; queues > 1 gives both veth ends that many RX
@@ -127,7 +60,7 @@ type pair struct {
 func newPair(t *testing.T, queues int) pair {
 	t.Helper()
 	p := pair{a: newNetns(t), b: newNetns(t)}
-	for _, ns := range []string{p.a, p.b} {
+	for _, ns := range []*nstest.Netns{p.a, p.b} {
 		ipIn(t, ns, "link", "set", "lo", "up")
 	}
 	args := []string{"link", "add", "veth0"}
@@ -135,7 +68,7 @@ func newPair(t *testing.T, queues int) pair {
 		q := strconv.Itoa(queues)
 		args = append(args, "numtxqueues", q, "numrxqueues", q)
 	}
-	args = append(args, "type", "veth", "peer", "name", "veth1", "netns", p.b)
+	args = append(args, "type", "veth", "peer", "name", "veth1", "netns", p.b.Name)
 	if queues > 1 {
 		q := strconv.Itoa(queues)
 		args = append(args, "numtxqueues", q, "numrxqueues", q)
@@ -149,7 +82,7 @@ func newPair(t *testing.T, queues int) pair {
 }
 
 // openIn opens an Underlay in ns, closed at the end of the test.
-func openIn(t *testing.T, ns string, cfg Config) *Underlay {
+func openIn(t *testing.T, ns *nstest.Netns, cfg Config) *Underlay {
 	t.Helper()
 	u, err := tryOpenIn(ns, cfg)
 	if err != nil {
@@ -159,9 +92,9 @@ func openIn(t *testing.T, ns string, cfg Config) *Underlay {
 	return u
 }
 
-func tryOpenIn(ns string, cfg Config) (*Underlay, error) {
+func tryOpenIn(ns *nstest.Netns, cfg Config) (*Underlay, error) {
 	var u *Underlay
-	err := runInNetns(ns, func() error {
+	err := ns.Do(func() error {
 		var err error
 		u, err = Open(cfg)
 		return err
@@ -173,7 +106,7 @@ func defaultConfig() Config {
 	return Config{Device: "veth0", NodeIP: addrA, Port: 8472}
 }
 
-func udpConnIn(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
+func udpConnIn(t *testing.T, ns *nstest.Netns, addr netip.AddrPort) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
 	inNetns(t, ns, func() error {
@@ -195,7 +128,7 @@ func udpConnIn(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
 // program: "prog/xdp id N" (and "xdp"/"xdpgeneric" on the link line).
 var xdpAttachedRE = regexp.MustCompile(`prog/xdp|\bxdp(generic|drv|offload)?\b`)
 
-func xdpShown(t *testing.T, ns, dev string) (bool, string) {
+func xdpShown(t *testing.T, ns *nstest.Netns, dev string) (bool, string) {
 	t.Helper()
 	out := ipIn(t, ns, "-d", "link", "show", "dev", dev)
 	return xdpAttachedRE.MatchString(out), out

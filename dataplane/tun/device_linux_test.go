@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vxdp/vxdp/internal/nstest"
+
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -27,7 +29,7 @@ func TestMoveToNetnsAndTraffic(t *testing.T) {
 	}
 
 	podIP := netip.MustParsePrefix("192.0.2.10/32")
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", podIP, 1400); err != nil {
+	if err := d.MoveToNetns(nsB.Path, "eth0", podIP, 1400); err != nil {
 		t.Fatal(err)
 	}
 	if d.Name() != "eth0" {
@@ -132,13 +134,13 @@ func TestCreateNameInUse(t *testing.T) {
 func TestMoveToNetnsRollsBack(t *testing.T) {
 	cases := []struct {
 		name  string
-		setup func(t *testing.T, pod string)
+		setup func(t *testing.T, pod *nstest.Netns)
 		want  string
 	}{
-		{"name taken", func(t *testing.T, pod string) {
+		{"name taken", func(t *testing.T, pod *nstest.Netns) {
 			ipIn(t, pod, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
 		}, "already in use"},
-		{"default route exists", func(t *testing.T, pod string) {
+		{"default route exists", func(t *testing.T, pod *nstest.Netns) {
 			ipIn(t, pod, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
 			ipIn(t, pod, "link", "set", "veth0", "up")
 			ipIn(t, pod, "link", "set", "veth1", "up")
@@ -151,7 +153,7 @@ func TestMoveToNetnsRollsBack(t *testing.T) {
 			tc.setup(t, nsB)
 			d := createIn(t, nsA, "vxdpt1")
 			oldIndex := d.Index()
-			err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1400)
+			err := d.MoveToNetns(nsB.Path, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1400)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("MoveToNetns error %v, want one mentioning %q", err, tc.want)
 			}
@@ -182,7 +184,7 @@ func TestMoveToNetnsRollsBack(t *testing.T) {
 			}
 			// A second attempt with a free name works after the rollback.
 			if tc.name == "name taken" {
-				if err := d.MoveToNetns("/run/netns/"+nsB, "eth1", netip.MustParsePrefix("192.0.2.10/32"), 1400); err != nil {
+				if err := d.MoveToNetns(nsB.Path, "eth1", netip.MustParsePrefix("192.0.2.10/32"), 1400); err != nil {
 					t.Fatalf("retry: %v", err)
 				}
 			}
@@ -252,7 +254,7 @@ func TestConfigureHere(t *testing.T) {
 func TestPodNetnsDestroyed(t *testing.T) {
 	nsA, nsB := newNetns(t), newNetns(t)
 	d := createIn(t, nsA, "vxdpt0")
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1400); err != nil {
+	if err := d.MoveToNetns(nsB.Path, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1400); err != nil {
 		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
@@ -265,7 +267,7 @@ func TestPodNetnsDestroyed(t *testing.T) {
 			}
 		}
 	}()
-	if out, err := exec.Command("ip", "netns", "del", nsB).CombinedOutput(); err != nil {
+	if out, err := exec.Command("ip", "netns", "del", nsB.Name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns del: %v: %s", err, out)
 	}
 	select {

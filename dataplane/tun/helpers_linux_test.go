@@ -9,16 +9,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vxdp/vxdp/internal/nstest"
+
 	"github.com/vishvananda/netlink"
 	"github.com/vxdp/vxdp/dataplane/packetio"
-	"golang.org/x/sys/unix"
 )
 
 const waitFor = 5 * time.Second
 
 // createIn creates a TUN device inside the named namespace, closed at the
 // end of the test.
-func createIn(t *testing.T, ns, name string) *Device {
+func createIn(t *testing.T, ns *nstest.Netns, name string) *Device {
 	t.Helper()
 	var d *Device
 	inNetns(t, ns, func() error {
@@ -30,11 +31,11 @@ func createIn(t *testing.T, ns, name string) *Device {
 	return d
 }
 
-func routeHandleT(t *testing.T, ns string) *netlink.Handle {
+func routeHandleT(t *testing.T, ns *nstest.Netns) *netlink.Handle {
 	t.Helper()
-	h, err := netlink.NewHandleAt(nsHandle(t, ns), unix.NETLINK_ROUTE)
+	h, err := ns.NetlinkHandle()
 	if err != nil {
-		t.Fatalf("netlink handle in %s: %v", ns, err)
+		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
 	return h
@@ -105,7 +106,7 @@ func waitUDP(t *testing.T, ch <-chan []byte, dst netip.AddrPort) udpPacket {
 
 // disableIPv6Default keeps interfaces that later appear in ns free of IPv6,
 // so reads see only the test's traffic.
-func disableIPv6Default(t *testing.T, ns string) {
+func disableIPv6Default(t *testing.T, ns *nstest.Netns) {
 	t.Helper()
 	inNetns(t, ns, func() error {
 		err := os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("1"), 0)
@@ -116,7 +117,7 @@ func disableIPv6Default(t *testing.T, ns string) {
 	})
 }
 
-func listenUDPIn(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
+func listenUDPIn(t *testing.T, ns *nstest.Netns, addr netip.AddrPort) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
 	inNetns(t, ns, func() error {
@@ -131,7 +132,7 @@ func listenUDPIn(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
 // podDevice creates a TUN device with o in a fresh namespace and moves it
 // into another one, the pod's, as eth0 with addr and MTU 1500, as the
 // agent does; the pod's namespace gets no IPv6 noise.
-func podDevice(t *testing.T, o Options, addr string) (*Device, string) {
+func podDevice(t *testing.T, o Options, addr string) (*Device, *nstest.Netns) {
 	t.Helper()
 	nsA, nsB := newNetns(t), newNetns(t)
 	disableIPv6Default(t, nsB)
@@ -141,7 +142,7 @@ func podDevice(t *testing.T, o Options, addr string) (*Device, string) {
 		return err
 	})
 	t.Cleanup(func() { d.Close() })
-	if err := d.MoveToNetns("/run/netns/"+nsB, "eth0", netip.MustParsePrefix(addr), 1500); err != nil {
+	if err := d.MoveToNetns(nsB.Path, "eth0", netip.MustParsePrefix(addr), 1500); err != nil {
 		t.Fatal(err)
 	}
 	return d, nsB

@@ -4,29 +4,19 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
+	"net/netip"
 	"testing"
 
 	"github.com/vxdp/vxdp/encap"
+	"github.com/vxdp/vxdp/internal/pkttest"
 )
 
 // superPacket builds a TCPv4 super-packet the way the kernel hands one to
 // a TUN with TSO: one header, a long payload, the TCP checksum partial.
 func superPacket(payload []byte, flags byte) []byte {
-	pkt := make([]byte, 40+len(payload))
-	encap.IPv4(pkt).Encode(&encap.IPv4Fields{TotalLen: uint16(len(pkt)), TTL: 64, Protocol: encap.ProtoTCP,
-		Source: [4]byte{10, 1, 1, 10}, Destination: [4]byte{10, 1, 2, 20}, ID: 0xfff0, DontFrag: true})
-	t := pkt[20:]
-	binary.BigEndian.PutUint16(t[0:], 40000)
-	binary.BigEndian.PutUint16(t[2:], 5201)
-	binary.BigEndian.PutUint32(t[4:], 0xfffff000) // wraps during the packet
-	binary.BigEndian.PutUint32(t[8:], 77)
-	t[12] = 5 << 4
-	t[13] = flags
-	binary.BigEndian.PutUint16(t[14:], 512)
-	copy(pkt[40:], payload)
-	sum := encap.PseudoHeaderSumV4([4]byte{10, 1, 1, 10}, [4]byte{10, 1, 2, 20}, encap.ProtoTCP, uint16(len(t)))
-	binary.BigEndian.PutUint16(t[16:], encap.Fold(sum))
-	return pkt
+	h := pkttest.IPv4{Src: netip.AddrFrom4([4]byte{10, 1, 1, 10}), Dst: netip.AddrFrom4([4]byte{10, 1, 2, 20}), ID: 0xfff0, DF: true}
+	// The sequence number wraps during the packet.
+	return h.TCP(pkttest.TCP{SrcPort: 40000, DstPort: 5201, Seq: 0xfffff000, Ack: 77, Flags: flags, Window: 512, Partial: true}, payload)
 }
 
 func TestTCP4Segmentation(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
+	"github.com/vxdp/vxdp/internal/nstest"
 )
 
 const waitFor = 5 * time.Second
@@ -23,7 +24,7 @@ var nodeIP = netip.MustParseAddr("192.0.2.1")
 // underlayNetns makes a namespace whose node address 192.0.2.1/24 sits on
 // one end of a veth pair with MTU 1280, so that the namespace has a local
 // address, an on-link subnet, a small route MTU and no default route.
-func underlayNetns(t *testing.T) string {
+func underlayNetns(t *testing.T) *nstest.Netns {
 	t.Helper()
 	ns := newNetns(t)
 	ipIn(t, ns, "link", "set", "lo", "up")
@@ -35,7 +36,7 @@ func underlayNetns(t *testing.T) string {
 }
 
 // openIn opens an underlay in ns, closed when the test ends.
-func openIn(t *testing.T, ns string, c Config) *Underlay {
+func openIn(t *testing.T, ns *nstest.Netns, c Config) *Underlay {
 	t.Helper()
 	if !c.Addr.IsValid() {
 		c.Addr = nodeIP
@@ -50,12 +51,12 @@ func openIn(t *testing.T, ns string, c Config) *Underlay {
 }
 
 // queueIn opens an underlay of one queue in ns on port (0: any).
-func queueIn(t *testing.T, ns string, port uint16) *Queue {
+func queueIn(t *testing.T, ns *nstest.Netns, port uint16) *Queue {
 	t.Helper()
 	return openIn(t, ns, Config{Port: port}).Queues()[0]
 }
 
-func udpConnIn(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
+func udpConnIn(t *testing.T, ns *nstest.Netns, addr netip.AddrPort) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
 	inNetns(t, ns, func() error {

@@ -18,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -47,17 +46,18 @@ var prefixRE = regexp.MustCompile(`^vx[0-9a-f]{6}-`)
 // so that they are safe both as netns names and as file names.
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
-// Lab owns every namespace, link and process one test makes. Names share a
-// unique prefix ("vx" + 6 random lowercase hex chars + "-") so that parallel
-// runs and leftovers of crashed runs never collide.
+// Lab owns every namespace, link and process one test or one benchmark run
+// makes. Names share a unique prefix ("vx" + 6 random lowercase hex chars +
+// "-") so that parallel runs and leftovers of crashed runs never collide.
 //
-// A Lab belongs to the test passed to New: methods that fail the test
-// (Netns, Veth, Start) must be called from that test's goroutine.
+// Its methods return errors and know nothing of testing; tests use the
+// TestLab that New returns, which fails the test instead and tears the lab
+// down with t.Cleanup. A program (the benchmark) calls Open and Close.
 type Lab struct {
-	t         testing.TB
 	prefix    string
 	ownerFile string
 	logDir    string
+	ownLogDir bool // logDir was made by Open and goes with the lab
 
 	mu     sync.Mutex
 	closed bool
@@ -72,39 +72,39 @@ type undoStep struct {
 	fn   func() error
 }
 
-// New creates a lab for t. Its teardown is registered with t.Cleanup: first
-// every process started by Start is stopped (SIGTERM to its process group,
-// SIGKILL after 3 s), then captures, servers, Defer functions and namespaces
-// are removed in reverse order of creation, and finally LeakCheck runs.
-// Anything that cannot be removed fails the test with a message naming it.
-func New(t testing.TB) *Lab {
-	t.Helper()
+// Open creates a lab. Processes started in it log to <dir>/<name>.log; with
+// dir "" a temporary directory is made and removed by Close. The caller
+// must call Close, also on its error paths: Close is what removes the
+// namespaces.
+func Open(dir string) (*Lab, error) {
 	if os.Geteuid() != 0 {
-		t.Fatalf("nstest: network namespace tests must run as root (euid %d)", os.Geteuid())
+		return nil, fmt.Errorf("nstest: network namespaces need root (euid %d)", os.Geteuid())
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Fatalf("nstest: iproute2 is required but `ip` is not in PATH: %v", err)
+		return nil, fmt.Errorf("nstest: iproute2 is required but `ip` is not in PATH: %w", err)
+	}
+	own := dir == ""
+	if own {
+		var err error
+		if dir, err = os.MkdirTemp("", "nstest-"); err != nil {
+			return nil, fmt.Errorf("nstest: %w", err)
+		}
 	}
 	prefix, owner, err := claimPrefix()
 	if err != nil {
-		t.Fatalf("nstest: %v", err)
+		if own {
+			os.RemoveAll(dir)
+		}
+		return nil, fmt.Errorf("nstest: %w", err)
 	}
-	l := &Lab{
-		t:         t,
-		prefix:    prefix,
-		ownerFile: owner,
-		// Asking for the temp dir now registers its removal before our own
-		// teardown, so it runs after it and logs remain readable while the
-		// teardown reports on failed tests.
-		logDir: t.TempDir(),
-		nss:    map[string]*Netns{},
-	}
-	t.Cleanup(l.teardown)
-	return l
+	return &Lab{prefix: prefix, ownerFile: owner, logDir: dir, ownLogDir: own, nss: map[string]*Netns{}}, nil
 }
 
 // Prefix returns the unique name prefix of this lab, e.g. "vx1a2b3c-".
 func (l *Lab) Prefix() string { return l.prefix }
+
+// Dir returns the directory receiving the logs of the lab's processes.
+func (l *Lab) Dir() string { return l.logDir }
 
 // Defer registers fn to run during teardown after all processes are gone and
 // before the namespaces created earlier than this call are deleted. Use it for
@@ -120,78 +120,98 @@ func (l *Lab) pushUndo(what string, fn func() error) {
 	l.undo = append(l.undo, undoStep{what: what, fn: fn})
 }
 
-// Netns creates the namespace <prefix><name> with `ip netns add` and brings
-// its loopback up. The namespace is deleted at teardown.
-func (l *Lab) Netns(name string) *Netns {
-	l.t.Helper()
+// AddNetns creates the namespace <prefix><name> with `ip netns add` and
+// brings its loopback up. The namespace is deleted by Close.
+func (l *Lab) AddNetns(name string) (*Netns, error) {
 	if !nameRE.MatchString(name) || len(l.prefix)+len(name) > 200 {
-		l.t.Fatalf("nstest: bad namespace name %q (letters, digits, '_', '.', '-'; not too long)", name)
+		return nil, fmt.Errorf("nstest: bad namespace name %q (letters, digits, '_', '.', '-'; not too long)", name)
 	}
 	full := l.prefix + name
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		l.t.Fatalf("nstest: Netns(%q) after the lab was torn down", name)
+		return nil, fmt.Errorf("nstest: namespace %q asked for after the lab was closed", name)
 	}
 	if _, dup := l.nss[full]; dup {
 		l.mu.Unlock()
-		l.t.Fatalf("nstest: namespace %q created twice", name)
+		return nil, fmt.Errorf("nstest: namespace %q created twice", name)
 	}
 	n := &Netns{Name: full, Path: filepath.Join("/run/netns", full), lab: l}
 	l.nss[full] = n
+	// Registered before the add: if it got half way, the teardown still
+	// removes what exists, and deleting nothing is harmless.
+	l.undo = append(l.undo, undoStep{"delete namespace " + full, func() error { return deleteNetns(full) }})
 	l.mu.Unlock()
 
-	out, err := runCmd(cmdTimeout, "ip", "netns", "add", full)
-	// Register the deletion even when add failed: if it got half way, the
-	// teardown still removes what exists, and deleting nothing is harmless.
-	l.pushUndo("delete namespace "+full, func() error { return deleteNetns(full) })
-	if err != nil {
-		l.t.Fatalf("nstest: %v\n%s", err, out)
+	if out, err := runCmd(cmdTimeout, "ip", "netns", "add", full); err != nil {
+		return nil, fmt.Errorf("nstest: %w\n%s", err, out)
 	}
 	if err := n.checkNotOurs(); err != nil {
-		l.t.Fatalf("nstest: %v", err)
+		return nil, err
 	}
 	if out, err := runCmd(cmdTimeout, "ip", "-n", full, "link", "set", "lo", "up"); err != nil {
-		l.t.Fatalf("nstest: %v\n%s", err, out)
+		return nil, fmt.Errorf("nstest: %w\n%s", err, out)
 	}
-	return n
+	return n, nil
 }
 
-// teardown is the t.Cleanup registered by New.
-func (l *Lab) teardown() {
+// Lookup returns the lab's namespace called name (without the prefix), or
+// nil.
+func (l *Lab) Lookup(name string) *Netns {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.nss[l.prefix+name]
+}
+
+// Namespaces returns the lab's namespaces, in no particular order.
+func (l *Lab) Namespaces() []*Netns {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]*Netns, 0, len(l.nss))
+	for _, n := range l.nss {
+		out = append(out, n)
+	}
+	return out
+}
+
+// Close tears the lab down: first every process started by Launch is stopped
+// (SIGTERM to its process group, SIGKILL after 3 s), then captures, servers,
+// Defer functions and namespaces are removed in reverse order of creation,
+// and finally LeakCheck runs. It returns everything that could not be
+// removed, each naming what it is. Later calls return nil.
+func (l *Lab) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
 	l.closed = true
 	procs := slices.Clone(l.procs)
 	undo := slices.Clone(l.undo)
 	l.mu.Unlock()
 
-	ok := true
-	fail := func(format string, args ...any) {
-		ok = false
-		l.t.Errorf("nstest: "+format, args...)
-	}
-
-	if l.t.Failed() {
-		for _, p := range procs {
-			l.t.Logf("nstest: output of process %s (%s), last lines:\n%s", p.Name, p.LogPath, tail(p.Output(), 4096))
-		}
-	}
-	for _, err := range stopProcs(procs) {
-		fail("%v", err)
-	}
+	var errs []error
+	errs = append(errs, stopProcs(procs)...)
 	for i := len(undo) - 1; i >= 0; i-- {
 		if err := runGuarded(undo[i].fn); err != nil {
-			fail("teardown step %q: %v", undo[i].what, err)
+			errs = append(errs, fmt.Errorf("teardown step %q: %w", undo[i].what, err))
 		}
 	}
 	if err := l.LeakCheck(); err != nil {
-		fail("leak check after teardown: %v", err)
+		errs = append(errs, fmt.Errorf("leak check after teardown: %w", err))
 	}
 	// Keep the owner file when something was left behind: RemoveStale then
-	// recognises the leftovers once this test process is gone.
-	if ok {
+	// recognises the leftovers once this process is gone.
+	if len(errs) == 0 {
 		os.Remove(l.ownerFile)
 	}
+	if l.ownLogDir {
+		os.RemoveAll(l.logDir)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("nstest: %w", errors.Join(errs...))
+	}
+	return nil
 }
 
 // runGuarded runs fn, turning a panic into an error so that one failing
@@ -207,31 +227,14 @@ func runGuarded(fn func() error) (err error) {
 
 // LeakCheck reports anything carrying this lab's prefix that still exists:
 // namespaces (ip netns list), links in the test process's own (root) network
-// namespace (ip -o link), and processes started by Start, including members
-// of their process groups. It is run by the teardown; a test may also call it
+// namespace (ip -o link), and processes started by Launch, including members
+// of their process groups. It is run by Close; a test may also call it
 // after the lab's test has finished (for example after a t.Run sub-test that
 // owned the lab). Called while the lab is still in use it reports live
 // objects as leaks.
 func (l *Lab) LeakCheck() error {
-	var problems []string
-	names, err := netnsList()
-	if err != nil {
-		problems = append(problems, err.Error())
-	}
-	for _, n := range names {
-		if strings.HasPrefix(n, l.prefix) {
-			problems = append(problems, "namespace "+n+" still exists")
-		}
-	}
-	links, err := rootLinks()
-	if err != nil {
-		problems = append(problems, err.Error())
-	}
-	for _, n := range links {
-		if strings.HasPrefix(n, l.prefix) {
-			problems = append(problems, "link "+n+" exists in the root namespace")
-		}
-	}
+	problems := l.ours(netnsList, "namespace %s still exists")
+	problems = append(problems, l.ours(rootLinks, "link %s exists in the root namespace")...)
 	l.mu.Lock()
 	procs := slices.Clone(l.procs)
 	l.mu.Unlock()
@@ -255,6 +258,22 @@ func (l *Lab) LeakCheck() error {
 		return nil
 	}
 	return errors.New(strings.Join(problems, "; "))
+}
+
+// ours formats each name list returns that carries the lab's prefix, or the
+// error list returned.
+func (l *Lab) ours(list func() ([]string, error), format string) []string {
+	names, err := list()
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var out []string
+	for _, n := range names {
+		if strings.HasPrefix(n, l.prefix) {
+			out = append(out, fmt.Sprintf(format, n))
+		}
+	}
+	return out
 }
 
 // Leftovers lists namespaces whose names look like those made by a lab
@@ -543,18 +562,23 @@ func rootLinks() ([]string, error) {
 	return names, nil
 }
 
-// runCmd runs a short command with combined output, bounded by timeout. The
-// command gets its own process group so that a timeout also kills whatever
-// it spawned.
-func runCmd(timeout time.Duration, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
+// Command returns a command that runs in a process group of its own: when
+// ctx ends the whole group is killed, not only the process, and so is it
+// when this process dies (Pdeathsig). Output written by children that
+// outlive it does not block Wait for more than 2 s.
+func Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	// Children left behind holding the output pipe must not block us.
 	cmd.WaitDelay = 2 * time.Second
-	out, err := cmd.CombinedOutput()
+	return cmd
+}
+
+// runCmd runs a short command with combined output, bounded by timeout.
+func runCmd(timeout time.Duration, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	out, err := Command(ctx, name, args...).CombinedOutput()
 	desc := strings.Join(append([]string{name}, args...), " ")
 	if ctx.Err() == context.DeadlineExceeded {
 		return string(out), fmt.Errorf("%s: timed out after %v", desc, timeout)

@@ -3,14 +3,15 @@
 package nstest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
-	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -34,14 +35,10 @@ func (n *Netns) Run(args ...string) (string, error) {
 	return runCmd(cmdTimeout, "ip", append([]string{"netns", "exec", n.Name}, args...)...)
 }
 
-// MustRun is Run that fails the test, showing the output, on error.
-func (n *Netns) MustRun(t testing.TB, args ...string) string {
-	t.Helper()
-	out, err := n.Run(args...)
-	if err != nil {
-		t.Fatalf("nstest: %v\n%s", err, out)
-	}
-	return out
+// Command returns `ip netns exec <Name> args...` as a command of its own
+// process group, killed whole when ctx ends (see the package's Command).
+func (n *Netns) Command(ctx context.Context, args ...string) *exec.Cmd {
+	return Command(ctx, "ip", append([]string{"netns", "exec", n.Name}, args...)...)
 }
 
 // Do runs fn on the calling goroutine with its OS thread locked and switched

@@ -23,13 +23,7 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "nstest tests need root (network namespaces); skipping")
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { Main(m, "nstest tests") }
 
 var (
 	addrA  = netip.MustParseAddr("192.0.2.1")
@@ -39,7 +33,7 @@ var (
 )
 
 // twoHosts builds namespaces a and b joined by one veth pair.
-func twoHosts(t *testing.T) (*Lab, *Netns, *Netns) {
+func twoHosts(t *testing.T) (*TestLab, *Netns, *Netns) {
 	t.Helper()
 	l := New(t)
 	a := l.Netns("a")
@@ -355,7 +349,7 @@ func pidGone(pid int, startTime uint64) bool {
 
 func TestStartKilledAtCleanup(t *testing.T) {
 	t.Parallel()
-	var lab *Lab
+	var lab *TestLab
 	var p *Proc
 	var start uint64
 	var nsPath string
@@ -471,7 +465,7 @@ func TestOrphanedChildKilled(t *testing.T) {
 
 func TestLeakCheck(t *testing.T) {
 	t.Parallel()
-	var lab *Lab
+	var lab *TestLab
 	t.Run("sublab", func(t *testing.T) {
 		lab = New(t)
 		a, b := lab.Netns("a"), lab.Netns("b")
@@ -614,5 +608,57 @@ func TestPing(t *testing.T) {
 	}
 	if out, err := Ping(a, "-c", "1", "-W", "1", "192.0.2.3"); err == nil {
 		t.Fatalf("ping to an absent host succeeded:\n%s", out)
+	}
+}
+
+// A Lab used without a test, as the benchmark does: Close removes what it
+// made, refuses later use and is idempotent, and a directory made by Open
+// goes with it.
+func TestOpenClose(t *testing.T) {
+	t.Parallel()
+	l, err := Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := l.AddNetns("a")
+	if err != nil {
+		l.Close()
+		t.Fatal(err)
+	}
+	b, _ := l.AddNetns("b")
+	if err := l.AddVeth(a, "veth-a", "192.0.2.1/24", b, "veth-b", "192.0.2.2/24", 0); err != nil {
+		t.Error(err)
+	}
+	if _, err := l.AddNetns("a"); err == nil {
+		t.Error("second namespace a accepted")
+	}
+	p, err := l.Launch(a, "sleeper", "sleep", "60")
+	if err != nil {
+		t.Error(err)
+	}
+	if l.Lookup("b") != b || len(l.Namespaces()) != 2 {
+		t.Errorf("Lookup(b) = %v, Namespaces = %v", l.Lookup("b"), l.Namespaces())
+	}
+	dir := l.Dir()
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if p != nil && p.Alive() {
+		t.Error("process alive after Close")
+	}
+	if left, _ := Leftovers(); containsPrefix(left, l.Prefix()) {
+		t.Errorf("namespaces left: %v", left)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("log directory kept: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := l.AddNetns("c"); err == nil {
+		t.Error("AddNetns after Close accepted")
+	}
+	if _, err := l.Launch(a, "late", "true"); err == nil {
+		t.Error("Launch after Close accepted")
 	}
 }

@@ -3,6 +3,7 @@
 package nstest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -46,34 +47,31 @@ type Proc struct {
 	reaped bool
 }
 
-// Start starts a long-running process inside ns (`ip netns exec`). Its stdout
-// and stderr go to <name>.log in the lab's temp dir; Output returns them. The
-// process and everything in its process group are killed at teardown
-// (SIGTERM, then SIGKILL after 3 s). name must be unique within the lab.
-func (l *Lab) Start(ns *Netns, name string, args ...string) *Proc {
-	l.t.Helper()
+// Launch starts a long-running process inside ns (`ip netns exec`). Its
+// stdout and stderr go to <name>.log in the lab's directory; Output returns
+// them. The process and everything in its process group are killed by Close
+// (SIGTERM, then SIGKILL after 3 s), and by the kernel should this process
+// die first. name must be unique within the lab.
+func (l *Lab) Launch(ns *Netns, name string, args ...string) (*Proc, error) {
 	if !nameRE.MatchString(name) {
-		l.t.Fatalf("nstest: bad process name %q", name)
+		return nil, fmt.Errorf("nstest: bad process name %q", name)
 	}
 	if len(args) == 0 {
-		l.t.Fatalf("nstest: Start(%q) needs a command", name)
+		return nil, fmt.Errorf("nstest: Launch(%q) needs a command", name)
 	}
 	if ns == nil || ns.lab != l {
-		l.t.Fatalf("nstest: Start(%q): namespace does not belong to this lab", name)
+		return nil, fmt.Errorf("nstest: Launch(%q): namespace does not belong to this lab", name)
 	}
 	logPath := filepath.Join(l.logDir, name+".log")
 	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o644)
 	if err != nil {
-		l.t.Fatalf("nstest: Start(%q): %v", name, err)
+		return nil, fmt.Errorf("nstest: Launch(%q): %w", name, err)
 	}
 	defer f.Close() // the child has its own copy
 
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
+	cmd := ns.Command(context.Background(), args...)
 	cmd.Stdout = f
 	cmd.Stderr = f
-	// Pdeathsig makes the kernel kill the process if the test binary dies
-	// without running its cleanups (a timeout panic, SIGKILL).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	p := &Proc{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
 
 	// Starting under the lock guarantees the teardown either refuses this
@@ -81,18 +79,18 @@ func (l *Lab) Start(ns *Netns, name string, args ...string) *Proc {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		l.t.Fatalf("nstest: Start(%q) after the lab was torn down", name)
+		return nil, fmt.Errorf("nstest: Launch(%q) after the lab was closed", name)
 	}
 	if err := cmd.Start(); err != nil {
 		l.mu.Unlock()
-		l.t.Fatalf("nstest: Start(%q): %v", name, err)
+		return nil, fmt.Errorf("nstest: Launch(%q): %w", name, err)
 	}
 	p.pid = cmd.Process.Pid
 	l.procs = append(l.procs, p)
 	l.mu.Unlock()
 
 	go p.watch()
-	return p
+	return p, nil
 }
 
 // watch waits for the process to exit without reaping it and records its

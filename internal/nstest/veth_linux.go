@@ -13,19 +13,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Veth creates a veth pair joining a and b: aName is created inside a and
+// AddVeth creates a veth pair joining a and b: aName is created inside a and
 // its peer bName is created directly in b, so neither end ever exists in the
 // root namespace. aAddr and bAddr are prefixes like "10.169.72.233/24"
 // (several may be given separated by commas, "" means none); IPv6 addresses
 // skip duplicate address detection so they are usable at once. A positive
-// mtu is set on both ends. Both ends are brought up. Any error fails the test.
+// mtu is set on both ends. Both ends are brought up.
 //
 // The links die with their namespaces, so they need no teardown of their own.
-func (l *Lab) Veth(a *Netns, aName, aAddr string, b *Netns, bName, bAddr string, mtu int) {
-	l.t.Helper()
+func (l *Lab) AddVeth(a *Netns, aName, aAddr string, b *Netns, bName, bAddr string, mtu int) error {
 	if err := l.veth(a, aName, aAddr, b, bName, bAddr, mtu); err != nil {
-		l.t.Fatalf("nstest: veth %s <-> %s: %v", aName, bName, err)
+		return fmt.Errorf("nstest: veth %s <-> %s: %w", aName, bName, err)
 	}
+	return nil
 }
 
 func (l *Lab) veth(a *Netns, aName, aAddr string, b *Netns, bName, bAddr string, mtu int) error {

@@ -24,7 +24,7 @@ import (
 //	     node1 10.169.72.233 eth0  <------- veth underlay ------->  eth0 10.169.72.238 node2
 type cluster struct {
 	t        *testing.T
-	lab      *nstest.Lab
+	lab      *nstest.TestLab
 	dir      string
 	node     [2]*nstest.Netns
 	pods     map[string]*nstest.Netns

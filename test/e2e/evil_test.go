@@ -20,7 +20,9 @@ import (
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
 
+	"github.com/vxdp/vxdp/encap"
 	"github.com/vxdp/vxdp/internal/nstest"
+	"github.com/vxdp/vxdp/internal/pkttest"
 )
 
 // The hostile-input topology: node1 and node2 run agents; evil is a third
@@ -51,75 +53,22 @@ var (
 	evilNode1MAC = [6]byte{0x02, 0x58, 10, 169, 72, 233}
 )
 
-// evilChecksum is the Internet checksum (RFC 1071) of b, starting from
-// the running sum initial. The test has its own so that it does not lean
-// on the code under test to build its attacks.
-func evilChecksum(b []byte, initial uint32) uint16 {
-	s := initial
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return ^uint16(s)
-}
-
-func evilAddr(s string) [4]byte { return netip.MustParseAddr(s).As4() }
-
-// evilIPv4 writes a 20-byte IPv4 header with a correct checksum.
-func evilIPv4(b []byte, total int, proto byte, src, dst [4]byte) {
-	b[0], b[1] = 0x45, 0
-	binary.BigEndian.PutUint16(b[2:], uint16(total))
-	binary.BigEndian.PutUint16(b[4:], 0x6666)
-	b[6], b[7] = 0, 0
-	b[8], b[9] = 64, proto
-	b[10], b[11] = 0, 0
-	copy(b[12:16], src[:])
-	copy(b[16:20], dst[:])
-	binary.BigEndian.PutUint16(b[10:], evilChecksum(b[:20], 0))
+// evilIP is the IPv4 header of every packet the attacker forges.
+func evilIP(src, dst string) pkttest.IPv4 {
+	return pkttest.IPv4{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), ID: 0x6666}
 }
 
 // evilInner builds the inner IPv4/UDP packet 10.x:6666 -> 10.x:7777 with
 // correct checksums, carrying the marker and a tag naming the case.
 func evilInner(src, dst, tag string) []byte {
-	payload := evilMarker + "-" + tag
-	n := 28 + len(payload)
-	b := make([]byte, n)
-	s, d := evilAddr(src), evilAddr(dst)
-	evilIPv4(b, n, 17, s, d)
-	binary.BigEndian.PutUint16(b[20:], 6666)
-	binary.BigEndian.PutUint16(b[22:], 7777)
-	binary.BigEndian.PutUint16(b[24:], uint16(n-20))
-	copy(b[28:], payload)
-	pseudo := uint32(s[0])<<8 | uint32(s[1])
-	pseudo += uint32(s[2])<<8 | uint32(s[3])
-	pseudo += uint32(d[0])<<8 | uint32(d[1])
-	pseudo += uint32(d[2])<<8 | uint32(d[3])
-	pseudo += 17 + uint32(n-20)
-	c := evilChecksum(b[20:], pseudo)
-	if c == 0 {
-		c = 0xffff
-	}
-	binary.BigEndian.PutUint16(b[26:], c)
-	return b
+	return evilIP(src, dst).UDP(6666, 7777, []byte(evilMarker+"-"+tag))
 }
 
 // evilVXLAN builds a UDP payload: a VXLAN header with the raw first word
 // word0, the VNI and the last (reserved) byte, then an inner Ethernet
 // header from srcMAC to node1's tunnel MAC and l3.
 func evilVXLAN(word0, vni uint32, last byte, srcMAC [6]byte, etherType uint16, l3 []byte) []byte {
-	b := make([]byte, 8+14+len(l3))
-	binary.BigEndian.PutUint32(b[0:], word0)
-	binary.BigEndian.PutUint32(b[4:], vni<<8|uint32(last))
-	copy(b[8:14], evilNode1MAC[:])
-	copy(b[14:20], srcMAC[:])
-	binary.BigEndian.PutUint16(b[20:], etherType)
-	copy(b[22:], l3)
-	return b
+	return pkttest.VXLANWords(word0, vni<<8|uint32(last), pkttest.Ethernet(evilNode1MAC, srcMAC, etherType, l3))
 }
 
 const vxlanI = 0x08000000
@@ -134,14 +83,7 @@ func evilGood(dst, tag string) []byte {
 // port. The UDP checksum is 0 ("none"), which IPv4 allows and VXLAN
 // senders use.
 func evilOuter(src string, sport uint16, payload []byte) []byte {
-	n := 28 + len(payload)
-	b := make([]byte, n)
-	evilIPv4(b, n, 17, evilAddr(src), evilAddr(evilNode1IP))
-	binary.BigEndian.PutUint16(b[20:], sport)
-	binary.BigEndian.PutUint16(b[22:], evilPort)
-	binary.BigEndian.PutUint16(b[24:], uint16(8+len(payload)))
-	copy(b[28:], payload)
-	return b
+	return pkttest.NoUDPChecksum(evilIP(src, evilNode1IP).UDP(sport, evilPort, payload))
 }
 
 // rawSender is an IPPROTO_RAW socket (IP_HDRINCL): the kernel sends the
@@ -150,7 +92,7 @@ type rawSender struct {
 	fd int
 }
 
-func openRaw(t *testing.T, lab *nstest.Lab, ns *nstest.Netns) *rawSender {
+func openRaw(t *testing.T, lab *nstest.TestLab, ns *nstest.Netns) *rawSender {
 	t.Helper()
 	fd := -1
 	must(t, ns.Do(func() error {
@@ -182,21 +124,6 @@ func (r *rawSender) sendAll(t *testing.T, pkts ...[]byte) {
 		// them and the counters can be held to the exact number sent.
 		time.Sleep(time.Millisecond)
 	}
-}
-
-func allDrops(t *testing.T, sock string) map[string]int {
-	t.Helper()
-	out, err := runCLI(sock, "stats", "-o", "json")
-	if err != nil {
-		t.Fatalf("stats: %v\n%s", err, out)
-	}
-	var st struct {
-		Drops map[string]int `json:"drops"`
-	}
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("stats json: %v\n%s", err, out)
-	}
-	return st.Drops
 }
 
 // expectDrops waits until the counter reason on the agent at sock has
@@ -310,16 +237,7 @@ func TestHostileInput(t *testing.T) {
 	pod1a := lab.Netns("pod1a")
 	pod1b := lab.Netns("pod1b")
 	pod2a := lab.Netns("pod2a")
-	sw.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
-	sw.MustRun(t, "ip", "link", "set", "br0", "up")
-	for i, h := range []struct {
-		ns   *nstest.Netns
-		addr string
-	}{{node1, evilNode1IP + "/24"}, {node2, evilNode2IP + "/24"}, {evil, evilSelfIP + "/24"}} {
-		port := fmt.Sprintf("p%d", i)
-		lab.Veth(h.ns, "eth0", h.addr, sw, port, "", 1500)
-		sw.MustRun(t, "ip", "link", "set", port, "master", "br0")
-	}
+	underlaySwitch(t, lab, sw, []*nstest.Netns{node1, node2, evil}, []string{evilNode1IP + "/24", evilNode2IP + "/24", evilSelfIP + "/24"})
 
 	nodeConfig := func(name, ip, cidr, peer, peerIP, peerCIDR, endpoints string) string {
 		path := filepath.Join(dir, name+".yaml")
@@ -516,7 +434,7 @@ endpoints:%s
 			inner := evilInner("10.1.2.20", "10.1.1.10", tag)
 			f(inner)
 			binary.BigEndian.PutUint16(inner[10:], 0)
-			binary.BigEndian.PutUint16(inner[10:], evilChecksum(inner[:20], 0))
+			binary.BigEndian.PutUint16(inner[10:], encap.Checksum(inner[:20], 0))
 			return evilOuter(evilNode2IP, 50007, evilVXLAN(vxlanI, 1000, 0, evilNode2MAC, 0x0800, inner))
 		}
 		pkts := [][]byte{

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/vxdp/vxdp/encap"
 	"github.com/vxdp/vxdp/internal/nstest"
+	"github.com/vxdp/vxdp/internal/pkttest"
 )
 
 // Both nodes on Geneve (no kernel geneve module involved): traffic, a
@@ -76,18 +78,10 @@ func TestGeneve(t *testing.T) {
 	})
 
 	t.Run("bad geneve from node2's address", func(t *testing.T) {
-		inner := make([]byte, 28)
-		encap.IPv4(inner).Encode(&encap.IPv4Fields{TotalLen: 28, TTL: 64, Protocol: encap.ProtoUDP,
-			Source: [4]byte{10, 1, 2, 20}, Destination: [4]byte{10, 1, 1, 10}})
-		encap.UDP(inner[20:]).Encode(1, 9, 8, 0)
+		inner := pkttest.UDP4(netip.MustParseAddrPort("10.1.2.20:1"), netip.MustParseAddrPort("10.1.1.10:9"), nil)
+		eth := pkttest.Ethernet(encap.TunnelMAC(addr("10.169.72.233")), encap.TunnelMAC(addr("10.169.72.238")), encap.EtherTypeIPv4, inner)
 		frame := func(opts []encap.GeneveOption, mod func([]byte)) []byte {
-			g := make([]byte, 300)
-			n, err := encap.Geneve(g).Encode(&encap.GeneveFields{VNI: 2000, Options: opts})
-			must(t, err)
-			g = g[:n]
-			eth := make([]byte, encap.EthernetLen)
-			encap.Ethernet(eth).Encode(encap.TunnelMAC(addr("10.169.72.233")), encap.TunnelMAC(addr("10.169.72.238")), encap.EtherTypeIPv4)
-			p := append(append(g, eth...), inner...)
+			p := pkttest.Geneve(2000, opts, eth)
 			if mod != nil {
 				mod(p)
 			}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"testing"
@@ -49,6 +50,12 @@ func waitAgent(t *testing.T, p *nstest.Proc, sock string) {
 
 func dropCount(t *testing.T, sock, reason string) int {
 	t.Helper()
+	return allDrops(t, sock)[reason]
+}
+
+// allDrops returns the agent's drop counters by reason.
+func allDrops(t *testing.T, sock string) map[string]int {
+	t.Helper()
 	out, err := runCLI(sock, "stats", "-o", "json")
 	if err != nil {
 		t.Fatalf("stats: %v\n%s", err, out)
@@ -59,7 +66,31 @@ func dropCount(t *testing.T, sock, reason string) int {
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("stats json: %v\n%s", err, out)
 	}
-	return st.Drops[reason]
+	return st.Drops
+}
+
+// underlaySwitch puts the hosts on one underlay segment: each gets eth0
+// with its address (a prefix), joined to the bridge br0 of sw.
+func underlaySwitch(t *testing.T, lab *nstest.TestLab, sw *nstest.Netns, hosts []*nstest.Netns, addrs []string) {
+	t.Helper()
+	sw.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
+	sw.MustRun(t, "ip", "link", "set", "br0", "up")
+	for i, h := range hosts {
+		port := fmt.Sprintf("p%d", i)
+		lab.Veth(h, "eth0", addrs[i], sw, port, "", 1500)
+		sw.MustRun(t, "ip", "link", "set", port, "master", "br0")
+	}
+}
+
+// transfer sends n bytes by TCP from one namespace to to:port in another
+// and logs the rate, failing the test on error.
+func transfer(t *testing.T, from, to *nstest.Netns, dst string, port int, n int64, timeout time.Duration) {
+	t.Helper()
+	bps, err := nstest.TCPTransfer(from, to, addr(dst), port, n, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s -> %s: %.0f MB/s", from.Name, dst, bps/1e6)
 }
 
 func exitCode(err error) int {

@@ -13,7 +13,7 @@ import (
 )
 
 // nativeNode starts an agent in native routing mode with one pod.
-func nativeNode(t *testing.T, lab *nstest.Lab, ns, pod *nstest.Netns, name, nodeIP, podCIDR, podIP, extra string) string {
+func nativeNode(t *testing.T, lab *nstest.TestLab, ns, pod *nstest.Netns, name, nodeIP, podCIDR, podIP, extra string) string {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, name+".yaml")

@@ -25,23 +25,20 @@ func TestHitlessRestart(t *testing.T) {
 	n1, n2 := lab.Netns("node1"), lab.Netns("node2")
 	p1, p2 := lab.Netns("pod1"), lab.Netns("pod2")
 	lab.Veth(n1, "eth0", "10.169.72.233/24", n2, "eth0", "10.169.72.238/24", 1500)
-	cfg1, cfg2 := filepath.Join(dir, "n1.yaml"), filepath.Join(dir, "n2.yaml")
-	write(t, cfg1, fmt.Sprintf(`node-ip: 10.169.72.233
-pod-cidr: 10.1.1.0/24
+	config := func(i int, ip, cidr, peer, peerIP, peerCIDR, pod, podIP string, podNS *nstest.Netns, identity int) string {
+		path := filepath.Join(dir, fmt.Sprintf("n%d.yaml", i))
+		write(t, path, fmt.Sprintf(`node-ip: %s
+pod-cidr: %s
 state-dir: %s
 nodes:
-  - {name: node2, ip: 10.169.72.238, pod-cidr: 10.1.2.0/24}
+  - {name: %s, ip: %s, pod-cidr: %s}
 endpoints:
-  - {name: pod1, ip: 10.1.1.10, netns: %s, identity: 1000}
-`, filepath.Join(dir, "state1"), p1.Path))
-	write(t, cfg2, fmt.Sprintf(`node-ip: 10.169.72.238
-pod-cidr: 10.1.2.0/24
-state-dir: %s
-nodes:
-  - {name: node1, ip: 10.169.72.233, pod-cidr: 10.1.1.0/24}
-endpoints:
-  - {name: pod2, ip: 10.1.2.20, netns: %s, identity: 2000}
-`, filepath.Join(dir, "state2"), p2.Path))
+  - {name: %s, ip: %s, netns: %s, identity: %d}
+`, ip, cidr, filepath.Join(dir, fmt.Sprintf("state%d", i)), peer, peerIP, peerCIDR, pod, podIP, podNS.Path, identity))
+		return path
+	}
+	cfg1 := config(1, "10.169.72.233", "10.1.1.0/24", "node2", "10.169.72.238", "10.1.2.0/24", "pod1", "10.1.1.10", p1, 1000)
+	cfg2 := config(2, "10.169.72.238", "10.1.2.0/24", "node1", "10.169.72.233", "10.1.1.0/24", "pod2", "10.1.2.20", p2, 2000)
 	s1, s2 := filepath.Join(dir, "n1.sock"), filepath.Join(dir, "n2.sock")
 	a1 := lab.Start(n1, "agent1", vxdpBin, "agent", "--config", cfg1, "--socket", s1)
 	a2 := lab.Start(n2, "agent2", vxdpBin, "agent", "--config", cfg2, "--socket", s2)

@@ -24,16 +24,7 @@ func TestVTEPSeedScenario(t *testing.T) {
 	pod := lab.Netns("pod")
 	vm1 := lab.Netns("vm1")
 	vm2 := lab.Netns("vm2")
-	sw.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
-	sw.MustRun(t, "ip", "link", "set", "br0", "up")
-	for i, h := range []struct {
-		ns   *nstest.Netns
-		addr string
-	}{{node, "10.169.72.233/24"}, {vm1, "10.169.72.236/24"}, {vm2, "10.169.72.238/24"}} {
-		port := fmt.Sprintf("p%d", i)
-		lab.Veth(h.ns, "eth0", h.addr, sw, port, "", 1500)
-		sw.MustRun(t, "ip", "link", "set", port, "master", "br0")
-	}
+	underlaySwitch(t, lab, sw, []*nstest.Netns{node, vm1, vm2}, []string{"10.169.72.233/24", "10.169.72.236/24", "10.169.72.238/24"})
 
 	cfg := filepath.Join(dir, "node1.yaml")
 	write(t, cfg, fmt.Sprintf(`node-name: node1

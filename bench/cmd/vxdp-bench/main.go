@@ -16,9 +16,10 @@
 //
 // It needs root, iproute2, bin/vxdp (make build), the go command (it builds
 // its tools and runs the scale benchmarks) and, for the comparison, iperf3.
-// Everything it makes lives in network namespaces named "vxb<pid>-..." and
-// is removed at the end, also on an error or an interrupt; the root
-// namespace is never configured. AF_XDP is reported "not available" when
+// Everything it makes lives in network namespaces (internal/nstest labs,
+// one per mode, named "vx<6 hex digits>-...") and is removed at the end of
+// the mode, also on an error or an interrupt; the root namespace is never
+// configured. AF_XDP is reported "not available" when
 // the agent cannot run it.
 package main
 
@@ -38,6 +39,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vxdp/vxdp/internal/nstest"
 )
 
 // allModes are what --modes accepts. All but "scale" build the two-node
@@ -296,20 +299,13 @@ func run() (code int) {
 		os.RemoveAll(dir)
 	}()
 
-	prefix := fmt.Sprintf("vxb%d-", os.Getpid())
-	l := newLab(prefix, dir, logf)
-	defer func() {
-		if err := l.teardown(); err != nil {
-			logf("cleanup: %v", err)
-			code = 1
-		}
-	}()
 	if opts.removeStale {
-		for _, name := range staleRuns() {
-			logf("removing namespace %s left by a run that is gone", name)
-			if _, err := l.cmd(ctx, "ip", "netns", "del", name); err != nil {
-				logf("%v", err)
-			}
+		removed, err := nstest.RemoveStale()
+		for _, name := range removed {
+			logf("removed namespace %s left by a run that is gone", name)
+		}
+		if err != nil {
+			logf("%v", err)
 		}
 	}
 
@@ -326,7 +322,7 @@ func run() (code int) {
 		}
 		opts.vxdpBin = filepath.Join(dir, "vxdp")
 	}
-	udpBin, rrBin, err := tools(ctx, l, opts, root, dir)
+	udpBin, rrBin, err := tools(ctx, opts, root, dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vxdp-bench: tools:", err)
 		return 1
@@ -341,21 +337,33 @@ func run() (code int) {
 		},
 		Figures: figures,
 	}
-	logf("namespaces prefix %s, run directory %s, bound %v", prefix, dir, opts.timeout)
+	logf("run directory %s, bound %v", dir, opts.timeout)
 	rep.Machine = describeMachine()
-	if out, err := l.cmd(ctx, "iperf3", "--version"); err == nil {
+	if out, err := runLocal(ctx, cmdTimeout, "iperf3", "--version"); err == nil {
 		rep.Machine.Iperf3, _, _ = strings.Cut(strings.TrimSpace(string(out)), "\n")
 	}
 
 	failed := false
 	for _, mode := range opts.modes {
-		if mode == "scale" {
-			if ctx.Err() != nil {
+		if ctx.Err() != nil {
+			if mode == "scale" {
 				rep.Scale = &scaleReport{Status: "skipped", Reason: "run interrupted or out of time"}
-				continue
+			} else {
+				rep.Modes = append(rep.Modes, &modeReport{Mode: mode, Status: "skipped", Reason: "run interrupted or out of time"})
 			}
+			continue
+		}
+		// Each mode builds its topology in a lab of its own and removes it
+		// before the next one starts.
+		l, err := openLab(dir, logf)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "vxdp-bench:", err)
+			return 1
+		}
+		logf("%s: namespaces prefix %s", mode, l.Prefix())
+		if mode == "scale" {
 			rep.Scale = runScale(ctx, l, opts, udpBin)
-			if err := l.teardown(); err != nil {
+			if err := l.Close(); err != nil {
 				logf("scale: cleanup: %v", err)
 				failed = true
 			}
@@ -363,18 +371,14 @@ func run() (code int) {
 			// do not share the machine with the benchmarks; they do not
 			// depend on the agent and run even when its part failed.
 			if opts.scaleGoBench && ctx.Err() == nil {
-				runGoBench(ctx, l, root, rep.Scale)
+				runGoBench(ctx, logf, root, rep.Scale)
 			}
 			failed = failed || rep.Scale.Status != "ok"
 			continue
 		}
-		if ctx.Err() != nil {
-			rep.Modes = append(rep.Modes, &modeReport{Mode: mode, Status: "skipped", Reason: "run interrupted or out of time"})
-			continue
-		}
 		mr := runMode(ctx, l, opts, mode, udpBin, rrBin)
 		rep.Modes = append(rep.Modes, mr)
-		if err := l.teardown(); err != nil {
+		if err := l.Close(); err != nil {
 			logf("%s: cleanup: %v", mode, err)
 			failed = true
 		}
@@ -421,7 +425,7 @@ func run() (code int) {
 
 // tools returns the udpblast and tcprr binaries, building them from
 // bench/tools into the run directory unless --tools names prebuilt ones.
-func tools(ctx context.Context, l *lab, opts *options, root, dir string) (string, string, error) {
+func tools(ctx context.Context, opts *options, root, dir string) (string, string, error) {
 	if opts.toolsDir != "" {
 		u, r := filepath.Join(opts.toolsDir, "udpblast"), filepath.Join(opts.toolsDir, "tcprr")
 		for _, p := range []string{u, r} {
@@ -435,7 +439,7 @@ func tools(ctx context.Context, l *lab, opts *options, root, dir string) (string
 	for i, name := range []string{"udpblast", "tcprr"} {
 		out[i] = filepath.Join(dir, name)
 		c := []string{"build", "-o", out[i], "./bench/tools/" + name}
-		if _, err := l.run(ctx, 2*time.Minute, "go", append([]string{"-C", root}, c...)...); err != nil {
+		if _, err := runLocal(ctx, 2*time.Minute, append([]string{"go", "-C", root}, c...)...); err != nil {
 			return "", "", err
 		}
 	}
@@ -502,8 +506,8 @@ func runMode(ctx context.Context, l *lab, opts *options, mode, udpBin, rrBin str
 			counted++
 		}
 		for _, a := range e.agents {
-			if !a.alive() {
-				mr.Status, mr.Reason = "error", fmt.Sprintf("agent %s died: %s", a.name, oneLine(a.logTail(4)))
+			if !a.Alive() {
+				mr.Status, mr.Reason = "error", fmt.Sprintf("agent %s died: %s", a.Name, oneLine(logTail(a, 4)))
 			}
 		}
 		if mr.Status != "ok" {
@@ -516,10 +520,10 @@ func runMode(ctx context.Context, l *lab, opts *options, mode, udpBin, rrBin str
 	// The agents' counters after the run: drops by reason explain a low
 	// packet rate.
 	for i, a := range e.agents {
-		if !a.alive() {
+		if !a.Alive() {
 			continue
 		}
-		if out, err := l.cmd(context.Background(), opts.vxdpBin, "--socket", e.sockets[i], "stats", "-o", "json"); err == nil && json.Valid(out) {
+		if out, err := runLocal(context.Background(), cmdTimeout, opts.vxdpBin, "--socket", e.sockets[i], "stats", "-o", "json"); err == nil && json.Valid(out) {
 			mr.Stats = append(mr.Stats, json.RawMessage(out))
 		}
 	}

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vxdp/vxdp/bench/internal/benchtool"
+	"github.com/vxdp/vxdp/internal/nstest"
 )
 
 const (
@@ -170,8 +173,8 @@ func (l *lab) startForeign() *foreignSampler {
 		first: map[procKey]uint64{}, last: map[procKey]uint64{}, mine: map[procKey]bool{},
 		stopCh: make(chan struct{}), done: make(chan float64, 1),
 	}
-	for _, name := range l.owned() {
-		if st, err := os.Stat(netnsDir + "/" + name); err == nil {
+	for _, ns := range l.Namespaces() {
+		if st, err := os.Stat(ns.Path); err == nil {
 			if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 				f.ours[[2]uint64{sys.Dev, sys.Ino}] = true
 			}
@@ -340,8 +343,8 @@ type iperfJSON struct {
 type runner struct {
 	e        *env
 	opts     *options
-	iperfSrv *proc
-	rrSrv    *proc
+	iperfSrv *nstest.Proc
+	rrSrv    *nstest.Proc
 	udpBin   string
 	rrBin    string
 }
@@ -360,9 +363,9 @@ func (r *runner) startServers(ctx context.Context) error {
 		return err
 	}
 	time.Sleep(300 * time.Millisecond)
-	for _, p := range []*proc{r.iperfSrv, r.rrSrv} {
-		if !p.alive() {
-			return fmt.Errorf("%s exited: %s", p.name, oneLine(p.logTail(3)))
+	for _, p := range []*nstest.Proc{r.iperfSrv, r.rrSrv} {
+		if !p.Alive() {
+			return fmt.Errorf("%s exited: %s", p.Name, oneLine(logTail(p, 3)))
 		}
 	}
 	return nil
@@ -376,9 +379,9 @@ func (r *runner) tcp(ctx context.Context, streams int, withCPU bool) (*iperfResu
 		"-J", "--connect-timeout", "3000"}
 	var pids []int
 	for _, a := range r.e.agents {
-		pids = append(pids, a.pid())
+		pids = append(pids, a.Pid())
 	}
-	serverPid := r.iperfSrv.pid()
+	serverPid := r.iperfSrv.Pid()
 	var before sample
 	var serverBefore uint64
 	var err error
@@ -390,8 +393,7 @@ func (r *runner) tcp(ctx context.Context, streams int, withCPU bool) (*iperfResu
 			return nil, fmt.Errorf("iperf3 server: %w", err)
 		}
 	}
-	out, clientCPU, runErr := r.e.lab.runUsage(ctx, r.opts.duration+20*time.Second, "ip",
-		append([]string{"netns", "exec", r.e.lab.ns(nodes[0].podNS)}, args...)...)
+	out, clientCPU, runErr := runUsage(ctx, r.opts.duration+20*time.Second, r.e.lab.netns(nodes[0].podNS), args...)
 	var res iperfResult
 	res.Streams = streams
 	if withCPU {
@@ -490,17 +492,7 @@ func (r *runner) udp(ctx context.Context, threads int) (*udpResult, error) {
 }
 
 // rrResult is what tcprr's client printed.
-type rrResult struct {
-	RoundTrips int     `json:"round_trips"`
-	Seconds    float64 `json:"seconds"`
-	P50        float64 `json:"p50_us"`
-	P90        float64 `json:"p90_us"`
-	P99        float64 `json:"p99_us"`
-	P999       float64 `json:"p999_us"`
-	Mean       float64 `json:"mean_us"`
-	Min        float64 `json:"min_us"`
-	Max        float64 `json:"max_us"`
-}
+type rrResult = benchtool.RRResult
 
 // rr times --rr-count 1-byte round trips on one TCP connection, at most
 // --duration long.

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/vxdp/vxdp/api"
+	"github.com/vxdp/vxdp/internal/nstest"
 )
 
 // The scale phase: one agent, many local endpoints, many remote nodes.
@@ -167,29 +169,15 @@ func procStatusKiB(pid int, field string) (int64, error) {
 
 // buildScale creates the namespaces and the underlay link of the scale
 // phase and starts its agent, without endpoints or nodes.
-func buildScale(ctx context.Context, l *lab, opts *options) (*proc, string, *agentStatus, error) {
+func buildScale(ctx context.Context, l *lab, opts *options) (*nstest.Proc, string, *agentStatus, error) {
 	for _, ns := range []string{scaleNodeNS, scalePeerNS} {
-		if err := l.addNetns(ctx, ns); err != nil {
+		if err := l.addNetns(ns); err != nil {
 			return nil, "", nil, err
 		}
 	}
 	peerIP := scaleNode(opts.scaleNodes - 1).IP
-	steps := []struct {
-		ns   string
-		args []string
-	}{
-		{scaleNodeNS, []string{"link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", l.ns(scalePeerNS)}},
-		{scaleNodeNS, []string{"link", "set", "eth0", "mtu", fmt.Sprint(underlayMTU)}},
-		{scaleNodeNS, []string{"addr", "add", scaleNodeIP + "/16", "dev", "eth0"}},
-		{scaleNodeNS, []string{"link", "set", "eth0", "up"}},
-		{scalePeerNS, []string{"link", "set", "eth0", "mtu", fmt.Sprint(underlayMTU)}},
-		{scalePeerNS, []string{"addr", "add", peerIP + "/16", "dev", "eth0"}},
-		{scalePeerNS, []string{"link", "set", "eth0", "up"}},
-	}
-	for _, s := range steps {
-		if err := l.ip(ctx, s.ns, s.args...); err != nil {
-			return nil, "", nil, err
-		}
+	if err := l.AddVeth(l.netns(scaleNodeNS), "eth0", scaleNodeIP+"/16", l.netns(scalePeerNS), "eth0", peerIP+"/16", underlayMTU); err != nil {
+		return nil, "", nil, err
 	}
 	cfg := fmt.Sprintf("node-name: scale\nnode-ip: %s\npod-cidr: %s\ndevice: eth0\nunderlay: udp\nstate-dir: %s\n",
 		scaleNodeIP, scalePodCIDR, filepath.Join(l.dir, "scale-state"))
@@ -202,7 +190,7 @@ func buildScale(ctx context.Context, l *lab, opts *options) (*proc, string, *age
 	if err != nil {
 		return nil, "", nil, err
 	}
-	st, err := waitAgent(ctx, l, opts.vxdpBin, p, sock)
+	st, err := waitAgent(ctx, opts.vxdpBin, p, sock)
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("agent: %w", err)
 	}
@@ -244,7 +232,7 @@ func scaleSteps(ctx context.Context, l *lab, opts *options, udpBin string, sr *s
 	}
 	sr.Detail = fmt.Sprintf("vxdp %s, underlay %s (%s)", st.Version, st.Underlay, st.UnderlayReason)
 	rss := func(step string) error {
-		kib, err := procStatusKiB(agent.pid(), "VmRSS")
+		kib, err := procStatusKiB(agent.Pid(), "VmRSS")
 		if err != nil {
 			return fmt.Errorf("agent memory: %w", err)
 		}
@@ -258,7 +246,7 @@ func scaleSteps(ctx context.Context, l *lab, opts *options, udpBin string, sr *s
 	c := api.NewClient(sock)
 
 	for i := 0; i < opts.scaleEndpoints; i++ {
-		if err := l.addNetns(ctx, scalePodNS(i)); err != nil {
+		if err := l.addNetns(scalePodNS(i)); err != nil {
 			return err
 		}
 	}
@@ -266,7 +254,7 @@ func scaleSteps(ctx context.Context, l *lab, opts *options, udpBin string, sr *s
 	start := time.Now()
 	for i := 0; i < opts.scaleEndpoints; i++ {
 		req := api.EndpointRequest{Name: fmt.Sprintf("pod%03d", i+1), IP: scaleEndpointIP(i),
-			Netns: filepath.Join(netnsDir, l.ns(scalePodNS(i)))}
+			Netns: l.netns(scalePodNS(i)).Path}
 		t := time.Now()
 		if err := c.Do(ctx, "POST", "/v1/endpoints", req, nil); err != nil {
 			return fmt.Errorf("endpoint %d of %d: %w", i+1, opts.scaleEndpoints, err)
@@ -316,7 +304,7 @@ func scaleSteps(ctx context.Context, l *lab, opts *options, udpBin string, sr *s
 	sr.Checks = append(sr.Checks, check{Name: "agent status counts",
 		OK:     status.Healthy && status.Endpoints == opts.scaleEndpoints && status.Nodes == opts.scaleNodes,
 		Result: fmt.Sprintf("healthy %v, %d endpoints, %d nodes, %d FIB entries", status.Healthy, status.Endpoints, status.Nodes, status.FIBEntries)})
-	out, err := l.cmd(ctx, "ip", "-n", l.ns(scaleNodeNS), "-4", "route", "show", "dev", "vxdp_host")
+	out, err := l.exec(ctx, scaleNodeNS, cmdTimeout, "ip", "-4", "route", "show", "dev", "vxdp_host")
 	if err != nil {
 		return err
 	}
@@ -336,20 +324,20 @@ func scaleSteps(ctx context.Context, l *lab, opts *options, udpBin string, sr *s
 	if err := rss("after the checks"); err != nil {
 		return err
 	}
-	if sr.PeakRSS, err = procStatusKiB(agent.pid(), "VmHWM"); err != nil {
+	if sr.PeakRSS, err = procStatusKiB(agent.Pid(), "VmHWM"); err != nil {
 		return fmt.Errorf("agent memory: %w", err)
 	}
 
 	// A clean stop removes every endpoint device and node route.
 	t := time.Now()
-	agent.signal(syscall.SIGTERM)
-	select {
-	case <-agent.done:
-		sr.StopSecs = time.Since(t).Seconds()
-		logf("scale: agent stopped in %.2f s", sr.StopSecs)
-	case <-time.After(30 * time.Second):
+	if err := agent.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("stop the agent: %w", err)
+	}
+	if _, err := agent.Wait(30 * time.Second); errors.Is(err, nstest.ErrWaitTimeout) {
 		return fmt.Errorf("agent still running 30 s after SIGTERM")
 	}
+	sr.StopSecs = time.Since(t).Seconds()
+	logf("scale: agent stopped in %.2f s", sr.StopSecs)
 	return nil
 }
 
@@ -439,18 +427,18 @@ type goBench struct {
 
 // runGoBench runs the scale benchmarks of bench/ (three times each) and
 // keeps the median of every figure.
-func runGoBench(ctx context.Context, l *lab, root string, sr *scaleReport) {
+func runGoBench(ctx context.Context, logf func(string, ...any), root string, sr *scaleReport) {
 	args := []string{"test", "-run", "^$", "-bench", scaleBench, "-benchmem", "-count", "3", "./bench"}
 	sr.GoBenchCmd = "go " + strings.Join(args, " ")
 	if _, err := os.Stat(filepath.Join(root, "bench", "engine_test.go")); err != nil {
 		sr.GoBenchReason = "no source tree: " + err.Error()
 		return
 	}
-	l.logf("scale: %s", sr.GoBenchCmd)
-	out, err := l.run(ctx, 5*time.Minute, "go", append([]string{"-C", root}, args...)...)
+	logf("scale: %s", sr.GoBenchCmd)
+	out, err := runLocal(ctx, 5*time.Minute, append([]string{"go", "-C", root}, args...)...)
 	if err != nil {
 		sr.GoBenchReason = err.Error()
-		l.logf("scale: go benchmarks: %v", err)
+		logf("scale: go benchmarks: %v", err)
 		return
 	}
 	sr.GoBench = parseGoBench(string(out))
@@ -458,7 +446,7 @@ func runGoBench(ctx context.Context, l *lab, root string, sr *scaleReport) {
 		sr.GoBenchReason = "no benchmark lines in the output"
 	}
 	for _, b := range sr.GoBench {
-		l.logf("scale: %s: %.1f ns/op, %.0f allocs/op (median of %d)", b.Name, b.Medians["ns/op"], b.Medians["allocs/op"], b.Runs)
+		logf("scale: %s: %.1f ns/op, %.0f allocs/op (median of %d)", b.Name, b.Medians["ns/op"], b.Medians["allocs/op"], b.Runs)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/vxdp/vxdp/internal/nstest"
 )
 
 // The two-node picture of the design: one underlay link, one pod per node.
@@ -48,38 +50,22 @@ func (e *notAvailable) Error() string { return "not available: " + e.reason }
 type env struct {
 	lab      *lab
 	mode     string
-	agents   []*proc  // vxdp modes only
-	sockets  []string // their API sockets
-	underlay string   // what the agents report, vxdp modes only
-	detail   string   // underlay_reason and version, for the report
+	agents   []*nstest.Proc // vxdp modes only
+	sockets  []string       // their API sockets
+	underlay string         // what the agents report, vxdp modes only
+	detail   string         // underlay_reason and version, for the report
 }
 
 // buildUnderlay creates the four namespaces and the node-to-node link.
-func buildUnderlay(ctx context.Context, l *lab) error {
+func buildUnderlay(l *lab) error {
 	for _, n := range nodes {
 		for _, ns := range []string{n.name, n.podNS} {
-			if err := l.addNetns(ctx, ns); err != nil {
+			if err := l.addNetns(ns); err != nil {
 				return err
 			}
 		}
 	}
-	// Created in node1 with the peer placed straight into node2.
-	if err := l.ip(ctx, nodes[0].name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", l.ns(nodes[1].name)); err != nil {
-		return err
-	}
-	for _, n := range nodes {
-		steps := [][]string{
-			{"link", "set", "eth0", "mtu", fmt.Sprint(underlayMTU)},
-			{"addr", "add", n.ip + "/24", "dev", "eth0"},
-			{"link", "set", "eth0", "up"},
-		}
-		for _, s := range steps {
-			if err := l.ip(ctx, n.name, s...); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return l.AddVeth(l.netns(nodes[0].name), "eth0", nodes[0].ip+"/24", l.netns(nodes[1].name), "eth0", nodes[1].ip+"/24", underlayMTU)
 }
 
 // buildKernel is the flannel vxlan backend by hand: per node a vxlan device
@@ -89,7 +75,7 @@ func buildUnderlay(ctx context.Context, l *lab) error {
 // node. Pods hang off the node on veth pairs with /32 routes, as a
 // point-to-point CNI does, and the node forwards between them and vxlan0.
 func buildKernel(ctx context.Context, l *lab) (*env, error) {
-	if err := buildUnderlay(ctx, l); err != nil {
+	if err := buildUnderlay(l); err != nil {
 		return nil, err
 	}
 	for i, n := range nodes {
@@ -113,28 +99,28 @@ func buildKernel(ctx context.Context, l *lab) (*env, error) {
 			{"link", "set", "vxlan0", "up"},
 			{"route", "add", peer.podCIDR, "via", peer.podNet, "dev", "vxlan0", "onlink"},
 			{"neigh", "add", peer.podNet, "lladdr", peer.mac, "dev", "vxlan0", "nud", "permanent"},
-			// The pod link: node side "pod", pod side eth0.
-			{"link", "add", "pod", "type", "veth", "peer", "name", "eth0", "netns", l.ns(n.podNS)},
-			{"link", "set", "pod", "mtu", fmt.Sprint(podMTU), "up"},
-			{"addr", "add", n.podGW + "/32", "dev", "pod"},
-			{"route", "add", n.podIP + "/32", "dev", "pod"},
 		}
 		for _, s := range steps {
-			if err := l.ip(ctx, n.name, s...); err != nil {
+			if err := l.ip(n.name, s...); err != nil {
 				return nil, err
 			}
+		}
+		// The pod link: node side "pod", pod side eth0.
+		if err := l.AddVeth(l.netns(n.name), "pod", n.podGW+"/32", l.netns(n.podNS), "eth0", n.podIP+"/32", podMTU); err != nil {
+			return nil, err
+		}
+		if err := l.ip(n.name, "route", "add", n.podIP+"/32", "dev", "pod"); err != nil {
+			return nil, err
 		}
 		if _, err := l.exec(ctx, n.name, cmdTimeout, "bridge", "fdb", "append", peer.mac, "dev", "vxlan0", "dst", peer.ip); err != nil {
 			return nil, err
 		}
 		podSteps := [][]string{
-			{"link", "set", "eth0", "mtu", fmt.Sprint(podMTU), "up"},
-			{"addr", "add", n.podIP + "/32", "dev", "eth0"},
 			{"route", "add", n.podGW, "dev", "eth0", "scope", "link"},
 			{"route", "add", "default", "via", n.podGW, "dev", "eth0"},
 		}
 		for _, s := range podSteps {
-			if err := l.ip(ctx, n.podNS, s...); err != nil {
+			if err := l.ip(n.podNS, s...); err != nil {
 				return nil, err
 			}
 		}
@@ -147,7 +133,7 @@ func buildKernel(ctx context.Context, l *lab) (*env, error) {
 // AF_XDP, an agent that refuses to start or falls back to something else
 // makes the mode "not available".
 func buildVXDP(ctx context.Context, l *lab, vxdpBin, underlay string) (*env, error) {
-	if err := buildUnderlay(ctx, l); err != nil {
+	if err := buildUnderlay(l); err != nil {
 		return nil, err
 	}
 	mode := "vxdp-" + underlay
@@ -170,7 +156,7 @@ nodes:
 endpoints:
   - {name: %s, ip: %s, netns: %s}
 `, n.name, n.ip, n.podCIDR, underlay, stateDir, peer.name, peer.ip, peer.podCIDR,
-			n.podNS, n.podIP, filepath.Join(netnsDir, l.ns(n.podNS)))
+			n.podNS, n.podIP, l.netns(n.podNS).Path)
 		cfgPath := filepath.Join(l.dir, fmt.Sprintf("%s-%s.yaml", mode, n.name))
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 			return nil, err
@@ -185,7 +171,7 @@ endpoints:
 		e.sockets = append(e.sockets, socks[i])
 	}
 	for i, p := range e.agents {
-		st, err := waitAgent(ctx, l, vxdpBin, p, socks[i])
+		st, err := waitAgent(ctx, vxdpBin, p, socks[i])
 		if err != nil {
 			if underlay == "afxdp" {
 				return nil, &notAvailable{reason: fmt.Sprintf("%s agent: %v", nodes[i].name, err)}
@@ -215,17 +201,17 @@ type agentStatus struct {
 
 // waitAgent waits until the agent answers `status` healthy, failing early
 // with the agent's last words when it exits.
-func waitAgent(ctx context.Context, l *lab, vxdpBin string, p *proc, sock string) (*agentStatus, error) {
+func waitAgent(ctx context.Context, vxdpBin string, p *nstest.Proc, sock string) (*agentStatus, error) {
 	deadline := time.Now().Add(20 * time.Second)
 	var last string
 	for {
-		if !p.alive() {
-			return nil, fmt.Errorf("exited (%v): %s", p.err, oneLine(p.logTail(4)))
+		if !p.Alive() {
+			return nil, fmt.Errorf("exited (%v): %s", exitError(p), oneLine(logTail(p, 4)))
 		}
 		if _, err := os.Stat(sock); err == nil {
 			// The CLI only talks HTTP over the unix socket; it needs no
 			// namespace.
-			out, err := l.run(ctx, cmdTimeout, vxdpBin, "--socket", sock, "status", "-o", "json")
+			out, err := runLocal(ctx, cmdTimeout, vxdpBin, "--socket", sock, "status", "-o", "json")
 			var st agentStatus
 			if jerr := json.Unmarshal(out, &st); jerr == nil && st.Underlay != "" {
 				if st.Healthy {
@@ -237,7 +223,7 @@ func waitAgent(ctx context.Context, l *lab, vxdpBin string, p *proc, sock string
 			}
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("not ready after 20s (%s): %s", last, oneLine(p.logTail(4)))
+			return nil, fmt.Errorf("not ready after 20s (%s): %s", last, oneLine(logTail(p, 4)))
 		}
 		select {
 		case <-ctx.Done():

@@ -20,43 +20,25 @@ import (
 	"flag"
 	"fmt"
 	"math"
-	"net/netip"
 	"os"
 	"runtime"
 	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vxdp/vxdp/bench/internal/benchtool"
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		usage()
-	}
-	var err error
-	switch os.Args[1] {
-	case "server":
-		err = server(os.Args[2:])
-	case "client":
-		err = client(os.Args[2:])
-	default:
-		usage()
-	}
+	benchtool.Main("tcprr", "tcprr server -listen IP:PORT | tcprr client -dst IP:PORT [flags]",
+		map[string]func([]string) error{"server": server, "client": client})
+}
+
+func parseAddr(flag, s string) (*unix.SockaddrInet4, error) {
+	ap, err := benchtool.AddrPort4(flag, s)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "tcprr:", err)
-		os.Exit(1)
-	}
-}
-
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: tcprr server -listen IP:PORT | tcprr client -dst IP:PORT [flags]")
-	os.Exit(2)
-}
-
-func parseAddr(s string) (*unix.SockaddrInet4, error) {
-	ap, err := netip.ParseAddrPort(s)
-	if err != nil || !ap.Addr().Is4() {
-		return nil, fmt.Errorf("%q: want IPv4:port", s)
+		return nil, err
 	}
 	return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}, nil
 }
@@ -66,7 +48,7 @@ func server(args []string) error {
 	listen := fs.String("listen", "", "IPv4:port to listen on")
 	timeout := fs.Duration("timeout", 10*time.Minute, "exit after this long in any case")
 	fs.Parse(args)
-	sa, err := parseAddr(*listen)
+	sa, err := parseAddr("listen", *listen)
 	if err != nil {
 		return err
 	}
@@ -117,19 +99,6 @@ func serve(fd int) {
 	}
 }
 
-// result is what the client prints; times in microseconds.
-type result struct {
-	RoundTrips int     `json:"round_trips"`
-	Seconds    float64 `json:"seconds"`
-	P50        float64 `json:"p50_us"`
-	P90        float64 `json:"p90_us"`
-	P99        float64 `json:"p99_us"`
-	P999       float64 `json:"p999_us"`
-	Mean       float64 `json:"mean_us"`
-	Min        float64 `json:"min_us"`
-	Max        float64 `json:"max_us"`
-}
-
 func client(args []string) error {
 	fs := flag.NewFlagSet("client", flag.ExitOnError)
 	dst := fs.String("dst", "", "server IPv4:port")
@@ -137,7 +106,7 @@ func client(args []string) error {
 	duration := fs.Duration("duration", 5*time.Second, "stop timing after this long even if -count is not reached")
 	warmup := fs.Int("warmup", 200, "untimed round trips first (ARP, caches, TCP state)")
 	fs.Parse(args)
-	sa, err := parseAddr(*dst)
+	sa, err := parseAddr("dst", *dst)
 	if err != nil {
 		return err
 	}
@@ -206,7 +175,7 @@ func client(args []string) error {
 		sum += d
 	}
 	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
-	return json.NewEncoder(os.Stdout).Encode(result{
+	return json.NewEncoder(os.Stdout).Encode(benchtool.RRResult{
 		RoundTrips: len(rtts), Seconds: secs,
 		P50: us(percentile(rtts, 50)), P90: us(percentile(rtts, 90)),
 		P99: us(percentile(rtts, 99)), P999: us(percentile(rtts, 99.9)),

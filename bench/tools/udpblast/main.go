@@ -20,7 +20,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -31,30 +30,13 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vxdp/vxdp/bench/internal/benchtool"
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		usage()
-	}
-	var err error
-	switch os.Args[1] {
-	case "send":
-		err = send(os.Args[2:])
-	case "recv":
-		err = recv(os.Args[2:])
-	default:
-		usage()
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "udpblast:", err)
-		os.Exit(1)
-	}
-}
-
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: udpblast send -dst IP:PORT [flags] | udpblast recv -listen IP:PORT [flags]")
-	os.Exit(2)
+	benchtool.Main("udpblast", "udpblast send -dst IP:PORT [flags] | udpblast recv -listen IP:PORT [flags]",
+		map[string]func([]string) error{"send": send, "recv": recv})
 }
 
 // sendResult is what "send" prints.
@@ -79,9 +61,9 @@ func send(args []string) error {
 	duration := fs.Duration("duration", 6*time.Second, "how long to send")
 	fs.Parse(args)
 
-	dst, err := netip.ParseAddrPort(*dstArg)
-	if err != nil || !dst.Addr().Is4() {
-		return fmt.Errorf("-dst %q: want IPv4:port", *dstArg)
+	dst, err := benchtool.AddrPort4("dst", *dstArg)
+	if err != nil {
+		return err
 	}
 	switch {
 	case *size < 1 || *size > 65507:
@@ -201,9 +183,9 @@ func recv(args []string) error {
 	rcvbuf := fs.Int("rcvbuf", 16<<20, "socket receive buffer, bytes")
 	fs.Parse(args)
 
-	addr, err := netip.ParseAddrPort(*listen)
-	if err != nil || !addr.Addr().Is4() {
-		return fmt.Errorf("-listen %q: want IPv4:port", *listen)
+	addr, err := benchtool.AddrPort4("listen", *listen)
+	if err != nil {
+		return err
 	}
 	if *batch < 1 || *batch > 1024 || *window <= 0 || *warmup < 0 || *timeout <= *warmup+*window {
 		return errors.New("bad -batch, -window, -warmup or -timeout")
