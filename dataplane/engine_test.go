@@ -14,6 +14,7 @@ import (
 	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
 	"github.com/vxdp/vxdp/identity"
+	"github.com/vxdp/vxdp/internal/pkttest"
 )
 
 // testNode is one engine on a fake underlay, with fake pod devices.
@@ -120,16 +121,7 @@ func must(t *testing.T, err error) {
 
 // udpPacket builds an IPv4/UDP packet with valid checksums.
 func udpPacket(src, dst netip.Addr, sport, dport uint16, ttl uint8, df bool, payload []byte) []byte {
-	n := 28 + len(payload)
-	b := make([]byte, n)
-	encap.IPv4(b).Encode(&encap.IPv4Fields{TotalLen: uint16(n), TTL: ttl, Protocol: encap.ProtoUDP,
-		Source: src.As4(), Destination: dst.As4(), DontFrag: df, ID: 7})
-	copy(b[28:], payload)
-	u := encap.UDP(b[20:])
-	u.Encode(sport, dport, uint16(8+len(payload)), 0)
-	sum := encap.PseudoHeaderSumV4(src.As4(), dst.As4(), encap.ProtoUDP, uint16(8+len(payload)))
-	binary.BigEndian.PutUint16(b[26:], encap.Checksum(b[20:], sum))
-	return b
+	return pkttest.IPv4{Src: src, Dst: dst, TTL: ttl, DF: df, ID: 7}.UDP(sport, dport, payload)
 }
 
 func waitOne(t *testing.T, d *fake.Device) []byte {
@@ -362,11 +354,8 @@ const (
 // wirePacket builds the tunnel payload node from would send to node to,
 // and where it comes from.
 func wirePacket(t *testing.T, from netip.Addr, to netip.Addr, vni uint32, inner []byte) fake.Datagram {
-	buf := make([]byte, encap.Headroom+len(inner))
-	copy(buf[encap.Headroom:], inner)
-	o, err := encap.EncapVXLAN(buf, encap.Headroom, len(inner), vni, encap.TunnelMAC(to), encap.TunnelMAC(from))
-	must(t, err)
-	return fake.Datagram{Payload: buf[o:], Meta: packetio.Meta{Remote: netip.AddrPortFrom(from, 50000), LocalPort: 8472}}
+	frame := pkttest.Ethernet(encap.TunnelMAC(to), encap.TunnelMAC(from), encap.EtherTypeIPv4, inner)
+	return fake.Datagram{Payload: pkttest.VXLAN(vni, frame), Meta: packetio.Meta{Remote: netip.AddrPortFrom(from, 50000), LocalPort: 8472}}
 }
 
 func TestIngressValidation(t *testing.T) {

@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"encoding/binary"
 	"net"
 	"net/netip"
 	"sync"
@@ -10,6 +9,7 @@ import (
 	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
 	"github.com/vxdp/vxdp/identity"
+	"github.com/vxdp/vxdp/internal/pkttest"
 )
 
 // fzWrite is one packet a worker handed to a device or underlay, exactly
@@ -355,41 +355,24 @@ func fzCheckTunnel(t *testing.T, dev string, pkt []byte, m packetio.Meta, fromRe
 
 // fzUDP builds an IPv4/UDP packet with correct checksums.
 func fzUDP(src, dst netip.Addr, dport uint16, ttl uint8, df bool, payloadLen int) []byte {
-	n := encap.IPv4MinLen + encap.UDPLen + payloadLen
-	b := make([]byte, n)
-	encap.IPv4(b).Encode(&encap.IPv4Fields{TotalLen: uint16(n), TTL: ttl, Protocol: encap.ProtoUDP,
-		Source: src.As4(), Destination: dst.As4(), DontFrag: df, ID: 0x4242})
-	for i := encap.IPv4MinLen + encap.UDPLen; i < n; i++ {
-		b[i] = byte(i)
+	payload := make([]byte, payloadLen)
+	for i := range payload {
+		payload[i] = byte(encap.IPv4MinLen + encap.UDPLen + i)
 	}
-	encap.UDP(b[encap.IPv4MinLen:]).Encode(40000, dport, uint16(n-encap.IPv4MinLen), 0)
-	sum := encap.PseudoHeaderSumV4(src.As4(), dst.As4(), encap.ProtoUDP, uint16(n-encap.IPv4MinLen))
-	binary.BigEndian.PutUint16(b[26:], encap.Checksum(b[encap.IPv4MinLen:], sum))
-	return b
+	return pkttest.IPv4{Src: src, Dst: dst, TTL: ttl, DF: df, ID: 0x4242}.UDP(40000, dport, payload)
 }
 
 // fzFromPeer wraps inner as the peer node sends it to us: the sender
 // byte (fzSenders) and the VXLAN payload.
 func fzFromPeer(vni uint32, inner []byte) []byte {
-	buf := make([]byte, encap.Headroom+len(inner))
-	copy(buf[encap.Headroom:], inner)
-	o, err := encap.EncapVXLAN(buf, encap.Headroom, len(inner), vni, encap.TunnelMAC(fzNodeIP), encap.TunnelMAC(fzPeerIP))
-	if err != nil {
-		panic(err)
-	}
-	return append([]byte{0}, buf[o:]...)
+	frame := pkttest.Ethernet(encap.TunnelMAC(fzNodeIP), encap.TunnelMAC(fzPeerIP), encap.EtherTypeIPv4, inner)
+	return append([]byte{0}, pkttest.VXLAN(vni, frame)...)
 }
 
 // fzFromVTEP wraps an Ethernet frame the way the VTEP's Linux vxlan
 // device sends it.
 func fzFromVTEP(vni uint32, frame []byte) []byte {
-	buf := make([]byte, encap.Headroom+len(frame))
-	copy(buf[encap.Headroom:], frame)
-	o, err := encap.EncapVXLANFrame(buf, encap.Headroom, vni)
-	if err != nil {
-		panic(err)
-	}
-	return append([]byte{1}, buf[o:]...)
+	return append([]byte{1}, pkttest.VXLAN(vni, frame)...)
 }
 
 func fzARPRequest(target netip.Addr) []byte {
@@ -400,11 +383,7 @@ func fzARPRequest(target netip.Addr) []byte {
 }
 
 func fzVTEPIPv4(dst netip.Addr) []byte {
-	ip := fzUDP(fzVTEPHost, dst, 5201, 64, false, 16)
-	f := make([]byte, encap.EthernetLen+len(ip))
-	encap.Ethernet(f).Encode(encap.TunnelMAC(fzNodeIP), fzVTEPMAC, encap.EtherTypeIPv4)
-	copy(f[encap.EthernetLen:], ip)
-	return f
+	return pkttest.Ethernet(encap.TunnelMAC(fzNodeIP), fzVTEPMAC, encap.EtherTypeIPv4, fzUDP(fzVTEPHost, dst, 5201, 64, false, 16))
 }
 
 func fzMutate(b []byte, f func(b []byte)) []byte {

@@ -8,6 +8,7 @@ import (
 	"github.com/vxdp/vxdp/dataplane/fake"
 	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
+	"github.com/vxdp/vxdp/internal/pkttest"
 )
 
 func genevePair(t *testing.T) (*testNode, *testNode) {
@@ -43,14 +44,11 @@ func TestGeneveCrossNode(t *testing.T) {
 // lets mod break it.
 func geneveWire(t *testing.T, vni uint32, opts []encap.GeneveOption, mod func(g []byte)) fake.Datagram {
 	inner := udpPacket(pod1, pod2, 1, 2, 64, false, []byte("x"))
-	buf := make([]byte, encap.Headroom+len(inner))
-	copy(buf[encap.Headroom:], inner)
-	o, err := encap.EncapGeneve(buf, encap.Headroom, len(inner), vni, opts, encap.TunnelMAC(node2IP), encap.TunnelMAC(node1IP))
-	must(t, err)
+	g := pkttest.Geneve(vni, opts, pkttest.Ethernet(encap.TunnelMAC(node2IP), encap.TunnelMAC(node1IP), encap.EtherTypeIPv4, inner))
 	if mod != nil {
-		mod(buf[o:])
+		mod(g)
 	}
-	return fake.Datagram{Payload: buf[o:], Meta: packetio.Meta{Remote: netip.AddrPortFrom(node1IP, 50000), LocalPort: encap.GenevePort}}
+	return fake.Datagram{Payload: g, Meta: packetio.Meta{Remote: netip.AddrPortFrom(node1IP, 50000), LocalPort: encap.GenevePort}}
 }
 
 func TestGeneveReceiveRules(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/dataplane/fake"
 	"github.com/vxdp/vxdp/encap"
+	"github.com/vxdp/vxdp/internal/pkttest"
 )
 
 var (
@@ -36,11 +37,7 @@ func vtepNode(t *testing.T) (*testNode, *fake.Underlay) {
 // vmFrame wraps an inner Ethernet frame the way a Linux vxlan device
 // would, sent from the VM to the VTEP port.
 func vmFrame(t *testing.T, vni uint32, frame []byte) fake.Datagram {
-	buf := make([]byte, encap.Headroom+len(frame))
-	copy(buf[encap.Headroom:], frame)
-	o, err := encap.EncapVXLANFrame(buf, encap.Headroom, vni)
-	must(t, err)
-	return fake.Datagram{Payload: buf[o:], Meta: packetio.Meta{Remote: netip.AddrPortFrom(vmIP, 40000), LocalPort: dataplane.VTEPPort}}
+	return fake.Datagram{Payload: pkttest.VXLAN(vni, frame), Meta: packetio.Meta{Remote: netip.AddrPortFrom(vmIP, 40000), LocalPort: dataplane.VTEPPort}}
 }
 
 // expectNoSend fails if u sends anything soon.

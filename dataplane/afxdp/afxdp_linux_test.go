@@ -3,7 +3,6 @@ package afxdp
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vxdp/vxdp/encap"
+	"github.com/vxdp/vxdp/internal/pkttest"
 )
 
 const (
@@ -45,26 +47,25 @@ func readN(q *Queue, want int) ([][]byte, error) {
 	return got, nil
 }
 
-// checkUDP verifies an IPv4/UDP packet and returns its payload.
+// checkUDP verifies an IPv4/UDP packet (lengths, header checksum, no
+// options) from src (any port when src's is 0) to dst and returns its
+// payload.
 func checkUDP(p []byte, src, dst netip.AddrPort) ([]byte, error) {
-	if len(p) < 28 || p[0] != 0x45 || p[9] != 17 {
-		return nil, fmt.Errorf("not IPv4/UDP without options: % x", p[:min(len(p), 28)])
+	ip := encap.IPv4(p)
+	if len(p) < encap.OuterV4Len || !ip.IsValid(len(p)) || ip.HeaderLen() != encap.IPv4MinLen || ip.TotalLen() != len(p) || !ip.HeaderChecksumValid() {
+		return nil, fmt.Errorf("not an IPv4/UDP packet of its length without options: % x", p[:min(len(p), 28)])
 	}
-	if int(binary.BigEndian.Uint16(p[2:])) != len(p) {
-		return nil, fmt.Errorf("IPv4 total length %d, packet %d bytes", binary.BigEndian.Uint16(p[2:]), len(p))
+	u, ok := pkttest.ParseUDP4(p)
+	if !ok {
+		return nil, fmt.Errorf("not UDP: % x", p[:28])
 	}
-	if sum16(p[:20], 0) != 0 {
-		return nil, fmt.Errorf("bad IPv4 header checksum")
+	if u.Src.Addr() != src.Addr() || (src.Port() != 0 && u.Src.Port() != src.Port()) || u.Dst != dst {
+		return nil, fmt.Errorf("%v -> %v, want %v -> %v", u.Src, u.Dst, src, dst)
 	}
-	s := netip.AddrPortFrom(netip.AddrFrom4([4]byte(p[12:16])), binary.BigEndian.Uint16(p[20:]))
-	d := netip.AddrPortFrom(netip.AddrFrom4([4]byte(p[16:20])), binary.BigEndian.Uint16(p[22:]))
-	if s.Addr() != src.Addr() || (src.Port() != 0 && s.Port() != src.Port()) || d != dst {
-		return nil, fmt.Errorf("%v -> %v, want %v -> %v", s, d, src, dst)
+	if encap.UDP(p[encap.IPv4MinLen:]).Length() != len(p)-encap.IPv4MinLen {
+		return nil, fmt.Errorf("UDP length %d, want %d", encap.UDP(p[encap.IPv4MinLen:]).Length(), len(p)-encap.IPv4MinLen)
 	}
-	if int(binary.BigEndian.Uint16(p[24:])) != len(p)-20 {
-		return nil, fmt.Errorf("UDP length %d, want %d", binary.BigEndian.Uint16(p[24:]), len(p)-20)
-	}
-	return p[28:], nil
+	return u.Payload, nil
 }
 
 // TestTraffic is the end-to-end test on a veth pair: tunnel traffic to

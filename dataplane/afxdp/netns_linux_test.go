@@ -1,7 +1,6 @@
 package afxdp
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +10,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/vxdp/vxdp/internal/pkttest"
 
 	"github.com/vxdp/vxdp/internal/nstest"
 	"golang.org/x/sys/unix"
@@ -134,49 +135,10 @@ func xdpShown(t *testing.T, ns *nstest.Netns, dev string) (bool, string) {
 	return xdpAttachedRE.MatchString(out), out
 }
 
-func sum16(b []byte, sum uint32) uint16 {
-	for len(b) >= 2 {
-		sum += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
-}
-
-// udpPacket builds an IPv4/UDP packet with valid checksums, as the engine
-// would, starting at offset in a buffer with that much headroom.
+// udpPacket builds an IPv4/UDP packet with valid checksums starting at
+// offset in a buffer with that much headroom.
 func udpPacket(src, dst netip.AddrPort, payload []byte, offset int) []byte {
-	buf := make([]byte, offset+28+len(payload))
-	p := buf[offset:]
-	p[0] = 0x45
-	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
-	p[8] = 64
-	p[9] = unix.IPPROTO_UDP
-	s, d := src.Addr().As4(), dst.Addr().As4()
-	copy(p[12:], s[:])
-	copy(p[16:], d[:])
-	binary.BigEndian.PutUint16(p[10:], sum16(p[:20], 0))
-	u := p[20:]
-	binary.BigEndian.PutUint16(u[0:], src.Port())
-	binary.BigEndian.PutUint16(u[2:], dst.Port())
-	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
-	copy(u[8:], payload)
-	var pseudo uint32
-	for i := 12; i < 20; i += 2 {
-		pseudo += uint32(p[i])<<8 | uint32(p[i+1])
-	}
-	pseudo += unix.IPPROTO_UDP + uint32(len(u))
-	c := sum16(u, pseudo)
-	if c == 0 {
-		c = 0xffff
-	}
-	binary.BigEndian.PutUint16(u[6:], c)
-	return buf
+	return append(make([]byte, offset), pkttest.UDP4(src, dst, payload)...)
 }
 
 // closeAfter closes u if the test is still running after d: a Read that
