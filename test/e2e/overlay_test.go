@@ -82,6 +82,10 @@ func TestOverlay(t *testing.T) {
 	t.Run("capture shows VXLAN with the sender's identity", func(t *testing.T) {
 		// inner source -> VNI seen on the wire
 		seen := map[string]map[uint32]int{}
+		// inner source and destination -> outer source ports node1 sent
+		// them from: one per flow, and the flows spread over several.
+		ports := map[string]map[layers.UDPPort]bool{}
+		node1Ports := map[layers.UDPPort]bool{}
 		for _, f := range frames {
 			p := nstest.Decode(f)
 			ip4, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
@@ -113,6 +117,14 @@ func TestOverlay(t *testing.T) {
 			if seen[src] == nil {
 				seen[src] = map[uint32]int{}
 			}
+			if ip4.SrcIP.String() == "10.169.72.233" {
+				flow := src + ">" + inner.DstIP.String()
+				if ports[flow] == nil {
+					ports[flow] = map[layers.UDPPort]bool{}
+				}
+				ports[flow][udp.SrcPort] = true
+				node1Ports[udp.SrcPort] = true
+			}
 			seen[src][vx.VNI]++
 			if strings.HasPrefix(src, "10.1.1.") && strings.HasPrefix(inner.DstIP.String(), "10.1.1.") {
 				t.Errorf("same-node traffic %s -> %s went over the underlay", src, inner.DstIP)
@@ -130,6 +142,14 @@ func TestOverlay(t *testing.T) {
 			if len(seen[src]) != 1 || seen[src][vni] == 0 {
 				t.Errorf("inner source %s: VNIs on the wire %v, want only %d", src, seen[src], vni)
 			}
+		}
+		for flow, ps := range ports {
+			if len(ps) != 1 {
+				t.Errorf("flow %s left node1 from %d source ports %v, want one", flow, len(ps), ps)
+			}
+		}
+		if len(ports) < 3 || len(node1Ports) < 2 {
+			t.Errorf("%d flows from node1 used %d outer source port(s): flows are not spread", len(ports), len(node1Ports))
 		}
 	})
 
