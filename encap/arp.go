@@ -52,13 +52,13 @@ func (b ARP) IsValid() bool {
 }
 
 func (b ARP) Operation() uint16    { return binary.BigEndian.Uint16(b[ARPOperationOffset:]) }
-func (b ARP) SenderMAC() MAC       { return MAC(b[ARPSenderMACOffset:]) }
+func (b ARP) SenderMAC() MAC       { return MAC(b[ARPSenderMACOffset : ARPSenderMACOffset+6]) }
 func (b ARP) SenderIP() netip.Addr { return netip.AddrFrom4(b.senderIP4()) }
-func (b ARP) TargetMAC() MAC       { return MAC(b[ARPTargetMACOffset:]) }
+func (b ARP) TargetMAC() MAC       { return MAC(b[ARPTargetMACOffset : ARPTargetMACOffset+6]) }
 func (b ARP) TargetIP() netip.Addr { return netip.AddrFrom4(b.targetIP4()) }
 
-func (b ARP) senderIP4() [4]byte { return [4]byte(b[ARPSenderIPOffset:]) }
-func (b ARP) targetIP4() [4]byte { return [4]byte(b[ARPTargetIPOffset:]) }
+func (b ARP) senderIP4() [4]byte { return [4]byte(b[ARPSenderIPOffset : ARPSenderIPOffset+4]) }
+func (b ARP) targetIP4() [4]byte { return [4]byte(b[ARPTargetIPOffset : ARPTargetIPOffset+4]) }
 
 func (b ARP) setOperation(op uint16) { binary.BigEndian.PutUint16(b[ARPOperationOffset:], op) }
 
@@ -68,10 +68,10 @@ func (b ARP) setOperation(op uint16) { binary.BigEndian.PutUint16(b[ARPOperation
 func (b ARP) TurnIntoReply(mac MAC) {
 	sha, spa, tpa := b.SenderMAC(), b.senderIP4(), b.targetIP4()
 	b.setOperation(ARPReply)
-	copy(b[ARPSenderMACOffset:], mac[:])
-	copy(b[ARPSenderIPOffset:], tpa[:])
-	copy(b[ARPTargetMACOffset:], sha[:])
-	copy(b[ARPTargetIPOffset:], spa[:])
+	copy(b[ARPSenderMACOffset:ARPSenderMACOffset+6], mac[:])
+	copy(b[ARPSenderIPOffset:ARPSenderIPOffset+4], tpa[:])
+	copy(b[ARPTargetMACOffset:ARPTargetMACOffset+6], sha[:])
+	copy(b[ARPTargetIPOffset:ARPTargetIPOffset+4], spa[:])
 }
 
 // EncodeRequest writes a request from (sha, spa) for tpa.
@@ -80,8 +80,8 @@ func (b ARP) EncodeRequest(sha MAC, spa, tpa [4]byte) {
 	binary.BigEndian.PutUint16(b[ARPProtocolTypeOffset:], EtherTypeIPv4)
 	b[ARPHardwareLenOffset], b[ARPProtocolLenOffset] = 6, 4
 	b.setOperation(ARPRequest)
-	copy(b[ARPSenderMACOffset:], sha[:])
-	copy(b[ARPSenderIPOffset:], spa[:])
+	copy(b[ARPSenderMACOffset:ARPSenderMACOffset+6], sha[:])
+	copy(b[ARPSenderIPOffset:ARPSenderIPOffset+4], spa[:])
 	clear(b[ARPTargetMACOffset : ARPTargetMACOffset+6])
-	copy(b[ARPTargetIPOffset:], tpa[:])
+	copy(b[ARPTargetIPOffset:ARPTargetIPOffset+4], tpa[:])
 }

@@ -57,16 +57,18 @@ func (m MAC) String() string {
 // all zeros.
 func (m MAC) IsUnicast() bool { return m[0]&1 == 0 && m != MAC{} }
 
-func (b Ethernet) Destination() MAC { return MAC(b[EthernetDestinationOffset:]) }
-func (b Ethernet) Source() MAC      { return MAC(b[EthernetSourceOffset:]) }
+func (b Ethernet) Destination() MAC {
+	return MAC(b[EthernetDestinationOffset : EthernetDestinationOffset+6])
+}
+func (b Ethernet) Source() MAC { return MAC(b[EthernetSourceOffset : EthernetSourceOffset+6]) }
 func (b Ethernet) EtherType() uint16 {
 	return binary.BigEndian.Uint16(b[EthernetTypeOffset:])
 }
 
 // Encode writes the header.
 func (b Ethernet) Encode(dst, src MAC, etherType uint16) {
-	copy(b[EthernetDestinationOffset:], dst[:])
-	copy(b[EthernetSourceOffset:], src[:])
+	copy(b[EthernetDestinationOffset:EthernetDestinationOffset+6], dst[:])
+	copy(b[EthernetSourceOffset:EthernetSourceOffset+6], src[:])
 	binary.BigEndian.PutUint16(b[EthernetTypeOffset:], etherType)
 }
 

@@ -75,7 +75,9 @@ func (b IPv4) IsValid(pktSize int) bool {
 	if len(b) < IPv4MinLen || pktSize < IPv4MinLen || pktSize > len(b) {
 		return false
 	}
-	if IPVersion(b) != IPv4Version {
+	// Not IPVersion: its length check would push IsValid over the
+	// inlining budget, and the packet path calls it on every packet.
+	if b[IPv4VersionIHLOffset]>>4 != IPv4Version {
 		return false
 	}
 	hl := b.HeaderLen()
@@ -202,8 +204,8 @@ func (b IPv4) Encode(f *IPv4Fields) {
 	binary.BigEndian.PutUint16(b[IPv4FlagsFragOffset:], flags)
 	b[IPv4TTLOffset] = f.TTL
 	b[IPv4ProtocolOffset] = f.Protocol
-	copy(b[IPv4SourceAddrOffset:], f.Source[:])
-	copy(b[IPv4DestinationAddrOffset:], f.Destination[:])
+	copy(b[IPv4SourceAddrOffset:IPv4SourceAddrOffset+4], f.Source[:])
+	copy(b[IPv4DestinationAddrOffset:IPv4DestinationAddrOffset+4], f.Destination[:])
 	b.setHeaderChecksum(0)
 	b.setHeaderChecksum(Checksum(b[:IPv4MinLen], 0))
 }

@@ -65,10 +65,10 @@ func (b IPv6) PayloadLen() int   { return int(binary.BigEndian.Uint16(b[IPv6Payl
 func (b IPv6) NextHeader() uint8 { return b[IPv6NextHeaderOffset] }
 func (b IPv6) HopLimit() uint8   { return b[IPv6HopLimitOffset] }
 func (b IPv6) SourceAddr() netip.Addr {
-	return netip.AddrFrom16([16]byte(b[IPv6SourceAddrOffset:]))
+	return netip.AddrFrom16([16]byte(b[IPv6SourceAddrOffset : IPv6SourceAddrOffset+16]))
 }
 func (b IPv6) DestinationAddr() netip.Addr {
-	return netip.AddrFrom16([16]byte(b[IPv6DestinationAddrOffset:]))
+	return netip.AddrFrom16([16]byte(b[IPv6DestinationAddrOffset : IPv6DestinationAddrOffset+16]))
 }
 
 // TotalLen is the packet length the header claims: the fixed header and

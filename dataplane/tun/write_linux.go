@@ -29,13 +29,15 @@ type writeState struct {
 	txErrors  atomic.Uint64
 	merged    atomic.Uint64          // TCP segments written inside merged super-packets
 	usoMerged atomic.Uint64          // UDP datagrams written inside merged super-packets
-	mergedMax atomic.Uint64          // the largest merged super-packet
+	mergedMax atomic.Uint64          // the largest merged super-packet, TCP or UDP
 	usoOff    atomic.Pointer[string] // why UDP datagrams are no longer merged
 }
 
-// Write writes each bufs[i][offset:] as one packet with one write(2). A
-// packet the kernel rejects (not IPv4/IPv6, too short, ...) is skipped and
-// counted in TXErrors. It returns the number of packets the kernel accepted;
+// Write writes each bufs[i][offset:] as one packet with one write(2), or,
+// on a device with offloads, merges runs of one flow's TCP segments or UDP
+// datagrams into super-packets written with one writev(2) each (gro.go).
+// A packet the kernel rejects (not IPv4/IPv6, too short, ...) is skipped
+// and counted in TXErrors. It returns the number of packets the kernel accepted;
 // the error is non-nil only when the device is unusable: closed
 // (net.ErrClosed) or deleted by the kernel (ErrInterfaceGone).
 func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
