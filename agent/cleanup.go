@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
@@ -22,7 +21,7 @@ func Cleanup(cfg *config.Config, log *zap.Logger) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	path := filepath.Join(cfg.StateDir, "state-"+cfg.NodeIP.String()+".json")
+	path := stateFile(cfg.StateDir, cfg.NodeIP)
 	st, err := loadState(path)
 	if err != nil {
 		return err
@@ -31,7 +30,7 @@ func Cleanup(cfg *config.Config, log *zap.Logger) error {
 	seen := map[string]bool{}
 	eps := st.Endpoints
 	for _, ep := range cfg.Endpoints {
-		eps = append(eps, stateEndpoint{EndpointSpec: endpointSpec(ep)})
+		eps = append(eps, stateEndpoint{Name: ep.Name, Netns: ep.Netns, Ifname: ep.Ifname})
 	}
 	for _, ep := range eps {
 		if seen[ep.Name] {

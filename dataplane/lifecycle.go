@@ -131,27 +131,6 @@ func (e *Engine) Stuck(limit time.Duration) []string {
 	return out
 }
 
-// HangWorker makes the worker of the named endpoint block in its next
-// batch until the engine closes. It exists to test watchdogs, which must
-// notice; nothing else calls it.
-func (e *Engine) HangWorker(endpoint string) error {
-	e.mu.Lock()
-	ep, ok := e.endpoints[endpoint]
-	e.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("endpoint %s: %w", endpoint, ErrNotFound)
-	}
-	e.workersMu.Lock()
-	defer e.workersMu.Unlock()
-	for w := range e.workers {
-		if w.ep == ep {
-			w.hang.Store(true)
-			return nil
-		}
-	}
-	return fmt.Errorf("endpoint %s worker: %w", endpoint, ErrNotFound)
-}
-
 // Problems lists what makes the engine unhealthy; empty when it is fine.
 func (e *Engine) Problems() []string {
 	var p []string

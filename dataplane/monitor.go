@@ -38,18 +38,18 @@ type rawEvent struct {
 
 // Event is one monitor event as the API streams it.
 type Event struct {
-	Time     time.Time `json:"time"`
-	Type     string    `json:"type"`
-	Reason   string    `json:"reason"`
-	Device   string    `json:"device"`
-	Source   string    `json:"source"`
-	Protocol string    `json:"protocol,omitempty"`
-	Src      string    `json:"src,omitempty"`
-	Dst      string    `json:"dst,omitempty"`
-	Identity uint32    `json:"identity,omitempty"`
-	OuterSrc string    `json:"outer_src,omitempty"`
-	OuterDst string    `json:"outer_dst,omitempty"`
-	Bytes    int       `json:"bytes"`
+	Time     time.Time
+	Type     string
+	Reason   string
+	Device   string
+	Source   string
+	Protocol string
+	Src      string
+	Dst      string
+	Identity uint32
+	OuterSrc string
+	OuterDst string
+	Bytes    int
 }
 
 type monitor struct {

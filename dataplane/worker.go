@@ -64,9 +64,8 @@ type worker struct {
 
 	// busy is when the batch in progress started (UnixNano), 0 while the
 	// worker waits in Read; a batch that takes seconds means a stuck
-	// worker. hang is a test hook that makes the next batch block.
+	// worker.
 	busy atomic.Int64
-	hang atomic.Bool
 
 	// cur is the packet being handled, for drop events; tokens and
 	// lastEvent rate-limit them.
@@ -133,9 +132,6 @@ func (w *worker) run() {
 func (w *worker) process(n int) {
 	w.busy.Store(time.Now().UnixNano())
 	defer w.busy.Store(0)
-	if w.hang.Load() {
-		<-w.e.stop
-	}
 	snap := w.e.state.Load()
 	if t := w.e.tapFor(w.tapDev); t != nil {
 		for i := 0; i < n; i++ {

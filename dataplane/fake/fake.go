@@ -28,6 +28,7 @@ type Device struct {
 	rx     [][]byte // waiting to be read
 	sent   [][]byte // written, when not attached to a hub
 	closed bool
+	stall  bool // Write waits until Resume or Close
 }
 
 // New returns a device that reads at most batch packets per call.
@@ -72,6 +73,9 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 // Write implements packetio.Device.
 func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 	d.mu.Lock()
+	for d.stall && !d.closed {
+		d.cond.Wait()
+	}
 	if d.closed {
 		d.mu.Unlock()
 		return 0, net.ErrClosed
@@ -90,6 +94,22 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 		hub.carry(b[offset:])
 	}
 	return len(bufs), nil
+}
+
+// Stall makes Write block, as a device stuck in its driver would, until
+// Resume or Close.
+func (d *Device) Stall() {
+	d.mu.Lock()
+	d.stall = true
+	d.mu.Unlock()
+}
+
+// Resume lets writes through again after Stall.
+func (d *Device) Resume() {
+	d.mu.Lock()
+	d.stall = false
+	d.mu.Unlock()
+	d.cond.Broadcast()
 }
 
 // BatchSize implements packetio.Device.
