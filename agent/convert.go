@@ -98,5 +98,5 @@ func parseCapturePoint(s string) (dataplane.CapturePoint, error) {
 	case strings.HasPrefix(s, "pod:") && len(s) > len("pod:"):
 		return dataplane.CapturePoint{Kind: dataplane.CaptureEndpoint, Endpoint: s[len("pod:"):]}, nil
 	}
-	return dataplane.CapturePoint{}, fmt.Errorf("capture point %q: want underlay, host or pod:NAME", s)
+	return dataplane.CapturePoint{}, fmt.Errorf("capture point %q: want underlay, host or pod:NAME: %w", s, dataplane.ErrInvalid)
 }

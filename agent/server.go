@@ -335,9 +335,10 @@ func (a *Agent) getMonitor(w http.ResponseWriter, r *http.Request) {
 // getCapture streams the packets at a capture point as a pcap file (raw
 // IPv4 link type: pod, host and underlay devices all carry IP packets).
 func (a *Agent) getCapture(w http.ResponseWriter, r *http.Request) {
-	point, err := parseCapturePoint(r.URL.Query().Get("point"))
+	name := r.URL.Query().Get("point")
+	point, err := parseCapturePoint(name)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeResult(w, err, nil)
 		return
 	}
 	count := 0
@@ -352,8 +353,11 @@ func (a *Agent) getCapture(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	pkts, err := a.eng.Capture(ctx, point)
+	if point.Kind == dataplane.CaptureEndpoint && errors.Is(err, dataplane.ErrNotFound) {
+		err = dataplane.ErrNotFound // "pod:NAME" already names the endpoint
+	}
 	if err != nil {
-		writeResult(w, fmt.Errorf("capture point %s: %w", r.URL.Query().Get("point"), err), nil)
+		writeResult(w, fmt.Errorf("capture point %s: %w", name, err), nil)
 		return
 	}
 	fl, _ := w.(http.Flusher)
