@@ -240,4 +240,3 @@ func (a *Agent) Close() error {
 	a.log.Info("agent stopped")
 	return errors.Join(errs...)
 }
-
