@@ -8,6 +8,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 
+	"github.com/vxdp/vxdp/api"
 	"github.com/vxdp/vxdp/config"
 	"github.com/vxdp/vxdp/dataplane/tun"
 )
@@ -30,7 +31,7 @@ func Cleanup(cfg *config.Config, log *zap.Logger) error {
 	seen := map[string]bool{}
 	eps := st.Endpoints
 	for _, ep := range cfg.Endpoints {
-		eps = append(eps, stateEndpoint{Name: ep.Name, Netns: ep.Netns, Ifname: ep.Ifname})
+		eps = append(eps, stateEndpoint{Endpoint: api.Endpoint{Name: ep.Name, Netns: ep.Netns, Ifname: ep.Ifname}})
 	}
 	for _, ep := range eps {
 		if seen[ep.Name] {

@@ -40,8 +40,8 @@ endpoints:
 			{Name: "bad", IP: addr("192.0.2.4"), PodCIDR: prefix("10.1.2.0/25"), Source: fromAPI},
 		},
 		Endpoints: []stateEndpoint{
-			{Name: "pa", IP: addr("10.1.1.10"), Netns: "/run/netns/pa"}, // the file's: not re-added
-			{Name: "pz", IP: addr("10.1.1.30"), Netns: "/run/netns/pz", FromAPI: true},
+			{Endpoint: api.Endpoint{Name: "pa", IP: addr("10.1.1.10"), Netns: "/run/netns/pa"}}, // the file's: not re-added
+			{Endpoint: api.Endpoint{Name: "pz", IP: addr("10.1.1.30"), Netns: "/run/netns/pz"}, FromAPI: true},
 		},
 		VTEPs: &vteps,
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/vxdp/vxdp/api"
 	"github.com/vxdp/vxdp/dataplane"
-	"github.com/vxdp/vxdp/identity"
 )
 
 // state is what a restarted agent needs to take over from one that died:
@@ -20,7 +19,7 @@ import (
 // else's), and what the API changed that the configuration file does not
 // say. It is written after every change and removed on a clean stop. Its
 // JSON is read by the next agent, maybe of another version: keep the field
-// names. Nodes and VTEPs are kept as the API shows them.
+// names. Endpoints, nodes and VTEPs are kept as the API shows them.
 type state struct {
 	Endpoints []stateEndpoint `json:"endpoints"`
 	Nodes     []api.Node      `json:"nodes"`           // added through the API
@@ -28,13 +27,8 @@ type state struct {
 }
 
 type stateEndpoint struct {
-	Name      string        `json:"name"`
-	IP        netip.Addr    `json:"ip"`
-	Netns     string        `json:"netns"`
-	Ifname    string        `json:"ifname"`
-	Identity  identity.ID   `json:"identity"`
-	AllowFrom []identity.ID `json:"allow_from"`
-	FromAPI   bool          `json:"from_api,omitempty"`
+	api.Endpoint
+	FromAPI bool `json:"from_api,omitempty"`
 }
 
 func (s stateEndpoint) spec() dataplane.EndpointSpec {
@@ -79,8 +73,7 @@ func (a *Agent) writeState() error {
 	defer a.stateMu.Unlock()
 	var s state
 	for _, ep := range a.eng.Endpoints() {
-		s.Endpoints = append(s.Endpoints, stateEndpoint{Name: ep.Name, IP: ep.IP, Netns: ep.Netns, Ifname: ep.Ifname,
-			Identity: ep.Identity, AllowFrom: ep.AllowFrom, FromAPI: !a.configEndpoints[ep.Name]})
+		s.Endpoints = append(s.Endpoints, stateEndpoint{Endpoint: apiEndpoint(ep), FromAPI: !a.configEndpoints[ep.Name]})
 	}
 	for _, n := range a.nodes.from(a.eng, fromAPI) {
 		s.Nodes = append(s.Nodes, api.Node{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, Source: fromAPI})
