@@ -282,6 +282,7 @@ func openHostDevice(log *zap.Logger, addr netip.Prefix, mtu int, adopt bool) (*t
 			d.Close()
 			return nil, nil, fmt.Errorf("host device: %w", err)
 		}
+		hostSysctls(log)
 		return d, func() { d.Close() }, nil
 	}
 	if err != nil {
