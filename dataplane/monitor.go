@@ -36,7 +36,7 @@ type rawEvent struct {
 	data   [eventSnap]byte
 }
 
-// Event is one monitor event as the API streams it.
+// Event is one decoded monitor event.
 type Event struct {
 	Time     time.Time
 	Type     string

@@ -7,7 +7,8 @@ import (
 	"github.com/vxdp/vxdp/encap"
 )
 
-// Endpoint is an endpoint as the API shows it.
+// Endpoint is an endpoint with the name of its device inside the pod and
+// its MTU.
 type Endpoint struct {
 	EndpointSpec
 	Device string
