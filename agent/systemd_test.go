@@ -69,23 +69,27 @@ func TestWatchdog(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 
 	from := time.Now()
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
 	if c := notify.since(from); c < 3 || !ta.alive() {
-		t.Fatalf("%d pings in 300 ms from a healthy agent (alive %v)", c, ta.alive())
+		t.Fatalf("%d pings in 500 ms from a healthy agent (alive %v)", c, ta.alive())
 	}
 
 	// Pod pa's packet for the world goes to the host device, which stops
 	// taking packets: pa's worker is stuck in that write.
 	ta.host.Stall()
 	ta.pod(t, "pa").Inject(ipv4UDP(addr("10.1.1.10").As4(), addr("198.51.100.1").As4()))
-	time.Sleep(stuckLimit + 200*time.Millisecond)
-	from = time.Now()
-	time.Sleep(300 * time.Millisecond)
-	if c := notify.since(from); c != 0 {
-		t.Fatalf("%d pings while a worker is stuck", c)
+	deadline := time.Now().Add(stuckLimit + 5*time.Second)
+	for ta.alive() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
 	}
 	if ta.alive() {
 		t.Fatal("alive while a worker is stuck")
+	}
+	time.Sleep(100 * time.Millisecond) // a ping decided before may still be on its way
+	from = time.Now()
+	time.Sleep(500 * time.Millisecond)
+	if c := notify.since(from); c != 0 {
+		t.Fatalf("%d pings while a worker is stuck", c)
 	}
 
 	ta.host.Resume()
@@ -93,7 +97,7 @@ func TestWatchdog(t *testing.T) {
 		t.Fatalf("host device got %d packets after Resume", len(got))
 	}
 	from = time.Now()
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
 	if c := notify.since(from); c < 3 || !ta.alive() {
 		t.Fatalf("%d pings after the worker got unstuck (alive %v)", c, ta.alive())
 	}
