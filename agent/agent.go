@@ -136,6 +136,8 @@ func start(cfg *config.Config, log *zap.Logger, undo *undoStack) (*Agent, error)
 		undo.push(func() { routes.DelRoute(cfg.ClusterCIDR) })
 	}
 
+	// From here a has its engine; should a phase below fail, a is dropped,
+	// never closed: the undo functions own what it holds.
 	a := &Agent{cfg: cfg, log: log, started: time.Now(), under: under, forwardingWas: fwdWas, eng: eng,
 		routes: routes, kv: kv, ln: ln, nodes: newNodeBook(), configEndpoints: map[string]bool{}}
 	if err := a.applyConfig(st); err != nil {
