@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 
+	"github.com/vxdp/vxdp/api"
 	"github.com/vxdp/vxdp/config"
 	"github.com/vxdp/vxdp/dataplane/tun"
 )
@@ -22,7 +22,7 @@ func Cleanup(cfg *config.Config, log *zap.Logger) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	path := filepath.Join(cfg.StateDir, "state-"+cfg.NodeIP.String()+".json")
+	path := stateFile(cfg.StateDir, cfg.NodeIP)
 	st, err := loadState(path)
 	if err != nil {
 		return err
@@ -31,7 +31,7 @@ func Cleanup(cfg *config.Config, log *zap.Logger) error {
 	seen := map[string]bool{}
 	eps := st.Endpoints
 	for _, ep := range cfg.Endpoints {
-		eps = append(eps, stateEndpoint{EndpointSpec: endpointSpec(ep)})
+		eps = append(eps, stateEndpoint{Endpoint: api.Endpoint{Name: ep.Name, Netns: ep.Netns, Ifname: ep.Ifname}})
 	}
 	for _, ep := range eps {
 		if seen[ep.Name] {

@@ -15,33 +15,33 @@ import (
 // openKVStore connects to etcd when kvstore is configured and, for
 // pod-cidr: auto, claims this node's block (keeping the one it had) and
 // validates the configuration again with it.
-func (a *Agent) openKVStore(ctx context.Context) error {
-	cfg := a.cfg
+func openKVStore(ctx context.Context, cfg *config.Config, log *zap.Logger) (*kvstore.Store, error) {
 	if cfg.KVStore == "" {
-		return nil
+		return nil, nil
 	}
 	opts, err := kvstore.ParseOptions(cfg.KVStoreOpt)
 	if err != nil {
-		return &config.Error{Key: "kvstore-opt", Reason: err.Error()}
+		return nil, &config.Error{Key: "kvstore-opt", Reason: err.Error()}
 	}
-	opts.Logger = a.log
+	opts.Logger = log
 	s, err := kvstore.Open(ctx, opts)
 	if err != nil {
-		return fmt.Errorf("kvstore etcd: %w", err)
+		return nil, fmt.Errorf("kvstore etcd: %w", err)
 	}
-	a.kv = s
 	if cfg.PodCIDRAuto && !cfg.PodCIDR.IsValid() {
 		p, err := s.ClaimPodCIDR(ctx, cfg.NodeName, cfg.ClusterCIDR, cfg.PodCIDRMaskSize)
 		if err != nil {
-			return fmt.Errorf("pod-cidr auto: %w", err)
+			s.Close()
+			return nil, fmt.Errorf("pod-cidr auto: %w", err)
 		}
 		cfg.PodCIDR = p
 		if err := cfg.Validate(); err != nil {
-			return err
+			s.Close()
+			return nil, err
 		}
-		a.log.Info("pod cidr claimed in etcd", zap.Stringer("pod-cidr", p))
+		log.Info("pod cidr claimed in etcd", zap.Stringer("pod-cidr", p))
 	}
-	return nil
+	return s, nil
 }
 
 // runKVStore publishes this node and applies the others' comings and
@@ -62,16 +62,16 @@ func (a *Agent) runKVStore(ctx context.Context) {
 		if n.Name == a.cfg.NodeName {
 			continue
 		}
-		cur, known := a.nodeByName(n.Name)
+		cur, origin, known := a.nodes.lookup(a.eng, n.Name)
 		switch ev.Kind {
 		case kvstore.EventDelete:
-			if known && cur.Source == "etcd" {
-				if err := a.eng.DelNode(n.Name); err != nil {
+			if known && origin == fromEtcd {
+				if err := a.nodes.del(a.eng, n.Name); err != nil {
 					a.log.Warn("remove etcd node", zap.String("node", n.Name), zap.Error(err))
 				}
 			}
 		case kvstore.EventPut:
-			if known && cur.Source != "etcd" {
+			if known && origin != fromEtcd {
 				if cur.IP != n.IP || cur.PodCIDR != n.PodCIDR {
 					a.log.Warn("etcd node conflicts with a configured one; the configured one stays",
 						zap.String("node", n.Name), zap.Stringer("etcd-ip", n.IP), zap.Stringer("ip", cur.IP))
@@ -82,26 +82,17 @@ func (a *Agent) runKVStore(ctx context.Context) {
 				continue
 			}
 			if known {
-				a.eng.DelNode(n.Name)
+				a.nodes.del(a.eng, n.Name)
 			}
 			if n.Protocol != "" && (n.Protocol != a.cfg.TunnelProtocol || (n.Port != 0 && n.Port != a.cfg.TunnelPort)) {
 				a.log.Warn("etcd node speaks another tunnel protocol or port; the cluster must agree",
 					zap.String("node", n.Name), zap.String("protocol", n.Protocol), zap.Uint16("port", n.Port))
 			}
-			if err := a.eng.AddNode(dataplane.NodeSpec{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, Source: "etcd"}); err != nil {
+			if err := a.nodes.add(a.eng, []dataplane.NodeSpec{{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR}}, fromEtcd); err != nil {
 				a.log.Warn("etcd node not added", zap.String("node", n.Name), zap.Error(err))
 			}
 		}
 	}
-}
-
-func (a *Agent) nodeByName(name string) (dataplane.NodeSpec, bool) {
-	for _, n := range a.eng.Nodes() {
-		if n.Name == name {
-			return n, true
-		}
-	}
-	return dataplane.NodeSpec{}, false
 }
 
 // watchVTEPRecords keeps the engine's VTEP table at the configured VTEPs

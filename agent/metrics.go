@@ -64,10 +64,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for reason, v := range st.Drops {
 		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(v), reason)
 	}
-	ch <- prometheus.MustNewConstMetric(descEndpoints, prometheus.GaugeValue, float64(len(e.Endpoints())))
-	ch <- prometheus.MustNewConstMetric(descNodes, prometheus.GaugeValue, float64(len(e.Nodes())))
-	ch <- prometheus.MustNewConstMetric(descVTEPs, prometheus.GaugeValue, float64(len(e.VTEPs())))
-	ch <- prometheus.MustNewConstMetric(descFIB, prometheus.GaugeValue, float64(len(e.FIB())))
+	n := e.Counts()
+	ch <- prometheus.MustNewConstMetric(descEndpoints, prometheus.GaugeValue, float64(n.Endpoints))
+	ch <- prometheus.MustNewConstMetric(descNodes, prometheus.GaugeValue, float64(n.Nodes))
+	ch <- prometheus.MustNewConstMetric(descVTEPs, prometheus.GaugeValue, float64(n.VTEPs))
+	ch <- prometheus.MustNewConstMetric(descFIB, prometheus.GaugeValue, float64(n.FIBEntries))
 	ch <- prometheus.MustNewConstMetric(descICMP, prometheus.CounterValue, float64(st.ICMPErrors))
 	ch <- prometheus.MustNewConstMetric(descARP, prometheus.CounterValue, float64(st.ARPReplies))
 	healthy := 0.0
@@ -83,10 +84,22 @@ func (a *Agent) alive() bool {
 	return len(a.eng.Stuck(stuckLimit)) == 0 && len(a.eng.Problems()) == 0
 }
 
-// startMetrics serves /metrics and /healthz on cfg.MetricsAddr.
-func (a *Agent) startMetrics() error {
-	if a.cfg.MetricsAddr == "" {
-		return nil
+// listenMetrics takes the metrics address (none when addr is empty).
+func listenMetrics(addr string) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("prometheus-serve-addr %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// serveMetrics serves /metrics and /healthz on ln (nil: nothing to serve).
+func (a *Agent) serveMetrics(ln net.Listener) {
+	if ln == nil {
+		return
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collector{a})
@@ -99,18 +112,13 @@ func (a *Agent) startMetrics() error {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	ln, err := net.Listen("tcp", a.cfg.MetricsAddr)
-	if err != nil {
-		return fmt.Errorf("prometheus-serve-addr %s: %w", a.cfg.MetricsAddr, err)
-	}
 	a.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := a.metrics.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Warn("metrics server", zap.Error(err))
 		}
 	}()
-	a.log.Info("metrics", zap.String("address", a.cfg.MetricsAddr))
-	return nil
+	a.log.Info("metrics", zap.String("address", ln.Addr().String()))
 }
 
 func (a *Agent) stopMetrics() {

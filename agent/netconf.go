@@ -87,18 +87,25 @@ func (h *hostRoutes) DelRoute(p netip.Prefix) error {
 	return nil
 }
 
+const ipForward = "/proc/sys/net/ipv4/ip_forward"
+
 // enableForwarding turns on IPv4 forwarding in the node's namespace, as
 // Cilium does in native mode, and returns the previous value.
 func enableForwarding() (string, error) {
-	const key = "/proc/sys/net/ipv4/ip_forward"
-	old, err := os.ReadFile(key)
+	old, err := os.ReadFile(ipForward)
 	if err != nil {
-		return "", fmt.Errorf("read %s: %w", key, err)
+		return "", fmt.Errorf("read %s: %w", ipForward, err)
 	}
-	if err := os.WriteFile(key, []byte("1"), 0o644); err != nil {
+	if err := os.WriteFile(ipForward, []byte("1"), 0o644); err != nil {
 		return "", fmt.Errorf("enable ip forwarding: %w", err)
 	}
 	return strings.TrimSpace(string(old)), nil
+}
+
+// restoreForwarding puts back the ip_forward value enableForwarding found,
+// when a start fails after it.
+func restoreForwarding(old string) {
+	_ = os.WriteFile(ipForward, []byte(old), 0o644)
 }
 
 // hostSysctls lets the host device take packets whose source is one of

@@ -47,18 +47,13 @@ func (a *Agent) Reload(n *config.Config) error {
 		}
 		newVTEPs = vs
 	}
-	type epPlan struct {
-		spec  dataplane.EndpointSpec
-		allow []identity.ID
-	}
-	wantEPs := map[string]epPlan{}
+	wantEPs := map[string]dataplane.EndpointSpec{}
 	for _, ep := range n.Endpoints {
-		allow, err := parseAllowFrom(ep.AllowFrom)
+		spec, err := configEndpoint(ep)
 		if err != nil {
-			return fmt.Errorf("endpoints %s allow-from: %w", ep.Name, err)
+			return err
 		}
-		wantEPs[ep.Name] = epPlan{dataplane.EndpointSpec{Name: ep.Name, IP: ep.IP, Netns: ep.Netns, Ifname: ep.Ifname,
-			Identity: identity.ID(ep.Identity), AllowFrom: allow}, allow}
+		wantEPs[ep.Name] = spec
 	}
 
 	if err := a.setLogLevel(n.LogLevel); err != nil {
@@ -68,10 +63,8 @@ func (a *Agent) Reload(n *config.Config) error {
 	// Nodes: only those that came from the configuration are managed here;
 	// nodes added through the API stay.
 	have := map[string]dataplane.NodeSpec{}
-	for _, nd := range a.eng.Nodes() {
-		if nd.Source == "config" {
-			have[nd.Name] = nd
-		}
+	for _, nd := range a.nodes.from(a.eng, fromConfig) {
+		have[nd.Name] = nd
 	}
 	want := map[string]config.Node{}
 	for _, nd := range n.Nodes {
@@ -79,7 +72,7 @@ func (a *Agent) Reload(n *config.Config) error {
 	}
 	for name, nd := range have {
 		if w, ok := want[name]; !ok || w.IP != nd.IP || w.PodCIDR != nd.PodCIDR {
-			if err := a.eng.DelNode(name); err != nil {
+			if err := a.nodes.del(a.eng, name); err != nil {
 				return err
 			}
 			changes = append(changes, "node -"+name)
@@ -90,9 +83,9 @@ func (a *Agent) Reload(n *config.Config) error {
 		if h, ok := have[name]; ok && h.IP == nd.IP && h.PodCIDR == nd.PodCIDR {
 			continue
 		}
-		add = append(add, dataplane.NodeSpec{Name: nd.Name, IP: nd.IP, PodCIDR: nd.PodCIDR, Source: "config"})
+		add = append(add, dataplane.NodeSpec{Name: nd.Name, IP: nd.IP, PodCIDR: nd.PodCIDR})
 	}
-	if err := a.eng.AddNodes(add); err != nil {
+	if err := a.nodes.add(a.eng, add, fromConfig); err != nil {
 		return err
 	}
 	for _, n := range add {
@@ -109,9 +102,9 @@ func (a *Agent) Reload(n *config.Config) error {
 			continue // added through the API
 		}
 		w, ok := wantEPs[name]
-		if ok && sameDevice(ep.EndpointSpec, w.spec) {
-			if !slices.Equal(ep.AllowFrom, w.allow) || (ep.AllowFrom == nil) != (w.allow == nil) {
-				if err := a.eng.SetPolicy(name, w.allow); err != nil {
+		if ok && sameDevice(ep.EndpointSpec, w) {
+			if !slices.Equal(ep.AllowFrom, w.AllowFrom) || (ep.AllowFrom == nil) != (w.AllowFrom == nil) {
+				if err := a.eng.SetPolicy(name, w.AllowFrom); err != nil {
 					return err
 				}
 				changes = append(changes, "policy "+name)
@@ -130,7 +123,7 @@ func (a *Agent) Reload(n *config.Config) error {
 		if _, ok := cur[name]; ok && a.configEndpoints[name] {
 			continue
 		}
-		if err := a.eng.AddEndpoint(w.spec); err != nil {
+		if err := a.eng.AddEndpoint(w); err != nil {
 			return err
 		}
 		a.stateMu.Lock()

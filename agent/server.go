@@ -25,13 +25,17 @@ import (
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", a.getStatus)
-	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.Stats()) })
+	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, apiStats(a.eng.Stats())) })
 	mux.HandleFunc("GET /v1/tunnels", a.getTunnels)
 	mux.HandleFunc("GET /v1/monitor", a.getMonitor)
 	mux.HandleFunc("GET /v1/capture", a.getCapture)
-	mux.HandleFunc("GET /v1/fib", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.FIB()) })
+	mux.HandleFunc("GET /v1/fib", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, convert(a.eng.FIB(), apiFIBEntry))
+	})
 	mux.HandleFunc("GET /v1/identities", a.getIdentities)
-	mux.HandleFunc("GET /v1/vteps", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.VTEPs()) })
+	mux.HandleFunc("GET /v1/vteps", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, convert(a.eng.VTEPs(), apiVTEP))
+	})
 	mux.HandleFunc("PUT /v1/vteps", a.putVTEPs)
 	mux.HandleFunc("POST /v1/vteps", a.postVTEP)
 	mux.HandleFunc("DELETE /v1/vteps/{addr}/{bits}", func(w http.ResponseWriter, r *http.Request) {
@@ -42,12 +46,14 @@ func (a *Agent) handler() http.Handler {
 		}
 		writeResult(w, a.vtepsChanged(a.eng.DelVTEP(p)), nil)
 	})
-	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.Nodes()) })
+	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.nodes.list(a.eng)) })
 	mux.HandleFunc("POST /v1/nodes", a.postNode)
 	mux.HandleFunc("DELETE /v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
-		writeResult(w, a.changed(a.eng.DelNode(r.PathValue("name"))), nil)
+		writeResult(w, a.changed(a.nodes.del(a.eng, r.PathValue("name"))), nil)
 	})
-	mux.HandleFunc("GET /v1/endpoints", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eng.Endpoints()) })
+	mux.HandleFunc("GET /v1/endpoints", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, convert(a.eng.Endpoints(), apiEndpoint))
+	})
 	mux.HandleFunc("POST /v1/endpoints", a.postEndpoint)
 	mux.HandleFunc("PUT /v1/endpoints/{name}/policy", a.putPolicy)
 	mux.HandleFunc("DELETE /v1/endpoints/{name}", func(w http.ResponseWriter, r *http.Request) {
@@ -65,6 +71,7 @@ func (a *Agent) handler() http.Handler {
 
 // Status reports the agent's state.
 func (a *Agent) Status() api.Status {
+	n := a.eng.Counts()
 	st := api.Status{
 		Healthy:        true,
 		NodeName:       a.cfg.NodeName,
@@ -74,21 +81,21 @@ func (a *Agent) Status() api.Status {
 		RoutingMode:    a.cfg.RoutingMode,
 		TunnelProtocol: a.cfg.TunnelProtocol,
 		TunnelPort:     a.cfg.TunnelPort,
-		Underlay:       a.underlayKind,
-		UnderlayReason: a.underlayReason,
-		Device:         a.device,
-		UnderlayMTU:    a.underlayMTU,
+		Underlay:       a.under.kind,
+		UnderlayReason: a.under.reason,
+		Device:         a.under.device,
+		UnderlayMTU:    a.under.mtu,
 		RouteMTU:       a.eng.RouteMTU(),
 		TunnelMAC:      a.eng.TunnelMAC().String(),
-		Endpoints:      len(a.eng.Endpoints()),
-		Nodes:          len(a.eng.Nodes()),
-		VTEPs:          len(a.eng.VTEPs()),
-		FIBEntries:     len(a.eng.FIB()),
+		Endpoints:      n.Endpoints,
+		Nodes:          n.Nodes,
+		VTEPs:          n.VTEPs,
+		FIBEntries:     n.FIBEntries,
 		UptimeSeconds:  time.Since(a.started).Seconds(),
 		Version:        Version,
 		ForwardingWas:  a.forwardingWas,
 		KVStore:        a.kvStatus(),
-		Routes:         a.routeSummary(),
+		Routes:         a.routeSummary(n.VTEPs),
 	}
 	if p := a.eng.Problems(); len(p) > 0 {
 		st.Healthy = false
@@ -98,7 +105,7 @@ func (a *Agent) Status() api.Status {
 }
 
 // routeSummary says in words where each kind of destination goes.
-func (a *Agent) routeSummary() []string {
+func (a *Agent) routeSummary(vteps int) []string {
 	var out []string
 	out = append(out, fmt.Sprintf("local pods (%s): straight into their devices", a.cfg.PodCIDR))
 	if a.cfg.RoutingMode == "native" {
@@ -110,8 +117,8 @@ func (a *Agent) routeSummary() []string {
 	} else {
 		out = append(out, fmt.Sprintf("remote pods: %s to the node", strings.ToUpper(a.cfg.TunnelProtocol)))
 	}
-	if n := len(a.eng.VTEPs()); n > 0 {
-		out = append(out, fmt.Sprintf("vtep cidrs (%d): VXLAN VNI 2 to the VTEP", n))
+	if vteps > 0 {
+		out = append(out, fmt.Sprintf("vtep cidrs (%d): VXLAN VNI 2 to the VTEP", vteps))
 	}
 	out = append(out, "everything else: to the kernel through "+HostDevice)
 	return out
@@ -174,7 +181,7 @@ func (a *Agent) postNode(w http.ResponseWriter, r *http.Request) {
 		}
 		specs = append(specs, n)
 	}
-	writeResult(w, a.changed(a.eng.AddNodes(specs)), nil)
+	writeResult(w, a.changed(a.nodes.add(a.eng, specs, fromAPI)), nil)
 }
 
 // nodeSpec checks a node request's addresses.
@@ -190,7 +197,7 @@ func nodeSpec(req api.NodeRequest) (dataplane.NodeSpec, error) {
 	if p != p.Masked() {
 		return dataplane.NodeSpec{}, fmt.Errorf("node %s: --pod-cidr %q: host bits set (did you mean %s?)", req.Name, req.PodCIDR, p.Masked())
 	}
-	return dataplane.NodeSpec{Name: req.Name, IP: ip, PodCIDR: p, Source: "api"}, nil
+	return dataplane.NodeSpec{Name: req.Name, IP: ip, PodCIDR: p}, nil
 }
 
 func (a *Agent) postEndpoint(w http.ResponseWriter, r *http.Request) {
@@ -226,26 +233,6 @@ func (a *Agent) postEndpoint(w http.ResponseWriter, r *http.Request) {
 	}
 	err = a.eng.AddEndpoint(dataplane.EndpointSpec{Name: req.Name, IP: ip, Netns: req.Netns, Ifname: req.Ifname, Identity: id, AllowFrom: allow})
 	writeResult(w, a.changed(err), nil)
-}
-
-// parseAllowFrom turns identity numbers and reserved names into IDs; an
-// empty list means allow all (nil).
-func parseAllowFrom(in []string) ([]identity.ID, error) {
-	var out []identity.ID
-	for _, s := range in {
-		if strings.TrimSpace(s) == "" {
-			continue
-		}
-		id, err := identity.Parse(s)
-		if err != nil {
-			return nil, err
-		}
-		if id == identity.Unknown {
-			return nil, fmt.Errorf("identity %q: unknown (0) cannot be allowed", s)
-		}
-		out = append(out, id)
-	}
-	return out, nil
 }
 
 func (a *Agent) putPolicy(w http.ResponseWriter, r *http.Request) {
@@ -338,7 +325,7 @@ func (a *Agent) getMonitor(w http.ResponseWriter, r *http.Request) {
 	fl.Flush()
 	enc := json.NewEncoder(w)
 	for ev := range a.eng.Subscribe(r.Context()) {
-		if err := enc.Encode(ev); err != nil {
+		if err := enc.Encode(apiEvent(ev)); err != nil {
 			return
 		}
 		fl.Flush()
@@ -348,7 +335,12 @@ func (a *Agent) getMonitor(w http.ResponseWriter, r *http.Request) {
 // getCapture streams the packets at a capture point as a pcap file (raw
 // IPv4 link type: pod, host and underlay devices all carry IP packets).
 func (a *Agent) getCapture(w http.ResponseWriter, r *http.Request) {
-	point := r.URL.Query().Get("point")
+	name := r.URL.Query().Get("point")
+	point, err := parseCapturePoint(name)
+	if err != nil {
+		writeResult(w, err, nil)
+		return
+	}
 	count := 0
 	if c := r.URL.Query().Get("count"); c != "" {
 		n, err := strconv.Atoi(c)
@@ -361,8 +353,11 @@ func (a *Agent) getCapture(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	pkts, err := a.eng.Capture(ctx, point)
+	if point.Kind == dataplane.CaptureEndpoint && errors.Is(err, dataplane.ErrNotFound) {
+		err = dataplane.ErrNotFound // "pod:NAME" already names the endpoint
+	}
 	if err != nil {
-		writeResult(w, err, nil)
+		writeResult(w, fmt.Errorf("capture point %s: %w", name, err), nil)
 		return
 	}
 	fl, _ := w.(http.Flusher)

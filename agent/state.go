@@ -4,31 +4,41 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 
 	"go.uber.org/zap"
 
+	"github.com/vxdp/vxdp/api"
 	"github.com/vxdp/vxdp/dataplane"
 )
 
 // state is what a restarted agent needs to take over from one that died:
 // which pod devices it made (so it re-adopts exactly those, never someone
 // else's), and what the API changed that the configuration file does not
-// say. It is written after every change and removed on a clean stop.
+// say. It is written after every change and removed on a clean stop. Its
+// JSON is read by the next agent, maybe of another version: keep the field
+// names. Endpoints, nodes and VTEPs are kept as the API shows them.
 type state struct {
-	Endpoints []stateEndpoint       `json:"endpoints"`
-	Nodes     []dataplane.NodeSpec  `json:"nodes"`           // added through the API
-	VTEPs     *[]dataplane.VTEPSpec `json:"vteps,omitempty"` // set through the API
+	Endpoints []stateEndpoint `json:"endpoints"`
+	Nodes     []api.Node      `json:"nodes"`           // added through the API
+	VTEPs     *[]api.VTEP     `json:"vteps,omitempty"` // set through the API
 }
 
 type stateEndpoint struct {
-	dataplane.EndpointSpec
+	api.Endpoint
 	FromAPI bool `json:"from_api,omitempty"`
 }
 
-func (a *Agent) statePath() string {
-	return filepath.Join(a.cfg.StateDir, "state-"+a.cfg.NodeIP.String()+".json")
+func (s stateEndpoint) spec() dataplane.EndpointSpec {
+	return dataplane.EndpointSpec{Name: s.Name, IP: s.IP, Netns: s.Netns, Ifname: s.Ifname, Identity: s.Identity, AllowFrom: s.AllowFrom}
+}
+
+func (a *Agent) statePath() string { return stateFile(a.cfg.StateDir, a.cfg.NodeIP) }
+
+func stateFile(dir string, nodeIP netip.Addr) string {
+	return filepath.Join(dir, "state-"+nodeIP.String()+".json")
 }
 
 func loadState(path string) (*state, error) {
@@ -50,35 +60,38 @@ func loadState(path string) (*state, error) {
 // is logged, not returned: the dataplane works without it, only a restart
 // after a crash would be less smooth.
 func (a *Agent) saveState() {
-	if a.eng == nil || a.cfg.StateDir == "" {
-		return
+	if err := a.writeState(); err != nil {
+		a.log.Warn("save state", zap.String("path", a.statePath()), zap.Error(err))
+	}
+}
+
+func (a *Agent) writeState() error {
+	if a.cfg.StateDir == "" {
+		return nil
 	}
 	a.stateMu.Lock()
 	defer a.stateMu.Unlock()
 	var s state
 	for _, ep := range a.eng.Endpoints() {
-		s.Endpoints = append(s.Endpoints, stateEndpoint{EndpointSpec: ep.EndpointSpec, FromAPI: !a.configEndpoints[ep.Name]})
+		s.Endpoints = append(s.Endpoints, stateEndpoint{Endpoint: apiEndpoint(ep), FromAPI: !a.configEndpoints[ep.Name]})
 	}
-	for _, n := range a.eng.Nodes() {
-		if n.Source == "api" {
-			s.Nodes = append(s.Nodes, n)
-		}
+	for _, n := range a.nodes.from(a.eng, fromAPI) {
+		s.Nodes = append(s.Nodes, api.Node{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, Source: fromAPI})
 	}
 	if a.vtepsFromAPI {
-		v := a.eng.VTEPs()
+		v := convert(a.eng.VTEPs(), apiVTEP)
 		s.VTEPs = &v
 	}
 	b, err := json.Marshal(&s)
-	if err == nil {
-		err = os.MkdirAll(a.cfg.StateDir, 0o750)
-	}
-	if err == nil {
-		tmp := a.statePath() + ".tmp"
-		if err = os.WriteFile(tmp, b, 0o600); err == nil {
-			err = os.Rename(tmp, a.statePath())
-		}
-	}
 	if err != nil {
-		a.log.Warn("save state", zap.String("path", a.statePath()), zap.Error(err))
+		return err
 	}
+	if err := os.MkdirAll(a.cfg.StateDir, 0o750); err != nil {
+		return err
+	}
+	tmp := a.statePath() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, a.statePath())
 }

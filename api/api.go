@@ -5,8 +5,9 @@ package api
 
 import (
 	"net/netip"
+	"time"
 
-	"github.com/vxdp/vxdp/dataplane"
+	"github.com/vxdp/vxdp/identity"
 )
 
 // DefaultSocket is where the agent listens unless told otherwise.
@@ -97,12 +98,107 @@ type Error struct {
 	Error string `json:"error"`
 }
 
-// Aliases of engine types the API returns unchanged.
-type (
-	Endpoint = dataplane.Endpoint
-	Node     = dataplane.NodeSpec
-	FIBEntry = dataplane.FIBEntry
-	VTEP     = dataplane.VTEPSpec
-	Event    = dataplane.Event
-	Stats    = dataplane.Stats
-)
+// Endpoint is one row of GET /v1/endpoints.
+type Endpoint struct {
+	Name     string      `json:"name"`
+	IP       netip.Addr  `json:"ip"`
+	Netns    string      `json:"netns"`
+	Ifname   string      `json:"ifname"`
+	Identity identity.ID `json:"identity"`
+	// AllowFrom lists the source identities allowed in; null allows all,
+	// an empty list none.
+	AllowFrom []identity.ID `json:"allow_from"`
+	Device    string        `json:"device"`
+	MTU       int           `json:"mtu"`
+}
+
+// Node is one row of GET /v1/nodes.
+type Node struct {
+	Name    string       `json:"name"`
+	IP      netip.Addr   `json:"ip"`
+	PodCIDR netip.Prefix `json:"pod_cidr"`
+	// Source says where the node came from: config, api or etcd.
+	Source string `json:"source,omitempty"`
+}
+
+// FIBEntry is one row of GET /v1/fib: a prefix, the kind of route
+// (local, tunnel, vtep, host, unreachable) and, in words, where it leads.
+type FIBEntry struct {
+	Prefix netip.Prefix `json:"prefix"`
+	Kind   string       `json:"kind"`
+	Target string       `json:"target,omitempty"`
+}
+
+// VTEP is one row of GET /v1/vteps.
+type VTEP struct {
+	CIDR     netip.Prefix `json:"cidr"`
+	Endpoint netip.Addr   `json:"endpoint"`
+	MAC      string       `json:"mac"`
+}
+
+// Event is one line of the GET /v1/monitor stream.
+type Event struct {
+	Time     time.Time `json:"time"`
+	Type     string    `json:"type"`
+	Reason   string    `json:"reason"`
+	Device   string    `json:"device"`
+	Source   string    `json:"source"`
+	Protocol string    `json:"protocol,omitempty"`
+	Src      string    `json:"src,omitempty"`
+	Dst      string    `json:"dst,omitempty"`
+	Identity uint32    `json:"identity,omitempty"`
+	OuterSrc string    `json:"outer_src,omitempty"`
+	OuterDst string    `json:"outer_dst,omitempty"`
+	Bytes    int       `json:"bytes"`
+}
+
+// Stats is GET /v1/stats.
+type Stats struct {
+	Devices     []DeviceCounters  `json:"devices"`
+	Drops       map[string]uint64 `json:"drops"`
+	ICMPErrors  uint64            `json:"icmp_errors_sent"`
+	ARPReplies  uint64            `json:"arp_replies_sent"`
+	TotalDrops  uint64            `json:"total_drops"`
+	RouteMTU    int               `json:"route_mtu"`
+	UnderlayMTU int               `json:"underlay_mtu"`
+	// MonitorEventsLost counts drop events the monitor left out because
+	// a watcher could not keep up or their rate was over the limit.
+	MonitorEventsLost uint64 `json:"monitor_events_lost"`
+}
+
+// DeviceCounters are the packet counters of one device: rx is what vxdp
+// read from it, tx what vxdp wrote to it.
+type DeviceCounters struct {
+	Device    string `json:"device"`
+	Kind      string `json:"kind"`
+	RxBatches uint64 `json:"rx_batches"`
+	RxPackets uint64 `json:"rx_packets"`
+	RxBytes   uint64 `json:"rx_bytes"`
+	TxPackets uint64 `json:"tx_packets"`
+	TxBytes   uint64 `json:"tx_bytes"`
+	TxErrors  uint64 `json:"tx_errors"`
+	// Counted by the driver itself.
+	DriverRxDropped uint64    `json:"driver_rx_dropped"`
+	DriverTxErrors  uint64    `json:"driver_tx_errors"`
+	Offloads        []Offload `json:"offloads,omitempty"`
+	// SourcePorts are the outer UDP source ports of an underlay queue.
+	SourcePorts *SourcePorts `json:"source_ports,omitempty"`
+}
+
+// SourcePorts describes the outer source ports an underlay sends from:
+// Count distinct ports within [Min, Max], one per flow.
+type SourcePorts struct {
+	Count int    `json:"count"`
+	Min   uint16 `json:"min"`
+	Max   uint16 `json:"max"`
+}
+
+// Offload is one kernel offload of a device: whether it is in use, why
+// not, and how much work went through it.
+type Offload struct {
+	Name    string `json:"name"`
+	Active  bool   `json:"active"`
+	Reason  string `json:"reason,omitempty"`
+	Count   uint64 `json:"count"`
+	Largest uint64 `json:"largest_bytes,omitempty"`
+}

@@ -27,36 +27,53 @@ type tap struct {
 	ch chan CapturedPacket
 }
 
-// CapturePoint names a device the way vxdp capture does: "underlay",
-// "host" or "pod:NAME".
-func (e *Engine) capturePoint(point string) (any, error) {
-	switch {
-	case point == "underlay":
+// CaptureKind says which device a capture point is.
+type CaptureKind uint8
+
+// Capture points.
+const (
+	CaptureUnderlay CaptureKind = iota + 1 // the (first queue of the) underlay
+	CaptureHost                            // the host device
+	CaptureEndpoint                        // an endpoint's device
+)
+
+// CapturePoint names the device a capture copies: Endpoint is the
+// endpoint's name for CaptureEndpoint, empty otherwise.
+type CapturePoint struct {
+	Kind     CaptureKind
+	Endpoint string
+}
+
+// device returns the device (a packetio.Device or Underlay) at p. Its errors name the cause, not the
+// point: the caller knows how its user spelled the point.
+func (e *Engine) device(p CapturePoint) (any, error) {
+	switch p.Kind {
+	case CaptureUnderlay:
 		if len(e.underlays) == 0 {
-			return nil, fmt.Errorf("capture point %s: no underlay device: %w", point, ErrNotFound)
+			return nil, fmt.Errorf("no underlay device: %w", ErrNotFound)
 		}
 		return e.underlays[0].dev, nil
-	case point == "host":
+	case CaptureHost:
 		if e.host == nil {
-			return nil, fmt.Errorf("capture point %s: no host device: %w", point, ErrNotFound)
+			return nil, fmt.Errorf("no host device: %w", ErrNotFound)
 		}
 		return e.host, nil
-	case len(point) > 4 && point[:4] == "pod:":
+	case CaptureEndpoint:
 		e.mu.Lock()
-		ep, ok := e.endpoints[point[4:]]
+		ep, ok := e.endpoints[p.Endpoint]
 		e.mu.Unlock()
 		if !ok {
-			return nil, fmt.Errorf("capture point %s: %w", point, ErrNotFound)
+			return nil, fmt.Errorf("endpoint %s: %w", p.Endpoint, ErrNotFound)
 		}
 		return ep.dev, nil
 	}
-	return nil, fmt.Errorf("capture point %q: want underlay, host or pod:NAME: %w", point, ErrInvalid)
+	return nil, fmt.Errorf("capture point kind %d: %w", p.Kind, ErrInvalid)
 }
 
 // Capture streams copies of the packets crossing point until ctx ends.
 // Only one capture per point runs at a time.
-func (e *Engine) Capture(ctx context.Context, point string) (<-chan CapturedPacket, error) {
-	dev, err := e.capturePoint(point)
+func (e *Engine) Capture(ctx context.Context, point CapturePoint) (<-chan CapturedPacket, error) {
+	dev, err := e.device(point)
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +88,7 @@ func (e *Engine) Capture(ctx context.Context, point string) (<-chan CapturedPack
 	}
 	if _, busy := m[dev]; busy {
 		e.tapsMu.Unlock()
-		return nil, fmt.Errorf("capture point %s: a capture is running: %w", point, ErrExists)
+		return nil, fmt.Errorf("a capture is running: %w", ErrExists)
 	}
 	m[dev] = t
 	e.taps.Store(&m)

@@ -25,13 +25,13 @@ type endpoint struct {
 
 // EndpointSpec describes a pod endpoint.
 type EndpointSpec struct {
-	Name     string      `json:"name"`
-	IP       netip.Addr  `json:"ip"`
-	Netns    string      `json:"netns"`
-	Ifname   string      `json:"ifname"`
-	Identity identity.ID `json:"identity"`
+	Name     string
+	IP       netip.Addr
+	Netns    string
+	Ifname   string
+	Identity identity.ID
 	// AllowFrom lists the source identities allowed in; nil allows all.
-	AllowFrom []identity.ID `json:"allow_from"`
+	AllowFrom []identity.ID
 }
 
 // EndpointDeviceFactory creates the device of a new endpoint, already

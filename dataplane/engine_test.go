@@ -517,14 +517,22 @@ func TestStuckWorker(t *testing.T) {
 	if s := n1.eng.Stuck(100 * time.Millisecond); len(s) != 0 {
 		t.Fatalf("idle engine has stuck workers %v", s)
 	}
-	// a's worker writes to b, whose device stops taking packets.
-	n1.pod(t, "b").BlockWrites()
-	n1.pod(t, "a").Inject(udpPacket(pod1, pod1b, 1, 2, 64, false, nil))
+	// Pod a's packet for the world goes to the host device, which does not
+	// take it: a's worker is stuck in that write.
+	n1.host.Stall()
+	n1.pod(t, "a").Inject(udpPacket(pod1, netip.MustParseAddr("198.51.100.1"), 1, 2, 64, false, nil))
 	deadline := time.Now().Add(2 * time.Second)
 	for len(n1.eng.Stuck(100*time.Millisecond)) == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if s := n1.eng.Stuck(100 * time.Millisecond); len(s) != 1 || s[0] != "a" {
 		t.Fatalf("stuck %v", s)
+	}
+	n1.host.Resume()
+	if got := n1.host.WaitSent(1, 2*time.Second); len(got) != 1 {
+		t.Fatalf("host got %d packets after Resume", len(got))
+	}
+	if s := n1.eng.Stuck(100 * time.Millisecond); len(s) != 0 {
+		t.Fatalf("still stuck after Resume: %v", s)
 	}
 }

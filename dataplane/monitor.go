@@ -37,20 +37,20 @@ type rawEvent struct {
 	data   [eventSnap]byte
 }
 
-// Event is one monitor event as the API streams it.
+// Event is one decoded monitor event.
 type Event struct {
-	Time     time.Time `json:"time"`
-	Type     string    `json:"type"`
-	Reason   string    `json:"reason"`
-	Device   string    `json:"device"`
-	Source   string    `json:"source"`
-	Protocol string    `json:"protocol,omitempty"`
-	Src      string    `json:"src,omitempty"`
-	Dst      string    `json:"dst,omitempty"`
-	Identity uint32    `json:"identity,omitempty"`
-	OuterSrc string    `json:"outer_src,omitempty"`
-	OuterDst string    `json:"outer_dst,omitempty"`
-	Bytes    int       `json:"bytes"`
+	Time     time.Time
+	Type     string
+	Reason   string
+	Device   string
+	Source   string
+	Protocol string
+	Src      string
+	Dst      string
+	Identity uint32
+	OuterSrc string
+	OuterDst string
+	Bytes    int
 }
 
 type monitor struct {
@@ -85,9 +85,6 @@ func (e *Engine) Subscribe(ctx context.Context) <-chan Event {
 	}()
 	return c
 }
-
-// MonitorLost counts events dropped because the monitor could not keep up.
-func (e *Engine) MonitorLost() uint64 { return e.mon.lost.Load() }
 
 // runMonitor decodes and fans out events until stop closes.
 func (m *monitor) run(stop <-chan struct{}) {

@@ -67,7 +67,7 @@ func TestMonitorRateLimit(t *testing.T) {
 	if got == 0 || got > limit {
 		t.Fatalf("%d events for %d drops in %v (limit %d)", got, flood, elapsed, limit)
 	}
-	if n2.eng.MonitorLost() == 0 {
+	if n2.eng.Stats().MonitorEventsLost == 0 {
 		t.Fatal("rate-limited events not counted as lost")
 	}
 }

@@ -61,7 +61,7 @@ func TestNativeRouting(t *testing.T) {
 	fib := e.FIB()
 	kinds := map[string]string{}
 	for _, f := range fib {
-		kinds[f.Prefix.String()] = f.Kind
+		kinds[f.Prefix.String()] = f.Kind.String()
 	}
 	if kinds["10.1.1.10/32"] != "local" || kinds["0.0.0.0/0"] != "host" {
 		t.Fatalf("fib %v", fib)

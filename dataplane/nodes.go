@@ -18,10 +18,9 @@ type peer struct {
 
 // NodeSpec describes a remote node.
 type NodeSpec struct {
-	Name    string       `json:"name"`
-	IP      netip.Addr   `json:"ip"`
-	PodCIDR netip.Prefix `json:"pod_cidr"`
-	Source  string       `json:"source,omitempty"` // where the entry came from: config, api
+	Name    string
+	IP      netip.Addr
+	PodCIDR netip.Prefix
 }
 
 // AddNode adds a remote node: its pod CIDR becomes reachable through the

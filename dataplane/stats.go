@@ -85,21 +85,21 @@ type DeviceStats struct {
 
 // DeviceCounters is a point-in-time copy of DeviceStats.
 type DeviceCounters struct {
-	Device    string `json:"device"`
-	Kind      string `json:"kind"`
-	RxBatches uint64 `json:"rx_batches"`
-	RxPackets uint64 `json:"rx_packets"`
-	RxBytes   uint64 `json:"rx_bytes"`
-	TxPackets uint64 `json:"tx_packets"`
-	TxBytes   uint64 `json:"tx_bytes"`
-	TxErrors  uint64 `json:"tx_errors"`
+	Device    string
+	Kind      string
+	RxBatches uint64
+	RxPackets uint64
+	RxBytes   uint64
+	TxPackets uint64
+	TxBytes   uint64
+	TxErrors  uint64
 	// Counted by the driver itself.
-	DriverRxDropped uint64 `json:"driver_rx_dropped"`
-	DriverTxErrors  uint64 `json:"driver_tx_errors"`
+	DriverRxDropped uint64
+	DriverTxErrors  uint64
 	// Offloads the driver uses, or tried to (OffloadReporter).
-	Offloads []packetio.Offload `json:"offloads,omitempty"`
+	Offloads []packetio.Offload
 	// SourcePorts are the outer UDP source ports of an underlay queue.
-	SourcePorts *packetio.SourcePorts `json:"source_ports,omitempty"`
+	SourcePorts *packetio.SourcePorts
 }
 
 func (s *DeviceStats) snapshot(dev any, name, kind string) DeviceCounters {

@@ -5,13 +5,15 @@ import (
 	"sort"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
+	"github.com/vxdp/vxdp/encap"
 )
 
-// Endpoint is an endpoint as the API shows it.
+// Endpoint is an endpoint with the name of its device inside the pod and
+// its MTU.
 type Endpoint struct {
 	EndpointSpec
-	Device string `json:"device"`
-	MTU    int    `json:"mtu"`
+	Device string
+	MTU    int
 }
 
 // Endpoints lists the endpoints sorted by name.
@@ -26,42 +28,68 @@ func (e *Engine) Endpoints() []Endpoint {
 	return out
 }
 
-// FIBEntry is one FIB prefix as the API shows it.
+// FIBEntry is one prefix of the FIB and where it leads. Which of the
+// target fields is set depends on what the prefix stands for: Endpoint for
+// a local endpoint; Node and NodeIP for a remote node's pod CIDR (a tunnel
+// route, or a host route in native mode); VTEP and VTEPMAC for a VTEP CIDR.
+// The other prefixes (the default route, this node's and the cluster's
+// CIDRs, node addresses, the host address) have none.
 type FIBEntry struct {
-	Prefix netip.Prefix `json:"prefix"`
-	Kind   string       `json:"kind"`
-	Target string       `json:"target,omitempty"`
+	Prefix   netip.Prefix
+	Kind     RouteKind
+	Endpoint string
+	Node     string
+	NodeIP   netip.Addr
+	VTEP     netip.Addr
+	VTEPMAC  encap.MAC
 }
 
 // FIB lists the current FIB.
 func (e *Engine) FIB() []FIBEntry {
-	var out []FIBEntry
-	for p, r := range e.state.Load().fib.All() {
-		fe := FIBEntry{Prefix: p, Kind: r.kind.String()}
+	fib := e.state.Load().fib
+	out := make([]FIBEntry, 0, fib.Len())
+	for p, r := range fib.All() {
+		fe := FIBEntry{Prefix: p, Kind: r.kind}
 		switch {
 		case r.ep != nil:
-			fe.Target = "endpoint " + r.ep.Name
+			fe.Endpoint = r.ep.Name
 		case r.peer != nil:
-			fe.Target = "node " + r.peer.Name + " " + r.peer.IP.String()
+			fe.Node, fe.NodeIP = r.peer.Name, r.peer.IP
 		case r.vtep != nil:
-			fe.Target = "vtep " + r.vtep.dev.ip.String() + " " + r.vtep.tun.dstMAC.String()
-		case r.kind == RouteHost:
-			fe.Target = "vxdp_host"
+			fe.VTEP, fe.VTEPMAC = r.vtep.dev.ip, r.vtep.tun.dstMAC
 		}
 		out = append(out, fe)
 	}
 	return out
 }
 
+// Counts says how much the engine holds, without listing it.
+type Counts struct {
+	Endpoints, Nodes, VTEPs int
+	FIBEntries              int // prefixes in the FIB
+}
+
+// Counts counts the endpoints, nodes, VTEP CIDRs and FIB prefixes.
+func (e *Engine) Counts() Counts {
+	e.mu.Lock()
+	c := Counts{Endpoints: len(e.endpoints), Nodes: len(e.nodes), VTEPs: len(e.vteps)}
+	e.mu.Unlock()
+	c.FIBEntries = e.state.Load().fib.Len()
+	return c
+}
+
 // Stats is a point-in-time copy of the engine's counters.
 type Stats struct {
-	Devices     []DeviceCounters  `json:"devices"`
-	Drops       map[string]uint64 `json:"drops"`
-	ICMPErrors  uint64            `json:"icmp_errors_sent"`
-	ARPReplies  uint64            `json:"arp_replies_sent"`
-	TotalDrops  uint64            `json:"total_drops"`
-	RouteMTU    int               `json:"route_mtu"`
-	UnderlayMTU int               `json:"underlay_mtu"`
+	Devices     []DeviceCounters
+	Drops       map[string]uint64
+	ICMPErrors  uint64
+	ARPReplies  uint64
+	TotalDrops  uint64
+	RouteMTU    int
+	UnderlayMTU int
+	// MonitorEventsLost counts drop events left out of the monitor: a
+	// watcher too slow, or more than the rate limit.
+	MonitorEventsLost uint64
 }
 
 // Stats returns the counters.
@@ -94,6 +122,7 @@ func (e *Engine) Stats() Stats {
 	}
 	s.ICMPErrors = e.icmps.Load()
 	s.ARPReplies = e.arpReplies.Load()
+	s.MonitorEventsLost = e.mon.lost.Load()
 	return s
 }
 

@@ -19,9 +19,9 @@ import (
 // address, and the MAC its inner frames must be addressed to. One device
 // may stand for several CIDRs, each with its own entry.
 type VTEPSpec struct {
-	CIDR     netip.Prefix `json:"cidr"`
-	Endpoint netip.Addr   `json:"endpoint"`
-	MAC      encap.MAC    `json:"mac"`
+	CIDR     netip.Prefix
+	Endpoint netip.Addr
+	MAC      encap.MAC
 }
 
 // vtep is one VTEP device as the packet path sees it: all its CIDRs, and a

@@ -94,10 +94,11 @@ func newAgentCmd(g *globals) *cobra.Command {
 				}
 				return agent.Cleanup(cfg, log)
 			}
+			// A failed start has undone its work; the error, one line on
+			// stderr, names the cause.
 			a, err := agent.New(cfg, log)
 			if err != nil {
-				log.Error("agent start", zap.Error(err))
-				return err
+				return configError(err)
 			}
 			a.SetLevel(level)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

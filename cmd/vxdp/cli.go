@@ -140,28 +140,43 @@ func show[T any](g *globals, path string, table func(w io.Writer, v T)) error {
 
 func newListCmd[T any](g *globals, name, path string, table func(io.Writer, T)) *cobra.Command {
 	c := &cobra.Command{Use: name, Short: "list " + name + " entries"}
-	c.AddCommand(&cobra.Command{
-		Use: "list", Args: cobra.NoArgs, Short: "list " + name + " entries",
-		RunE: func(cmd *cobra.Command, args []string) error { return show(g, path, table) },
-	})
+	c.AddCommand(listCmd(g, "list "+name+" entries", path, table))
 	return c
+}
+
+// listCmd is `list`: GET path, shown by table.
+func listCmd[T any](g *globals, short, path string, table func(io.Writer, T)) *cobra.Command {
+	return &cobra.Command{
+		Use: "list", Args: cobra.NoArgs, Short: short,
+		RunE: func(cmd *cobra.Command, args []string) error { return show(g, path, table) },
+	}
+}
+
+// delCmd is `del ARG`: DELETE path/ARG, once check (if any) accepts ARG.
+func delCmd(g *globals, use, short, path string, check func(arg string) error) *cobra.Command {
+	return &cobra.Command{
+		Use: use, Args: cobra.ExactArgs(1), Short: short,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if check != nil {
+				if err := check(args[0]); err != nil {
+					return err
+				}
+			}
+			return g.client().Do(ctx(), "DELETE", path+"/"+args[0], nil, nil)
+		},
+	}
 }
 
 func newTunnelCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "tunnel", Short: "the tunnel map"}
-	c.AddCommand(&cobra.Command{
-		Use: "list", Args: cobra.NoArgs, Short: "remote pod CIDRs and their nodes, in Cilium's format",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return show(g, "/v1/tunnels", func(w io.Writer, ts []api.Tunnel) {
-				// Cilium's `cilium bpf tunnel list` layout: fixed columns,
-				// no tabwriter, so scripts written for it keep working.
-				fmt.Fprintf(g.stdout, "%-12s %s\n", "TUNNEL", "VALUE")
-				for _, t := range ts {
-					fmt.Fprintf(g.stdout, "%-12s %s\n", t.Prefix.Addr().String()+":0", t.Endpoint.String()+":0")
-				}
-			})
-		},
-	})
+	c.AddCommand(listCmd(g, "remote pod CIDRs and their nodes, in Cilium's format", "/v1/tunnels", func(w io.Writer, ts []api.Tunnel) {
+		// Cilium's `cilium bpf tunnel list` layout: fixed columns, no
+		// tabwriter, so scripts written for it keep working.
+		fmt.Fprintf(g.stdout, "%-12s %s\n", "TUNNEL", "VALUE")
+		for _, t := range ts {
+			fmt.Fprintf(g.stdout, "%-12s %s\n", t.Prefix.Addr().String()+":0", t.Endpoint.String()+":0")
+		}
+	}))
 	return c
 }
 
@@ -198,23 +213,13 @@ func newNodeCmd(g *globals) *cobra.Command {
 	add.Flags().StringVar(&req.IP, "ip", "", "the node's underlay address")
 	add.Flags().StringVar(&req.PodCIDR, "pod-cidr", "", "the node's pod CIDR")
 	add.Flags().StringVarP(&file, "file", "f", "", "a YAML or JSON list of nodes to add at once")
-	del := &cobra.Command{
-		Use: "del NAME", Args: cobra.ExactArgs(1), Short: "remove a remote node",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.client().Do(ctx(), "DELETE", "/v1/nodes/"+args[0], nil, nil)
-		},
-	}
-	list := &cobra.Command{
-		Use: "list", Args: cobra.NoArgs, Short: "list remote nodes",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return show(g, "/v1/nodes", func(w io.Writer, ns []api.Node) {
-				fmt.Fprintln(w, "NAME\tIP\tPOD-CIDR\tSOURCE")
-				for _, n := range ns {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", n.Name, n.IP, n.PodCIDR, n.Source)
-				}
-			})
-		},
-	}
+	del := delCmd(g, "del NAME", "remove a remote node", "/v1/nodes", nil)
+	list := listCmd(g, "list remote nodes", "/v1/nodes", func(w io.Writer, ns []api.Node) {
+		fmt.Fprintln(w, "NAME\tIP\tPOD-CIDR\tSOURCE")
+		for _, n := range ns {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", n.Name, n.IP, n.PodCIDR, n.Source)
+		}
+	})
 	c.AddCommand(add, del, list)
 	return c
 }
@@ -241,34 +246,24 @@ func newEndpointCmd(g *globals) *cobra.Command {
 	add.Flags().StringVar(&req.Ifname, "ifname", "eth0", "interface name inside the pod")
 	add.Flags().StringVar(&req.Identity, "identity", "", "security identity (>= 256; default 256)")
 	add.Flags().StringVar(&allow, "allow-from", "", "identities allowed to reach the pod, comma separated (default all)")
-	del := &cobra.Command{
-		Use: "del NAME", Args: cobra.ExactArgs(1), Short: "remove a pod endpoint and its device",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.client().Do(ctx(), "DELETE", "/v1/endpoints/"+args[0], nil, nil)
-		},
-	}
-	list := &cobra.Command{
-		Use: "list", Args: cobra.NoArgs, Short: "list pod endpoints",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return show(g, "/v1/endpoints", func(w io.Writer, eps []api.Endpoint) {
-				fmt.Fprintln(w, "NAME\tIP\tIDENTITY\tNETNS\tIFNAME\tMTU\tALLOW-FROM")
-				for _, e := range eps {
-					allow := "all"
-					if e.AllowFrom != nil {
-						var names []string
-						for _, id := range e.AllowFrom {
-							names = append(names, id.String())
-						}
-						allow = strings.Join(names, ",")
-						if allow == "" {
-							allow = "none"
-						}
-					}
-					fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%d\t%s\n", e.Name, e.IP, e.Identity, e.Netns, e.Ifname, e.MTU, allow)
+	del := delCmd(g, "del NAME", "remove a pod endpoint and its device", "/v1/endpoints", nil)
+	list := listCmd(g, "list pod endpoints", "/v1/endpoints", func(w io.Writer, eps []api.Endpoint) {
+		fmt.Fprintln(w, "NAME\tIP\tIDENTITY\tNETNS\tIFNAME\tMTU\tALLOW-FROM")
+		for _, e := range eps {
+			allow := "all"
+			if e.AllowFrom != nil {
+				var names []string
+				for _, id := range e.AllowFrom {
+					names = append(names, id.String())
 				}
-			})
-		},
-	}
+				allow = strings.Join(names, ",")
+				if allow == "" {
+					allow = "none"
+				}
+			}
+			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%d\t%s\n", e.Name, e.IP, e.Identity, e.Netns, e.Ifname, e.MTU, allow)
+		}
+	})
 	var pol api.PolicyRequest
 	var polFrom string
 	policy := &cobra.Command{
@@ -306,19 +301,13 @@ func newVTEPCmd(g *globals) *cobra.Command {
 	}
 	add.Flags().StringVar(&req.Endpoint, "endpoint", "", "the VTEP's underlay address")
 	add.Flags().StringVar(&req.MAC, "mac", "", "the MAC the VTEP's inner frames are addressed to")
-	del := &cobra.Command{
-		Use: "del CIDR", Args: cobra.ExactArgs(1), Short: "remove a VTEP CIDR",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := netip.ParsePrefix(args[0]); err != nil {
-				return usagef("vtep del %q: not a CIDR", args[0])
-			}
-			return g.client().Do(ctx(), "DELETE", "/v1/vteps/"+args[0], nil, nil)
-		},
-	}
-	list := &cobra.Command{
-		Use: "list", Args: cobra.NoArgs, Short: "list VTEP CIDRs",
-		RunE: func(cmd *cobra.Command, args []string) error { return show(g, "/v1/vteps", printVTEPs) },
-	}
+	del := delCmd(g, "del CIDR", "remove a VTEP CIDR", "/v1/vteps", func(arg string) error {
+		if _, err := netip.ParsePrefix(arg); err != nil {
+			return usagef("vtep del %q: not a CIDR", arg)
+		}
+		return nil
+	})
+	list := listCmd(g, "list VTEP CIDRs", "/v1/vteps", printVTEPs)
 	c.AddCommand(add, del, list)
 	return c
 }
@@ -462,6 +451,13 @@ func newStatsCmd(g *globals) *cobra.Command {
 					}
 				}
 				fmt.Fprintln(w)
+				fmt.Fprintln(w, "DEVICE\tOUTER SOURCE PORTS")
+				for _, d := range s.Devices {
+					if sp := d.SourcePorts; sp != nil {
+						fmt.Fprintf(w, "%s\t%d in %d-%d, one per flow\n", d.Device, sp.Count, sp.Min, sp.Max)
+					}
+				}
+				fmt.Fprintln(w)
 				fmt.Fprintln(w, "DROP REASON\tPACKETS")
 				for _, r := range dropOrder() {
 					fmt.Fprintf(w, "%s\t%d\n", r, s.Drops[r])
@@ -469,6 +465,7 @@ func newStatsCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "total\t%d\n", s.TotalDrops)
 				fmt.Fprintf(w, "\nICMP errors sent\t%d\n", s.ICMPErrors)
 				fmt.Fprintf(w, "ARP replies sent\t%d\n", s.ARPReplies)
+				fmt.Fprintf(w, "monitor events lost\t%d\n", s.MonitorEventsLost)
 			})
 		},
 	}

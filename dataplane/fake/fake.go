@@ -67,13 +67,13 @@ func (d *Device) Close() error { d.close(); return nil }
 // Closed reports whether Close was called.
 func (d *Device) Closed() bool { return d.isClosed() }
 
-// BlockWrites makes Write wait, as a device whose kernel queue is stuck
-// would, until Unblock or Close: what a worker writing to it does then is
-// what watchdogs must notice.
-func (d *Device) BlockWrites() { d.setBlock(true) }
+// Stall makes Write wait, as a device whose kernel queue is stuck would,
+// until Resume or Close: what a worker writing to it does then is what
+// watchdogs must notice.
+func (d *Device) Stall() { d.setBlock(true) }
 
-// Unblock lets waiting and later Writes go on.
-func (d *Device) Unblock() { d.setBlock(false) }
+// Resume lets waiting and later Writes go on.
+func (d *Device) Resume() { d.setBlock(false) }
 
 // Sent returns and forgets what was written so far.
 func (d *Device) Sent() [][]byte { return d.waitSent(0, 0) }

@@ -25,16 +25,16 @@ type Offload struct {
 	// tun-udp-gro (datagrams of one flow merged into a UDP super-packet
 	// on write), udp-gso (sends of several datagrams with UDP_SEGMENT),
 	// udp-gro (receives of datagrams coalesced by UDP_GRO).
-	Name   string `json:"name"`
-	Active bool   `json:"active"`
+	Name   string
+	Active bool
 	// Reason says why the offload is off: the kernel refused it at start
 	// or failed it at run time and the driver fell back.
-	Reason string `json:"reason,omitempty"`
+	Reason string
 	// Count is the number of super-packets read, segments or datagrams
 	// merged, or multi-datagram sends and receives; Largest the biggest
 	// in bytes, where the driver tracks it.
-	Count   uint64 `json:"count"`
-	Largest uint64 `json:"largest_bytes,omitempty"`
+	Count   uint64
+	Largest uint64
 }
 
 // OffloadReporter is implemented by drivers that use kernel offloads.

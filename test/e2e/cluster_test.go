@@ -11,8 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vxdp/vxdp/dataplane"
-	"github.com/vxdp/vxdp/dataplane/packetio"
+	"github.com/vxdp/vxdp/api"
 	"github.com/vxdp/vxdp/internal/nstest"
 )
 
@@ -148,15 +147,15 @@ func (c *cluster) stats(i int) map[string]any {
 
 // offload returns the named offload of node i's device: an endpoint's
 // name, or "underlay" for the tunnel device.
-func (c *cluster) offload(i int, device, name string) packetio.Offload {
+func (c *cluster) offload(i int, device, name string) api.Offload {
 	c.t.Helper()
-	var st dataplane.Stats
+	var st api.Stats
 	out := c.mustCLI(i, "stats", "-o", "json")
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		c.t.Fatalf("stats json: %v\n%s", err, out)
 	}
 	// With several underlay sockets, the one the flow hashed to counts.
-	var best *packetio.Offload
+	var best *api.Offload
 	for _, d := range st.Devices {
 		if d.Device != device && !(device == "underlay" && d.Kind == "underlay") {
 			continue

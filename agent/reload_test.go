@@ -1,0 +1,124 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"maps"
+	"os"
+	"slices"
+	"testing"
+
+	"github.com/vxdp/vxdp/dataplane"
+	"github.com/vxdp/vxdp/identity"
+)
+
+const reloadBefore = baseConfig + `nodes:
+  - {name: n2, ip: 192.0.2.2, pod-cidr: 10.1.2.0/24}
+  - {name: n3, ip: 192.0.2.3, pod-cidr: 10.1.3.0/24}
+  - {name: n4, ip: 192.0.2.4, pod-cidr: 10.1.4.0/24}
+endpoints:
+  - {name: pa, ip: 10.1.1.10, netns: /run/netns/pa}
+  - {name: pb, ip: 10.1.1.11, netns: /run/netns/pb}
+  - {name: pc, ip: 10.1.1.12, netns: /run/netns/pc}
+`
+
+// n2 stays, n3 moves, n4 goes, n5 comes; pa gets a policy (same device),
+// pb a new address (a new device), pc goes, pd comes; VTEPs appear.
+const reloadAfter = baseConfig + `enable-vtep: true
+vtep-endpoint: 192.0.2.50
+vtep-cidr: 10.9.0.0/24
+vtep-mac: 02:00:00:00:00:50
+nodes:
+  - {name: n2, ip: 192.0.2.2, pod-cidr: 10.1.2.0/24}
+  - {name: n3, ip: 192.0.2.33, pod-cidr: 10.1.3.0/24}
+  - {name: n5, ip: 192.0.2.5, pod-cidr: 10.1.5.0/24}
+endpoints:
+  - {name: pa, ip: 10.1.1.10, netns: /run/netns/pa, allow-from: [2000]}
+  - {name: pb, ip: 10.1.1.21, netns: /run/netns/pb}
+  - {name: pd, ip: 10.1.1.13, netns: /run/netns/pd}
+`
+
+// Reload applies the difference between two configurations and touches
+// neither what did not change nor what the API added.
+func TestReloadDiff(t *testing.T) {
+	ta := newTestAgent(t, loadConfig(t, reloadBefore), nil)
+	ta.cfg.StateDir = t.TempDir()
+	must(t, ta.nodes.add(ta.eng, []dataplane.NodeSpec{{Name: "api1", IP: addr("192.0.2.9"), PodCIDR: prefix("10.1.9.0/24")}}, fromAPI))
+	must(t, ta.eng.AddEndpoint(dataplane.EndpointSpec{Name: "papi", IP: addr("10.1.1.99"), Netns: "/run/netns/papi"}))
+	paDev, papiDev := ta.pod(t, "pa"), ta.pod(t, "papi")
+	made := ta.devicesMade()
+
+	after := loadConfig(t, reloadAfter)
+	after.StateDir = ta.cfg.StateDir
+	must(t, ta.Reload(after))
+
+	wantNodes := map[string]string{
+		"n2":   "config 192.0.2.2 10.1.2.0/24",
+		"n3":   "config 192.0.2.33 10.1.3.0/24",
+		"n5":   "config 192.0.2.5 10.1.5.0/24",
+		"api1": "api 192.0.2.9 10.1.9.0/24",
+	}
+	if got := ta.nodeOrigins(); !maps.Equal(got, wantNodes) {
+		t.Errorf("nodes %v, want %v", got, wantNodes)
+	}
+	eps := map[string]dataplane.Endpoint{}
+	for _, ep := range ta.eng.Endpoints() {
+		eps[ep.Name] = ep
+	}
+	if got := slices.Sorted(maps.Keys(eps)); !slices.Equal(got, []string{"pa", "papi", "pb", "pd"}) {
+		t.Fatalf("endpoints %v", got)
+	}
+	if !slices.Equal(eps["pa"].AllowFrom, []identity.ID{2000}) || eps["pb"].IP != addr("10.1.1.21") {
+		t.Errorf("pa %+v, pb %+v", eps["pa"], eps["pb"])
+	}
+	// pb and pd got new devices; pa and the API's papi kept theirs.
+	if n := ta.devicesMade() - made; n != 2 {
+		t.Errorf("%d devices made by the reload, want 2 (pb, pd)", n)
+	}
+	if ta.pod(t, "pa") != paDev || paDev.Closed() || papiDev.Closed() {
+		t.Error("a device the reload should not touch was replaced or closed")
+	}
+	if !maps.Equal(ta.configEndpoints, map[string]bool{"pa": true, "pb": true, "pd": true}) {
+		t.Errorf("config endpoints %v", ta.configEndpoints)
+	}
+	if vs := ta.eng.VTEPs(); len(vs) != 1 || vs[0].CIDR != prefix("10.9.0.0/24") || ta.vtepsFromAPI {
+		t.Errorf("vteps %v (from api %v)", vs, ta.vtepsFromAPI)
+	}
+
+	// The state file keeps what the next agent needs: every endpoint
+	// (papi as the API's) and the API's node.
+	b, err := os.ReadFile(ta.statePath())
+	must(t, err)
+	var st state
+	must(t, json.Unmarshal(b, &st))
+	fromAPI := map[string]bool{}
+	for _, ep := range st.Endpoints {
+		fromAPI[ep.Name] = ep.FromAPI
+	}
+	if !maps.Equal(fromAPI, map[string]bool{"pa": false, "pb": false, "pd": false, "papi": true}) ||
+		len(st.Nodes) != 1 || st.Nodes[0].Name != "api1" || st.VTEPs != nil {
+		t.Errorf("state %s", b)
+	}
+
+	// The same file again changes nothing.
+	made = ta.devicesMade()
+	must(t, ta.Reload(loadConfig(t, reloadAfter)))
+	if ta.devicesMade() != made || !maps.Equal(ta.nodeOrigins(), wantNodes) {
+		t.Error("reloading an unchanged file changed the engine")
+	}
+}
+
+// A change that needs a restart is refused before anything changes.
+func TestReloadNeedsRestart(t *testing.T) {
+	ta := newTestAgent(t, loadConfig(t, reloadBefore), nil)
+	before := ta.nodeOrigins()
+	for _, change := range []string{"tunnel-port: 4789\n", "routing-mode: native\n", "mtu: 1400\n"} {
+		err := ta.Reload(loadConfig(t, reloadAfter+change))
+		if !errors.Is(err, ErrNeedsRestart) {
+			t.Errorf("%q: %v, want ErrNeedsRestart", change, err)
+		}
+	}
+	if !maps.Equal(ta.nodeOrigins(), before) || len(ta.eng.Endpoints()) != 3 || len(ta.eng.VTEPs()) != 0 {
+		t.Error("a refused reload changed the engine")
+	}
+}

@@ -1,0 +1,355 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"go.uber.org/zap"
+
+	"github.com/vxdp/vxdp/config"
+	"github.com/vxdp/vxdp/dataplane"
+	"github.com/vxdp/vxdp/dataplane/afxdp"
+	"github.com/vxdp/vxdp/dataplane/packetio"
+	"github.com/vxdp/vxdp/dataplane/tun"
+	"github.com/vxdp/vxdp/dataplane/udp"
+)
+
+// The phases of New. Each one either succeeds and hands back what it made
+// with the function that takes it down, or fails having taken down what
+// it made itself. New runs the undo functions of the phases already done
+// in reverse order when a later one fails.
+
+// undoStack collects the undo functions of the phases done so far.
+type undoStack []func()
+
+func (u *undoStack) push(f func()) { *u = append(*u, f) }
+
+// run undoes everything, last phase first.
+func (u *undoStack) run() {
+	for i := len(*u) - 1; i >= 0; i-- {
+		(*u)[i]()
+	}
+	*u = nil
+}
+
+// underlayLink finds the device that holds nodeIP (or checks the named
+// one does exist).
+func underlayLink(nodeIP netip.Addr, name string) (netlink.Link, error) {
+	if name != "" {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("device %s: %w", name, err)
+		}
+		return l, nil
+	}
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	for _, ad := range addrs {
+		ip, ok := netip.AddrFromSlice(ad.IP)
+		if ok && ip.Unmap() == nodeIP {
+			l, err := netlink.LinkByIndex(ad.LinkIndex)
+			if err != nil {
+				return nil, fmt.Errorf("device of %s: %w", nodeIP, err)
+			}
+			return l, nil
+		}
+	}
+	return nil, fmt.Errorf("node-ip %s: no device in this network namespace holds it", nodeIP)
+}
+
+// listenAPI takes the API socket. It comes before anything touches the
+// kernel: a second agent started by mistake stops here, with the first
+// one's devices untouched. A socket file left by an agent that died is
+// replaced; one that answers belongs to a running agent.
+func listenAPI(path string) (net.Listener, func(), error) {
+	dir := filepath.Dir(path)
+	made, err := mkdirAll(dir, 0o755)
+	if err != nil {
+		return nil, nil, fmt.Errorf("api socket %s: %w", path, err)
+	}
+	fail := func(err error) (net.Listener, func(), error) {
+		made()
+		return nil, nil, fmt.Errorf("api socket %s: %w", path, err)
+	}
+	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		c.Close()
+		return fail(errors.New("another agent is listening"))
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() != os.ModeSocket {
+		return fail(errors.New("exists and is not a socket"))
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fail(err)
+	}
+	// Closing a unix listener removes its file.
+	undo := func() { ln.Close(); made() }
+	if err := os.Chmod(path, 0o600); err != nil {
+		undo()
+		return nil, nil, fmt.Errorf("api socket %s: %w", path, err)
+	}
+	return ln, undo, nil
+}
+
+// prepareStateDir makes sure the state directory exists and takes files,
+// so that a start does not succeed only to lose its state later.
+func prepareStateDir(dir string) (func(), error) {
+	if dir == "" {
+		return func() {}, nil
+	}
+	made, err := mkdirAll(dir, 0o750)
+	if err != nil {
+		return nil, fmt.Errorf("state-dir %s: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".probe-")
+	if err != nil {
+		made()
+		return nil, fmt.Errorf("state-dir %s: %w", dir, err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return made, nil
+}
+
+// mkdirAll makes dir and its missing parents, and returns the function
+// that removes what it made (as long as it is empty).
+func mkdirAll(dir string, perm os.FileMode) (func(), error) {
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil || d == filepath.Dir(d) {
+			break
+		}
+		missing = append(missing, d)
+	}
+	if err := os.MkdirAll(dir, perm); err != nil {
+		return nil, err
+	}
+	return func() {
+		for _, d := range missing {
+			os.Remove(d)
+		}
+	}, nil
+}
+
+// forwarding turns on IPv4 forwarding for native routing and returns the
+// previous value with the function that puts it back.
+func forwarding(cfg *config.Config, log *zap.Logger) (string, func(), error) {
+	if cfg.RoutingMode != config.RoutingNative {
+		return "", func() {}, nil
+	}
+	old, err := enableForwarding()
+	if err != nil {
+		return "", nil, err
+	}
+	log.Info("native routing: IPv4 forwarding enabled", zap.String("previous", old))
+	return old, func() { restoreForwarding(old) }, nil
+}
+
+// underlay is the tunnel side of the node: the device that holds node-ip
+// and the sockets or AF_XDP queues the engine reads and sends on.
+type underlay struct {
+	device       string
+	mtu          int
+	kind, reason string
+	queues       []packetio.Underlay
+	xdp          *afxdp.Underlay // the AF_XDP underlay, when in use
+	udp          *udp.Underlay   // the UDP underlay (or the VTEP socket), when in use
+}
+
+// close closes the sockets or queues, then the AF_XDP underlay.
+func (u *underlay) close() {
+	for _, q := range u.queues {
+		q.Close()
+	}
+	u.queues = nil
+	u.closeXDP()
+}
+
+// closeXDP detaches the XDP program and frees the AF_XDP sockets and UMEM
+// (after the engine closed the queues).
+func (u *underlay) closeXDP() error {
+	if u.xdp == nil {
+		return nil
+	}
+	err := u.xdp.Close()
+	u.xdp = nil
+	return err
+}
+
+// openUnderlay opens the tunnel side: AF_XDP sockets on the device or UDP
+// sockets, as `underlay` says, and the VTEP socket. Native routing
+// encapsulates nothing but VTEP traffic: without VTEPs it opens nothing.
+func openUnderlay(cfg *config.Config, log *zap.Logger, link netlink.Link) (*underlay, error) {
+	u := &underlay{device: link.Attrs().Name, mtu: cfg.MTU}
+	if u.mtu == 0 {
+		u.mtu = link.Attrs().MTU
+	}
+	if cfg.RoutingMode == config.RoutingNative && !cfg.EnableVTEP {
+		u.kind, u.reason = "none", "native routing without VTEPs needs no tunnel"
+		return u, nil
+	}
+	if err := u.openTunnel(cfg, log); err != nil {
+		u.close()
+		return nil, err
+	}
+	return u, nil
+}
+
+// openTunnel opens the tunnel port. auto takes AF_XDP only where the
+// driver offers native XDP with zero-copy sockets (on a veth, copy mode is
+// slower than the UDP socket with its offloads), and says why. VTEPs speak
+// VXLAN to port 8472 whatever the cluster runs: a Geneve cluster (or a
+// native one on another port) listens there too, on a UDP socket.
+func (u *underlay) openTunnel(cfg *config.Config, log *zap.Logger) error {
+	var vtepPorts []uint16
+	if cfg.EnableVTEP && cfg.TunnelPort != dataplane.VTEPPort {
+		vtepPorts = []uint16{dataplane.VTEPPort}
+	}
+	useXDP := false
+	switch cfg.Underlay {
+	case config.UnderlayUDP:
+		u.kind, u.reason = "udp", "configured"
+	case config.UnderlayAFXDP:
+		useXDP = true
+		u.kind, u.reason = "afxdp", "configured"
+	default:
+		ok, reason := afxdp.Probe(u.device)
+		useXDP = ok
+		if ok {
+			u.kind, u.reason = "afxdp", "auto: "+reason
+		} else {
+			u.kind, u.reason = "udp", "auto: "+reason
+		}
+	}
+	if useXDP {
+		x, err := afxdp.Open(afxdp.Config{Device: u.device, NodeIP: cfg.NodeIP, Port: cfg.TunnelPort, Logger: log})
+		if err != nil {
+			return fmt.Errorf("underlay afxdp on %s: %w", u.device, err)
+		}
+		u.xdp = x
+		info := x.Info()
+		u.reason += fmt.Sprintf("; %s XDP, %s sockets, %d queue(s), need_wakeup %v", info.XDPMode, info.Bind, info.Queues, info.NeedWakeup)
+		for _, q := range x.Queues() {
+			u.queues = append(u.queues, q)
+		}
+		log.Info("underlay", zap.String("kind", "afxdp"), zap.String("reason", u.reason),
+			zap.String("device", u.device), zap.String("xdp-mode", info.XDPMode), zap.String("bind", info.Bind),
+			zap.Int("queues", info.Queues), zap.Int("mtu", u.mtu))
+		if len(vtepPorts) == 0 {
+			return nil
+		}
+	}
+	// underlay-sockets > 1: that many sockets share the port, the kernel
+	// spreads the flows over them, a worker reads each.
+	uc := udp.Config{Addr: cfg.NodeIP, Port: cfg.TunnelPort, Sockets: cfg.UnderlaySockets,
+		SourcePorts: cfg.UnderlaySourcePorts, GSO: true, GRO: true}
+	if useXDP {
+		uc.Port, uc.Sockets = vtepPorts[0], 1
+	} else {
+		uc.ExtraPorts = vtepPorts
+	}
+	s, err := udp.Open(uc)
+	if err != nil {
+		return fmt.Errorf("underlay: %w", err)
+	}
+	u.udp = s
+	qs := s.Queues()
+	for _, q := range qs {
+		u.queues = append(u.queues, q)
+	}
+	sp := s.SourcePorts()
+	log.Info("udp underlay", zap.String("kind", u.kind), zap.String("reason", u.reason),
+		zap.String("device", u.device), zap.Int("mtu", u.mtu), zap.String("socket", qs[0].Name()), zap.Int("sockets", len(qs)),
+		zap.Int("source-ports", sp.Count), zap.Uint16("source-port-min", sp.Min), zap.Uint16("source-port-max", sp.Max))
+	warnOffloads(log, qs[0].Name(), qs[0].Offloads())
+	return nil
+}
+
+// openHostDevice creates vxdp_host, or adopts the one a crashed agent left
+// (only when its state says there was one: a vxdp_host nobody recorded is
+// not ours to take). The undo function removes a device it created and
+// leaves an adopted one as it was found.
+func openHostDevice(log *zap.Logger, addr netip.Prefix, mtu int, adopt bool) (*tun.Device, func(), error) {
+	d, err := tun.CreateWith(HostDevice, tunOptions)
+	if err != nil && adopt {
+		var aerr error
+		d, aerr = tun.AttachWith("", HostDevice, tunOptions)
+		if aerr != nil {
+			return nil, nil, fmt.Errorf("host device: %w", errors.Join(err, aerr))
+		}
+		log.Info("host device adopted from the previous run")
+		if err := ensureHostAddr(d, addr, mtu); err != nil {
+			d.Close()
+			return nil, nil, fmt.Errorf("host device: %w", err)
+		}
+		hostSysctls(log)
+		return d, func() { d.Close() }, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("host device: %w", err)
+	}
+	if err := d.ConfigureHere(addr, mtu); err != nil {
+		d.Destroy()
+		return nil, nil, fmt.Errorf("host device: %w", err)
+	}
+	if err := d.SetPersist(true); err != nil {
+		d.Destroy()
+		return nil, nil, fmt.Errorf("host device: %w", err)
+	}
+	hostSysctls(log)
+	return d, func() { d.Destroy() }, nil
+}
+
+// engineConfig is the engine's part of the configuration.
+func engineConfig(cfg *config.Config, underlayMTU int) dataplane.Config {
+	return dataplane.Config{
+		NodeIP:               cfg.NodeIP,
+		PodCIDR:              cfg.PodCIDR,
+		ClusterCIDR:          cfg.ClusterCIDR,
+		TunnelPort:           cfg.TunnelPort,
+		UnderlayMTU:          underlayMTU,
+		VXLANTolerate:        cfg.VXLANReservedMask,
+		DisableSourceCheck:   !cfg.TunnelSourceCheck,
+		Native:               cfg.RoutingMode == config.RoutingNative,
+		AutoDirectNodeRoutes: cfg.AutoDirectNodeRoutes,
+		Protocol:             cfg.TunnelProtocol,
+	}
+}
+
+// startEngine opens the underlay and the host device and builds the
+// engine over them. From then on the engine owns the devices: its Close
+// closes them, and the undo function closes the engine and then frees the
+// AF_XDP underlay.
+func startEngine(cfg *config.Config, log *zap.Logger, link netlink.Link, adoptHost bool, pods *podDevices) (*dataplane.Engine, *underlay, *hostRoutes, func(), error) {
+	under, err := openUnderlay(cfg, log, link)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	hostIP := cfg.PodCIDR.Masked().Addr().Next()
+	host, undoHost, err := openHostDevice(log, netip.PrefixFrom(hostIP, cfg.PodCIDR.Bits()), under.mtu, adoptHost)
+	if err != nil {
+		under.close()
+		return nil, nil, nil, nil, err
+	}
+	routes := &hostRoutes{link: host.Index(), src: hostIP, log: log}
+	eng, err := dataplane.New(engineConfig(cfg, under.mtu), log, under.queues, host, pods.create, routes)
+	if err != nil {
+		undoHost()
+		under.close()
+		return nil, nil, nil, nil, err
+	}
+	eng.Start()
+	return eng, under, routes, func() {
+		eng.Close()
+		under.closeXDP()
+	}, nil
+}
