@@ -83,6 +83,7 @@ func udpCandidate(pkt []byte) (mergeSeg, bool) {
 // headers a super-packet keeps from its first member: addresses, TOS, TTL
 // and DF. (The protocol is the candidates' to check.)
 func sameIPv4Flow(a, b encap.IPv4) bool {
+	a, b = a[:encap.IPv4MinLen], b[:encap.IPv4MinLen] // one bounds check each, not one per field
 	return a.Source4() == b.Source4() && a.Destination4() == b.Destination4() &&
 		a.TOS() == b.TOS() && a.TTL() == b.TTL() && a.DontFragment() == b.DontFragment()
 }
@@ -90,7 +91,8 @@ func sameIPv4Flow(a, b encap.IPv4) bool {
 // udpFollows reports whether the datagram b belongs to the flow of first:
 // the same IPv4 flow and ports.
 func udpFollows(first, b []byte) bool {
-	fu, bu := encap.UDP(first[encap.IPv4MinLen:]), encap.UDP(b[encap.IPv4MinLen:])
+	const hdrs = encap.IPv4MinLen + encap.UDPLen
+	fu, bu := encap.UDP(first[encap.IPv4MinLen:hdrs]), encap.UDP(b[encap.IPv4MinLen:hdrs])
 	return sameIPv4Flow(first, b) && fu.SourcePort() == bu.SourcePort() && fu.DestinationPort() == bu.DestinationPort()
 }
 
@@ -102,6 +104,7 @@ func groFollows(first []byte, f mergeSeg, b []byte, s mergeSeg, end uint32) bool
 		return false
 	}
 	ft, bt := encap.TCP(first[encap.IPv4MinLen:f.hdrLen]), encap.TCP(b[encap.IPv4MinLen:s.hdrLen])
+	_, _ = ft[encap.TCPMinLen-1], bt[encap.TCPMinLen-1] // one bounds check each, not one per field
 	return ft.SourcePort() == bt.SourcePort() && ft.DestinationPort() == bt.DestinationPort() &&
 		ft.AckNumber() == bt.AckNumber() && ft.Window() == bt.Window() &&
 		bytes.Equal(ft.Options(), bt.Options())
