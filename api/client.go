@@ -48,22 +48,12 @@ func IsBadRequest(err error) bool {
 // Stream issues a GET whose answer is a stream of JSON lines and calls fn
 // with each line until the stream ends, ctx is done or fn returns an error.
 func (c *Client) Stream(ctx context.Context, path string, fn func(line []byte) error) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://vxdp"+path, nil)
+	body, err := c.open(ctx, path)
 	if err != nil {
 		return err
 	}
-	hc := *c.hc
-	hc.Timeout = 0 // a stream runs as long as the caller wants
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("agent at %s: %w", c.socket, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return statusError(resp, data)
-	}
-	sc := bufio.NewScanner(resp.Body)
+	defer body.Close()
+	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		if err := fn(sc.Bytes()); err != nil {
@@ -76,25 +66,36 @@ func (c *Client) Stream(ctx context.Context, path string, fn func(line []byte) e
 	return nil
 }
 
+// open issues a GET whose answer runs as long as ctx lets it and returns
+// the body of a 2xx answer; any other is returned as a StatusError.
+func (c *Client) open(ctx context.Context, path string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://vxdp"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	hc := *c.hc
+	hc.Timeout = 0 // a stream runs as long as the caller wants
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("agent at %s: %w", c.socket, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		return nil, statusError(resp, data)
+	}
+	return resp.Body, nil
+}
+
 // Raw issues a GET and copies the answer's body to w as it arrives (a
 // pcap stream, say) until it ends or ctx is done.
 func (c *Client) Raw(ctx context.Context, path string, w io.Writer) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://vxdp"+path, nil)
+	body, err := c.open(ctx, path)
 	if err != nil {
 		return err
 	}
-	hc := *c.hc
-	hc.Timeout = 0
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("agent at %s: %w", c.socket, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return statusError(resp, data)
-	}
-	_, err = io.Copy(w, resp.Body)
+	defer body.Close()
+	_, err = io.Copy(w, body)
 	if ctx.Err() != nil {
 		return nil
 	}

@@ -109,13 +109,7 @@ func defaultConfig() Config {
 
 func udpConnIn(t *testing.T, ns *nstest.Netns, addr netip.AddrPort) *net.UDPConn {
 	t.Helper()
-	var c *net.UDPConn
-	inNetns(t, ns, func() error {
-		var err error
-		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
-		return err
-	})
-	t.Cleanup(func() { c.Close() })
+	c := ns.ListenUDP(t, addr)
 	// Room for every datagram of a test burst, beyond net.core.rmem_max.
 	if rc, err := c.SyscallConn(); err == nil {
 		rc.Control(func(fd uintptr) {

@@ -26,14 +26,12 @@ const rxParkTimeout = time.Second
 // with itself (a mutex serialises such calls); the engine calls it from
 // the queue's one worker.
 func (q *Queue) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset int) (int, error) {
+	bufs, err := packetio.ReceiveBatch(bufs, sizes, meta, offset, batchSize)
+	if err != nil {
+		return 0, fmt.Errorf("receive %s: %w", q.name, err)
+	}
 	if len(bufs) == 0 {
 		return 0, nil
-	}
-	if len(bufs) > batchSize {
-		bufs = bufs[:batchSize]
-	}
-	if err := packetio.CheckReceive(bufs, sizes, meta, offset); err != nil {
-		return 0, fmt.Errorf("receive %s: %w", q.name, err)
 	}
 	q.rxMu.Lock()
 	defer q.rxMu.Unlock()

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-func TestCheckReceive(t *testing.T) {
+func TestReceiveBatch(t *testing.T) {
 	bufs := [][]byte{make([]byte, 100), make([]byte, 100)}
 	tests := []struct {
 		name   string
@@ -23,9 +23,9 @@ func TestCheckReceive(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := CheckReceive(bufs, make([]int, tt.sizes), make([]Meta, tt.meta), tt.offset)
-			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
-				t.Fatalf("CheckReceive = %v, want %q", err, tt.want)
+			got, err := ReceiveBatch(bufs, make([]int, tt.sizes), make([]Meta, tt.meta), tt.offset, 8)
+			if tt.want == "" && (err != nil || len(got) != 2) || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("ReceiveBatch = %d buffers, %v; want %q", len(got), err, tt.want)
 			}
 		})
 	}
@@ -53,5 +53,16 @@ func TestDestroy(t *testing.T) {
 	p := &persistent{}
 	if err := Destroy(p); err == nil || !p.destroyed || p.closed {
 		t.Fatalf("persistent device: %v, destroyed %v, closed %v", err, p.destroyed, p.closed)
+	}
+}
+
+func TestReceiveBatchCuts(t *testing.T) {
+	bufs := make([][]byte, 10)
+	for i := range bufs {
+		bufs[i] = make([]byte, 64)
+	}
+	got, err := ReceiveBatch(bufs, make([]int, 3), make([]Meta, 3), 0, 3)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("ReceiveBatch = %d buffers, %v; want the batch of 3", len(got), err)
 	}
 }

@@ -78,17 +78,19 @@ type SourcePorts struct {
 	Min, Max uint16
 }
 
-// CheckReceive checks the arguments of a Receive as the contract states
-// them: a size and a Meta per buffer, and room in every buffer past
-// offset. Drivers call it before touching the buffers.
-func CheckReceive(bufs [][]byte, sizes []int, meta []Meta, offset int) error {
+// ReceiveBatch checks the arguments of a Receive as the contract states
+// them (a size and a Meta per buffer, room in every buffer past offset)
+// and returns bufs cut to the driver's batch size. Drivers call it before
+// touching the buffers.
+func ReceiveBatch(bufs [][]byte, sizes []int, meta []Meta, offset, batch int) ([][]byte, error) {
+	bufs = bufs[:min(len(bufs), batch)]
 	if len(sizes) < len(bufs) || len(meta) < len(bufs) {
-		return fmt.Errorf("%d sizes and %d meta for %d buffers", len(sizes), len(meta), len(bufs))
+		return nil, fmt.Errorf("%d sizes and %d meta for %d buffers", len(sizes), len(meta), len(bufs))
 	}
 	for i := range bufs {
 		if offset < 0 || offset >= len(bufs[i]) {
-			return fmt.Errorf("offset %d outside buffer %d of %d bytes", offset, i, len(bufs[i]))
+			return nil, fmt.Errorf("offset %d outside buffer %d of %d bytes", offset, i, len(bufs[i]))
 		}
 	}
-	return nil
+	return bufs, nil
 }

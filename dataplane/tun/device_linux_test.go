@@ -68,7 +68,7 @@ func TestMoveToNetnsAndTraffic(t *testing.T) {
 
 	// Pod -> TUN: the kernel routes it out of eth0 into our descriptor.
 	packets := reader(d)
-	podConn := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	podConn := nsB.ListenUDP(t, netip.MustParseAddrPort("192.0.2.10:0"))
 	podAddr := podConn.LocalAddr().(*net.UDPAddr).AddrPort()
 	remote := netip.MustParseAddrPort("198.51.100.1:9")
 	if _, err := podConn.WriteToUDPAddrPort([]byte("pod to world"), remote); err != nil {
@@ -298,7 +298,7 @@ func TestMultiQueue(t *testing.T) {
 	remote := netip.MustParseAddrPort("198.51.100.1:9")
 	var conns []*net.UDPConn
 	for range 32 {
-		conns = append(conns, listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0")))
+		conns = append(conns, nsB.ListenUDP(t, netip.MustParseAddrPort("192.0.2.10:0")))
 	}
 	for _, c := range conns {
 		if _, err := c.WriteToUDPAddrPort([]byte("flow"), remote); err != nil {
@@ -355,7 +355,7 @@ func TestZeroAllocs(t *testing.T) {
 		t.Skip("the race detector allocates")
 	}
 	d, nsB := podDevice(t, Options{}, "192.0.2.10/32")
-	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	c := nsB.ListenUDP(t, netip.MustParseAddrPort("192.0.2.10:0"))
 	const runs = 50
 	remote := netip.MustParseAddrPort("198.51.100.1:9")
 	for i := 0; i < 2*(runs+1); i++ {
@@ -393,7 +393,7 @@ func TestOffloadRefused(t *testing.T) {
 	if o := offs["tun-gro"]; !o.Active {
 		t.Fatalf("tun-gro: %+v", o)
 	}
-	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	c := nsB.ListenUDP(t, netip.MustParseAddrPort("192.0.2.10:0"))
 	remote := netip.MustParseAddrPort("198.51.100.1:9")
 	if _, err := c.WriteToUDPAddrPort([]byte("single"), remote); err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package tun
 import (
 	"bytes"
 	"errors"
-	"net"
 	"net/netip"
 	"os"
 	"testing"
@@ -115,18 +114,6 @@ func disableIPv6Default(t *testing.T, ns *nstest.Netns) {
 		}
 		return err
 	})
-}
-
-func listenUDPIn(t *testing.T, ns *nstest.Netns, addr netip.AddrPort) *net.UDPConn {
-	t.Helper()
-	var c *net.UDPConn
-	inNetns(t, ns, func() error {
-		var err error
-		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
-		return err
-	})
-	t.Cleanup(func() { c.Close() })
-	return c
 }
 
 // podDevice creates a TUN device with o in a fresh namespace and moves it

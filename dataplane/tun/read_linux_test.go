@@ -15,7 +15,7 @@ import (
 
 func TestReadBatch(t *testing.T) {
 	d, nsB := podDevice(t, Options{}, "192.0.2.10/32")
-	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	c := nsB.ListenUDP(t, netip.MustParseAddrPort("192.0.2.10:0"))
 	const count = 20
 	remote := netip.MustParseAddrPort("198.51.100.1:9")
 	for i := 0; i < count; i++ {
@@ -55,7 +55,7 @@ func TestReadBatch(t *testing.T) {
 
 func TestReadDropsOversizedPacket(t *testing.T) {
 	d, nsB := podDevice(t, Options{}, "192.0.2.10/32")
-	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	c := nsB.ListenUDP(t, netip.MustParseAddrPort("192.0.2.10:0"))
 	remote := netip.MustParseAddrPort("198.51.100.1:9")
 	if _, err := c.WriteToUDPAddrPort(make([]byte, 1000), remote); err != nil {
 		t.Fatal(err)
@@ -121,7 +121,7 @@ func TestReadUSO(t *testing.T) {
 	if o := offloads(d)["tun-uso"]; !o.Active {
 		t.Skipf("kernel without USO on TUN: %s", o.Reason) // before Linux 6.2
 	}
-	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	c := nsB.ListenUDP(t, netip.MustParseAddrPort("192.0.2.10:0"))
 	rc, err := c.SyscallConn()
 	if err != nil {
 		t.Fatal(err)

@@ -76,7 +76,7 @@ func TestWriteMergedSuperPacket(t *testing.T) {
 // a datagram of another flow ends the run and arrives too.
 func TestWriteMergedUDP(t *testing.T) {
 	d, nsB := podDevice(t, Options{Offload: true}, "192.0.2.10/32")
-	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	c := nsB.ListenUDP(t, netip.MustParseAddrPort("192.0.2.10:0"))
 	c.SetReadBuffer(4 << 20)
 	dst := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	flowA := netip.MustParseAddrPort("198.51.100.1:4000")
@@ -136,7 +136,7 @@ func TestWriteMergedUDPRefused(t *testing.T) {
 	t.Cleanup(func() { writev = orig })
 
 	d, nsB := podDevice(t, Options{Offload: true}, "192.0.2.10/32")
-	c := listenUDPIn(t, nsB, netip.MustParseAddrPort("192.0.2.10:0"))
+	c := nsB.ListenUDP(t, netip.MustParseAddrPort("192.0.2.10:0"))
 	dst := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	const off = 64
 	var bufs [][]byte

@@ -133,7 +133,7 @@ func TestGSOFallsBackOnEIO(t *testing.T) {
 
 	ns := underlayNetns(t)
 	q := openIn(t, ns, Config{Port: 8472, GSO: true, GRO: true}).Queues()[0]
-	recv := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
+	recv := ns.ListenUDP(t, netip.AddrPortFrom(nodeIP, 0))
 	dst := recv.LocalAddr().(*net.UDPAddr).AddrPort()
 
 	const offset, count = 32, 10

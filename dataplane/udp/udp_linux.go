@@ -265,14 +265,12 @@ func (u *Underlay) teardown() {
 //
 // After Close, Receive returns an error wrapping net.ErrClosed.
 func (q *Queue) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset int) (int, error) {
+	bufs, err := packetio.ReceiveBatch(bufs, sizes, meta, offset, batchSize)
+	if err != nil {
+		return 0, fmt.Errorf("receive %s: %w", q.name, err)
+	}
 	if len(bufs) == 0 {
 		return 0, nil
-	}
-	if len(bufs) > batchSize {
-		bufs = bufs[:batchSize]
-	}
-	if err := packetio.CheckReceive(bufs, sizes, meta, offset); err != nil {
-		return 0, fmt.Errorf("receive %s: %w", q.name, err)
 	}
 	q.rmu.Lock()
 	defer q.rmu.Unlock()

@@ -56,18 +56,6 @@ func queueIn(t *testing.T, ns *nstest.Netns, port uint16) *Queue {
 	return openIn(t, ns, Config{Port: port}).Queues()[0]
 }
 
-func udpConnIn(t *testing.T, ns *nstest.Netns, addr netip.AddrPort) *net.UDPConn {
-	t.Helper()
-	var c *net.UDPConn
-	inNetns(t, ns, func() error {
-		var err error
-		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
-		return err
-	})
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // closeAfter closes q if the test is still running after waitFor, which
 // unblocks any Receive so that a missing datagram fails the test instead
 // of hanging it.
@@ -116,7 +104,7 @@ func TestReceive(t *testing.T) {
 	if want := "udp:" + local.String(); q.Name() != want {
 		t.Errorf("Name = %q, want %q", q.Name(), want)
 	}
-	sender := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
+	sender := ns.ListenUDP(t, netip.AddrPortFrom(nodeIP, 0))
 	from := sender.LocalAddr().(*net.UDPAddr).AddrPort()
 	payloads := [][]byte{[]byte("hello"), {}, bytes.Repeat([]byte{0x5a}, 1200), []byte("last")}
 	for _, p := range payloads {
@@ -138,7 +126,7 @@ func TestReceive(t *testing.T) {
 func TestReceiveDropsOversizedDatagram(t *testing.T) {
 	ns := underlayNetns(t)
 	q := queueIn(t, ns, 0)
-	sender := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
+	sender := ns.ListenUDP(t, netip.AddrPortFrom(nodeIP, 0))
 	for _, p := range [][]byte{[]byte("a"), make([]byte, 500), []byte("b")} {
 		if _, err := sender.WriteToUDPAddrPort(p, q.LocalAddr()); err != nil {
 			t.Fatal(err)
@@ -157,7 +145,7 @@ func TestSendBatch(t *testing.T) {
 	ns := underlayNetns(t)
 	u := openIn(t, ns, Config{Port: 8472, SourcePorts: 8})
 	q := u.Queues()[0]
-	recv := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
+	recv := ns.ListenUDP(t, netip.AddrPortFrom(nodeIP, 0))
 	recv.SetReadBuffer(4 << 20)
 	dst := recv.LocalAddr().(*net.UDPAddr).AddrPort()
 
@@ -230,7 +218,7 @@ func TestSendBatch(t *testing.T) {
 // taken port is skipped, not fatal.
 func TestSourcePorts(t *testing.T) {
 	ns := underlayNetns(t)
-	blocker := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 49152)) // the first port of the range
+	blocker := ns.ListenUDP(t, netip.AddrPortFrom(nodeIP, 49152)) // the first port of the range
 	_ = blocker
 	u := openIn(t, ns, Config{SourcePorts: 64})
 	sp := u.SourcePorts()
@@ -265,7 +253,7 @@ func TestSourcePorts(t *testing.T) {
 func TestConcurrentSend(t *testing.T) {
 	ns := underlayNetns(t)
 	q := queueIn(t, ns, 0)
-	recv := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
+	recv := ns.ListenUDP(t, netip.AddrPortFrom(nodeIP, 0))
 	recv.SetReadBuffer(4 << 20)
 	dst := recv.LocalAddr().(*net.UDPAddr).AddrPort()
 
@@ -312,7 +300,7 @@ func TestZeroAllocs(t *testing.T) {
 	ns := underlayNetns(t)
 	u := openIn(t, ns, Config{GSO: true})
 	q := u.Queues()[0]
-	peer := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
+	peer := ns.ListenUDP(t, netip.AddrPortFrom(nodeIP, 0))
 	peer.SetReadBuffer(4 << 20)
 	peerAddr := peer.LocalAddr().(*net.UDPAddr).AddrPort()
 
@@ -418,7 +406,7 @@ func TestQueues(t *testing.T) {
 		t.Fatalf("queues %v", qs)
 	}
 	for i := 0; i < 32; i++ {
-		c := udpConnIn(t, ns, netip.AddrPortFrom(nodeIP, 0))
+		c := ns.ListenUDP(t, netip.AddrPortFrom(nodeIP, 0))
 		if _, err := c.WriteToUDPAddrPort([]byte("flow"), netip.AddrPortFrom(nodeIP, 8472)); err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,11 @@
 
 package nstest
 
+import (
+	"net"
+	"net/netip"
+)
+
 // TB is the part of testing.TB the test layer uses; *testing.T and
 // *testing.B satisfy it. It keeps the package free of the testing import, so
 // that programs such as the benchmark can use Lab.
@@ -114,4 +119,17 @@ func (n *Netns) MustDo(t TB, fn func() error) {
 	if err := n.Do(fn); err != nil {
 		t.Fatalf("in %s: %v", n.Name, err)
 	}
+}
+
+// ListenUDP opens a UDP socket on addr inside n, closed when the test
+// ends.
+func (n *Netns) ListenUDP(t TB, addr netip.AddrPort) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	n.MustDo(t, func() (err error) {
+		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+		return err
+	})
+	t.Cleanup(func() { c.Close() })
+	return c
 }
