@@ -8,18 +8,19 @@ import (
 	"testing"
 )
 
-// seedVTEP is the VTEP configuration exactly as the seed note gives it.
-const seedVTEP = `enable-vtep:   "true"
+// guideVTEP is the VTEP configuration exactly as the example of Cilium's
+// VTEP integration guide (docs.cilium.io/en/stable/network/vtep/) gives it.
+const guideVTEP = `enable-vtep:   "true"
 vtep-endpoint: "10.169.72.236    10.169.72.238"
 vtep-cidr:     "10.1.1.0/24   10.1.2.0/24"
 vtep-mask:     "255.255.255.0"
 vtep-mac:      "82:36:4c:98:2e:56 82:36:4c:98:2e:58"
 `
 
-// seedNode is a node for the seed's VTEP test: its pods live in
+// guideNode is a node for the guide's VTEP example: its pods live in
 // 10.0.0.0/16, which the VM routes to the node, while the VTEPs own
 // 10.1.1.0/24 and 10.1.2.0/24.
-const seedNode = `
+const guideNode = `
 node-name: node1
 node-ip: 10.169.72.233
 pod-cidr: 10.0.1.0/24
@@ -38,8 +39,8 @@ func mac(s string) net.HardwareAddr {
 	return m
 }
 
-func TestVTEPSeedVerbatim(t *testing.T) {
-	c := parse(t, seedVTEP)
+func TestVTEPGuideVerbatim(t *testing.T) {
+	c := parse(t, guideVTEP)
 	want := []VTEP{
 		{Endpoint: mustAddr("10.169.72.236"), CIDR: mustPrefix("10.1.1.0/24"), MAC: mac("82:36:4c:98:2e:56")},
 		{Endpoint: mustAddr("10.169.72.238"), CIDR: mustPrefix("10.1.2.0/24"), MAC: mac("82:36:4c:98:2e:58")},
@@ -52,9 +53,9 @@ func TestVTEPSeedVerbatim(t *testing.T) {
 	wantKey(t, c.Validate(), "node-ip")
 
 	// On a node whose pods do not collide with the VTEPs it is valid; the
-	// endpoint 10.0.1.1 is the seed's ping target, which here is the host
+	// endpoint 10.0.1.1 is the guide's ping target, which here is the host
 	// device's address, so use the next one.
-	doc := strings.Replace(seedNode, "10.0.1.1,", "10.0.1.2,", 1) + seedVTEP
+	doc := strings.Replace(guideNode, "10.0.1.1,", "10.0.1.2,", 1) + guideVTEP
 	v := valid(t, doc)
 	if !reflect.DeepEqual(v.VTEPs, want) {
 		t.Errorf("VTEPs after Validate = %+v", v.VTEPs)
@@ -79,7 +80,7 @@ func TestVTEPSeedVerbatim(t *testing.T) {
 }
 
 func TestVTEP(t *testing.T) {
-	node := strings.Replace(seedNode, "10.0.1.1,", "10.0.1.2,", 1)
+	node := strings.Replace(guideNode, "10.0.1.1,", "10.0.1.2,", 1)
 	vtep := func(eps, cidrs, mask, macs string) string {
 		s := "enable-vtep: true\n"
 		if eps != "" {
@@ -192,18 +193,18 @@ func TestVTEPOrder(t *testing.T) {
 // TestVTEPDisabled: VTEP keys without enable-vtep are kept, but not used,
 // so they are not checked against the pod CIDRs.
 func TestVTEPDisabled(t *testing.T) {
-	doc := base + strings.Replace(seedVTEP, `"true"`, `"false"`, 1)
-	c := valid(t, doc) // the seed's 10.1.1.0/24 is base's pod-cidr
+	doc := base + strings.Replace(guideVTEP, `"true"`, `"false"`, 1)
+	c := valid(t, doc) // the guide's 10.1.1.0/24 is base's pod-cidr
 	if c.EnableVTEP || len(c.VTEPs) != 2 {
 		t.Errorf("EnableVTEP %v, VTEPs %+v", c.EnableVTEP, c.VTEPs)
 	}
 	// Absent enable-vtep means false too.
-	doc = base + strings.Replace(seedVTEP, `enable-vtep:   "true"`+"\n", "", 1)
+	doc = base + strings.Replace(guideVTEP, `enable-vtep:   "true"`+"\n", "", 1)
 	if c := valid(t, doc); c.EnableVTEP || len(c.VTEPs) != 2 {
 		t.Errorf("EnableVTEP %v, VTEPs %+v", c.EnableVTEP, c.VTEPs)
 	}
 	// Enabling them on that node is an overlap.
-	c = parse(t, base+seedVTEP)
+	c = parse(t, base+guideVTEP)
 	e := wantKey(t, c.Validate(), "vtep-cidr")
 	if e.Value != "10.1.1.0/24" {
 		t.Errorf("Value = %q", e.Value)

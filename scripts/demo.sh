@@ -46,7 +46,8 @@ done
 echo "node1 10.169.72.233 (pods 10.1.1.0/24), node2 10.169.72.238 (pods 10.1.2.0/24),"
 echo "vm 10.169.72.236 (a Linux vxlan VTEP for 10.1.5.0/24), all on one bridge, MTU 1500"
 
-# The embedded default: the seed's two-node picture.
+# The embedded default: the two-node picture of Cilium's VTEP integration
+# guide (docs.cilium.io/en/stable/network/vtep/).
 MODEKEYS=""
 if [[ $MODE == native ]]; then
 	# Native routing: the kernel routes pod CIDRs, vxdp installs
@@ -57,7 +58,7 @@ cat >"$WORK/node1.yaml" <<YAML
 $MODEKEYS
 node-name: node1
 state-dir: $WORK/state1
-# The VM behind a VTEP, in the seed's key format.
+# The VM behind a VTEP, in the guide's key format.
 enable-vtep: "true"
 vtep-endpoint: "10.169.72.236"
 vtep-cidr: "10.1.5.0/24"
@@ -130,7 +131,7 @@ if command -v iperf3 >/dev/null; then
 	ip netns exec "${P}pod1" iperf3 -c 10.1.2.154 -p 5201 -t 3 -f m | grep -E "sender|receiver" || true
 fi
 
-say "The Linux VM joins as a VTEP with the seed's commands, then pings pod busybox"
+say "The Linux VM joins as a VTEP with the guide's commands, then pings pod busybox"
 vm() { printf '$ %s\n' "$*"; ip netns exec "${P}vm" "$@"; }
 vm ip link add vxlan2 type vxlan id 2 dstport 8472 local 10.169.72.236 dev eth0
 vm ip link set dev vxlan2 address 82:36:4c:98:2e:56

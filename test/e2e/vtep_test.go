@@ -11,12 +11,13 @@ import (
 	"github.com/vxdp/vxdp/internal/nstest"
 )
 
-// The seed's VTEP scenario: node1 (10.169.72.233) whose pod 10.0.1.1 lives
-// in a pod CIDR inside 10.0.0.0/16, and two "Linux VMs" on the same
-// underlay, each a kernel vxlan device configured with the seed's own
+// The VTEP scenario of Cilium's VTEP integration guide
+// (docs.cilium.io/en/stable/network/vtep/): node1 (10.169.72.233) whose
+// pod 10.0.1.1 lives in a pod CIDR inside 10.0.0.0/16, and two "Linux VMs" on the same
+// underlay, each a kernel vxlan device configured with the guide's own
 // commands. The VTEP keys come from a ConfigMap directory holding the
-// seed's text verbatim.
-func TestVTEPSeedScenario(t *testing.T) {
+// guide's text verbatim.
+func TestVTEPGuideScenario(t *testing.T) {
 	lab := nstest.New(t)
 	dir := t.TempDir()
 	sw := lab.Netns("switch")
@@ -35,7 +36,7 @@ endpoints:
 `, pod.Path))
 	cm := filepath.Join(dir, "configmap")
 	must(t, os.Mkdir(cm, 0o755))
-	for k, v := range map[string]string{ // the seed's text, verbatim
+	for k, v := range map[string]string{ // the guide's text, verbatim
 		"enable-vtep":   "true",
 		"vtep-endpoint": "10.169.72.236    10.169.72.238",
 		"vtep-cidr":     "10.1.1.0/24   10.1.2.0/24",
@@ -51,8 +52,8 @@ endpoints:
 	}
 	waitAgent(t, agent, sock)
 
-	// The seed's VM commands, unchanged but for addresses and devices.
-	seedVM := func(vm *nstest.Netns, id, local, mac, addr string) {
+	// The guide's VM commands, unchanged but for addresses and devices.
+	guideVM := func(vm *nstest.Netns, id, local, mac, addr string) {
 		for _, cmd := range [][]string{
 			{"ip", "link", "add", "vxlan" + id, "type", "vxlan", "id", id, "dstport", "8472", "local", local, "dev", "eth0"},
 			{"ip", "link", "set", "dev", "vxlan" + id, "address", mac},
@@ -64,8 +65,8 @@ endpoints:
 			vm.MustRun(t, cmd...)
 		}
 	}
-	seedVM(vm1, "2", "10.169.72.236", "82:36:4c:98:2e:56", "10.1.1.236/24")
-	seedVM(vm2, "2", "10.169.72.238", "82:36:4c:98:2e:58", "10.1.2.238/24")
+	guideVM(vm1, "2", "10.169.72.236", "82:36:4c:98:2e:56", "10.1.1.236/24")
+	guideVM(vm2, "2", "10.169.72.238", "82:36:4c:98:2e:58", "10.1.2.238/24")
 
 	t.Run("vtep list", func(t *testing.T) {
 		out, err := cli("vtep", "list")
@@ -127,7 +128,7 @@ endpoints:
 	t.Run("VNI 3 is dropped", func(t *testing.T) {
 		before := dropCount(t, sock, "invalid_vni")
 		vm1.MustRun(t, "ip", "link", "del", "vxlan2")
-		seedVM(vm1, "3", "10.169.72.236", "82:36:4c:98:2e:56", "10.1.1.236/24")
+		guideVM(vm1, "3", "10.169.72.236", "82:36:4c:98:2e:56", "10.1.1.236/24")
 		out, err := nstest.Ping(vm1, "-c", "2", "-i", "0.2", "-W", "1", "10.0.1.1")
 		if err == nil {
 			t.Fatalf("ping with VNI 3 succeeded:\n%s", out)
@@ -156,7 +157,7 @@ endpoints:
 	})
 }
 
-// VTEP configuration errors, with the seed's keys.
+// VTEP configuration errors, with the guide's keys.
 func TestVTEPConfigErrors(t *testing.T) {
 	lab := nstest.New(t)
 	ns := lab.Netns("cfg")
