@@ -406,8 +406,8 @@ func (u *Underlay) acquireWait() bool {
 	return true
 }
 
-func (u *Underlay) releaseWait()       { u.waiting.Add(-1) }
 func (u *Underlay) releaseWaitN(n int) { u.waiting.Add(-int64(n)) }
+
 func (u *Underlay) flushAll() {
 	for _, q := range u.queues {
 		q.flushWaiting()

@@ -122,16 +122,6 @@ func mergeNext(first []byte, f mergeSeg, p []byte, end uint32) (mergeSeg, bool) 
 	return s, ok && groFollows(first, f, p, s, end)
 }
 
-// groMerge builds in dst the super-packet of pkts (a run mergeNext
-// accepted) behind a virtio_net_hdr, and returns its length.
-func groMerge(dst []byte, pkts [][]byte, f mergeSeg) int {
-	n := groHeader(dst, pkts, f)
-	for _, p := range pkts {
-		n += copy(dst[n:], groPayload(p, f))
-	}
-	return n
-}
-
 // groPayload is the transport payload of p, a member of a run with layout
 // f.
 func groPayload(p []byte, f mergeSeg) []byte {

@@ -140,3 +140,14 @@ func BenchmarkUDPMergeHeader(b *testing.B) {
 		groHeader(out, pkts, f)
 	}
 }
+
+// groMerge builds in dst, by copying, the super-packet the write path
+// hands the kernel as a header and the payloads in one writev: pkts (a run
+// mergeNext accepted) behind a virtio_net_hdr. It returns its length.
+func groMerge(dst []byte, pkts [][]byte, f mergeSeg) int {
+	n := groHeader(dst, pkts, f)
+	for _, p := range pkts {
+		n += copy(dst[n:], groPayload(p, f))
+	}
+	return n
+}

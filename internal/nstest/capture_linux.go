@@ -179,13 +179,6 @@ func (c *Capture) add(buf []byte, n int, from unix.Sockaddr) {
 	c.bytes += int64(keep)
 }
 
-// Count returns how many frames have been collected so far.
-func (c *Capture) Count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.frames)
-}
-
 // Stop ends the capture and returns the frames' bytes in arrival order.
 // Frames still queued in the kernel when Stop is called are included. Stop
 // is idempotent: later calls return the same frames.

@@ -40,11 +40,6 @@ var podIPs = map[string]string{
 	"pod2a": "10.1.2.20", "pod2b": "10.1.2.21",
 }
 
-func newCluster(t *testing.T) *cluster {
-	t.Helper()
-	return newClusterWith(t, [2]string{})
-}
-
 // newClusterWith adds extra configuration lines to each node's file.
 func newClusterWith(t *testing.T, extra [2]string) *cluster {
 	t.Helper()
