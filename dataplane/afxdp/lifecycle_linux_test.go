@@ -297,21 +297,28 @@ func TestProbe(t *testing.T) {
 	}
 }
 
-// TestCloseUnblocksRead: a Read parked waiting for packets returns
-// ErrClosed promptly on Queue.Close and on Underlay.Close.
-func TestCloseUnblocksRead(t *testing.T) {
+// receiveParked starts a Receive on q, which has nothing to read, and
+// returns where its error will arrive once something ends it.
+func receiveParked(q *Queue) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		bufs, sizes := makeBufs(4)
+		_, err := receivePackets(q, bufs, sizes, headroom)
+		errc <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	return errc
+}
+
+// TestCloseUnblocksReceive: a Receive parked waiting for packets returns
+// net.ErrClosed promptly on Queue.Close and on Underlay.Close.
+func TestCloseUnblocksReceive(t *testing.T) {
 	needRoot(t)
 	p := newPair(t, 1)
 	for _, viaQueue := range []bool{true, false} {
 		u := openIn(t, p.a, defaultConfig())
 		q := u.Queues()[0]
-		errc := make(chan error, 1)
-		go func() {
-			bufs, sizes := makeBufs(4)
-			_, err := receivePackets(q, bufs, sizes, headroom)
-			errc <- err
-		}()
-		time.Sleep(100 * time.Millisecond)
+		errc := receiveParked(q)
 		start := time.Now()
 		if viaQueue {
 			q.Close()
@@ -321,11 +328,11 @@ func TestCloseUnblocksRead(t *testing.T) {
 		select {
 		case err := <-errc:
 			if !errors.Is(err, net.ErrClosed) {
-				t.Fatalf("Read returned %v, want ErrClosed", err)
+				t.Fatalf("Receive returned %v, want net.ErrClosed", err)
 			}
-			t.Logf("queue close %v: Read returned %v after %v", viaQueue, err, time.Since(start))
+			t.Logf("queue close %v: Receive returned %v after %v", viaQueue, err, time.Since(start))
 		case <-time.After(2 * time.Second):
-			t.Fatal("Read still blocked 2s after Close")
+			t.Fatal("Receive still blocked 2s after Close")
 		}
 		if err := u.Close(); err != nil {
 			t.Fatal(err)
@@ -333,34 +340,28 @@ func TestCloseUnblocksRead(t *testing.T) {
 	}
 }
 
-// TestDeviceGone: removing the device under a blocked Read ends it with
+// TestDeviceGone: removing the device under a blocked Receive ends it with
 // ErrDeviceGone, and Close still works.
 func TestDeviceGone(t *testing.T) {
 	needRoot(t)
 	p := newPair(t, 1)
 	u := openIn(t, p.a, defaultConfig())
 	q := u.Queues()[0]
-	errc := make(chan error, 1)
-	go func() {
-		bufs, sizes := makeBufs(4)
-		_, err := receivePackets(q, bufs, sizes, headroom)
-		errc <- err
-	}()
-	time.Sleep(100 * time.Millisecond)
+	errc := receiveParked(q)
 	ipIn(t, p.a, "link", "del", "veth0")
 	select {
 	case err := <-errc:
 		if !errors.Is(err, packetio.ErrDeviceGone) {
-			t.Fatalf("Read returned %v, want ErrDeviceGone", err)
+			t.Fatalf("Receive returned %v, want ErrDeviceGone", err)
 		}
-		t.Logf("Read: %v", err)
+		t.Logf("Receive: %v", err)
 	case <-time.After(5 * time.Second):
 		u.Close()
-		t.Fatal("Read still blocked 5s after the device went away")
+		t.Fatal("Receive still blocked 5s after the device went away")
 	}
 	pkt := udpPacket(netip.AddrPortFrom(addrA, 1), netip.AddrPortFrom(addrB, 2), []byte("x"), headroom)
 	if _, err := sendPackets(q, [][]byte{pkt}, headroom); err != nil && !errors.Is(err, packetio.ErrDeviceGone) {
-		t.Fatalf("Write on a removed device: %v", err)
+		t.Fatalf("Send on a removed device: %v", err)
 	}
 	if err := u.Close(); err != nil {
 		t.Fatalf("Close after the device went away: %v", err)

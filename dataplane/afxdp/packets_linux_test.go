@@ -1,7 +1,10 @@
 package afxdp
 
 import (
+	"net"
 	"net/netip"
+	"testing"
+	"time"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
@@ -48,4 +51,26 @@ func payloadsOf(pkts [][]byte, offset int) ([][]byte, []packetio.Meta) {
 		meta = append(meta, packetio.Meta{Remote: netip.AddrPortFrom(o.Dst, o.DstPort), Flow: uint32(o.SrcPort)})
 	}
 	return bufs, meta
+}
+
+// mustSend sends the IPv4/UDP packets pkts[i][headroom:] through q and
+// fails the test unless q accepts them all.
+func mustSend(t *testing.T, q *Queue, pkts [][]byte) {
+	t.Helper()
+	if n, err := sendPackets(q, pkts, headroom); err != nil || n != len(pkts) {
+		t.Fatalf("%s accepted %d of %d, %v", q.Name(), n, len(pkts), err)
+	}
+}
+
+// expectDatagrams reads n datagrams from rcv within 5 s, or fails the
+// test showing u's counters.
+func expectDatagrams(t *testing.T, rcv *net.UDPConn, n int, u *Underlay) {
+	t.Helper()
+	rcv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2048)
+	for i := range n {
+		if _, err := rcv.Read(buf); err != nil {
+			t.Fatalf("datagram %d of %d: %v (stats %+v)", i, n, err, u.Stats())
+		}
+	}
 }

@@ -72,16 +72,8 @@ func TestMultiQueue(t *testing.T) {
 		q.closed.Store(false)
 	}
 	pkts := packets(50, netip.AddrPortFrom(addrA, 5555), to, "q1")
-	if n, err := sendPackets(qs[1], pkts, headroom); err != nil || n != len(pkts) {
-		t.Fatalf("queue 1 accepted %d, %v", n, err)
-	}
-	rcv.SetReadDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 100)
-	for i := range pkts {
-		if _, err := rcv.Read(buf); err != nil {
-			t.Fatalf("datagram %d from queue 1: %v", i, err)
-		}
-	}
+	mustSend(t, qs[1], pkts)
+	expectDatagrams(t, rcv, len(pkts), u)
 	quietAudit(t, u)
 }
 
@@ -115,15 +107,7 @@ func TestGenericMode(t *testing.T) {
 	to := netip.AddrPortFrom(addrB, 7777)
 	rcv := udpConnIn(t, p.b, to)
 	pkts := packets(50, netip.AddrPortFrom(addrA, 5555), to, "g")
-	if n, err := sendPackets(q, pkts, headroom); err != nil || n != len(pkts) {
-		t.Fatalf("accepted %d, %v", n, err)
-	}
-	rcv.SetReadDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 100)
-	for i := range pkts {
-		if _, err := rcv.Read(buf); err != nil {
-			t.Fatalf("datagram %d: %v", i, err)
-		}
-	}
+	mustSend(t, q, pkts)
+	expectDatagrams(t, rcv, len(pkts), u)
 	quietAudit(t, u)
 }

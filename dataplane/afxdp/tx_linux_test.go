@@ -138,16 +138,8 @@ func TestGateway(t *testing.T) {
 	to := netip.MustParseAddrPort("198.51.100.9:7777")
 	rcv := udpConnIn(t, p.b, to)
 	pkts := packets(20, netip.AddrPortFrom(addrA, 5555), to, "gw")
-	if n, err := sendPackets(q, pkts, headroom); err != nil || n != len(pkts) {
-		t.Fatalf("accepted %d, %v", n, err)
-	}
-	rcv.SetReadDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 100)
-	for i := range pkts {
-		if _, err := rcv.Read(buf); err != nil {
-			t.Fatalf("datagram %d via the gateway: %v (stats %+v)", i, err, u.Stats())
-		}
-	}
+	mustSend(t, q, pkts)
+	expectDatagrams(t, rcv, len(pkts), u)
 }
 
 // TestConcurrentWriters: several goroutines write to one queue while its
