@@ -32,7 +32,8 @@ type Agent struct {
 	started time.Time
 
 	under         *underlay
-	forwardingWas string // ip_forward before native mode turned it on
+	forwardingWas string     // ip_forward before native mode turned it on
+	lock          *agentLock // held while the agent runs
 	eng           *dataplane.Engine
 	routes        *hostRoutes
 	kv            *kvstore.Store // cluster membership, when kvstore is set
@@ -95,6 +96,13 @@ func start(cfg *config.Config, log *zap.Logger, undo *undoStack) (*Agent, error)
 		return nil, err
 	}
 	undo.push(undoDir)
+	// One agent per state: a second one, or --cleanup, must not take the
+	// devices and routes of a live one.
+	lock, err := takeLock(lockPath(cfg))
+	if err != nil {
+		return nil, err
+	}
+	undo.push(lock.release)
 	// The cluster's etcd comes before the devices: with pod-cidr: auto it
 	// decides the pod CIDR everything below is built on.
 	kv, err := openKVStore(context.Background(), cfg, log)
@@ -139,7 +147,7 @@ func start(cfg *config.Config, log *zap.Logger, undo *undoStack) (*Agent, error)
 	// From here a has its engine; should a phase below fail, a is dropped,
 	// never closed: the undo functions own what it holds.
 	a := &Agent{cfg: cfg, log: log, started: time.Now(), under: under, forwardingWas: fwdWas, eng: eng,
-		routes: routes, kv: kv, ln: ln, nodes: newNodeBook(), configEndpoints: map[string]bool{}}
+		routes: routes, kv: kv, ln: ln, lock: lock, nodes: newNodeBook(), configEndpoints: map[string]bool{}}
 	if err := a.applyConfig(st); err != nil {
 		return nil, err
 	}
@@ -239,6 +247,7 @@ func (a *Agent) Close() error {
 		errs = append(errs, err)
 	}
 	a.eng = nil
+	a.lock.release()
 	a.log.Info("agent stopped")
 	return errors.Join(errs...)
 }

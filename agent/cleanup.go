@@ -17,11 +17,23 @@ import (
 // stopped for a restart that is not coming) left behind: the persistent pod
 // devices its state names, vxdp_host, the routes it installed, its state
 // file and its API socket. It is what `vxdp agent --cleanup` runs, as the
-// unit's ExecStopPost. It must not run while an agent is running.
+// unit's ExecStopPost. While an agent runs with the same state directory
+// (or socket) it refuses with ErrAgentRunning and changes nothing.
 func Cleanup(cfg *config.Config, log *zap.Logger) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	lock, err := takeLock(lockPath(cfg))
+	if err != nil {
+		if errors.Is(err, ErrAgentRunning) {
+			return fmt.Errorf("cleanup refused: %w; stop it first", err)
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		// No state directory: no agent ever ran with it.
+	}
+	defer lock.release()
 	path := stateFile(cfg.StateDir, cfg.NodeIP)
 	st, err := loadState(path)
 	if err != nil {

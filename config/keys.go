@@ -313,15 +313,11 @@ var keyTable = []keySpec{
 	{
 		name: "underlay-source-ports", def: "64", doc: "UDP underlay only: outer UDP source ports (one send socket each, spread over 49152-65535), 1..1024; a flow keeps one port (the AF_XDP underlay uses the whole range)",
 		set: func(c *Config, s string) error {
-			v, err := parseUint(s, 1024)
-			if err != nil {
-				return err
+			v, err := parseRange(s, 1, 1024)
+			if err == nil {
+				c.UnderlaySourcePorts = int(v)
 			}
-			if v < 1 {
-				return reasonf("want a whole number from 1 to 1024")
-			}
-			c.UnderlaySourcePorts = int(v)
-			return nil
+			return err
 		},
 		get: func(c *Config) string { return strconv.Itoa(c.UnderlaySourcePorts) },
 	},
@@ -552,13 +548,9 @@ func parseOptionalPrefix4(s string) (p netip.Prefix, err error) {
 
 // setCount parses a queue or socket count, 1..16.
 func setCount(dst *int, s string) error {
-	v, err := parseUint(s, 16)
-	if err != nil {
-		return err
+	v, err := parseRange(s, 1, 16)
+	if err == nil {
+		*dst = int(v)
 	}
-	if v < 1 {
-		return reasonf("want a whole number from 1 to 16")
-	}
-	*dst = int(v)
-	return nil
+	return err
 }

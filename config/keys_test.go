@@ -235,3 +235,24 @@ func TestSetErrorText(t *testing.T) {
 		t.Errorf("Value = %q, want the bad word only", e.Value)
 	}
 }
+
+// A number out of range is refused with the key's own range, not the
+// parser's.
+func TestRangeMessages(t *testing.T) {
+	for _, tt := range []struct{ key, value, want string }{
+		{"pod-queues", "0", "from 1 to 16"},
+		{"pod-queues", "17", "from 1 to 16"},
+		{"underlay-sockets", "99", "from 1 to 16"},
+		{"underlay-source-ports", "0", "from 1 to 1024"},
+		{"underlay-source-ports", "2000", "from 1 to 1024"},
+	} {
+		err := Default().Set(tt.key, tt.value)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %s: %v, want a message saying %q", tt.key, tt.value, err, tt.want)
+		}
+	}
+	c := Default()
+	if err := c.Set("underlay-source-ports", "1024"); err != nil || c.UnderlaySourcePorts != 1024 {
+		t.Errorf("underlay-source-ports 1024: %v, %d", err, c.UnderlaySourcePorts)
+	}
+}

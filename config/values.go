@@ -98,10 +98,14 @@ func formatPrefix(p netip.Prefix) string {
 }
 
 // parseUint parses a decimal number no larger than max.
-func parseUint(s string, max uint64) (uint64, error) {
+func parseUint(s string, max uint64) (uint64, error) { return parseRange(s, 0, max) }
+
+// parseRange parses a decimal number from min to max; the refusal names
+// that range.
+func parseRange(s string, min, max uint64) (uint64, error) {
 	v, err := strconv.ParseUint(s, 10, 64)
-	if err != nil || v > max {
-		return 0, reasonf("want a whole number from 0 to %d", max)
+	if err != nil || v < min || v > max {
+		return 0, reasonf("want a whole number from %d to %d", min, max)
 	}
 	return v, nil
 }

@@ -49,6 +49,18 @@ endpoints:
 	if out, err := runCLI(s1, "endpoint", "add", "pod3", "--ip", "10.1.1.30", "--netns", p3.Path); err != nil {
 		t.Fatal(err, out)
 	}
+	// --cleanup against the live agent is refused and changes nothing.
+	if out, err := n1.Run(vxdpBin, "agent", "--config", cfg1, "--socket", s1, "--cleanup"); exitCode(err) != 1 || !strings.Contains(out, "an agent is running") {
+		t.Fatalf("cleanup with the agent alive: exit %d\n%s", exitCode(err), out)
+	}
+	for _, ns := range []*nstest.Netns{p1, p3} {
+		if out, err := ns.Run("ip", "link", "show", "eth0"); err != nil {
+			t.Fatalf("refused cleanup removed %s's device: %v\n%s", ns.Name, err, out)
+		}
+	}
+	if out, err := runCLI(s1, "status"); err != nil {
+		t.Fatalf("agent after a refused cleanup: %v\n%s", err, out)
+	}
 
 	// The stream: pod1 writes continuously, pod2 records the longest
 	// pause between two reads.
