@@ -388,14 +388,16 @@ func newCaptureCmd(g *globals) *cobra.Command {
 			if point == "" || file == "" {
 				return usagef("capture: --point and -w are required")
 			}
+			if count < 0 {
+				return usagef("capture: --count %d: want 0 (until interrupted) or more", count)
+			}
 			out := io.Writer(g.stdout)
 			if file != "-" {
-				f, err := os.Create(file)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				out = f
+				// The file is made when the first bytes arrive: a capture
+				// the agent refuses leaves an existing file as it was.
+				lf := &lazyFile{path: file}
+				defer lf.Close()
+				out = lf
 			}
 			ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer cancel()
@@ -410,6 +412,30 @@ func newCaptureCmd(g *globals) *cobra.Command {
 	c.Flags().StringVarP(&file, "write", "w", "", "pcap file to write (- for standard output)")
 	c.Flags().IntVar(&count, "count", 0, "stop after this many packets (0: until interrupted)")
 	return c
+}
+
+// lazyFile creates (truncating) its file at the first Write.
+type lazyFile struct {
+	path string
+	f    *os.File
+}
+
+func (l *lazyFile) Write(b []byte) (int, error) {
+	if l.f == nil {
+		f, err := os.Create(l.path)
+		if err != nil {
+			return 0, err
+		}
+		l.f = f
+	}
+	return l.f.Write(b)
+}
+
+func (l *lazyFile) Close() error {
+	if l.f == nil {
+		return nil
+	}
+	return l.f.Close()
 }
 
 func formatEvent(ev api.Event) string {

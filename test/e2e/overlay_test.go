@@ -283,6 +283,25 @@ func TestOverlay(t *testing.T) {
 				t.Fatalf("underlay capture without outer addresses:\n%s", ts)
 			}
 		}
+		// A refused capture leaves an existing file alone; a negative
+		// count is bad usage.
+		keep := filepath.Join(t.TempDir(), "keep.pcap")
+		write(t, keep, "precious")
+		for _, tt := range []struct {
+			args []string
+			code int
+		}{
+			{[]string{"--point", "pod:nosuch", "-w", keep}, 1},
+			{[]string{"--point", "underlay", "--count", "-1", "-w", keep}, 2},
+		} {
+			out, err := exec.Command(vxdpBin, append([]string{"--socket", c.sockets[0], "capture"}, tt.args...)...).CombinedOutput()
+			if exitCode(err) != tt.code {
+				t.Errorf("capture %v: exit %d, want %d\n%s", tt.args, exitCode(err), tt.code, out)
+			}
+			if b, _ := os.ReadFile(keep); string(b) != "precious" {
+				t.Fatalf("capture %v changed the file to %q", tt.args, b)
+			}
+		}
 	})
 
 	t.Run("ingress policy", func(t *testing.T) {
