@@ -120,12 +120,13 @@ func vtepSpecs(in []config.VTEP) ([]dataplane.VTEPSpec, error) {
 }
 
 // parseAllowFrom turns identity numbers and reserved names into IDs; an
-// empty list means allow all (nil).
+// empty list means allow all (nil). An empty member (",,," on the command
+// line) is refused: read as nothing, it would open the endpoint to all.
 func parseAllowFrom(in []string) ([]identity.ID, error) {
 	var out []identity.ID
-	for _, s := range in {
+	for i, s := range in {
 		if strings.TrimSpace(s) == "" {
-			continue
+			return nil, fmt.Errorf("allow_from: member %d is empty", i+1)
 		}
 		id, err := identity.Parse(s)
 		if err != nil {

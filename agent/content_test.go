@@ -174,3 +174,19 @@ func TestParseCapturePoint(t *testing.T) {
 		}
 	}
 }
+
+// An allow-list with an empty member is refused, not read as allow-all.
+func TestParseAllowFrom(t *testing.T) {
+	for _, in := range [][]string{{"", "", "", ""}, {"1000", ""}, {" "}} {
+		if got, err := parseAllowFrom(in); err == nil {
+			t.Errorf("parseAllowFrom(%q) = %v, want an error", in, got)
+		}
+	}
+	got, err := parseAllowFrom([]string{"1000", "world"})
+	if err != nil || len(got) != 2 || got[0] != 1000 || got[1] != identity.World {
+		t.Errorf("parseAllowFrom(1000, world) = %v, %v", got, err)
+	}
+	if got, err := parseAllowFrom(nil); err != nil || got != nil {
+		t.Errorf("parseAllowFrom(nil) = %v, %v: want nil (allow all)", got, err)
+	}
+}
