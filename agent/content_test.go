@@ -141,6 +141,7 @@ func TestAPIJSON(t *testing.T) {
 		{"fib vtep", apiFIBEntry(dataplane.FIBEntry{Prefix: prefix("10.9.0.0/24"), Kind: dataplane.RouteVTEP, VTEP: addr("192.0.2.50"), VTEPMAC: [6]byte{2, 0, 0, 0, 0, 0x50}}),
 			`{"prefix":"10.9.0.0/24","kind":"vtep","target":"vtep 192.0.2.50 02:00:00:00:00:50"}`},
 		{"no vteps", convert([]dataplane.VTEPSpec(nil), apiVTEP), `null`},
+		{"no vteps listed", orEmpty(convert([]dataplane.VTEPSpec(nil), apiVTEP)), `[]`},
 		// Added since: monitor_events_lost, source_ports of underlays.
 		{"stats", apiStats(dataplane.Stats{Drops: map[string]uint64{"no_route": 2}, TotalDrops: 2, RouteMTU: 1450, UnderlayMTU: 1500, MonitorEventsLost: 4,
 			Devices: []dataplane.DeviceCounters{{Device: "pa", Kind: "endpoint", RxPackets: 3},

@@ -16,6 +16,15 @@ import (
 
 // convert maps in through f, keeping nil as nil and empty as empty: the
 // JSON of a list tells null from [].
+// orEmpty is v, or an empty list for nil: a list the API answers with is
+// [] when empty, never null.
+func orEmpty[T any](v []T) []T {
+	if v == nil {
+		return []T{}
+	}
+	return v
+}
+
 func convert[S, D any](in []S, f func(S) D) []D {
 	if in == nil {
 		return nil

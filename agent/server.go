@@ -30,11 +30,11 @@ func (a *Agent) handler() http.Handler {
 	mux.HandleFunc("GET /v1/monitor", a.getMonitor)
 	mux.HandleFunc("GET /v1/capture", a.getCapture)
 	mux.HandleFunc("GET /v1/fib", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, convert(a.eng.FIB(), apiFIBEntry))
+		writeJSON(w, orEmpty(convert(a.eng.FIB(), apiFIBEntry)))
 	})
 	mux.HandleFunc("GET /v1/identities", a.getIdentities)
 	mux.HandleFunc("GET /v1/vteps", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, convert(a.eng.VTEPs(), apiVTEP))
+		writeJSON(w, orEmpty(convert(a.eng.VTEPs(), apiVTEP)))
 	})
 	mux.HandleFunc("PUT /v1/vteps", a.putVTEPs)
 	mux.HandleFunc("POST /v1/vteps", a.postVTEP)
@@ -46,13 +46,13 @@ func (a *Agent) handler() http.Handler {
 		}
 		writeResult(w, a.vtepsChanged(a.eng.DelVTEP(p)), nil)
 	})
-	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.nodes.list(a.eng)) })
+	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, orEmpty(a.nodes.list(a.eng))) })
 	mux.HandleFunc("POST /v1/nodes", a.postNode)
 	mux.HandleFunc("DELETE /v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
 		writeResult(w, a.changed(a.nodes.del(a.eng, r.PathValue("name"))), nil)
 	})
 	mux.HandleFunc("GET /v1/endpoints", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, convert(a.eng.Endpoints(), apiEndpoint))
+		writeJSON(w, orEmpty(convert(a.eng.Endpoints(), apiEndpoint)))
 	})
 	mux.HandleFunc("POST /v1/endpoints", a.postEndpoint)
 	mux.HandleFunc("PUT /v1/endpoints/{name}/policy", a.putPolicy)
