@@ -49,7 +49,7 @@ race:
 
 # Every parser, a short run each; `make fuzz FUZZTIME=10m` for a long one.
 FUZZ_TARGETS := encap:FuzzChecksum encap:FuzzDecap encap:FuzzIPv4 encap:FuzzGeneve encap:FuzzARP encap:FuzzICMPv4 encap:FuzzTCP \
-	dataplane:FuzzReceivePath fib:FuzzTable config:FuzzParse
+	dataplane:FuzzReceivePath fib:FuzzTable config:FuzzParse agent:FuzzDecodeRequest
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t#*:} ($(FUZZTIME))"; \

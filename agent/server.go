@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"sort"
@@ -408,27 +409,49 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	return readJSONLimit(w, r, v, 1<<20)
 }
 
-// readJSONLimit decodes a request body of at most limit bytes into v,
-// refusing unknown fields.
+// readJSONLimit decodes a request body of at most limit bytes into v (see
+// decodeRequest).
 func readJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err == nil {
+		err = decodeRequest(raw, v)
+	}
+	if err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("request body: %w", err))
 		return false
 	}
 	return true
 }
 
-// decodeStrict decodes raw into v, refusing unknown fields.
+// decodeStrict decodes raw into v (see decodeRequest).
 func decodeStrict(w http.ResponseWriter, raw []byte, v any) bool {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := decodeRequest(raw, v); err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("request body: %w", err))
 		return false
 	}
 	return true
+}
+
+// decodeRequest decodes the one JSON value of a request body into v. It
+// refuses unknown fields, a null where a value is expected (it would leave
+// v empty and read as a request for nothing), and anything after the
+// value.
+func decodeRequest(raw []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var first json.RawMessage
+	if err := dec.Decode(&first); err != nil {
+		return err
+	}
+	if string(bytes.TrimSpace(first)) == "null" {
+		return errors.New("null where a value is expected")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON value")
+	}
+	strict := json.NewDecoder(bytes.NewReader(first))
+	strict.DisallowUnknownFields()
+	return strict.Decode(v)
 }
 
 func writeResult(w http.ResponseWriter, err error, v any) {
