@@ -1,6 +1,9 @@
 package agent
 
 import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -64,4 +67,30 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// What the API has no route for is answered as JSON too.
+func TestJSONErrors(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, api.Status{}) })
+	h := jsonErrors(mux)
+	for _, tt := range []struct {
+		method, path string
+		code         int
+		allow        string
+	}{
+		{"GET", "/v1/nope", http.StatusNotFound, ""},
+		{"DELETE", "/v1/status", http.StatusMethodNotAllowed, "GET, HEAD"},
+		{"GET", "/v1/status", http.StatusOK, ""},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(tt.method, tt.path, nil))
+		var e api.Error
+		if rec.Code != tt.code || rec.Header().Get("Content-Type") != "application/json" || json.Unmarshal(rec.Body.Bytes(), &e) != nil {
+			t.Errorf("%s %s: %d %q %q, want %d as JSON", tt.method, tt.path, rec.Code, rec.Header().Get("Content-Type"), rec.Body, tt.code)
+		}
+		if tt.code != http.StatusOK && e.Error == "" || rec.Header().Get("Allow") != tt.allow {
+			t.Errorf("%s %s: error %q, Allow %q", tt.method, tt.path, e.Error, rec.Header().Get("Allow"))
+		}
+	}
 }

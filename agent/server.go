@@ -67,8 +67,42 @@ func (a *Agent) handler() http.Handler {
 		}
 		writeResult(w, a.changed(err), nil)
 	})
-	return mux
+	return jsonErrors(mux)
 }
+
+// jsonErrors answers what mux has no route for (404, or 405 with its
+// Allow header) as JSON, like every other error of the API.
+func jsonErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		rec := &statusOnly{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		code := rec.code
+		if code != http.StatusNotFound && code != http.StatusMethodNotAllowed {
+			mux.ServeHTTP(w, r) // a redirect to the canonical path, say
+			return
+		}
+		if allow := rec.header.Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		writeError(w, code, fmt.Errorf("%s %s: %s", r.Method, r.URL.Path, strings.ToLower(http.StatusText(code))))
+	})
+}
+
+// statusOnly keeps the status and headers a handler answers with and
+// drops its body.
+type statusOnly struct {
+	header http.Header
+	code   int
+}
+
+func (s *statusOnly) Header() http.Header         { return s.header }
+func (s *statusOnly) Write(b []byte) (int, error) { return len(b), nil }
+func (s *statusOnly) WriteHeader(code int)        { s.code = code }
 
 // Status reports the agent's state.
 func (a *Agent) Status() api.Status {
