@@ -341,7 +341,9 @@ func startEngine(cfg *config.Config, log *zap.Logger, link netlink.Link, adoptHo
 		return nil, nil, nil, nil, err
 	}
 	routes := &hostRoutes{link: host.Index(), src: hostIP, log: log}
-	eng, err := dataplane.New(engineConfig(cfg, under.mtu), log, under.queues, host, pods.create, routes)
+	ec := engineConfig(cfg, under.mtu)
+	ec.UnderlayPrefix = underlayPrefix(link, cfg.NodeIP)
+	eng, err := dataplane.New(ec, log, under.queues, host, pods.create, routes)
 	if err != nil {
 		undoHost()
 		under.close()
@@ -352,4 +354,23 @@ func startEngine(cfg *config.Config, log *zap.Logger, link netlink.Link, adoptHo
 		eng.Close()
 		under.closeXDP()
 	}, nil
+}
+
+// underlayPrefix is the subnet of nodeIP on link, as the kernel has it
+// (the connected route the node reaches its peers through); invalid when
+// the address is not found there.
+func underlayPrefix(link netlink.Link, nodeIP netip.Addr) netip.Prefix {
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return netip.Prefix{}
+	}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok || ip.Unmap() != nodeIP {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		return netip.PrefixFrom(nodeIP, ones).Masked()
+	}
+	return netip.Prefix{}
 }

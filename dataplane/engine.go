@@ -20,8 +20,12 @@ type Config struct {
 	NodeIP      netip.Addr   // underlay address, source of every outer header
 	PodCIDR     netip.Prefix // this node's pods; its first address is the host device's
 	ClusterCIDR netip.Prefix // optional: the whole pod space; unknown parts of it are unreachable
-	TunnelPort  uint16
-	UnderlayMTU int
+	// UnderlayPrefix (optional) is the subnet of NodeIP on the underlay
+	// device: no pod or VTEP CIDR may overlap it, or the node would route
+	// its own underlay into the overlay.
+	UnderlayPrefix netip.Prefix
+	TunnelPort     uint16
+	UnderlayMTU    int
 	// Protocol is "vxlan" (the default) or "geneve". VTEPs speak VXLAN on
 	// VTEPPort whatever the cluster uses.
 	Protocol string

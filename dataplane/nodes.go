@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vxdp/vxdp/encap"
+	"github.com/vxdp/vxdp/fib"
 )
 
 type peer struct {
@@ -74,6 +75,9 @@ func (e *Engine) AddNodes(ns []NodeSpec) error {
 		}
 		return fmt.Errorf("node %s pod cidr %s overlaps node %s (%s): %w", b.name, b.prefix, a.name, a.prefix, ErrExists)
 	}
+	if err := e.checkUnderlayAddrsLocked(ns, cidrs); err != nil {
+		return err
+	}
 	for i, n := range ns {
 		if err := e.addNodeRoute(n); err != nil {
 			for _, done := range ns[:i] {
@@ -94,6 +98,46 @@ func (e *Engine) AddNodes(ns []NodeSpec) error {
 		e.log.Info("node added", zap.String("node", n.Name), zap.Stringer("ip", n.IP), zap.Stringer("pod-cidr", n.PodCIDR))
 	} else {
 		e.log.Info("nodes added", zap.Int("count", len(ns)))
+	}
+	return nil
+}
+
+// checkUnderlayAddrsLocked refuses nodes whose pod CIDR holds an underlay
+// address (this node's, a node's, a VTEP's) or overlaps this node's
+// underlay subnet, and nodes whose address lies in a pod CIDR: the kernel
+// would route tunnel packets to that address into the overlay they travel
+// on (a loop), and the node would lose its way to its peers. cidrs are the
+// pod CIDRs of the nodes there are and of ns. Callers hold e.mu.
+func (e *Engine) checkUnderlayAddrsLocked(ns []NodeSpec, cidrs []namedCIDR) error {
+	b := fib.NewBuilder[namedCIDR]()
+	for _, c := range cidrs {
+		b.Insert(c.prefix, c) // nested old prefixes: the longest wins, as in the FIB
+	}
+	pods := b.Build()
+	addedIn := func(a netip.Addr) (namedCIDR, bool) {
+		c, ok := pods.Lookup(a)
+		return c, ok && c.added
+	}
+	if c, ok := addedIn(e.cfg.NodeIP); ok {
+		return fmt.Errorf("node %s pod cidr %s contains this node's address %s: %w", c.name, c.prefix, e.cfg.NodeIP, ErrInvalid)
+	}
+	for _, n := range ns {
+		if c, ok := pods.Lookup(n.IP); ok {
+			return fmt.Errorf("node %s ip %s is inside node %s's pod cidr %s: %w", n.Name, n.IP, c.name, c.prefix, ErrInvalid)
+		}
+		if u := e.cfg.UnderlayPrefix; u.IsValid() && n.PodCIDR.Overlaps(u) {
+			return fmt.Errorf("node %s pod cidr %s overlaps the underlay subnet %s: %w", n.Name, n.PodCIDR, u, ErrInvalid)
+		}
+	}
+	for _, o := range e.nodes {
+		if c, ok := addedIn(o.IP); ok {
+			return fmt.Errorf("node %s pod cidr %s contains node %s's address %s: %w", c.name, c.prefix, o.Name, o.IP, ErrInvalid)
+		}
+	}
+	for _, v := range e.vteps {
+		if c, ok := addedIn(v.Endpoint); ok {
+			return fmt.Errorf("node %s pod cidr %s contains vtep endpoint %s: %w", c.name, c.prefix, v.Endpoint, ErrInvalid)
+		}
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
+	"github.com/vxdp/vxdp/encap"
 
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/dataplane/fake"
@@ -119,5 +120,55 @@ func TestQueueFullDrops(t *testing.T) {
 	st := eng.Stats()
 	if st.Drops["queue_full"] != 3 || st.Drops["tx_error"] != 0 || st.TotalDrops != 3 {
 		t.Fatalf("drops %v total %d, want 3 queue_full and no tx_error", st.Drops, st.TotalDrops)
+	}
+}
+
+// No pod or VTEP CIDR may take an underlay address or the underlay subnet,
+// and no node's address may lie in a pod CIDR, whichever way it comes in;
+// a refused change installs no host route.
+func TestNodesCannotTakeUnderlay(t *testing.T) {
+	routes := &hookRoutes{}
+	u := fake.NewUnderlay("under", netip.AddrPortFrom(node1IP, 8472), 16)
+	eng, err := dataplane.New(dataplane.Config{NodeIP: node1IP, PodCIDR: netip.MustParsePrefix("10.1.1.0/24"),
+		UnderlayPrefix: netip.MustParsePrefix("192.0.2.0/24"), TunnelPort: 8472, UnderlayMTU: 1500},
+		nil, []packetio.Underlay{u}, nil, nil, routes)
+	must(t, err)
+	t.Cleanup(func() { eng.Close() })
+	must(t, eng.AddNode(dataplane.NodeSpec{Name: "node2", IP: node2IP, PodCIDR: netip.MustParsePrefix("10.1.2.0/24")}))
+	vmCIDR, vm := netip.MustParsePrefix("10.9.1.0/24"), netip.MustParseAddr("198.51.100.36")
+	must(t, eng.SetVTEPs([]dataplane.VTEPSpec{{CIDR: vmCIDR, Endpoint: vm, MAC: encap.MAC{0x82, 0, 0, 0, 0, 1}}}))
+	added := routes.added
+	node := func(ip, cidr string) dataplane.NodeSpec {
+		return dataplane.NodeSpec{Name: "x", IP: netip.MustParseAddr(ip), PodCIDR: netip.MustParsePrefix(cidr)}
+	}
+	for _, tt := range []struct {
+		name string
+		n    dataplane.NodeSpec
+		want string
+	}{
+		{"the underlay subnet, this node inside", node("203.0.113.9", "192.0.2.0/24"), "contains this node's address"},
+		{"part of the underlay subnet", node("203.0.113.9", "192.0.2.128/25"), "overlaps the underlay subnet"},
+		{"its own address", node("203.0.113.9", "203.0.113.0/24"), "inside node x's pod cidr"},
+		{"inside another node's pods", node("10.1.2.7", "10.1.3.0/24"), "inside node node2's pod cidr"},
+		{"a wide prefix over the nodes", node("203.0.113.9", "192.0.0.0/16"), "contains this node's address"},
+		{"a vtep's address", node("203.0.113.9", "198.51.100.0/24"), "contains vtep endpoint"},
+	} {
+		err := eng.AddNode(tt.n)
+		if !errors.Is(err, dataplane.ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want ErrInvalid saying %q", tt.name, err, tt.want)
+		}
+	}
+	for _, v := range []dataplane.VTEPSpec{
+		{CIDR: netip.MustParsePrefix("192.0.2.0/28"), Endpoint: vm, MAC: encap.MAC{0x82, 0, 0, 0, 0, 1}},
+		{CIDR: netip.MustParsePrefix("192.0.2.128/25"), Endpoint: vm, MAC: encap.MAC{0x82, 0, 0, 0, 0, 1}},
+		{CIDR: netip.MustParsePrefix("198.51.100.0/24"), Endpoint: vm, MAC: encap.MAC{0x82, 0, 0, 0, 0, 1}},
+		{CIDR: vmCIDR, Endpoint: netip.MustParseAddr("10.1.2.9"), MAC: encap.MAC{0x82, 0, 0, 0, 0, 1}},
+	} {
+		if err := eng.SetVTEPs([]dataplane.VTEPSpec{v}); !errors.Is(err, dataplane.ErrInvalid) {
+			t.Errorf("vtep %s at %s: %v, want ErrInvalid", v.CIDR, v.Endpoint, err)
+		}
+	}
+	if n := len(eng.Nodes()); n != 1 || routes.added != added || len(eng.VTEPs()) != 1 {
+		t.Fatalf("refused changes left %d nodes, %d new routes, %d vteps", n, routes.added-added, len(eng.VTEPs()))
 	}
 }

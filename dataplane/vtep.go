@@ -56,7 +56,23 @@ func (e *Engine) checkVTEP(v VTEPSpec, nodes map[string]*peer) error {
 	if v.CIDR.Overlaps(e.cfg.PodCIDR) {
 		return fmt.Errorf("vtep cidr %s overlaps this node's pod cidr %s: %w", v.CIDR, e.cfg.PodCIDR, ErrInvalid)
 	}
+	// An underlay address inside a VTEP CIDR would be routed into the
+	// tunnel (see checkUnderlayAddrsLocked).
+	for _, a := range []netip.Addr{e.cfg.NodeIP, v.Endpoint} {
+		if v.CIDR.Contains(a) {
+			return fmt.Errorf("vtep cidr %s contains the underlay address %s: %w", v.CIDR, a, ErrInvalid)
+		}
+	}
+	if u := e.cfg.UnderlayPrefix; u.IsValid() && v.CIDR.Overlaps(u) {
+		return fmt.Errorf("vtep cidr %s overlaps the underlay subnet %s: %w", v.CIDR, u, ErrInvalid)
+	}
 	for _, n := range nodes {
+		if v.CIDR.Contains(n.IP) {
+			return fmt.Errorf("vtep cidr %s contains node %s's address %s: %w", v.CIDR, n.Name, n.IP, ErrInvalid)
+		}
+		if n.PodCIDR.Contains(v.Endpoint) {
+			return fmt.Errorf("vtep endpoint %s is inside node %s's pod cidr %s: %w", v.Endpoint, n.Name, n.PodCIDR, ErrInvalid)
+		}
 		if v.CIDR.Overlaps(n.PodCIDR) {
 			return fmt.Errorf("vtep cidr %s overlaps node %s's pod cidr %s: %w", v.CIDR, n.Name, n.PodCIDR, ErrInvalid)
 		}

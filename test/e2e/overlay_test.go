@@ -365,6 +365,28 @@ func TestOverlay(t *testing.T) {
 		}
 	})
 
+	t.Run("no node or vtep takes the underlay", func(t *testing.T) {
+		// A pod CIDR over the underlay subnet would replace the node's
+		// connected route with one into the overlay.
+		routeBefore := c.node[0].MustRun(t, "ip", "-4", "route", "show", "10.169.72.0/24")
+		for _, args := range [][]string{
+			{"node", "add", "x", "--ip", "10.169.72.253", "--pod-cidr", "10.169.72.0/24"},
+			{"node", "add", "x", "--ip", "10.169.72.253", "--pod-cidr", "10.169.72.128/25"},
+			{"node", "add", "x", "--ip", "10.1.2.99", "--pod-cidr", "10.1.9.0/24"},
+			{"vtep", "add", "10.169.72.0/24", "--endpoint", "10.169.72.250", "--mac", "82:36:4c:98:2e:56"},
+		} {
+			out, err := c.cli(0, args...)
+			if exitCode(err) != 2 {
+				t.Errorf("%v: exit %d, want 2 (refused)\n%s", args, exitCode(err), out)
+			}
+		}
+		if after := c.node[0].MustRun(t, "ip", "-4", "route", "show", "10.169.72.0/24"); after != routeBefore {
+			t.Fatalf("underlay route changed:\n%s\nnow:\n%s", routeBefore, after)
+		}
+		c.mustPing("node1", "10.169.72.238")
+		c.mustPing("pod1a", "10.1.2.20")
+	})
+
 	t.Run("deleting a node makes its pods unreachable", func(t *testing.T) {
 		before := c.drops(0, "no_route")
 		c.mustCLI(0, "node", "del", "node2")
