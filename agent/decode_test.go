@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -92,5 +94,29 @@ func TestJSONErrors(t *testing.T) {
 		if tt.code != http.StatusOK && e.Error == "" || rec.Header().Get("Allow") != tt.allow {
 			t.Errorf("%s %s: error %q, Allow %q", tt.method, tt.path, e.Error, rec.Header().Get("Allow"))
 		}
+	}
+}
+
+// Request bodies are bounded by what the request can need: a thousand
+// nodes in one list go in, an endpoint request of 100 KiB does not.
+func TestRequestBodyBounds(t *testing.T) {
+	ta := newTestAgent(t, loadConfig(t, baseConfig), nil)
+	h := ta.handler()
+	var nodes []api.NodeRequest
+	for i := range 1000 {
+		nodes = append(nodes, api.NodeRequest{Name: fmt.Sprintf("n%d", i),
+			IP: fmt.Sprintf("198.18.%d.%d", i/250, 1+i%250), PodCIDR: fmt.Sprintf("10.%d.%d.0/24", 100+i/256, i%256)})
+	}
+	body, _ := json.Marshal(nodes)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/nodes", bytes.NewReader(body)))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("1000 nodes (%d bytes): %d %s", len(body), rec.Code, rec.Body)
+	}
+	big := fmt.Sprintf(`{"name":"pa","ip":"10.1.1.10","netns":"%s"}`, strings.Repeat("x", 100<<10))
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/endpoints", strings.NewReader(big)))
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "too large") {
+		t.Fatalf("100 KiB endpoint request: %d %s", rec.Code, rec.Body)
 	}
 }

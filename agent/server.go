@@ -192,7 +192,7 @@ func (a *Agent) getIdentities(w http.ResponseWriter, r *http.Request) {
 // state save, which is what makes a thousand nodes quick to add.
 func (a *Agent) postNode(w http.ResponseWriter, r *http.Request) {
 	var raw json.RawMessage
-	if !readJSONLimit(w, r, &raw, 64<<20) {
+	if !readJSONLimit(w, r, &raw, maxNodeListBody) {
 		return
 	}
 	var reqs []api.NodeRequest
@@ -223,14 +223,14 @@ func (a *Agent) postNode(w http.ResponseWriter, r *http.Request) {
 func nodeSpec(req api.NodeRequest) (dataplane.NodeSpec, error) {
 	ip, err := netip.ParseAddr(req.IP)
 	if err != nil {
-		return dataplane.NodeSpec{}, fmt.Errorf("node %s: --ip %q: not an IP address", req.Name, req.IP)
+		return dataplane.NodeSpec{}, fmt.Errorf("node %s: ip %q: not an IP address", req.Name, req.IP)
 	}
 	p, err := netip.ParsePrefix(req.PodCIDR)
 	if err != nil {
-		return dataplane.NodeSpec{}, fmt.Errorf("node %s: --pod-cidr %q: not a CIDR", req.Name, req.PodCIDR)
+		return dataplane.NodeSpec{}, fmt.Errorf("node %s: pod_cidr %q: not a CIDR", req.Name, req.PodCIDR)
 	}
 	if p != p.Masked() {
-		return dataplane.NodeSpec{}, fmt.Errorf("node %s: --pod-cidr %q: host bits set (did you mean %s?)", req.Name, req.PodCIDR, p.Masked())
+		return dataplane.NodeSpec{}, fmt.Errorf("node %s: pod_cidr %q: host bits set (did you mean %s?)", req.Name, req.PodCIDR, p.Masked())
 	}
 	return dataplane.NodeSpec{Name: req.Name, IP: ip, PodCIDR: p}, nil
 }
@@ -242,7 +242,7 @@ func (a *Agent) postEndpoint(w http.ResponseWriter, r *http.Request) {
 	}
 	ip, err := netip.ParseAddr(req.IP)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: --ip %q: not an IP address", req.Name, req.IP))
+		writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: ip %q: not an IP address", req.Name, req.IP))
 		return
 	}
 	if req.Netns == "" {
@@ -258,7 +258,7 @@ func (a *Agent) postEndpoint(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(req.Ifname) > 15 || strings.ContainsAny(req.Ifname, "/ \t\n") {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: --ifname %q: not a valid interface name", req.Name, req.Ifname))
+		writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: ifname %q: not a valid interface name", req.Name, req.Ifname))
 		return
 	}
 	allow, err := parseAllowFrom(req.AllowFrom)
@@ -328,7 +328,7 @@ func (a *Agent) postVTEP(w http.ResponseWriter, r *http.Request) {
 // putVTEPs replaces the whole VTEP table (a reload).
 func (a *Agent) putVTEPs(w http.ResponseWriter, r *http.Request) {
 	var req []api.VTEPRequest
-	if !readJSON(w, r, &req) {
+	if !readJSONLimit(w, r, &req, maxVTEPListBody) {
 		return
 	}
 	specs := make([]dataplane.VTEPSpec, 0, len(req))
@@ -439,8 +439,17 @@ func (a *Agent) vtepsChanged(err error) error {
 	return a.changed(err)
 }
 
+// Request body bounds, by what a request can need: one object (an
+// endpoint, a policy, a VTEP) fits in 64 KiB; a VTEP table of thousands
+// of entries in 4 MiB; a list of 100,000 nodes in 16 MiB.
+const (
+	maxObjectBody   = 64 << 10
+	maxVTEPListBody = 4 << 20
+	maxNodeListBody = 16 << 20
+)
+
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	return readJSONLimit(w, r, v, 1<<20)
+	return readJSONLimit(w, r, v, maxObjectBody)
 }
 
 // readJSONLimit decodes a request body of at most limit bytes into v (see
