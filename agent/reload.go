@@ -85,7 +85,32 @@ func (a *Agent) Reload(n *config.Config) error {
 		}
 		add = append(add, dataplane.NodeSpec{Name: nd.Name, IP: nd.IP, PodCIDR: nd.PodCIDR})
 	}
+	// A node of the file takes over one of the same name added through
+	// the API or found in etcd: the file wins, as at start.
+	type takenNode struct {
+		spec   dataplane.NodeSpec
+		origin string
+	}
+	var taken []takenNode
+	for _, nd := range add {
+		if old, origin, ok := a.nodes.lookup(a.eng, nd.Name); ok && origin != fromConfig {
+			if err := a.nodes.del(a.eng, nd.Name); err != nil {
+				return err
+			}
+			a.log.Warn("a node of the configuration replaces one of the same name", zap.String("node", nd.Name),
+				zap.String("replaced-source", origin), zap.Stringer("replaced-ip", old.IP), zap.Stringer("replaced-pod-cidr", old.PodCIDR))
+			taken = append(taken, takenNode{old, origin})
+			changes = append(changes, "node ~"+nd.Name+" (was "+origin+")")
+		}
+	}
 	if err := a.nodes.add(a.eng, add, fromConfig); err != nil {
+		// Give the replaced nodes back: a refused reload changes nothing
+		// of theirs.
+		for _, t := range taken {
+			if _, _, ok := a.nodes.lookup(a.eng, t.spec.Name); !ok {
+				a.nodes.add(a.eng, []dataplane.NodeSpec{t.spec}, t.origin)
+			}
+		}
 		return err
 	}
 	for _, n := range add {

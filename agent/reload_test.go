@@ -122,3 +122,35 @@ func TestReloadNeedsRestart(t *testing.T) {
 		t.Error("a refused reload changed the engine")
 	}
 }
+
+// A node of the file takes over an API-added node of the same name; if
+// the reload is refused after all, the API's node is back as it was.
+func TestReloadTakesOverAPINode(t *testing.T) {
+	ta := newTestAgent(t, loadConfig(t, baseConfig), nil)
+	ta.cfg.StateDir = t.TempDir()
+	must(t, ta.nodes.add(ta.eng, []dataplane.NodeSpec{{Name: "n2", IP: addr("192.0.2.9"), PodCIDR: prefix("10.1.9.0/24")}}, fromAPI))
+	after := loadConfig(t, baseConfig+"nodes:\n  - {name: n2, ip: 192.0.2.2, pod-cidr: 10.1.2.0/24}\n")
+	after.StateDir = ta.cfg.StateDir
+	must(t, ta.Reload(after))
+	n, origin, ok := ta.nodes.lookup(ta.eng, "n2")
+	if !ok || origin != fromConfig || n.IP != addr("192.0.2.2") || n.PodCIDR != prefix("10.1.2.0/24") {
+		t.Fatalf("after the reload n2 is %+v from %q", n, origin)
+	}
+
+	// Refused: the file's node collides with another API node's address.
+	ta2 := newTestAgent(t, loadConfig(t, baseConfig), nil)
+	ta2.cfg.StateDir = t.TempDir()
+	must(t, ta2.nodes.add(ta2.eng, []dataplane.NodeSpec{
+		{Name: "n2", IP: addr("192.0.2.9"), PodCIDR: prefix("10.1.9.0/24")},
+		{Name: "other", IP: addr("192.0.2.2"), PodCIDR: prefix("10.1.8.0/24")},
+	}, fromAPI))
+	after2 := loadConfig(t, baseConfig+"nodes:\n  - {name: n2, ip: 192.0.2.2, pod-cidr: 10.1.2.0/24}\n")
+	after2.StateDir = ta2.cfg.StateDir
+	if err := ta2.Reload(after2); err == nil {
+		t.Fatal("a reload whose node takes another node's address was accepted")
+	}
+	n, origin, ok = ta2.nodes.lookup(ta2.eng, "n2")
+	if !ok || origin != fromAPI || n.IP != addr("192.0.2.9") {
+		t.Fatalf("after a refused reload n2 is %+v from %q, want the API's", n, origin)
+	}
+}
