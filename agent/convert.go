@@ -38,7 +38,7 @@ func convert[S, D any](in []S, f func(S) D) []D {
 
 func apiEndpoint(ep dataplane.Endpoint) api.Endpoint {
 	return api.Endpoint{Name: ep.Name, IP: ep.IP, Netns: ep.Netns, Ifname: ep.Ifname, Identity: ep.Identity,
-		AllowFrom: ep.AllowFrom, Device: ep.Device, MTU: ep.MTU}
+		AllowFrom: ep.AllowFrom, Device: ep.Device, MTU: ep.MTU, DeviceGone: ep.DeviceGone}
 }
 
 func apiFIBEntry(f dataplane.FIBEntry) api.FIBEntry {

@@ -110,6 +110,9 @@ type Endpoint struct {
 	AllowFrom []identity.ID `json:"allow_from"`
 	Device    string        `json:"device"`
 	MTU       int           `json:"mtu"`
+	// DeviceGone says the kernel removed the pod's device (its network
+	// namespace was deleted); the endpoint waits to be deleted.
+	DeviceGone bool `json:"device_gone,omitempty"`
 }
 
 // Node is one row of GET /v1/nodes.

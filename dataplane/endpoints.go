@@ -21,6 +21,9 @@ type endpoint struct {
 	stats   DeviceStats
 	done    chan struct{} // closed when the last reader of dev stopped
 	readers atomic.Int32
+	// gone is set when the kernel removed the device under its worker
+	// (the pod's namespace was deleted).
+	gone atomic.Bool
 }
 
 // EndpointSpec describes a pod endpoint.
@@ -146,7 +149,9 @@ func (e *Engine) DelEndpoint(name string) error {
 	err := packetio.Destroy(ep.dev)
 	<-ep.done
 	e.log.Info("endpoint removed", zap.String("endpoint", name))
-	if err != nil {
+	if err != nil && !ep.gone.Load() {
+		// A device the kernel already removed (its pod's namespace
+		// went) cannot be destroyed again; that is no failure.
 		return fmt.Errorf("close endpoint %s: %w", name, err)
 	}
 	return nil

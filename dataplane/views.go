@@ -14,6 +14,9 @@ type Endpoint struct {
 	EndpointSpec
 	Device string
 	MTU    int
+	// DeviceGone says the kernel removed the device (the pod's network
+	// namespace was deleted); the endpoint waits to be deleted.
+	DeviceGone bool
 }
 
 // Endpoints lists the endpoints sorted by name.
@@ -22,7 +25,7 @@ func (e *Engine) Endpoints() []Endpoint {
 	defer e.mu.Unlock()
 	out := make([]Endpoint, 0, len(e.endpoints))
 	for _, ep := range e.endpoints {
-		out = append(out, Endpoint{EndpointSpec: ep.EndpointSpec, Device: ep.Ifname, MTU: e.routeMTU})
+		out = append(out, Endpoint{EndpointSpec: ep.EndpointSpec, Device: ep.Ifname, MTU: e.routeMTU, DeviceGone: ep.gone.Load()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out

@@ -146,6 +146,9 @@ func (w *worker) run() {
 			}
 			if errors.Is(err, packetio.ErrDeviceGone) {
 				w.e.log.Warn("device removed by the kernel; its worker stops", zap.String("device", w.name), zap.Error(err))
+				if w.ep != nil {
+					w.ep.gone.Store(true)
+				}
 				return
 			}
 			// A device error other than close is not per packet but it

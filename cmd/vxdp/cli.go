@@ -261,7 +261,11 @@ func newEndpointCmd(g *globals) *cobra.Command {
 					allow = "none"
 				}
 			}
-			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%d\t%s\n", e.Name, e.IP, e.Identity, e.Netns, e.Ifname, e.MTU, allow)
+			ifname := e.Ifname
+			if e.DeviceGone {
+				ifname += " (gone: namespace deleted)"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%d\t%s\n", e.Name, e.IP, e.Identity, e.Netns, ifname, e.MTU, allow)
 		}
 	})
 	var pol api.PolicyRequest

@@ -363,6 +363,27 @@ func TestOverlay(t *testing.T) {
 		if out, err := c.cli(0, "endpoint", "del", "nosuch"); exitCode(err) != 1 {
 			t.Fatalf("unknown endpoint: exit %d\n%s", exitCode(err), out)
 		}
+		// A pod whose namespace is deleted under it: the list says so,
+		// and deleting the endpoint then succeeds.
+		doomed := c.lab.Netns("pod1d")
+		c.mustCLI(0, "endpoint", "add", "pod1d", "--ip", "10.1.1.31", "--netns", doomed.Path)
+		if out, err := exec.Command("ip", "netns", "del", doomed.Name).CombinedOutput(); err != nil {
+			t.Fatalf("ip netns del: %v\n%s", err, out)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		out := ""
+		for time.Now().Before(deadline) {
+			if out = c.mustCLI(0, "endpoint", "list"); strings.Contains(out, "gone") {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !strings.Contains(out, "pod1d") || !strings.Contains(out, "gone") {
+			t.Fatalf("endpoint list after the namespace went:\n%s", out)
+		}
+		if out, err := c.cli(0, "endpoint", "del", "pod1d"); err != nil {
+			t.Fatalf("deleting the endpoint of a deleted namespace: exit %d\n%s", exitCode(err), out)
+		}
 	})
 
 	t.Run("no node or vtep takes the underlay", func(t *testing.T) {
