@@ -34,6 +34,7 @@ type Agent struct {
 	under         *underlay
 	forwardingWas string     // ip_forward before native mode turned it on
 	lock          *agentLock // held while the agent runs
+	linkWatch     underlayWatch
 	eng           *dataplane.Engine
 	routes        *hostRoutes
 	kv            *kvstore.Store // cluster membership, when kvstore is set
@@ -175,6 +176,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer stopWatchdog()
 	go a.watchdog(wctx)
 	go a.runKVStore(wctx)
+	go a.watchUnderlay(wctx)
 	a.notify("READY=1\nSTATUS=forwarding")
 	var err error
 	select {

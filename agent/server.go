@@ -132,7 +132,11 @@ func (a *Agent) Status() api.Status {
 		KVStore:        a.kvStatus(),
 		Routes:         a.routeSummary(n.VTEPs),
 	}
-	if p := a.eng.Problems(); len(p) > 0 {
+	p := a.eng.Problems()
+	if u := a.underlayProblem(); u != "" {
+		p = append(p, u)
+	}
+	if len(p) > 0 {
 		st.Healthy = false
 		st.Problems = p
 	}

@@ -474,6 +474,35 @@ func TestOverlay(t *testing.T) {
 		c.mustPing("pod1a", "10.1.2.20")
 	})
 
+	t.Run("status follows the underlay device", func(t *testing.T) {
+		// statusSays waits until node1's status exits with code and says
+		// want.
+		statusSays := func(code int, want string) {
+			t.Helper()
+			deadline := time.Now().Add(5 * time.Second)
+			var out string
+			var err error
+			for time.Now().Before(deadline) {
+				out, err = c.cli(0, "status")
+				if exitCode(err) == code && strings.Contains(out, want) {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			t.Fatalf("status: exit %d, want %d saying %q:\n%s", exitCode(err), code, want, out)
+		}
+		n1 := c.node[0]
+		n1.MustRun(t, "ip", "link", "set", "eth0", "down")
+		statusSays(1, "underlay device eth0 is down")
+		n1.MustRun(t, "ip", "link", "set", "eth0", "up")
+		statusSays(0, "")
+		n1.MustRun(t, "ip", "link", "set", "eth0", "mtu", "1400")
+		statusSays(1, "underlay MTU changed from 1500 to 1400")
+		n1.MustRun(t, "ip", "link", "set", "eth0", "mtu", "1500")
+		statusSays(0, "")
+		c.mustPing("pod1a", "10.1.2.20")
+	})
+
 	t.Run("clean shutdown", func(t *testing.T) {
 		for i := range c.agents {
 			if err := c.agents[i].Signal(syscall.SIGTERM); err != nil {
