@@ -167,6 +167,9 @@ type Stats struct {
 	// MonitorEventsLost counts drop events the monitor left out because
 	// a watcher could not keep up or their rate was over the limit.
 	MonitorEventsLost uint64 `json:"monitor_events_lost"`
+	// ICMPErrorsLimited counts ICMP errors not sent because of the rate
+	// limit (1000 a second and worker, bursts of 50).
+	ICMPErrorsLimited uint64 `json:"icmp_errors_rate_limited"`
 }
 
 // DeviceCounters are the packet counters of one device: rx is what vxdp

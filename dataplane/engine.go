@@ -129,14 +129,16 @@ type Engine struct {
 	newEndpoint EndpointDeviceFactory
 	hostRoutes  HostRoutes
 
-	state      atomic.Pointer[snapshot]
-	drops      drops
-	mon        *monitor
-	taps       atomic.Pointer[map[any]*tap] // running captures, nil when none
-	tapsMu     sync.Mutex                   // serialises changes to taps
-	stop       chan struct{}                // closed by Close: stops the monitor
-	icmps      atomic.Uint64                // ICMP errors generated
-	arpReplies atomic.Uint64                // ARP replies sent to VTEPs
+	state  atomic.Pointer[snapshot]
+	drops  drops
+	mon    *monitor
+	taps   atomic.Pointer[map[any]*tap] // running captures, nil when none
+	tapsMu sync.Mutex                   // serialises changes to taps
+	stop   chan struct{}                // closed by Close: stops the monitor
+	icmps  atomic.Uint64                // ICMP errors generated
+	// icmpsLimited counts ICMP errors not sent for the rate limit.
+	icmpsLimited atomic.Uint64
+	arpReplies   atomic.Uint64 // ARP replies sent to VTEPs
 
 	// hostRunning and underlayRunning count live workers of the host and
 	// underlay devices; one that stops while the engine runs makes it

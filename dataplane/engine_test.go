@@ -536,3 +536,27 @@ func TestStuckWorker(t *testing.T) {
 		t.Fatalf("still stuck after Resume: %v", s)
 	}
 }
+
+// A flood of undeliverable packets is answered with at most a burst and a
+// rate of ICMP errors; every packet is still counted as dropped.
+func TestICMPErrorRateLimit(t *testing.T) {
+	n1, _, _ := twoNodes(t)
+	a := n1.pod(t, "a")
+	const flood = 2000
+	start := time.Now()
+	for i := range flood {
+		a.Inject(udpPacket(pod1, netip.MustParseAddr("10.1.9.9"), uint16(1000+i), 2, 64, false, nil))
+	}
+	waitDrop(t, n1.eng, dataplane.DropNoRoute, flood)
+	elapsed := time.Since(start)
+	st := n1.eng.Stats()
+	// At most the burst of 50 plus what the rate of 1000/s added while
+	// the flood lasted (and a little slack for the clock).
+	most := 50 + uint64(elapsed.Seconds()*1000) + 10
+	if st.ICMPErrors < 50 || st.ICMPErrors > most || st.ICMPErrors+st.ICMPErrorsLimited != flood {
+		t.Fatalf("%d ICMP errors sent (at most %d in %v), %d held back, for %d packets", st.ICMPErrors, most, elapsed, st.ICMPErrorsLimited, flood)
+	}
+	if got := len(a.WaitSent(flood, 200*time.Millisecond)); uint64(got) != st.ICMPErrors {
+		t.Fatalf("the pod got %d errors, %d counted as sent", got, st.ICMPErrors)
+	}
+}

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
@@ -10,6 +11,13 @@ import (
 
 // The functions in this file run once per packet: no allocation, no lock,
 // no log. Each either queues the packet or counts exactly one drop.
+
+// ICMP errors a worker makes at most, per second and in a burst, as
+// Linux's net.ipv4.icmp_msgs_per_sec (1000) and icmp_msgs_burst (50).
+const (
+	icmpErrorsPerSecond = 1000
+	icmpErrorBurst      = 50
+)
 
 // tunnel is where an encapsulated packet goes: the remote tunnel endpoint
 // and the inner destination MAC it expects.
@@ -357,6 +365,12 @@ func (w *worker) deliver(snap *snapshot, inner encap.IPv4, buf []byte, off, n in
 // a scratch buffer so the original can still be forwarded or dropped.
 func (w *worker) icmpError(snap *snapshot, orig encap.IPv4, typ, code uint8, mtu uint16) {
 	if !encap.MayAnswerWithICMPv4(orig) || w.nscratch >= len(w.scratch) || orig.Destination4() == w.e.podBroadcast4 {
+		return
+	}
+	// A flood of undeliverable packets must not become a flood of errors
+	// (RFC 1812 4.3.2.8): the rest are dropped and counted, not answered.
+	if !w.icmpLimit.take(time.Now().UnixNano(), icmpErrorsPerSecond, icmpErrorBurst) {
+		w.icmpsLimited++
 		return
 	}
 	b := w.scratch[w.nscratch]

@@ -110,17 +110,10 @@ func (m *monitor) run(stop <-chan struct{}) {
 // report is called by worker.drop while someone watches.
 func (w *worker) report(r DropReason) {
 	now := time.Now().UnixNano()
-	// Token bucket: refill by elapsed time, spend one per event.
-	w.tokens += float64(now-w.lastEvent) * eventsPerSecond / 1e9
-	w.lastEvent = now
-	if w.tokens > eventBurst {
-		w.tokens = eventBurst
-	}
-	if w.tokens < 1 {
+	if !w.events.take(now, eventsPerSecond, eventBurst) {
 		w.e.mon.lost.Add(1)
 		return
 	}
-	w.tokens--
 	ev := rawEvent{when: now, reason: r, source: w.kind, device: w.name}
 	if w.ep != nil {
 		ev.ident, ev.device = w.ep.Identity, w.ep.Name

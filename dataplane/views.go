@@ -93,6 +93,8 @@ type Stats struct {
 	// MonitorEventsLost counts drop events left out of the monitor: a
 	// watcher too slow, or more than the rate limit.
 	MonitorEventsLost uint64
+	// ICMPErrorsLimited counts ICMP errors held back by the rate limit.
+	ICMPErrorsLimited uint64
 }
 
 // Stats returns the counters.
@@ -124,6 +126,7 @@ func (e *Engine) Stats() Stats {
 		s.TotalDrops += v
 	}
 	s.ICMPErrors = e.icmps.Load()
+	s.ICMPErrorsLimited = e.icmpsLimited.Load()
 	s.ARPReplies = e.arpReplies.Load()
 	s.MonitorEventsLost = e.mon.lost.Load()
 	return s

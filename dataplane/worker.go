@@ -81,11 +81,34 @@ type worker struct {
 	busy atomic.Int64
 
 	// cur (and curMeta, for tunnel payloads) is the packet being
-	// handled, for drop events; tokens and lastEvent rate-limit them.
-	cur       []byte
-	curMeta   *packetio.Meta
-	tokens    float64
-	lastEvent int64
+	// handled, for drop events; events rate-limits them.
+	cur     []byte
+	curMeta *packetio.Meta
+	events  bucket
+
+	// icmpLimit rate-limits the ICMP errors the worker makes; what it
+	// holds back is counted in icmpsLimited.
+	icmpLimit    bucket
+	icmpsLimited uint64
+}
+
+// bucket is a token bucket: it fills at a rate per second up to a burst,
+// and each take spends a token.
+type bucket struct {
+	tokens float64
+	last   int64 // UnixNano of the last take
+}
+
+// take spends a token if there is one, after refilling for the time since
+// the last take.
+func (b *bucket) take(now int64, rate, burst float64) bool {
+	b.tokens = min(b.tokens+float64(now-b.last)*rate/1e9, burst)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 func newWorker(e *Engine, dev packetio.Device, under packetio.Underlay, st *DeviceStats, kind sourceKind, ep *endpoint) *worker {
@@ -300,6 +323,10 @@ func (w *worker) flush() {
 	if w.icmps != 0 {
 		w.e.icmps.Add(w.icmps)
 		w.icmps = 0
+	}
+	if w.icmpsLimited != 0 {
+		w.e.icmpsLimited.Add(w.icmpsLimited)
+		w.icmpsLimited = 0
 	}
 	if w.arpReplies != 0 {
 		w.e.arpReplies.Add(w.arpReplies)

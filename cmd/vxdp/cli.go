@@ -494,6 +494,7 @@ func newStatsCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(w, "total\t%d\n", s.TotalDrops)
 				fmt.Fprintf(w, "\nICMP errors sent\t%d\n", s.ICMPErrors)
+				fmt.Fprintf(w, "ICMP errors rate-limited\t%d\n", s.ICMPErrorsLimited)
 				fmt.Fprintf(w, "ARP replies sent\t%d\n", s.ARPReplies)
 				fmt.Fprintf(w, "monitor events lost\t%d\n", s.MonitorEventsLost)
 			})
