@@ -61,11 +61,7 @@ func (w *worker) fromHost(snap *snapshot, buf []byte, size int) {
 // innerIPv4 validates a packet read from a pod or the host device and
 // returns it trimmed to its total length.
 func (w *worker) innerIPv4(pkt []byte) (encap.IPv4, int, bool) {
-	if len(pkt) == 0 {
-		w.drop(DropInvalidHeader)
-		return nil, 0, false
-	}
-	switch pkt[0] >> 4 {
+	switch encap.IPVersion(pkt) {
 	case 4:
 	case 6:
 		w.drop(DropUnsupportedProtocol)

@@ -165,8 +165,8 @@ func (r *rawEvent) decode() Event {
 // describeIPv4 fills addresses, ports and protocol from whatever part of
 // an IPv4 header the event kept.
 func describeIPv4(ev *Event, pkt []byte) {
-	if len(pkt) < encap.IPv4MinLen || pkt[0]>>4 != 4 {
-		if len(pkt) > 0 && pkt[0]>>4 == 6 {
+	if len(pkt) < encap.IPv4MinLen || encap.IPVersion(pkt) != 4 {
+		if encap.IPVersion(pkt) == 6 {
 			ev.Protocol = "ipv6"
 		}
 		return
@@ -174,7 +174,7 @@ func describeIPv4(ev *Event, pkt []byte) {
 	ip := encap.IPv4(pkt)
 	src, dst := ip.SourceAddr(), ip.DestinationAddr()
 	ev.Src, ev.Dst = src.String(), dst.String()
-	hl := int(pkt[0]&0xf) * 4
+	hl := ip.HeaderLen()
 	switch ip.Protocol() {
 	case encap.ProtoTCP:
 		ev.Protocol = "tcp"

@@ -35,6 +35,7 @@ const (
 	ProtoICMP = 1
 	ProtoTCP  = 6
 	ProtoUDP  = 17
+	ProtoSCTP = 132
 
 	ipv4FlagDF     = 0x4000
 	ipv4FlagMF     = 0x2000

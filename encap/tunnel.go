@@ -158,10 +158,11 @@ func ParseOuterV4(pkt []byte) (OuterV4, error) {
 // flow always hash alike, so they take one underlay path (ECMP, RSS) and
 // are not reordered.
 func FlowHashV4(ip IPv4) uint32 {
-	h := uint64(binary.BigEndian.Uint32(ip[12:]))<<32 | uint64(binary.BigEndian.Uint32(ip[16:]))
-	h ^= uint64(ip[9]) << 56
-	switch ip[9] {
-	case ProtoTCP, ProtoUDP, 132:
+	h := uint64(binary.BigEndian.Uint32(ip[IPv4SourceAddrOffset:]))<<32 | uint64(binary.BigEndian.Uint32(ip[IPv4DestinationAddrOffset:]))
+	proto := ip.Protocol()
+	h ^= uint64(proto) << 56
+	switch proto {
+	case ProtoTCP, ProtoUDP, ProtoSCTP:
 		hl := ip.HeaderLen()
 		if !ip.IsFragment() && len(ip) >= hl+4 {
 			h += uint64(binary.BigEndian.Uint32(ip[hl:])) * 0x9e3779b97f4a7c15

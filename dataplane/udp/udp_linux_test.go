@@ -218,8 +218,7 @@ func TestSendBatch(t *testing.T) {
 // taken port is skipped, not fatal.
 func TestSourcePorts(t *testing.T) {
 	ns := underlayNetns(t)
-	blocker := ns.ListenUDP(t, netip.AddrPortFrom(nodeIP, 49152)) // the first port of the range
-	_ = blocker
+	ns.ListenUDP(t, netip.AddrPortFrom(nodeIP, 49152)) // takes the first port of the range
 	u := openIn(t, ns, Config{SourcePorts: 64})
 	sp := u.SourcePorts()
 	if sp.Count != 64 || sp.Min != 49153 || sp.Max < 65000 {
