@@ -27,6 +27,7 @@ var Version = "dev"
 // Agent is one running node dataplane.
 type Agent struct {
 	cfg     *config.Config
+	local   config.Local // what nodes, endpoints and VTEPs are checked against
 	log     *zap.Logger
 	level   *zap.AtomicLevel
 	started time.Time
@@ -148,7 +149,8 @@ func start(cfg *config.Config, log *zap.Logger, undo *undoStack) (*Agent, error)
 	// From here a has its engine; should a phase below fail, a is dropped,
 	// never closed: the undo functions own what it holds.
 	a := &Agent{cfg: cfg, log: log, started: time.Now(), under: under, forwardingWas: fwdWas, eng: eng,
-		routes: routes, kv: kv, ln: ln, lock: lock, nodes: newNodeBook(), configEndpoints: map[string]bool{}}
+		routes: routes, kv: kv, ln: ln, lock: lock, nodes: newNodeBook(), configEndpoints: map[string]bool{},
+		local: cfg.Local()}
 	if err := a.applyConfig(st); err != nil {
 		return nil, err
 	}

@@ -65,7 +65,7 @@ func newTestAgent(t *testing.T, cfg *config.Config, st *state) *testAgent {
 	}
 	eng.Start()
 	t.Cleanup(func() { eng.Close() })
-	ta.Agent = &Agent{cfg: cfg, log: zap.NewNop(), eng: eng, nodes: newNodeBook(), configEndpoints: map[string]bool{},
+	ta.Agent = &Agent{cfg: cfg, local: cfg.Local(), log: zap.NewNop(), eng: eng, nodes: newNodeBook(), configEndpoints: map[string]bool{},
 		under: &underlay{device: "eth0", mtu: 1500, kind: "udp", reason: "configured"}}
 	if st == nil {
 		st = &state{}

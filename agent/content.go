@@ -29,7 +29,12 @@ func (a *Agent) applyConfig(st *state) error {
 		return err
 	}
 	for _, n := range st.Nodes {
-		if err := a.nodes.add(a.eng, []dataplane.NodeSpec{{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR}}, fromAPI); err != nil {
+		spec := dataplane.NodeSpec{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR}
+		err := a.checkNode(spec)
+		if err == nil {
+			err = a.nodes.add(a.eng, []dataplane.NodeSpec{spec}, fromAPI)
+		}
+		if err != nil {
 			a.log.Warn("node from the previous run not restored", zap.String("node", n.Name), zap.Error(err))
 		}
 	}
@@ -63,7 +68,11 @@ func (a *Agent) applyConfig(st *state) error {
 		if !ep.FromAPI || a.configEndpoints[ep.Name] {
 			continue
 		}
-		if err := a.eng.AddEndpoint(ep.spec()); err != nil {
+		err := a.checkEndpoint(ep.spec())
+		if err == nil {
+			err = a.eng.AddEndpoint(ep.spec())
+		}
+		if err != nil {
 			a.log.Warn("endpoint from the previous run not restored", zap.String("endpoint", ep.Name), zap.Error(err))
 		}
 	}
@@ -74,6 +83,9 @@ func (a *Agent) restoreVTEPs(rows ...api.VTEP) error {
 	vs := make([]dataplane.VTEPSpec, 0, len(rows))
 	for _, r := range rows {
 		v, err := vtepSpec(r)
+		if err == nil {
+			err = checkVTEP(v)
+		}
 		if err != nil {
 			return err
 		}

@@ -104,8 +104,8 @@ func TestRequestBodyBounds(t *testing.T) {
 	h := ta.handler()
 	var nodes []api.NodeRequest
 	for i := range 1000 {
-		nodes = append(nodes, api.NodeRequest{Name: fmt.Sprintf("n%d", i),
-			IP: fmt.Sprintf("198.18.%d.%d", i/250, 1+i%250), PodCIDR: fmt.Sprintf("10.%d.%d.0/24", 100+i/256, i%256)})
+		nodes = append(nodes, api.NodeRequest{Name: fmt.Sprintf("peer%d", i),
+			IP: fmt.Sprintf("198.18.%d.%d", i/250, 1+i%250), PodCIDR: fmt.Sprintf("10.1.%d.%d/28", 16+i/16, i%16*16)})
 	}
 	body, _ := json.Marshal(nodes)
 	rec := httptest.NewRecorder()

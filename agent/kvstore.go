@@ -58,39 +58,50 @@ func (a *Agent) runKVStore(ctx context.Context) {
 	}
 	go a.watchVTEPRecords(ctx)
 	for ev := range a.kv.Watch(ctx) {
-		n := ev.Node
-		if n.Name == a.cfg.NodeName {
-			continue
+		a.etcdNodeEvent(ev)
+	}
+}
+
+// etcdNodeEvent applies one change of a node record. A record that the
+// checks refuse is logged and leaves what was known of the node as it was.
+func (a *Agent) etcdNodeEvent(ev kvstore.Event) {
+	n := ev.Node
+	if n.Name == a.cfg.NodeName {
+		return
+	}
+	cur, origin, known := a.nodes.lookup(a.eng, n.Name)
+	switch ev.Kind {
+	case kvstore.EventDelete:
+		if known && origin == fromEtcd {
+			if err := a.nodes.del(a.eng, n.Name); err != nil {
+				a.log.Warn("remove etcd node", zap.String("node", n.Name), zap.Error(err))
+			}
 		}
-		cur, origin, known := a.nodes.lookup(a.eng, n.Name)
-		switch ev.Kind {
-		case kvstore.EventDelete:
-			if known && origin == fromEtcd {
-				if err := a.nodes.del(a.eng, n.Name); err != nil {
-					a.log.Warn("remove etcd node", zap.String("node", n.Name), zap.Error(err))
-				}
+	case kvstore.EventPut:
+		if known && origin != fromEtcd {
+			if cur.IP != n.IP || cur.PodCIDR != n.PodCIDR {
+				a.log.Warn("etcd node conflicts with a configured one; the configured one stays",
+					zap.String("node", n.Name), zap.Stringer("etcd-ip", n.IP), zap.Stringer("ip", cur.IP))
 			}
-		case kvstore.EventPut:
-			if known && origin != fromEtcd {
-				if cur.IP != n.IP || cur.PodCIDR != n.PodCIDR {
-					a.log.Warn("etcd node conflicts with a configured one; the configured one stays",
-						zap.String("node", n.Name), zap.Stringer("etcd-ip", n.IP), zap.Stringer("ip", cur.IP))
-				}
-				continue
-			}
-			if known && cur.IP == n.IP && cur.PodCIDR == n.PodCIDR {
-				continue
-			}
-			if known {
-				a.nodes.del(a.eng, n.Name)
-			}
-			if n.Protocol != "" && (n.Protocol != a.cfg.TunnelProtocol || (n.Port != 0 && n.Port != a.cfg.TunnelPort)) {
-				a.log.Warn("etcd node speaks another tunnel protocol or port; the cluster must agree",
-					zap.String("node", n.Name), zap.String("protocol", n.Protocol), zap.Uint16("port", n.Port))
-			}
-			if err := a.nodes.add(a.eng, []dataplane.NodeSpec{{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR}}, fromEtcd); err != nil {
-				a.log.Warn("etcd node not added", zap.String("node", n.Name), zap.Error(err))
-			}
+			return
+		}
+		if known && cur.IP == n.IP && cur.PodCIDR == n.PodCIDR {
+			return
+		}
+		spec := dataplane.NodeSpec{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR}
+		if err := a.checkNode(spec); err != nil {
+			a.log.Warn("etcd node refused", zap.String("node", n.Name), zap.Error(err))
+			return
+		}
+		if known {
+			a.nodes.del(a.eng, n.Name)
+		}
+		if n.Protocol != "" && (n.Protocol != a.cfg.TunnelProtocol || (n.Port != 0 && n.Port != a.cfg.TunnelPort)) {
+			a.log.Warn("etcd node speaks another tunnel protocol or port; the cluster must agree",
+				zap.String("node", n.Name), zap.String("protocol", n.Protocol), zap.Uint16("port", n.Port))
+		}
+		if err := a.nodes.add(a.eng, []dataplane.NodeSpec{spec}, fromEtcd); err != nil {
+			a.log.Warn("etcd node not added", zap.String("node", n.Name), zap.Error(err))
 		}
 	}
 }
@@ -99,25 +110,36 @@ func (a *Agent) runKVStore(ctx context.Context) {
 // plus etcd's.
 func (a *Agent) watchVTEPRecords(ctx context.Context) {
 	for recs := range a.kv.WatchVTEPs(ctx) {
-		var vs []dataplane.VTEPSpec
-		if a.cfg.EnableVTEP {
-			cv, err := vtepSpecs(a.cfg.VTEPs)
-			if err == nil {
-				vs = cv
-			}
-		}
-		for _, r := range recs {
-			var mac encap.MAC
-			if err := mac.UnmarshalText([]byte(r.MAC)); err != nil {
-				a.log.Warn("etcd vtep record", zap.Stringer("cidr", r.CIDR), zap.Error(err))
-				continue
-			}
-			vs = append(vs, dataplane.VTEPSpec{CIDR: r.CIDR, Endpoint: r.Endpoint, MAC: mac})
-		}
-		if err := a.eng.SetVTEPs(vs); err != nil {
+		if err := a.eng.SetVTEPs(a.vtepsWith(recs)); err != nil {
 			a.log.Warn("vteps from etcd not applied", zap.Error(err))
 		}
 	}
+}
+
+// vtepsWith is the VTEP table of the configuration plus the records that
+// pass the checks; a refused record is logged and left out.
+func (a *Agent) vtepsWith(recs []kvstore.VTEPRecord) []dataplane.VTEPSpec {
+	var vs []dataplane.VTEPSpec
+	if a.cfg.EnableVTEP {
+		cv, err := vtepSpecs(a.cfg.VTEPs)
+		if err == nil {
+			vs = cv
+		}
+	}
+	for _, r := range recs {
+		var mac encap.MAC
+		err := mac.UnmarshalText([]byte(r.MAC))
+		v := dataplane.VTEPSpec{CIDR: r.CIDR, Endpoint: r.Endpoint, MAC: mac}
+		if err == nil {
+			err = checkVTEP(v)
+		}
+		if err != nil {
+			a.log.Warn("etcd vtep record refused", zap.Stringer("cidr", r.CIDR), zap.Error(err))
+			continue
+		}
+		vs = append(vs, v)
+	}
+	return vs
 }
 
 // kvStatus says how the kvstore is doing, for vxdp status.

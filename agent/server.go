@@ -213,7 +213,7 @@ func (a *Agent) postNode(w http.ResponseWriter, r *http.Request) {
 	}
 	specs := make([]dataplane.NodeSpec, 0, len(reqs))
 	for _, req := range reqs {
-		n, err := nodeSpec(req)
+		n, err := a.nodeRequest(req)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err)
 			return
@@ -223,54 +223,17 @@ func (a *Agent) postNode(w http.ResponseWriter, r *http.Request) {
 	writeResult(w, a.changed(a.nodes.add(a.eng, specs, fromAPI)), nil)
 }
 
-// nodeSpec checks a node request's addresses.
-func nodeSpec(req api.NodeRequest) (dataplane.NodeSpec, error) {
-	ip, err := netip.ParseAddr(req.IP)
-	if err != nil {
-		return dataplane.NodeSpec{}, fmt.Errorf("node %s: ip %q: not an IP address", req.Name, req.IP)
-	}
-	p, err := netip.ParsePrefix(req.PodCIDR)
-	if err != nil {
-		return dataplane.NodeSpec{}, fmt.Errorf("node %s: pod_cidr %q: not a CIDR", req.Name, req.PodCIDR)
-	}
-	if p != p.Masked() {
-		return dataplane.NodeSpec{}, fmt.Errorf("node %s: pod_cidr %q: host bits set (did you mean %s?)", req.Name, req.PodCIDR, p.Masked())
-	}
-	return dataplane.NodeSpec{Name: req.Name, IP: ip, PodCIDR: p}, nil
-}
-
 func (a *Agent) postEndpoint(w http.ResponseWriter, r *http.Request) {
 	var req api.EndpointRequest
 	if !readJSON(w, r, &req) {
 		return
 	}
-	ip, err := netip.ParseAddr(req.IP)
+	spec, err := a.endpointRequest(req)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: ip %q: not an IP address", req.Name, req.IP))
+		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	if req.Netns == "" {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: --netns is required", req.Name))
-		return
-	}
-	var id identity.ID
-	if req.Identity != "" {
-		id, err = identity.Parse(req.Identity)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: --identity: %w", req.Name, err))
-			return
-		}
-	}
-	if len(req.Ifname) > 15 || strings.ContainsAny(req.Ifname, "/ \t\n") {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: ifname %q: not a valid interface name", req.Name, req.Ifname))
-		return
-	}
-	allow, err := parseAllowFrom(req.AllowFrom)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: --allow-from: %w", req.Name, err))
-		return
-	}
-	err = a.eng.AddEndpoint(dataplane.EndpointSpec{Name: req.Name, IP: ip, Netns: req.Netns, Ifname: req.Ifname, Identity: id, AllowFrom: allow})
+	err = a.eng.AddEndpoint(spec)
 	writeResult(w, a.changed(err), nil)
 }
 
@@ -281,12 +244,12 @@ func (a *Agent) putPolicy(w http.ResponseWriter, r *http.Request) {
 	}
 	allow, err := parseAllowFrom(req.AllowFrom)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: allow-from: %w", r.PathValue("name"), err))
+		writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: allow_from: %w", r.PathValue("name"), err))
 		return
 	}
 	if req.AllowAll {
 		if len(allow) > 0 {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: allow-all and allow-from together", r.PathValue("name")))
+			writeError(w, http.StatusBadRequest, fmt.Errorf("endpoint %s: allow_all and allow_from together", r.PathValue("name")))
 			return
 		}
 		allow = nil
@@ -296,32 +259,12 @@ func (a *Agent) putPolicy(w http.ResponseWriter, r *http.Request) {
 	writeResult(w, a.changed(a.eng.SetPolicy(r.PathValue("name"), allow)), nil)
 }
 
-func parseVTEP(v api.VTEPRequest) (dataplane.VTEPSpec, error) {
-	var s dataplane.VTEPSpec
-	p, err := netip.ParsePrefix(v.CIDR)
-	if err != nil {
-		return s, fmt.Errorf("vtep cidr %q: not a CIDR", v.CIDR)
-	}
-	if p != p.Masked() {
-		return s, fmt.Errorf("vtep cidr %q: host bits set (did you mean %s?)", v.CIDR, p.Masked())
-	}
-	ep, err := netip.ParseAddr(v.Endpoint)
-	if err != nil || !ep.Is4() {
-		return s, fmt.Errorf("vtep %s endpoint %q: not an IPv4 address", v.CIDR, v.Endpoint)
-	}
-	if err := s.MAC.UnmarshalText([]byte(v.MAC)); err != nil {
-		return s, fmt.Errorf("vtep %s: %w", v.CIDR, err)
-	}
-	s.CIDR, s.Endpoint = p, ep
-	return s, nil
-}
-
 func (a *Agent) postVTEP(w http.ResponseWriter, r *http.Request) {
 	var req api.VTEPRequest
 	if !readJSON(w, r, &req) {
 		return
 	}
-	s, err := parseVTEP(req)
+	s, err := vtepRequest(req)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
@@ -337,7 +280,7 @@ func (a *Agent) putVTEPs(w http.ResponseWriter, r *http.Request) {
 	}
 	specs := make([]dataplane.VTEPSpec, 0, len(req))
 	for _, v := range req {
-		s, err := parseVTEP(v)
+		s, err := vtepRequest(v)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err)
 			return

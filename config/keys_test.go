@@ -44,7 +44,7 @@ func TestSet(t *testing.T) {
 		{"device dot", "device", ".", "device", nil},
 
 		{"pod-cidr", "pod-cidr", "10.1.1.0/24", "", func(c *Config) bool { return c.PodCIDR == mustPrefix("10.1.1.0/24") }},
-		{"pod-cidr masked", "pod-cidr", "10.1.1.7/24", "", func(c *Config) bool { return c.PodCIDR == mustPrefix("10.1.1.0/24") }},
+		{"pod-cidr host bits", "pod-cidr", "10.1.1.7/24", "pod-cidr", nil},
 		{"pod-cidr v6", "pod-cidr", "fd00:1::/64", "", func(c *Config) bool { return c.PodCIDR == mustPrefix("fd00:1::/64") }},
 		{"pod-cidr /30", "pod-cidr", "10.1.1.0/30", "", nil},
 		{"pod-cidr bad length", "pod-cidr", "10.1.1.0/33", "pod-cidr", nil},

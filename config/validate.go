@@ -148,142 +148,70 @@ func covers(outer, inner netip.Prefix) bool {
 }
 
 func (c *Config) validateNodes() *Error {
+	local := c.Local()
 	names := make(map[string]int)
 	ips := make(map[netip.Addr]int)
 	for i := range c.Nodes {
 		n := &c.Nodes[i]
 		key := func(field string) string { return fmt.Sprintf("nodes[%d].%s", i, field) }
-
-		if n.Name == "" {
-			return &Error{Key: key("name"), Reason: "required"}
-		}
-		if err := checkNodeName(n.Name); err != nil {
-			return &Error{Key: key("name"), Value: n.Name, Reason: err.Error()}
+		n.PodCIDR = n.PodCIDR.Masked() // set in code; the file refuses host bits
+		if err := local.CheckNode(*n); err != nil {
+			return inList(err, "nodes", i)
 		}
 		if j, dup := names[n.Name]; dup {
 			return &Error{Key: key("name"), Value: n.Name, Reason: fmt.Sprintf("also the name of nodes[%d]", j)}
 		}
-		if n.Name == c.NodeName {
-			return &Error{Key: key("name"), Value: n.Name, Reason: "is this node's node-name"}
-		}
 		names[n.Name] = i
-
-		if !n.IP.IsValid() {
-			return &Error{Key: key("ip"), Reason: "required"}
-		}
-		if err := checkNodeAddr(n.IP); err != nil {
-			return &Error{Key: key("ip"), Value: n.IP.String(), Reason: err.Error()}
-		}
 		if j, dup := ips[n.IP]; dup {
 			return &Error{Key: key("ip"), Value: n.IP.String(), Reason: fmt.Sprintf("also the address of nodes[%d]", j)}
 		}
-		if n.IP == c.NodeIP {
-			return &Error{Key: key("ip"), Value: n.IP.String(), Reason: "is this node's node-ip"}
-		}
-		// One underlay socket speaks one address family.
-		if n.IP.Is4() != c.NodeIP.Is4() {
-			return &Error{Key: key("ip"), Value: n.IP.String(), Reason: "address family differs from node-ip"}
-		}
 		ips[n.IP] = i
-
-		if !n.PodCIDR.IsValid() {
-			return &Error{Key: key("pod-cidr"), Reason: "required"}
-		}
-		n.PodCIDR = n.PodCIDR.Masked()
-		if err := checkPodCIDRRoom(n.PodCIDR); err != nil {
-			return &Error{Key: key("pod-cidr"), Value: n.PodCIDR.String(), Reason: err.Error()}
-		}
-		if n.PodCIDR.Overlaps(c.PodCIDR) {
-			return &Error{Key: key("pod-cidr"), Value: n.PodCIDR.String(), Reason: "overlaps pod-cidr " + c.PodCIDR.String()}
-		}
 		for j := 0; j < i; j++ {
 			if n.PodCIDR.Overlaps(c.Nodes[j].PodCIDR) {
 				return &Error{Key: key("pod-cidr"), Value: n.PodCIDR.String(),
 					Reason: fmt.Sprintf("overlaps nodes[%d].pod-cidr %s", j, c.Nodes[j].PodCIDR)}
 			}
 		}
-		if c.ClusterCIDR.IsValid() && !covers(c.ClusterCIDR, n.PodCIDR) {
-			return &Error{Key: key("pod-cidr"), Value: n.PodCIDR.String(),
-				Reason: "not inside cluster-pool-ipv4-cidr " + c.ClusterCIDR.String()}
-		}
 	}
 	// Underlay addresses inside a pod CIDR would route tunnel packets
 	// into the overlay they travel on.
 	for i, n := range c.Nodes {
-		if n.PodCIDR.Contains(c.NodeIP) {
-			return &Error{Key: fmt.Sprintf("nodes[%d].pod-cidr", i), Value: n.PodCIDR.String(), Reason: "contains node-ip " + c.NodeIP.String()}
-		}
 		for j, m := range c.Nodes {
 			if m.PodCIDR.Contains(n.IP) {
 				return &Error{Key: fmt.Sprintf("nodes[%d].ip", i), Value: n.IP.String(),
 					Reason: fmt.Sprintf("inside nodes[%d].pod-cidr %s", j, m.PodCIDR)}
 			}
 		}
-		if c.PodCIDR.Contains(n.IP) {
-			return &Error{Key: fmt.Sprintf("nodes[%d].ip", i), Value: n.IP.String(), Reason: "inside pod-cidr " + c.PodCIDR.String()}
-		}
 	}
 	return nil
 }
 
+// inList names an entry's field by its place in a list: "ip" of the third
+// node becomes "nodes[2].ip".
+func inList(e *Error, list string, i int) *Error {
+	out := *e
+	out.Key = fmt.Sprintf("%s[%d].%s", list, i, e.Key)
+	return &out
+}
+
 func (c *Config) validateEndpoints() *Error {
+	local := c.Local()
 	names := make(map[string]int)
 	ips := make(map[netip.Addr]int)
-	hostAddr := c.PodCIDR.Addr().Next()
 	for i := range c.Endpoints {
 		ep := &c.Endpoints[i]
 		key := func(field string) string { return fmt.Sprintf("endpoints[%d].%s", i, field) }
-
-		if err := checkEndpointName(ep.Name); err != nil {
-			if ep.Name == "" {
-				return &Error{Key: key("name"), Reason: "required"}
-			}
-			return &Error{Key: key("name"), Value: ep.Name, Reason: err.Error()}
+		if err := local.CheckEndpoint(ep); err != nil {
+			return inList(err, "endpoints", i)
 		}
 		if j, dup := names[ep.Name]; dup {
 			return &Error{Key: key("name"), Value: ep.Name, Reason: fmt.Sprintf("also the name of endpoints[%d]", j)}
 		}
 		names[ep.Name] = i
-
-		if !ep.IP.IsValid() {
-			return &Error{Key: key("ip"), Reason: "required"}
-		}
-		if ep.IP.Zone() != "" || ep.IP.Is4In6() {
-			return &Error{Key: key("ip"), Value: ep.IP.String(), Reason: "want a plain IPv4 or IPv6 address"}
-		}
-		if !c.PodCIDR.Contains(ep.IP) {
-			return &Error{Key: key("ip"), Value: ep.IP.String(), Reason: "not inside pod-cidr " + c.PodCIDR.String()}
-		}
-		switch {
-		case ep.IP == c.PodCIDR.Addr():
-			return &Error{Key: key("ip"), Value: ep.IP.String(), Reason: "the network address of pod-cidr"}
-		case ep.IP == hostAddr:
-			return &Error{Key: key("ip"), Value: ep.IP.String(), Reason: "the first address of pod-cidr belongs to the host device vxdp_host"}
-		case ep.IP.Is4() && ep.IP == lastAddr(c.PodCIDR):
-			return &Error{Key: key("ip"), Value: ep.IP.String(), Reason: "the broadcast address of pod-cidr"}
-		}
 		if j, dup := ips[ep.IP]; dup {
 			return &Error{Key: key("ip"), Value: ep.IP.String(), Reason: fmt.Sprintf("also the address of endpoints[%d]", j)}
 		}
 		ips[ep.IP] = i
-
-		if err := checkPath(ep.Netns); err != nil {
-			return &Error{Key: key("netns"), Value: ep.Netns, Reason: err.Error()}
-		}
-		if ep.Ifname == "" {
-			ep.Ifname = DefaultIfname
-		}
-		if err := checkIfname(ep.Ifname); err != nil {
-			return &Error{Key: key("ifname"), Value: ep.Ifname, Reason: err.Error()}
-		}
-		if err := checkIdentity(ep.Identity); err != nil {
-			return &Error{Key: key("identity"), Value: strconv.FormatUint(uint64(ep.Identity), 10), Reason: err.Error()}
-		}
-		for _, id := range ep.AllowFrom {
-			if _, err := normalizeIdentity(id); err != nil {
-				return &Error{Key: key("allow-from"), Value: id, Reason: err.Error()}
-			}
-		}
 	}
 	return nil
 }
@@ -305,10 +233,10 @@ func (c *Config) validateVTEPs() *Error {
 		}
 	}
 	for i, v := range c.VTEPs {
-		if err := checkVTEP(v); err != nil {
+		c.VTEPs[i].CIDR = v.CIDR.Masked() // set in code, or a bare address completed by vtep-mask
+		if err := CheckVTEP(c.VTEPs[i]); err != nil {
 			return err
 		}
-		c.VTEPs[i].CIDR = v.CIDR.Masked()
 	}
 	if !c.EnableVTEP {
 		return nil
@@ -323,23 +251,6 @@ func (c *Config) validateVTEPs() *Error {
 		if err := c.vtepConflict(i, v); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// checkVTEP checks one VTEP on its own.
-func checkVTEP(v VTEP) *Error {
-	if !v.Endpoint.Is4() {
-		return &Error{Key: "vtep-endpoint", Value: formatAddr(v.Endpoint), Reason: "VTEP endpoints are IPv4"}
-	}
-	if err := checkNodeAddr(v.Endpoint); err != nil {
-		return &Error{Key: "vtep-endpoint", Value: v.Endpoint.String(), Reason: err.Error()}
-	}
-	if !v.CIDR.IsValid() || !v.CIDR.Addr().Is4() {
-		return &Error{Key: "vtep-cidr", Value: formatPrefix(v.CIDR), Reason: "VTEP CIDRs are IPv4"}
-	}
-	if err := checkMAC(v.MAC); err != nil {
-		return &Error{Key: "vtep-mac", Value: v.MAC.String(), Reason: err.Error()}
 	}
 	return nil
 }

@@ -52,9 +52,9 @@ func formatAddr(a netip.Addr) string {
 	return a.String()
 }
 
-// parsePrefix accepts "addr/len" and returns it masked: host bits are
-// dropped the way net.ParseCIDR drops them, since "10.1.1.1/24" can only
-// mean the network 10.1.1.0/24 here.
+// parsePrefix accepts "addr/len" with no host bits set: "10.1.1.1/24" is
+// refused with the network it probably means, rather than changed behind
+// the writer's back (it may as well have meant 10.1.1.1/32).
 func parsePrefix(s string) (netip.Prefix, error) {
 	addrText, bitsText, ok := strings.Cut(s, "/")
 	if !ok {
@@ -68,7 +68,19 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	if err != nil {
 		return netip.Prefix{}, err
 	}
-	return netip.PrefixFrom(a, bits).Masked(), nil
+	p := netip.PrefixFrom(a, bits)
+	if err := checkMasked(p); err != nil {
+		return netip.Prefix{}, err
+	}
+	return p, nil
+}
+
+// checkMasked refuses a prefix with host bits set.
+func checkMasked(p netip.Prefix) error {
+	if p != p.Masked() {
+		return reasonf("host bits set (did you mean %s?)", p.Masked())
+	}
+	return nil
 }
 
 // parsePrefixLen is stricter than strconv.Atoi: no sign, no leading zeros
@@ -256,8 +268,8 @@ func checkEndpointName(s string) error {
 }
 
 // checkNodeName accepts what Kubernetes could call a node, loosely: the
-// name is only a label here, but it is printed in tables and must stay on
-// one line.
+// name is printed in tables and must stay on one line, and it is the last
+// element of the node's etcd key, which a '/' would move elsewhere.
 func checkNodeName(s string) error {
 	if s == "" {
 		return reason("must not be empty")
@@ -269,8 +281,8 @@ func checkNodeName(s string) error {
 		return reason("not valid UTF-8")
 	}
 	for _, r := range s {
-		if unicode.IsSpace(r) || unicode.IsControl(r) {
-			return reason("white space and control characters are not allowed")
+		if r == '/' || unicode.IsSpace(r) || unicode.IsControl(r) {
+			return reason("'/', white space and control characters are not allowed")
 		}
 	}
 	return nil
@@ -307,15 +319,26 @@ var reservedIdentities = map[string]uint32{
 
 // parseAllowFrom splits a list of identities on commas and white space.
 // Names are lowercased; numbers are kept as written minus leading zeros.
+// An empty member between commas (",,") is refused: read as nothing, it
+// would leave the pod open to all.
 func parseAllowFrom(s string) ([]string, error) {
-	fields := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
 	var out []string
-	for _, f := range fields {
-		id, err := normalizeIdentity(f)
-		if err != nil {
-			return nil, err
+	parts := strings.Split(s, ",")
+	for i, part := range parts {
+		fields := strings.Fields(part)
+		if len(fields) == 0 {
+			if len(parts) == 1 {
+				break // an empty value: the default
+			}
+			return nil, reasonf("member %d is empty", i+1)
 		}
-		out = append(out, id)
+		for _, f := range fields {
+			id, err := normalizeIdentity(f)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, id)
+		}
 	}
 	return out, nil
 }

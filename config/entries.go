@@ -1,0 +1,216 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+)
+
+// Entries — remote nodes, endpoints and VTEPs — reach an agent from the
+// file, from its API, from the state a restarted agent adopts and from
+// etcd. Every one of those ways goes through the checks below, so that
+// what the file refuses is refused everywhere. Errors name the entry's
+// field ("name", "ip", "pod-cidr", ...); the file's validation prefixes
+// them with the list ("nodes[2].pod-cidr"), the API renames them to its
+// JSON fields.
+
+// Local is what an entry is checked against: this node's name, underlay
+// address and pod CIDR, and the cluster pool when one is set. It does not
+// change while an agent runs.
+type Local struct {
+	NodeName    string
+	NodeIP      netip.Addr
+	PodCIDR     netip.Prefix
+	ClusterCIDR netip.Prefix
+}
+
+// Local returns the node facts entries are checked against.
+func (c *Config) Local() Local {
+	return Local{NodeName: c.NodeName, NodeIP: c.NodeIP, PodCIDR: c.PodCIDR, ClusterCIDR: c.ClusterCIDR}
+}
+
+// Set sets one field of a node from text, with the file's parsers.
+// Fields: name, ip, pod-cidr.
+func (n *Node) Set(field, value string) *Error {
+	if !contains(nodeFields, field) {
+		return &Error{Key: field, Reason: "unknown field"}
+	}
+	if err := setNodeField(n, field, value); err != nil {
+		return asError(err, field, value)
+	}
+	return nil
+}
+
+var nodeFields = []string{"name", "ip", "pod-cidr"}
+
+// Set sets one field of an endpoint from text, with the file's parsers.
+// Fields: name, ip, netns, ifname, identity (AllowFrom is a list: set it
+// directly; CheckEndpoint checks it).
+func (ep *Endpoint) Set(field, value string) *Error {
+	if !contains(endpointFields, field) {
+		return &Error{Key: field, Reason: "unknown field"}
+	}
+	if err := setEndpointField(ep, field, value); err != nil {
+		return asError(err, field, value)
+	}
+	return nil
+}
+
+var endpointFields = []string{"name", "ip", "netns", "ifname", "identity"}
+
+// ParseVTEP builds a VTEP from its CIDR ("a.b.c.d/len"), endpoint address
+// and MAC as text, with the file's parsers. Errors name vtep-cidr,
+// vtep-endpoint and vtep-mac.
+func ParseVTEP(cidr, endpoint, mac string) (VTEP, *Error) {
+	var v VTEP
+	p, err := parsePrefix(cidr)
+	if err != nil {
+		return v, &Error{Key: "vtep-cidr", Value: cidr, Reason: err.Error()}
+	}
+	a, err := parseAddr(endpoint)
+	if err != nil {
+		return v, &Error{Key: "vtep-endpoint", Value: endpoint, Reason: err.Error()}
+	}
+	m, err := parseMAC(mac)
+	if err != nil {
+		return v, &Error{Key: "vtep-mac", Value: mac, Reason: err.Error()}
+	}
+	v = VTEP{Endpoint: a, CIDR: p, MAC: m}
+	return v, CheckVTEP(v)
+}
+
+// CheckNode checks a remote node on its own and against this node. What
+// depends on the other entries (duplicate names and addresses, pod CIDRs
+// overlapping another node's, the underlay subnet) is checked where all
+// of them are known: by Validate for the file, by the engine for the rest.
+func (l Local) CheckNode(n Node) *Error {
+	if n.Name == "" {
+		return &Error{Key: "name", Reason: "required"}
+	}
+	if err := checkNodeName(n.Name); err != nil {
+		return &Error{Key: "name", Value: n.Name, Reason: err.Error()}
+	}
+	if n.Name == l.NodeName {
+		return &Error{Key: "name", Value: n.Name, Reason: "is this node's node-name"}
+	}
+
+	if !n.IP.IsValid() {
+		return &Error{Key: "ip", Reason: "required"}
+	}
+	if err := checkNodeAddr(n.IP); err != nil {
+		return &Error{Key: "ip", Value: n.IP.String(), Reason: err.Error()}
+	}
+	if n.IP == l.NodeIP {
+		return &Error{Key: "ip", Value: n.IP.String(), Reason: "is this node's node-ip"}
+	}
+	// One underlay socket speaks one address family.
+	if l.NodeIP.IsValid() && n.IP.Is4() != l.NodeIP.Is4() {
+		return &Error{Key: "ip", Value: n.IP.String(), Reason: "address family differs from node-ip"}
+	}
+	if l.PodCIDR.Contains(n.IP) {
+		return &Error{Key: "ip", Value: n.IP.String(), Reason: "inside pod-cidr " + l.PodCIDR.String()}
+	}
+
+	p := n.PodCIDR
+	if !p.IsValid() {
+		return &Error{Key: "pod-cidr", Reason: "required"}
+	}
+	if err := checkMasked(p); err != nil {
+		return &Error{Key: "pod-cidr", Value: p.String(), Reason: err.Error()}
+	}
+	if err := checkPodCIDRRoom(p); err != nil {
+		return &Error{Key: "pod-cidr", Value: p.String(), Reason: err.Error()}
+	}
+	if p.Overlaps(l.PodCIDR) {
+		return &Error{Key: "pod-cidr", Value: p.String(), Reason: "overlaps pod-cidr " + l.PodCIDR.String()}
+	}
+	if l.ClusterCIDR.IsValid() && !covers(l.ClusterCIDR, p) {
+		return &Error{Key: "pod-cidr", Value: p.String(), Reason: "not inside cluster-pool-ipv4-cidr " + l.ClusterCIDR.String()}
+	}
+	// Underlay addresses inside a pod CIDR would route tunnel packets into
+	// the overlay they travel on.
+	if p.Contains(l.NodeIP) {
+		return &Error{Key: "pod-cidr", Value: p.String(), Reason: "contains node-ip " + l.NodeIP.String()}
+	}
+	if p.Contains(n.IP) {
+		return &Error{Key: "pod-cidr", Value: p.String(), Reason: "contains the node's own ip " + n.IP.String()}
+	}
+	return nil
+}
+
+// CheckEndpoint checks an endpoint of this node on its own; an empty
+// ifname becomes DefaultIfname. Duplicate names and addresses are checked
+// where all endpoints are known.
+func (l Local) CheckEndpoint(ep *Endpoint) *Error {
+	if ep.Name == "" {
+		return &Error{Key: "name", Reason: "required"}
+	}
+	if err := checkEndpointName(ep.Name); err != nil {
+		return &Error{Key: "name", Value: ep.Name, Reason: err.Error()}
+	}
+
+	if !ep.IP.IsValid() {
+		return &Error{Key: "ip", Reason: "required"}
+	}
+	ip := ep.IP.String()
+	if ep.IP.Zone() != "" || ep.IP.Is4In6() {
+		return &Error{Key: "ip", Value: ip, Reason: "want a plain IPv4 or IPv6 address"}
+	}
+	if !l.PodCIDR.Contains(ep.IP) {
+		return &Error{Key: "ip", Value: ip, Reason: "not inside pod-cidr " + l.PodCIDR.String()}
+	}
+	switch {
+	case ep.IP == l.PodCIDR.Addr():
+		return &Error{Key: "ip", Value: ip, Reason: "the network address of pod-cidr"}
+	case ep.IP == l.PodCIDR.Addr().Next():
+		return &Error{Key: "ip", Value: ip, Reason: "the first address of pod-cidr belongs to the host device vxdp_host"}
+	case ep.IP.Is4() && ep.IP == lastAddr(l.PodCIDR):
+		return &Error{Key: "ip", Value: ip, Reason: "the broadcast address of pod-cidr"}
+	}
+
+	if ep.Netns == "" {
+		return &Error{Key: "netns", Reason: "required"}
+	}
+	if err := checkPath(ep.Netns); err != nil {
+		return &Error{Key: "netns", Value: ep.Netns, Reason: err.Error()}
+	}
+	if ep.Ifname == "" {
+		ep.Ifname = DefaultIfname
+	}
+	if err := checkIfname(ep.Ifname); err != nil {
+		return &Error{Key: "ifname", Value: ep.Ifname, Reason: err.Error()}
+	}
+	if err := checkIdentity(ep.Identity); err != nil {
+		return &Error{Key: "identity", Value: strconv.FormatUint(uint64(ep.Identity), 10), Reason: err.Error()}
+	}
+	for i, id := range ep.AllowFrom {
+		if id == "" {
+			return &Error{Key: "allow-from", Reason: fmt.Sprintf("member %d is empty", i+1)}
+		}
+		if _, err := normalizeIdentity(id); err != nil {
+			return &Error{Key: "allow-from", Value: id, Reason: err.Error()}
+		}
+	}
+	return nil
+}
+
+// CheckVTEP checks one VTEP on its own. What depends on the rest (pod
+// CIDRs, other VTEPs, node addresses) is checked where all are known.
+func CheckVTEP(v VTEP) *Error {
+	if !v.Endpoint.Is4() {
+		return &Error{Key: "vtep-endpoint", Value: formatAddr(v.Endpoint), Reason: "VTEP endpoints are IPv4"}
+	}
+	if err := checkNodeAddr(v.Endpoint); err != nil {
+		return &Error{Key: "vtep-endpoint", Value: v.Endpoint.String(), Reason: err.Error()}
+	}
+	if !v.CIDR.IsValid() || !v.CIDR.Addr().Is4() {
+		return &Error{Key: "vtep-cidr", Value: formatPrefix(v.CIDR), Reason: "VTEP CIDRs are IPv4"}
+	}
+	if err := checkMasked(v.CIDR); err != nil {
+		return &Error{Key: "vtep-cidr", Value: v.CIDR.String(), Reason: err.Error()}
+	}
+	if err := checkMAC(v.MAC); err != nil {
+		return &Error{Key: "vtep-mac", Value: v.MAC.String(), Reason: err.Error()}
+	}
+	return nil
+}
