@@ -60,6 +60,7 @@ func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	warnIgnored(log, cfg)
 	var undo undoStack
 	a, err := start(cfg, log, &undo)
 	if err != nil {
@@ -69,6 +70,14 @@ func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
 	log.Info("agent ready", zap.String("node", cfg.NodeName), zap.Stringer("node-ip", cfg.NodeIP),
 		zap.Stringer("pod-cidr", cfg.PodCIDR), zap.Int("route-mtu", a.eng.RouteMTU()), zap.String("socket", cfg.Socket))
 	return a, nil
+}
+
+// warnIgnored says once which Cilium keys of the configuration vxdp does
+// not use: their settings have no effect here.
+func warnIgnored(log *zap.Logger, cfg *config.Config) {
+	if keys := cfg.Ignored(); len(keys) > 0 {
+		log.Warn(config.IgnoredMessage(keys))
+	}
 }
 
 // start runs the phases of New, pushing the undo function of each one
@@ -204,6 +213,7 @@ func (a *Agent) ReloadWith(load func() (*config.Config, error)) error {
 	defer a.notify("READY=1")
 	n, err := load()
 	if err == nil {
+		warnIgnored(a.log, n)
 		err = a.Reload(n)
 	}
 	if err != nil {

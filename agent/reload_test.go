@@ -3,11 +3,17 @@ package agent
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/vxdp/vxdp/config"
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/identity"
 )
@@ -152,5 +158,44 @@ func TestReloadTakesOverAPINode(t *testing.T) {
 	n, origin, ok = ta2.nodes.lookup(ta2.eng, "n2")
 	if !ok || origin != fromAPI || n.IP != addr("192.0.2.9") {
 		t.Fatalf("after a refused reload n2 is %+v from %q, want the API's", n, origin)
+	}
+}
+
+// A reload says once which Cilium keys the new configuration sets that vxdp
+// does not use, and a refused one names every problem of the source.
+func TestReloadIgnoredKeysAndProblems(t *testing.T) {
+	ta := newTestAgent(t, loadConfig(t, reloadBefore), nil)
+	ta.cfg.StateDir = t.TempDir()
+	core, logs := observer.New(zap.InfoLevel)
+	ta.log = zap.New(core)
+
+	next := loadConfig(t, reloadBefore+"debug: \"true\"\nbpf-lb-map-max: \"65536\"\n")
+	next.StateDir = ta.cfg.StateDir
+	must(t, ta.ReloadWith(func() (*config.Config, error) { return next, nil }))
+	warned := logs.FilterMessageSnippet("Cilium key").All()
+	if len(warned) != 1 || warned[0].Level != zap.WarnLevel ||
+		warned[0].Message != "ignoring 2 Cilium keys vxdp does not use: bpf-lb-map-max, debug" {
+		t.Errorf("warnings: %+v", warned)
+	}
+
+	// Nothing to say when every key is vxdp's.
+	plain := loadConfig(t, reloadBefore)
+	plain.StateDir = ta.cfg.StateDir
+	must(t, ta.ReloadWith(func() (*config.Config, error) { return plain, nil }))
+	if n := logs.FilterMessageSnippet("Cilium key").Len(); n != 1 {
+		t.Errorf("%d warnings after a reload without Cilium keys, want still 1", n)
+	}
+
+	_, bad := config.Parse([]byte("mtu: 100\nfoo: bar\n"))
+	if err := ta.ReloadWith(func() (*config.Config, error) { return nil, bad }); err == nil {
+		t.Fatal("a reload with a bad source succeeded")
+	}
+	refused := logs.FilterMessage("reload refused; the running configuration stays").All()
+	if len(refused) != 1 {
+		t.Fatalf("refusals logged: %+v", refused)
+	}
+	msg := fmt.Sprint(refused[0].ContextMap()["error"])
+	if !strings.Contains(msg, "mtu") || !strings.Contains(msg, "foo") {
+		t.Errorf("refusal names %q, want both problems", msg)
 	}
 }

@@ -18,7 +18,14 @@
 // default, which is how an empty ConfigMap entry reads.
 //
 // Every problem is reported as an *Error naming the key and the value as it
-// was written, so the command line can print it in one line and exit 2.
+// was written, so the command line can print it in one line and exit 2. A
+// file or directory with several problems reports them all at once, as
+// Errors: one *Error each, in the order they were found.
+//
+// Keys of Cilium's that vxdp does not implement are not errors: a real
+// cilium-config ConfigMap holds dozens of them. They are ignored and
+// listed by Config.Ignored, for one warning. Any other unknown key is an
+// error.
 package config
 
 import (
@@ -168,6 +175,9 @@ type Config struct {
 	// other keys, so that the final value does not depend on the order in
 	// which the keys were given.
 	raw rawKeys
+	// ignored lists the Cilium keys the sources set that vxdp does not
+	// use, sorted (see Ignored).
+	ignored []string
 }
 
 // Node is a peer node: where its pods live and how to reach it.

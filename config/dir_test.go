@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -82,7 +83,7 @@ func TestApplyDirErrors(t *testing.T) {
 		files   map[string]string
 		wantKey string
 	}{
-		{"unknown key", map[string]string{"mtu": "1500", "cluster-name": "default"}, "cluster-name"},
+		{"unknown key", map[string]string{"mtu": "1500", "cluster-nmae": "default"}, "cluster-nmae"},
 		{"bad value", map[string]string{"mtu": "1500 bytes"}, "mtu"},
 		{"bad list item", map[string]string{"endpoints": "[{name: a, ip: x}]"}, "endpoints[0].ip"},
 		{"bad list yaml", map[string]string{"nodes": "[{"}, "nodes"},
@@ -103,6 +104,31 @@ func TestApplyDirErrors(t *testing.T) {
 		})
 	}
 
+	t.Run("every problem", func(t *testing.T) {
+		dir := configMapDir(t, map[string]string{"mtu": "1500 bytes", "cluster-nmae": "default", "debug": "true",
+			"tunnel": "disabled", "routing-mode": "tunnel", "underlay": "udp"})
+		c := parse(t, base)
+		before := parse(t, base)
+		err := c.ApplyDir(dir)
+		var errs Errors
+		if !errors.As(err, &errs) {
+			t.Fatalf("ApplyDir = %v (%T), want Errors", err, err)
+		}
+		var keys []string
+		for _, e := range errs {
+			if e.File == "" {
+				t.Errorf("problem names no file: %v", e)
+			}
+			keys = append(keys, e.Key)
+		}
+		// Name order, then the contradiction between keys.
+		if want := []string{"cluster-nmae", "mtu", "tunnel"}; !reflect.DeepEqual(keys, want) {
+			t.Errorf("problems with %v, want %v:\n%v", keys, want, err)
+		}
+		if !reflect.DeepEqual(c, before) {
+			t.Errorf("a failed ApplyDir changed the config")
+		}
+	})
 	t.Run("missing directory", func(t *testing.T) {
 		err := Default().ApplyDir(filepath.Join(t.TempDir(), "nope"))
 		wantKey(t, err, "")

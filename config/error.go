@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// Error is every configuration problem. It names the key and the value as
+// Error is one configuration problem. It names the key and the value as
 // written, so that a user can find the line to fix; callers map it to exit
 // code 2. Error() is always a single line.
 type Error struct {
@@ -59,6 +59,44 @@ func (e *Error) Error() string {
 
 // Unwrap returns the underlying error.
 func (e *Error) Unwrap() error { return e.Err }
+
+// Errors is every problem found in one source (a YAML file, a ConfigMap
+// directory), in the order found, so that one run names them all. It
+// always holds two or more: a single problem is returned as the *Error
+// itself. errors.As finds the first *Error in it, so callers that look for
+// *Error (exit code 2) need not know about Errors.
+type Errors []*Error
+
+// Error puts each problem on a line of its own, formatted as by
+// (*Error).Error.
+func (es Errors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Unwrap returns the problems, for errors.Is and errors.As.
+func (es Errors) Unwrap() []error {
+	errs := make([]error, len(es))
+	for i, e := range es {
+		errs[i] = e
+	}
+	return errs
+}
+
+// joinErrors returns nil for no problem, the *Error for one, and Errors
+// for several.
+func joinErrors(es []*Error) error {
+	switch len(es) {
+	case 0:
+		return nil
+	case 1:
+		return es[0]
+	}
+	return Errors(es)
+}
 
 // quoteKey leaves ordinary keys ("nodes[1].pod-cidr") bare and quotes
 // anything else, which can only be an unknown key from the input.

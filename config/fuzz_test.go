@@ -7,8 +7,8 @@ import (
 	"testing"
 )
 
-// FuzzParse: Parse never panics; it returns a Config or an *Error whose
-// message is one line. A Config that also passes Validate satisfies the
+// FuzzParse: Parse never panics; it returns a Config or an error: an *Error
+// whose message is one line, or Errors, two or more of them, one line each. A Config that also passes Validate satisfies the
 // invariants the dataplane relies on, and survives a Get/Set round trip.
 func FuzzParse(f *testing.F) {
 	if data, err := os.ReadFile("example.yaml"); err == nil {
@@ -22,6 +22,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("nodes: &n [{name: a}]\nendpoints: *n\n"))
 	f.Add([]byte("vtep-cidr: [10.1.1.0, 10.1.2.0/25]\nvtep-mask: 255.255.255.0\n"))
 	f.Add([]byte("- a\n- b\n"))
+	f.Add([]byte("debug: true\nbpf-lb-map-max: 65536\nfoo: 1\nmtu: 1\nmtu: 2\n"))
+	f.Add([]byte(base + "debug: true\ncluster-name: default\n"))
 	f.Add([]byte(""))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -44,9 +46,32 @@ func FuzzParse(f *testing.F) {
 
 func checkError(t *testing.T, err error) {
 	t.Helper()
-	var e *Error
-	if !errors.As(err, &e) {
-		t.Fatalf("error %v is %T, not *Error", err, err)
+	switch e := err.(type) {
+	case *Error:
+		checkMessage(t, e)
+	case Errors:
+		if len(e) < 2 {
+			t.Fatalf("Errors with %d problems", len(e))
+		}
+		for _, p := range e {
+			checkMessage(t, p)
+		}
+		if n := strings.Count(e.Error(), "\n") + 1; n != len(e) {
+			t.Fatalf("%d lines for %d problems: %q", n, len(e), e.Error())
+		}
+		var first *Error
+		if !errors.As(err, &first) || first != e[0] {
+			t.Fatal("errors.As does not find the first problem")
+		}
+	default:
+		t.Fatalf("error %v is %T, not *Error or Errors", err, err)
+	}
+}
+
+func checkMessage(t *testing.T, e *Error) {
+	t.Helper()
+	if e == nil {
+		t.Fatal("nil *Error")
 	}
 	if msg := e.Error(); strings.ContainsAny(msg, "\r\n") || !strings.HasPrefix(msg, "config: ") {
 		t.Fatalf("bad message %q", msg)

@@ -132,37 +132,53 @@ func (d *decoder) yamlError(err error) *Error {
 
 // apply sets every key of mapping m. The keys of one document are one
 // source: unlike keys from different sources, they may not contradict each
-// other through the legacy tunnel key.
+// other through the legacy tunnel key. Every bad key and value is reported,
+// not only the first; Cilium keys vxdp does not use are set aside for
+// Ignored.
 func (d *decoder) apply(c *Config, m *yaml.Node) error {
+	var errs []*Error
+	var ignored []string
 	given := make(map[string]string)
 	lines := make(map[string]int)
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		kn, vn := resolve(m.Content[i]), resolve(m.Content[i+1])
 		if kn.Kind != yaml.ScalarNode {
-			return d.errAt(kn, "", "", "a key must be a plain string")
+			errs = append(errs, d.errAt(kn, "", "", "a key must be a plain string"))
+			continue
 		}
 		key := kn.Value
 		if key == "" {
-			return d.errAt(kn, "", "", "empty key")
+			errs = append(errs, d.errAt(kn, "", "", "empty key"))
+			continue
 		}
 		if first, dup := lines[key]; dup {
-			return d.errAt(kn, key, "", fmt.Sprintf("given twice (first on line %d)", first))
+			errs = append(errs, d.errAt(kn, key, "", fmt.Sprintf("given twice (first on line %d)", first)))
+			continue
 		}
 		lines[key] = kn.Line
 		spec, ok := keyIndex[key]
-		if !ok {
-			return d.errAt(kn, key, "", "unknown key")
+		switch {
+		case !ok && isCiliumKey(key):
+			ignored = append(ignored, key)
+			continue
+		case !ok:
+			errs = append(errs, d.errAt(kn, key, "", "unknown key"))
+			continue
 		}
 		text, err := d.value(c, spec, vn)
 		if err != nil {
-			return d.locate(asError(err, key, text), vn)
+			errs = append(errs, d.locate(asError(err, key, text), vn))
+			continue
 		}
 		given[key] = text
 	}
 	if err := checkTunnelKeys(given); err != nil {
-		return d.locate(err, nil).atLine(lines["tunnel"], d)
+		errs = append(errs, d.locate(err, nil).atLine(lines["tunnel"], d))
 	}
-	return nil
+	if len(errs) == 0 {
+		c.addIgnored(ignored)
+	}
+	return joinErrors(errs)
 }
 
 // atLine sets the line of an error that has no node to point at.

@@ -37,7 +37,8 @@ func newAgentCmd(g *globals) *cobra.Command {
 		Long: "Run the node dataplane in the foreground until SIGINT or SIGTERM.\n\n" +
 			"Configuration comes from --config (YAML), then --config-dir (a Cilium\n" +
 			"ConfigMap mounted as a directory, one file per key), then the flags below,\n" +
-			"each overriding the one before. Keys:\n\n" + keyHelp(),
+			"each overriding the one before. Cilium keys vxdp does not implement are\n" +
+			"ignored, named in one warning; other unknown keys are errors. Keys:\n\n" + keyHelp(),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// load builds the configuration the same way at start and on

@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/vxdp/vxdp/api"
+	"github.com/vxdp/vxdp/config"
 )
 
 // Exit codes are part of the contract.
@@ -62,7 +63,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if errors.As(err, &exit) {
 		return exit.code
 	}
-	fmt.Fprintf(stderr, "vxdp: %s\n", oneLine(err.Error()))
+	for _, line := range messageLines(err) {
+		fmt.Fprintf(stderr, "vxdp: %s\n", line)
+	}
 	var ue usageError
 	if errors.As(err, &ue) || api.IsBadRequest(err) || isCobraUsage(err) {
 		return exitUsage
@@ -76,6 +79,20 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// messageLines is what stderr shows for err: one line, or one line a
+// problem when a configuration source had several.
+func messageLines(err error) []string {
+	var ces config.Errors
+	if !errors.As(err, &ces) {
+		return []string{oneLine(err.Error())}
+	}
+	lines := make([]string, len(ces))
+	for i, e := range ces {
+		lines[i] = oneLine(e.Error())
+	}
+	return lines
+}
 
 // isCobraUsage recognises cobra's own argument and flag errors, which it
 // returns as plain errors.
