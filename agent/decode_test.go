@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/vxdp/vxdp/api"
+	"github.com/vxdp/vxdp/config"
 )
 
 func TestDecodeRequest(t *testing.T) {
@@ -67,8 +69,39 @@ func FuzzDecodeRequest(f *testing.F) {
 			if err := decodeRequest(body, w); err != nil {
 				t.Fatalf("%T: decoded once, then refused: %v", v, err)
 			}
+			checkDecoded(t, v)
 		}
 	})
+}
+
+// fuzzAgent is enough of an agent for the request checks.
+var fuzzAgent = &Agent{local: config.Local{NodeName: "n1", NodeIP: netip.MustParseAddr("192.0.2.1"),
+	PodCIDR: netip.MustParsePrefix("10.1.1.0/24"), ClusterCIDR: netip.MustParsePrefix("10.1.0.0/16")}}
+
+// checkDecoded runs a decoded request through the checks the API applies:
+// they refuse or accept without panicking, and what they accept passes the
+// checks of the state and etcd paths too.
+func checkDecoded(t *testing.T, v any) {
+	switch req := v.(type) {
+	case *api.NodeRequest:
+		if n, err := fuzzAgent.nodeRequest(*req); err == nil {
+			if err := fuzzAgent.checkNode(n); err != nil {
+				t.Fatalf("node %+v accepted, then refused: %v", *req, err)
+			}
+		}
+	case *api.EndpointRequest:
+		if ep, err := fuzzAgent.endpointRequest(*req); err == nil {
+			if err := fuzzAgent.checkEndpoint(ep); err != nil {
+				t.Fatalf("endpoint %+v accepted, then refused: %v", *req, err)
+			}
+		}
+	case *api.VTEPRequest:
+		if vt, err := vtepRequest(*req); err == nil {
+			if err := checkVTEP(vt); err != nil {
+				t.Fatalf("vtep %+v accepted, then refused: %v", *req, err)
+			}
+		}
+	}
 }
 
 // What the API has no route for is answered as JSON too.
