@@ -82,6 +82,28 @@ func PseudoHeaderSumV4(src, dst [4]byte, proto uint8, length uint16) uint32 {
 	return s
 }
 
+// PseudoHeaderSumV6 is the running sum of the IPv6 pseudo-header (RFC 8200
+// section 8.1) of an upper-layer packet of length bytes and protocol proto
+// (the upper layer's own next header value, not that of an extension
+// header in front of it).
+func PseudoHeaderSumV6(src, dst [16]byte, proto uint8, length uint32) uint32 {
+	s := uint64(proto) + uint64(length)
+	for o := 0; o < 16; o += 4 {
+		s += uint64(binary.BigEndian.Uint32(src[o:])) + uint64(binary.BigEndian.Uint32(dst[o:]))
+	}
+	return fold64(s)
+}
+
+// fold64 reduces a sum of 32-bit words to a 16-bit running sum: one's
+// complement addition of the 16-bit halves, end-around carries included.
+func fold64(s uint64) uint32 {
+	s = s&0xffffffff + s>>32
+	s = s&0xffff + s>>16
+	s = s&0xffff + s>>16
+	s = s&0xffff + s>>16
+	return uint32(s)
+}
+
 // UpdateChecksum16 returns checksum hc after one 16-bit word of the covered
 // data changed from old to new, by RFC 1624 equation 3, so forwarding code
 // never re-sums a header to change its TTL.

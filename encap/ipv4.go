@@ -23,8 +23,9 @@ import (
 //
 // Validate once with IsValid; from then on the accessors and setters trust
 // the view and index it without further checks (on a view that was never
-// validated they may panic). The setters keep no checksum up to date but
-// their own: after changing a covered field, call SetHeaderChecksum.
+// validated they may panic). SetTotalLen and SetID leave the header
+// checksum to the caller (SetHeaderChecksum); DecrementTTL, SetTOS and
+// SetECN patch it incrementally. No setter touches a transport checksum.
 type IPv4 []byte
 
 // IPv4 constants.

@@ -19,6 +19,29 @@ func CompletePartialChecksumV4(ip IPv4) bool {
 		return false
 	}
 	proto := ip.Protocol()
+	seg := ip.Payload()
+	return completePartial(seg, proto, ip.PseudoHeaderSum(proto, len(seg)))
+}
+
+// CompletePartialChecksumV6 is CompletePartialChecksumV4 for an IPv6
+// packet ip (a valid view): the TCP or UDP header is found past the
+// extension headers (UpperLayer), fragments are left alone, and the
+// pseudo-header is IPv6's. A packet whose extension headers UpperLayer
+// refuses is left alone too; so, in effect, is one with a Routing header
+// that has segments left, whose sender summed another destination.
+func CompletePartialChecksumV6(ip IPv6) bool {
+	u, err := ip.UpperLayer()
+	if err != nil || u.Fragment {
+		return false
+	}
+	seg := ip[u.Offset:ip.TotalLen()]
+	return completePartial(seg, u.Proto, ip.PseudoHeaderSum(u.Proto, len(seg)))
+}
+
+// completePartial finishes the checksum of the TCP or UDP segment seg of
+// protocol proto if its field holds exactly the folded pseudo-header sum
+// pseudo, and reports whether it did.
+func completePartial(seg []byte, proto uint8, pseudo uint32) bool {
 	var off int
 	switch proto {
 	case ProtoTCP:
@@ -28,7 +51,6 @@ func CompletePartialChecksumV4(ip IPv4) bool {
 	default:
 		return false
 	}
-	seg := ip.Payload()
 	if len(seg) < off+2 {
 		return false
 	}
@@ -36,7 +58,6 @@ func CompletePartialChecksumV4(ip IPv4) bool {
 	if proto == ProtoUDP && field == 0 {
 		return false // no checksum at all
 	}
-	pseudo := ip.PseudoHeaderSum(proto, len(seg))
 	if field != Fold(pseudo) {
 		return false
 	}
