@@ -87,16 +87,40 @@ type snapshot struct {
 	vteps map[netip.Addr]*vtep // by underlay address
 }
 
+// HostRoute is one route the engine needs in the kernel: Prefix through
+// the host device with MTU or, when Via is set, to that address (a remote
+// node, in native routing).
+type HostRoute struct {
+	Prefix netip.Prefix
+	MTU    int
+	Via    netip.Addr
+}
+
 // HostRoutes keeps the kernel's routes in step with the remote nodes and
 // VTEPs. In tunnel mode the kernel must send a remote pod CIDR to
-// vxdp_host (AddRoute) for the node to reach remote pods; in native mode
-// with auto-direct-node-routes it routes it to the node itself (AddVia).
-// DelRoute removes whichever of the two the engine added for p.
+// vxdp_host for the node to reach remote pods; in native mode with
+// auto-direct-node-routes it routes it to the node itself (Via).
+//
+// AddRoutes installs a list all or none. A route for a prefix the kernel
+// already routes for someone else is refused with a *RouteError wrapping
+// ErrExists: the engine never takes the host's routes. A route the
+// installer made (in this run or an earlier one) is replaced, which is
+// also how its MTU changes. DelRoute removes the route the installer made
+// for p, and never one it did not make.
 type HostRoutes interface {
-	AddRoute(p netip.Prefix, mtu int) error
-	AddVia(p netip.Prefix, via netip.Addr) error
+	AddRoutes(rs []HostRoute) error
 	DelRoute(p netip.Prefix) error
 }
+
+// RouteError is a HostRoutes' refusal or failure for one prefix.
+type RouteError struct {
+	Prefix netip.Prefix
+	Err    error
+}
+
+func (e *RouteError) Error() string { return "route " + e.Prefix.String() + ": " + e.Err.Error() }
+
+func (e *RouteError) Unwrap() error { return e.Err }
 
 // Errors returned by the control methods.
 var (
