@@ -192,7 +192,7 @@ func (e *Engine) checkNode(n NodeSpec) error {
 func (e *Engine) nodeRoute(n NodeSpec) (HostRoute, bool) {
 	switch {
 	case !e.cfg.Native:
-		return HostRoute{Prefix: n.PodCIDR, MTU: e.routeMTU}, true
+		return HostRoute{Prefix: n.PodCIDR, MTU: e.RouteMTU()}, true
 	case e.cfg.AutoDirectNodeRoutes:
 		return HostRoute{Prefix: n.PodCIDR, Via: n.IP}, true
 	}
