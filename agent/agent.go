@@ -149,7 +149,7 @@ func start(cfg *config.Config, log *zap.Logger, undo *undoStack) (*Agent, error)
 	// In native mode the network routes the pod space; a route to
 	// vxdp_host for all of it would shadow the kernel's own.
 	if cfg.ClusterCIDR.IsValid() && cfg.RoutingMode != config.RoutingNative {
-		if err := routes.AddRoute(cfg.ClusterCIDR, eng.RouteMTU()); err != nil {
+		if err := routes.AddRoutes([]dataplane.HostRoute{{Prefix: cfg.ClusterCIDR, MTU: eng.RouteMTU()}}); err != nil {
 			return nil, fmt.Errorf("cluster route: %w", err)
 		}
 		undo.push(func() { routes.DelRoute(cfg.ClusterCIDR) })

@@ -44,6 +44,10 @@ func (p *podDevices) create(s dataplane.EndpointSpec, mtu int) (packetio.Device,
 		d, err := attachPod(s.Netns, ifnameOr(s.Ifname), p.queues)
 		if err == nil {
 			p.log.Info("endpoint device adopted from the previous run", zap.String("endpoint", s.Name))
+			// The underlay's MTU may have changed while no agent ran.
+			if err := d.SetMTU(mtu); err != nil {
+				p.log.Warn("adopted endpoint device keeps its MTU", zap.String("endpoint", s.Name), zap.Int("mtu", mtu), zap.Error(err))
+			}
 			warnOffloads(p.log, d.Name(), d.Offloads())
 			return d, nil
 		}

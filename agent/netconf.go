@@ -12,66 +12,130 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/vxdp/vxdp/dataplane"
 )
 
-// hostRoutes installs `prefix dev vxdp_host src <host ip> mtu <route mtu>`
-// in the node's namespace, so the node reaches remote pods through the
-// overlay with the right MTU. It removes exactly the routes it added.
+// hostRoutes installs the routes the engine asks for in the node's main
+// table: `prefix dev vxdp_host src <host ip> mtu <route mtu>` (the node
+// reaches remote pods and VTEPs through the overlay) or `prefix via
+// <node>` (native routing's auto-direct-node-routes). Every route carries
+// protocol 208 (routeProtocol), which is how vxdp knows its own: it never
+// replaces a route for the same prefix that lacks it, and removes exactly
+// the routes it added.
 type hostRoutes struct {
 	link int
 	src  netip.Addr
 	log  *zap.Logger
 
-	mu    sync.Mutex // protects added
+	mu    sync.Mutex // serialises changes to vxdp's routes; protects added
 	added map[netip.Prefix]*netlink.Route
 }
 
-func (h *hostRoutes) route(p netip.Prefix, mtu int) *netlink.Route {
-	return &netlink.Route{
-		LinkIndex: h.link,
-		Dst:       &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
-		Src:       h.src.AsSlice(),
-		Scope:     netlink.SCOPE_LINK,
-		MTU:       mtu,
-		Protocol:  netlink.RouteProtocol(routeProtocol),
-	}
-}
+var _ dataplane.HostRoutes = (*hostRoutes)(nil)
 
 // routeProtocol marks vxdp's routes in `ip route` output (proto 0xd0 is
 // unassigned in /etc/iproute2/rt_protos).
 const routeProtocol = 208
 
-func (h *hostRoutes) AddRoute(p netip.Prefix, mtu int) error {
-	return h.add(h.route(p, mtu), fmt.Sprintf("route %s dev %s", p, HostDevice))
-}
-
-// AddVia installs `p via nodeIP` (native routing's auto-direct-node-routes):
-// the kernel sends a remote node's pods straight to that node.
-func (h *hostRoutes) AddVia(p netip.Prefix, via netip.Addr) error {
-	r := &netlink.Route{
+func (h *hostRoutes) route(r dataplane.HostRoute) *netlink.Route {
+	p := r.Prefix
+	nr := &netlink.Route{
 		Dst:      &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
-		Gw:       via.AsSlice(),
+		Table:    unix.RT_TABLE_MAIN,
 		Protocol: netlink.RouteProtocol(routeProtocol),
 	}
-	return h.add(r, fmt.Sprintf("route %s via %s", p, via))
+	if r.Via.IsValid() {
+		nr.Gw = r.Via.AsSlice()
+		return nr
+	}
+	nr.LinkIndex, nr.Src, nr.Scope, nr.MTU = h.link, h.src.AsSlice(), netlink.SCOPE_LINK, r.MTU
+	return nr
 }
 
-func (h *hostRoutes) add(r *netlink.Route, what string) error {
+// AddRoutes installs rs in the main table, all or none
+// (dataplane.HostRoutes). It reads the table once: a prefix with a route
+// that is not vxdp's is refused, naming that route, before anything
+// changes. A prefix with a route of vxdp's (installed by this agent, or by
+// one that died before it: hitless restarts adopt them) has it replaced;
+// the others are created, and a route someone else adds in between makes
+// the creation fail rather than be replaced.
+func (h *hostRoutes) AddRoutes(rs []dataplane.HostRoute) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if err := netlink.RouteReplace(r); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+	table, err := mainTable()
+	if err != nil {
+		return fmt.Errorf("read the main routing table: %w", err)
+	}
+	for _, r := range rs {
+		if f := foreignRoute(table[r.Prefix]); f != nil {
+			return &dataplane.RouteError{Prefix: r.Prefix, Err: takenError(f)}
+		}
 	}
 	if h.added == nil {
 		h.added = make(map[netip.Prefix]*netlink.Route)
 	}
-	p, _ := netip.AddrFromSlice(r.Dst.IP)
-	bits, _ := r.Dst.Mask.Size()
-	h.added[netip.PrefixFrom(p.Unmap(), bits)] = r
+	done := make([]routeChange, 0, len(rs))
+	for _, r := range rs {
+		c := routeChange{prefix: r.Prefix, prev: h.added[r.Prefix], created: len(table[r.Prefix]) == 0}
+		nr := h.route(r)
+		if c.created {
+			err = netlink.RouteAdd(nr)
+		} else {
+			err = netlink.RouteReplace(nr)
+		}
+		if err != nil {
+			h.undo(done)
+			if errors.Is(err, unix.EEXIST) {
+				err = fmt.Errorf("%w in the main table: someone else installed it just now; vxdp did not replace it", dataplane.ErrExists)
+			}
+			return &dataplane.RouteError{Prefix: r.Prefix, Err: err}
+		}
+		if !c.created && c.prev == nil {
+			h.log.Debug("host route of a previous run adopted", zap.Stringer("prefix", r.Prefix))
+		}
+		h.added[r.Prefix] = nr
+		done = append(done, c)
+	}
 	return nil
 }
 
-// DelRoute removes the route added for p, and only a route vxdp added.
+// routeChange is what AddRoutes did to one prefix, for undo.
+type routeChange struct {
+	prefix  netip.Prefix
+	prev    *netlink.Route // the route this agent had there, if any
+	created bool           // the table had no route for the prefix
+}
+
+// undo takes back the changes of an AddRoutes that failed midway, last
+// first: created routes go, replaced ones of this agent come back as they
+// were. A route of a previous run that was replaced stays, vxdp's anyway.
+// Callers hold h.mu.
+func (h *hostRoutes) undo(done []routeChange) {
+	for i := len(done) - 1; i >= 0; i-- {
+		c := done[i]
+		var err error
+		switch {
+		case c.created:
+			err = delExact(h.added[c.prefix])
+		case c.prev != nil:
+			err = netlink.RouteReplace(c.prev)
+		}
+		if err != nil {
+			h.log.Warn("undo host route", zap.Stringer("prefix", c.prefix), zap.Error(err))
+		}
+		if c.prev != nil {
+			h.added[c.prefix] = c.prev
+		} else {
+			delete(h.added, c.prefix)
+		}
+	}
+}
+
+// DelRoute removes the route vxdp added for p, and only that route: same
+// destination, same protocol, same next hop (dataplane.HostRoutes). A
+// prefix vxdp has no route for is left alone.
 func (h *hostRoutes) DelRoute(p netip.Prefix) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -80,11 +144,114 @@ func (h *hostRoutes) DelRoute(p netip.Prefix) error {
 		return nil
 	}
 	delete(h.added, p)
-	err := netlink.RouteDel(r)
-	if err != nil && !errors.Is(err, syscall.ESRCH) && !errors.Is(err, syscall.ENODEV) {
+	if err := delExact(r); err != nil {
 		return fmt.Errorf("delete route %s: %w", p, err)
 	}
 	return nil
+}
+
+// delExact deletes r from the main table, matching its destination,
+// protocol, scope and next hop but not its metrics: an MTU changed by hand
+// does not make it someone else's. A route already gone (with its device)
+// is no error.
+func delExact(r *netlink.Route) error {
+	d := &netlink.Route{Dst: r.Dst, Table: unix.RT_TABLE_MAIN, Protocol: r.Protocol, Scope: r.Scope, LinkIndex: r.LinkIndex, Gw: r.Gw}
+	err := netlink.RouteDel(d)
+	if err != nil && !errors.Is(err, syscall.ESRCH) && !errors.Is(err, syscall.ENODEV) {
+		return err
+	}
+	return nil
+}
+
+// mainTable reads the IPv4 routes of the main table by destination.
+func mainTable() (map[netip.Prefix][]netlink.Route, error) {
+	for try := 0; ; try++ {
+		m := map[netip.Prefix][]netlink.Route{}
+		err := netlink.RouteListFilteredIter(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE,
+			func(r netlink.Route) bool {
+				p := routePrefix(r.Dst)
+				m[p] = append(m[p], r)
+				return true
+			})
+		// A dump the kernel interrupted (the table changed meanwhile)
+		// may miss routes: read it again.
+		if errors.Is(err, netlink.ErrDumpInterrupted) && try < 3 {
+			continue
+		}
+		return m, err
+	}
+}
+
+// routePrefix is the destination of a route as a prefix; the default
+// route has none.
+func routePrefix(dst *net.IPNet) netip.Prefix {
+	if dst == nil {
+		return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	}
+	a, _ := netip.AddrFromSlice(dst.IP)
+	bits, _ := dst.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), bits).Masked()
+}
+
+// foreignRoute returns the first of rs (routes for one prefix) that vxdp
+// did not install, or nil.
+func foreignRoute(rs []netlink.Route) *netlink.Route {
+	for i := range rs {
+		if rs[i].Protocol != routeProtocol {
+			return &rs[i]
+		}
+	}
+	return nil
+}
+
+// takenError is the refusal to touch the route r of someone else.
+func takenError(r *netlink.Route) error {
+	return fmt.Errorf("%w in the main table (%s) and vxdp did not install it; vxdp does not replace it",
+		dataplane.ErrExists, describeRoute(r))
+}
+
+// describeRoute says what a route does, in the words of `ip route`.
+func describeRoute(r *netlink.Route) string {
+	var parts []string
+	switch r.Type {
+	case unix.RTN_BLACKHOLE:
+		parts = append(parts, "blackhole")
+	case unix.RTN_UNREACHABLE:
+		parts = append(parts, "unreachable")
+	case unix.RTN_PROHIBIT:
+		parts = append(parts, "prohibit")
+	}
+	if r.Gw != nil {
+		parts = append(parts, "via "+r.Gw.String())
+	}
+	if r.LinkIndex > 0 {
+		parts = append(parts, "dev "+linkName(r.LinkIndex))
+	}
+	for _, nh := range r.MultiPath {
+		hop := "nexthop"
+		if nh.Gw != nil {
+			hop += " via " + nh.Gw.String()
+		}
+		if nh.LinkIndex > 0 {
+			hop += " dev " + linkName(nh.LinkIndex)
+		}
+		parts = append(parts, hop)
+	}
+	parts = append(parts, "proto "+r.Protocol.String())
+	if r.Priority != 0 {
+		parts = append(parts, fmt.Sprintf("metric %d", r.Priority))
+	}
+	return strings.Join(parts, " ")
+}
+
+// linkName is the name of the link with index i, or its index when it
+// cannot be looked up.
+func linkName(i int) string {
+	l, err := netlink.LinkByIndex(i)
+	if err != nil {
+		return fmt.Sprintf("#%d", i)
+	}
+	return l.Attrs().Name
 }
 
 const ipForward = "/proc/sys/net/ipv4/ip_forward"

@@ -32,6 +32,7 @@ type Status struct {
 	Device         string       `json:"device"`
 	UnderlayMTU    int          `json:"underlay_mtu"`
 	RouteMTU       int          `json:"route_mtu"`
+	MTUChange      string       `json:"mtu_change,omitempty"` // when and from what the underlay MTU last changed
 	TunnelMAC      string       `json:"tunnel_mac"`
 	Endpoints      int          `json:"endpoints"`
 	Nodes          int          `json:"nodes"`

@@ -70,7 +70,11 @@ func (e *Engine) AddEndpoint(s EndpointSpec) error {
 	}
 	// The name and address are reserved while the factory does its
 	// netlink work without the engine lock, so status, stats and other
-	// control calls do not wait for a slow namespace.
+	// control calls do not wait for a slow namespace. An MTU change waits
+	// for the device: it is made with the route MTU of the moment and
+	// SetUnderlayMTU, which sets every endpoint's, finds it registered.
+	e.mtuMu.RLock()
+	defer e.mtuMu.RUnlock()
 	e.mu.Lock()
 	if err := e.reserveEndpointLocked(s); err != nil {
 		e.mu.Unlock()
@@ -78,7 +82,7 @@ func (e *Engine) AddEndpoint(s EndpointSpec) error {
 	}
 	e.pending[s.Name] = s.IP
 	e.mu.Unlock()
-	dev, err := e.newEndpoint(s, e.routeMTU)
+	dev, err := e.newEndpoint(s, e.RouteMTU())
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.pending, s.Name)

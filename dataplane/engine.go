@@ -85,18 +85,44 @@ type snapshot struct {
 	fib   *fib.Table[route]
 	peers map[netip.Addr]*peer // by underlay address
 	vteps map[netip.Addr]*vtep // by underlay address
+	// tunnelMTU is the largest inner packet the encapsulation carries.
+	tunnelMTU int
+}
+
+// HostRoute is one route the engine needs in the kernel: Prefix through
+// the host device with MTU or, when Via is set, to that address (a remote
+// node, in native routing).
+type HostRoute struct {
+	Prefix netip.Prefix
+	MTU    int
+	Via    netip.Addr
 }
 
 // HostRoutes keeps the kernel's routes in step with the remote nodes and
 // VTEPs. In tunnel mode the kernel must send a remote pod CIDR to
-// vxdp_host (AddRoute) for the node to reach remote pods; in native mode
-// with auto-direct-node-routes it routes it to the node itself (AddVia).
-// DelRoute removes whichever of the two the engine added for p.
+// vxdp_host for the node to reach remote pods; in native mode with
+// auto-direct-node-routes it routes it to the node itself (Via).
+//
+// AddRoutes installs a list all or none. A route for a prefix the kernel
+// already routes for someone else is refused with a *RouteError wrapping
+// ErrExists: the engine never takes the host's routes. A route the
+// installer made (in this run or an earlier one) is replaced, which is
+// also how its MTU changes. DelRoute removes the route the installer made
+// for p, and never one it did not make.
 type HostRoutes interface {
-	AddRoute(p netip.Prefix, mtu int) error
-	AddVia(p netip.Prefix, via netip.Addr) error
+	AddRoutes(rs []HostRoute) error
 	DelRoute(p netip.Prefix) error
 }
+
+// RouteError is a HostRoutes' refusal or failure for one prefix.
+type RouteError struct {
+	Prefix netip.Prefix
+	Err    error
+}
+
+func (e *RouteError) Error() string { return "route " + e.Prefix.String() + ": " + e.Err.Error() }
+
+func (e *RouteError) Unwrap() error { return e.Err }
 
 // Errors returned by the control methods.
 var (
@@ -108,13 +134,25 @@ var (
 
 // Engine is the node dataplane.
 type Engine struct {
-	cfg       Config
-	log       *zap.Logger
-	routeMTU  int // pods' MTU
-	tunnelMTU int // largest inner packet the encapsulation carries
-	geneve    bool
-	hostIP    netip.Addr
-	hostIP4   [4]byte
+	cfg    Config
+	log    *zap.Logger
+	geneve bool
+	// optLen is the length of the Geneve options this node sends: it
+	// comes off the route MTU with the headers.
+	optLen int
+	// underlayMTU, routeMTU (the pods') and linkBuf (the buffer a pod or
+	// host worker reads into) follow the underlay's MTU, which may
+	// change at run time (SetUnderlayMTU); the largest inner packet the
+	// encapsulation carries is tunnelMTU, published in the snapshot.
+	underlayMTU atomic.Int64
+	routeMTU    atomic.Int64
+	linkBuf     atomic.Int64
+	// mtuMu is held for reading while an endpoint's device is made with
+	// the route MTU, and for writing while SetUnderlayMTU changes it, so
+	// that no device keeps an MTU that is no longer the route MTU.
+	mtuMu   sync.RWMutex
+	hostIP  netip.Addr
+	hostIP4 [4]byte
 	// podBroadcast4 is the pod CIDR's broadcast address: nothing sent
 	// there is answered with an ICMP error (RFC 1122 3.2.2).
 	podBroadcast4 [4]byte
@@ -147,11 +185,12 @@ type Engine struct {
 	underlayRunning atomic.Int32
 	started         atomic.Bool
 
-	mu        sync.Mutex // protects endpoints, pending, nodes, vteps, stopped and snapshot rebuilds
+	mu        sync.Mutex // protects endpoints, pending, nodes, vteps, tunnelMTU, stopped and snapshot rebuilds
 	endpoints map[string]*endpoint
 	pending   map[string]netip.Addr // endpoints whose device is being made, by name
 	nodes     map[string]*peer
 	vteps     []VTEPSpec
+	tunnelMTU int
 	stopped   bool
 
 	workersMu sync.Mutex // protects workers
@@ -207,9 +246,8 @@ func New(cfg Config, log *zap.Logger, underlays []packetio.Underlay, host packet
 	e := &Engine{
 		cfg:         cfg,
 		log:         log,
-		routeMTU:    cfg.UnderlayMTU - encap.VXLANOverheadV4 - optLen,
-		tunnelMTU:   cfg.UnderlayMTU - encap.VXLANOverheadV4 - optLen,
 		geneve:      cfg.Protocol == "geneve",
+		optLen:      optLen,
 		hostIP:      cfg.PodCIDR.Masked().Addr().Next(),
 		nodeIP4:     cfg.NodeIP.As4(),
 		mac:         encap.TunnelMAC(cfg.NodeIP),
@@ -226,10 +264,7 @@ func New(cfg Config, log *zap.Logger, underlays []packetio.Underlay, host packet
 	}
 	e.hostIP4 = e.hostIP.As4()
 	e.podBroadcast4 = lastAddr(cfg.PodCIDR).As4()
-	if cfg.Native {
-		// No encapsulation between nodes: pods get the full MTU.
-		e.routeMTU = cfg.UnderlayMTU
-	}
+	e.setMTUs(cfg.UnderlayMTU)
 	for i, d := range underlays {
 		e.underlays[i].dev = d
 	}
@@ -240,8 +275,12 @@ func New(cfg Config, log *zap.Logger, underlays []packetio.Underlay, host packet
 }
 
 // RouteMTU is the MTU of pod devices: the underlay MTU minus the
-// encapsulation overhead.
-func (e *Engine) RouteMTU() int { return e.routeMTU }
+// encapsulation overhead (all of it in native routing).
+func (e *Engine) RouteMTU() int { return int(e.routeMTU.Load()) }
+
+// UnderlayMTU is the MTU of the underlay the engine works with: the one
+// it was made with, or the last SetUnderlayMTU gave it.
+func (e *Engine) UnderlayMTU() int { return int(e.underlayMTU.Load()) }
 
 // HostIP is the address of the host device: the first of the pod CIDR.
 func (e *Engine) HostIP() netip.Addr { return e.hostIP }
@@ -278,7 +317,7 @@ func (e *Engine) publishLocked() {
 	for _, ep := range e.endpoints {
 		mustInsert(b, netip.PrefixFrom(ep.IP, 32), route{kind: RouteLocal, ep: ep})
 	}
-	e.state.Store(&snapshot{fib: b.Build(), peers: peers, vteps: vteps})
+	e.state.Store(&snapshot{fib: b.Build(), peers: peers, vteps: vteps, tunnelMTU: e.tunnelMTU})
 }
 
 func mustInsert(b *fib.Builder[route], p netip.Prefix, r route) {

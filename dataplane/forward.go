@@ -155,11 +155,11 @@ func (w *worker) output(buf []byte, start, n int, ip encap.IPv4, r route, vni ui
 // get the route MTU as their link MTU, so only misconfigured senders get
 // here.
 func (w *worker) fitsTunnel(snap *snapshot, ip encap.IPv4, n int) bool {
-	if n <= w.e.tunnelMTU {
+	if n <= snap.tunnelMTU {
 		return true
 	}
 	if ip.DontFragment() {
-		w.icmpError(snap, ip, encap.ICMPv4DestUnreach, encap.ICMPv4FragNeeded, uint16(w.e.tunnelMTU))
+		w.icmpError(snap, ip, encap.ICMPv4DestUnreach, encap.ICMPv4FragNeeded, uint16(snap.tunnelMTU))
 	}
 	w.drop(DropFragNeeded)
 	return false

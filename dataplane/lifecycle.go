@@ -83,7 +83,7 @@ func (e *Engine) Close() error {
 	close(e.stop)
 	oldVTEPs := e.vteps
 	e.vteps = nil
-	e.syncVTEPRoutesLocked(oldVTEPs)
+	e.delVTEPRoutesLocked(oldVTEPs, nil)
 	e.publishLocked()
 	e.mu.Unlock()
 

@@ -12,9 +12,14 @@ import (
 
 type routeLog struct{ added, vias, deleted []netip.Prefix }
 
-func (r *routeLog) AddRoute(p netip.Prefix, mtu int) error { r.added = append(r.added, p); return nil }
-func (r *routeLog) AddVia(p netip.Prefix, via netip.Addr) error {
-	r.vias = append(r.vias, p)
+func (r *routeLog) AddRoutes(rs []dataplane.HostRoute) error {
+	for _, x := range rs {
+		if x.Via.IsValid() {
+			r.vias = append(r.vias, x.Prefix)
+		} else {
+			r.added = append(r.added, x.Prefix)
+		}
+	}
 	return nil
 }
 func (r *routeLog) DelRoute(p netip.Prefix) error { r.deleted = append(r.deleted, p); return nil }

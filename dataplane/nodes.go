@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -78,13 +79,8 @@ func (e *Engine) AddNodes(ns []NodeSpec) error {
 	if err := e.checkUnderlayAddrsLocked(ns, cidrs); err != nil {
 		return err
 	}
-	for i, n := range ns {
-		if err := e.addNodeRoute(n); err != nil {
-			for _, done := range ns[:i] {
-				e.delNodeRoute(done.PodCIDR)
-			}
-			return err
-		}
+	if err := e.addNodeRoutes(ns); err != nil {
+		return err
 	}
 	for _, n := range ns {
 		e.nodes[n.Name] = &peer{NodeSpec: n, tun: tunnel{
@@ -190,21 +186,50 @@ func (e *Engine) checkNode(n NodeSpec) error {
 	return nil
 }
 
-func (e *Engine) addNodeRoute(n NodeSpec) error {
+// nodeRoute is the host route node n needs, if any: its pod CIDR through
+// the host device in tunnel mode, to the node itself in native routing
+// with auto-direct-node-routes.
+func (e *Engine) nodeRoute(n NodeSpec) (HostRoute, bool) {
+	switch {
+	case !e.cfg.Native:
+		return HostRoute{Prefix: n.PodCIDR, MTU: e.RouteMTU()}, true
+	case e.cfg.AutoDirectNodeRoutes:
+		return HostRoute{Prefix: n.PodCIDR, Via: n.IP}, true
+	}
+	return HostRoute{}, false
+}
+
+// addNodeRoutes installs the host routes of ns, all or none; a refusal
+// names the node whose route it was.
+func (e *Engine) addNodeRoutes(ns []NodeSpec) error {
 	if e.hostRoutes == nil {
 		return nil
 	}
-	var err error
-	switch {
-	case !e.cfg.Native:
-		err = e.hostRoutes.AddRoute(n.PodCIDR, e.routeMTU)
-	case e.cfg.AutoDirectNodeRoutes:
-		err = e.hostRoutes.AddVia(n.PodCIDR, n.IP)
+	rs := make([]HostRoute, 0, len(ns))
+	for _, n := range ns {
+		if r, ok := e.nodeRoute(n); ok {
+			rs = append(rs, r)
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("node %s: route %s: %w", n.Name, n.PodCIDR, err)
+	if len(rs) == 0 {
+		return nil
 	}
-	return nil
+	err := e.hostRoutes.AddRoutes(rs)
+	if err == nil {
+		return nil
+	}
+	var re *RouteError
+	if errors.As(err, &re) {
+		for _, n := range ns {
+			if n.PodCIDR == re.Prefix {
+				return fmt.Errorf("node %s: %w", n.Name, err)
+			}
+		}
+	}
+	if len(ns) == 1 {
+		return fmt.Errorf("node %s: %w", ns[0].Name, err)
+	}
+	return fmt.Errorf("nodes: %w", err)
 }
 
 // DelNode removes a remote node.

@@ -28,16 +28,17 @@ type hookRoutes struct {
 	onAdd func(added int)
 }
 
-func (r *hookRoutes) AddRoute(p netip.Prefix, mtu int) error {
-	r.added++
-	if r.onAdd != nil {
-		r.onAdd(r.added)
+func (r *hookRoutes) AddRoutes(rs []dataplane.HostRoute) error {
+	for range rs {
+		r.added++
+		if r.onAdd != nil {
+			r.onAdd(r.added)
+		}
 	}
 	return nil
 }
 
-func (r *hookRoutes) AddVia(p netip.Prefix, via netip.Addr) error { return nil }
-func (r *hookRoutes) DelRoute(p netip.Prefix) error               { return nil }
+func (r *hookRoutes) DelRoute(p netip.Prefix) error { return nil }
 
 // streamCheck returns what is wrong with pkt, the tunnel payload from m
 // that should carry packet seq of the stream from pod1 (identity 4242) to

@@ -25,7 +25,7 @@ func (e *Engine) Endpoints() []Endpoint {
 	defer e.mu.Unlock()
 	out := make([]Endpoint, 0, len(e.endpoints))
 	for _, ep := range e.endpoints {
-		out = append(out, Endpoint{EndpointSpec: ep.EndpointSpec, Device: ep.Ifname, MTU: e.routeMTU, DeviceGone: ep.gone.Load()})
+		out = append(out, Endpoint{EndpointSpec: ep.EndpointSpec, Device: ep.Ifname, MTU: e.RouteMTU(), DeviceGone: ep.gone.Load()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -99,7 +99,7 @@ type Stats struct {
 
 // Stats returns the counters.
 func (e *Engine) Stats() Stats {
-	s := Stats{Drops: make(map[string]uint64, numDropReasons), RouteMTU: e.routeMTU, UnderlayMTU: e.cfg.UnderlayMTU}
+	s := Stats{Drops: make(map[string]uint64, numDropReasons), RouteMTU: e.RouteMTU(), UnderlayMTU: e.UnderlayMTU()}
 	for i := range e.underlays {
 		u := e.underlays[i].dev
 		c := e.underlays[i].stats.snapshot(u, u.Name(), "underlay")

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -83,8 +84,9 @@ func (e *Engine) checkVTEP(v VTEPSpec, nodes map[string]*peer) error {
 	return nil
 }
 
-// SetVTEPs replaces the VTEP table. It is all or nothing: an invalid entry
-// leaves the old table in place.
+// SetVTEPs replaces the VTEP table. It is all or nothing: an invalid entry,
+// or a CIDR whose host route the kernel refuses (one vxdp did not install
+// is there), leaves the old table in place.
 func (e *Engine) SetVTEPs(vs []VTEPSpec) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -109,10 +111,14 @@ func (e *Engine) SetVTEPs(vs []VTEPSpec) error {
 			}
 		}
 	}
+	// The routes first: one the kernel refuses leaves the old table.
+	if err := e.addVTEPRoutesLocked(vs, e.vteps); err != nil {
+		return err
+	}
 	old := e.vteps
 	e.vteps = append([]VTEPSpec(nil), vs...)
-	e.syncVTEPRoutesLocked(old)
 	e.publishLocked()
+	e.delVTEPRoutesLocked(old, e.vteps)
 	e.log.Info("vteps set", zap.Int("count", len(vs)))
 	return nil
 }
@@ -159,14 +165,44 @@ func (e *Engine) VTEPs() []VTEPSpec {
 	return out
 }
 
-// syncVTEPRoutesLocked keeps the kernel's routes to VTEP CIDRs (through the
-// host device, so the node reaches them) in step with the table.
-func (e *Engine) syncVTEPRoutesLocked(old []VTEPSpec) {
+// addVTEPRoutesLocked installs the kernel's routes (through the host
+// device, so the node reaches them) to the CIDRs of vs that old lacks, all
+// or none. Callers hold e.mu.
+func (e *Engine) addVTEPRoutesLocked(vs, old []VTEPSpec) error {
+	if e.hostRoutes == nil {
+		return nil
+	}
+	had := map[netip.Prefix]bool{}
+	for _, v := range old {
+		had[v.CIDR] = true
+	}
+	var rs []HostRoute
+	for _, v := range vs {
+		if !had[v.CIDR] {
+			rs = append(rs, HostRoute{Prefix: v.CIDR, MTU: e.tunnelMTU})
+		}
+	}
+	if len(rs) == 0 {
+		return nil
+	}
+	if err := e.hostRoutes.AddRoutes(rs); err != nil {
+		var re *RouteError
+		if errors.As(err, &re) {
+			return fmt.Errorf("vtep %s: %w", re.Prefix, err)
+		}
+		return fmt.Errorf("vteps: %w", err)
+	}
+	return nil
+}
+
+// delVTEPRoutesLocked removes the routes to the CIDRs of old that vs
+// lacks. Callers hold e.mu.
+func (e *Engine) delVTEPRoutesLocked(old, vs []VTEPSpec) {
 	if e.hostRoutes == nil {
 		return
 	}
 	now := map[netip.Prefix]bool{}
-	for _, v := range e.vteps {
+	for _, v := range vs {
 		now[v.CIDR] = true
 	}
 	for _, v := range old {
@@ -174,11 +210,6 @@ func (e *Engine) syncVTEPRoutesLocked(old []VTEPSpec) {
 			if err := e.hostRoutes.DelRoute(v.CIDR); err != nil {
 				e.log.Warn("remove vtep route", zap.Stringer("prefix", v.CIDR), zap.Error(err))
 			}
-		}
-	}
-	for _, v := range e.vteps {
-		if err := e.hostRoutes.AddRoute(v.CIDR, e.tunnelMTU); err != nil {
-			e.log.Warn("add vtep route", zap.Stringer("prefix", v.CIDR), zap.Error(err))
 		}
 	}
 }

@@ -123,11 +123,12 @@ func newWorker(e *Engine, dev packetio.Device, under packetio.Underlay, st *Devi
 	if ep != nil {
 		w.tapKey = ep.dev
 	}
-	// Pod and host devices hand out at most their MTU. An underlay can
-	// hand out far more: a Linux sender on a virtual link (veth) passes
-	// its TSO super-packets through unsegmented, and a UDP socket delivers
-	// such a tunnel packet as one datagram of up to 64 KiB.
-	size := encap.Headroom + e.cfg.UnderlayMTU + 256
+	// Pod and host devices hand out at most their MTU (linkBuf follows
+	// it). An underlay can hand out far more: a Linux sender on a virtual
+	// link (veth) passes its TSO super-packets through unsegmented, and a
+	// UDP socket delivers such a tunnel packet as one datagram of up to
+	// 64 KiB.
+	size := int(e.linkBuf.Load())
 	if kind == sourceUnderlay {
 		size = encap.Headroom + 65535 + 256
 		w.meta = make([]packetio.Meta, batch)
@@ -156,9 +157,23 @@ func (w *worker) read() (int, error) {
 	return w.dev.Read(w.bufs, w.sizes, encap.Headroom)
 }
 
+// growBuffers gives a pod or host worker larger buffers once the underlay
+// MTU grew past what they hold. It runs between batches, when no packet
+// refers to them.
+func (w *worker) growBuffers() {
+	need := int(w.e.linkBuf.Load())
+	if w.under != nil || need <= len(w.bufs[0]) {
+		return
+	}
+	for i := range w.bufs {
+		w.bufs[i] = make([]byte, need)
+	}
+}
+
 func (w *worker) run() {
 	var lastErr time.Time
 	for {
+		w.growBuffers()
 		n, err := w.read()
 		if n > 0 {
 			w.process(n)

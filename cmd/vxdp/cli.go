@@ -530,6 +530,10 @@ func newStatusCmd(g *globals) *cobra.Command {
 				if !s.Healthy {
 					health = "UNHEALTHY: " + strings.Join(s.Problems, "; ")
 				}
+				mtu := fmt.Sprintf("underlay %d, pods %d", s.UnderlayMTU, s.RouteMTU)
+				if s.MTUChange != "" {
+					mtu += " (" + s.MTUChange + ")"
+				}
 				rows := [][2]string{
 					{"Health", health},
 					{"Node", fmt.Sprintf("%s %s", s.NodeName, s.NodeIP)},
@@ -537,7 +541,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 					{"Mode", s.RoutingMode},
 					{"Protocol", fmt.Sprintf("%s port %d", s.TunnelProtocol, s.TunnelPort)},
 					{"Underlay", fmt.Sprintf("%s on %s (%s)", s.Underlay, s.Device, s.UnderlayReason)},
-					{"MTU", fmt.Sprintf("underlay %d, pods %d", s.UnderlayMTU, s.RouteMTU)},
+					{"MTU", mtu},
 					{"Tunnel MAC", s.TunnelMAC},
 					{"Endpoints", fmt.Sprint(s.Endpoints)},
 					{"Nodes", fmt.Sprint(s.Nodes)},

@@ -39,7 +39,8 @@ func newFakeQueue(t *testing.T, frames, frameSize int) (*Queue, *fakeKernel) {
 		fill: ours[0], comp: ours[1], rx: ours[2], tx: ours[3],
 	}
 	k := &fakeKernel{fill: theirs[0], comp: theirs[1], rx: theirs[2], tx: theirs[3], umem: x.umem}
-	u := &Underlay{cfg: Config{Device: "fake0"}, mtu: 1500, mac: [6]byte{2, 0, 0, 0, 0, 1}, epoch: time.Now()}
+	u := &Underlay{cfg: Config{Device: "fake0"}, mac: [6]byte{2, 0, 0, 0, 0, 1}, epoch: time.Now()}
+	u.mtu.Store(1500)
 	u.nb = &neighbours{reqs: make(chan uint32, requestBacklog)}
 	u.nb.snap.Store(&neighSnap{m: map[uint32]hop{}})
 	q := newQueue(u, 0, x, frameSize, frames)

@@ -64,7 +64,10 @@ type Queue struct {
 	lastKernel unix.XDPStatistics
 }
 
-var _ packetio.Underlay = (*Queue)(nil)
+var (
+	_ packetio.Underlay  = (*Queue)(nil)
+	_ packetio.MTUSetter = (*Queue)(nil)
+)
 
 type rxCounters struct {
 	frames, bytes, dropped, kicks, refills atomic.Uint64

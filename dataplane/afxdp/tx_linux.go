@@ -62,7 +62,7 @@ func (q *Queue) Send(bufs [][]byte, meta []packetio.Meta, offset int) (int, erro
 		haveLast                           bool
 		lastReq                            uint32
 	)
-	maxPayload := q.u.mtu - encap.OuterV4Len
+	maxPayload := int(q.u.mtu.Load()) - encap.OuterV4Len
 	for i, b := range bufs {
 		remote := meta[i].Remote
 		if offset < 0 || offset > len(b) || len(b)-offset > maxPayload || !remote.Addr().Unmap().Is4() {

@@ -3,6 +3,7 @@ package afxdp
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -108,7 +109,7 @@ func TestInvalidPackets(t *testing.T) {
 	q := u.Queues()[0]
 	to := packetio.Meta{Remote: netip.AddrPortFrom(addrB, 2)}
 	v6 := packetio.Meta{Remote: netip.MustParseAddrPort("[2001:db8::2]:2")}
-	fits := make([]byte, u.mtu-encap.OuterV4Len)
+	fits := make([]byte, int(u.mtu.Load())-encap.OuterV4Len)
 	bufs := [][]byte{append(fits, 0), []byte("ok"), []byte("ok")}
 	meta := []packetio.Meta{to, v6, to}
 	n, err := q.Send(bufs, meta, 0)
@@ -123,6 +124,20 @@ func TestInvalidPackets(t *testing.T) {
 	}
 	if st := u.Stats(); st.TxInvalid != 3 {
 		t.Fatalf("invalid %d, want 3", st.TxInvalid)
+	}
+	// The device's MTU went down: what fitted before is too big now, and
+	// an MTU the frames cannot hold is refused, the last one staying.
+	if err := q.SetMTU(1400); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.SetMTU(4000); err == nil || !strings.Contains(err.Error(), "MTU 4000") {
+		t.Fatalf("SetMTU(4000) with 4096-byte frames: %v", err)
+	}
+	if n, err := q.Send([][]byte{fits}, meta[:1], 0); err != nil || n != 0 {
+		t.Fatalf("payload of the old MTU after SetMTU(1400): accepted %d, %v", n, err)
+	}
+	if n, err := q.Send([][]byte{fits[:1400-encap.OuterV4Len]}, meta[:1], 0); err != nil || n != 1 {
+		t.Fatalf("largest payload of MTU 1400: accepted %d, %v", n, err)
 	}
 }
 

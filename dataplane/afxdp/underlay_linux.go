@@ -26,7 +26,7 @@ type Underlay struct {
 	nl      *rtnl
 	ifindex int
 	mac     [6]byte
-	mtu     int
+	mtu     atomic.Int64 // the device's, which bounds what Send takes
 	epoch   time.Time
 
 	xsks   *ebpf.Map
@@ -86,13 +86,14 @@ func open(cfg Config) (_ *Underlay, err error) {
 		return nil, fmt.Errorf("look up device: %w", err)
 	}
 	attrs := link.Attrs()
-	u.ifindex, u.mtu = attrs.Index, attrs.MTU
+	u.ifindex = attrs.Index
+	u.mtu.Store(int64(attrs.MTU))
 	if len(attrs.HardwareAddr) != 6 || attrs.EncapType != "ether" && attrs.EncapType != "" {
 		return nil, fmt.Errorf("%w: not an Ethernet device (%s)", ErrUnsupported, attrs.EncapType)
 	}
 	u.mac = [6]byte(attrs.HardwareAddr)
-	if need := u.mtu + ethLen + xdpPacketHeadroom; need > cfg.FrameSize {
-		return nil, fmt.Errorf("MTU %d needs frames of at least %d bytes, not %d", u.mtu, need, cfg.FrameSize)
+	if err := u.fitsFrames(attrs.MTU); err != nil {
+		return nil, err
 	}
 
 	// Queues.
@@ -426,4 +427,23 @@ func nameOr(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// fitsFrames checks that a frame of the device's MTU fits the UMEM frames.
+func (u *Underlay) fitsFrames(mtu int) error {
+	if need := mtu + ethLen + xdpPacketHeadroom; need > u.cfg.FrameSize {
+		return fmt.Errorf("MTU %d needs frames of at least %d bytes, not %d", mtu, need, u.cfg.FrameSize)
+	}
+	return nil
+}
+
+// SetMTU follows a change of the device's MTU (packetio.MTUSetter): Send
+// takes payloads up to the new one from its next call. An MTU the UMEM
+// frames cannot hold is refused and the old one stays.
+func (q *Queue) SetMTU(mtu int) error {
+	if err := q.u.fitsFrames(mtu); err != nil {
+		return fmt.Errorf("afxdp %s: %w", q.u.cfg.Device, err)
+	}
+	q.u.mtu.Store(int64(mtu))
+	return nil
 }

@@ -7,18 +7,24 @@ package fake
 
 import (
 	"fmt"
+	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
 )
 
-var _ packetio.Device = (*Device)(nil)
+var (
+	_ packetio.Device    = (*Device)(nil)
+	_ packetio.MTUSetter = (*Device)(nil)
+)
 
 // Device is an in-memory packet device. It copies every packet in and out,
 // so tests can keep what they get and reuse what they give.
 type Device struct {
 	name  string
 	batch int
+	mtu   atomic.Int64
 	box[[]byte]
 }
 
@@ -28,6 +34,20 @@ func New(name string, batch int) *Device {
 	d.init()
 	return d
 }
+
+// SetMTU records mtu, which MTU returns (packetio.MTUSetter). Packets of
+// any size still pass: the fake checks nothing against it. A closed
+// device refuses, as a TUN device whose interface is gone does.
+func (d *Device) SetMTU(mtu int) error {
+	if d.isClosed() {
+		return fmt.Errorf("set mtu of %s: %w", d.name, net.ErrClosed)
+	}
+	d.mtu.Store(int64(mtu))
+	return nil
+}
+
+// MTU is what SetMTU recorded last, 0 before.
+func (d *Device) MTU() int { return int(d.mtu.Load()) }
 
 // Inject queues a copy of pkt for Read.
 func (d *Device) Inject(pkt []byte) { d.inject(append([]byte(nil), pkt...)) }

@@ -49,6 +49,14 @@ type MultiQueue interface {
 	Queues() []Device
 }
 
+// MTUSetter is implemented by a device or underlay whose MTU can change
+// while it runs: a TUN device sets its interface's MTU (in whatever
+// network namespace the interface is), an AF_XDP underlay the largest
+// frame it sends. The engine calls it when the underlay's MTU changes.
+type MTUSetter interface {
+	SetMTU(mtu int) error
+}
+
 // Destroyer is implemented by a device that can outlive its descriptor (a
 // persistent TUN kept for a hitless restart): Close leaves it for the next
 // agent to adopt, Destroy removes it for good.

@@ -430,3 +430,51 @@ func TestOffloadWithoutUSO(t *testing.T) {
 		t.Errorf("tun-tso: %+v", o)
 	}
 }
+
+// SetMTU changes the interface's MTU in the namespace it was moved to,
+// from a thread that never entered it; once that namespace is gone it
+// fails instead of touching an interface of the same name elsewhere.
+func TestSetMTUInPodNetns(t *testing.T) {
+	nsA, nsB := newNetns(t), newNetns(t)
+	d := createIn(t, nsA, "vxdpt0")
+	if err := d.MoveToNetns(nsB.Path, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1450); err != nil {
+		t.Fatal(err)
+	}
+	// A handle of its own, closed before the namespace goes: an open
+	// socket in it would keep it alive.
+	mtu := func() int {
+		t.Helper()
+		hb, err := nsB.NetlinkHandle()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hb.Close()
+		link, err := hb.LinkByName("eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return link.Attrs().MTU
+	}
+	if err := d.SetMTU(1350); err != nil {
+		t.Fatal(err)
+	}
+	if got := mtu(); got != 1350 {
+		t.Fatalf("mtu %d after SetMTU(1350)", got)
+	}
+	if err := d.SetMTU(1350); err != nil {
+		t.Fatalf("SetMTU to the MTU it has: %v", err)
+	}
+	if err := d.SetMTU(0); err == nil {
+		t.Fatal("SetMTU(0) accepted")
+	}
+	if out, err := exec.Command("ip", "netns", "del", nsB.Name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v: %s", err, out)
+	}
+	deadline := time.Now().Add(waitFor)
+	for d.SetMTU(1400) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("SetMTU still succeeds after the pod namespace was destroyed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -257,6 +257,45 @@ func (d *Device) ConfigureHere(addr netip.Prefix, mtu int) error {
 	return nil
 }
 
+// SetMTU sets the interface's MTU wherever it is now, in the node's
+// namespace or a pod's (packetio.MTUSetter): the underlay's MTU changed
+// under a running agent. Setting the MTU it already has does nothing.
+func (d *Device) SetMTU(mtu int) error {
+	d.cmu.Lock()
+	defer d.cmu.Unlock()
+	name := d.Name()
+	fail := func(err error) error {
+		return fmt.Errorf("set mtu %d on %s: %w", mtu, name, err)
+	}
+	if mtu <= 0 {
+		return fail(errors.New("not a positive MTU"))
+	}
+	ns, err := d.linkNetns()
+	if err != nil {
+		return fail(err)
+	}
+	defer ns.Close()
+	h, err := routeHandle(ns)
+	if err != nil {
+		return fail(err)
+	}
+	defer h.Close()
+	if name, err = d.kernelName(); err != nil {
+		return fail(err)
+	}
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return fail(fmt.Errorf("look up link: %w", err))
+	}
+	if link.Attrs().MTU == mtu {
+		return nil
+	}
+	if err := h.LinkSetMTU(link, mtu); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
 // configure sets MTU, adds addr and brings the link up, in that order: the
 // address must exist before the link is up so the first packets already
 // have their source.

@@ -49,7 +49,10 @@ type Device struct {
 	parent *Device
 }
 
-var _ packetio.Device = (*Device)(nil)
+var (
+	_ packetio.Device    = (*Device)(nil)
+	_ packetio.MTUSetter = (*Device)(nil)
+)
 
 // ErrInterfaceGone is wrapped by Read and Write once the kernel has deleted
 // the interface while the descriptor is still open: its network namespace
