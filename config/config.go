@@ -106,7 +106,19 @@ type Config struct {
 	NodeName string     // node-name; default: the host name
 	NodeIP   netip.Addr // node-ip: underlay address of this node (required)
 	Device   string     // device: underlay NIC; "" = the device holding node-ip
+	// PodCIDR and PodCIDR6 are this node's pod CIDRs (pod-cidr), IPv4 and
+	// IPv6; at least one. A dual-stack node has both.
 	PodCIDR  netip.Prefix
+	PodCIDR6 netip.Prefix
+	// EnableIPv4 and EnableIPv6 (Cilium's keys) say which pod families
+	// the node carries. Unset, they follow pod-cidr; set, they must agree
+	// with it. Validate fills them in.
+	EnableIPv4 bool
+	EnableIPv6 bool
+	// UnderlayProtocol (underlay-protocol, Cilium's key: "ipv4" or
+	// "ipv6") is the family of the underlay; "" follows node-ip, and a
+	// value that differs from node-ip's family is refused.
+	UnderlayProtocol string
 
 	RoutingMode    string // routing-mode: RoutingTunnel or RoutingNative
 	TunnelProtocol string // tunnel-protocol: ProtocolVXLAN or ProtocolGeneve
@@ -138,6 +150,10 @@ type Config struct {
 	// ClusterCIDR is the whole pod address space (Cilium's
 	// cluster-pool-ipv4-cidr). When set it must contain every pod CIDR.
 	ClusterCIDR netip.Prefix
+	// ClusterCIDR6 (cluster-pool-ipv6-cidr) and NativeRoutingCIDR6
+	// (ipv6-native-routing-cidr) are their IPv6 counterparts.
+	ClusterCIDR6       netip.Prefix
+	NativeRoutingCIDR6 netip.Prefix
 
 	Nodes     []Node
 	Endpoints []Endpoint
@@ -182,17 +198,19 @@ type Config struct {
 
 // Node is a peer node: where its pods live and how to reach it.
 type Node struct {
-	Name    string
-	IP      netip.Addr   // underlay address
-	PodCIDR netip.Prefix // its pods
+	Name     string
+	IP       netip.Addr   // underlay address
+	PodCIDR  netip.Prefix // its IPv4 pods
+	PodCIDR6 netip.Prefix // its IPv6 pods
 }
 
 // Endpoint is a pod on this node.
 type Endpoint struct {
-	Name   string // unique; used as a file name in the state directory
-	IP     netip.Addr
-	Netns  string // network namespace: a path such as /run/netns/pod1
-	Ifname string // device name inside the pod; default DefaultIfname
+	Name   string     // unique; used as a file name in the state directory
+	IP     netip.Addr // IPv4 address, inside PodCIDR
+	IP6    netip.Addr // IPv6 address, inside PodCIDR6; at least one of the two
+	Netns  string     // network namespace: a path such as /run/netns/pod1
+	Ifname string     // device name inside the pod; default DefaultIfname
 	// Identity is the pod's security identity; 0 asks the dataplane for
 	// its default workload identity.
 	Identity uint32

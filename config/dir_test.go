@@ -62,7 +62,7 @@ func TestApplyDir(t *testing.T) {
 		c.NodeIP != mustAddr("10.169.72.234") || c.Underlay != "udp" || c.Device != "" {
 		t.Errorf("after ApplyDir: %+v", c)
 	}
-	if want := []Node{{"node3", mustAddr("10.169.72.239"), mustPrefix("10.1.3.0/24")}}; !reflect.DeepEqual(c.Nodes, want) {
+	if want := []Node{{Name: "node3", IP: mustAddr("10.169.72.239"), PodCIDR: mustPrefix("10.1.3.0/24")}}; !reflect.DeepEqual(c.Nodes, want) {
 		t.Errorf("Nodes = %+v", c.Nodes)
 	}
 	// Flags override the directory.

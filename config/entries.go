@@ -18,15 +18,18 @@ import (
 // address and pod CIDR, and the cluster pool when one is set. It does not
 // change while an agent runs.
 type Local struct {
-	NodeName    string
-	NodeIP      netip.Addr
-	PodCIDR     netip.Prefix
-	ClusterCIDR netip.Prefix
+	NodeName     string
+	NodeIP       netip.Addr
+	PodCIDR      netip.Prefix
+	PodCIDR6     netip.Prefix
+	ClusterCIDR  netip.Prefix
+	ClusterCIDR6 netip.Prefix
 }
 
 // Local returns the node facts entries are checked against.
 func (c *Config) Local() Local {
-	return Local{NodeName: c.NodeName, NodeIP: c.NodeIP, PodCIDR: c.PodCIDR, ClusterCIDR: c.ClusterCIDR}
+	return Local{NodeName: c.NodeName, NodeIP: c.NodeIP, PodCIDR: c.PodCIDR, PodCIDR6: c.PodCIDR6,
+		ClusterCIDR: c.ClusterCIDR, ClusterCIDR6: c.ClusterCIDR6}
 }
 
 // Set sets one field of a node from text, with the file's parsers.
@@ -107,13 +110,37 @@ func (l Local) CheckNode(n Node) *Error {
 	if l.NodeIP.IsValid() && n.IP.Is4() != l.NodeIP.Is4() {
 		return &Error{Key: "ip", Value: n.IP.String(), Reason: "address family differs from node-ip"}
 	}
-	if l.PodCIDR.Contains(n.IP) {
-		return &Error{Key: "ip", Value: n.IP.String(), Reason: "inside pod-cidr " + l.PodCIDR.String()}
+	for _, own := range []netip.Prefix{l.PodCIDR, l.PodCIDR6} {
+		if own.Contains(n.IP) {
+			return &Error{Key: "ip", Value: n.IP.String(), Reason: "inside pod-cidr " + own.String()}
+		}
 	}
 
-	p := n.PodCIDR
-	if !p.IsValid() {
+	if !n.PodCIDR.IsValid() && !n.PodCIDR6.IsValid() {
 		return &Error{Key: "pod-cidr", Reason: "required"}
+	}
+	for _, f := range []struct {
+		p, own, cluster netip.Prefix
+		is6             bool
+		clusterKey      string
+	}{
+		{n.PodCIDR, l.PodCIDR, l.ClusterCIDR, false, "cluster-pool-ipv4-cidr"},
+		{n.PodCIDR6, l.PodCIDR6, l.ClusterCIDR6, true, "cluster-pool-ipv6-cidr"},
+	} {
+		if err := l.checkNodeCIDR(n, f.p, f.own, f.cluster, f.is6, f.clusterKey); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkNodeCIDR checks a node's pod CIDR of one family (none is fine).
+func (l Local) checkNodeCIDR(n Node, p, own, cluster netip.Prefix, is6 bool, clusterKey string) *Error {
+	if !p.IsValid() {
+		return nil
+	}
+	if p.Addr().Is6() != is6 {
+		return &Error{Key: "pod-cidr", Value: p.String(), Reason: "want at most one CIDR of each family"}
 	}
 	if err := checkMasked(p); err != nil {
 		return &Error{Key: "pod-cidr", Value: p.String(), Reason: err.Error()}
@@ -121,11 +148,11 @@ func (l Local) CheckNode(n Node) *Error {
 	if err := checkPodCIDRRoom(p); err != nil {
 		return &Error{Key: "pod-cidr", Value: p.String(), Reason: err.Error()}
 	}
-	if p.Overlaps(l.PodCIDR) {
-		return &Error{Key: "pod-cidr", Value: p.String(), Reason: "overlaps pod-cidr " + l.PodCIDR.String()}
+	if own.IsValid() && p.Overlaps(own) {
+		return &Error{Key: "pod-cidr", Value: p.String(), Reason: "overlaps pod-cidr " + own.String()}
 	}
-	if l.ClusterCIDR.IsValid() && !covers(l.ClusterCIDR, p) {
-		return &Error{Key: "pod-cidr", Value: p.String(), Reason: "not inside cluster-pool-ipv4-cidr " + l.ClusterCIDR.String()}
+	if cluster.IsValid() && !covers(cluster, p) {
+		return &Error{Key: "pod-cidr", Value: p.String(), Reason: "not inside " + clusterKey + " " + cluster.String()}
 	}
 	// Underlay addresses inside a pod CIDR would route tunnel packets into
 	// the overlay they travel on.
@@ -149,23 +176,14 @@ func (l Local) CheckEndpoint(ep *Endpoint) *Error {
 		return &Error{Key: "name", Value: ep.Name, Reason: err.Error()}
 	}
 
-	if !ep.IP.IsValid() {
+	if !ep.IP.IsValid() && !ep.IP6.IsValid() {
 		return &Error{Key: "ip", Reason: "required"}
 	}
-	ip := ep.IP.String()
-	if ep.IP.Zone() != "" || ep.IP.Is4In6() {
-		return &Error{Key: "ip", Value: ip, Reason: "want a plain IPv4 or IPv6 address"}
+	if err := checkPodAddr(ep.IP, l.PodCIDR, false); err != nil {
+		return err
 	}
-	if !l.PodCIDR.Contains(ep.IP) {
-		return &Error{Key: "ip", Value: ip, Reason: "not inside pod-cidr " + l.PodCIDR.String()}
-	}
-	switch {
-	case ep.IP == l.PodCIDR.Addr():
-		return &Error{Key: "ip", Value: ip, Reason: "the network address of pod-cidr"}
-	case ep.IP == l.PodCIDR.Addr().Next():
-		return &Error{Key: "ip", Value: ip, Reason: "the first address of pod-cidr belongs to the host device vxdp_host"}
-	case ep.IP.Is4() && ep.IP == lastAddr(l.PodCIDR):
-		return &Error{Key: "ip", Value: ip, Reason: "the broadcast address of pod-cidr"}
+	if err := checkPodAddr(ep.IP6, l.PodCIDR6, true); err != nil {
+		return err
 	}
 
 	if ep.Netns == "" {
@@ -211,6 +229,37 @@ func CheckVTEP(v VTEP) *Error {
 	}
 	if err := checkMAC(v.MAC); err != nil {
 		return &Error{Key: "vtep-mac", Value: v.MAC.String(), Reason: err.Error()}
+	}
+	return nil
+}
+
+// checkPodAddr checks an endpoint's address of one family (none is fine):
+// a usable address of the node's pod CIDR of that family.
+func checkPodAddr(a netip.Addr, cidr netip.Prefix, is6 bool) *Error {
+	if !a.IsValid() {
+		return nil
+	}
+	v := a.String()
+	if a.Zone() != "" || a.Is4In6() || a.Is6() != is6 {
+		return &Error{Key: "ip", Value: v, Reason: "want at most one plain address of each family"}
+	}
+	if !cidr.IsValid() {
+		family := "IPv4"
+		if is6 {
+			family = "IPv6"
+		}
+		return &Error{Key: "ip", Value: v, Reason: "pod-cidr has no " + family + " CIDR"}
+	}
+	if !cidr.Contains(a) {
+		return &Error{Key: "ip", Value: v, Reason: "not inside pod-cidr " + cidr.String()}
+	}
+	switch {
+	case a == cidr.Addr():
+		return &Error{Key: "ip", Value: v, Reason: "the network address of pod-cidr " + cidr.String()}
+	case a == cidr.Addr().Next():
+		return &Error{Key: "ip", Value: v, Reason: "the first address of pod-cidr " + cidr.String() + " belongs to the host device vxdp_host"}
+	case a.Is4() && a == lastAddr(cidr):
+		return &Error{Key: "ip", Value: v, Reason: "the broadcast address of pod-cidr"}
 	}
 	return nil
 }

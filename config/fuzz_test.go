@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -83,9 +84,19 @@ func checkInvariants(t *testing.T, c *Config) {
 	if !c.NodeIP.IsValid() || c.NodeIP.IsLoopback() || c.NodeIP.IsMulticast() || c.NodeIP.IsUnspecified() {
 		t.Fatalf("NodeIP %v", c.NodeIP)
 	}
-	p := c.PodCIDR
-	if !p.IsValid() || p != p.Masked() || (p.Addr().Is4() && p.Bits() > 30) || p.Bits() > 126 {
-		t.Fatalf("PodCIDR %v", p)
+	if !c.PodCIDR.IsValid() && !c.PodCIDR6.IsValid() {
+		t.Fatal("no pod CIDR")
+	}
+	for _, p := range []netip.Prefix{c.PodCIDR, c.PodCIDR6} {
+		if p.IsValid() && (p != p.Masked() || (p.Addr().Is4() && p.Bits() > 30) || p.Bits() > 126) {
+			t.Fatalf("pod CIDR %v", p)
+		}
+	}
+	if c.PodCIDR.IsValid() && !c.PodCIDR.Addr().Is4() || c.PodCIDR6.IsValid() && !c.PodCIDR6.Addr().Is6() {
+		t.Fatalf("pod CIDRs %v %v", c.PodCIDR, c.PodCIDR6)
+	}
+	if c.EnableIPv4 != c.PodCIDR.IsValid() || c.EnableIPv6 != c.PodCIDR6.IsValid() {
+		t.Fatalf("families %v %v for %v %v", c.EnableIPv4, c.EnableIPv6, c.PodCIDR, c.PodCIDR6)
 	}
 	if c.TunnelPort == 0 || !isOneOf(c.RoutingMode, RoutingTunnel, RoutingNative) ||
 		!isOneOf(c.TunnelProtocol, ProtocolVXLAN, ProtocolGeneve) ||
@@ -103,15 +114,20 @@ func checkInvariants(t *testing.T, c *Config) {
 		t.Fatal("I flag tolerated")
 	}
 	for _, n := range c.Nodes {
-		if n.Name == "" || !n.IP.IsValid() || n.IP == c.NodeIP || !n.PodCIDR.IsValid() || n.PodCIDR.Overlaps(p) {
+		if n.Name == "" || !n.IP.IsValid() || n.IP == c.NodeIP || !n.PodCIDR.IsValid() && !n.PodCIDR6.IsValid() ||
+			n.PodCIDR.IsValid() && c.PodCIDR.IsValid() && n.PodCIDR.Overlaps(c.PodCIDR) ||
+			n.PodCIDR6.IsValid() && c.PodCIDR6.IsValid() && n.PodCIDR6.Overlaps(c.PodCIDR6) {
 			t.Fatalf("node %+v", n)
 		}
-		if c.ClusterCIDR.IsValid() && !covers(c.ClusterCIDR, n.PodCIDR) {
+		if c.ClusterCIDR.IsValid() && n.PodCIDR.IsValid() && !covers(c.ClusterCIDR, n.PodCIDR) {
 			t.Fatalf("node %+v outside %v", n, c.ClusterCIDR)
 		}
 	}
 	for _, ep := range c.Endpoints {
-		if !p.Contains(ep.IP) || ep.IP == p.Addr() || ep.IP == p.Addr().Next() || ep.Netns == "" || ep.Ifname == "" ||
+		bad := func(a netip.Addr, p netip.Prefix) bool {
+			return a.IsValid() && (!p.Contains(a) || a == p.Addr() || a == p.Addr().Next())
+		}
+		if !ep.IP.IsValid() && !ep.IP6.IsValid() || bad(ep.IP, c.PodCIDR) || bad(ep.IP6, c.PodCIDR6) || ep.Netns == "" || ep.Ifname == "" ||
 			(ep.Identity != 0 && (ep.Identity < MinWorkloadIdentity || ep.Identity > MaxIdentity)) {
 			t.Fatalf("endpoint %+v", ep)
 		}
@@ -124,7 +140,7 @@ func checkInvariants(t *testing.T, c *Config) {
 			t.Fatalf("VTEPs %+v ipsec %v", c.VTEPs, c.EnableIPsec)
 		}
 		for _, v := range c.VTEPs {
-			if !v.Endpoint.Is4() || !v.CIDR.Addr().Is4() || v.CIDR.Overlaps(p) || len(v.MAC) != 6 || v.MAC[0]&1 != 0 {
+			if !v.Endpoint.Is4() || !v.CIDR.Addr().Is4() || c.PodCIDR.IsValid() && v.CIDR.Overlaps(c.PodCIDR) || len(v.MAC) != 6 || v.MAC[0]&1 != 0 {
 				t.Fatalf("VTEP %+v", v)
 			}
 		}

@@ -150,14 +150,11 @@ func setNodeField(n *Node, name, s string) error {
 		}
 		n.IP = a
 	case "pod-cidr":
-		p, err := parsePrefix(s)
+		v4, v6, err := parsePodCIDRs(s)
 		if err != nil {
 			return err
 		}
-		if err := checkPodCIDRRoom(p); err != nil {
-			return err
-		}
-		n.PodCIDR = p
+		n.PodCIDR, n.PodCIDR6 = v4, v6
 	}
 	return nil
 }
@@ -204,11 +201,11 @@ func setEndpointField(ep *Endpoint, name, s string) error {
 		}
 		ep.Name = s
 	case "ip":
-		a, err := parseAddr(s)
+		v4, v6, err := parseAddrPair(s)
 		if err != nil {
 			return err
 		}
-		ep.IP = a
+		ep.IP, ep.IP6 = v4, v6
 	case "netns":
 		if err := checkPath(s); err != nil {
 			return err
@@ -270,7 +267,7 @@ func formatNodes(nodes []Node) string {
 		seq.Content = append(seq.Content, flowMap(
 			"name", n.Name,
 			"ip", formatAddr(n.IP),
-			"pod-cidr", formatPrefix(n.PodCIDR),
+			"pod-cidr", joinPair(n.PodCIDR, n.PodCIDR6, n.PodCIDR.IsValid(), n.PodCIDR6.IsValid()),
 		))
 	}
 	return encodeFlow(seq)
@@ -284,7 +281,7 @@ func formatEndpoints(eps []Endpoint) string {
 	for _, ep := range eps {
 		m := flowMap(
 			"name", ep.Name,
-			"ip", formatAddr(ep.IP),
+			"ip", joinPair(ep.IP, ep.IP6, ep.IP.IsValid(), ep.IP6.IsValid()),
 			"netns", ep.Netns,
 			"ifname", ep.Ifname,
 		)

@@ -93,28 +93,52 @@ var keyTable = []keySpec{
 		get: func(c *Config) string { return c.Device },
 	},
 	{
-		name: "pod-cidr", doc: "this node's pod CIDR, e.g. 10.1.1.0/24 (required), or auto: a block of cluster-pool-ipv4-cidr claimed in the kvstore",
+		name: "pod-cidr", doc: "this node's pod CIDRs: one IPv4 and/or one IPv6 CIDR, comma separated, e.g. 10.1.1.0/24,fd00:1:1::/64 (required), or auto: a block of cluster-pool-ipv4-cidr claimed in the kvstore",
 		set: func(c *Config, s string) error {
 			c.PodCIDRAuto = false
 			if s == "" {
-				c.PodCIDR = netip.Prefix{}
+				c.PodCIDR, c.PodCIDR6 = netip.Prefix{}, netip.Prefix{}
 				return nil
 			}
 			if s == "auto" {
-				c.PodCIDR, c.PodCIDRAuto = netip.Prefix{}, true
+				c.PodCIDR, c.PodCIDR6, c.PodCIDRAuto = netip.Prefix{}, netip.Prefix{}, true
 				return nil
 			}
-			p, err := parsePrefix(s)
+			v4, v6, err := parsePodCIDRs(s)
 			if err != nil {
 				return err
 			}
-			if err := checkPodCIDRRoom(p); err != nil {
-				return err
-			}
-			c.PodCIDR = p
+			c.PodCIDR, c.PodCIDR6 = v4, v6
 			return nil
 		},
-		get: func(c *Config) string { return formatPrefix(c.PodCIDR) },
+		get: func(c *Config) string {
+			return joinPair(c.PodCIDR, c.PodCIDR6, c.PodCIDR.IsValid(), c.PodCIDR6.IsValid())
+		},
+	},
+	{
+		name: "enable-ipv4", doc: "carry IPv4 between pods (default: when pod-cidr has an IPv4 CIDR)",
+		set: func(c *Config, s string) error { return setFamily(&c.raw.enableIPv4, s) },
+		get: func(c *Config) string { return c.raw.enableIPv4 },
+	},
+	{
+		name: "enable-ipv6", doc: "carry IPv6 between pods (default: when pod-cidr has an IPv6 CIDR)",
+		set: func(c *Config, s string) error { return setFamily(&c.raw.enableIPv6, s) },
+		get: func(c *Config) string { return c.raw.enableIPv6 },
+	},
+	{
+		name: "underlay-protocol", doc: "ipv4 or ipv6: the family of the underlay, which must be node-ip's (default: node-ip's)",
+		set: func(c *Config, s string) error {
+			if s == "" {
+				c.UnderlayProtocol = ""
+				return nil
+			}
+			v, err := oneOf(s, "ipv4", "ipv6")
+			if err == nil {
+				c.UnderlayProtocol = v
+			}
+			return err
+		},
+		get: func(c *Config) string { return c.UnderlayProtocol },
 	},
 	{
 		name: "routing-mode", def: RoutingTunnel, doc: "tunnel (encapsulate between nodes) or native (the network routes pod CIDRs)",
@@ -219,6 +243,17 @@ var keyTable = []keySpec{
 		get: func(c *Config) string { return formatPrefix(c.NativeRoutingCIDR) },
 	},
 	{
+		name: "ipv6-native-routing-cidr", doc: "native mode: the IPv6 CIDR the network routes itself (ignored in tunnel mode)",
+		set: func(c *Config, s string) error {
+			p, err := parseOptionalPrefix6(s)
+			if err == nil {
+				c.NativeRoutingCIDR6 = p
+			}
+			return err
+		},
+		get: func(c *Config) string { return formatPrefix(c.NativeRoutingCIDR6) },
+	},
+	{
 		name: "auto-direct-node-routes", def: "false", doc: "native mode: install `pod-cidr via node-ip` routes for every node",
 		set: func(c *Config, s string) error { return setBool(&c.AutoDirectNodeRoutes, s) },
 		get: func(c *Config) string { return formatBool(c.AutoDirectNodeRoutes) },
@@ -240,7 +275,18 @@ var keyTable = []keySpec{
 		get: func(c *Config) string { return formatPrefix(c.ClusterCIDR) },
 	},
 	{
-		name: "nodes", kind: kindItems, doc: "peer nodes: a list of {name, ip, pod-cidr}",
+		name: "cluster-pool-ipv6-cidr", doc: "the whole IPv6 pod address space; must contain every IPv6 pod CIDR (optional)",
+		set: func(c *Config, s string) error {
+			p, err := parseOptionalPrefix6(s)
+			if err == nil {
+				c.ClusterCIDR6 = p
+			}
+			return err
+		},
+		get: func(c *Config) string { return formatPrefix(c.ClusterCIDR6) },
+	},
+	{
+		name: "nodes", kind: kindItems, doc: "peer nodes: a list of {name, ip, pod-cidr} (pod-cidr: one CIDR of each family, comma separated)",
 		set: func(c *Config, s string) error {
 			return setItemsText(c, "nodes", setNodes, s, &decoder{})
 		},
@@ -248,7 +294,7 @@ var keyTable = []keySpec{
 		get:     func(c *Config) string { return formatNodes(c.Nodes) },
 	},
 	{
-		name: "endpoints", kind: kindItems, doc: "local pods: a list of {name, ip, netns, ifname, identity, allow-from}",
+		name: "endpoints", kind: kindItems, doc: "local pods: a list of {name, ip, netns, ifname, identity, allow-from} (ip: one address of each family, comma separated)",
 		set: func(c *Config, s string) error {
 			return setItemsText(c, "endpoints", setEndpoints, s, &decoder{})
 		},
@@ -544,6 +590,34 @@ func parseOptionalPrefix4(s string) (p netip.Prefix, err error) {
 		return netip.Prefix{}, reason("want an IPv4 CIDR")
 	}
 	return p, nil
+}
+
+func parseOptionalPrefix6(s string) (p netip.Prefix, err error) {
+	if s == "" {
+		return netip.Prefix{}, nil
+	}
+	p, err = parsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if !p.Addr().Is6() {
+		return netip.Prefix{}, reason("want an IPv6 CIDR")
+	}
+	return p, nil
+}
+
+// setFamily keeps enable-ipv4 or enable-ipv6 as given ("" = not given).
+func setFamily(dst *string, s string) error {
+	if s == "" {
+		*dst = ""
+		return nil
+	}
+	b, err := parseBool(s)
+	if err != nil {
+		return err
+	}
+	*dst = formatBool(b)
+	return nil
 }
 
 // setCount parses a queue or socket count, 1..16.

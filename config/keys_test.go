@@ -45,7 +45,17 @@ func TestSet(t *testing.T) {
 
 		{"pod-cidr", "pod-cidr", "10.1.1.0/24", "", func(c *Config) bool { return c.PodCIDR == mustPrefix("10.1.1.0/24") }},
 		{"pod-cidr host bits", "pod-cidr", "10.1.1.7/24", "pod-cidr", nil},
-		{"pod-cidr v6", "pod-cidr", "fd00:1::/64", "", func(c *Config) bool { return c.PodCIDR == mustPrefix("fd00:1::/64") }},
+		{"pod-cidr v6", "pod-cidr", "fd00:1::/64", "", func(c *Config) bool { return c.PodCIDR6 == mustPrefix("fd00:1::/64") && !c.PodCIDR.IsValid() }},
+		{"pod-cidr dual", "pod-cidr", "10.1.1.0/24, fd00:1::/64", "", func(c *Config) bool {
+			return c.PodCIDR == mustPrefix("10.1.1.0/24") && c.PodCIDR6 == mustPrefix("fd00:1::/64")
+		}},
+		{"pod-cidr two v4", "pod-cidr", "10.1.1.0/24,10.1.2.0/24", "pod-cidr", nil},
+		{"pod-cidr empty member", "pod-cidr", "10.1.1.0/24,", "pod-cidr", nil},
+		{"enable-ipv6", "enable-ipv6", "true", "", func(c *Config) bool { return c.raw.enableIPv6 == "true" }},
+		{"enable-ipv6 bad", "enable-ipv6", "maybe", "enable-ipv6", nil},
+		{"underlay-protocol", "underlay-protocol", "ipv6", "", func(c *Config) bool { return c.UnderlayProtocol == "ipv6" }},
+		{"underlay-protocol bad", "underlay-protocol", "ipx", "underlay-protocol", nil},
+		{"cluster-pool-ipv6-cidr v4", "cluster-pool-ipv6-cidr", "10.0.0.0/8", "cluster-pool-ipv6-cidr", nil},
 		{"pod-cidr /30", "pod-cidr", "10.1.1.0/30", "", nil},
 		{"pod-cidr bad length", "pod-cidr", "10.1.1.0/33", "pod-cidr", nil},
 		{"pod-cidr too small", "pod-cidr", "10.1.1.0/31", "pod-cidr", nil},
@@ -108,7 +118,7 @@ func TestSet(t *testing.T) {
 		{"cluster-pool bad", "cluster-pool-ipv4-cidr", "10.0.0.0/40", "cluster-pool-ipv4-cidr", nil},
 
 		{"nodes", "nodes", "[{name: node2, ip: 10.169.72.238, pod-cidr: 10.1.2.0/24}]", "", func(c *Config) bool {
-			return reflect.DeepEqual(c.Nodes, []Node{{"node2", mustAddr("10.169.72.238"), mustPrefix("10.1.2.0/24")}})
+			return reflect.DeepEqual(c.Nodes, []Node{{Name: "node2", IP: mustAddr("10.169.72.238"), PodCIDR: mustPrefix("10.1.2.0/24")}})
 		}},
 		{"nodes block", "nodes", "- name: node2\n  ip: 10.169.72.238\n  pod-cidr: 10.1.2.0/24\n", "", func(c *Config) bool { return len(c.Nodes) == 1 }},
 		{"nodes empty", "nodes", "", "", func(c *Config) bool { return c.Nodes == nil }},

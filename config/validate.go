@@ -70,15 +70,56 @@ func (c *Config) validateNode() *Error {
 	if c.KVStore != "" && len(c.KVStoreOpt) == 0 {
 		return &Error{Key: "kvstore-opt", Reason: "kvstore " + c.KVStore + " needs etcd.endpoints or etcd.config"}
 	}
-	if !c.PodCIDR.IsValid() {
+	if !c.PodCIDR.IsValid() && !c.PodCIDR6.IsValid() {
 		return &Error{Key: "pod-cidr", Reason: "required"}
 	}
-	c.PodCIDR = c.PodCIDR.Masked()
-	if err := checkPodCIDRRoom(c.PodCIDR); err != nil {
-		return &Error{Key: "pod-cidr", Value: c.PodCIDR.String(), Reason: err.Error()}
+	// Set in code, either may be of the other family or have host bits.
+	if c.PodCIDR.IsValid() && c.PodCIDR.Addr().Is6() && !c.PodCIDR6.IsValid() {
+		c.PodCIDR, c.PodCIDR6 = netip.Prefix{}, c.PodCIDR
 	}
-	if c.PodCIDR.Contains(c.NodeIP) {
-		return &Error{Key: "pod-cidr", Value: c.PodCIDR.String(), Reason: "contains node-ip " + c.NodeIP.String()}
+	for _, p := range []*netip.Prefix{&c.PodCIDR, &c.PodCIDR6} {
+		if !p.IsValid() {
+			continue
+		}
+		*p = p.Masked()
+		if err := checkPodCIDRRoom(*p); err != nil {
+			return &Error{Key: "pod-cidr", Value: p.String(), Reason: err.Error()}
+		}
+		if p.Contains(c.NodeIP) {
+			return &Error{Key: "pod-cidr", Value: p.String(), Reason: "contains node-ip " + c.NodeIP.String()}
+		}
+	}
+	if c.PodCIDR.IsValid() && !c.PodCIDR.Addr().Is4() || c.PodCIDR6.IsValid() && !c.PodCIDR6.Addr().Is6() {
+		return &Error{Key: "pod-cidr", Value: joinPair(c.PodCIDR, c.PodCIDR6, true, true), Reason: "want at most one CIDR of each family"}
+	}
+	return c.validateFamilies()
+}
+
+// validateFamilies checks enable-ipv4, enable-ipv6 and underlay-protocol
+// against pod-cidr and node-ip, and fills in EnableIPv4 and EnableIPv6.
+func (c *Config) validateFamilies() *Error {
+	for _, f := range []struct {
+		key, given, family string
+		cidr               netip.Prefix
+		dst                *bool
+	}{
+		{"enable-ipv4", c.raw.enableIPv4, "IPv4", c.PodCIDR, &c.EnableIPv4},
+		{"enable-ipv6", c.raw.enableIPv6, "IPv6", c.PodCIDR6, &c.EnableIPv6},
+	} {
+		switch {
+		case f.given == "true" && !f.cidr.IsValid():
+			return &Error{Key: f.key, Value: f.given, Reason: "pod-cidr has no " + f.family + " CIDR"}
+		case f.given == "false" && f.cidr.IsValid():
+			return &Error{Key: f.key, Value: f.given, Reason: "pod-cidr has the " + f.family + " CIDR " + f.cidr.String()}
+		}
+		*f.dst = f.cidr.IsValid()
+	}
+	family := "ipv4"
+	if c.NodeIP.Is6() {
+		family = "ipv6"
+	}
+	if c.UnderlayProtocol != "" && c.UnderlayProtocol != family {
+		return &Error{Key: "underlay-protocol", Value: c.UnderlayProtocol, Reason: "node-ip " + c.NodeIP.String() + " is " + family}
 	}
 	return nil
 }
@@ -100,7 +141,7 @@ func (c *Config) validateModes() *Error {
 		return &Error{Key: "mtu", Value: strconv.Itoa(c.MTU), Reason: err.Error()}
 	}
 	// IPv6 requires every link, the pods' included, to carry 1280 bytes.
-	if c.MTU != 0 && c.PodCIDR.Addr().Is6() && c.RouteMTU(c.MTU) < MinMTU {
+	if c.MTU != 0 && c.PodCIDR6.IsValid() && c.RouteMTU(c.MTU) < MinMTU {
 		return &Error{Key: "mtu", Value: strconv.Itoa(c.MTU),
 			Reason: fmt.Sprintf("leaves a route MTU of %d, below IPv6's minimum of %d for the IPv6 pod-cidr", c.RouteMTU(c.MTU), MinMTU)}
 	}
@@ -128,16 +169,32 @@ func (c *Config) validateCIDRs() *Error {
 			return &Error{Key: "ipv4-native-routing-cidr", Value: c.NativeRoutingCIDR.String(), Reason: "want an IPv4 CIDR"}
 		}
 	}
-	if !c.ClusterCIDR.IsValid() {
-		return nil
+	if c.NativeRoutingCIDR6.IsValid() {
+		c.NativeRoutingCIDR6 = c.NativeRoutingCIDR6.Masked()
+		if !c.NativeRoutingCIDR6.Addr().Is6() {
+			return &Error{Key: "ipv6-native-routing-cidr", Value: c.NativeRoutingCIDR6.String(), Reason: "want an IPv6 CIDR"}
+		}
 	}
-	c.ClusterCIDR = c.ClusterCIDR.Masked()
-	if !c.ClusterCIDR.Addr().Is4() {
-		return &Error{Key: "cluster-pool-ipv4-cidr", Value: c.ClusterCIDR.String(), Reason: "want an IPv4 CIDR"}
-	}
-	if !covers(c.ClusterCIDR, c.PodCIDR) {
-		return &Error{Key: "pod-cidr", Value: c.PodCIDR.String(),
-			Reason: "not inside cluster-pool-ipv4-cidr " + c.ClusterCIDR.String()}
+	for _, f := range []struct {
+		key      string
+		cluster  *netip.Prefix
+		pod      netip.Prefix
+		want6    bool
+		wantText string
+	}{
+		{"cluster-pool-ipv4-cidr", &c.ClusterCIDR, c.PodCIDR, false, "want an IPv4 CIDR"},
+		{"cluster-pool-ipv6-cidr", &c.ClusterCIDR6, c.PodCIDR6, true, "want an IPv6 CIDR"},
+	} {
+		if !f.cluster.IsValid() {
+			continue
+		}
+		*f.cluster = f.cluster.Masked()
+		if f.cluster.Addr().Is6() != f.want6 {
+			return &Error{Key: f.key, Value: f.cluster.String(), Reason: f.wantText}
+		}
+		if f.pod.IsValid() && !covers(*f.cluster, f.pod) {
+			return &Error{Key: "pod-cidr", Value: f.pod.String(), Reason: "not inside " + f.key + " " + f.cluster.String()}
+		}
 	}
 	return nil
 }
@@ -154,7 +211,7 @@ func (c *Config) validateNodes() *Error {
 	for i := range c.Nodes {
 		n := &c.Nodes[i]
 		key := func(field string) string { return fmt.Sprintf("nodes[%d].%s", i, field) }
-		n.PodCIDR = n.PodCIDR.Masked() // set in code; the file refuses host bits
+		n.PodCIDR, n.PodCIDR6 = n.PodCIDR.Masked(), n.PodCIDR6.Masked() // set in code; the file refuses host bits
 		if err := local.CheckNode(*n); err != nil {
 			return inList(err, "nodes", i)
 		}
@@ -167,9 +224,11 @@ func (c *Config) validateNodes() *Error {
 		}
 		ips[n.IP] = i
 		for j := 0; j < i; j++ {
-			if n.PodCIDR.Overlaps(c.Nodes[j].PodCIDR) {
-				return &Error{Key: key("pod-cidr"), Value: n.PodCIDR.String(),
-					Reason: fmt.Sprintf("overlaps nodes[%d].pod-cidr %s", j, c.Nodes[j].PodCIDR)}
+			for _, pair := range [][2]netip.Prefix{{n.PodCIDR, c.Nodes[j].PodCIDR}, {n.PodCIDR6, c.Nodes[j].PodCIDR6}} {
+				if pair[0].IsValid() && pair[1].IsValid() && pair[0].Overlaps(pair[1]) {
+					return &Error{Key: key("pod-cidr"), Value: pair[0].String(),
+						Reason: fmt.Sprintf("overlaps nodes[%d].pod-cidr %s", j, pair[1])}
+				}
 			}
 		}
 	}
@@ -177,9 +236,11 @@ func (c *Config) validateNodes() *Error {
 	// into the overlay they travel on.
 	for i, n := range c.Nodes {
 		for j, m := range c.Nodes {
-			if m.PodCIDR.Contains(n.IP) {
-				return &Error{Key: fmt.Sprintf("nodes[%d].ip", i), Value: n.IP.String(),
-					Reason: fmt.Sprintf("inside nodes[%d].pod-cidr %s", j, m.PodCIDR)}
+			for _, p := range []netip.Prefix{m.PodCIDR, m.PodCIDR6} {
+				if p.Contains(n.IP) {
+					return &Error{Key: fmt.Sprintf("nodes[%d].ip", i), Value: n.IP.String(),
+						Reason: fmt.Sprintf("inside nodes[%d].pod-cidr %s", j, p)}
+				}
 			}
 		}
 	}
@@ -208,10 +269,15 @@ func (c *Config) validateEndpoints() *Error {
 			return &Error{Key: key("name"), Value: ep.Name, Reason: fmt.Sprintf("also the name of endpoints[%d]", j)}
 		}
 		names[ep.Name] = i
-		if j, dup := ips[ep.IP]; dup {
-			return &Error{Key: key("ip"), Value: ep.IP.String(), Reason: fmt.Sprintf("also the address of endpoints[%d]", j)}
+		for _, a := range []netip.Addr{ep.IP, ep.IP6} {
+			if !a.IsValid() {
+				continue
+			}
+			if j, dup := ips[a]; dup {
+				return &Error{Key: key("ip"), Value: a.String(), Reason: fmt.Sprintf("also the address of endpoints[%d]", j)}
+			}
+			ips[a] = i
 		}
-		ips[ep.IP] = i
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
@@ -364,4 +365,77 @@ func normalizeIdentity(s string) (string, error) {
 		return "", reasonf("identity %q does not fit in a 24-bit VNI", s)
 	}
 	return strconv.FormatUint(v, 10), nil
+}
+
+// parsePodCIDRs parses a pod-cidr value: one CIDR, or one of each family
+// separated by a comma ("10.1.1.0/24,fd00:1:1::/64"). Each leaves room
+// for the network address, the host device and a pod.
+func parsePodCIDRs(s string) (v4, v6 netip.Prefix, err error) {
+	for _, w := range splitList(s) {
+		p, err := parsePrefix(w)
+		if err != nil {
+			return v4, v6, err
+		}
+		if err := checkPodCIDRRoom(p); err != nil {
+			return v4, v6, err
+		}
+		dst := &v4
+		if p.Addr().Is6() {
+			dst = &v6
+		}
+		if dst.IsValid() {
+			return v4, v6, reason("more than one CIDR of a family: want one IPv4 and/or one IPv6 CIDR")
+		}
+		*dst = p
+	}
+	if !v4.IsValid() && !v6.IsValid() {
+		return v4, v6, reason("want a CIDR")
+	}
+	return v4, v6, nil
+}
+
+// parseAddrPair parses one address, or one of each family separated by a
+// comma ("10.1.1.10,fd00:1:1::10").
+func parseAddrPair(s string) (v4, v6 netip.Addr, err error) {
+	for _, w := range splitList(s) {
+		a, err := parseAddr(w)
+		if err != nil {
+			return v4, v6, err
+		}
+		dst := &v4
+		if a.Is6() {
+			dst = &v6
+		}
+		if dst.IsValid() {
+			return v4, v6, reason("more than one address of a family: want one IPv4 and/or one IPv6 address")
+		}
+		*dst = a
+	}
+	if !v4.IsValid() && !v6.IsValid() {
+		return v4, v6, reason("want an address")
+	}
+	return v4, v6, nil
+}
+
+// splitList splits on commas, trimming white space around each element;
+// an empty element stays, for the parser to refuse.
+func splitList(s string) []string {
+	parts := strings.Split(s, ",")
+	for i := range parts {
+		parts[i] = strings.TrimSpace(parts[i])
+	}
+	return parts
+}
+
+// joinPair writes a pair the way parsePodCIDRs and parseAddrPair read it.
+func joinPair(a, b fmt.Stringer, aOK, bOK bool) string {
+	switch {
+	case aOK && bOK:
+		return a.String() + "," + b.String()
+	case aOK:
+		return a.String()
+	case bOK:
+		return b.String()
+	}
+	return ""
 }

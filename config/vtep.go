@@ -14,6 +14,9 @@ import (
 type rawKeys struct {
 	// tunnel is the legacy `tunnel` key as last given ("" = not given).
 	tunnel string
+	// enableIPv4 and enableIPv6 are those keys as given, normalized
+	// ("" = not given: the family follows pod-cidr).
+	enableIPv4, enableIPv6 string
 
 	// The four vtep-* keys, parsed. vtepGiven is set once any of them has
 	// been given a non-empty value.

@@ -60,7 +60,7 @@ func TestYAMLTypesAndStrings(t *testing.T) {
 			`nodes: "[{name: n2, ip: 10.169.72.238, pod-cidr: 10.1.2.0/24}]"`,
 			"nodes: |\n  - name: n2\n    ip: 10.169.72.238\n    pod-cidr: 10.1.2.0/24\n",
 		}, func(c *Config) bool {
-			return reflect.DeepEqual(c.Nodes, []Node{{"n2", mustAddr("10.169.72.238"), mustPrefix("10.1.2.0/24")}})
+			return reflect.DeepEqual(c.Nodes, []Node{{Name: "n2", IP: mustAddr("10.169.72.238"), PodCIDR: mustPrefix("10.1.2.0/24")}})
 		}},
 		{"anchors", []string{"pod-cidr: &p 10.1.1.0/24\ncluster-pool-ipv4-cidr: *p"},
 			func(c *Config) bool { return c.ClusterCIDR == mustPrefix("10.1.1.0/24") }},
