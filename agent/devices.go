@@ -59,7 +59,7 @@ func (p *podDevices) create(s dataplane.EndpointSpec, mtu int) (packetio.Device,
 	if err != nil {
 		return nil, err
 	}
-	if err := d.MoveToNetns(s.Netns, s.Ifname, netip.PrefixFrom(s.IP, 32), mtu); err != nil {
+	if err := d.MoveToNetns(s.Netns, s.Ifname, mtu, netip.PrefixFrom(s.IP, 32)); err != nil {
 		d.Close()
 		return nil, err
 	}

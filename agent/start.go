@@ -297,7 +297,7 @@ func openHostDevice(log *zap.Logger, addr netip.Prefix, mtu int, adopt bool) (*t
 	if err != nil {
 		return nil, nil, fmt.Errorf("host device: %w", err)
 	}
-	if err := d.ConfigureHere(addr, mtu); err != nil {
+	if err := d.ConfigureHere(mtu, addr); err != nil {
 		d.Destroy()
 		return nil, nil, fmt.Errorf("host device: %w", err)
 	}

@@ -29,7 +29,7 @@ func TestMoveToNetnsAndTraffic(t *testing.T) {
 	}
 
 	podIP := netip.MustParsePrefix("192.0.2.10/32")
-	if err := d.MoveToNetns(nsB.Path, "eth0", podIP, 1400); err != nil {
+	if err := d.MoveToNetns(nsB.Path, "eth0", 1400, podIP); err != nil {
 		t.Fatal(err)
 	}
 	if d.Name() != "eth0" {
@@ -153,7 +153,7 @@ func TestMoveToNetnsRollsBack(t *testing.T) {
 			tc.setup(t, nsB)
 			d := createIn(t, nsA, "vxdpt1")
 			oldIndex := d.Index()
-			err := d.MoveToNetns(nsB.Path, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1400)
+			err := d.MoveToNetns(nsB.Path, "eth0", 1400, netip.MustParsePrefix("192.0.2.10/32"))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("MoveToNetns error %v, want one mentioning %q", err, tc.want)
 			}
@@ -184,7 +184,7 @@ func TestMoveToNetnsRollsBack(t *testing.T) {
 			}
 			// A second attempt with a free name works after the rollback.
 			if tc.name == "name taken" {
-				if err := d.MoveToNetns(nsB.Path, "eth1", netip.MustParsePrefix("192.0.2.10/32"), 1400); err != nil {
+				if err := d.MoveToNetns(nsB.Path, "eth1", 1400, netip.MustParsePrefix("192.0.2.10/32")); err != nil {
 					t.Fatalf("retry: %v", err)
 				}
 			}
@@ -204,7 +204,7 @@ func TestConfigureHere(t *testing.T) {
 		if d, err = Create("vxdp_host"); err != nil {
 			return err
 		}
-		if err := d.ConfigureHere(netip.MustParsePrefix("10.1.1.1/24"), 1450); err != nil {
+		if err := d.ConfigureHere(1450, netip.MustParsePrefix("10.1.1.1/24")); err != nil {
 			return err
 		}
 		disabled, err = os.ReadFile("/proc/sys/net/ipv6/conf/vxdp_host/disable_ipv6")
@@ -240,7 +240,7 @@ func TestConfigureHere(t *testing.T) {
 	// From a thread in another namespace the device is not "here".
 	other := newNetns(t)
 	inNetns(t, other, func() error {
-		err := d.ConfigureHere(netip.MustParsePrefix("10.1.2.1/24"), 1500)
+		err := d.ConfigureHere(1500, netip.MustParsePrefix("10.1.2.1/24"))
 		if err == nil || !strings.Contains(err.Error(), "not in the calling thread's network namespace") {
 			return fmt.Errorf("ConfigureHere from another netns: %v", err)
 		}
@@ -254,7 +254,7 @@ func TestConfigureHere(t *testing.T) {
 func TestPodNetnsDestroyed(t *testing.T) {
 	nsA, nsB := newNetns(t), newNetns(t)
 	d := createIn(t, nsA, "vxdpt0")
-	if err := d.MoveToNetns(nsB.Path, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1400); err != nil {
+	if err := d.MoveToNetns(nsB.Path, "eth0", 1400, netip.MustParsePrefix("192.0.2.10/32")); err != nil {
 		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
@@ -437,7 +437,7 @@ func TestOffloadWithoutUSO(t *testing.T) {
 func TestSetMTUInPodNetns(t *testing.T) {
 	nsA, nsB := newNetns(t), newNetns(t)
 	d := createIn(t, nsA, "vxdpt0")
-	if err := d.MoveToNetns(nsB.Path, "eth0", netip.MustParsePrefix("192.0.2.10/32"), 1450); err != nil {
+	if err := d.MoveToNetns(nsB.Path, "eth0", 1450, netip.MustParsePrefix("192.0.2.10/32")); err != nil {
 		t.Fatal(err)
 	}
 	// A handle of its own, closed before the namespace goes: an open
@@ -476,5 +476,46 @@ func TestSetMTUInPodNetns(t *testing.T) {
 			t.Fatal("SetMTU still succeeds after the pod namespace was destroyed")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A dual-stack pod device: one address of each family, a default route of
+// each, the IPv6 address usable at once (no duplicate address detection)
+// and no link-local address of the kernel's making.
+func TestMoveToNetnsDualStack(t *testing.T) {
+	nsA, nsB := newNetns(t), newNetns(t)
+	d := createIn(t, nsA, "vxdpt0")
+	if err := d.MoveToNetns(nsB.Path, "eth0", 1400, netip.MustParsePrefix("192.0.2.10/32"), netip.MustParsePrefix("fd00:1:1::10/128")); err != nil {
+		t.Fatal(err)
+	}
+	hb := routeHandleT(t, nsB)
+	link, err := hb.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := hb.AddrList(link, netlink.FAMILY_V6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(addrs) != 1 || addrs[0].IPNet.String() != "fd00:1:1::10/128" || addrs[0].Flags&unix.IFA_F_TENTATIVE != 0 {
+		t.Errorf("IPv6 addresses %+v, want fd00:1:1::10/128 alone and not tentative", addrs)
+	}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, err := hb.RouteList(link, fam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, r := range routes {
+			if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("family %d: no default route through eth0 in %v", fam, routes)
+		}
+	}
+	if err := d.MoveToNetns(nsA.Path, "eth1", 1400, netip.MustParsePrefix("192.0.2.10/32"), netip.MustParsePrefix("192.0.2.11/32")); err == nil {
+		t.Error("two IPv4 addresses accepted")
 	}
 }

@@ -129,7 +129,7 @@ func podDevice(t *testing.T, o Options, addr string) (*Device, *nstest.Netns) {
 		return err
 	})
 	t.Cleanup(func() { d.Close() })
-	if err := d.MoveToNetns(nsB.Path, "eth0", netip.MustParsePrefix(addr), 1500); err != nil {
+	if err := d.MoveToNetns(nsB.Path, "eth0", 1500, netip.MustParsePrefix(addr)); err != nil {
 		t.Fatal(err)
 	}
 	return d, nsB

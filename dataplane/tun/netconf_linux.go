@@ -75,7 +75,7 @@ func (d *Device) refresh() error {
 // The calling thread never changes namespace. If a step after the move
 // fails, the interface is taken down, renamed back and returned to the
 // namespace it came from, so a failed call leaves nothing in the pod.
-func (d *Device) MoveToNetns(nsPath, ifname string, addr netip.Prefix, mtu int) (err error) {
+func (d *Device) MoveToNetns(nsPath, ifname string, mtu int, addrs ...netip.Prefix) (err error) {
 	d.cmu.Lock()
 	defer d.cmu.Unlock()
 
@@ -86,8 +86,8 @@ func (d *Device) MoveToNetns(nsPath, ifname string, addr netip.Prefix, mtu int) 
 	if ifname == "" || len(ifname) >= unix.IFNAMSIZ {
 		return fail(fmt.Errorf("invalid interface name %q", ifname))
 	}
-	if !addr.IsValid() || addr.Addr().Is4In6() {
-		return fail(fmt.Errorf("invalid address %s", addr))
+	if err := checkAddrs(addrs); err != nil {
+		return fail(err)
 	}
 
 	target, err := netns.GetFromPath(nsPath)
@@ -164,11 +164,13 @@ func (d *Device) MoveToNetns(nsPath, ifname string, addr netip.Prefix, mtu int) 
 		}
 		renamed = true
 	}
-	if err := configure(dst, link, ifname, addr, mtu); err != nil {
+	if err := configure(dst, link, ifname, addrs, mtu); err != nil {
 		return fail(err)
 	}
-	if err := dst.RouteAdd(defaultRoute(link.Attrs().Index, addr)); err != nil {
-		return fail(fmt.Errorf("add default route via %s: %w", ifname, err))
+	for _, addr := range addrs {
+		if err := dst.RouteAdd(defaultRoute(link.Attrs().Index, addr)); err != nil {
+			return fail(fmt.Errorf("add default route via %s: %w", ifname, err))
+		}
 	}
 
 	d.name.Store(&ifname)
@@ -202,7 +204,7 @@ func rollbackMove(h *netlink.Handle, link netlink.Link, renamed bool, oldName st
 // (unless addr is IPv6), address addr (whose prefix gives the kernel's
 // connected route, e.g. 10.1.1.1/24), up. This is the setup of the node's
 // host device.
-func (d *Device) ConfigureHere(addr netip.Prefix, mtu int) error {
+func (d *Device) ConfigureHere(mtu int, addrs ...netip.Prefix) error {
 	d.cmu.Lock()
 	defer d.cmu.Unlock()
 
@@ -210,8 +212,8 @@ func (d *Device) ConfigureHere(addr netip.Prefix, mtu int) error {
 	fail := func(err error) error {
 		return fmt.Errorf("configure %s: %w", name, err)
 	}
-	if !addr.IsValid() || addr.Addr().Is4In6() {
-		return fail(fmt.Errorf("invalid address %s", addr))
+	if err := checkAddrs(addrs); err != nil {
+		return fail(err)
 	}
 	// The sysctl below resolves /proc/sys/net against the calling thread's
 	// namespace; pin the thread so the check and the write see the same one.
@@ -244,14 +246,14 @@ func (d *Device) ConfigureHere(addr netip.Prefix, mtu int) error {
 	if err != nil {
 		return fail(fmt.Errorf("look up link: %w", err))
 	}
-	if addr.Addr().Is4() {
+	if !hasIPv6(addrs) {
 		// Before the interface comes up, so the kernel never assigns a
 		// link-local address or sends router solicitations on it.
 		if err := disableIPv6(name); err != nil {
 			return fail(err)
 		}
 	}
-	if err := configure(h, link, name, addr, mtu); err != nil {
+	if err := configure(h, link, name, addrs, mtu); err != nil {
 		return fail(err)
 	}
 	return nil
@@ -296,10 +298,13 @@ func (d *Device) SetMTU(mtu int) error {
 	return nil
 }
 
-// configure sets MTU, adds addr and brings the link up, in that order: the
-// address must exist before the link is up so the first packets already
-// have their source.
-func configure(h *netlink.Handle, link netlink.Link, name string, addr netip.Prefix, mtu int) error {
+// configure sets MTU, adds addrs and brings the link up, in that order:
+// the addresses must exist before the link is up so the first packets
+// already have their source. An IPv6 address skips duplicate address
+// detection (nobody else is on a TUN link, and a tentative address could
+// not be used for a second), and a link with one gets no link-local
+// address of its own: no router solicitations or MLD reports leave it.
+func configure(h *netlink.Handle, link netlink.Link, name string, addrs []netip.Prefix, mtu int) error {
 	if mtu > 0 {
 		if err := h.LinkSetMTU(link, mtu); err != nil {
 			return fmt.Errorf("set mtu %d: %w", mtu, err)
@@ -311,16 +316,58 @@ func configure(h *netlink.Handle, link netlink.Link, name string, addr netip.Pre
 	if err := h.LinkSetTxQLen(link, txQueueLen); err != nil {
 		return fmt.Errorf("set txqueuelen %d: %w", txQueueLen, err)
 	}
-	if err := h.AddrAdd(link, &netlink.Addr{IPNet: ipNet(addr)}); err != nil {
-		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("add address %s: already assigned: %w", addr, err)
+	if hasIPv6(addrs) {
+		if err := h.LinkSetIP6AddrGenMode(link, addrGenModeNone); err != nil {
+			return fmt.Errorf("ipv6 addr_gen_mode none: %w", err)
 		}
-		return fmt.Errorf("add address %s: %w", addr, err)
+	}
+	for _, addr := range addrs {
+		a := &netlink.Addr{IPNet: ipNet(addr)}
+		if addr.Addr().Is6() {
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.AddrAdd(link, a); err != nil {
+			if errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("add address %s: already assigned: %w", addr, err)
+			}
+			return fmt.Errorf("add address %s: %w", addr, err)
+		}
 	}
 	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", name, err)
 	}
 	return nil
+}
+
+// addrGenModeNone is IN6_ADDR_GEN_MODE_NONE: no automatic IPv6 addresses.
+const addrGenModeNone = 1
+
+// checkAddrs wants one address or one of each family.
+func checkAddrs(addrs []netip.Prefix) error {
+	var n4, n6 int
+	for _, a := range addrs {
+		if !a.IsValid() || a.Addr().Is4In6() || a.Addr().Zone() != "" {
+			return fmt.Errorf("invalid address %s", a)
+		}
+		if a.Addr().Is4() {
+			n4++
+		} else {
+			n6++
+		}
+	}
+	if n4+n6 == 0 || n4 > 1 || n6 > 1 {
+		return fmt.Errorf("want one address or one of each family, not %v", addrs)
+	}
+	return nil
+}
+
+func hasIPv6(addrs []netip.Prefix) bool {
+	for _, a := range addrs {
+		if a.Addr().Is6() {
+			return true
+		}
+	}
+	return false
 }
 
 // disableIPv6 turns IPv6 off on one interface. Missing IPv6 support (no
