@@ -187,7 +187,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer stopWatchdog()
 	go a.watchdog(wctx)
 	go a.runKVStore(wctx)
-	go a.watchUnderlay(wctx)
+	// The underlay watch changes the engine (a new MTU): it ends before
+	// Close takes the engine down.
+	uctx, stopUnderlayWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		a.watchUnderlay(uctx)
+	}()
 	a.notify("READY=1\nSTATUS=forwarding")
 	var err error
 	select {
@@ -198,6 +205,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	a.notify("STOPPING=1")
+	stopUnderlayWatch()
+	<-watched
 	if cerr := a.Close(); err == nil {
 		err = cerr
 	}

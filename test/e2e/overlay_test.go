@@ -496,10 +496,12 @@ func TestOverlay(t *testing.T) {
 		statusSays(1, "underlay device eth0 is down")
 		n1.MustRun(t, "ip", "link", "set", "eth0", "up")
 		statusSays(0, "")
+		// A new MTU is followed (TestUnderlayMTUChange has the details):
+		// healthy, and said on the MTU line.
 		n1.MustRun(t, "ip", "link", "set", "eth0", "mtu", "1400")
-		statusSays(1, "underlay MTU changed from 1500 to 1400")
+		statusSays(0, "underlay 1400, pods 1350 (changed from 1500 at ")
 		n1.MustRun(t, "ip", "link", "set", "eth0", "mtu", "1500")
-		statusSays(0, "")
+		statusSays(0, "underlay 1500, pods 1450 (changed from 1400 at ")
 		c.mustPing("pod1a", "10.1.2.20")
 	})
 
