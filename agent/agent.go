@@ -148,11 +148,15 @@ func start(cfg *config.Config, log *zap.Logger, undo *undoStack) (*Agent, error)
 	undo.push(undoEng)
 	// In native mode the network routes the pod space; a route to
 	// vxdp_host for all of it would shadow the kernel's own.
-	if cfg.ClusterCIDR.IsValid() && cfg.RoutingMode != config.RoutingNative {
-		if err := routes.AddRoutes([]dataplane.HostRoute{{Prefix: cfg.ClusterCIDR, MTU: eng.RouteMTU()}}); err != nil {
+	if cluster := clusterRoutes(cfg, eng.RouteMTU()); len(cluster) > 0 {
+		if err := routes.AddRoutes(cluster); err != nil {
 			return nil, fmt.Errorf("cluster route: %w", err)
 		}
-		undo.push(func() { routes.DelRoute(cfg.ClusterCIDR) })
+		undo.push(func() {
+			for _, r := range cluster {
+				routes.DelRoute(r.Prefix)
+			}
+		})
 	}
 
 	// From here a has its engine; should a phase below fail, a is dropped,
@@ -258,8 +262,8 @@ func (a *Agent) Close() error {
 		// Everything is removed below: nothing for a next agent to adopt.
 		os.Remove(a.statePath())
 	}
-	if a.cfg.ClusterCIDR.IsValid() {
-		_ = a.routes.DelRoute(a.cfg.ClusterCIDR)
+	for _, r := range clusterRoutes(a.cfg, 0) {
+		_ = a.routes.DelRoute(r.Prefix)
 	}
 	if err := a.eng.Close(); err != nil {
 		errs = append(errs, err)

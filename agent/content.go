@@ -23,13 +23,13 @@ func (a *Agent) applyConfig(st *state) error {
 	cfg := a.cfg
 	nodes := make([]dataplane.NodeSpec, 0, len(cfg.Nodes))
 	for _, n := range cfg.Nodes {
-		nodes = append(nodes, dataplane.NodeSpec{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR})
+		nodes = append(nodes, dataplane.NodeSpec{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, PodCIDR6: n.PodCIDR6})
 	}
 	if err := a.nodes.add(a.eng, nodes, fromConfig); err != nil {
 		return err
 	}
 	for _, n := range st.Nodes {
-		spec := dataplane.NodeSpec{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR}
+		spec := dataplane.NodeSpec{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, PodCIDR6: n.PodCIDR6}
 		err := a.checkNode(spec)
 		if err == nil {
 			err = a.nodes.add(a.eng, []dataplane.NodeSpec{spec}, fromAPI)
@@ -114,7 +114,7 @@ func configEndpoint(ep config.Endpoint) (dataplane.EndpointSpec, error) {
 	if err != nil {
 		return dataplane.EndpointSpec{}, fmt.Errorf("endpoint %s allow-from: %w", ep.Name, err)
 	}
-	return dataplane.EndpointSpec{Name: ep.Name, IP: ep.IP, Netns: ep.Netns, Ifname: ep.Ifname,
+	return dataplane.EndpointSpec{Name: ep.Name, IP: ep.IP, IP6: ep.IP6, Netns: ep.Netns, Ifname: ep.Ifname,
 		Identity: identity.ID(ep.Identity), AllowFrom: allow}, nil
 }
 

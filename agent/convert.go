@@ -37,7 +37,7 @@ func convert[S, D any](in []S, f func(S) D) []D {
 }
 
 func apiEndpoint(ep dataplane.Endpoint) api.Endpoint {
-	return api.Endpoint{Name: ep.Name, IP: ep.IP, Netns: ep.Netns, Ifname: ep.Ifname, Identity: ep.Identity,
+	return api.Endpoint{Name: ep.Name, IP: ep.IP, IP6: ep.IP6, Netns: ep.Netns, Ifname: ep.Ifname, Identity: ep.Identity,
 		AllowFrom: ep.AllowFrom, Device: ep.Device, MTU: ep.MTU, DeviceGone: ep.DeviceGone}
 }
 

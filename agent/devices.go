@@ -59,7 +59,7 @@ func (p *podDevices) create(s dataplane.EndpointSpec, mtu int) (packetio.Device,
 	if err != nil {
 		return nil, err
 	}
-	if err := d.MoveToNetns(s.Netns, s.Ifname, mtu, netip.PrefixFrom(s.IP, 32)); err != nil {
+	if err := d.MoveToNetns(s.Netns, s.Ifname, mtu, podAddrs(s)...); err != nil {
 		d.Close()
 		return nil, err
 	}
@@ -129,4 +129,17 @@ func attachPod(nsPath, name string, queues int) (*tun.Device, error) {
 		return d, nil
 	}
 	return nil, err
+}
+
+// podAddrs are the addresses a pod's device gets: its IPv4 address as /32
+// and its IPv6 address as /128, whichever it has.
+func podAddrs(s dataplane.EndpointSpec) []netip.Prefix {
+	var out []netip.Prefix
+	if s.IP.IsValid() {
+		out = append(out, netip.PrefixFrom(s.IP, 32))
+	}
+	if s.IP6.IsValid() {
+		out = append(out, netip.PrefixFrom(s.IP6, 128))
+	}
+	return out
 }

@@ -51,7 +51,7 @@ func (a *Agent) runKVStore(ctx context.Context) {
 	if a.kv == nil {
 		return
 	}
-	self := kvstore.NodeRecord{Name: a.cfg.NodeName, IP: a.cfg.NodeIP, PodCIDR: a.cfg.PodCIDR,
+	self := kvstore.NodeRecord{Name: a.cfg.NodeName, IP: a.cfg.NodeIP, PodCIDR: a.cfg.PodCIDR, PodCIDR6: a.cfg.PodCIDR6,
 		Protocol: a.cfg.TunnelProtocol, Port: a.cfg.TunnelPort}
 	if err := a.kv.Publish(ctx, self); err != nil {
 		a.log.Error("publish node record", zap.Error(err))
@@ -79,16 +79,16 @@ func (a *Agent) etcdNodeEvent(ev kvstore.Event) {
 		}
 	case kvstore.EventPut:
 		if known && origin != fromEtcd {
-			if cur.IP != n.IP || cur.PodCIDR != n.PodCIDR {
+			if cur.IP != n.IP || cur.PodCIDR != n.PodCIDR || cur.PodCIDR6 != n.PodCIDR6 {
 				a.log.Warn("etcd node conflicts with a configured one; the configured one stays",
 					zap.String("node", n.Name), zap.Stringer("etcd-ip", n.IP), zap.Stringer("ip", cur.IP))
 			}
 			return
 		}
-		if known && cur.IP == n.IP && cur.PodCIDR == n.PodCIDR {
+		if known && cur.IP == n.IP && cur.PodCIDR == n.PodCIDR && cur.PodCIDR6 == n.PodCIDR6 {
 			return
 		}
-		spec := dataplane.NodeSpec{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR}
+		spec := dataplane.NodeSpec{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, PodCIDR6: n.PodCIDR6}
 		if err := a.checkNode(spec); err != nil {
 			a.log.Warn("etcd node refused", zap.String("node", n.Name), zap.Error(err))
 			return

@@ -118,9 +118,9 @@ func (a *Agent) followMTU(mtu int) {
 	}
 	a.linkWatch.mtuProblem.Store(nil)
 	route := a.eng.RouteMTU()
-	if a.routes != nil && a.cfg.ClusterCIDR.IsValid() && a.cfg.RoutingMode != config.RoutingNative {
-		if rerr := a.routes.AddRoutes([]dataplane.HostRoute{{Prefix: a.cfg.ClusterCIDR, MTU: route}}); rerr != nil {
-			a.log.Warn("cluster route keeps its old mtu", zap.Stringer("prefix", a.cfg.ClusterCIDR), zap.Error(rerr))
+	if cluster := clusterRoutes(a.cfg, route); a.routes != nil && len(cluster) > 0 {
+		if rerr := a.routes.AddRoutes(cluster); rerr != nil {
+			a.log.Warn("cluster route keeps its old mtu", zap.Error(rerr))
 			err = errors.Join(err, rerr)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/vxdp/vxdp/config"
 	"github.com/vxdp/vxdp/dataplane"
 )
 
@@ -26,7 +27,8 @@ import (
 // the routes it added.
 type hostRoutes struct {
 	link int
-	src  netip.Addr
+	src  netip.Addr // the host device's IPv4 address, source of IPv4 routes
+	src6 netip.Addr // its IPv6 address, source of IPv6 routes
 	log  *zap.Logger
 
 	mu    sync.Mutex // serialises changes to vxdp's routes; protects added
@@ -50,7 +52,14 @@ func (h *hostRoutes) route(r dataplane.HostRoute) *netlink.Route {
 		nr.Gw = r.Via.AsSlice()
 		return nr
 	}
-	nr.LinkIndex, nr.Src, nr.Scope, nr.MTU = h.link, h.src.AsSlice(), netlink.SCOPE_LINK, r.MTU
+	src := h.src
+	if p.Addr().Is6() {
+		src = h.src6
+	}
+	nr.LinkIndex, nr.Scope, nr.MTU = h.link, netlink.SCOPE_LINK, r.MTU
+	if src.IsValid() {
+		nr.Src = src.AsSlice()
+	}
 	return nr
 }
 
@@ -167,9 +176,9 @@ func delExact(r *netlink.Route) error {
 func mainTable() (map[netip.Prefix][]netlink.Route, error) {
 	for try := 0; ; try++ {
 		m := map[netip.Prefix][]netlink.Route{}
-		err := netlink.RouteListFilteredIter(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE,
+		err := netlink.RouteListFilteredIter(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE,
 			func(r netlink.Route) bool {
-				p := routePrefix(r.Dst)
+				p := routePrefix(r.Family, r.Dst)
 				m[p] = append(m[p], r)
 				return true
 			})
@@ -184,8 +193,11 @@ func mainTable() (map[netip.Prefix][]netlink.Route, error) {
 
 // routePrefix is the destination of a route as a prefix; the default
 // route has none.
-func routePrefix(dst *net.IPNet) netip.Prefix {
+func routePrefix(family int, dst *net.IPNet) netip.Prefix {
 	if dst == nil {
+		if family == netlink.FAMILY_V6 {
+			return netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+		}
 		return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
 	}
 	a, _ := netip.AddrFromSlice(dst.IP)
@@ -292,14 +304,19 @@ func hostSysctls(log *zap.Logger) {
 
 // ensureHostAddr checks an adopted host device still has its address, MTU
 // and up state, restoring what is missing.
-func ensureHostAddr(d interface{ Index() int }, addr netip.Prefix, mtu int) error {
+func ensureHostAddr(d interface{ Index() int }, mtu int, addrs ...netip.Prefix) error {
 	link, err := netlink.LinkByIndex(d.Index())
 	if err != nil {
 		return fmt.Errorf("%s: %w", HostDevice, err)
 	}
-	ipn := &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), addr.Addr().BitLen())}
-	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: ipn}); err != nil {
-		return fmt.Errorf("%s address %s: %w", HostDevice, addr, err)
+	for _, addr := range addrs {
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), addr.Addr().BitLen())}}
+		if addr.Addr().Is6() {
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := netlink.AddrReplace(link, a); err != nil {
+			return fmt.Errorf("%s address %s: %w", HostDevice, addr, err)
+		}
 	}
 	if link.Attrs().MTU != mtu {
 		if err := netlink.LinkSetMTU(link, mtu); err != nil {
@@ -307,4 +324,22 @@ func ensureHostAddr(d interface{ Index() int }, addr netip.Prefix, mtu int) erro
 		}
 	}
 	return netlink.LinkSetUp(link)
+}
+
+// clusterRoutes are the routes of the cluster's pod space to vxdp_host in
+// tunnel mode, one per family that has a cluster CIDR: the node reaches
+// the whole space through the overlay, and what no node holds is answered
+// unreachable by the dataplane. In native mode the network routes the pod
+// space, and a route to vxdp_host would shadow the kernel's own.
+func clusterRoutes(cfg *config.Config, mtu int) []dataplane.HostRoute {
+	if cfg.RoutingMode == config.RoutingNative {
+		return nil
+	}
+	var out []dataplane.HostRoute
+	for _, p := range []netip.Prefix{cfg.ClusterCIDR, cfg.ClusterCIDR6} {
+		if p.IsValid() {
+			out = append(out, dataplane.HostRoute{Prefix: p, MTU: mtu})
+		}
+	}
+	return out
 }

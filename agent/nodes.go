@@ -55,7 +55,7 @@ func (b *nodeBook) list(eng *dataplane.Engine) []api.Node {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return convert(eng.Nodes(), func(n dataplane.NodeSpec) api.Node {
-		return api.Node{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, Source: b.source[n.Name]}
+		return api.Node{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, PodCIDR6: n.PodCIDR6, Source: b.source[n.Name]}
 	})
 }
 

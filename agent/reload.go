@@ -28,11 +28,11 @@ func (a *Agent) Reload(n *config.Config) error {
 		key      string
 		old, new any
 	}{
-		{"node-ip", o.NodeIP, n.NodeIP}, {"pod-cidr", o.PodCIDR, n.PodCIDR},
+		{"node-ip", o.NodeIP, n.NodeIP}, {"pod-cidr", o.PodCIDR, n.PodCIDR}, {"pod-cidr", o.PodCIDR6, n.PodCIDR6},
 		{"routing-mode", o.RoutingMode, n.RoutingMode}, {"tunnel-protocol", o.TunnelProtocol, n.TunnelProtocol},
 		{"tunnel-port", o.TunnelPort, n.TunnelPort}, {"underlay", o.Underlay, n.Underlay},
 		{"device", o.Device, n.Device}, {"mtu", o.MTU, n.MTU}, {"socket", o.Socket, n.Socket},
-		{"cluster-pool-ipv4-cidr", o.ClusterCIDR, n.ClusterCIDR}, {"auto-direct-node-routes", o.AutoDirectNodeRoutes, n.AutoDirectNodeRoutes},
+		{"cluster-pool-ipv4-cidr", o.ClusterCIDR, n.ClusterCIDR}, {"cluster-pool-ipv6-cidr", o.ClusterCIDR6, n.ClusterCIDR6}, {"auto-direct-node-routes", o.AutoDirectNodeRoutes, n.AutoDirectNodeRoutes},
 		{"prometheus-serve-addr", o.MetricsAddr, n.MetricsAddr},
 	} {
 		if d.old != d.new {
@@ -71,7 +71,7 @@ func (a *Agent) Reload(n *config.Config) error {
 		want[nd.Name] = nd
 	}
 	for name, nd := range have {
-		if w, ok := want[name]; !ok || w.IP != nd.IP || w.PodCIDR != nd.PodCIDR {
+		if w, ok := want[name]; !ok || w.IP != nd.IP || w.PodCIDR != nd.PodCIDR || w.PodCIDR6 != nd.PodCIDR6 {
 			if err := a.nodes.del(a.eng, name); err != nil {
 				return err
 			}
@@ -80,10 +80,10 @@ func (a *Agent) Reload(n *config.Config) error {
 	}
 	var add []dataplane.NodeSpec
 	for name, nd := range want {
-		if h, ok := have[name]; ok && h.IP == nd.IP && h.PodCIDR == nd.PodCIDR {
+		if h, ok := have[name]; ok && h.IP == nd.IP && h.PodCIDR == nd.PodCIDR && h.PodCIDR6 == nd.PodCIDR6 {
 			continue
 		}
-		add = append(add, dataplane.NodeSpec{Name: nd.Name, IP: nd.IP, PodCIDR: nd.PodCIDR})
+		add = append(add, dataplane.NodeSpec{Name: nd.Name, IP: nd.IP, PodCIDR: nd.PodCIDR, PodCIDR6: nd.PodCIDR6})
 	}
 	// A node of the file takes over one of the same name added through
 	// the API or found in etcd: the file wins, as at start.
@@ -203,7 +203,7 @@ func sameDevice(a, b dataplane.EndpointSpec) bool {
 	if idb == 0 {
 		idb = identity.DefaultWorkload
 	}
-	return a.IP == b.IP && a.Netns == b.Netns && ifa == ifb && ida == idb
+	return a.IP == b.IP && a.IP6 == b.IP6 && a.Netns == b.Netns && ifa == ifb && ida == idb
 }
 
 func sortedVTEPs(vs []dataplane.VTEPSpec) []dataplane.VTEPSpec {

@@ -113,6 +113,8 @@ func (a *Agent) Status() api.Status {
 		NodeIP:         a.cfg.NodeIP,
 		PodCIDR:        a.cfg.PodCIDR,
 		HostIP:         a.eng.HostIP(),
+		PodCIDR6:       a.cfg.PodCIDR6,
+		HostIP6:        a.eng.HostIP6(),
 		RoutingMode:    a.cfg.RoutingMode,
 		TunnelProtocol: a.cfg.TunnelProtocol,
 		TunnelPort:     a.cfg.TunnelPort,
@@ -147,7 +149,7 @@ func (a *Agent) Status() api.Status {
 // routeSummary says in words where each kind of destination goes.
 func (a *Agent) routeSummary(vteps int) []string {
 	var out []string
-	out = append(out, fmt.Sprintf("local pods (%s): straight into their devices", a.cfg.PodCIDR))
+	out = append(out, fmt.Sprintf("local pods (%s): straight into their devices", joinValid(a.cfg.PodCIDR, a.cfg.PodCIDR6)))
 	if a.cfg.RoutingMode == "native" {
 		how := "the network's own routing"
 		if a.cfg.AutoDirectNodeRoutes {
@@ -474,4 +476,15 @@ func writeError(w http.ResponseWriter, code int, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(api.Error{Error: err.Error()})
+}
+
+// joinValid writes the valid ones of ps, comma separated.
+func joinValid(ps ...netip.Prefix) string {
+	var out []string
+	for _, p := range ps {
+		if p.IsValid() {
+			out = append(out, p.String())
+		}
+	}
+	return strings.Join(out, ",")
 }

@@ -278,7 +278,7 @@ func (u *underlay) openTunnel(cfg *config.Config, log *zap.Logger) error {
 // (only when its state says there was one: a vxdp_host nobody recorded is
 // not ours to take). The undo function removes a device it created and
 // leaves an adopted one as it was found.
-func openHostDevice(log *zap.Logger, addr netip.Prefix, mtu int, adopt bool) (*tun.Device, func(), error) {
+func openHostDevice(log *zap.Logger, addrs []netip.Prefix, mtu int, adopt bool) (*tun.Device, func(), error) {
 	d, err := tun.CreateWith(HostDevice, tunOptions)
 	if err != nil && adopt {
 		var aerr error
@@ -287,7 +287,7 @@ func openHostDevice(log *zap.Logger, addr netip.Prefix, mtu int, adopt bool) (*t
 			return nil, nil, fmt.Errorf("host device: %w", errors.Join(err, aerr))
 		}
 		log.Info("host device adopted from the previous run")
-		if err := ensureHostAddr(d, addr, mtu); err != nil {
+		if err := ensureHostAddr(d, mtu, addrs...); err != nil {
 			d.Close()
 			return nil, nil, fmt.Errorf("host device: %w", err)
 		}
@@ -297,7 +297,7 @@ func openHostDevice(log *zap.Logger, addr netip.Prefix, mtu int, adopt bool) (*t
 	if err != nil {
 		return nil, nil, fmt.Errorf("host device: %w", err)
 	}
-	if err := d.ConfigureHere(mtu, addr); err != nil {
+	if err := d.ConfigureHere(mtu, addrs...); err != nil {
 		d.Destroy()
 		return nil, nil, fmt.Errorf("host device: %w", err)
 	}
@@ -314,7 +314,9 @@ func engineConfig(cfg *config.Config, underlayMTU int) dataplane.Config {
 	return dataplane.Config{
 		NodeIP:               cfg.NodeIP,
 		PodCIDR:              cfg.PodCIDR,
+		PodCIDR6:             cfg.PodCIDR6,
 		ClusterCIDR:          cfg.ClusterCIDR,
+		ClusterCIDR6:         cfg.ClusterCIDR6,
 		TunnelPort:           cfg.TunnelPort,
 		UnderlayMTU:          underlayMTU,
 		VXLANTolerate:        cfg.VXLANReservedMask,
@@ -334,13 +336,12 @@ func startEngine(cfg *config.Config, log *zap.Logger, link netlink.Link, adoptHo
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	hostIP := cfg.PodCIDR.Masked().Addr().Next()
-	host, undoHost, err := openHostDevice(log, netip.PrefixFrom(hostIP, cfg.PodCIDR.Bits()), under.mtu, adoptHost)
+	host, undoHost, err := openHostDevice(log, hostAddrs(cfg), under.mtu, adoptHost)
 	if err != nil {
 		under.close()
 		return nil, nil, nil, nil, err
 	}
-	routes := &hostRoutes{link: host.Index(), src: hostIP, log: log}
+	routes := &hostRoutes{link: host.Index(), src: firstHost(cfg.PodCIDR), src6: firstHost(cfg.PodCIDR6), log: log}
 	ec := engineConfig(cfg, under.mtu)
 	ec.UnderlayPrefix = underlayPrefix(link, cfg.NodeIP)
 	eng, err := dataplane.New(ec, log, under.queues, host, pods.create, routes)
@@ -373,4 +374,25 @@ func underlayPrefix(link netlink.Link, nodeIP netip.Addr) netip.Prefix {
 		return netip.PrefixFrom(nodeIP, ones).Masked()
 	}
 	return netip.Prefix{}
+}
+
+// firstHost is the host device's address in p: the first after the
+// network address (invalid when p is).
+func firstHost(p netip.Prefix) netip.Addr {
+	if !p.IsValid() {
+		return netip.Addr{}
+	}
+	return p.Masked().Addr().Next()
+}
+
+// hostAddrs are the host device's addresses, one per pod CIDR, with the
+// pod CIDR's length: the kernel's connected route to local pods.
+func hostAddrs(cfg *config.Config) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range []netip.Prefix{cfg.PodCIDR, cfg.PodCIDR6} {
+		if p.IsValid() {
+			out = append(out, netip.PrefixFrom(firstHost(p), p.Bits()))
+		}
+	}
+	return out
 }

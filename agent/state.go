@@ -32,7 +32,7 @@ type stateEndpoint struct {
 }
 
 func (s stateEndpoint) spec() dataplane.EndpointSpec {
-	return dataplane.EndpointSpec{Name: s.Name, IP: s.IP, Netns: s.Netns, Ifname: s.Ifname, Identity: s.Identity, AllowFrom: s.AllowFrom}
+	return dataplane.EndpointSpec{Name: s.Name, IP: s.IP, IP6: s.IP6, Netns: s.Netns, Ifname: s.Ifname, Identity: s.Identity, AllowFrom: s.AllowFrom}
 }
 
 func (a *Agent) statePath() string { return stateFile(a.cfg.StateDir, a.cfg.NodeIP) }
@@ -76,7 +76,7 @@ func (a *Agent) writeState() error {
 		s.Endpoints = append(s.Endpoints, stateEndpoint{Endpoint: apiEndpoint(ep), FromAPI: !a.configEndpoints[ep.Name]})
 	}
 	for _, n := range a.nodes.from(a.eng, fromAPI) {
-		s.Nodes = append(s.Nodes, api.Node{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, Source: fromAPI})
+		s.Nodes = append(s.Nodes, api.Node{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, PodCIDR6: n.PodCIDR6, Source: fromAPI})
 	}
 	if a.vtepsFromAPI {
 		v := convert(a.eng.VTEPs(), apiVTEP)

@@ -56,13 +56,13 @@ func (a *Agent) nodeRequest(req api.NodeRequest) (dataplane.NodeSpec, error) {
 			return dataplane.NodeSpec{}, entryError("node", req.Name, e)
 		}
 	}
-	spec := dataplane.NodeSpec{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR}
+	spec := dataplane.NodeSpec{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, PodCIDR6: n.PodCIDR6}
 	return spec, a.checkNode(spec)
 }
 
 // checkNode checks a node that is already parsed (state, etcd).
 func (a *Agent) checkNode(n dataplane.NodeSpec) error {
-	if e := a.local.CheckNode(config.Node{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR}); e != nil {
+	if e := a.local.CheckNode(config.Node{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, PodCIDR6: n.PodCIDR6}); e != nil {
 		return entryError("node", n.Name, e)
 	}
 	return nil
@@ -97,13 +97,13 @@ func (a *Agent) endpointRequest(req api.EndpointRequest) (dataplane.EndpointSpec
 		return dataplane.EndpointSpec{}, entryError("endpoint", req.Name,
 			&config.Error{Key: "allow-from", Reason: err.Error()})
 	}
-	return dataplane.EndpointSpec{Name: ep.Name, IP: ep.IP, Netns: ep.Netns, Ifname: ep.Ifname,
+	return dataplane.EndpointSpec{Name: ep.Name, IP: ep.IP, IP6: ep.IP6, Netns: ep.Netns, Ifname: ep.Ifname,
 		Identity: identity.ID(ep.Identity), AllowFrom: allow}, nil
 }
 
 // checkEndpoint checks an endpoint that is already parsed (state).
 func (a *Agent) checkEndpoint(s dataplane.EndpointSpec) error {
-	ep := config.Endpoint{Name: s.Name, IP: s.IP, Netns: s.Netns, Ifname: s.Ifname, Identity: uint32(s.Identity)}
+	ep := config.Endpoint{Name: s.Name, IP: s.IP, IP6: s.IP6, Netns: s.Netns, Ifname: s.Ifname, Identity: uint32(s.Identity)}
 	for _, id := range s.AllowFrom {
 		ep.AllowFrom = append(ep.AllowFrom, strconv.FormatUint(uint64(id), 10))
 	}

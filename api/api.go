@@ -24,6 +24,8 @@ type Status struct {
 	NodeIP         netip.Addr   `json:"node_ip"`
 	PodCIDR        netip.Prefix `json:"pod_cidr"`
 	HostIP         netip.Addr   `json:"host_ip"`
+	PodCIDR6       netip.Prefix `json:"pod_cidr6,omitzero"` // a node with IPv6 pods
+	HostIP6        netip.Addr   `json:"host_ip6,omitzero"`
 	RoutingMode    string       `json:"routing_mode"`
 	TunnelProtocol string       `json:"tunnel_protocol"`
 	TunnelPort     uint16       `json:"tunnel_port"`
@@ -56,7 +58,7 @@ type Tunnel struct {
 // EndpointRequest is POST /v1/endpoints.
 type EndpointRequest struct {
 	Name      string   `json:"name"`
-	IP        string   `json:"ip"`
+	IP        string   `json:"ip"` // one address, or one of each family: "10.1.1.10,fd00:1:1::10"
 	Netns     string   `json:"netns"`
 	Ifname    string   `json:"ifname,omitempty"`
 	Identity  string   `json:"identity,omitempty"` // number or reserved name
@@ -75,7 +77,7 @@ type PolicyRequest struct {
 type NodeRequest struct {
 	Name    string `json:"name"`
 	IP      string `json:"ip"`
-	PodCIDR string `json:"pod_cidr"`
+	PodCIDR string `json:"pod_cidr"` // one CIDR, or one of each family: "10.1.2.0/24,fd00:1:2::/64"
 }
 
 // Identity is one row of GET /v1/identities.
@@ -102,7 +104,8 @@ type Error struct {
 // Endpoint is one row of GET /v1/endpoints.
 type Endpoint struct {
 	Name     string      `json:"name"`
-	IP       netip.Addr  `json:"ip"`
+	IP       netip.Addr  `json:"ip"`           // IPv4; invalid ("") for an IPv6-only pod
+	IP6      netip.Addr  `json:"ip6,omitzero"` // IPv6, when the pod has one
 	Netns    string      `json:"netns"`
 	Ifname   string      `json:"ifname"`
 	Identity identity.ID `json:"identity"`
@@ -118,9 +121,10 @@ type Endpoint struct {
 
 // Node is one row of GET /v1/nodes.
 type Node struct {
-	Name    string       `json:"name"`
-	IP      netip.Addr   `json:"ip"`
-	PodCIDR netip.Prefix `json:"pod_cidr"`
+	Name     string       `json:"name"`
+	IP       netip.Addr   `json:"ip"`
+	PodCIDR  netip.Prefix `json:"pod_cidr"`           // IPv4; invalid ("") when the node has none
+	PodCIDR6 netip.Prefix `json:"pod_cidr6,omitzero"` // IPv6, when the node has one
 	// Source says where the node came from: config, api or etcd.
 	Source string `json:"source,omitempty"`
 }

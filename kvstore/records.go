@@ -15,8 +15,9 @@ import (
 // <prefix>nodes/<name>; the field names match dataplane.NodeSpec's.
 type NodeRecord struct {
 	Name     string       `json:"name"`
-	IP       netip.Addr   `json:"ip"`       // underlay address
-	PodCIDR  netip.Prefix `json:"pod_cidr"` // its pods
+	IP       netip.Addr   `json:"ip"`                 // underlay address
+	PodCIDR  netip.Prefix `json:"pod_cidr"`           // its IPv4 pods
+	PodCIDR6 netip.Prefix `json:"pod_cidr6,omitzero"` // its IPv6 pods
 	Protocol string       `json:"protocol,omitempty"`
 	Port     uint16       `json:"port,omitempty"`
 }
@@ -83,11 +84,16 @@ func (n *NodeRecord) check() error {
 	if !n.IP.IsValid() || n.IP.IsUnspecified() {
 		return fmt.Errorf("%w node %s: no IP address", ErrInvalid, n.Name)
 	}
-	if !n.PodCIDR.IsValid() {
+	if !n.PodCIDR.IsValid() && !n.PodCIDR6.IsValid() {
 		return fmt.Errorf("%w node %s: no pod CIDR", ErrInvalid, n.Name)
 	}
-	if n.PodCIDR != n.PodCIDR.Masked() {
-		return fmt.Errorf("%w node %s: pod CIDR %s has host bits set", ErrInvalid, n.Name, n.PodCIDR)
+	for _, p := range []netip.Prefix{n.PodCIDR, n.PodCIDR6} {
+		if p.IsValid() && p != p.Masked() {
+			return fmt.Errorf("%w node %s: pod CIDR %s has host bits set", ErrInvalid, n.Name, p)
+		}
+	}
+	if n.PodCIDR.IsValid() && !n.PodCIDR.Addr().Is4() || n.PodCIDR6.IsValid() && !n.PodCIDR6.Addr().Is6() {
+		return fmt.Errorf("%w node %s: pod CIDRs %s, %s: want pod_cidr IPv4 and pod_cidr6 IPv6", ErrInvalid, n.Name, n.PodCIDR, n.PodCIDR6)
 	}
 	return nil
 }

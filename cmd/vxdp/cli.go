@@ -201,6 +201,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "node", Short: "remote nodes"}
 	var req api.NodeRequest
 	var file string
+	var podCIDRs []string
 	add := &cobra.Command{
 		Use: "add NAME --ip IP --pod-cidr CIDR | add --file FILE", Args: cobra.MaximumNArgs(1), Short: "add a remote node, or a list of them at once",
 		Long: "Adds one node, or with --file every node of a YAML or JSON list in the form of the\n" +
@@ -208,7 +209,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 			"A list is taken whole or refused whole, in one request.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if file != "" {
-				if len(args) != 0 || req.IP != "" || req.PodCIDR != "" {
+				if len(args) != 0 || req.IP != "" || len(podCIDRs) != 0 {
 					return usagef("node add: --file goes alone")
 				}
 				reqs, err := readNodeList(file)
@@ -221,6 +222,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 				return usagef("node add: NAME, or --file")
 			}
 			req.Name = args[0]
+			req.PodCIDR = strings.Join(podCIDRs, ",")
 			if req.IP == "" || req.PodCIDR == "" {
 				return usagef("node add %s: --ip and --pod-cidr are required", req.Name)
 			}
@@ -228,13 +230,13 @@ func newNodeCmd(g *globals) *cobra.Command {
 		},
 	}
 	add.Flags().StringVar(&req.IP, "ip", "", "the node's underlay address")
-	add.Flags().StringVar(&req.PodCIDR, "pod-cidr", "", "the node's pod CIDR")
+	add.Flags().StringArrayVar(&podCIDRs, "pod-cidr", nil, "the node's pod CIDR; one of each family, comma separated or the flag twice")
 	add.Flags().StringVarP(&file, "file", "f", "", "a YAML or JSON list of nodes to add at once")
 	del := delCmd(g, "del NAME", "remove a remote node", "/v1/nodes", nil)
 	list := listCmd(g, "list remote nodes", "/v1/nodes", func(w io.Writer, ns []api.Node) {
 		fmt.Fprintln(w, "NAME\tIP\tPOD-CIDR\tSOURCE")
 		for _, n := range ns {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", n.Name, n.IP, n.PodCIDR, n.Source)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", n.Name, n.IP, pair(n.PodCIDR, n.PodCIDR6), n.Source)
 		}
 	})
 	c.AddCommand(add, del, list)
@@ -245,10 +247,12 @@ func newEndpointCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "endpoint", Short: "pod endpoints"}
 	var req api.EndpointRequest
 	var allow string
+	var ips []string
 	add := &cobra.Command{
 		Use: "add NAME --ip IP --netns PATH", Args: cobra.ExactArgs(1), Short: "create a pod endpoint: a TUN device in the pod's namespace",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
+			req.IP = strings.Join(ips, ",")
 			if req.IP == "" || req.Netns == "" {
 				return usagef("endpoint add %s: --ip and --netns are required", req.Name)
 			}
@@ -258,7 +262,7 @@ func newEndpointCmd(g *globals) *cobra.Command {
 			return g.client().Do(ctx(), "POST", "/v1/endpoints", req, nil)
 		},
 	}
-	add.Flags().StringVar(&req.IP, "ip", "", "the pod's address")
+	add.Flags().StringArrayVar(&ips, "ip", nil, "the pod's address; one of each family, comma separated or the flag twice")
 	add.Flags().StringVar(&req.Netns, "netns", "", "the pod's network namespace (a path such as /run/netns/pod1)")
 	add.Flags().StringVar(&req.Ifname, "ifname", "eth0", "interface name inside the pod")
 	add.Flags().StringVar(&req.Identity, "identity", "", "security identity (>= 256; default 256)")
@@ -282,7 +286,7 @@ func newEndpointCmd(g *globals) *cobra.Command {
 			if e.DeviceGone {
 				ifname += " (gone: namespace deleted)"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%d\t%s\n", e.Name, e.IP, e.Identity, e.Netns, ifname, e.MTU, allow)
+			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%d\t%s\n", e.Name, pair(e.IP, e.IP6), e.Identity, e.Netns, ifname, e.MTU, allow)
 		}
 	})
 	var pol api.PolicyRequest
@@ -537,7 +541,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 				rows := [][2]string{
 					{"Health", health},
 					{"Node", fmt.Sprintf("%s %s", s.NodeName, s.NodeIP)},
-					{"Pod CIDR", fmt.Sprintf("%s (host %s)", s.PodCIDR, s.HostIP)},
+					{"Pod CIDR", podCIDRLine(s)},
 					{"Mode", s.RoutingMode},
 					{"Protocol", fmt.Sprintf("%s port %d", s.TunnelProtocol, s.TunnelPort)},
 					{"Underlay", fmt.Sprintf("%s on %s (%s)", s.Underlay, s.Device, s.UnderlayReason)},
@@ -613,4 +617,31 @@ func readNodeList(path string) ([]api.NodeRequest, error) {
 		reqs = append(reqs, api.NodeRequest{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR})
 	}
 	return reqs, nil
+}
+
+// pair prints one address or prefix of each family, comma separated, as
+// the commands take them.
+func pair[T interface {
+	IsValid() bool
+	String() string
+}](v4, v6 T) string {
+	switch {
+	case v4.IsValid() && v6.IsValid():
+		return v4.String() + "," + v6.String()
+	case v6.IsValid():
+		return v6.String()
+	}
+	return v4.String()
+}
+
+// podCIDRLine is the status line of the node's pod CIDRs and host addresses.
+func podCIDRLine(s api.Status) string {
+	var parts []string
+	if s.PodCIDR.IsValid() {
+		parts = append(parts, fmt.Sprintf("%s (host %s)", s.PodCIDR, s.HostIP))
+	}
+	if s.PodCIDR6.IsValid() {
+		parts = append(parts, fmt.Sprintf("%s (host %s)", s.PodCIDR6, s.HostIP6))
+	}
+	return strings.Join(parts, ", ")
 }
