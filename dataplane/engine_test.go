@@ -60,9 +60,13 @@ func newTestNode(t *testing.T, under *fake.Underlay, ip netip.Addr, podCIDR stri
 	if cfgMod != nil {
 		cfgMod(&cfg)
 	}
+	wantMTU := 1500 - encap.VXLANOverheadV4
+	if cfg.NodeIP.Is6() {
+		wantMTU = 1500 - encap.VXLANOverheadV6
+	}
 	factory := func(s dataplane.EndpointSpec, mtu int) (packetio.Device, error) {
-		if mtu != 1450 {
-			t.Errorf("endpoint %s created with mtu %d, want 1450", s.Name, mtu)
+		if mtu != wantMTU {
+			t.Errorf("endpoint %s created with mtu %d, want %d", s.Name, mtu, wantMTU)
 		}
 		d := fake.New(s.Name, 8)
 		n.mu.Lock()
