@@ -134,18 +134,33 @@ func (t *tap) put(out bool, pkt []byte) {
 }
 
 // putUnderlay captures a tunnel payload as the packet on the wire: the
-// outer IPv4 and UDP headers the underlay adds or strips are rebuilt in
-// front of it (with the source port the underlay uses for the flow), so
-// the capture reads like one taken on the NIC. Only captures pay for it.
+// outer IPv4 or IPv6 and UDP headers the underlay adds or strips are
+// rebuilt in front of it (with the source port the underlay uses for the
+// flow, and over IPv6 the flow label the flow hash gives and a UDP
+// checksum), so the capture reads like one taken on the NIC. The outer
+// traffic class is not known here and shows as 0. Only captures pay for
+// it.
 func (t *tap) putUnderlay(e *Engine, out bool, payload []byte, m *packetio.Meta) {
-	b := make([]byte, encap.OuterV4Len+len(payload))
-	copy(b[encap.OuterV4Len:], payload)
+	hlen := encap.OuterV4Len
+	if e.node6 {
+		hlen = encap.OuterV6Len
+	}
+	b := make([]byte, hlen+len(payload))
+	copy(b[hlen:], payload)
 	local := netip.AddrPortFrom(e.cfg.NodeIP, m.LocalPort)
 	src, dst := m.Remote, local
+	var label uint32
 	if out {
 		src, dst = netip.AddrPortFrom(e.cfg.NodeIP, e.underlays[e.underlayFor(m.Flow)].dev.SourcePort(m.Flow)), m.Remote
+		label = encap.FlowLabel(m.Flow)
 	}
-	if encap.EncodeOuterV4(b, src, dst, len(payload)) != nil {
+	var err error
+	if e.node6 {
+		err = encap.EncodeOuterV6(b, src, dst, len(payload), 0, label)
+	} else {
+		err = encap.EncodeOuterV4(b, src, dst, len(payload))
+	}
+	if err != nil {
 		return
 	}
 	select {

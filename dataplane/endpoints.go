@@ -14,22 +14,29 @@ import (
 
 type endpoint struct {
 	EndpointSpec
-	policy  atomic.Pointer[policy]
-	ip4     [4]byte
-	vni     uint32
-	dev     packetio.Device
-	stats   DeviceStats
-	done    chan struct{} // closed when the last reader of dev stopped
-	readers atomic.Int32
+	policy atomic.Pointer[policy]
+	// has4 and has6 say which addresses the endpoint has; the packet
+	// path compares sources with ip4 and ip6.
+	has4, has6 bool
+	ip4        [4]byte
+	ip6        [16]byte
+	vni        uint32
+	dev        packetio.Device
+	stats      DeviceStats
+	done       chan struct{} // closed when the last reader of dev stopped
+	readers    atomic.Int32
 	// gone is set when the kernel removed the device under its worker
 	// (the pod's namespace was deleted).
 	gone atomic.Bool
 }
 
-// EndpointSpec describes a pod endpoint.
+// EndpointSpec describes a pod endpoint. It has an IPv4 address (IP,
+// inside the node's PodCIDR), an IPv6 one (IP6, inside PodCIDR6), or both:
+// one device carries both families.
 type EndpointSpec struct {
 	Name     string
 	IP       netip.Addr
+	IP6      netip.Addr
 	Netns    string
 	Ifname   string
 	Identity identity.ID
@@ -42,13 +49,13 @@ type EndpointSpec struct {
 type EndpointDeviceFactory func(spec EndpointSpec, mtu int) (packetio.Device, error)
 
 // AddEndpoint creates a pod endpoint: its device through the factory, its
-// worker, and its /32 in the FIB.
+// worker, and its /32 and /128 in the FIB.
 func (e *Engine) AddEndpoint(s EndpointSpec) error {
 	if s.Name == "" {
 		return fmt.Errorf("endpoint name empty: %w", ErrInvalid)
 	}
-	if !s.IP.Is4() || !e.cfg.PodCIDR.Contains(s.IP) || s.IP == e.hostIP || s.IP == e.cfg.PodCIDR.Masked().Addr() || s.IP == lastAddr(e.cfg.PodCIDR) {
-		return fmt.Errorf("endpoint %s ip %s: %w: must be a usable address of pod cidr %s other than the host's %s", s.Name, s.IP, ErrInvalid, e.cfg.PodCIDR, e.hostIP)
+	if err := e.checkEndpointAddrs(s); err != nil {
+		return err
 	}
 	if s.Identity == identity.Unknown {
 		s.Identity = identity.DefaultWorkload
@@ -80,7 +87,7 @@ func (e *Engine) AddEndpoint(s EndpointSpec) error {
 		e.mu.Unlock()
 		return err
 	}
-	e.pending[s.Name] = s.IP
+	e.pending[s.Name] = s
 	e.mu.Unlock()
 	dev, err := e.newEndpoint(s, e.RouteMTU())
 	e.mu.Lock()
@@ -95,7 +102,13 @@ func (e *Engine) AddEndpoint(s EndpointSpec) error {
 		packetio.Destroy(dev)
 		return ErrStopped
 	}
-	ep := &endpoint{EndpointSpec: s, ip4: s.IP.As4(), vni: vni, dev: dev, done: make(chan struct{})}
+	ep := &endpoint{EndpointSpec: s, has4: s.IP.IsValid(), has6: s.IP6.IsValid(), vni: vni, dev: dev, done: make(chan struct{})}
+	if ep.has4 {
+		ep.ip4 = s.IP.As4()
+	}
+	if ep.has6 {
+		ep.ip6 = s.IP6.As16()
+	}
 	ep.policy.Store(newPolicy(s.AllowFrom))
 	e.endpoints[s.Name] = ep
 	e.publishLocked()
@@ -109,9 +122,52 @@ func (e *Engine) AddEndpoint(s EndpointSpec) error {
 	for _, r := range readers {
 		e.spawn(newWorker(e, r, nil, &ep.stats, sourcePod, ep))
 	}
-	e.log.Info("endpoint added", zap.String("endpoint", s.Name), zap.Stringer("ip", s.IP),
-		zap.Uint32("identity", uint32(s.Identity)), zap.String("netns", s.Netns), zap.String("device", dev.Name()))
+	fields := []zap.Field{zap.String("endpoint", s.Name)}
+	if ep.has4 {
+		fields = append(fields, zap.Stringer("ip", s.IP))
+	}
+	if ep.has6 {
+		fields = append(fields, zap.Stringer("ip6", s.IP6))
+	}
+	e.log.Info("endpoint added", append(fields, zap.Uint32("identity", uint32(s.Identity)),
+		zap.String("netns", s.Netns), zap.String("device", dev.Name()))...)
 	return nil
+}
+
+// checkEndpointAddrs checks that s has an address of at least one family,
+// each a usable one of the node's pod CIDR of that family.
+func (e *Engine) checkEndpointAddrs(s EndpointSpec) error {
+	if !s.IP.IsValid() && !s.IP6.IsValid() {
+		return fmt.Errorf("endpoint %s: %w: needs an IPv4 or an IPv6 address", s.Name, ErrInvalid)
+	}
+	if s.IP.IsValid() {
+		if !e.has4 {
+			return fmt.Errorf("endpoint %s ip %s: %w: this node has no IPv4 pod cidr", s.Name, s.IP, ErrInvalid)
+		}
+		if !s.IP.Is4() || !e.cfg.PodCIDR.Contains(s.IP) || s.IP == e.hostIP || s.IP == e.cfg.PodCIDR.Masked().Addr() || s.IP == lastAddr(e.cfg.PodCIDR) {
+			return fmt.Errorf("endpoint %s ip %s: %w: must be a usable address of pod cidr %s other than the host's %s", s.Name, s.IP, ErrInvalid, e.cfg.PodCIDR, e.hostIP)
+		}
+	}
+	if s.IP6.IsValid() {
+		if !e.has6 {
+			return fmt.Errorf("endpoint %s ip6 %s: %w: this node has no IPv6 pod cidr", s.Name, s.IP6, ErrInvalid)
+		}
+		if !isPlain6(s.IP6) || !e.cfg.PodCIDR6.Contains(s.IP6) || s.IP6 == e.hostIP6 || s.IP6 == e.cfg.PodCIDR6.Masked().Addr() {
+			return fmt.Errorf("endpoint %s ip6 %s: %w: must be an address of pod cidr6 %s other than its network address and the host's %s", s.Name, s.IP6, ErrInvalid, e.cfg.PodCIDR6, e.hostIP6)
+		}
+	}
+	return nil
+}
+
+// sharedAddr returns an address a and b both have, if any.
+func sharedAddr(a, b EndpointSpec) (netip.Addr, bool) {
+	if a.IP.IsValid() && a.IP == b.IP {
+		return a.IP, true
+	}
+	if a.IP6.IsValid() && a.IP6 == b.IP6 {
+		return a.IP6, true
+	}
+	return netip.Addr{}, false
 }
 
 // reserveEndpointLocked checks that s's name and address are free, among
@@ -127,13 +183,13 @@ func (e *Engine) reserveEndpointLocked(s EndpointSpec) error {
 		return fmt.Errorf("endpoint %s: %w (being added)", s.Name, ErrExists)
 	}
 	for _, o := range e.endpoints {
-		if o.IP == s.IP {
-			return fmt.Errorf("endpoint %s ip %s used by endpoint %s: %w", s.Name, s.IP, o.Name, ErrExists)
+		if a, ok := sharedAddr(s, o.EndpointSpec); ok {
+			return fmt.Errorf("endpoint %s ip %s used by endpoint %s: %w", s.Name, a, o.Name, ErrExists)
 		}
 	}
-	for name, ip := range e.pending {
-		if ip == s.IP {
-			return fmt.Errorf("endpoint %s ip %s used by endpoint %s: %w", s.Name, s.IP, name, ErrExists)
+	for name, o := range e.pending {
+		if a, ok := sharedAddr(s, o); ok {
+			return fmt.Errorf("endpoint %s ip %s used by endpoint %s: %w", s.Name, a, name, ErrExists)
 		}
 	}
 	return nil

@@ -16,10 +16,25 @@ import (
 )
 
 // Config is what the engine needs to know about its node.
+//
+// A node has an IPv4 pod CIDR, an IPv6 one, or both (dual stack); its
+// underlay (NodeIP, the nodes' and VTEPs' addresses) is of one family,
+// either, whatever its pods use.
 type Config struct {
-	NodeIP      netip.Addr   // underlay address, source of every outer header
-	PodCIDR     netip.Prefix // this node's pods; its first address is the host device's
-	ClusterCIDR netip.Prefix // optional: the whole pod space; unknown parts of it are unreachable
+	// NodeIP is the underlay address, IPv4 or IPv6: the source of every
+	// outer header. Nodes and VTEP endpoints have addresses of its family.
+	NodeIP netip.Addr
+	// PodCIDR is this node's IPv4 pod CIDR (optional when PodCIDR6 is
+	// set); its first address is the host device's (HostIP).
+	PodCIDR netip.Prefix
+	// PodCIDR6 is this node's IPv6 pod CIDR (optional, at most /126); its
+	// first address is the host device's IPv6 address (HostIP6).
+	PodCIDR6 netip.Prefix
+	// ClusterCIDR and ClusterCIDR6 (optional) are the whole IPv4 and IPv6
+	// pod space: unknown parts of them are unreachable rather than sent
+	// to the kernel.
+	ClusterCIDR  netip.Prefix
+	ClusterCIDR6 netip.Prefix
 	// UnderlayPrefix (optional) is the subnet of NodeIP on the underlay
 	// device: no pod or VTEP CIDR may overlap it, or the node would route
 	// its own underlay into the overlay.
@@ -150,14 +165,27 @@ type Engine struct {
 	// mtuMu is held for reading while an endpoint's device is made with
 	// the route MTU, and for writing while SetUnderlayMTU changes it, so
 	// that no device keeps an MTU that is no longer the route MTU.
-	mtuMu   sync.RWMutex
-	hostIP  netip.Addr
-	hostIP4 [4]byte
+	mtuMu sync.RWMutex
+	// has4 and has6 say which pod CIDRs the node has; an address of a
+	// family it lacks (hostIP, hostIP6) is the zero value, and no
+	// packet's address equals it.
+	has4, has6 bool
+	hostIP     netip.Addr
+	hostIP4    [4]byte
+	hostIP6    netip.Addr
+	hostIP16   [16]byte
 	// podBroadcast4 is the pod CIDR's broadcast address: nothing sent
 	// there is answered with an ICMP error (RFC 1122 3.2.2).
 	podBroadcast4 [4]byte
-	nodeIP4       [4]byte
-	mac           encap.MAC
+	// node6 says the underlay is IPv6: NodeIP is nodeIP16, else nodeIP4.
+	node6    bool
+	nodeIP4  [4]byte
+	nodeIP16 [16]byte
+	// overhead is what the encapsulation adds in front of an inner
+	// packet: outer IP header of NodeIP's family, UDP, tunnel header and
+	// inner Ethernet, Geneve options aside.
+	overhead int
+	mac      encap.MAC
 
 	// underlays are the queues of the underlay: one worker reads each,
 	// and encapsulated packets leave through the one their flow hashes to.
@@ -187,7 +215,7 @@ type Engine struct {
 
 	mu        sync.Mutex // protects endpoints, pending, nodes, vteps, tunnelMTU, stopped and snapshot rebuilds
 	endpoints map[string]*endpoint
-	pending   map[string]netip.Addr // endpoints whose device is being made, by name
+	pending   map[string]EndpointSpec // endpoints whose device is being made, by name
 	nodes     map[string]*peer
 	vteps     []VTEPSpec
 	tunnelMTU int
@@ -210,11 +238,8 @@ func New(cfg Config, log *zap.Logger, underlays []packetio.Underlay, host packet
 	if len(underlays) == 0 && !cfg.Native {
 		return nil, fmt.Errorf("no underlay device: %w", ErrInvalid)
 	}
-	if !cfg.NodeIP.Is4() {
-		return nil, fmt.Errorf("node ip %s: %w: only IPv4 underlays are supported", cfg.NodeIP, ErrInvalid)
-	}
-	if !cfg.PodCIDR.IsValid() || !cfg.PodCIDR.Addr().Is4() || cfg.PodCIDR.Bits() > 30 {
-		return nil, fmt.Errorf("pod cidr %s: %w", cfg.PodCIDR, ErrInvalid)
+	if err := checkAddrs(&cfg); err != nil {
+		return nil, err
 	}
 	if cfg.UnderlayMTU < 576 {
 		return nil, fmt.Errorf("underlay mtu %d: %w", cfg.UnderlayMTU, ErrInvalid)
@@ -248,22 +273,40 @@ func New(cfg Config, log *zap.Logger, underlays []packetio.Underlay, host packet
 		log:         log,
 		geneve:      cfg.Protocol == "geneve",
 		optLen:      optLen,
-		hostIP:      cfg.PodCIDR.Masked().Addr().Next(),
-		nodeIP4:     cfg.NodeIP.As4(),
+		has4:        cfg.PodCIDR.IsValid(),
+		has6:        cfg.PodCIDR6.IsValid(),
+		node6:       cfg.NodeIP.Is6(),
+		overhead:    encap.VXLANOverheadV4,
 		mac:         encap.TunnelMAC(cfg.NodeIP),
 		underlays:   make([]underlayQueue, len(underlays)),
 		host:        host,
 		newEndpoint: newEndpoint,
 		hostRoutes:  routes,
 		endpoints:   make(map[string]*endpoint),
-		pending:     make(map[string]netip.Addr),
+		pending:     make(map[string]EndpointSpec),
 		mon:         newMonitor(),
 		workers:     make(map[*worker]struct{}),
 		stop:        make(chan struct{}),
 		nodes:       make(map[string]*peer),
 	}
-	e.hostIP4 = e.hostIP.As4()
-	e.podBroadcast4 = lastAddr(cfg.PodCIDR).As4()
+	if e.has4 {
+		e.hostIP = cfg.PodCIDR.Masked().Addr().Next()
+		e.hostIP4 = e.hostIP.As4()
+		e.podBroadcast4 = lastAddr(cfg.PodCIDR).As4()
+	}
+	if e.has6 {
+		e.hostIP6 = cfg.PodCIDR6.Masked().Addr().Next()
+		e.hostIP16 = e.hostIP6.As16()
+	}
+	if e.node6 {
+		e.nodeIP16 = cfg.NodeIP.As16()
+		e.overhead = encap.VXLANOverheadV6
+	} else {
+		e.nodeIP4 = cfg.NodeIP.As4()
+	}
+	if err := e.checkFamilyMTU(cfg.UnderlayMTU); err != nil {
+		return nil, err
+	}
 	e.setMTUs(cfg.UnderlayMTU)
 	for i, d := range underlays {
 		e.underlays[i].dev = d
@@ -282,11 +325,53 @@ func (e *Engine) RouteMTU() int { return int(e.routeMTU.Load()) }
 // it was made with, or the last SetUnderlayMTU gave it.
 func (e *Engine) UnderlayMTU() int { return int(e.underlayMTU.Load()) }
 
-// HostIP is the address of the host device: the first of the pod CIDR.
+// HostIP is the IPv4 address of the host device: the first after the
+// network address of PodCIDR; invalid when the node has no PodCIDR.
 func (e *Engine) HostIP() netip.Addr { return e.hostIP }
 
-// TunnelMAC is the inner Ethernet address of this node's tunnel traffic.
+// HostIP6 is the IPv6 address of the host device: the first after the
+// network address of PodCIDR6; invalid when the node has no PodCIDR6. It
+// is the source of the node's ICMPv6 errors.
+func (e *Engine) HostIP6() netip.Addr { return e.hostIP6 }
+
+// TunnelMAC is the inner Ethernet address of this node's tunnel traffic,
+// encap.TunnelMAC of NodeIP: 02:58 and the four bytes of an IPv4 node
+// address; 02:59 and a 32-bit FNV-1a hash of the sixteen bytes of an IPv6
+// one. Peers derive it from the node's address alike, so it is never
+// learnt; receivers only require a unicast MAC that is not their own.
 func (e *Engine) TunnelMAC() encap.MAC { return e.mac }
+
+// checkAddrs validates the node's addresses and pod CIDRs.
+func checkAddrs(cfg *Config) error {
+	if a := cfg.NodeIP; !a.IsValid() || a.Is4In6() || a.Zone() != "" {
+		return fmt.Errorf("node ip %s: %w: want an IPv4 or IPv6 address", a, ErrInvalid)
+	}
+	if !cfg.PodCIDR.IsValid() && !cfg.PodCIDR6.IsValid() {
+		return fmt.Errorf("pod cidr %s: %w: the node needs an IPv4 or an IPv6 pod cidr", cfg.PodCIDR, ErrInvalid)
+	}
+	if p := cfg.PodCIDR; p.IsValid() && (!p.Addr().Is4() || p.Bits() > 30) {
+		return fmt.Errorf("pod cidr %s: %w", p, ErrInvalid)
+	}
+	if p := cfg.PodCIDR6; p.IsValid() && (!isPlain6(p.Addr()) || p.Bits() > 126) {
+		return fmt.Errorf("pod cidr6 %s: %w: want an IPv6 prefix of at most /126", p, ErrInvalid)
+	}
+	if p := cfg.ClusterCIDR6; p.IsValid() && !isPlain6(p.Addr()) {
+		return fmt.Errorf("cluster cidr6 %s: %w: want an IPv6 prefix", p, ErrInvalid)
+	}
+	return nil
+}
+
+// isPlain6 reports whether a is an IPv6 address that is not an IPv4 one in
+// disguise (IPv4-mapped) and has no zone.
+func isPlain6(a netip.Addr) bool { return a.Is6() && !a.Is4In6() && a.Zone() == "" }
+
+// sameFamily reports whether a is an address of the underlay's family.
+func (e *Engine) sameFamily(a netip.Addr) bool {
+	if e.node6 {
+		return isPlain6(a)
+	}
+	return a.Is4()
+}
 
 // publishLocked rebuilds the snapshot from the control tables and swaps it
 // in. Callers hold e.mu.
@@ -295,19 +380,34 @@ func (e *Engine) publishLocked() {
 	// Destinations nobody claims go to the kernel: node addresses, the
 	// underlay, the world.
 	mustInsert(b, netip.MustParsePrefix("0.0.0.0/0"), route{kind: RouteHost})
-	if e.cfg.ClusterCIDR.IsValid() {
-		mustInsert(b, e.cfg.ClusterCIDR.Masked(), route{kind: RouteUnreachable})
+	if e.has6 || e.node6 {
+		mustInsert(b, netip.MustParsePrefix("::/0"), route{kind: RouteHost})
 	}
-	mustInsert(b, e.cfg.PodCIDR.Masked(), route{kind: RouteUnreachable})
-	mustInsert(b, netip.PrefixFrom(e.hostIP, 32), route{kind: RouteHost})
+	for _, c := range []netip.Prefix{e.cfg.ClusterCIDR, e.cfg.ClusterCIDR6} {
+		if c.IsValid() {
+			mustInsert(b, c.Masked(), route{kind: RouteUnreachable})
+		}
+	}
+	if e.has4 {
+		mustInsert(b, e.cfg.PodCIDR.Masked(), route{kind: RouteUnreachable})
+		mustInsert(b, netip.PrefixFrom(e.hostIP, 32), route{kind: RouteHost})
+	}
+	if e.has6 {
+		mustInsert(b, e.cfg.PodCIDR6.Masked(), route{kind: RouteUnreachable})
+		mustInsert(b, netip.PrefixFrom(e.hostIP6, 128), route{kind: RouteHost})
+	}
 	peers := make(map[netip.Addr]*peer, len(e.nodes))
 	for _, p := range e.nodes {
 		kind := RouteTunnel
 		if e.cfg.Native {
 			kind = RouteHost
 		}
-		mustInsert(b, p.PodCIDR, route{kind: kind, peer: p})
-		mustInsert(b, netip.PrefixFrom(p.IP, 32), route{kind: RouteHost})
+		for _, c := range []netip.Prefix{p.PodCIDR, p.PodCIDR6} {
+			if c.IsValid() {
+				mustInsert(b, c, route{kind: kind, peer: p})
+			}
+		}
+		mustInsert(b, netip.PrefixFrom(p.IP, p.IP.BitLen()), route{kind: RouteHost})
 		peers[p.IP] = p
 	}
 	vteps, vroutes := e.vtepTables()
@@ -315,7 +415,12 @@ func (e *Engine) publishLocked() {
 		mustInsert(b, p, route{kind: RouteVTEP, vtep: vr})
 	}
 	for _, ep := range e.endpoints {
-		mustInsert(b, netip.PrefixFrom(ep.IP, 32), route{kind: RouteLocal, ep: ep})
+		if ep.has4 {
+			mustInsert(b, netip.PrefixFrom(ep.IP, 32), route{kind: RouteLocal, ep: ep})
+		}
+		if ep.has6 {
+			mustInsert(b, netip.PrefixFrom(ep.IP6, 128), route{kind: RouteLocal, ep: ep})
+		}
 	}
 	e.state.Store(&snapshot{fib: b.Build(), peers: peers, vteps: vteps, tunnelMTU: e.tunnelMTU})
 }

@@ -60,9 +60,13 @@ func newTestNode(t *testing.T, under *fake.Underlay, ip netip.Addr, podCIDR stri
 	if cfgMod != nil {
 		cfgMod(&cfg)
 	}
+	wantMTU := 1500 - encap.VXLANOverheadV4
+	if cfg.NodeIP.Is6() {
+		wantMTU = 1500 - encap.VXLANOverheadV6
+	}
 	factory := func(s dataplane.EndpointSpec, mtu int) (packetio.Device, error) {
-		if mtu != 1450 {
-			t.Errorf("endpoint %s created with mtu %d, want 1450", s.Name, mtu)
+		if mtu != wantMTU {
+			t.Errorf("endpoint %s created with mtu %d, want %d", s.Name, mtu, wantMTU)
 		}
 		d := fake.New(s.Name, 8)
 		n.mu.Lock()
@@ -323,10 +327,12 @@ func TestPodSourceChecks(t *testing.T) {
 	waitDrop(t, n1.eng, dataplane.DropEncapProhibited, 2)
 	a.Inject([]byte{0x45, 0, 0, 10})
 	waitDrop(t, n1.eng, dataplane.DropInvalidHeader, 1)
+	// A bare IPv6 header says a Hop-by-Hop Options header follows (next
+	// header 0), and none does.
 	v6 := make([]byte, 40)
 	v6[0] = 0x60
 	a.Inject(v6)
-	waitDrop(t, n1.eng, dataplane.DropUnsupportedProtocol, 1)
+	waitDrop(t, n1.eng, dataplane.DropInvalidExtHeaders, 1)
 	expectNone(t, n2.pod(t, "c"))
 	// Other UDP to a node goes to the kernel.
 	a.Inject(udpPacket(pod1, node2IP, 1, 53, 64, false, nil))

@@ -29,11 +29,37 @@ type tunnel struct {
 // fromPod handles a packet a pod sent.
 func (w *worker) fromPod(snap *snapshot, buf []byte, size int) {
 	start := encap.Headroom
+	switch encap.IPVersion(buf[start : start+size]) {
+	case encap.IPv4Version:
+		w.fromPod4(snap, buf, size)
+	case encap.IPv6Version:
+		w.fromPod6(snap, buf, size)
+	default:
+		w.drop(DropInvalidHeader)
+	}
+}
+
+// fromHost handles a packet the kernel routed to the host device.
+func (w *worker) fromHost(snap *snapshot, buf []byte, size int) {
+	start := encap.Headroom
+	switch encap.IPVersion(buf[start : start+size]) {
+	case encap.IPv4Version:
+		w.fromHost4(snap, buf, size)
+	case encap.IPv6Version:
+		w.fromHost6(snap, buf, size)
+	default:
+		w.drop(DropInvalidHeader)
+	}
+}
+
+// fromPod4 handles an IPv4 packet a pod sent.
+func (w *worker) fromPod4(snap *snapshot, buf []byte, size int) {
+	start := encap.Headroom
 	ip, n, ok := w.innerIPv4(buf[start : start+size])
 	if !ok {
 		return
 	}
-	if ip.Source4() != w.ep.ip4 {
+	if !w.ep.has4 || ip.Source4() != w.ep.ip4 {
 		w.drop(DropInvalidSource)
 		return
 	}
@@ -41,8 +67,8 @@ func (w *worker) fromPod(snap *snapshot, buf []byte, size int) {
 	w.forward(snap, buf, start, n, r, found, w.ep.Identity, w.ep.vni)
 }
 
-// fromHost handles a packet the kernel routed to the host device.
-func (w *worker) fromHost(snap *snapshot, buf []byte, size int) {
+// fromHost4 handles an IPv4 packet the kernel routed to the host device.
+func (w *worker) fromHost4(snap *snapshot, buf []byte, size int) {
 	start := encap.Headroom
 	ip, n, ok := w.innerIPv4(buf[start : start+size])
 	if !ok {
@@ -51,25 +77,16 @@ func (w *worker) fromHost(snap *snapshot, buf []byte, size int) {
 	// What the node sends itself leaves as remote-node; what the kernel
 	// forwards on behalf of others is world.
 	id, vni := identity.World, uint32(identity.World)
-	if src := ip.Source4(); src == w.e.hostIP4 || src == w.e.nodeIP4 {
+	if src := ip.Source4(); w.e.has4 && src == w.e.hostIP4 || !w.e.node6 && src == w.e.nodeIP4 {
 		id, vni = identity.Host, uint32(identity.RemoteNode)
 	}
 	r, found := snap.fib.Lookup(ip.DestinationAddr())
 	w.forward(snap, buf, start, n, r, found, id, vni)
 }
 
-// innerIPv4 validates a packet read from a pod or the host device and
-// returns it trimmed to its total length.
+// innerIPv4 validates an IPv4 packet read from a pod or the host device
+// and returns it trimmed to its total length.
 func (w *worker) innerIPv4(pkt []byte) (encap.IPv4, int, bool) {
-	switch encap.IPVersion(pkt) {
-	case 4:
-	case 6:
-		w.drop(DropUnsupportedProtocol)
-		return nil, 0, false
-	default:
-		w.drop(DropInvalidHeader)
-		return nil, 0, false
-	}
 	ip := encap.IPv4(pkt)
 	if !ip.IsValid(len(pkt)) {
 		w.drop(DropInvalidHeader)
@@ -120,24 +137,25 @@ func (w *worker) forward(snap *snapshot, buf []byte, start, n int, r route, foun
 		w.drop(DropNoRoute)
 		return
 	}
-	w.output(buf, start, n, ip, r, vni)
+	w.output(buf, start, n, r, vni, nil)
 }
 
-// output sends the IPv4 packet ip = buf[start:start+n] where r says, with
-// no further checks: the one exit of forwarded, delivered and
+// output sends the IPv4 or IPv6 packet buf[start:start+n] where r says,
+// with no further checks: the one exit of forwarded, delivered and
 // node-generated packets. vni is the identity a tunnelled packet carries;
-// VTEPs get VNI 2 whatever it is. It reports whether the packet was
-// queued.
-func (w *worker) output(buf []byte, start, n int, ip encap.IPv4, r route, vni uint32) bool {
+// VTEPs get VNI 2 whatever it is. u is where UpperLayer found the upper
+// layer of an IPv6 packet, nil for IPv4: the flow hash needs it. It
+// reports whether the packet was queued.
+func (w *worker) output(buf []byte, start, n int, r route, vni uint32, u *encap.IPv6Upper) bool {
 	switch r.kind {
 	case RouteLocal:
 		w.enqueue(r.ep.dev, &r.ep.stats, buf, start, n)
 	case RouteTunnel:
-		return w.encapTo(buf, start, n, ip, &r.peer.tun, vni, w.e.geneve)
+		return w.encapTo(buf, start, n, u, &r.peer.tun, vni, w.e.geneve)
 	case RouteVTEP:
 		// Whatever the sender's identity, a VTEP only knows VNI 2, and
 		// only VXLAN.
-		return w.encapTo(buf, start, n, ip, &r.vtep.tun, uint32(identity.World), false)
+		return w.encapTo(buf, start, n, u, &r.vtep.tun, uint32(identity.World), false)
 	case RouteHost:
 		if w.e.host == nil {
 			return false
@@ -166,11 +184,17 @@ func (w *worker) fitsTunnel(snap *snapshot, ip encap.IPv4, n int) bool {
 }
 
 // encapTo writes the tunnel header (VXLAN or Geneve with vni) and the inner
-// Ethernet header in front of buf[start:start+n] and queues the payload
-// for t on the underlay queue its flow hashes to. It reports whether the
-// packet was queued.
-func (w *worker) encapTo(buf []byte, start, n int, ip encap.IPv4, t *tunnel, vni uint32, geneve bool) bool {
-	hash := encap.FlowHashV4(ip)
+// Ethernet header (EtherType of the packet's IP version) in front of
+// buf[start:start+n] and queues the payload for t on the underlay queue
+// its flow hashes to. u is as for output. It reports whether the packet
+// was queued.
+func (w *worker) encapTo(buf []byte, start, n int, u *encap.IPv6Upper, t *tunnel, vni uint32, geneve bool) bool {
+	var hash uint32
+	if u != nil {
+		hash = encap.FlowHashV6(encap.IPv6(buf[start:start+n]), *u)
+	} else {
+		hash = encap.FlowHashV4(encap.IPv4(buf[start : start+n]))
+	}
 	var o int
 	var err error
 	if geneve {
@@ -219,7 +243,7 @@ func (w *worker) decrementTTL(snap *snapshot, ip encap.IPv4) bool {
 }
 
 // fromUnderlay handles a tunnel payload (VXLAN or Geneve header, inner
-// Ethernet and IPv4) that m.Remote sent to m.LocalPort.
+// Ethernet and IPv4 or IPv6) that m.Remote sent to m.LocalPort.
 func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int, m *packetio.Meta) {
 	start := encap.Headroom
 	payload := buf[start : start+size]
@@ -270,12 +294,22 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int, m *packetio.
 		w.drop(DropInvalidMAC)
 		return
 	}
-	if eth.EtherType() != encap.EtherTypeIPv4 {
-		w.drop(DropUnsupportedProtocol)
-		return
-	}
 	ioff := hlen + encap.EthernetLen
-	inner := encap.IPv4(payload[ioff:])
+	switch eth.EtherType() {
+	case encap.EtherTypeIPv4:
+		w.fromTunnel4(snap, p, buf, start+ioff, payload[ioff:], src)
+	case encap.EtherTypeIPv6:
+		w.fromTunnel6(snap, p, buf, start+ioff, payload[ioff:], src)
+	default:
+		w.drop(DropUnsupportedProtocol)
+	}
+}
+
+// fromTunnel4 handles the inner IPv4 packet pkt = buf[off:] of a tunnel
+// payload that peer p (nil when the source check is off) sent with
+// identity src.
+func (w *worker) fromTunnel4(snap *snapshot, p *peer, buf []byte, off int, pkt []byte, src identity.ID) {
+	inner := encap.IPv4(pkt)
 	if !inner.IsValid(len(inner)) {
 		w.drop(DropInvalidHeader)
 		return
@@ -286,7 +320,7 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int, m *packetio.
 		w.drop(DropSpoofedInnerSource)
 		return
 	}
-	w.deliver(snap, inner, buf, start+ioff, n, src)
+	w.deliver(snap, inner, buf, off, n, src)
 }
 
 // tunnelHeader validates the VXLAN or Geneve header at the start of
@@ -353,14 +387,17 @@ func (w *worker) deliver(snap *snapshot, inner encap.IPv4, buf []byte, off, n in
 		w.drop(DropNoEndpoint)
 		return
 	}
-	w.output(buf, off, n, inner, r, 0)
+	w.output(buf, off, n, r, 0, nil)
 }
 
 // icmpError answers the offending packet orig with an ICMP error from the
 // host address, routed like any packet the node originates. It is built in
 // a scratch buffer so the original can still be forwarded or dropped.
+//
+// A node without an IPv4 pod CIDR has no IPv4 address to answer from, and
+// does not answer.
 func (w *worker) icmpError(snap *snapshot, orig encap.IPv4, typ, code uint8, mtu uint16) {
-	if !encap.MayAnswerWithICMPv4(orig) || w.nscratch >= len(w.scratch) || orig.Destination4() == w.e.podBroadcast4 {
+	if !w.e.has4 || !encap.MayAnswerWithICMPv4(orig) || w.nscratch >= len(w.scratch) || orig.Destination4() == w.e.podBroadcast4 {
 		return
 	}
 	// A flood of undeliverable packets must not become a flood of errors
@@ -374,7 +411,7 @@ func (w *worker) icmpError(snap *snapshot, orig encap.IPv4, typ, code uint8, mtu
 	n := encap.BuildICMPv4Error(b[start:], orig, w.e.hostIP4, typ, code, mtu)
 	ip := encap.IPv4(b[start : start+n])
 	r, found := snap.fib.Lookup(ip.DestinationAddr())
-	if !found || !w.output(b, start, n, ip, r, uint32(identity.RemoteNode)) {
+	if !found || !w.output(b, start, n, r, uint32(identity.RemoteNode), nil) {
 		return
 	}
 	w.nscratch++

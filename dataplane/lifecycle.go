@@ -89,8 +89,11 @@ func (e *Engine) Close() error {
 
 	var errs []error
 	for _, p := range peers {
-		if e.hostRoutes != nil {
-			if err := e.hostRoutes.DelRoute(p.PodCIDR); err != nil {
+		if e.hostRoutes == nil {
+			break
+		}
+		for _, c := range p.podCIDRs() {
+			if err := e.hostRoutes.DelRoute(c); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -153,22 +153,27 @@ func (r *rawEvent) decode() Event {
 		if len(rest) >= encap.VXLANLen {
 			ev.Identity = encap.VXLAN(rest).VNI()
 			rest = rest[encap.VXLANLen:]
-			if len(rest) >= encap.EthernetLen && encap.Ethernet(rest).EtherType() == encap.EtherTypeIPv4 {
-				pkt = rest[encap.EthernetLen:]
+			if len(rest) >= encap.EthernetLen {
+				switch encap.Ethernet(rest).EtherType() {
+				case encap.EtherTypeIPv4, encap.EtherTypeIPv6:
+					pkt = rest[encap.EthernetLen:]
+				}
 			}
 		}
 	}
-	describeIPv4(&ev, pkt)
+	switch encap.IPVersion(pkt) {
+	case encap.IPv4Version:
+		describeIPv4(&ev, pkt)
+	case encap.IPv6Version:
+		describeIPv6(&ev, pkt)
+	}
 	return ev
 }
 
 // describeIPv4 fills addresses, ports and protocol from whatever part of
 // an IPv4 header the event kept.
 func describeIPv4(ev *Event, pkt []byte) {
-	if len(pkt) < encap.IPv4MinLen || encap.IPVersion(pkt) != 4 {
-		if encap.IPVersion(pkt) == 6 {
-			ev.Protocol = "ipv6"
-		}
+	if len(pkt) < encap.IPv4MinLen {
 		return
 	}
 	ip := encap.IPv4(pkt)
@@ -190,5 +195,43 @@ func describeIPv4(ev *Event, pkt []byte) {
 		u := encap.UDP(pkt[hl:])
 		ev.Src = netip.AddrPortFrom(src, u.SourcePort()).String()
 		ev.Dst = netip.AddrPortFrom(dst, u.DestinationPort()).String()
+	}
+}
+
+// describeIPv6 fills addresses, ports and protocol ("tcp", "udp",
+// "icmpv6", else "ipv6") from whatever part of an IPv6 packet the event
+// kept. The extension headers are walked within the bytes kept: a chain
+// longer than the snapshot leaves the protocol "ipv6".
+func describeIPv6(ev *Event, pkt []byte) {
+	ev.Protocol = "ipv6"
+	if len(pkt) < encap.IPv6Len {
+		return
+	}
+	// A copy whose payload length is what was kept, so that the walk
+	// stays inside it; the monitor's goroutine may allocate.
+	ip := encap.IPv6(append([]byte(nil), pkt...))
+	src, dst := ip.SourceAddr(), ip.DestinationAddr()
+	ev.Src, ev.Dst = src.String(), dst.String()
+	ip.SetPayloadLen(uint16(min(len(ip)-encap.IPv6Len, ip.PayloadLen())))
+	ip = ip[:ip.TotalLen()]
+	u, err := ip.UpperLayer()
+	if err != nil {
+		return
+	}
+	switch u.Proto {
+	case encap.ProtoTCP:
+		ev.Protocol = "tcp"
+	case encap.ProtoUDP:
+		ev.Protocol = "udp"
+	case encap.ProtoICMPv6:
+		ev.Protocol = "icmpv6"
+		return
+	default:
+		return
+	}
+	if len(ip) >= u.Offset+4 {
+		p := encap.UDP(ip[u.Offset:])
+		ev.Src = netip.AddrPortFrom(src, p.SourcePort()).String()
+		ev.Dst = netip.AddrPortFrom(dst, p.DestinationPort()).String()
 	}
 }

@@ -11,13 +11,35 @@ import (
 )
 
 // MinUnderlayMTU is the smallest underlay MTU the engine works with: what
-// every IPv4 host must take (RFC 791).
+// every IPv4 host must take (RFC 791). IPv6 asks for more (checkFamilyMTU).
 const MinUnderlayMTU = 576
+
+// checkFamilyMTU refuses an underlay MTU too small for IPv6 where IPv6 is
+// used: an IPv6 underlay link carries at least IPv6MinMTU (RFC 8200
+// section 5), and so must the pods' links once they have IPv6 addresses
+// (Linux turns IPv6 off on a device with less), in tunnel mode after the
+// encapsulation overhead.
+func (e *Engine) checkFamilyMTU(underlay int) error {
+	if e.node6 && underlay < encap.IPv6MinMTU {
+		return fmt.Errorf("underlay mtu %d: %w: an IPv6 underlay needs at least %d", underlay, ErrInvalid, encap.IPv6MinMTU)
+	}
+	if !e.has6 {
+		return nil
+	}
+	route := underlay
+	if !e.cfg.Native {
+		route = underlay - e.overhead - e.optLen
+	}
+	if route < encap.IPv6MinMTU {
+		return fmt.Errorf("underlay mtu %d: %w: it leaves IPv6 pods a route mtu of %d, below IPv6's minimum %d", underlay, ErrInvalid, route, encap.IPv6MinMTU)
+	}
+	return nil
+}
 
 // setMTUs derives the engine's MTUs from the underlay's. Callers hold e.mu
 // (or own e alone, in New) and publish afterwards.
 func (e *Engine) setMTUs(underlay int) {
-	e.tunnelMTU = underlay - encap.VXLANOverheadV4 - e.optLen
+	e.tunnelMTU = underlay - e.overhead - e.optLen
 	route := e.tunnelMTU
 	if e.cfg.Native {
 		// No encapsulation between nodes: pods get the full MTU.
@@ -41,10 +63,14 @@ func (e *Engine) setMTUs(underlay int) {
 // routes the engine installed are replaced with the new MTU. A device or
 // route that cannot be changed (a pod's device gone with its namespace) is
 // logged and skipped, and the rest is done; the errors come back joined.
-// An MTU below MinUnderlayMTU is refused and changes nothing.
+// An MTU below MinUnderlayMTU, or too small for the IPv6 the node uses
+// (see checkFamilyMTU), is refused and changes nothing.
 func (e *Engine) SetUnderlayMTU(mtu int) error {
 	if mtu < MinUnderlayMTU {
 		return fmt.Errorf("underlay mtu %d: %w: below %d", mtu, ErrInvalid, MinUnderlayMTU)
+	}
+	if err := e.checkFamilyMTU(mtu); err != nil {
+		return err
 	}
 	e.mtuMu.Lock()
 	defer e.mtuMu.Unlock()
@@ -103,8 +129,10 @@ func (e *Engine) refreshRoutesLocked() error {
 	}
 	var rs []HostRoute
 	for _, p := range e.nodes {
-		if r, ok := e.nodeRoute(p.NodeSpec); ok && !r.Via.IsValid() {
-			rs = append(rs, r)
+		for _, r := range e.nodeRoutes(p.NodeSpec) {
+			if !r.Via.IsValid() {
+				rs = append(rs, r)
+			}
 		}
 	}
 	for _, v := range e.vteps {

@@ -18,14 +18,27 @@ type peer struct {
 	tun tunnel
 }
 
-// NodeSpec describes a remote node.
+// NodeSpec describes a remote node: its underlay address, of this node's
+// NodeIP family, and its IPv4 pod CIDR, its IPv6 one, or both.
 type NodeSpec struct {
-	Name    string
-	IP      netip.Addr
-	PodCIDR netip.Prefix
+	Name     string
+	IP       netip.Addr
+	PodCIDR  netip.Prefix
+	PodCIDR6 netip.Prefix
 }
 
-// AddNode adds a remote node: its pod CIDR becomes reachable through the
+// podCIDRs lists the node's pod CIDRs, IPv4 first.
+func (n NodeSpec) podCIDRs() []netip.Prefix {
+	out := make([]netip.Prefix, 0, 2)
+	for _, p := range []netip.Prefix{n.PodCIDR, n.PodCIDR6} {
+		if p.IsValid() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// AddNode adds a remote node: its pod CIDRs become reachable through the
 // tunnel and its address an accepted tunnel source.
 func (e *Engine) AddNode(n NodeSpec) error { return e.AddNodes([]NodeSpec{n}) }
 
@@ -52,7 +65,9 @@ func (e *Engine) AddNodes(ns []NodeSpec) error {
 	cidrs := make([]namedCIDR, 0, len(e.nodes)+len(ns))
 	for _, o := range e.nodes {
 		byIP[o.IP] = o.Name
-		cidrs = append(cidrs, namedCIDR{o.PodCIDR, o.Name, false})
+		for _, p := range o.podCIDRs() {
+			cidrs = append(cidrs, namedCIDR{p, o.Name, false})
+		}
 	}
 	for _, n := range ns {
 		if _, ok := e.nodes[n.Name]; ok || names[n.Name] {
@@ -68,7 +83,9 @@ func (e *Engine) AddNodes(ns []NodeSpec) error {
 			return fmt.Errorf("node %s ip %s used by node %s: %w", n.Name, n.IP, o, ErrExists)
 		}
 		byIP[n.IP] = n.Name
-		cidrs = append(cidrs, namedCIDR{n.PodCIDR, n.Name, true})
+		for _, p := range n.podCIDRs() {
+			cidrs = append(cidrs, namedCIDR{p, n.Name, true})
+		}
 	}
 	if a, b, ok := overlap(cidrs); ok {
 		if !b.added {
@@ -91,19 +108,27 @@ func (e *Engine) AddNodes(ns []NodeSpec) error {
 	e.publishLocked()
 	if len(ns) == 1 {
 		n := ns[0]
-		e.log.Info("node added", zap.String("node", n.Name), zap.Stringer("ip", n.IP), zap.Stringer("pod-cidr", n.PodCIDR))
+		fields := []zap.Field{zap.String("node", n.Name), zap.Stringer("ip", n.IP)}
+		if n.PodCIDR.IsValid() {
+			fields = append(fields, zap.Stringer("pod-cidr", n.PodCIDR))
+		}
+		if n.PodCIDR6.IsValid() {
+			fields = append(fields, zap.Stringer("pod-cidr6", n.PodCIDR6))
+		}
+		e.log.Info("node added", fields...)
 	} else {
 		e.log.Info("nodes added", zap.Int("count", len(ns)))
 	}
 	return nil
 }
 
-// checkUnderlayAddrsLocked refuses nodes whose pod CIDR holds an underlay
-// address (this node's, a node's, a VTEP's) or overlaps this node's
+// checkUnderlayAddrsLocked refuses nodes whose pod CIDRs hold an underlay
+// address (this node's, a node's, a VTEP's) or overlap this node's
 // underlay subnet, and nodes whose address lies in a pod CIDR: the kernel
 // would route tunnel packets to that address into the overlay they travel
 // on (a loop), and the node would lose its way to its peers. cidrs are the
-// pod CIDRs of the nodes there are and of ns. Callers hold e.mu.
+// pod CIDRs, of both families, of the nodes there are and of ns: each
+// address is looked up among those of its own family. Callers hold e.mu.
 func (e *Engine) checkUnderlayAddrsLocked(ns []NodeSpec, cidrs []namedCIDR) error {
 	b := fib.NewBuilder[namedCIDR]()
 	for _, c := range cidrs {
@@ -121,8 +146,10 @@ func (e *Engine) checkUnderlayAddrsLocked(ns []NodeSpec, cidrs []namedCIDR) erro
 		if c, ok := pods.Lookup(n.IP); ok {
 			return fmt.Errorf("node %s ip %s is inside node %s's pod cidr %s: %w", n.Name, n.IP, c.name, c.prefix, ErrInvalid)
 		}
-		if u := e.cfg.UnderlayPrefix; u.IsValid() && n.PodCIDR.Overlaps(u) {
-			return fmt.Errorf("node %s pod cidr %s overlaps the underlay subnet %s: %w", n.Name, n.PodCIDR, u, ErrInvalid)
+		for _, p := range n.podCIDRs() {
+			if u := e.cfg.UnderlayPrefix; u.IsValid() && p.Overlaps(u) {
+				return fmt.Errorf("node %s pod cidr %s overlaps the underlay subnet %s: %w", n.Name, p, u, ErrInvalid)
+			}
 		}
 	}
 	for _, o := range e.nodes {
@@ -174,29 +201,51 @@ func (e *Engine) checkNode(n NodeSpec) error {
 	if n.Name == "" {
 		return fmt.Errorf("node name empty: %w", ErrInvalid)
 	}
-	if !n.IP.Is4() || n.IP == e.cfg.NodeIP {
+	if !n.IP.IsValid() || n.IP == e.cfg.NodeIP {
 		return fmt.Errorf("node %s ip %s: %w", n.Name, n.IP, ErrInvalid)
 	}
-	if !n.PodCIDR.IsValid() || !n.PodCIDR.Addr().Is4() || n.PodCIDR != n.PodCIDR.Masked() {
+	if !e.sameFamily(n.IP) {
+		return fmt.Errorf("node %s ip %s: %w: not of the underlay's family (node ip %s)", n.Name, n.IP, ErrInvalid, e.cfg.NodeIP)
+	}
+	if !n.PodCIDR.IsValid() && !n.PodCIDR6.IsValid() {
 		return fmt.Errorf("node %s pod cidr %s: %w", n.Name, n.PodCIDR, ErrInvalid)
 	}
-	if n.PodCIDR.Overlaps(e.cfg.PodCIDR) {
-		return fmt.Errorf("node %s pod cidr %s overlaps this node's %s: %w", n.Name, n.PodCIDR, e.cfg.PodCIDR, ErrInvalid)
+	if p := n.PodCIDR; p.IsValid() {
+		if !p.Addr().Is4() || p != p.Masked() {
+			return fmt.Errorf("node %s pod cidr %s: %w", n.Name, p, ErrInvalid)
+		}
+		if p.Overlaps(e.cfg.PodCIDR) {
+			return fmt.Errorf("node %s pod cidr %s overlaps this node's %s: %w", n.Name, p, e.cfg.PodCIDR, ErrInvalid)
+		}
+	}
+	if p := n.PodCIDR6; p.IsValid() {
+		if !isPlain6(p.Addr()) || p != p.Masked() {
+			return fmt.Errorf("node %s pod cidr6 %s: %w", n.Name, p, ErrInvalid)
+		}
+		if p.Overlaps(e.cfg.PodCIDR6) {
+			return fmt.Errorf("node %s pod cidr6 %s overlaps this node's %s: %w", n.Name, p, e.cfg.PodCIDR6, ErrInvalid)
+		}
 	}
 	return nil
 }
 
-// nodeRoute is the host route node n needs, if any: its pod CIDR through
-// the host device in tunnel mode, to the node itself in native routing
-// with auto-direct-node-routes.
-func (e *Engine) nodeRoute(n NodeSpec) (HostRoute, bool) {
-	switch {
-	case !e.cfg.Native:
-		return HostRoute{Prefix: n.PodCIDR, MTU: e.RouteMTU()}, true
-	case e.cfg.AutoDirectNodeRoutes:
-		return HostRoute{Prefix: n.PodCIDR, Via: n.IP}, true
+// nodeRoutes are the host routes node n needs, one per pod CIDR, if any:
+// through the host device in tunnel mode, to the node itself in native
+// routing with auto-direct-node-routes. In native mode over an underlay
+// of the other family a pod CIDR has no route via the node (the kernel
+// cannot reach an IPv6 prefix through an IPv4 next hop): whoever runs the
+// fabric routes it.
+func (e *Engine) nodeRoutes(n NodeSpec) []HostRoute {
+	var rs []HostRoute
+	for _, p := range n.podCIDRs() {
+		switch {
+		case !e.cfg.Native:
+			rs = append(rs, HostRoute{Prefix: p, MTU: e.RouteMTU()})
+		case e.cfg.AutoDirectNodeRoutes && p.Addr().Is4() == n.IP.Is4():
+			rs = append(rs, HostRoute{Prefix: p, Via: n.IP})
+		}
 	}
-	return HostRoute{}, false
+	return rs
 }
 
 // addNodeRoutes installs the host routes of ns, all or none; a refusal
@@ -205,11 +254,9 @@ func (e *Engine) addNodeRoutes(ns []NodeSpec) error {
 	if e.hostRoutes == nil {
 		return nil
 	}
-	rs := make([]HostRoute, 0, len(ns))
+	rs := make([]HostRoute, 0, 2*len(ns))
 	for _, n := range ns {
-		if r, ok := e.nodeRoute(n); ok {
-			rs = append(rs, r)
-		}
+		rs = append(rs, e.nodeRoutes(n)...)
 	}
 	if len(rs) == 0 {
 		return nil
@@ -221,7 +268,7 @@ func (e *Engine) addNodeRoutes(ns []NodeSpec) error {
 	var re *RouteError
 	if errors.As(err, &re) {
 		for _, n := range ns {
-			if n.PodCIDR == re.Prefix {
+			if n.PodCIDR == re.Prefix || n.PodCIDR6 == re.Prefix {
 				return fmt.Errorf("node %s: %w", n.Name, err)
 			}
 		}
@@ -242,7 +289,7 @@ func (e *Engine) DelNode(name string) error {
 	}
 	delete(e.nodes, name)
 	e.publishLocked()
-	e.delNodeRoute(p.PodCIDR)
+	e.delNodeRoutes(p.NodeSpec)
 	e.log.Info("node removed", zap.String("node", name))
 	return nil
 }
@@ -268,19 +315,22 @@ func (e *Engine) DelNodes(names []string) error {
 	}
 	e.publishLocked()
 	for _, p := range gone {
-		e.delNodeRoute(p.PodCIDR)
+		e.delNodeRoutes(p.NodeSpec)
 	}
 	e.log.Info("nodes removed", zap.Int("count", len(gone)))
 	return nil
 }
 
-// delNodeRoute removes the host route addNodeRoute made for a pod CIDR.
-func (e *Engine) delNodeRoute(p netip.Prefix) {
+// delNodeRoutes removes the host routes addNodeRoutes made for n's pod
+// CIDRs.
+func (e *Engine) delNodeRoutes(n NodeSpec) {
 	if e.hostRoutes == nil {
 		return
 	}
-	if err := e.hostRoutes.DelRoute(p); err != nil {
-		e.log.Warn("remove host route", zap.Stringer("prefix", p), zap.Error(err))
+	for _, p := range n.podCIDRs() {
+		if err := e.hostRoutes.DelRoute(p); err != nil {
+			e.log.Warn("remove host route", zap.Stringer("prefix", p), zap.Error(err))
+		}
 	}
 }
 

@@ -10,7 +10,11 @@ import (
 // public contract: they appear in `vxdp stats`, JSON output and metrics.
 type DropReason uint8
 
-// Drop reasons.
+// Drop reasons. IPv4 and IPv6 share them where the cause is the same:
+// ttl_exceeded counts IPv6 packets whose hop limit ran out, frag_needed
+// those answered with Packet Too Big, no_route and no_endpoint, policy,
+// source and tunnel checks alike; the reasons after geneve_critical_option
+// are IPv6's own.
 const (
 	DropNoRoute DropReason = iota
 	DropInvalidSource
@@ -32,6 +36,19 @@ const (
 	DropProtocolMismatch
 	DropControlPacket
 	DropCriticalOption
+	// DropInvalidExtHeaders: an IPv6 packet whose extension header chain
+	// encap.IPv6.UpperLayer refuses (too many headers, one past the end of
+	// the packet, a malformed chain).
+	DropInvalidExtHeaders
+	// DropLinkLocal: an IPv6 packet from a pod or the host device with a
+	// link-local source or destination (fe80::/10): it belongs to the
+	// link it was sent on and is never routed (RFC 4291 section 2.5.6).
+	DropLinkLocal
+	// DropMulticast: an IPv6 packet from a pod or the host device to or
+	// from a multicast address (router solicitations, MLD reports,
+	// neighbour discovery): the overlay routes unicast only, and no
+	// error answers it (RFC 4443 section 2.4(e.3)).
+	DropMulticast
 	numDropReasons
 )
 
@@ -56,6 +73,9 @@ var dropNames = [numDropReasons]string{
 	DropProtocolMismatch:    "tunnel_protocol_mismatch",
 	DropControlPacket:       "geneve_control_packet",
 	DropCriticalOption:      "geneve_critical_option",
+	DropInvalidExtHeaders:   "invalid_extension_headers",
+	DropLinkLocal:           "link_local_address",
+	DropMulticast:           "multicast_address",
 }
 
 func (r DropReason) String() string {

@@ -18,7 +18,9 @@ import (
 // VTEPSpec is one VTEP CIDR: the prefix a third-party VXLAN device (a load
 // balancer, a VM with a Linux vxlan device) stands for, its underlay
 // address, and the MAC its inner frames must be addressed to. One device
-// may stand for several CIDRs, each with its own entry.
+// may stand for several CIDRs, each with its own entry. The CIDR is IPv4
+// (VTEPs carry IPv4 inside, as Cilium's); the endpoint is of the
+// underlay's family, IPv6 on an IPv6 underlay.
 type VTEPSpec struct {
 	CIDR     netip.Prefix
 	Endpoint netip.Addr
@@ -48,8 +50,11 @@ func (e *Engine) checkVTEP(v VTEPSpec, nodes map[string]*peer) error {
 	if !v.CIDR.IsValid() || !v.CIDR.Addr().Is4() || v.CIDR != v.CIDR.Masked() {
 		return fmt.Errorf("vtep cidr %s: %w", v.CIDR, ErrInvalid)
 	}
-	if !v.Endpoint.Is4() || v.Endpoint == e.cfg.NodeIP {
+	if !v.Endpoint.IsValid() || v.Endpoint == e.cfg.NodeIP {
 		return fmt.Errorf("vtep %s endpoint %s: %w", v.CIDR, v.Endpoint, ErrInvalid)
+	}
+	if !e.sameFamily(v.Endpoint) {
+		return fmt.Errorf("vtep %s endpoint %s: %w: not of the underlay's family (node ip %s)", v.CIDR, v.Endpoint, ErrInvalid, e.cfg.NodeIP)
 	}
 	if !v.MAC.IsUnicast() {
 		return fmt.Errorf("vtep %s mac %s: %w: not a unicast address", v.CIDR, v.MAC, ErrInvalid)
@@ -71,8 +76,10 @@ func (e *Engine) checkVTEP(v VTEPSpec, nodes map[string]*peer) error {
 		if v.CIDR.Contains(n.IP) {
 			return fmt.Errorf("vtep cidr %s contains node %s's address %s: %w", v.CIDR, n.Name, n.IP, ErrInvalid)
 		}
-		if n.PodCIDR.Contains(v.Endpoint) {
-			return fmt.Errorf("vtep endpoint %s is inside node %s's pod cidr %s: %w", v.Endpoint, n.Name, n.PodCIDR, ErrInvalid)
+		for _, p := range n.podCIDRs() {
+			if p.Contains(v.Endpoint) {
+				return fmt.Errorf("vtep endpoint %s is inside node %s's pod cidr %s: %w", v.Endpoint, n.Name, p, ErrInvalid)
+			}
 		}
 		if v.CIDR.Overlaps(n.PodCIDR) {
 			return fmt.Errorf("vtep cidr %s overlaps node %s's pod cidr %s: %w", v.CIDR, n.Name, n.PodCIDR, ErrInvalid)
@@ -240,7 +247,8 @@ func (v *vtep) contains(a netip.Addr) bool {
 }
 
 // fromVTEP handles a tunnel packet from a VTEP: VNI 2 only, ARP requests
-// for local endpoints answered, IPv4 from its CIDRs delivered.
+// for local endpoints answered, IPv4 from its CIDRs delivered. VTEPs carry
+// no IPv6 (unsupported_protocol), as their CIDRs are IPv4.
 func (w *worker) fromVTEP(snap *snapshot, v *vtep, buf []byte, start int, payload []byte) {
 	vx := encap.VXLAN(payload)
 	if vx.VNI() != uint32(identity.World) {

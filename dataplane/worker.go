@@ -20,6 +20,10 @@ const (
 	sourceUnderlay
 )
 
+// scratchLen is the room behind the headroom of a scratch buffer: the
+// largest ICMP error of either family.
+const scratchLen = max(encap.ICMPv4ErrorMaxLen, encap.ICMPv6ErrorMaxLen)
+
 // linkRoom is the headroom every packet queued for a Device keeps in front
 // of it for the driver's own header: the TUN driver writes its 10-byte
 // virtio-net header there. Underlays need none: the kernel (UDP sockets)
@@ -62,8 +66,8 @@ type worker struct {
 	sizes []int
 	meta  []packetio.Meta // per packet read from an underlay
 
-	// scratch holds packets the worker makes itself (ICMP errors), at
-	// most one per packet read.
+	// scratch holds packets the worker makes itself (ICMP and ICMPv6
+	// errors), at most one per packet read.
 	scratch  [][]byte
 	nscratch int
 
@@ -86,8 +90,9 @@ type worker struct {
 	curMeta *packetio.Meta
 	events  bucket
 
-	// icmpLimit rate-limits the ICMP errors the worker makes; what it
-	// holds back is counted in icmpsLimited.
+	// icmpLimit rate-limits the ICMP and ICMPv6 errors the worker makes,
+	// one bucket for both; what it holds back is counted in
+	// icmpsLimited.
 	icmpLimit    bucket
 	icmpsLimited uint64
 }
@@ -136,7 +141,7 @@ func newWorker(e *Engine, dev packetio.Device, under packetio.Underlay, st *Devi
 	w.bufs, w.sizes, w.scratch = make([][]byte, batch), make([]int, batch), make([][]byte, batch)
 	for i := range w.bufs {
 		w.bufs[i] = make([]byte, size)
-		w.scratch[i] = make([]byte, encap.Headroom+encap.ICMPv4ErrorMaxLen)
+		w.scratch[i] = make([]byte, encap.Headroom+scratchLen)
 	}
 	for i := range w.queues {
 		w.queues[i].bufs = make([][]byte, 0, batch)

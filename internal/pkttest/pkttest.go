@@ -1,5 +1,6 @@
 // Package pkttest builds the packets and frames tests feed to the dataplane,
-// its drivers and the running agent: IPv4 with UDP, TCP or ICMP, Ethernet,
+// its drivers and the running agent: IPv4 with UDP, TCP or ICMP, IPv6 with
+// extension headers and UDP, TCP or ICMPv6, Ethernet,
 // VXLAN and Geneve, with valid checksums unless a test asks otherwise.
 //
 // The builders write headers with the encap package's encoders, whose own
@@ -108,6 +109,19 @@ type TCP struct {
 // TCP returns an IPv4/TCP packet with a valid IP checksum and a valid (or,
 // with s.Partial, partial) TCP checksum.
 func (h IPv4) TCP(s TCP, payload []byte) []byte {
+	seg := tcpSegment(s, payload)
+	sum := h.pseudo(encap.ProtoTCP, len(seg))
+	if s.Partial {
+		binary.BigEndian.PutUint16(seg[tcpChecksum:], encap.Fold(sum))
+	} else {
+		binary.BigEndian.PutUint16(seg[tcpChecksum:], encap.Checksum(seg, sum))
+	}
+	return h.Packet(encap.ProtoTCP, seg)
+}
+
+// tcpSegment returns the TCP header of s followed by payload, its
+// checksum field zero.
+func tcpSegment(s TCP, payload []byte) []byte {
 	seg := make([]byte, TCPLen+len(payload))
 	binary.BigEndian.PutUint16(seg[0:], s.SrcPort)
 	binary.BigEndian.PutUint16(seg[2:], s.DstPort)
@@ -117,13 +131,7 @@ func (h IPv4) TCP(s TCP, payload []byte) []byte {
 	seg[tcpFlags] = s.Flags
 	binary.BigEndian.PutUint16(seg[tcpWindow:], s.Window)
 	copy(seg[TCPLen:], payload)
-	sum := h.pseudo(encap.ProtoTCP, len(seg))
-	if s.Partial {
-		binary.BigEndian.PutUint16(seg[tcpChecksum:], encap.Fold(sum))
-	} else {
-		binary.BigEndian.PutUint16(seg[tcpChecksum:], encap.Checksum(seg, sum))
-	}
-	return h.Packet(encap.ProtoTCP, seg)
+	return seg
 }
 
 // ICMP returns an IPv4/ICMP packet of type typ and code whose bytes after
