@@ -11,7 +11,6 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/vxdp/vxdp/config"
 	"github.com/vxdp/vxdp/dataplane"
 )
 

@@ -172,8 +172,13 @@ func (a *Agent) getTunnels(w http.ResponseWriter, r *http.Request) {
 	nodes := a.eng.Nodes()
 	out := make([]api.Tunnel, 0, len(nodes))
 	for _, n := range nodes {
-		out = append(out, api.Tunnel{Prefix: n.PodCIDR, Endpoint: n.IP, Node: n.Name})
+		for _, p := range []netip.Prefix{n.PodCIDR, n.PodCIDR6} {
+			if p.IsValid() {
+				out = append(out, api.Tunnel{Prefix: p, Endpoint: n.IP, Node: n.Name})
+			}
+		}
 	}
+	// IPv4 first (Addr.Less orders by family), each family by address.
 	sort.Slice(out, func(i, j int) bool { return out[i].Prefix.Addr().Less(out[j].Prefix.Addr()) })
 	writeJSON(w, out)
 }

@@ -191,7 +191,8 @@ func newTunnelCmd(g *globals) *cobra.Command {
 		// tabwriter, so scripts written for it keep working.
 		fmt.Fprintf(g.stdout, "%-12s %s\n", "TUNNEL", "VALUE")
 		for _, t := range ts {
-			fmt.Fprintf(g.stdout, "%-12s %s\n", t.Prefix.Addr().String()+":0", t.Endpoint.String()+":0")
+			// An IPv6 address goes in brackets before its port.
+			fmt.Fprintf(g.stdout, "%-12s %s\n", netip.AddrPortFrom(t.Prefix.Addr(), 0), netip.AddrPortFrom(t.Endpoint, 0))
 		}
 	}))
 	return c

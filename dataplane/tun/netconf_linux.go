@@ -316,10 +316,10 @@ func configure(h *netlink.Handle, link netlink.Link, name string, addrs []netip.
 	if err := h.LinkSetTxQLen(link, txQueueLen); err != nil {
 		return fmt.Errorf("set txqueuelen %d: %w", txQueueLen, err)
 	}
-	if hasIPv6(addrs) {
-		if err := h.LinkSetIP6AddrGenMode(link, addrGenModeNone); err != nil {
-			return fmt.Errorf("ipv6 addr_gen_mode none: %w", err)
-		}
+	// Without IPv6 support in the kernel the call fails, which only
+	// matters when the link is to carry IPv6.
+	if err := h.LinkSetIP6AddrGenMode(link, addrGenModeNone); err != nil && hasIPv6(addrs) {
+		return fmt.Errorf("ipv6 addr_gen_mode none: %w", err)
 	}
 	for _, addr := range addrs {
 		a := &netlink.Addr{IPNet: ipNet(addr)}

@@ -1,0 +1,173 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vxdp/vxdp/internal/nstest"
+)
+
+// dualCluster is two nodes on an IPv4 underlay whose pods are dual-stack
+// (pod1a, pod2a), IPv6-only (pod1b) or IPv4-only (pod2b).
+func dualCluster(t *testing.T) *cluster {
+	t.Helper()
+	c := &cluster{
+		t:        t,
+		lab:      nstest.New(t),
+		dir:      t.TempDir(),
+		pods:     map[string]*nstest.Netns{},
+		nodeIPs:  [2]string{"10.169.72.233", "10.169.72.238"},
+		podCIDRs: [2]string{"10.1.1.0/24,fd00:1:1::/64", "10.1.2.0/24,fd00:1:2::/64"},
+	}
+	c.node[0] = c.lab.Netns("node1")
+	c.node[1] = c.lab.Netns("node2")
+	for _, p := range []string{"pod1a", "pod1b", "pod2a", "pod2b"} {
+		c.pods[p] = c.lab.Netns(p)
+	}
+	c.lab.Veth(c.node[0], "eth0", c.nodeIPs[0]+"/24", c.node[1], "eth0", c.nodeIPs[1]+"/24", 1500)
+	write := func(name string, self, peer int, endpoints string) string {
+		cfg := fmt.Sprintf(`node-name: %s
+node-ip: %s
+pod-cidr: "%s"
+cluster-pool-ipv4-cidr: 10.1.0.0/16
+cluster-pool-ipv6-cidr: fd00:1::/32
+nodes:
+  - {name: node%d, ip: %s, pod-cidr: "%s"}
+endpoints:%s
+`, name, c.nodeIPs[self], c.podCIDRs[self], peer+1, c.nodeIPs[peer], c.podCIDRs[peer], endpoints)
+		path := filepath.Join(c.dir, name+".yaml")
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	c.configs[0] = write("node1", 0, 1, fmt.Sprintf(`
+  - {name: pod1a, ip: "10.1.1.10,fd00:1:1::10", netns: %s, identity: 1000}
+  - {name: pod1b, ip: "fd00:1:1::11", netns: %s, identity: 1001}`, c.pods["pod1a"].Path, c.pods["pod1b"].Path))
+	c.configs[1] = write("node2", 1, 0, fmt.Sprintf(`
+  - {name: pod2a, ip: "10.1.2.20,fd00:1:2::20", netns: %s, identity: 2000}
+  - {name: pod2b, ip: 10.1.2.21, netns: %s}`, c.pods["pod2a"].Path, c.pods["pod2b"].Path))
+	for i := range c.node {
+		c.sockets[i] = filepath.Join(c.dir, fmt.Sprintf("node%d.sock", i+1))
+		c.agents[i] = c.lab.Start(c.node[i], fmt.Sprintf("agent%d", i+1), vxdpBin, "agent",
+			"--config", c.configs[i], "--socket", c.sockets[i])
+	}
+	for i := range c.node {
+		c.waitReady(i)
+	}
+	return c
+}
+
+// Dual-stack pods over an IPv4 underlay: each pod's TUN carries both
+// families; IPv6 crosses nodes and stays within a node; the node reaches
+// remote IPv6 pods through vxdp_host; path MTU, policy and the tables
+// speak IPv6 too.
+func TestDualStack(t *testing.T) {
+	c := dualCluster(t)
+
+	t.Run("pod interfaces", func(t *testing.T) {
+		for pod, want := range map[string][]string{
+			"pod1a": {"10.1.1.10/32", "fd00:1:1::10/128"},
+			"pod1b": {"fd00:1:1::11/128"},
+			"pod2b": {"10.1.2.21/32"},
+		} {
+			out := c.pods[pod].MustRun(t, "ip", "-o", "addr", "show", "eth0")
+			for _, w := range want {
+				if !strings.Contains(out, w) {
+					t.Errorf("%s lacks %s:\n%s", pod, w, out)
+				}
+			}
+			if strings.Contains(out, "fe80:") || strings.Contains(out, "tentative") {
+				t.Errorf("%s: link-local or tentative address:\n%s", pod, out)
+			}
+		}
+		if out := c.pods["pod1a"].MustRun(t, "ip", "-6", "route"); !strings.Contains(out, "default dev eth0") {
+			t.Errorf("pod1a IPv6 default route:\n%s", out)
+		}
+		if out := c.node[0].MustRun(t, "ip", "-6", "addr", "show", "vxdp_host"); !strings.Contains(out, "fd00:1:1::1/64") {
+			t.Errorf("vxdp_host IPv6 address:\n%s", out)
+		}
+		if out := c.node[0].MustRun(t, "ip", "-6", "route", "show", "proto", "208"); !strings.Contains(out, "fd00:1:2::/64 dev vxdp_host") ||
+			!strings.Contains(out, "fd00:1::/32 dev vxdp_host") {
+			t.Errorf("node1's IPv6 routes:\n%s", out)
+		}
+	})
+
+	t.Run("ping over both families", func(t *testing.T) {
+		c.mustPing("pod1a", "fd00:1:2::20") // across nodes
+		c.mustPing("pod1a", "fd00:1:1::11") // within the node
+		c.mustPing("pod1b", "fd00:1:2::20") // IPv6-only to dual-stack
+		c.mustPing("pod1a", "10.1.2.20")    // IPv4 as before
+		c.mustPing("pod1a", "10.1.2.21")
+		c.mustPing("node1", "fd00:1:2::20") // the node through vxdp_host
+		c.mustPing("pod2a", "fd00:1:1::1")  // a pod to the remote host address
+	})
+
+	t.Run("tcp over IPv6 across nodes", func(t *testing.T) {
+		transfer(t, c.pods["pod1a"], c.pods["pod2a"], "fd00:1:2::20", 5201, 32<<20, 30*time.Second)
+		transfer(t, c.pods["pod1b"], c.pods["pod1a"], "fd00:1:1::10", 5202, 8<<20, 30*time.Second)
+	})
+
+	t.Run("packet too big", func(t *testing.T) {
+		// Bigger than the pod MTU allows: the dataplane answers with
+		// ICMPv6 Packet Too Big at the tunnel MTU.
+		c.pods["pod1a"].MustRun(t, "ip", "link", "set", "eth0", "mtu", "1500")
+		defer c.pods["pod1a"].MustRun(t, "ip", "link", "set", "eth0", "mtu", "1450")
+		before := c.drops(0, "frag_needed")
+		out, _ := c.ping("pod1a", "fd00:1:2::20", "-M", "do", "-s", "1440", "-c", "2")
+		if !strings.Contains(out, "mtu=1450") {
+			t.Errorf("no Packet Too Big with mtu 1450:\n%s", out)
+		}
+		if after := c.drops(0, "frag_needed"); after < before+1 {
+			t.Errorf("frag_needed drops %d -> %d", before, after)
+		}
+		c.pods["pod1a"].MustRun(t, "ip", "route", "flush", "cache")
+	})
+
+	t.Run("policy over IPv6", func(t *testing.T) {
+		c.mustCLI(1, "endpoint", "policy", "pod2a", "--allow-from", "1001")
+		before := c.drops(1, "policy_denied")
+		if out, err := c.ping("pod1a", "fd00:1:2::20", "-c", "2"); err == nil {
+			t.Errorf("ping from identity 1000 passed a policy allowing 1001 only:\n%s", out)
+		}
+		if after := c.drops(1, "policy_denied"); after < before+2 {
+			t.Errorf("policy_denied drops %d -> %d", before, after)
+		}
+		c.mustPing("pod1b", "fd00:1:2::20") // identity 1001
+		c.mustCLI(1, "endpoint", "policy", "pod2a", "--allow-all")
+		c.mustPing("pod1a", "fd00:1:2::20")
+	})
+
+	t.Run("tables", func(t *testing.T) {
+		out := c.mustCLI(0, "endpoint", "list")
+		if !strings.Contains(out, "10.1.1.10,fd00:1:1::10") || !strings.Contains(out, "fd00:1:1::11") {
+			t.Errorf("endpoint list:\n%s", out)
+		}
+		if out := c.mustCLI(0, "node", "list"); !strings.Contains(out, "10.1.2.0/24,fd00:1:2::/64") {
+			t.Errorf("node list:\n%s", out)
+		}
+		if out := c.mustCLI(0, "tunnel", "list"); !strings.Contains(out, "10.1.2.0:0   10.169.72.238:0\n[fd00:1:2::]:0 10.169.72.238:0") {
+			t.Errorf("tunnel list:\n%s", out)
+		}
+		if out := c.mustCLI(0, "status"); !strings.Contains(out, "fd00:1:1::/64 (host fd00:1:1::1)") {
+			t.Errorf("status:\n%s", out)
+		}
+	})
+
+	t.Run("endpoint and node added at run time", func(t *testing.T) {
+		pod := c.lab.Netns("pod1c")
+		c.mustCLI(0, "endpoint", "add", "pod1c", "--ip", "10.1.1.12", "--ip", "fd00:1:1::12", "--netns", pod.Path)
+		c.pods["pod1c"] = pod
+		c.mustPing("pod1c", "fd00:1:2::20")
+		c.mustPing("pod1c", "10.1.2.20")
+		if out, err := c.cli(0, "endpoint", "add", "pod1d", "--ip", "fd00:1:2::30", "--netns", pod.Path); exitCode(err) != 2 ||
+			!strings.Contains(out, "not inside pod-cidr fd00:1:1::/64") {
+			t.Errorf("an IPv6 address outside the pod CIDR: exit %d\n%s", exitCode(err), out)
+		}
+		c.mustCLI(0, "endpoint", "del", "pod1c")
+	})
+}
