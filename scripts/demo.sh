@@ -54,6 +54,13 @@ if [[ $MODE == native ]]; then
 	# `podCIDR via nodeIP` for every node; only VTEP traffic is tunnelled.
 	MODEKEYS=$'routing-mode: native\nauto-direct-node-routes: "true"'
 fi
+# In tunnel mode the busybox pods are dual-stack: an IPv4 and an IPv6
+# address on the same eth0.
+CIDR1=10.1.1.0/24 CIDR2=10.1.2.0/24 BB1=10.1.1.154 BB2=10.1.2.154
+if [[ $MODE != native ]]; then
+	CIDR1=10.1.1.0/24,fd00:1:1::/64 CIDR2=10.1.2.0/24,fd00:1:2::/64
+	BB1=10.1.1.154,fd00:1:1::154 BB2=10.1.2.154,fd00:1:2::154
+fi
 cat >"$WORK/node1.yaml" <<YAML
 $MODEKEYS
 node-name: node1
@@ -65,12 +72,12 @@ vtep-cidr: "10.1.5.0/24"
 vtep-mask: "255.255.255.0"
 vtep-mac: "82:36:4c:98:2e:56"
 node-ip: 10.169.72.233
-pod-cidr: 10.1.1.0/24
+pod-cidr: "$CIDR1"
 cluster-pool-ipv4-cidr: 10.1.0.0/16
 nodes:
-  - {name: node2, ip: 10.169.72.238, pod-cidr: 10.1.2.0/24}
+  - {name: node2, ip: 10.169.72.238, pod-cidr: "$CIDR2"}
 endpoints:
-  - {name: busybox, ip: 10.1.1.154, netns: /run/netns/${P}pod1, identity: 1000}
+  - {name: busybox, ip: "$BB1", netns: /run/netns/${P}pod1, identity: 1000}
   - {name: web, ip: 10.1.1.155, netns: /run/netns/${P}pod2, identity: 2000}
 YAML
 cat >"$WORK/node2.yaml" <<YAML
@@ -78,12 +85,12 @@ $MODEKEYS
 node-name: node2
 state-dir: $WORK/state2
 node-ip: 10.169.72.238
-pod-cidr: 10.1.2.0/24
+pod-cidr: "$CIDR2"
 cluster-pool-ipv4-cidr: 10.1.0.0/16
 nodes:
-  - {name: node1, ip: 10.169.72.233, pod-cidr: 10.1.1.0/24}
+  - {name: node1, ip: 10.169.72.233, pod-cidr: "$CIDR1"}
 endpoints:
-  - {name: busybox, ip: 10.1.2.154, netns: /run/netns/${P}pod3, identity: 1000}
+  - {name: busybox, ip: "$BB2", netns: /run/netns/${P}pod3, identity: 1000}
 YAML
 
 say "Starting one agent per node"
@@ -116,6 +123,11 @@ else
 	say "Pod to pod across nodes (10.1.1.154 -> 10.1.2.154, VXLAN over the underlay)"
 fi
 run ip netns exec "${P}pod1" ping -c 3 -i 0.2 -W 2 10.1.2.154
+
+if [[ $MODE != native ]]; then
+	say "The same pods over IPv6 (fd00:1:1::154 -> fd00:1:2::154, the same eth0, VXLAN over the IPv4 underlay)"
+	run ip netns exec "${P}pod1" ping -c 3 -i 0.2 -W 2 fd00:1:2::154
+fi
 
 say "Pod to pod on the same node (never touches the underlay)"
 run ip netns exec "${P}pod1" ping -c 2 -i 0.2 -W 2 10.1.1.155
