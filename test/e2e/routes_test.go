@@ -36,9 +36,9 @@ func TestRoutesNotTaken(t *testing.T) {
 	n1 := c.node[0]
 	// An operator's route through the underlay peer and a dev route of
 	// another daemon.
-	n1.MustRun(t, "ip", "route", "add", "10.99.0.0/24", "via", "10.169.72.238")
-	n1.MustRun(t, "ip", "route", "add", "10.98.0.0/24", "dev", "eth0", "proto", "static", "metric", "50")
-	foreign := map[string]string{"10.99.0.0/24": exactRoute(t, n1, "10.99.0.0/24"), "10.98.0.0/24": exactRoute(t, n1, "10.98.0.0/24")}
+	n1.MustRun(t, "ip", "route", "add", "10.1.99.0/24", "via", "10.169.72.238")
+	n1.MustRun(t, "ip", "route", "add", "10.1.98.0/24", "dev", "eth0", "proto", "static", "metric", "50")
+	foreign := map[string]string{"10.1.99.0/24": exactRoute(t, n1, "10.1.99.0/24"), "10.1.98.0/24": exactRoute(t, n1, "10.1.98.0/24")}
 	connected := exactRoute(t, n1, "10.169.72.0/24")
 	tunnels := c.mustCLI(0, "tunnel", "list")
 	foreignIntact := func(t *testing.T) {
@@ -55,17 +55,17 @@ func TestRoutesNotTaken(t *testing.T) {
 
 	t.Run("refused", func(t *testing.T) {
 		nodes := filepath.Join(c.dir, "taken.yaml")
-		write(t, nodes, "- {name: n5, ip: 10.169.72.245, pod-cidr: 10.1.5.0/24}\n- {name: n6, ip: 10.169.72.246, pod-cidr: 10.98.0.0/24}\n")
+		write(t, nodes, "- {name: n5, ip: 10.169.72.245, pod-cidr: 10.1.5.0/24}\n- {name: n6, ip: 10.169.72.246, pod-cidr: 10.1.98.0/24}\n")
 		for _, tt := range []struct {
 			args []string
 			want []string
 		}{
-			{[]string{"node", "add", "n9", "--ip", "10.169.72.249", "--pod-cidr", "10.99.0.0/24"},
-				[]string{"node n9: route 10.99.0.0/24: already exists in the main table (via 10.169.72.238 dev eth0 proto boot) and vxdp did not install it"}},
+			{[]string{"node", "add", "n9", "--ip", "10.169.72.249", "--pod-cidr", "10.1.99.0/24"},
+				[]string{"node n9: route 10.1.99.0/24: already exists in the main table (via 10.169.72.238 dev eth0 proto boot) and vxdp did not install it"}},
 			{[]string{"node", "add", "--file", nodes},
-				[]string{"node n6: route 10.98.0.0/24:", "dev eth0 proto static metric 50", "vxdp did not install it"}},
-			{[]string{"vtep", "add", "10.99.0.0/24", "--endpoint", "10.169.72.236", "--mac", "82:36:4c:98:2e:56"},
-				[]string{"vtep 10.99.0.0/24: route 10.99.0.0/24:", "via 10.169.72.238 dev eth0", "vxdp did not install it"}},
+				[]string{"node n6: route 10.1.98.0/24:", "dev eth0 proto static metric 50", "vxdp did not install it"}},
+			{[]string{"vtep", "add", "10.1.99.0/24", "--endpoint", "10.169.72.236", "--mac", "82:36:4c:98:2e:56"},
+				[]string{"vtep 10.1.99.0/24: route 10.1.99.0/24:", "via 10.169.72.238 dev eth0", "vxdp did not install it"}},
 		} {
 			out, err := c.cli(0, tt.args...)
 			if exitCode(err) != 1 {
@@ -81,7 +81,7 @@ func TestRoutesNotTaken(t *testing.T) {
 		if out := c.mustCLI(0, "tunnel", "list"); out != tunnels {
 			t.Fatalf("refused nodes changed the tunnel map:\n%s", out)
 		}
-		if out := c.mustCLI(0, "vtep", "list"); strings.Contains(out, "10.99.0.0") {
+		if out := c.mustCLI(0, "vtep", "list"); strings.Contains(out, "10.1.99.0") {
 			t.Fatalf("refused vtep listed:\n%s", out)
 		}
 		if r := exactRoute(t, n1, "10.1.5.0/24"); r != "" {
@@ -128,8 +128,8 @@ func TestNativeViaRoutesLifecycle(t *testing.T) {
 	dir := t.TempDir()
 	n1, n2, p1 := lab.Netns("node1"), lab.Netns("node2"), lab.Netns("pod1")
 	lab.Veth(n1, "eth0", "10.169.72.233/24", n2, "eth0", "10.169.72.238/24", 1500)
-	n1.MustRun(t, "ip", "route", "add", "10.99.0.0/24", "via", "10.169.72.238")
-	foreign := exactRoute(t, n1, "10.99.0.0/24")
+	n1.MustRun(t, "ip", "route", "add", "10.1.99.0/24", "via", "10.169.72.238")
+	foreign := exactRoute(t, n1, "10.1.99.0/24")
 	cfg := filepath.Join(dir, "node1.yaml")
 	write(t, cfg, fmt.Sprintf(`node-name: node1
 node-ip: 10.169.72.233
@@ -154,7 +154,7 @@ endpoints:
 		if got := vxdpRoutes(t, n1); got != want {
 			t.Fatalf("%s: vxdp's routes %q, want %q", when, got, want)
 		}
-		if got := exactRoute(t, n1, "10.99.0.0/24"); got != foreign {
+		if got := exactRoute(t, n1, "10.1.99.0/24"); got != foreign {
 			t.Fatalf("%s: foreign route %q, was %q", when, got, foreign)
 		}
 	}
