@@ -32,7 +32,9 @@ type Underlay interface {
 	// port the driver picks for meta[i].Flow. It returns how many payloads
 	// the driver accepted; a payload the kernel refuses is skipped and
 	// counted (TXErrors) and the others still go, so n < len(bufs) with a
-	// nil error means n were accepted, not necessarily the first n. The
+	// nil error means n were accepted, not necessarily the first n. An
+	// underlay has one address family: a payload to a Remote of the other
+	// (or to no address) is refused and counted the same way. The
 	// error is non-nil only when the underlay is closed (net.ErrClosed) or
 	// gone (ErrDeviceGone). The caller owns the buffers again when Send
 	// returns; Send does not touch the bytes before offset. Safe for

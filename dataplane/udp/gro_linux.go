@@ -33,12 +33,12 @@ type groState struct {
 	errno unix.Errno
 }
 
-func (q *Queue) openGRO(fd int) error {
+func (q *Queue) openGRO(fd int, v6 bool) error {
 	if err := setsockoptInt(fd, solUDP, udpGRO, 1); err != nil {
 		return fmt.Errorf("UDP_GRO: %w", err)
 	}
 	g := &groState{}
-	g.rx.init()
+	g.rx.init(v6)
 	for i := range g.bufs {
 		// A coalesced run can exceed 64 KiB where the device allows
 		// big GRO; truncation would lose the whole run.
@@ -115,7 +115,7 @@ func (q *Queue) emitGRO(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 			g.cur, g.off = g.cur+1, 0
 			continue
 		}
-		m := packetio.Meta{Remote: addrPort(&g.rx.addrs[g.cur]), LocalPort: q.local.Port()}
+		m := packetio.Meta{Remote: g.rx.remote(g.cur), LocalPort: q.local.Port()}
 		if total == 0 {
 			// An empty datagram is handed out too, so the engine counts
 			// it like any other bad one.

@@ -1,26 +1,40 @@
 package udp
 
 import (
+	"net/netip"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 // mmsgBatch holds the arrays one recvmmsg or sendmmsg call hands to the
-// kernel: a header, one iovec and one IPv4 address per message. It lives
-// inside the Device, which the Go heap never moves, so the pointers between
-// the arrays are set up once and stay valid.
+// kernel: a header, one iovec and one address per message, the address
+// IPv4 or IPv6 as the socket is (init says which, once). It lives inside
+// a Queue (or its GRO state), which the Go heap never moves, so the
+// pointers between the arrays are set up once and stay valid.
 type mmsgBatch struct {
-	hdrs  [batchSize]unix.Mmsghdr
-	iovs  [batchSize]unix.Iovec
-	addrs [batchSize]unix.RawSockaddrInet4
+	hdrs    [batchSize]unix.Mmsghdr
+	iovs    [batchSize]unix.Iovec
+	addrs4  [batchSize]unix.RawSockaddrInet4
+	addrs6  [batchSize]unix.RawSockaddrInet6
+	v6      bool
+	namelen uint32
 }
 
-func (b *mmsgBatch) init() {
+func (b *mmsgBatch) init(v6 bool) {
+	b.v6 = v6
+	b.namelen = unix.SizeofSockaddrInet4
+	if v6 {
+		b.namelen = unix.SizeofSockaddrInet6
+	}
 	for i := range b.hdrs {
 		h := &b.hdrs[i].Hdr
-		h.Name = (*byte)(unsafe.Pointer(&b.addrs[i]))
-		h.Namelen = unix.SizeofSockaddrInet4
+		if v6 {
+			h.Name = (*byte)(unsafe.Pointer(&b.addrs6[i]))
+		} else {
+			h.Name = (*byte)(unsafe.Pointer(&b.addrs4[i]))
+		}
+		h.Namelen = b.namelen
 		h.Iov = &b.iovs[i]
 		h.SetIovlen(1)
 	}
@@ -30,9 +44,17 @@ func (b *mmsgBatch) init() {
 func (b *mmsgBatch) set(i int, buf []byte) {
 	b.iovs[i].Base = &buf[0]
 	b.iovs[i].SetLen(len(buf))
-	b.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet4
+	b.hdrs[i].Hdr.Namelen = b.namelen
 	b.hdrs[i].Hdr.Flags = 0
 	b.hdrs[i].Len = 0
+}
+
+// remote is the sender of received message i.
+func (b *mmsgBatch) remote(i int) netip.AddrPort {
+	if b.v6 {
+		return addrPort6(&b.addrs6[i])
+	}
+	return addrPort4(&b.addrs4[i])
 }
 
 // release drops the references to the caller's buffers, which the caller

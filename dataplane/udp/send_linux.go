@@ -51,20 +51,22 @@ type pool struct {
 // sendSock is one send socket and the arrays of its sendmmsg. Senders take
 // turns on it (mu); senders of other flows use other sockets.
 type sendSock struct {
-	mu   sync.Mutex // protects everything below port
+	mu   sync.Mutex // protects everything below v6
 	file *os.File
 	raw  syscall.RawConn
 	port uint16
+	v6   bool // an IPv6 socket: messages are addressed with addrs6, else addrs4
 
-	hdrs  [batchSize]unix.Mmsghdr
-	addrs [batchSize]unix.RawSockaddrInet4
-	oob   [batchSize][32]byte // one UDP_SEGMENT cmsg each
-	size  [batchSize]int      // segment size of each message
-	segs  [batchSize]int      // payloads in each message
-	total [batchSize]int      // bytes in each message
-	first [batchSize]int      // the message's first payload, as a position in the group
-	iovs  [sendMax]unix.Iovec // the payloads, message after message
-	nmsg  int
+	hdrs   [batchSize]unix.Mmsghdr
+	addrs4 [batchSize]unix.RawSockaddrInet4
+	addrs6 [batchSize]unix.RawSockaddrInet6
+	oob    [batchSize][32]byte // one UDP_SEGMENT cmsg each
+	size   [batchSize]int      // segment size of each message
+	segs   [batchSize]int      // payloads in each message
+	total  [batchSize]int      // bytes in each message
+	first  [batchSize]int      // the message's first payload, as a position in the group
+	iovs   [sendMax]unix.Iovec // the payloads, message after message
+	nmsg   int
 
 	// State of the sendmmsg loop in the poller callback.
 	next     int
@@ -121,33 +123,41 @@ func openPool(addr netip.Addr, n int, gso bool) (*pool, error) {
 // openSendSock binds a send socket to the first free port of [from,
 // from+tries), or returns nil if all are taken.
 func openSendSock(addr netip.Addr, from, tries int) (*sendSock, error) {
+	v6 := addr.Is6()
 	for port := from; port < from+tries; port++ {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+		fd, err := newSocket(v6)
 		if err != nil {
 			return nil, fmt.Errorf("send socket: %w", err)
 		}
-		err = unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: addr.As4()})
+		err = unix.Bind(fd, sockaddr(netip.AddrPortFrom(addr, uint16(port))))
 		if errors.Is(err, unix.EADDRINUSE) {
 			unix.Close(fd)
 			continue
 		}
 		if err == nil {
-			err = setupSendSock(fd)
+			err = setupSendSock(fd, v6)
 		}
 		if err != nil {
 			unix.Close(fd)
 			return nil, fmt.Errorf("send socket on port %d: %w", port, err)
 		}
-		s := &sendSock{file: os.NewFile(uintptr(fd), "udp-send"), port: uint16(port)}
+		s := &sendSock{file: os.NewFile(uintptr(fd), "udp-send"), port: uint16(port), v6: v6}
 		if s.raw, err = s.file.SyscallConn(); err != nil {
 			s.file.Close()
 			return nil, err
 		}
 		s.fn = s.sendLoop
 		for i := range s.hdrs {
-			s.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&s.addrs[i]))
-			s.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet4
-			s.addrs[i].Family = unix.AF_INET
+			h := &s.hdrs[i].Hdr
+			if v6 {
+				h.Name = (*byte)(unsafe.Pointer(&s.addrs6[i]))
+				h.Namelen = unix.SizeofSockaddrInet6
+				s.addrs6[i].Family = unix.AF_INET6
+			} else {
+				h.Name = (*byte)(unsafe.Pointer(&s.addrs4[i]))
+				h.Namelen = unix.SizeofSockaddrInet4
+				s.addrs4[i].Family = unix.AF_INET
+			}
 			c := (*unix.Cmsghdr)(unsafe.Pointer(&s.oob[i][0]))
 			c.Level, c.Type = solUDP, udpSegment
 			c.SetLen(unix.CmsgLen(2))
@@ -157,15 +167,35 @@ func openSendSock(addr netip.Addr, from, tries int) (*sendSock, error) {
 	return nil, nil
 }
 
-func setupSendSock(fd int) error {
-	// No DF, as the kernel's vxlan sends.
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); err != nil {
-		return fmt.Errorf("IP_MTU_DISCOVER: %w", err)
+func setupSendSock(fd int, v6 bool) error {
+	if err := setPathMTUDiscovery(fd, v6); err != nil {
+		return err
 	}
 	if err := setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, sockBuf); err != nil {
 		return err
 	}
 	return dropAllInput(fd)
+}
+
+// setPathMTUDiscovery makes a datagram above the path MTU behave as a
+// tunnel packet of the kernel's vxlan does. Over IPv4 it leaves without DF
+// and the kernel fragments it (the vxlan device's default, df unset). Over
+// IPv6 nothing fragments it, neither on the way (RFC 8200 routers never do)
+// nor here: sendmmsg refuses it with EMSGSIZE, Send counts it in TXErrors,
+// as the kernel's vxlan drops an outer IPv6 packet too big for its route.
+// The engine sizes the route MTU so that neither happens on a path as wide
+// as the underlay device.
+func setPathMTUDiscovery(fd int, v6 bool) error {
+	if v6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO); err != nil {
+			return fmt.Errorf("IPV6_MTU_DISCOVER: %w", err)
+		}
+		return nil
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); err != nil {
+		return fmt.Errorf("IP_MTU_DISCOVER: %w", err)
+	}
+	return nil
 }
 
 // dropAllInput attaches a filter that rejects every packet: nothing reads
@@ -281,7 +311,7 @@ func (p *pool) sendGroup(q *Queue, s *sendSock, bufs [][]byte, meta []packetio.M
 			// from now on, starting with the message it refused.
 			p.offMu.Lock()
 			if p.gsoOn.CompareAndSwap(true, false) {
-				p.gsoOff = fmt.Sprintf("sendmmsg with UDP_SEGMENT to %v failed: %v; sending datagrams singly", addrPort(&s.addrs[s.next]), unix.EIO)
+				p.gsoOff = fmt.Sprintf("sendmmsg with UDP_SEGMENT to %v failed: %v; sending datagrams singly", s.remote(s.next), unix.EIO)
 			}
 			p.offMu.Unlock()
 			end = s.first[s.next]
@@ -292,18 +322,19 @@ func (p *pool) sendGroup(q *Queue, s *sendSock, bufs [][]byte, meta []packetio.M
 }
 
 // build fills the message arrays from group[pos:] and returns the position
-// after the last payload it took. Empty payloads are counted as errors.
+// after the last payload it took. Empty payloads and payloads to a remote
+// of the other address family are counted as errors.
 func (s *sendSock) build(bufs [][]byte, meta []packetio.Meta, offset int, group []int, pos int, gso bool, q *Queue) int {
 	m, iov := 0, 0
 	short := false // the current message ended with a shorter segment
 	for ; pos < len(group); pos++ {
 		k := group[pos]
-		if offset < 0 || offset >= len(bufs[k]) {
+		remote, ok := s.dest(meta[k].Remote)
+		if !ok || offset < 0 || offset >= len(bufs[k]) {
 			q.txErrors.Add(1)
 			continue
 		}
 		b := bufs[k][offset:]
-		remote := meta[k].Remote
 		if gso && m > 0 && !short && s.segs[m-1] < gsoMaxSegs && len(b) <= s.size[m-1] &&
 			(s.segs[m-1]+1)*s.size[m-1] <= gsoMaxLen && s.sameAddr(m-1, remote) {
 			short = len(b) < s.size[m-1]
@@ -348,15 +379,42 @@ func (s *sendSock) msgIovs() int {
 	return n
 }
 
-func (s *sendSock) setAddr(m int, a netip.AddrPort) {
-	sa := &s.addrs[m]
-	sa.Addr = a.Addr().Unmap().As4()
-	p := (*[2]byte)(unsafe.Pointer(&sa.Port)) // network order in memory
-	p[0], p[1] = byte(a.Port()>>8), byte(a.Port())
+// dest is where a payload to a goes, or false if the socket cannot send
+// there: an IPv4 socket takes IPv4 addresses (IPv4-mapped ones too, as
+// IPv4), an IPv6 socket IPv6 addresses that are not IPv4-mapped (it is
+// IPv6 only). The invalid AddrPort is of neither family.
+func (s *sendSock) dest(a netip.AddrPort) (netip.AddrPort, bool) {
+	ip := a.Addr()
+	if s.v6 {
+		return a, ip.Is6() && !ip.Is4In6()
+	}
+	ip = ip.Unmap()
+	return netip.AddrPortFrom(ip, a.Port()), ip.Is4()
 }
 
+// setAddr addresses message m to a, of the socket's family (dest).
+func (s *sendSock) setAddr(m int, a netip.AddrPort) {
+	if s.v6 {
+		setAddrPort6(&s.addrs6[m], a)
+	} else {
+		setAddrPort4(&s.addrs4[m], a)
+	}
+}
+
+// sameAddr reports whether message m goes to a, of the socket's family.
 func (s *sendSock) sameAddr(m int, a netip.AddrPort) bool {
-	return addrPort(&s.addrs[m]) == netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+	if s.v6 {
+		return sameAddrPort6(&s.addrs6[m], a)
+	}
+	return sameAddrPort4(&s.addrs4[m], a)
+}
+
+// remote is where message m goes.
+func (s *sendSock) remote(m int) netip.AddrPort {
+	if s.v6 {
+		return addrPort6(&s.addrs6[m])
+	}
+	return addrPort4(&s.addrs4[m])
 }
 
 // sendLoop runs in the poller callback; returning false parks the

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -33,7 +32,9 @@ const (
 
 // Config says what to open.
 type Config struct {
-	// Addr is the node's own address: every socket binds to it.
+	// Addr is the node's own address: every socket binds to it. IPv4 or
+	// IPv6 (global or unique local, not link-local); it sets the
+	// underlay's address family. An IPv4-mapped address counts as IPv4.
 	Addr netip.Addr
 	// Port is the tunnel port (0 picks a free one, for tests).
 	Port uint16
@@ -107,10 +108,10 @@ func Open(c Config) (_ *Underlay, err error) {
 	switch {
 	case !addr.IsValid():
 		return nil, fail(errors.New("no address"))
-	case addr.Is6():
-		return nil, fail(errors.New("IPv6 underlay not supported yet"))
 	case addr.IsUnspecified():
 		return nil, fail(errors.New("needs the node's own address, not the unspecified one"))
+	case addr.Is6() && (addr.IsLinkLocalUnicast() || addr.Zone() != ""):
+		return nil, fail(errors.New("link-local or zoned address, valid on one link only: use a global or unique local IPv6 address"))
 	}
 	n := max(c.Sockets, 1)
 	srcPorts := c.SourcePorts
@@ -149,9 +150,10 @@ func Open(c Config) (_ *Underlay, err error) {
 // listen opens one receive socket.
 func (u *Underlay) listen(local netip.AddrPort, reuse bool, instance int, gro bool) (*Queue, error) {
 	q := &Queue{u: u}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	v6 := local.Addr().Is6()
+	fd, err := newSocket(v6)
 	if err != nil {
-		return nil, fmt.Errorf("udp socket: %w", err)
+		return nil, err
 	}
 	q.file = os.NewFile(uintptr(fd), "udp")
 	if err := q.setup(fd, local, reuse); err != nil {
@@ -166,14 +168,14 @@ func (u *Underlay) listen(local netip.AddrPort, reuse bool, instance int, gro bo
 	if instance > 0 {
 		q.name += "#" + strconv.Itoa(instance)
 	}
-	q.rx.init()
+	q.rx.init(v6)
 	q.rxFn = q.recvBatch
 	// A kernel that refuses GRO is not fatal: the queue receives single
 	// datagrams and Offloads says why.
 	q.groOff = "not requested"
 	if gro {
 		q.groOff = ""
-		if err := q.openGRO(fd); err != nil {
+		if err := q.openGRO(fd, v6); err != nil {
 			q.groOff = err.Error()
 		}
 	}
@@ -193,30 +195,9 @@ func (q *Queue) setup(fd int, local netip.AddrPort, reuse bool) error {
 	if err := bind(fd, local); err != nil {
 		return err
 	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		return fmt.Errorf("getsockname: %w", err)
-	}
-	bound, ok := sa.(*unix.SockaddrInet4)
-	if !ok {
-		return fmt.Errorf("socket bound to unexpected address %T", sa)
-	}
-	q.local = netip.AddrPortFrom(netip.AddrFrom4(bound.Addr), uint16(bound.Port))
-	return nil
-}
-
-// bind binds fd to local, naming the usual causes of failure.
-func bind(fd int, local netip.AddrPort) error {
-	err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(local.Port()), Addr: local.Addr().As4()})
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, unix.EADDRINUSE):
-		return fmt.Errorf("bind %s: port already in use: %w", local, err)
-	case errors.Is(err, unix.EADDRNOTAVAIL):
-		return fmt.Errorf("bind %s: not an address of this network namespace: %w", local, err)
-	}
-	return fmt.Errorf("bind %s: %w", local, err)
+	var err error
+	q.local, err = boundAddr(fd)
+	return err
 }
 
 // setBuffer asks for size bytes. The FORCE variant ignores the
@@ -345,17 +326,10 @@ func (q *Queue) finishReceive(bufs [][]byte, sizes []int, meta []packetio.Meta, 
 			copy(bufs[out][offset:], bufs[i][offset:offset+plen])
 		}
 		sizes[out] = plen
-		meta[out] = packetio.Meta{Remote: addrPort(&q.rx.addrs[i]), LocalPort: q.local.Port()}
+		meta[out] = packetio.Meta{Remote: q.rx.remote(i), LocalPort: q.local.Port()}
 		out++
 	}
 	return out
-}
-
-// addrPort converts a sockaddr the kernel filled in.
-func addrPort(sa *unix.RawSockaddrInet4) netip.AddrPort {
-	// sin_port is in network byte order in memory, whatever the host's.
-	p := (*[2]byte)(unsafe.Pointer(&sa.Port))
-	return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
 }
 
 // Send sends every bufs[i][offset:] to meta[i].Remote through the pool
