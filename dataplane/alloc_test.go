@@ -37,25 +37,27 @@ func newBenchEngine(tb testing.TB) (*Engine, *endpoint) {
 	tb.Helper()
 	e, err := New(Config{
 		NodeIP: netip.MustParseAddr("192.0.2.1"), PodCIDR: netip.MustParsePrefix("10.1.1.0/24"),
-		TunnelPort: 8472, UnderlayMTU: 1500,
+		PodCIDR6: netip.MustParsePrefix("2001:db8:1:1::/64"), TunnelPort: 8472, UnderlayMTU: 1500,
 	}, nil, []packetio.Underlay{&nopUnderlay{nopDevice{"u"}}}, &nopDevice{"h"}, func(EndpointSpec, int) (packetio.Device, error) { return &nopDevice{"p"}, nil }, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := e.AddNode(NodeSpec{Name: "n2", IP: netip.MustParseAddr("192.0.2.2"), PodCIDR: netip.MustParsePrefix("10.1.2.0/24")}); err != nil {
+	if err := e.AddNode(NodeSpec{Name: "n2", IP: netip.MustParseAddr("192.0.2.2"), PodCIDR: netip.MustParsePrefix("10.1.2.0/24"),
+		PodCIDR6: netip.MustParsePrefix("2001:db8:1:2::/64")}); err != nil {
 		tb.Fatal(err)
 	}
 	for i := 3; i < 1000; i++ {
 		ip := netip.AddrFrom4([4]byte{192, 0, 2 + byte(i>>8), byte(i)})
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 2 + byte(i>>8), byte(i), 0}), 24)
-		if err := e.AddNode(NodeSpec{Name: "n" + ip.String(), IP: ip, PodCIDR: p}); err != nil {
+		p6 := netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 2, byte(i >> 8), byte(i)}), 64)
+		if err := e.AddNode(NodeSpec{Name: "n" + ip.String(), IP: ip, PodCIDR: p, PodCIDR6: p6}); err != nil {
 			tb.Fatal(err)
 		}
 	}
-	if err := e.AddEndpoint(EndpointSpec{Name: "a", IP: netip.MustParseAddr("10.1.1.10"), Identity: 1000}); err != nil {
+	if err := e.AddEndpoint(EndpointSpec{Name: "a", IP: netip.MustParseAddr("10.1.1.10"), IP6: benchPodA6.addr(), Identity: 1000}); err != nil {
 		tb.Fatal(err)
 	}
-	if err := e.AddEndpoint(EndpointSpec{Name: "b", IP: netip.MustParseAddr("10.1.1.11")}); err != nil {
+	if err := e.AddEndpoint(EndpointSpec{Name: "b", IP: netip.MustParseAddr("10.1.1.11"), IP6: benchPodB6.addr()}); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { e.Close() })
@@ -65,6 +67,32 @@ func newBenchEngine(tb testing.TB) (*Engine, *endpoint) {
 func fillUDP(b []byte, src, dst [4]byte, size int) {
 	encap.IPv4(b).Encode(&encap.IPv4Fields{TotalLen: uint16(size), TTL: 64, Protocol: encap.ProtoUDP, Source: src, Destination: dst})
 	encap.UDP(b[20:]).Encode(1000, 2000, uint16(size-20), 0)
+}
+
+// addr16 is an IPv6 address as the packet builders of this file take it.
+type addr16 [16]byte
+
+func (a addr16) addr() netip.Addr { return netip.AddrFrom16(a) }
+
+// The benchmark engine's IPv6 addresses: its pods a and b, a pod of node
+// n2, a hole in its own pod CIDR.
+var (
+	benchPodA6 = addr16(netip.MustParseAddr("2001:db8:1:1::10").As16())
+	benchPodB6 = addr16(netip.MustParseAddr("2001:db8:1:1::11").As16())
+	benchPeer6 = addr16(netip.MustParseAddr("2001:db8:1:2::20").As16())
+	benchHole6 = addr16(netip.MustParseAddr("2001:db8:1:1::99").As16())
+)
+
+// fillUDP6 writes an IPv6/UDP packet of size bytes into b; with ext, a
+// Destination Options header of 8 bytes sits in front of the UDP header.
+func fillUDP6(b []byte, src, dst addr16, size int, ext bool) {
+	next, off := uint8(encap.ProtoUDP), encap.IPv6Len
+	if ext {
+		next, off = encap.ProtoIPv6Opts, encap.IPv6Len+8
+		copy(b[encap.IPv6Len:], []byte{encap.ProtoUDP, 0, 1, 4, 0, 0, 0, 0})
+	}
+	_ = encap.IPv6(b).Encode(&encap.IPv6Fields{PayloadLen: uint16(size - encap.IPv6Len), NextHeader: next, HopLimit: 64, Source: src, Destination: dst})
+	encap.UDP(b[off:]).Encode(1000, 2000, uint16(size-off), 0)
 }
 
 // A batch of pod packets to a remote node, a batch to a local pod, a batch
@@ -96,6 +124,31 @@ func TestPacketPathZeroAllocs(t *testing.T) {
 		}},
 		{"egress icmp error", sourcePod, ep, func(b []byte) int {
 			fillUDP(b[encap.Headroom:], [4]byte{10, 1, 1, 10}, [4]byte{10, 1, 1, 99}, 100)
+			return 100
+		}},
+		{"egress tunnel ipv6", sourcePod, ep, func(b []byte) int {
+			fillUDP6(b[encap.Headroom:], benchPodA6, benchPeer6, 1000, false)
+			return 1000
+		}},
+		{"egress tunnel ipv6 extension header", sourcePod, ep, func(b []byte) int {
+			fillUDP6(b[encap.Headroom:], benchPodA6, benchPeer6, 1000, true)
+			return 1000
+		}},
+		{"egress local ipv6", sourcePod, ep, func(b []byte) int {
+			fillUDP6(b[encap.Headroom:], benchPodA6, benchPodB6, 1000, false)
+			return 1000
+		}},
+		{"ingress ipv6", sourceUnderlay, nil, func(b []byte) int {
+			const start = encap.Headroom + encap.VXLANLen + encap.EthernetLen
+			fillUDP6(b[start:], benchPeer6, benchPodA6, 1000, false)
+			peer := netip.MustParseAddr("192.0.2.2")
+			if _, err := encap.EncapVXLAN(b, start, 1000, 2000, e.mac, encap.TunnelMAC(peer)); err != nil {
+				t.Fatal(err)
+			}
+			return start + 1000 - encap.Headroom
+		}},
+		{"egress icmpv6 error", sourcePod, ep, func(b []byte) int {
+			fillUDP6(b[encap.Headroom:], benchPodA6, benchHole6, 100, false)
 			return 100
 		}},
 	}
@@ -154,6 +207,35 @@ func BenchmarkEgressTunnel(b *testing.B) {
 				w.process(n)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/packet")
+		})
+	}
+}
+
+// BenchmarkEgressTunnelV6 is BenchmarkEgressTunnel for IPv6 pods: a
+// batch to pods of many nodes, each packet through the extension header
+// walk, the IPv6 FIB and the IPv6 flow hash.
+func BenchmarkEgressTunnelV6(b *testing.B) {
+	for _, size := range []int{64, 1400} {
+		b.Run(encapSizeName(size), func(b *testing.B) {
+			e, ep := newBenchEngine(b)
+			var st DeviceStats
+			w := newWorker(e, &nopDevice{}, nil, &st, sourcePod, ep)
+			n := len(w.bufs)
+			b.ReportAllocs()
+			b.SetBytes(int64(size * n))
+			for b.Loop() {
+				for i := 0; i < n; i++ {
+					// A pod of node i+3 (2001:db8:2:<i+3>::/64).
+					dst := addr16{0x20, 0x01, 0x0d, 0xb8, 2, 0, byte(3 + i), 15: 0x20}
+					fillUDP6(w.bufs[i][encap.Headroom:], benchPodA6, dst, size, false)
+					w.sizes[i] = size
+				}
+				w.process(n)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/packet")
+			if d := e.Drops(DropNoRoute) + e.Drops(DropInvalidHeader); d != 0 || e.underlays[0].stats.TxPackets.Load() == 0 {
+				b.Fatalf("%d packets dropped, %d tunnelled", d, e.underlays[0].stats.TxPackets.Load())
+			}
 		})
 	}
 }

@@ -80,10 +80,17 @@ func (l *fzLog) take() []fzWrite {
 	return w
 }
 
-// The fuzz node: 192.0.2.1 with pods 10.1.1.10 (identity 1000) and
-// 10.1.1.11 (which admits identity 1000 only), a peer node 192.0.2.2 with
-// 10.1.2.0/24, and a VTEP 192.0.2.36 standing for 10.9.1.0/24.
+// The fuzz node: 192.0.2.1 with pods 10.1.1.10 and 2001:db8:1:1::10
+// (identity 1000) and 10.1.1.11 and 2001:db8:1:1::11 (which admits
+// identity 1000 only), a peer node 192.0.2.2 with 10.1.2.0/24 and
+// 2001:db8:1:2::/64, and a VTEP 192.0.2.36 standing for 10.9.1.0/24.
 var (
+	fzPodA6     = netip.MustParseAddr("2001:db8:1:1::10")
+	fzPodB6     = netip.MustParseAddr("2001:db8:1:1::11")
+	fzPeerPod6  = netip.MustParseAddr("2001:db8:1:2::20")
+	fzHost6     = netip.MustParseAddr("2001:db8:1:1::1")
+	fzPeerHost6 = netip.MustParseAddr("2001:db8:1:2::1")
+
 	fzNodeIP   = netip.MustParseAddr("192.0.2.1")
 	fzPeerIP   = netip.MustParseAddr("192.0.2.2")
 	fzVTEPIP   = netip.MustParseAddr("192.0.2.36")
@@ -108,10 +115,12 @@ func newFuzzRig(tb testing.TB) *fzRig {
 	newDev := func(name, kind string) *fzDevice { return &fzDevice{name: name, kind: kind, log: log} }
 	pods := map[string]*fzDevice{}
 	e, err := New(Config{
-		NodeIP:      fzNodeIP,
-		PodCIDR:     netip.MustParsePrefix("10.1.1.0/24"),
-		ClusterCIDR: netip.MustParsePrefix("10.1.0.0/16"),
-		TunnelPort:  encap.VXLANPort, UnderlayMTU: 1500,
+		NodeIP:       fzNodeIP,
+		PodCIDR:      netip.MustParsePrefix("10.1.1.0/24"),
+		PodCIDR6:     netip.MustParsePrefix("2001:db8:1:1::/64"),
+		ClusterCIDR:  netip.MustParsePrefix("10.1.0.0/16"),
+		ClusterCIDR6: netip.MustParsePrefix("2001:db8:1::/48"),
+		TunnelPort:   encap.VXLANPort, UnderlayMTU: 1500,
 	}, nil,
 		// Two underlay queues, so that the flow hash picks between them.
 		[]packetio.Underlay{&fzUnderlay{*newDev("u0", "underlay")}, &fzUnderlay{*newDev("u1", "underlay")}},
@@ -126,10 +135,10 @@ func newFuzzRig(tb testing.TB) *fzRig {
 	}
 	tb.Cleanup(func() { e.Close() })
 	steps := []error{
-		e.AddNode(NodeSpec{Name: "peer", IP: fzPeerIP, PodCIDR: netip.MustParsePrefix("10.1.2.0/24")}),
-		e.AddEndpoint(EndpointSpec{Name: "a", IP: fzPodA, Identity: 1000}),
+		e.AddNode(NodeSpec{Name: "peer", IP: fzPeerIP, PodCIDR: netip.MustParsePrefix("10.1.2.0/24"), PodCIDR6: netip.MustParsePrefix("2001:db8:1:2::/64")}),
+		e.AddEndpoint(EndpointSpec{Name: "a", IP: fzPodA, IP6: fzPodA6, Identity: 1000}),
 		// A policy, so that policy_denied is one of the outcomes.
-		e.AddEndpoint(EndpointSpec{Name: "b", IP: fzPodB, AllowFrom: []identity.ID{1000}}),
+		e.AddEndpoint(EndpointSpec{Name: "b", IP: fzPodB, IP6: fzPodB6, AllowFrom: []identity.ID{1000}}),
 		e.SetVTEPs([]VTEPSpec{{CIDR: fzVTEPCIDR, Endpoint: fzVTEPIP, MAC: fzVTEPMAC}}),
 	}
 	for _, err := range steps {
@@ -266,16 +275,10 @@ func (r *fzRig) checkWrite(t *testing.T, w *worker, wr fzWrite, size int) bool {
 	}
 	switch wr.dev.kind {
 	case "pod", "host":
-		ip := encap.IPv4(pkt)
-		if !ip.IsValid(len(pkt)) || ip.TotalLen() != len(pkt) {
-			t.Fatalf("write to %s is not a valid IPv4 packet of its length: % x", wr.dev.name, pkt[:min(len(pkt), 40)])
-		}
-		if !fromRead {
-			fzCheckICMPError(t, wr.dev.name, ip)
-		}
+		dst := fzCheckIP(t, wr.dev.name, pkt, fromRead)
 		if wr.dev.kind == "pod" {
-			if ep := r.e.endpoints[wr.dev.name]; ep == nil || ip.DestinationAddr() != ep.IP {
-				t.Fatalf("packet for %s written to pod %s", ip.DestinationAddr(), wr.dev.name)
+			if ep := r.e.endpoints[wr.dev.name]; ep == nil || dst != ep.IP && dst != ep.IP6 {
+				t.Fatalf("packet for %s written to pod %s", dst, wr.dev.name)
 			}
 		}
 	case "underlay":
@@ -284,6 +287,49 @@ func (r *fzRig) checkWrite(t *testing.T, w *worker, wr fzWrite, size int) bool {
 		t.Fatalf("write to unknown device %s", wr.dev.name)
 	}
 	return fromRead
+}
+
+// fzCheckIP checks a packet written to a device: a valid IPv4 or IPv6
+// packet of its length and, when the worker made it, an ICMP or ICMPv6
+// error. It returns the destination.
+func fzCheckIP(t *testing.T, dev string, pkt []byte, fromRead bool) netip.Addr {
+	t.Helper()
+	if encap.IPVersion(pkt) == encap.IPv6Version {
+		ip := encap.IPv6(pkt)
+		if !ip.IsValid(len(pkt)) || ip.TotalLen() != len(pkt) {
+			t.Fatalf("write to %s is not a valid IPv6 packet of its length: % x", dev, pkt[:min(len(pkt), 40)])
+		}
+		if !fromRead {
+			fzCheckICMPv6Error(t, dev, ip)
+		}
+		return ip.DestinationAddr()
+	}
+	ip := encap.IPv4(pkt)
+	if !ip.IsValid(len(pkt)) || ip.TotalLen() != len(pkt) {
+		t.Fatalf("write to %s is not a valid IPv4 packet of its length: % x", dev, pkt[:min(len(pkt), 40)])
+	}
+	if !fromRead {
+		fzCheckICMPError(t, dev, ip)
+	}
+	return ip.DestinationAddr()
+}
+
+// fzCheckICMPv6Error checks an ICMPv6 error the worker made: from the
+// host's IPv6 address, a valid checksum, an error type, at most the IPv6
+// minimum MTU, quoting a packet that was allowed an answer.
+func fzCheckICMPv6Error(t *testing.T, dev string, ip encap.IPv6) {
+	t.Helper()
+	if ip.NextHeader() != encap.ProtoICMPv6 || len(ip) < encap.IPv6Len+encap.ICMPv6Len || len(ip) > encap.IPv6MinMTU ||
+		!encap.ICMPv6ChecksumValid(ip, encap.ICMPv6(ip.Payload())) || ip.SourceAddr() != fzHost6 {
+		t.Fatalf("ICMPv6 error to %s malformed: % x", dev, ip[:min(len(ip), 48)])
+	}
+	ic := encap.ICMPv6(ip.Payload())
+	if !encap.IsICMPv6Error(ic.Type()) {
+		t.Fatalf("ICMPv6 message type %d to %s is not an error", ic.Type(), dev)
+	}
+	if q := ic.InvokingPacket(); len(q) < encap.IPv6Len || encap.IPv6(q).SourceAddr() != ip.DestinationAddr() {
+		t.Fatalf("ICMPv6 error to %s quotes % x", ip.DestinationAddr(), q[:min(len(q), 40)])
+	}
 }
 
 // fzCheckICMPError checks an error the worker made: correct checksums, and
@@ -340,6 +386,17 @@ func fzCheckTunnel(t *testing.T, dev string, pkt []byte, m packetio.Meta, fromRe
 		if !fromRead {
 			fzCheckICMPError(t, dev, ip)
 		}
+	case encap.EtherTypeIPv6:
+		ip := encap.IPv6(inner)
+		if dst != fzPeerIP || !ip.IsValid(len(inner)) || ip.TotalLen() != len(inner) {
+			t.Fatalf("inner IPv6 packet on %s to %s not valid of its length", dev, dst)
+		}
+		if ip.TotalLen() > 1450 {
+			t.Fatalf("inner packet of %d bytes exceeds the tunnel MTU", ip.TotalLen())
+		}
+		if !fromRead {
+			fzCheckICMPv6Error(t, dev, ip)
+		}
 	case encap.EtherTypeARP:
 		a := encap.ARP(inner)
 		if dst != fzVTEPIP || len(inner) != encap.ARPLen || !a.IsValid() || a.Operation() != encap.ARPReply {
@@ -365,8 +422,69 @@ func fzUDP(src, dst netip.Addr, dport uint16, ttl uint8, df bool, payloadLen int
 // fzFromPeer wraps inner as the peer node sends it to us: the sender
 // byte (fzSenders) and the VXLAN payload.
 func fzFromPeer(vni uint32, inner []byte) []byte {
-	frame := pkttest.Ethernet(encap.TunnelMAC(fzNodeIP), encap.TunnelMAC(fzPeerIP), encap.EtherTypeIPv4, inner)
+	et := uint16(encap.EtherTypeIPv4)
+	if encap.IPVersion(inner) == encap.IPv6Version {
+		et = encap.EtherTypeIPv6
+	}
+	frame := pkttest.Ethernet(encap.TunnelMAC(fzNodeIP), encap.TunnelMAC(fzPeerIP), et, inner)
 	return append([]byte{0}, pkttest.VXLAN(vni, frame)...)
+}
+
+// fzUDP6 builds an IPv6/UDP packet with a correct checksum behind the
+// extension headers ext.
+func fzUDP6(src, dst netip.Addr, dport uint16, hopLimit uint8, payloadLen int, ext ...pkttest.Ext) []byte {
+	payload := make([]byte, payloadLen)
+	for i := range payload {
+		payload[i] = byte(encap.IPv6Len + encap.UDPLen + i)
+	}
+	return pkttest.IPv6{Src: src, Dst: dst, HopLimit: hopLimit, Ext: ext}.UDP(40000, dport, payload)
+}
+
+// fzIPv6Seeds are IPv6 inputs for every worker: from the peer (the sender
+// byte first) and from a pod or the host.
+func fzIPv6Seeds() [][]byte {
+	hole := netip.MustParseAddr("2001:db8:1:9::9")
+	frag := pkttest.IPv6{Src: fzPodA6, Dst: fzPeerPod6, Ext: []pkttest.Ext{pkttest.Fragment(1232, false, 7)}}.Packet(encap.ProtoUDP, make([]byte, 64))
+	many := make([]pkttest.Ext, 9)
+	for i := range many {
+		many[i] = pkttest.DestOpts(1)
+	}
+	icmpErr := make([]byte, encap.ICMPv6ErrorMaxLen)
+	icmpErr = icmpErr[:encap.BuildICMPv6Error(icmpErr, encap.IPv6(fzUDP6(fzPeerPod6, fzPodA6, 1, 64, 8)), fzPodA6.As16(), encap.ICMPv6DestUnreach, 4, 0)]
+	return [][]byte{
+		// From the peer: delivered, policy-denied, for the host, for a
+		// missing endpoint, spoofed, hop limit running out, behind
+		// extension headers, a later fragment, too many headers.
+		fzFromPeer(2000, fzUDP6(fzPeerPod6, fzPodA6, 5201, 64, 32)),
+		fzFromPeer(2000, fzUDP6(fzPeerPod6, fzPodB6, 5201, 64, 32)),
+		fzFromPeer(uint32(identity.RemoteNode), fzUDP6(fzPeerHost6, fzHost6, 53, 64, 8)),
+		fzFromPeer(2000, fzUDP6(fzPeerPod6, netip.MustParseAddr("2001:db8:1:1::99"), 5201, 64, 8)),
+		fzFromPeer(2000, fzUDP6(hole, fzPodA6, 5201, 64, 8)),
+		fzFromPeer(2000, fzUDP6(fzPeerPod6, fzPodA6, 5201, 1, 8)),
+		fzFromPeer(2000, fzUDP6(fzPeerPod6, fzPodA6, 5201, 64, 8, pkttest.HopByHop(1), pkttest.DestOpts(2), pkttest.Fragment(0, true, 3))),
+		fzFromPeer(2000, pkttest.IPv6{Src: fzPeerPod6, Dst: fzPodA6, Ext: []pkttest.Ext{pkttest.Fragment(8, false, 3)}}.Packet(encap.ProtoUDP, make([]byte, 16))),
+		fzFromPeer(2000, fzUDP6(fzPeerPod6, fzPodA6, 5201, 64, 8, many...)),
+		// From pod a: across the tunnel, to the other pod, to the world,
+		// into a hole, too big, hop limit 1, spoofed, link-local,
+		// multicast, an ICMPv6 error, a later fragment, behind headers.
+		fzUDP6(fzPodA6, fzPeerPod6, 5201, 64, 100),
+		fzUDP6(fzPodA6, fzPodB6, 5201, 64, 100),
+		fzUDP6(fzPodA6, netip.MustParseAddr("2001:db8:ee::1"), 53, 64, 30),
+		fzUDP6(fzPodA6, hole, 5201, 64, 10),
+		fzUDP6(fzPodA6, fzPeerPod6, 5201, 64, 1460-48),
+		fzUDP6(fzPodA6, fzPeerPod6, 5201, 1, 10),
+		fzUDP6(fzPodB6, fzPeerPod6, 5201, 64, 10),
+		fzUDP6(netip.MustParseAddr("fe80::1"), fzPeerPod6, 5201, 64, 10),
+		pkttest.IPv6{Src: netip.MustParseAddr("fe80::1"), Dst: netip.MustParseAddr("ff02::2"), HopLimit: 255}.ICMPv6(133, 0, make([]byte, 4)),
+		icmpErr,
+		frag,
+		fzUDP6(fzPodA6, fzPeerPod6, 5201, 64, 10, pkttest.DestOpts(1), pkttest.Fragment(0, true, 4)),
+		// From the host: the node itself and the world.
+		fzUDP6(fzHost6, fzPeerPod6, 5201, 64, 10),
+		fzUDP6(netip.MustParseAddr("2001:db8:ee::7"), fzPodA6, 5201, 64, 10),
+		{0x60},
+		make([]byte, 40),
+	}
 }
 
 // fzFromVTEP wraps an Ethernet frame the way the VTEP's Linux vxlan
@@ -446,6 +564,7 @@ func FuzzReceivePath(f *testing.F) {
 	for _, n := range []int{1, 5, 8, 9, 15, 22, 23, 42, 43} {
 		seeds = append(seeds, good[:n])
 	}
+	seeds = append(seeds, fzIPv6Seeds()...)
 	for _, s := range seeds {
 		f.Add(s)
 	}
@@ -481,6 +600,20 @@ func TestFuzzRigOutcomes(t *testing.T) {
 		{"pod spoofing", 1, fzUDP(fzPodB, fzPeerPod, 5201, 64, false, 10), "", DropInvalidSource},
 		{"pod to world", 1, fzUDP(fzPodA, netip.MustParseAddr("198.51.100.1"), 53, 64, false, 30), "vxdp_host", 0},
 		{"host to peer pod", 2, fzUDP(netip.MustParseAddr("10.1.1.1"), fzPeerPod, 5201, 64, false, 10), "", 0},
+		{"peer to pod over IPv6", 0, fzFromPeer(2000, fzUDP6(fzPeerPod6, fzPodA6, 5201, 64, 32)), "a", 0},
+		{"peer to host over IPv6", 0, fzFromPeer(6, fzUDP6(fzPeerHost6, fzHost6, 53, 64, 8)), "vxdp_host", 0},
+		{"peer denied by policy over IPv6", 0, fzFromPeer(2000, fzUDP6(fzPeerPod6, fzPodB6, 5201, 64, 32)), "", DropPolicyDenied},
+		{"spoofed inner IPv6 source", 0, fzFromPeer(2000, fzUDP6(fzPodB6, fzPodA6, 5201, 64, 8)), "", DropSpoofedInnerSource},
+		{"pod to pod over IPv6", 1, fzUDP6(fzPodA6, fzPodB6, 5201, 64, 100), "b", 0},
+		{"pod to peer pod over IPv6", 1, fzUDP6(fzPodA6, fzPeerPod6, 5201, 64, 100), "", 0},
+		{"pod later fragment", 1, pkttest.IPv6{Src: fzPodA6, Dst: fzPeerPod6, Ext: []pkttest.Ext{pkttest.Fragment(1232, false, 7)}}.Packet(encap.ProtoUDP, make([]byte, 64)), "", 0},
+		{"pod IPv6 spoofing", 1, fzUDP6(fzPodB6, fzPeerPod6, 5201, 64, 10), "", DropInvalidSource},
+		{"pod link-local", 1, fzUDP6(netip.MustParseAddr("fe80::1"), fzPeerPod6, 5201, 64, 10), "", DropLinkLocal},
+		{"pod multicast", 1, fzUDP6(fzPodA6, netip.MustParseAddr("ff02::1"), 5201, 64, 10), "", DropMulticast},
+		{"pod too many headers", 1, fzUDP6(fzPodA6, fzPeerPod6, 5201, 64, 10, pkttest.DestOpts(1), pkttest.DestOpts(1), pkttest.DestOpts(1),
+			pkttest.DestOpts(1), pkttest.DestOpts(1), pkttest.DestOpts(1), pkttest.DestOpts(1), pkttest.DestOpts(1), pkttest.DestOpts(1)), "", DropInvalidExtHeaders},
+		{"pod IPv6 to world", 1, fzUDP6(fzPodA6, netip.MustParseAddr("2001:db8:ee::1"), 53, 64, 30), "vxdp_host", 0},
+		{"host IPv6 to peer pod", 2, fzUDP6(fzHost6, fzPeerPod6, 5201, 64, 10), "", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

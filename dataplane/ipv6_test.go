@@ -425,9 +425,10 @@ func TestICMPv6Errors(t *testing.T) {
 		expectNone(t, a)
 	})
 	t.Run("no error without an IPv6 address", func(t *testing.T) {
-		// Node1's IPv4-only twin cannot answer IPv6: no HostIP6.
+		// An IPv4-only node on an IPv6 underlay routes IPv6 (to its
+		// peers, to the kernel) but cannot answer it: no HostIP6.
 		checkGoroutines(t)
-		n := newTestNode(t, fake.NewUnderlay("u", netip.AddrPortFrom(node1IP, 8472), 8), node1IP, "10.1.1.0/24", nil)
+		n := newTestNode(t, fake.NewUnderlay("u", netip.AddrPortFrom(node1IP6, 8472), 8), node1IP6, "10.1.1.0/24", nil)
 		if n.eng.HostIP6().IsValid() {
 			t.Fatalf("HostIP6 %s without PodCIDR6", n.eng.HostIP6())
 		}
