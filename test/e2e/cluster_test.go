@@ -43,13 +43,30 @@ var podIPs = map[string]string{
 // newClusterWith adds extra configuration lines to each node's file.
 func newClusterWith(t *testing.T, extra [2]string) *cluster {
 	t.Helper()
+	c := newLab(t, [2]string{"10.1.1.0/24", "10.1.2.0/24"}, extra)
+	c.configs[0] = c.writeConfig("node1", 0, 1, fmt.Sprintf(`
+  - {name: pod1a, ip: 10.1.1.10, netns: %s, identity: 1000}
+  - {name: pod1b, ip: 10.1.1.11, netns: %s, identity: "1001"}`, c.pods["pod1a"].Path, c.pods["pod1b"].Path))
+	c.configs[1] = c.writeConfig("node2", 1, 0, fmt.Sprintf(`
+  - {name: pod2a, ip: 10.1.2.20, netns: %s, identity: 2000}
+  - {name: pod2b, ip: 10.1.2.21, netns: %s}`, c.pods["pod2a"].Path, c.pods["pod2b"].Path))
+	c.startAgents("--log-level", "debug")
+	return c
+}
+
+// newLab builds the namespaces of the picture above (nodes, pods and the
+// veth underlay) for nodes with the given pod CIDRs; the caller writes the
+// configurations and starts the agents.
+func newLab(t *testing.T, podCIDRs, extra [2]string) *cluster {
+	t.Helper()
 	c := &cluster{
 		t:        t,
 		lab:      nstest.New(t),
 		dir:      t.TempDir(),
 		pods:     map[string]*nstest.Netns{},
 		nodeIPs:  [2]string{"10.169.72.233", "10.169.72.238"},
-		podCIDRs: [2]string{"10.1.1.0/24", "10.1.2.0/24"},
+		podCIDRs: podCIDRs,
+		extra:    extra,
 	}
 	c.node[0] = c.lab.Netns("node1")
 	c.node[1] = c.lab.Netns("node2")
@@ -57,33 +74,31 @@ func newClusterWith(t *testing.T, extra [2]string) *cluster {
 		c.pods[p] = c.lab.Netns(p)
 	}
 	c.lab.Veth(c.node[0], "eth0", c.nodeIPs[0]+"/24", c.node[1], "eth0", c.nodeIPs[1]+"/24", 1500)
+	return c
+}
 
-	c.extra = extra
-	c.configs[0] = c.writeConfig("node1", 0, 1, fmt.Sprintf(`
-  - {name: pod1a, ip: 10.1.1.10, netns: %s, identity: 1000}
-  - {name: pod1b, ip: 10.1.1.11, netns: %s, identity: "1001"}`, c.pods["pod1a"].Path, c.pods["pod1b"].Path))
-	c.configs[1] = c.writeConfig("node2", 1, 0, fmt.Sprintf(`
-  - {name: pod2a, ip: 10.1.2.20, netns: %s, identity: 2000}
-  - {name: pod2b, ip: 10.1.2.21, netns: %s}`, c.pods["pod2a"].Path, c.pods["pod2b"].Path))
+// startAgents starts both nodes' agents on their configurations, with
+// args added, and waits until each serves its API.
+func (c *cluster) startAgents(args ...string) {
+	c.t.Helper()
 	for i := range c.node {
 		c.sockets[i] = filepath.Join(c.dir, fmt.Sprintf("node%d.sock", i+1))
-		c.agents[i] = c.lab.Start(c.node[i], fmt.Sprintf("agent%d", i+1), vxdpBin, "agent",
-			"--config", c.configs[i], "--socket", c.sockets[i], "--log-level", "debug")
+		c.agents[i] = c.lab.Start(c.node[i], fmt.Sprintf("agent%d", i+1),
+			append([]string{vxdpBin, "agent", "--config", c.configs[i], "--socket", c.sockets[i]}, args...)...)
 	}
 	for i := range c.node {
 		c.waitReady(i)
 	}
-	return c
 }
 
 func (c *cluster) writeConfig(name string, self, peer int, endpoints string) string {
 	cfg := fmt.Sprintf(`%s
 node-name: %s
 node-ip: %s
-pod-cidr: %s
+pod-cidr: "%s"
 cluster-pool-ipv4-cidr: 10.1.0.0/16
 nodes:
-  - {name: node%d, ip: %s, pod-cidr: %s}
+  - {name: node%d, ip: %s, pod-cidr: "%s"}
 endpoints:%s
 `, c.extra[self], name, c.nodeIPs[self], c.podCIDRs[self], peer+1, c.nodeIPs[peer], c.podCIDRs[peer], endpoints)
 	path := filepath.Join(c.dir, name+".yaml")

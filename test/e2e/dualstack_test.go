@@ -2,63 +2,24 @@ package e2e
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/vxdp/vxdp/internal/nstest"
 )
 
 // dualCluster is two nodes on an IPv4 underlay whose pods are dual-stack
 // (pod1a, pod2a), IPv6-only (pod1b) or IPv4-only (pod2b).
 func dualCluster(t *testing.T) *cluster {
 	t.Helper()
-	c := &cluster{
-		t:        t,
-		lab:      nstest.New(t),
-		dir:      t.TempDir(),
-		pods:     map[string]*nstest.Netns{},
-		nodeIPs:  [2]string{"10.169.72.233", "10.169.72.238"},
-		podCIDRs: [2]string{"10.1.1.0/24,fd00:1:1::/64", "10.1.2.0/24,fd00:1:2::/64"},
-	}
-	c.node[0] = c.lab.Netns("node1")
-	c.node[1] = c.lab.Netns("node2")
-	for _, p := range []string{"pod1a", "pod1b", "pod2a", "pod2b"} {
-		c.pods[p] = c.lab.Netns(p)
-	}
-	c.lab.Veth(c.node[0], "eth0", c.nodeIPs[0]+"/24", c.node[1], "eth0", c.nodeIPs[1]+"/24", 1500)
-	write := func(name string, self, peer int, endpoints string) string {
-		cfg := fmt.Sprintf(`node-name: %s
-node-ip: %s
-pod-cidr: "%s"
-cluster-pool-ipv4-cidr: 10.1.0.0/16
-cluster-pool-ipv6-cidr: fd00:1::/32
-nodes:
-  - {name: node%d, ip: %s, pod-cidr: "%s"}
-endpoints:%s
-`, name, c.nodeIPs[self], c.podCIDRs[self], peer+1, c.nodeIPs[peer], c.podCIDRs[peer], endpoints)
-		path := filepath.Join(c.dir, name+".yaml")
-		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	c.configs[0] = write("node1", 0, 1, fmt.Sprintf(`
+	v6pool := "cluster-pool-ipv6-cidr: fd00:1::/32"
+	c := newLab(t, [2]string{"10.1.1.0/24,fd00:1:1::/64", "10.1.2.0/24,fd00:1:2::/64"}, [2]string{v6pool, v6pool})
+	c.configs[0] = c.writeConfig("node1", 0, 1, fmt.Sprintf(`
   - {name: pod1a, ip: "10.1.1.10,fd00:1:1::10", netns: %s, identity: 1000}
   - {name: pod1b, ip: "fd00:1:1::11", netns: %s, identity: 1001}`, c.pods["pod1a"].Path, c.pods["pod1b"].Path))
-	c.configs[1] = write("node2", 1, 0, fmt.Sprintf(`
+	c.configs[1] = c.writeConfig("node2", 1, 0, fmt.Sprintf(`
   - {name: pod2a, ip: "10.1.2.20,fd00:1:2::20", netns: %s, identity: 2000}
   - {name: pod2b, ip: 10.1.2.21, netns: %s}`, c.pods["pod2a"].Path, c.pods["pod2b"].Path))
-	for i := range c.node {
-		c.sockets[i] = filepath.Join(c.dir, fmt.Sprintf("node%d.sock", i+1))
-		c.agents[i] = c.lab.Start(c.node[i], fmt.Sprintf("agent%d", i+1), vxdpBin, "agent",
-			"--config", c.configs[i], "--socket", c.sockets[i])
-	}
-	for i := range c.node {
-		c.waitReady(i)
-	}
+	c.startAgents()
 	return c
 }
 
