@@ -83,9 +83,6 @@ func warnIgnored(log *zap.Logger, cfg *config.Config) {
 // start runs the phases of New, pushing the undo function of each one
 // done onto undo.
 func start(cfg *config.Config, log *zap.Logger, undo *undoStack) (*Agent, error) {
-	if !cfg.NodeIP.Is4() {
-		return nil, fmt.Errorf("node-ip %s: IPv6 underlays are not supported yet", cfg.NodeIP)
-	}
 	link, err := underlayLink(cfg.NodeIP, cfg.Device)
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/vxdp/vxdp/config"
 	"github.com/vxdp/vxdp/dataplane"
@@ -39,30 +40,67 @@ func (u *undoStack) run() {
 }
 
 // underlayLink finds the device that holds nodeIP (or checks the named
-// one does exist).
+// one does exist). An IPv6 node-ip still in duplicate address detection
+// cannot be bound yet: it waits for the kernel to finish (dadWait at most)
+// and refuses an address that failed it.
 func underlayLink(nodeIP netip.Addr, name string) (netlink.Link, error) {
+	var link netlink.Link
 	if name != "" {
 		l, err := netlink.LinkByName(name)
 		if err != nil {
 			return nil, fmt.Errorf("device %s: %w", name, err)
 		}
-		return l, nil
+		link = l
 	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
-	if err != nil {
-		return nil, fmt.Errorf("list addresses: %w", err)
-	}
-	for _, ad := range addrs {
-		ip, ok := netip.AddrFromSlice(ad.IP)
-		if ok && ip.Unmap() == nodeIP {
+	deadline := time.Now().Add(dadWait)
+	for {
+		ad, err := findAddr(nodeIP)
+		if err != nil {
+			return nil, err
+		}
+		if ad == nil {
+			if link != nil {
+				return link, nil // a named device may get the address later (the UDP bind says)
+			}
+			return nil, fmt.Errorf("node-ip %s: no device in this network namespace holds it", nodeIP)
+		}
+		if ad.Flags&unix.IFA_F_DADFAILED != 0 {
+			return nil, fmt.Errorf("node-ip %s: duplicate address detection failed: another host on the link has it", nodeIP)
+		}
+		if ad.Flags&unix.IFA_F_TENTATIVE == 0 || time.Now().After(deadline) {
+			if ad.Flags&unix.IFA_F_TENTATIVE != 0 {
+				return nil, fmt.Errorf("node-ip %s: still tentative (duplicate address detection) after %v", nodeIP, dadWait)
+			}
+			if link != nil {
+				return link, nil
+			}
 			l, err := netlink.LinkByIndex(ad.LinkIndex)
 			if err != nil {
 				return nil, fmt.Errorf("device of %s: %w", nodeIP, err)
 			}
 			return l, nil
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	return nil, fmt.Errorf("node-ip %s: no device in this network namespace holds it", nodeIP)
+}
+
+// dadWait bounds the wait for an IPv6 node-ip's duplicate address
+// detection (one probe, one second, by default on Linux).
+const dadWait = 10 * time.Second
+
+// findAddr returns the address entry holding ip in this namespace, or nil.
+func findAddr(ip netip.Addr) (*netlink.Addr, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	for i, ad := range addrs {
+		a, ok := netip.AddrFromSlice(ad.IP)
+		if ok && a.Unmap() == ip {
+			return &addrs[i], nil
+		}
+	}
+	return nil, nil
 }
 
 // listenAPI takes the API socket. It comes before anything touches the
@@ -219,9 +257,16 @@ func (u *underlay) openTunnel(cfg *config.Config, log *zap.Logger) error {
 	case config.UnderlayUDP:
 		u.kind, u.reason = "udp", "configured"
 	case config.UnderlayAFXDP:
+		if cfg.NodeIP.Is6() {
+			return fmt.Errorf("underlay afxdp: node-ip %s: the AF_XDP underlay speaks IPv4 only so far; use underlay: udp", cfg.NodeIP)
+		}
 		useXDP = true
 		u.kind, u.reason = "afxdp", "configured"
 	default:
+		if cfg.NodeIP.Is6() {
+			u.kind, u.reason = "udp", "auto: the AF_XDP underlay speaks IPv4 only so far"
+			break
+		}
 		ok, reason := afxdp.Probe(u.device)
 		useXDP = ok
 		if ok {

@@ -58,13 +58,33 @@ func newClusterWith(t *testing.T, extra [2]string) *cluster {
 // veth underlay) for nodes with the given pod CIDRs; the caller writes the
 // configurations and starts the agents.
 func newLab(t *testing.T, podCIDRs, extra [2]string) *cluster {
+	return newLabOn(t, "ipv4", podCIDRs, extra)
+}
+
+// underlayIPs are the nodes' underlay addresses per family, with the
+// underlay's prefix length.
+var underlayIPs = map[string]struct {
+	ips  [2]string
+	bits int
+}{
+	"ipv4": {[2]string{"10.169.72.233", "10.169.72.238"}, 24},
+	"ipv6": {[2]string{"fd69:72::233", "fd69:72::238"}, 64},
+}
+
+// newLabOn is newLab with an underlay of the given family ("ipv4" or
+// "ipv6").
+func newLabOn(t *testing.T, underlay string, podCIDRs, extra [2]string) *cluster {
 	t.Helper()
+	u, ok := underlayIPs[underlay]
+	if !ok {
+		t.Fatalf("underlay %q", underlay)
+	}
 	c := &cluster{
 		t:        t,
 		lab:      nstest.New(t),
 		dir:      t.TempDir(),
 		pods:     map[string]*nstest.Netns{},
-		nodeIPs:  [2]string{"10.169.72.233", "10.169.72.238"},
+		nodeIPs:  u.ips,
 		podCIDRs: podCIDRs,
 		extra:    extra,
 	}
@@ -73,7 +93,7 @@ func newLab(t *testing.T, podCIDRs, extra [2]string) *cluster {
 	for _, p := range []string{"pod1a", "pod1b", "pod2a", "pod2b"} {
 		c.pods[p] = c.lab.Netns(p)
 	}
-	c.lab.Veth(c.node[0], "eth0", c.nodeIPs[0]+"/24", c.node[1], "eth0", c.nodeIPs[1]+"/24", 1500)
+	c.lab.Veth(c.node[0], "eth0", fmt.Sprintf("%s/%d", c.nodeIPs[0], u.bits), c.node[1], "eth0", fmt.Sprintf("%s/%d", c.nodeIPs[1], u.bits), 1500)
 	return c
 }
 
@@ -98,7 +118,7 @@ node-ip: %s
 pod-cidr: "%s"
 cluster-pool-ipv4-cidr: 10.1.0.0/16
 nodes:
-  - {name: node%d, ip: %s, pod-cidr: "%s"}
+  - {name: node%d, ip: "%s", pod-cidr: "%s"}
 endpoints:%s
 `, c.extra[self], name, c.nodeIPs[self], c.podCIDRs[self], peer+1, c.nodeIPs[peer], c.podCIDRs[peer], endpoints)
 	path := filepath.Join(c.dir, name+".yaml")

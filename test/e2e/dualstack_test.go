@@ -2,17 +2,18 @@ package e2e
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 )
 
-// dualCluster is two nodes on an IPv4 underlay whose pods are dual-stack
-// (pod1a, pod2a), IPv6-only (pod1b) or IPv4-only (pod2b).
-func dualCluster(t *testing.T) *cluster {
+// dualCluster is two nodes on an underlay of the given family whose pods
+// are dual-stack (pod1a, pod2a), IPv6-only (pod1b) or IPv4-only (pod2b).
+func dualCluster(t *testing.T, underlay string) *cluster {
 	t.Helper()
 	v6pool := "cluster-pool-ipv6-cidr: fd00:1::/32"
-	c := newLab(t, [2]string{"10.1.1.0/24,fd00:1:1::/64", "10.1.2.0/24,fd00:1:2::/64"}, [2]string{v6pool, v6pool})
+	c := newLabOn(t, underlay, [2]string{"10.1.1.0/24,fd00:1:1::/64", "10.1.2.0/24,fd00:1:2::/64"}, [2]string{v6pool, v6pool})
 	c.configs[0] = c.writeConfig("node1", 0, 1, fmt.Sprintf(`
   - {name: pod1a, ip: "10.1.1.10,fd00:1:1::10", netns: %s, identity: 1000}
   - {name: pod1b, ip: "fd00:1:1::11", netns: %s, identity: 1001}`, c.pods["pod1a"].Path, c.pods["pod1b"].Path))
@@ -23,12 +24,24 @@ func dualCluster(t *testing.T) *cluster {
 	return c
 }
 
-// Dual-stack pods over an IPv4 underlay: each pod's TUN carries both
-// families; IPv6 crosses nodes and stays within a node; the node reaches
-// remote IPv6 pods through vxdp_host; path MTU, policy and the tables
-// speak IPv6 too.
+// Dual-stack pods over an IPv4 and over an IPv6 underlay: each pod's TUN
+// carries both families; both cross nodes and stay within a node; the
+// node reaches remote IPv6 pods through vxdp_host; path MTU, policy and
+// the tables speak IPv6 too.
 func TestDualStack(t *testing.T) {
-	c := dualCluster(t)
+	for _, underlay := range []string{"ipv4", "ipv6"} {
+		t.Run(underlay+" underlay", func(t *testing.T) { testDualStack(t, underlay) })
+	}
+}
+
+func testDualStack(t *testing.T, underlay string) {
+	c := dualCluster(t, underlay)
+	// The pods' MTU: the underlay's 1500 less VXLAN over IPv4 (50) or
+	// IPv6 (70).
+	podMTU := 1450
+	if underlay == "ipv6" {
+		podMTU = 1430
+	}
 
 	t.Run("pod interfaces", func(t *testing.T) {
 		for pod, want := range map[string][]string{
@@ -68,20 +81,21 @@ func TestDualStack(t *testing.T) {
 		c.mustPing("pod2a", "fd00:1:1::1")  // a pod to the remote host address
 	})
 
-	t.Run("tcp over IPv6 across nodes", func(t *testing.T) {
+	t.Run("tcp across nodes and within a node", func(t *testing.T) {
 		transfer(t, c.pods["pod1a"], c.pods["pod2a"], "fd00:1:2::20", 5201, 32<<20, 30*time.Second)
 		transfer(t, c.pods["pod1b"], c.pods["pod1a"], "fd00:1:1::10", 5202, 8<<20, 30*time.Second)
+		transfer(t, c.pods["pod2a"], c.pods["pod1a"], "10.1.1.10", 5203, 8<<20, 30*time.Second) // and IPv4
 	})
 
 	t.Run("packet too big", func(t *testing.T) {
 		// Bigger than the pod MTU allows: the dataplane answers with
 		// ICMPv6 Packet Too Big at the tunnel MTU.
 		c.pods["pod1a"].MustRun(t, "ip", "link", "set", "eth0", "mtu", "1500")
-		defer c.pods["pod1a"].MustRun(t, "ip", "link", "set", "eth0", "mtu", "1450")
+		defer c.pods["pod1a"].MustRun(t, "ip", "link", "set", "eth0", "mtu", fmt.Sprint(podMTU))
 		before := c.drops(0, "frag_needed")
 		out, _ := c.ping("pod1a", "fd00:1:2::20", "-M", "do", "-s", "1440", "-c", "2")
-		if !strings.Contains(out, "mtu=1450") {
-			t.Errorf("no Packet Too Big with mtu 1450:\n%s", out)
+		if !strings.Contains(out, fmt.Sprintf("mtu=%d", podMTU)) {
+			t.Errorf("no Packet Too Big with mtu %d:\n%s", podMTU, out)
 		}
 		if after := c.drops(0, "frag_needed"); after < before+1 {
 			t.Errorf("frag_needed drops %d -> %d", before, after)
@@ -111,7 +125,12 @@ func TestDualStack(t *testing.T) {
 		if out := c.mustCLI(0, "node", "list"); !strings.Contains(out, "10.1.2.0/24,fd00:1:2::/64") {
 			t.Errorf("node list:\n%s", out)
 		}
-		if out := c.mustCLI(0, "tunnel", "list"); !strings.Contains(out, "10.1.2.0:0   10.169.72.238:0\n[fd00:1:2::]:0 10.169.72.238:0") {
+		peer := c.nodeIPs[1] + ":0"
+		if underlay == "ipv6" {
+			peer = "[" + c.nodeIPs[1] + "]:0"
+		}
+		out = c.mustCLI(0, "tunnel", "list")
+		if !regexp.MustCompile(`10\.1\.2\.0:0 +` + regexp.QuoteMeta(peer) + `\n\[fd00:1:2::\]:0 +` + regexp.QuoteMeta(peer)).MatchString(out) {
 			t.Errorf("tunnel list:\n%s", out)
 		}
 		if out := c.mustCLI(0, "status"); !strings.Contains(out, "fd00:1:1::/64 (host fd00:1:1::1)") {
@@ -131,4 +150,39 @@ func TestDualStack(t *testing.T) {
 		}
 		c.mustCLI(0, "endpoint", "del", "pod1c")
 	})
+}
+
+// An IPv6-only cluster: IPv6 underlay, IPv6 pod CIDRs only, IPv4 turned
+// off with Cilium's keys.
+func TestIPv6Only(t *testing.T) {
+	extra := "enable-ipv4: false\nenable-ipv6: true\nunderlay-protocol: ipv6\ncluster-pool-ipv6-cidr: fd00:1::/32"
+	c := newLabOn(t, "ipv6", [2]string{"fd00:1:1::/64", "fd00:1:2::/64"}, [2]string{extra, extra})
+	c.configs[0] = c.writeConfig("node1", 0, 1, fmt.Sprintf(`
+  - {name: pod1a, ip: "fd00:1:1::10", netns: %s, identity: 1000}
+  - {name: pod1b, ip: "fd00:1:1::11", netns: %s}`, c.pods["pod1a"].Path, c.pods["pod1b"].Path))
+	c.configs[1] = c.writeConfig("node2", 1, 0, fmt.Sprintf(`
+  - {name: pod2a, ip: "fd00:1:2::20", netns: %s, identity: 2000}`, c.pods["pod2a"].Path))
+	c.startAgents()
+
+	out := c.pods["pod1a"].MustRun(t, "ip", "-o", "addr", "show", "eth0")
+	if !strings.Contains(out, "fd00:1:1::10/128") || strings.Contains(out, "inet ") {
+		t.Errorf("pod1a's addresses:\n%s", out)
+	}
+	c.mustPing("pod1a", "fd00:1:2::20")
+	c.mustPing("pod1a", "fd00:1:1::11")
+	c.mustPing("node2", "fd00:1:1::10")
+	transfer(t, c.pods["pod1a"], c.pods["pod2a"], "fd00:1:2::20", 5201, 16<<20, 30*time.Second)
+	transfer(t, c.pods["pod1b"], c.pods["pod1a"], "fd00:1:1::10", 5202, 4<<20, 30*time.Second)
+	if out := c.mustCLI(0, "tunnel", "list"); !strings.Contains(out, "[fd00:1:2::]:0") || !strings.Contains(out, "[fd69:72::238]:0") ||
+		strings.Contains(out, "10.") {
+		t.Errorf("tunnel list:\n%s", out)
+	}
+	if out := c.mustCLI(0, "status"); !strings.Contains(out, "fd69:72::233") {
+		t.Errorf("status:\n%s", out)
+	}
+	// An IPv4 address for a pod is refused: the node has no IPv4 pod CIDR.
+	pod := c.lab.Netns("pod1c")
+	if out, err := c.cli(0, "endpoint", "add", "pod1c", "--ip", "10.1.1.12", "--netns", pod.Path); exitCode(err) != 2 {
+		t.Errorf("IPv4 endpoint on an IPv6-only node: exit %d\n%s", exitCode(err), out)
+	}
 }
