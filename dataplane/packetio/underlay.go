@@ -70,6 +70,11 @@ type Meta struct {
 	// of one flow leave from one source port, so the fabric's ECMP and the
 	// receiver's RSS keep them on one path, in order. Ignored by Receive.
 	Flow uint32
+	// TOS is the outer IPv4 TOS or IPv6 traffic class byte (DSCP and
+	// ECN): on receive as it arrived, on send the value to write (RFC
+	// 6040: the engine copies the inner packet's). A driver that cannot
+	// read it reports 0 (not ECN-capable); one that cannot write it sends 0.
+	TOS uint8
 }
 
 // SourcePorts describes the outer source ports of an underlay: Count
