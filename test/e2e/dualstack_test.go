@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"regexp"
 	"strings"
 	"testing"
@@ -114,6 +115,47 @@ func testDualStack(t *testing.T, underlay string) {
 		}
 		c.mustPing("pod1b", "fd00:1:2::20") // identity 1001
 		c.mustCLI(1, "endpoint", "policy", "pod2a", "--allow-all")
+		c.mustPing("pod1a", "fd00:1:2::20")
+	})
+
+	t.Run("anti-spoofing over IPv6", func(t *testing.T) {
+		// A pod that takes an address of its pod CIDR it was not given is
+		// refused at its TUN, across nodes as within one.
+		pod := c.pods["pod1a"]
+		pod.MustRun(t, "ip", "-6", "addr", "add", "fd00:1:1::99/128", "dev", "eth0", "nodad")
+		before := c.drops(0, "invalid_source")
+		for _, to := range []string{"fd00:1:2::20", "fd00:1:1::11"} {
+			if out, err := c.ping("pod1a", to, "-I", "fd00:1:1::99", "-c", "2"); err == nil {
+				t.Errorf("ping %s from a spoofed source passed:\n%s", to, out)
+			}
+		}
+		if after := c.drops(0, "invalid_source"); after < before+4 {
+			t.Errorf("invalid_source drops %d -> %d", before, after)
+		}
+		// Removed before anything else is sent: the kernel may pick it as
+		// the source of the next ping.
+		pod.MustRun(t, "ip", "-6", "addr", "del", "fd00:1:1::99/128", "dev", "eth0")
+		// Nor may a pod send to a node's tunnel port: that would be
+		// decapsulated with whatever VNI the pod wrote.
+		if underlay == "ipv6" {
+			before := c.drops(0, "encap_prohibited")
+			var conn net.PacketConn
+			must(t, pod.Do(func() error {
+				var err error
+				conn, err = net.ListenPacket("udp6", "[fd00:1:1::10]:0")
+				return err
+			}))
+			defer conn.Close()
+			for _, node := range c.nodeIPs {
+				if _, err := conn.WriteTo([]byte("not a tunnel packet"), &net.UDPAddr{IP: net.ParseIP(node), Port: 8472}); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			if after := c.drops(0, "encap_prohibited"); after < before+2 {
+				t.Errorf("encap_prohibited drops %d -> %d", before, after)
+			}
+		}
 		c.mustPing("pod1a", "fd00:1:2::20")
 	})
 
