@@ -1,12 +1,16 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vxdp/vxdp/api"
 )
 
 // dualCluster is two nodes on an underlay of the given family whose pods
@@ -174,6 +178,32 @@ func testDualStack(t *testing.T, underlay string) {
 		out = c.mustCLI(0, "tunnel", "list")
 		if !regexp.MustCompile(`10\.1\.2\.0:0 +` + regexp.QuoteMeta(peer) + `\n\[fd00:1:2::\]:0 +` + regexp.QuoteMeta(peer)).MatchString(out) {
 			t.Errorf("tunnel list:\n%s", out)
+		}
+		out = c.mustCLI(0, "-o", "json", "tunnel", "list")
+		var tunnels []api.Tunnel
+		if err := json.Unmarshal([]byte(out), &tunnels); err != nil {
+			t.Fatalf("tunnel list -o json: %v\n%s", err, out)
+		}
+		found := false
+		for _, tn := range tunnels {
+			if tn.Prefix == netip.MustParsePrefix("fd00:1:2::/64") && tn.Endpoint == addr(c.nodeIPs[1]) && tn.Node == "node2" {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("tunnel list -o json lacks fd00:1:2::/64 via %s:\n%s", c.nodeIPs[1], out)
+		}
+		// The FIB holds the IPv6 prefixes beside the IPv4 ones: the remote
+		// pod CIDR through its node, the local pods.
+		out = c.mustCLI(0, "fib", "list")
+		for _, want := range []*regexp.Regexp{
+			regexp.MustCompile(`fd00:1:2::/64 +\S+ +.*` + regexp.QuoteMeta(c.nodeIPs[1])),
+			regexp.MustCompile(`fd00:1:1::10/128 +\S+ +.*pod1a`),
+			regexp.MustCompile(`10\.1\.2\.0/24 +\S+ +.*` + regexp.QuoteMeta(c.nodeIPs[1])),
+		} {
+			if !want.MatchString(out) {
+				t.Errorf("fib list lacks %s:\n%s", want, out)
+			}
 		}
 		if out := c.mustCLI(0, "status"); !strings.Contains(out, "fd00:1:1::/64 (host fd00:1:1::1)") {
 			t.Errorf("status:\n%s", out)
