@@ -45,6 +45,7 @@ type Agent struct {
 	metrics *http.Server
 
 	nodes           *nodeBook
+	ipam            *ipam           // the addresses of containers attached through CNI
 	stateMu         sync.Mutex      // protects configEndpoints, vtepsFromAPI and the state file
 	configEndpoints map[string]bool // endpoints that came from the configuration
 	vtepsFromAPI    bool            // the VTEP table was last set through the API
@@ -165,6 +166,9 @@ func start(cfg *config.Config, log *zap.Logger, undo *undoStack) (*Agent, error)
 		return nil, err
 	}
 	removeUnclaimed(log, st, pods.unclaimed())
+	if err := a.openIPAM(); err != nil {
+		return nil, err
+	}
 	if err := a.writeState(); err != nil {
 		return nil, fmt.Errorf("state-dir %s: %w", cfg.StateDir, err)
 	}

@@ -26,6 +26,7 @@ import (
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", a.getStatus)
+	a.handleCNI(mux)
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, apiStats(a.eng.Stats())) })
 	mux.HandleFunc("GET /v1/tunnels", a.getTunnels)
 	mux.HandleFunc("GET /v1/monitor", a.getMonitor)
@@ -53,7 +54,13 @@ func (a *Agent) handler() http.Handler {
 		writeResult(w, a.changed(a.nodes.del(a.eng, r.PathValue("name"))), nil)
 	})
 	mux.HandleFunc("GET /v1/endpoints", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, orEmpty(convert(a.eng.Endpoints(), apiEndpoint)))
+		eps := convert(a.eng.Endpoints(), apiEndpoint)
+		for i := range eps {
+			if l, ok := a.ipam.byEndpoint(eps[i].Name); ok {
+				eps[i].ContainerID = l.ContainerID
+			}
+		}
+		writeJSON(w, orEmpty(eps))
 	})
 	mux.HandleFunc("POST /v1/endpoints", a.postEndpoint)
 	mux.HandleFunc("PUT /v1/endpoints/{name}/policy", a.putPolicy)
@@ -240,6 +247,12 @@ func (a *Agent) postEndpoint(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
+	}
+	for _, ip := range []netip.Addr{spec.IP, spec.IP6} {
+		if ip.IsValid() && a.ipam.leased(ip) {
+			writeError(w, http.StatusConflict, fmt.Errorf("endpoint %s: ip %s is leased to a container attached through CNI", spec.Name, ip))
+			return
+		}
 	}
 	err = a.eng.AddEndpoint(spec)
 	writeResult(w, a.changed(err), nil)

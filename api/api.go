@@ -99,6 +99,9 @@ type VTEPRequest struct {
 // Error is the body of every non-2xx answer.
 type Error struct {
 	Error string `json:"error"`
+	// CNICode is the CNI specification's error code of a failed
+	// /v1/cni/ request, for the plugin to pass on.
+	CNICode uint `json:"cni_code,omitempty"`
 }
 
 // Endpoint is one row of GET /v1/endpoints.
@@ -117,6 +120,9 @@ type Endpoint struct {
 	// DeviceGone says the kernel removed the pod's device (its network
 	// namespace was deleted); the endpoint waits to be deleted.
 	DeviceGone bool `json:"device_gone,omitempty"`
+	// ContainerID is the container a CNI runtime attached this endpoint
+	// for; empty for an endpoint of the file or the API.
+	ContainerID string `json:"container_id,omitempty"`
 }
 
 // Node is one row of GET /v1/nodes.

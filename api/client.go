@@ -34,6 +34,7 @@ func NewClient(socket string) *Client {
 type StatusError struct {
 	Code    int
 	Message string
+	CNICode uint // the CNI error code of a /v1/cni/ request, if any
 }
 
 func (e *StatusError) Error() string { return e.Message }
@@ -151,5 +152,5 @@ func statusError(resp *http.Response, body []byte) error {
 	if json.Unmarshal(body, &e) != nil || e.Error == "" {
 		e.Error = resp.Status
 	}
-	return &StatusError{Code: resp.StatusCode, Message: e.Error}
+	return &StatusError{Code: resp.StatusCode, Message: e.Error, CNICode: e.CNICode}
 }
