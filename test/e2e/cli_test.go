@@ -103,7 +103,7 @@ func TestAgentCiliumConfigMap(t *testing.T) {
 	lab.Veth(node, "eth0", "10.169.72.233/24", peer, "eth0", "10.169.72.236/24", 1500)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "node.yaml")
-	write(t, cfg, "node-name: node1\nnode-ip: 10.169.72.233\npod-cidr: 10.1.1.0/24\nunderlay: udp\n")
+	write(t, cfg, "state-dir: "+filepath.Join(dir, "state")+"\nnode-name: node1\nnode-ip: 10.169.72.233\npod-cidr: 10.1.1.0/24\nunderlay: udp\n")
 	sock := filepath.Join(dir, "vxdp.sock")
 	p := lab.Start(node, "agent", vxdpBin, "agent", "--config", cfg, "--config-dir", configMapDir(t, cm.Data), "--socket", sock)
 	waitAgent(t, p, sock)

@@ -112,6 +112,13 @@ func (c *cluster) startAgents(args ...string) {
 }
 
 func (c *cluster) writeConfig(name string, self, peer int, endpoints string) string {
+	extra := c.extra[self]
+	if !strings.Contains(extra, "state-dir:") {
+		// The test's own: the machine's /var/lib/vxdp is neither
+		// touched nor shared with a test running beside this one
+		// (agents of one node IP share a lock there).
+		extra += "\nstate-dir: " + filepath.Join(c.dir, "state")
+	}
 	cfg := fmt.Sprintf(`%s
 node-name: %s
 node-ip: %s
@@ -120,7 +127,7 @@ cluster-pool-ipv4-cidr: 10.1.0.0/16
 nodes:
   - {name: node%d, ip: "%s", pod-cidr: "%s"}
 endpoints:%s
-`, c.extra[self], name, c.nodeIPs[self], c.podCIDRs[self], peer+1, c.nodeIPs[peer], c.podCIDRs[peer], endpoints)
+`, extra, name, c.nodeIPs[self], c.podCIDRs[self], peer+1, c.nodeIPs[peer], c.podCIDRs[peer], endpoints)
 	path := filepath.Join(c.dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		c.t.Fatal(err)

@@ -241,7 +241,8 @@ func TestHostileInput(t *testing.T) {
 
 	nodeConfig := func(name, ip, cidr, peer, peerIP, peerCIDR, endpoints string) string {
 		path := filepath.Join(dir, name+".yaml")
-		write(t, path, fmt.Sprintf(`node-name: %s
+		write(t, path, fmt.Sprintf(`state-dir: `+filepath.Join(dir, "state")+`
+node-name: %s
 node-ip: %s
 pod-cidr: %s
 routing-mode: tunnel

@@ -17,7 +17,8 @@ func nativeNode(t *testing.T, lab *nstest.TestLab, ns, pod *nstest.Netns, name, 
 	t.Helper()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, name+".yaml")
-	write(t, cfg, fmt.Sprintf(`node-name: %s
+	write(t, cfg, fmt.Sprintf(`state-dir: `+filepath.Join(dir, "state")+`
+node-name: %s
 node-ip: %s
 pod-cidr: %s
 routing-mode: native

@@ -28,7 +28,8 @@ func TestVTEPGuideScenario(t *testing.T) {
 	underlaySwitch(t, lab, sw, []*nstest.Netns{node, vm1, vm2}, []string{"10.169.72.233/24", "10.169.72.236/24", "10.169.72.238/24"})
 
 	cfg := filepath.Join(dir, "node1.yaml")
-	write(t, cfg, fmt.Sprintf(`node-name: node1
+	write(t, cfg, fmt.Sprintf(`state-dir: `+filepath.Join(dir, "state")+`
+node-name: node1
 node-ip: 10.169.72.233
 pod-cidr: 10.0.0.0/17
 endpoints:
