@@ -270,7 +270,7 @@ func newEndpointCmd(g *globals) *cobra.Command {
 	add.Flags().StringVar(&allow, "allow-from", "", "identities allowed to reach the pod, comma separated (default all)")
 	del := delCmd(g, "del NAME", "remove a pod endpoint and its device", "/v1/endpoints", nil)
 	list := listCmd(g, "list pod endpoints", "/v1/endpoints", func(w io.Writer, eps []api.Endpoint) {
-		fmt.Fprintln(w, "NAME\tIP\tIDENTITY\tNETNS\tIFNAME\tMTU\tALLOW-FROM")
+		fmt.Fprintln(w, "NAME\tIP\tIDENTITY\tNETNS\tIFNAME\tMTU\tALLOW-FROM\tCONTAINER")
 		for _, e := range eps {
 			allow := "all"
 			if e.AllowFrom != nil {
@@ -287,7 +287,11 @@ func newEndpointCmd(g *globals) *cobra.Command {
 			if e.DeviceGone {
 				ifname += " (gone: namespace deleted)"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%d\t%s\n", e.Name, pair(e.IP, e.IP6), e.Identity, e.Netns, ifname, e.MTU, allow)
+			container := e.ContainerID
+			if container == "" {
+				container = "-" // an endpoint of the file or the API
+			}
+			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\n", e.Name, pair(e.IP, e.IP6), e.Identity, e.Netns, ifname, e.MTU, allow, container)
 		}
 	})
 	var pol api.PolicyRequest

@@ -14,8 +14,9 @@ import (
 	"github.com/vxdp/vxdp/internal/nstest"
 )
 
-// vxdpBin is the agent binary built once for all tests.
-var vxdpBin string
+// vxdpBin is the agent binary built once for all tests; cniBin the CNI
+// plugin.
+var vxdpBin, cniBin string
 
 func TestMain(m *testing.M) {
 	if os.Geteuid() != 0 {
@@ -34,7 +35,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	vxdpBin = filepath.Join(dir, "vxdp")
-	build := exec.Command("go", "build", "-o", vxdpBin, "github.com/vxdp/vxdp/cmd/vxdp")
+	cniBin = filepath.Join(dir, "vxdp-cni")
+	build := exec.Command("go", "build", "-o", dir+"/", "github.com/vxdp/vxdp/cmd/vxdp", "github.com/vxdp/vxdp/cmd/vxdp-cni")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build vxdp:", err)
