@@ -16,6 +16,7 @@ all: build
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/vxdp
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/vxdp-cni ./cmd/vxdp-cni
 
 # Install what the tests need on a fresh machine (root, Debian).
 deps:
@@ -73,16 +74,20 @@ bench-e2e: build
 PREFIX ?= /usr/local
 DESTDIR ?=
 # Binary, systemd unit and a commented example configuration (never
-# overwriting a configuration that is already there).
+# overwriting a configuration that is already there); the CNI plugin where
+# runtimes look for it, with an example network (not overwritten either).
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/vxdp
+	install -D -m 0755 bin/vxdp-cni $(DESTDIR)/opt/cni/bin/vxdp-cni
+	@if [ ! -e $(DESTDIR)/etc/cni/net.d/10-vxdp.conflist ]; then install -D -m 0644 packaging/cni/10-vxdp.conflist $(DESTDIR)/etc/cni/net.d/10-vxdp.conflist; fi
 	install -D -m 0644 packaging/systemd/vxdp.service $(DESTDIR)/etc/systemd/system/vxdp.service
 	install -D -m 0644 config/example.yaml $(DESTDIR)/etc/vxdp/vxdp.yaml.example
 	@if [ ! -e $(DESTDIR)/etc/vxdp/vxdp.yaml ]; then install -m 0644 config/example.yaml $(DESTDIR)/etc/vxdp/vxdp.yaml; fi
 	@echo "installed; edit /etc/vxdp/vxdp.yaml, then: systemctl daemon-reload && systemctl enable --now vxdp"
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/vxdp $(DESTDIR)/etc/systemd/system/vxdp.service $(DESTDIR)/etc/vxdp/vxdp.yaml.example
+	rm -f $(DESTDIR)$(PREFIX)/bin/vxdp $(DESTDIR)/etc/systemd/system/vxdp.service $(DESTDIR)/etc/vxdp/vxdp.yaml.example \
+		$(DESTDIR)/opt/cni/bin/vxdp-cni
 
 clean:
 	rm -rf bin e2e.log bench-results.json bench-results.md
