@@ -1,8 +1,10 @@
 package dataplane_test
 
 import (
+	"context"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/dataplane/fake"
@@ -195,5 +197,51 @@ func TestECNDropReasonName(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("ecn_ce_not_ect missing from DropReasons")
+	}
+}
+
+// An underlay capture shows the outer TOS or traffic class each payload
+// left with or arrived with, as a capture on the NIC would.
+func TestECNCapture(t *testing.T) {
+	for _, under := range []struct {
+		name     string
+		from, to netip.Addr
+	}{{"ipv4 underlay", node1IP, node2IP}, {"ipv6 underlay", node1IP6, node2IP6}} {
+		t.Run(under.name, func(t *testing.T) {
+			_, n2, _ := dualNodes(t, under.from, under.to)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			pkts, err := n2.eng.Capture(ctx, dataplane.CapturePoint{Kind: dataplane.CaptureUnderlay})
+			must(t, err)
+			outerTOS := func(b []byte) uint8 {
+				if under.to.Is6() {
+					return encap.IPv6(b).TrafficClass()
+				}
+				ip := encap.IPv4(b)
+				if !ip.HeaderChecksumValid() {
+					t.Fatalf("captured outer IPv4 header with a bad checksum: %x", b[:20])
+				}
+				return ip.TOS()
+			}
+			next := func() dataplane.CapturedPacket {
+				select {
+				case p := <-pkts:
+					return p
+				case <-time.After(2 * time.Second):
+					t.Fatal("nothing captured")
+				}
+				return dataplane.CapturedPacket{}
+			}
+			n2.pod(t, "c").Inject(pkttest.IPv4{Src: pod2, Dst: pod1, TOS: af41ECT1}.UDP(1, 2, nil))
+			if p := next(); !p.Out || outerTOS(p.Data) != af41ECT1 {
+				t.Fatalf("sent: out %v, outer TOS %#x, want %#x", p.Out, outerTOS(p.Data), af41ECT1)
+			}
+			d := wirePacket(t, under.from, under.to, 1000, pkttest.IPv4{Src: pod1, Dst: pod2, TOS: af41ECT0}.UDP(1, 2, nil))
+			d.Meta.TOS = cs1ECT0 | uint8(encap.ECNCE)
+			n2.under.InjectDatagram(d)
+			if p := next(); p.Out || outerTOS(p.Data) != d.Meta.TOS {
+				t.Fatalf("received: out %v, outer TOS %#x, want %#x", p.Out, outerTOS(p.Data), d.Meta.TOS)
+			}
+		})
 	}
 }
