@@ -51,6 +51,17 @@ func TestECNEncapCopiesTOS(t *testing.T) {
 			}
 		})
 	}
+	t.Run("geneve", func(t *testing.T) {
+		checkGoroutines(t)
+		u := fake.NewUnderlay("u", netip.AddrPortFrom(node1IP, encap.GenevePort), 16)
+		n := newTestNode(t, u, node1IP, "10.1.1.0/24", func(c *dataplane.Config) { c.Protocol, c.TunnelPort = "geneve", 0 })
+		must(t, n.eng.AddNode(dataplane.NodeSpec{Name: "node2", IP: node2IP, PodCIDR: netip.MustParsePrefix("10.1.2.0/24")}))
+		must(t, n.eng.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP: pod1, Netns: "/x"}))
+		n.pod(t, "a").Inject(pkttest.IPv4{Src: pod1, Dst: pod2, TOS: af41CE}.UDP(1, 2, nil))
+		if d := waitSentOne(t, u); d.Meta.TOS != af41CE || encap.Geneve(d.Payload).Validate(nil) != nil {
+			t.Fatalf("geneve: outer TOS %#x, want %#x; header %x", d.Meta.TOS, af41CE, d.Payload[:8])
+		}
+	})
 	t.Run("vtep", func(t *testing.T) {
 		n, u := vtepNode(t)
 		n.pod(t, "a").Inject(pkttest.IPv4{Src: pod1, Dst: vmAddr, TOS: af41ECT1}.UDP(1, 2, nil))
@@ -243,5 +254,24 @@ func TestECNCapture(t *testing.T) {
 				t.Fatalf("received: out %v, outer TOS %#x, want %#x", p.Out, outerTOS(p.Data), d.Meta.TOS)
 			}
 		})
+	}
+}
+
+// Geneve packets follow the same table as VXLAN ones.
+func TestECNDecapGeneve(t *testing.T) {
+	_, n2 := genevePair(t)
+	d := geneveWire(t, 1000, nil, nil) // a Not-ECT inner packet
+	d.Meta.TOS = uint8(encap.ECNCE)
+	n2.under.InjectDatagram(d)
+	waitDrop(t, n2.eng, dataplane.DropECNCENotECT, 1)
+	expectNone(t, n2.pod(t, "c"))
+	d = geneveWire(t, 1000, nil, func(g []byte) {
+		off := encap.GeneveLen + encap.EthernetLen
+		encap.IPv4(g[off:]).SetECN(encap.ECNECT1)
+	})
+	d.Meta.TOS = uint8(encap.ECNCE)
+	n2.under.InjectDatagram(d)
+	if got := encap.IPv4(waitOne(t, n2.pod(t, "c"))); got.ECN() != encap.ECNCE || !got.HeaderChecksumValid() {
+		t.Fatalf("delivered ECN %v, checksum ok %v", got.ECN(), got.HeaderChecksumValid())
 	}
 }
