@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -93,6 +95,47 @@ func testECN(t *testing.T, underlay string) {
 				}
 			}
 		}
+		// tshark, another decoder, reads the same marks: each VXLAN
+		// packet's outer and inner DSCP and ECN, whatever the families.
+		file := filepath.Join(c.dir, "ecn-"+underlay+".pcap")
+		must(t, writePcap(file, frames))
+		out, err := exec.Command("tshark", "-r", file, "-d", "udp.port==8472,vxlan", "-Y", "vxlan", "-T", "fields",
+			"-e", "ip.dsfield.dscp", "-e", "ipv6.tclass.dscp", "-e", "ip.dsfield.ecn", "-e", "ipv6.tclass.ecn").Output()
+		if err != nil {
+			t.Fatalf("tshark: %v\n%s", err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != tunnelled {
+			t.Errorf("tshark saw %d VXLAN packets, the test's decoder %d", len(lines), tunnelled)
+		}
+		marked := 0
+		for _, l := range lines {
+			// Two DSCPs and two ECN fields, outer first, whichever
+			// family each header is of.
+			var dscp, ecn []string
+			for i, f := range strings.Split(l, "\t") {
+				for _, v := range strings.Split(f, ",") {
+					if v == "" {
+						continue
+					}
+					if i < 2 {
+						dscp = append(dscp, v)
+					} else {
+						ecn = append(ecn, v)
+					}
+				}
+			}
+			if len(dscp) != 2 || len(ecn) != 2 || dscp[0] != dscp[1] || ecn[0] != ecn[1] {
+				t.Errorf("tshark: outer and inner DSCP %v, ECN %v differ: %q", dscp, ecn, l)
+			}
+			if len(dscp) > 0 && dscp[0] != "0" || len(ecn) > 0 && ecn[0] != "0" {
+				marked++
+			}
+		}
+		if marked < 4*len(tos) {
+			t.Errorf("tshark: %d marked VXLAN packets, want at least %d", marked, 4*len(tos))
+		}
+
 		// The pod on the other side gets them as they were sent.
 		got := map[int]map[uint8]int{4: {}, 6: {}}
 		for _, p := range at2.Stop() {
