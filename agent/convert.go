@@ -97,7 +97,7 @@ func apiStats(s dataplane.Stats) api.Stats {
 		}),
 		Drops: s.Drops, ICMPErrors: s.ICMPErrors, ARPReplies: s.ARPReplies, TotalDrops: s.TotalDrops,
 		RouteMTU: s.RouteMTU, UnderlayMTU: s.UnderlayMTU, MonitorEventsLost: s.MonitorEventsLost,
-		ICMPErrorsLimited: s.ICMPErrorsLimited,
+		ICMPErrorsLimited: s.ICMPErrorsLimited, ECNAnomalies: s.ECNAnomalies,
 	}
 }
 

@@ -30,6 +30,7 @@ var (
 	descFIB       = prometheus.NewDesc("vxdp_fib_entries", "Prefixes in the FIB.", nil, nil)
 	descICMP      = prometheus.NewDesc("vxdp_icmp_errors_sent_total", "ICMP errors the dataplane generated.", nil, nil)
 	descARP       = prometheus.NewDesc("vxdp_arp_replies_sent_total", "ARP replies sent to VTEPs.", nil, nil)
+	descECN       = prometheus.NewDesc("vxdp_ecn_anomalies_total", "Tunnel packets with an outer and inner ECN combination RFC 6040 calls currently unused.", nil, nil)
 	descHealthy   = prometheus.NewDesc("vxdp_healthy", "1 when the packet path is alive.", nil, nil)
 	descOffload   = prometheus.NewDesc("vxdp_offload_active", "1 when a device's kernel offload is in use, 0 when it is off (refused or failed).", []string{"device", "kind", "offload"}, nil)
 	descOffloadN  = prometheus.NewDesc("vxdp_offload_units_total", "Work done through an offload: super-packets read, segments merged, multi-datagram sends or receives.", []string{"device", "kind", "offload"}, nil)
@@ -37,7 +38,7 @@ var (
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descBytes, descBatches, descTxErrors, descDrops,
-		descEndpoints, descNodes, descVTEPs, descFIB, descICMP, descARP, descHealthy, descOffload, descOffloadN} {
+		descEndpoints, descNodes, descVTEPs, descFIB, descICMP, descARP, descECN, descHealthy, descOffload, descOffloadN} {
 		ch <- d
 	}
 }
@@ -71,6 +72,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descFIB, prometheus.GaugeValue, float64(n.FIBEntries))
 	ch <- prometheus.MustNewConstMetric(descICMP, prometheus.CounterValue, float64(st.ICMPErrors))
 	ch <- prometheus.MustNewConstMetric(descARP, prometheus.CounterValue, float64(st.ARPReplies))
+	ch <- prometheus.MustNewConstMetric(descECN, prometheus.CounterValue, float64(st.ECNAnomalies))
 	healthy := 0.0
 	if c.a.alive() {
 		healthy = 1

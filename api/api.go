@@ -181,6 +181,10 @@ type Stats struct {
 	// ICMPErrorsLimited counts ICMP errors not sent because of the rate
 	// limit (1000 a second and worker, bursts of 50).
 	ICMPErrorsLimited uint64 `json:"icmp_errors_rate_limited"`
+	// ECNAnomalies counts tunnel packets whose outer and inner ECN fields
+	// RFC 6040 calls a currently unused combination (an ECN-capable outer
+	// header over a Not-ECT inner packet, ECT(1) outside CE).
+	ECNAnomalies uint64 `json:"ecn_anomalies"`
 }
 
 // DeviceCounters are the packet counters of one device: rx is what vxdp

@@ -104,15 +104,16 @@ func TestPacketPathZeroAllocs(t *testing.T) {
 		kind sourceKind
 		ep   *endpoint
 		fill func(b []byte) int
+		tos  uint8 // the outer TOS of ingress payloads
 	}{
 		{"egress tunnel", sourcePod, ep, func(b []byte) int {
 			fillUDP(b[encap.Headroom:], [4]byte{10, 1, 1, 10}, [4]byte{10, 1, 2, 20}, 1000)
 			return 1000
-		}},
+		}, 0},
 		{"egress local", sourcePod, ep, func(b []byte) int {
 			fillUDP(b[encap.Headroom:], [4]byte{10, 1, 1, 10}, [4]byte{10, 1, 1, 11}, 1000)
 			return 1000
-		}},
+		}, 0},
 		{"ingress", sourceUnderlay, nil, func(b []byte) int {
 			const start = encap.Headroom + encap.VXLANLen + encap.EthernetLen
 			fillUDP(b[start:], [4]byte{10, 1, 2, 20}, [4]byte{10, 1, 1, 10}, 1000)
@@ -121,23 +122,33 @@ func TestPacketPathZeroAllocs(t *testing.T) {
 				t.Fatal(err)
 			}
 			return start + 1000 - encap.Headroom
-		}},
+		}, 0},
+		{"ingress ce over ect(0)", sourceUnderlay, nil, func(b []byte) int {
+			const start = encap.Headroom + encap.VXLANLen + encap.EthernetLen
+			fillUDP(b[start:], [4]byte{10, 1, 2, 20}, [4]byte{10, 1, 1, 10}, 1000)
+			encap.IPv4(b[start:]).SetTOS(uint8(encap.ECNECT0))
+			peer := netip.MustParseAddr("192.0.2.2")
+			if _, err := encap.EncapVXLAN(b, start, 1000, 2000, e.mac, encap.TunnelMAC(peer)); err != nil {
+				t.Fatal(err)
+			}
+			return start + 1000 - encap.Headroom
+		}, uint8(encap.ECNCE)},
 		{"egress icmp error", sourcePod, ep, func(b []byte) int {
 			fillUDP(b[encap.Headroom:], [4]byte{10, 1, 1, 10}, [4]byte{10, 1, 1, 99}, 100)
 			return 100
-		}},
+		}, 0},
 		{"egress tunnel ipv6", sourcePod, ep, func(b []byte) int {
 			fillUDP6(b[encap.Headroom:], benchPodA6, benchPeer6, 1000, false)
 			return 1000
-		}},
+		}, 0},
 		{"egress tunnel ipv6 extension header", sourcePod, ep, func(b []byte) int {
 			fillUDP6(b[encap.Headroom:], benchPodA6, benchPeer6, 1000, true)
 			return 1000
-		}},
+		}, 0},
 		{"egress local ipv6", sourcePod, ep, func(b []byte) int {
 			fillUDP6(b[encap.Headroom:], benchPodA6, benchPodB6, 1000, false)
 			return 1000
-		}},
+		}, 0},
 		{"ingress ipv6", sourceUnderlay, nil, func(b []byte) int {
 			const start = encap.Headroom + encap.VXLANLen + encap.EthernetLen
 			fillUDP6(b[start:], benchPeer6, benchPodA6, 1000, false)
@@ -146,11 +157,21 @@ func TestPacketPathZeroAllocs(t *testing.T) {
 				t.Fatal(err)
 			}
 			return start + 1000 - encap.Headroom
-		}},
+		}, 0},
+		{"ingress ipv6 ce over ect(1)", sourceUnderlay, nil, func(b []byte) int {
+			const start = encap.Headroom + encap.VXLANLen + encap.EthernetLen
+			fillUDP6(b[start:], benchPeer6, benchPodA6, 1000, false)
+			encap.IPv6(b[start:]).SetECN(encap.ECNECT1)
+			peer := netip.MustParseAddr("192.0.2.2")
+			if _, err := encap.EncapVXLAN(b, start, 1000, 2000, e.mac, encap.TunnelMAC(peer)); err != nil {
+				t.Fatal(err)
+			}
+			return start + 1000 - encap.Headroom
+		}, uint8(encap.ECNCE)},
 		{"egress icmpv6 error", sourcePod, ep, func(b []byte) int {
 			fillUDP6(b[encap.Headroom:], benchPodA6, benchHole6, 100, false)
 			return 100
-		}},
+		}, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -159,7 +180,7 @@ func TestPacketPathZeroAllocs(t *testing.T) {
 			if c.kind == sourceUnderlay {
 				w = newWorker(e, nil, &nopUnderlay{}, &st, c.kind, nil)
 				for i := range w.meta {
-					w.meta[i] = packetio.Meta{Remote: netip.MustParseAddrPort("192.0.2.2:50000"), LocalPort: 8472}
+					w.meta[i] = packetio.Meta{Remote: netip.MustParseAddrPort("192.0.2.2:50000"), LocalPort: 8472, TOS: c.tos}
 				}
 			} else {
 				w = newWorker(e, &nopDevice{}, nil, &st, c.kind, c.ep)

@@ -137,8 +137,8 @@ func (t *tap) put(out bool, pkt []byte) {
 // outer IPv4 or IPv6 and UDP headers the underlay adds or strips are
 // rebuilt in front of it (with the source port the underlay uses for the
 // flow, and over IPv6 the flow label the flow hash gives and a UDP
-// checksum), so the capture reads like one taken on the NIC. The outer
-// traffic class is not known here and shows as 0. Only captures pay for
+// checksum, and the TOS or traffic class the driver read or is to write),
+// so the capture reads like one taken on the NIC. Only captures pay for
 // it.
 func (t *tap) putUnderlay(e *Engine, out bool, payload []byte, m *packetio.Meta) {
 	hlen := encap.OuterV4Len
@@ -156,9 +156,9 @@ func (t *tap) putUnderlay(e *Engine, out bool, payload []byte, m *packetio.Meta)
 	}
 	var err error
 	if e.node6 {
-		err = encap.EncodeOuterV6(b, src, dst, len(payload), 0, label)
-	} else {
-		err = encap.EncodeOuterV4(b, src, dst, len(payload))
+		err = encap.EncodeOuterV6(b, src, dst, len(payload), m.TOS, label)
+	} else if err = encap.EncodeOuterV4(b, src, dst, len(payload)); err == nil {
+		encap.IPv4(b).SetTOS(m.TOS)
 	}
 	if err != nil {
 		return

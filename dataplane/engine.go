@@ -205,6 +205,9 @@ type Engine struct {
 	// icmpsLimited counts ICMP errors not sent for the rate limit.
 	icmpsLimited atomic.Uint64
 	arpReplies   atomic.Uint64 // ARP replies sent to VTEPs
+	// ecnAnomalies counts tunnel packets whose outer and inner ECN
+	// fields RFC 6040 calls a currently unused combination.
+	ecnAnomalies atomic.Uint64
 
 	// hostRunning and underlayRunning count live workers of the host and
 	// underlay devices; one that stops while the engine runs makes it

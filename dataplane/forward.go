@@ -189,11 +189,18 @@ func (w *worker) fitsTunnel(snap *snapshot, ip encap.IPv4, n int) bool {
 // its flow hashes to. u is as for output. It reports whether the packet
 // was queued.
 func (w *worker) encapTo(buf []byte, start, n int, u *encap.IPv6Upper, t *tunnel, vni uint32, geneve bool) bool {
+	// The outer header carries the inner DSCP and ECN field (RFC 6040
+	// normal mode): the underlay's queues see the pod's class, and a
+	// congested hop can mark CE that decapsulation hands to the inner
+	// packet.
 	var hash uint32
+	var tos uint8
 	if u != nil {
-		hash = encap.FlowHashV6(encap.IPv6(buf[start:start+n]), *u)
+		ip := encap.IPv6(buf[start : start+n])
+		hash, tos = encap.FlowHashV6(ip, *u), encap.EncapTOS(ip.TrafficClass())
 	} else {
-		hash = encap.FlowHashV4(encap.IPv4(buf[start : start+n]))
+		ip := encap.IPv4(buf[start : start+n])
+		hash, tos = encap.FlowHashV4(ip), encap.EncapTOS(ip.TOS())
 	}
 	var o int
 	var err error
@@ -206,7 +213,7 @@ func (w *worker) encapTo(buf []byte, start, n int, u *encap.IPv6Upper, t *tunnel
 		w.drop(DropInvalidHeader)
 		return false
 	}
-	w.enqueueUnder(buf, o, start+n-o, packetio.Meta{Remote: t.remote, Flow: hash})
+	w.enqueueUnder(buf, o, start+n-o, packetio.Meta{Remote: t.remote, Flow: hash, TOS: tos})
 	return true
 }
 
@@ -276,7 +283,7 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int, m *packetio.
 				w.drop(DropProtocolMismatch)
 				return
 			}
-			w.fromVTEP(snap, v, buf, start, payload)
+			w.fromVTEP(snap, v, buf, start, payload, encap.ECNOf(m.TOS))
 			return
 		}
 		if !w.e.cfg.DisableSourceCheck {
@@ -295,11 +302,12 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int, m *packetio.
 		return
 	}
 	ioff := hlen + encap.EthernetLen
+	outer := encap.ECNOf(m.TOS)
 	switch eth.EtherType() {
 	case encap.EtherTypeIPv4:
-		w.fromTunnel4(snap, p, buf, start+ioff, payload[ioff:], src)
+		w.fromTunnel4(snap, p, buf, start+ioff, payload[ioff:], src, outer)
 	case encap.EtherTypeIPv6:
-		w.fromTunnel6(snap, p, buf, start+ioff, payload[ioff:], src)
+		w.fromTunnel6(snap, p, buf, start+ioff, payload[ioff:], src, outer)
 	default:
 		w.drop(DropUnsupportedProtocol)
 	}
@@ -307,8 +315,8 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int, m *packetio.
 
 // fromTunnel4 handles the inner IPv4 packet pkt = buf[off:] of a tunnel
 // payload that peer p (nil when the source check is off) sent with
-// identity src.
-func (w *worker) fromTunnel4(snap *snapshot, p *peer, buf []byte, off int, pkt []byte, src identity.ID) {
+// identity src, in an outer header with ECN field outer.
+func (w *worker) fromTunnel4(snap *snapshot, p *peer, buf []byte, off int, pkt []byte, src identity.ID, outer encap.ECN) {
 	inner := encap.IPv4(pkt)
 	if !inner.IsValid(len(inner)) {
 		w.drop(DropInvalidHeader)
@@ -320,7 +328,47 @@ func (w *worker) fromTunnel4(snap *snapshot, p *peer, buf []byte, off int, pkt [
 		w.drop(DropSpoofedInnerSource)
 		return
 	}
+	if !w.decapECN4(outer, inner) {
+		return
+	}
 	w.deliver(snap, inner, buf, off, n, src)
+}
+
+// decapECN4 hands the congestion an outer header carried to the inner
+// IPv4 packet (RFC 6040 section 4.2): an outer CE marks an ECN-capable
+// inner packet CE, and drops one whose transport does not do ECN, the
+// loss being the only signal it understands. It reports whether the
+// packet goes on.
+func (w *worker) decapECN4(outer encap.ECN, inner encap.IPv4) bool {
+	if outer == encap.ECNNotECT {
+		// The common case, and the table leaves the inner field as it is.
+		return true
+	}
+	drop, anomaly := encap.DecapECNV4(outer, inner)
+	return w.decapECNResult(drop, anomaly)
+}
+
+// decapECN6 is decapECN4 for an inner IPv6 packet.
+func (w *worker) decapECN6(outer encap.ECN, inner encap.IPv6) bool {
+	if outer == encap.ECNNotECT {
+		return true
+	}
+	drop, anomaly := encap.DecapECNV6(outer, inner)
+	return w.decapECNResult(drop, anomaly)
+}
+
+// decapECNResult counts what DecapECNV4 or DecapECNV6 found: the
+// combinations RFC 6040 calls currently unused are counted, never logged
+// one by one, as a sender could make every packet one.
+func (w *worker) decapECNResult(drop, anomaly bool) bool {
+	if anomaly {
+		w.ecnAnomalies++
+	}
+	if drop {
+		w.drop(DropECNCENotECT)
+		return false
+	}
+	return true
 }
 
 // tunnelHeader validates the VXLAN or Geneve header at the start of

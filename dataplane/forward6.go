@@ -175,14 +175,18 @@ func (w *worker) toTunnelPort6(snap *snapshot, ip encap.IPv6, u *encap.IPv6Upper
 
 // fromTunnel6 handles the inner IPv6 packet pkt = buf[off:] of a tunnel
 // payload that peer p (nil when the source check is off) sent with
-// identity src: its source must lie in the peer's IPv6 pod CIDR.
-func (w *worker) fromTunnel6(snap *snapshot, p *peer, buf []byte, off int, pkt []byte, src identity.ID) {
+// identity src, in an outer header with ECN field outer: its source must
+// lie in the peer's IPv6 pod CIDR.
+func (w *worker) fromTunnel6(snap *snapshot, p *peer, buf []byte, off int, pkt []byte, src identity.ID, outer encap.ECN) {
 	inner, u, ok := w.innerIPv6(pkt)
 	if !ok {
 		return
 	}
 	if p != nil && !p.PodCIDR6.Contains(inner.SourceAddr()) {
 		w.drop(DropSpoofedInnerSource)
+		return
+	}
+	if !w.decapECN6(outer, inner) {
 		return
 	}
 	w.deliver6(snap, inner, &u, buf, off, src)

@@ -175,13 +175,15 @@ var fzSenders = [...]packetio.Meta{
 }
 
 // load puts an input into worker w's first buffer as one packet read: for
-// the underlay worker the first byte picks the sender (fzSenders) and the
-// rest is the payload; the others read the whole input.
+// the underlay worker the first byte picks the sender (fzSenders, its low
+// two bits) and the outer ECN field (the next two), and the rest is the
+// payload; the others read the whole input.
 func (w *worker) load(pkt []byte) int {
 	if w.under != nil {
 		w.meta[0] = fzSenders[0]
 		if len(pkt) > 0 {
 			w.meta[0] = fzSenders[int(pkt[0])%len(fzSenders)]
+			w.meta[0].TOS = pkt[0] >> 2 & 0b11
 			pkt = pkt[1:]
 		}
 	}
@@ -276,6 +278,10 @@ func (r *fzRig) checkWrite(t *testing.T, w *worker, wr fzWrite, size int) bool {
 	switch wr.dev.kind {
 	case "pod", "host":
 		dst := fzCheckIP(t, wr.dev.name, pkt, fromRead)
+		// RFC 6040: what leaves a tunnel that was marked CE is CE.
+		if w.under != nil && fromRead && encap.ECNOf(w.meta[0].TOS) == encap.ECNCE && fzECN(pkt) != encap.ECNCE {
+			t.Fatalf("outer CE, delivered to %s with ECN %v", wr.dev.name, fzECN(pkt))
+		}
 		if wr.dev.kind == "pod" {
 			if ep := r.e.endpoints[wr.dev.name]; ep == nil || dst != ep.IP && dst != ep.IP6 {
 				t.Fatalf("packet for %s written to pod %s", dst, wr.dev.name)
@@ -312,6 +318,14 @@ func fzCheckIP(t *testing.T, dev string, pkt []byte, fromRead bool) netip.Addr {
 		fzCheckICMPError(t, dev, ip)
 	}
 	return ip.DestinationAddr()
+}
+
+// fzECN is the ECN field of an IPv4 or IPv6 packet.
+func fzECN(pkt []byte) encap.ECN {
+	if encap.IPVersion(pkt) == encap.IPv6Version {
+		return encap.IPv6(pkt).ECN()
+	}
+	return encap.IPv4(pkt).ECN()
 }
 
 // fzCheckICMPv6Error checks an ICMPv6 error the worker made: from the
@@ -428,6 +442,23 @@ func fzFromPeer(vni uint32, inner []byte) []byte {
 	}
 	frame := pkttest.Ethernet(encap.TunnelMAC(fzNodeIP), encap.TunnelMAC(fzPeerIP), et, inner)
 	return append([]byte{0}, pkttest.VXLAN(vni, frame)...)
+}
+
+// fzCE marks an underlay input (its sender byte) as arriving with an
+// outer CE.
+func fzCE(in []byte) []byte {
+	in[0] |= uint8(encap.ECNCE) << 2
+	return in
+}
+
+// fzECT makes an IPv4 or IPv6 packet ECN-capable: ECT(0).
+func fzECT(pkt []byte) []byte {
+	if encap.IPVersion(pkt) == encap.IPv6Version {
+		encap.IPv6(pkt).SetECN(encap.ECNECT0)
+	} else {
+		encap.IPv4(pkt).SetECN(encap.ECNECT0)
+	}
+	return pkt
 }
 
 // fzUDP6 builds an IPv6/UDP packet with a correct checksum behind the
@@ -557,6 +588,10 @@ func FuzzReceivePath(f *testing.F) {
 		fzMutate(good, func(b []byte) { b[25] = 0x7f }),               // inner length lies
 		fzMutate(good, func(b []byte) { b[0] = 2 }),                   // from a stranger
 		fzMutate(good, func(b []byte) { b[0] = 3 }),                   // to the VTEP port
+		fzMutate(good, func(b []byte) { b[0] = 0b1100 }),              // CE over Not-ECT
+		fzCE(fzFromPeer(2000, fzECT(fzUDP(fzPeerPod, fzPodA, 5201, 64, false, 32)))),
+		fzCE(fzFromPeer(2000, fzECT(fzUDP6(fzPeerPod6, fzPodA6, 5201, 64, 32)))),
+		fzCE(fzFromVTEP(2, fzVTEPIPv4(fzPodA))),
 		{},
 		{0x45},
 		{0x60, 0, 0, 0},
@@ -594,6 +629,10 @@ func TestFuzzRigOutcomes(t *testing.T) {
 		{"vtep arp", 0, fzFromVTEP(2, fzARPRequest(fzPodA)), "u0", 0},
 		{"vtep ipv4", 0, fzFromVTEP(2, fzVTEPIPv4(fzPodA)), "a", 0},
 		{"vtep wrong vni", 0, fzFromVTEP(3, fzARPRequest(fzPodA)), "", DropInvalidVNI},
+		{"outer CE over Not-ECT", 0, fzCE(fzFromPeer(2000, fzUDP(fzPeerPod, fzPodA, 5201, 64, false, 32))), "", DropECNCENotECT},
+		{"outer CE over ECT(0)", 0, fzCE(fzFromPeer(2000, fzECT(fzUDP(fzPeerPod, fzPodA, 5201, 64, false, 32)))), "a", 0},
+		{"outer CE over IPv6 Not-ECT", 0, fzCE(fzFromPeer(2000, fzUDP6(fzPeerPod6, fzPodA6, 5201, 64, 32))), "", DropECNCENotECT},
+		{"outer CE over IPv6 ECT(0)", 0, fzCE(fzFromPeer(2000, fzECT(fzUDP6(fzPeerPod6, fzPodA6, 5201, 64, 32)))), "a", 0},
 		{"spoofed inner source", 0, fzFromPeer(2000, fzUDP(netip.MustParseAddr("10.1.9.9"), fzPodA, 5201, 64, false, 8)), "", DropSpoofedInnerSource},
 		{"pod to pod", 1, fzUDP(fzPodA, fzPodB, 5201, 64, false, 100), "b", 0},
 		{"pod to tunnel port", 1, fzUDP(fzPodA, fzPeerIP, encap.VXLANPort, 64, false, 60), "", DropEncapProhibited},

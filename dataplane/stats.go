@@ -14,7 +14,7 @@ type DropReason uint8
 // ttl_exceeded counts IPv6 packets whose hop limit ran out, frag_needed
 // those answered with Packet Too Big, no_route and no_endpoint, policy,
 // source and tunnel checks alike; the reasons after geneve_critical_option
-// are IPv6's own.
+// are IPv6's own but ecn_ce_not_ect, which both families share.
 const (
 	DropNoRoute DropReason = iota
 	DropInvalidSource
@@ -49,6 +49,11 @@ const (
 	// neighbour discovery): the overlay routes unicast only, and no
 	// error answers it (RFC 4443 section 2.4(e.3)).
 	DropMulticast
+	// DropECNCENotECT: a tunnel packet whose outer header says congestion
+	// experienced (CE) around an inner packet whose transport does not do
+	// ECN (Not-ECT): RFC 6040 section 4.2 has the decapsulator drop it,
+	// the loss being the congestion signal that transport understands.
+	DropECNCENotECT
 	numDropReasons
 )
 
@@ -76,6 +81,7 @@ var dropNames = [numDropReasons]string{
 	DropInvalidExtHeaders:   "invalid_extension_headers",
 	DropLinkLocal:           "link_local_address",
 	DropMulticast:           "multicast_address",
+	DropECNCENotECT:         "ecn_ce_not_ect",
 }
 
 func (r DropReason) String() string {

@@ -95,6 +95,12 @@ type Stats struct {
 	MonitorEventsLost uint64
 	// ICMPErrorsLimited counts ICMP errors held back by the rate limit.
 	ICMPErrorsLimited uint64
+	// ECNAnomalies counts tunnel packets delivered with an ECN
+	// combination RFC 6040 section 4.2 calls currently unused (an
+	// ECN-capable outer header over a Not-ECT inner packet, ECT(1)
+	// outside CE): a sender or a hop on the underlay that does ECN
+	// wrongly.
+	ECNAnomalies uint64
 }
 
 // Stats returns the counters.
@@ -128,6 +134,7 @@ func (e *Engine) Stats() Stats {
 	s.ICMPErrors = e.icmps.Load()
 	s.ICMPErrorsLimited = e.icmpsLimited.Load()
 	s.ARPReplies = e.arpReplies.Load()
+	s.ECNAnomalies = e.ecnAnomalies.Load()
 	s.MonitorEventsLost = e.mon.lost.Load()
 	return s
 }

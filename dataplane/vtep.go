@@ -248,8 +248,9 @@ func (v *vtep) contains(a netip.Addr) bool {
 
 // fromVTEP handles a tunnel packet from a VTEP: VNI 2 only, ARP requests
 // for local endpoints answered, IPv4 from its CIDRs delivered. VTEPs carry
-// no IPv6 (unsupported_protocol), as their CIDRs are IPv4.
-func (w *worker) fromVTEP(snap *snapshot, v *vtep, buf []byte, start int, payload []byte) {
+// no IPv6 (unsupported_protocol), as their CIDRs are IPv4. outer is the
+// ECN field of the outer header.
+func (w *worker) fromVTEP(snap *snapshot, v *vtep, buf []byte, start int, payload []byte, outer encap.ECN) {
 	vx := encap.VXLAN(payload)
 	if vx.VNI() != uint32(identity.World) {
 		w.drop(DropInvalidVNI)
@@ -274,6 +275,9 @@ func (w *worker) fromVTEP(snap *snapshot, v *vtep, buf []byte, start int, payloa
 		inner = inner[:n]
 		if !v.contains(inner.SourceAddr()) {
 			w.drop(DropSpoofedInnerSource)
+			return
+		}
+		if !w.decapECN4(outer, inner) {
 			return
 		}
 		w.deliver(snap, inner, buf, foff+encap.EthernetLen, n, identity.World)

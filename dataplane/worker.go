@@ -78,6 +78,9 @@ type worker struct {
 	drops      [numDropReasons]uint64
 	icmps      uint64
 	arpReplies uint64
+	// ecnAnomalies counts tunnel packets with an ECN combination RFC
+	// 6040 calls currently unused (decapECNResult).
+	ecnAnomalies uint64
 
 	// busy is when the batch in progress started (UnixNano), 0 while the
 	// worker waits in Read; a batch that takes seconds means a stuck
@@ -351,5 +354,9 @@ func (w *worker) flush() {
 	if w.arpReplies != 0 {
 		w.e.arpReplies.Add(w.arpReplies)
 		w.arpReplies = 0
+	}
+	if w.ecnAnomalies != 0 {
+		w.e.ecnAnomalies.Add(w.ecnAnomalies)
+		w.ecnAnomalies = 0
 	}
 }

@@ -522,6 +522,7 @@ func newStatsCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "\nICMP errors sent\t%d\n", s.ICMPErrors)
 				fmt.Fprintf(w, "ICMP errors rate-limited\t%d\n", s.ICMPErrorsLimited)
 				fmt.Fprintf(w, "ARP replies sent\t%d\n", s.ARPReplies)
+				fmt.Fprintf(w, "ECN anomalies\t%d\n", s.ECNAnomalies)
 				fmt.Fprintf(w, "monitor events lost\t%d\n", s.MonitorEventsLost)
 			})
 		},

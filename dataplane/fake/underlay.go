@@ -50,13 +50,14 @@ func (u *Underlay) InjectTo(payload []byte, from netip.AddrPort, port uint16) {
 }
 
 // InjectDatagram queues a copy of d for Receive: d.Meta.Remote is the
-// sender, d.Meta.LocalPort the port it arrives on (0: the underlay's own).
+// sender, d.Meta.LocalPort the port it arrives on (0: the underlay's own),
+// d.Meta.TOS the outer TOS or traffic class it arrived with.
 func (u *Underlay) InjectDatagram(d Datagram) {
-	port := d.Meta.LocalPort
-	if port == 0 {
-		port = u.local.Port()
+	m := packetio.Meta{Remote: d.Meta.Remote, LocalPort: d.Meta.LocalPort, TOS: d.Meta.TOS}
+	if m.LocalPort == 0 {
+		m.LocalPort = u.local.Port()
 	}
-	u.InjectTo(d.Payload, d.Meta.Remote, port)
+	u.inject(Datagram{Payload: append([]byte(nil), d.Payload...), Meta: m})
 }
 
 // Receive implements packetio.Underlay.
@@ -83,7 +84,7 @@ func (u *Underlay) Send(bufs [][]byte, meta []packetio.Meta, offset int) (int, e
 	if u.hub != nil {
 		for _, d := range c {
 			from := netip.AddrPortFrom(u.local.Addr(), u.SourcePort(d.Meta.Flow))
-			u.hub.carry(from, d.Meta.Remote, d.Payload)
+			u.hub.carry(from, d.Meta, d.Payload)
 		}
 	}
 	return len(bufs), nil
@@ -138,15 +139,18 @@ func (h *Hub) Attach(local netip.AddrPort, name string, batch int) *Underlay {
 	return u
 }
 
-func (h *Hub) carry(from, to netip.AddrPort, payload []byte) {
+// carry delivers payload, sent from from as m says, with its TOS: the
+// hub is an underlay that keeps DSCP and ECN as they were sent.
+func (h *Hub) carry(from netip.AddrPort, m packetio.Meta, payload []byte) {
+	to := m.Remote
 	h.mu.Lock()
 	u := h.ports[to.Addr()]
 	if u == nil {
-		h.lost = append(h.lost, Datagram{Payload: append([]byte(nil), payload...), Meta: packetio.Meta{Remote: to}})
+		h.lost = append(h.lost, Datagram{Payload: append([]byte(nil), payload...), Meta: packetio.Meta{Remote: to, TOS: m.TOS}})
 	}
 	h.mu.Unlock()
 	if u != nil {
-		u.InjectTo(payload, from, to.Port())
+		u.InjectDatagram(Datagram{Payload: payload, Meta: packetio.Meta{Remote: from, LocalPort: to.Port(), TOS: m.TOS}})
 	}
 }
 

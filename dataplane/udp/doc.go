@@ -16,6 +16,13 @@
 //     default; SourcePorts reports them). Payloads of one socket go out in
 //     one sendmmsg(2); runs of equal-sized payloads to one destination leave
 //     as one UDP_SEGMENT (GSO) message, which the kernel or NIC cuts.
+//   - DSCP and ECN: the outer TOS byte (IPv4) or traffic class (IPv6)
+//     travels per datagram in Meta.TOS. Receive reads it from the
+//     IP_RECVTOS or IPV6_RECVTCLASS control message (one per coalesced
+//     UDP_GRO run, whose datagrams the kernel merges only when their TOS is
+//     the same); Send sets it with an IP_TOS or IPV6_TCLASS control message
+//     on each message (none for 0, the socket's own), and a GSO run takes
+//     only payloads of one TOS.
 //
 // An underlay has one address family, its node address's; the sockets and
 // the addresses of the payloads are of that family only, and Send counts a

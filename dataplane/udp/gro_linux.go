@@ -2,7 +2,6 @@ package udp
 
 import (
 	"fmt"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -25,7 +24,6 @@ const (
 type groState struct {
 	bufs  [groMsgs][]byte
 	rx    mmsgBatch
-	oob   [groMsgs][64]byte
 	n     int // messages received and not yet handed out
 	cur   int // message being handed out
 	off   int // offset in it
@@ -63,9 +61,6 @@ func (q *Queue) receiveGRO(bufs [][]byte, sizes []int, meta []packetio.Meta, off
 		}
 		for i := range g.bufs {
 			g.rx.set(i, g.bufs[i])
-			h := &g.rx.hdrs[i].Hdr
-			h.Control = &g.oob[i][0]
-			h.SetControllen(len(g.oob[i]))
 		}
 		g.block, g.n, g.cur, g.off, g.errno = out == 0, 0, 0, 0, 0
 		err := q.raw.Read(q.groFn)
@@ -115,7 +110,11 @@ func (q *Queue) emitGRO(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 			g.cur, g.off = g.cur+1, 0
 			continue
 		}
-		m := packetio.Meta{Remote: g.rx.remote(g.cur), LocalPort: q.local.Port()}
+		// Datagrams that differ in TOS are never coalesced (the kernel's
+		// GRO flushes on a different TOS or traffic class): the one TOS
+		// holds for every segment of the run.
+		seg, tos := g.rx.cmsgs(g.cur)
+		m := packetio.Meta{Remote: g.rx.remote(g.cur), LocalPort: q.local.Port(), TOS: tos}
 		if total == 0 {
 			// An empty datagram is handed out too, so the engine counts
 			// it like any other bad one.
@@ -124,7 +123,6 @@ func (q *Queue) emitGRO(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 			g.cur, g.off = g.cur+1, 0
 			continue
 		}
-		seg := groSegSize(&h.Hdr, g.oob[g.cur][:])
 		if seg <= 0 || seg > total {
 			seg = total
 		}
@@ -151,21 +149,4 @@ func (q *Queue) emitGRO(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 		}
 	}
 	return out
-}
-
-// groSegSize reads the UDP_GRO control message: the size of the segments
-// a coalesced datagram is made of, or 0.
-func groSegSize(h *unix.Msghdr, oob []byte) int {
-	n := int(h.Controllen)
-	for off := 0; off+unix.SizeofCmsghdr <= n; {
-		c := (*unix.Cmsghdr)(unsafe.Pointer(&oob[off]))
-		if c.Len < unix.SizeofCmsghdr || off+int(c.Len) > n {
-			return 0
-		}
-		if c.Level == solUDP && c.Type == udpGRO && int(c.Len) >= unix.CmsgLen(2) {
-			return int(*(*uint16)(unsafe.Pointer(&oob[off+unix.CmsgLen(0)])))
-		}
-		off += unix.CmsgSpace(int(c.Len) - unix.CmsgLen(0))
-	}
-	return 0
 }

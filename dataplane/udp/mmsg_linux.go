@@ -9,7 +9,8 @@ import (
 
 // mmsgBatch holds the arrays one recvmmsg or sendmmsg call hands to the
 // kernel: a header, one iovec and one address per message, the address
-// IPv4 or IPv6 as the socket is (init says which, once). It lives inside
+// IPv4 or IPv6 as the socket is (init says which, once), and room for the
+// control messages of each received message. It lives inside
 // a Queue (or its GRO state), which the Go heap never moves, so the
 // pointers between the arrays are set up once and stay valid.
 type mmsgBatch struct {
@@ -17,6 +18,7 @@ type mmsgBatch struct {
 	iovs    [batchSize]unix.Iovec
 	addrs4  [batchSize]unix.RawSockaddrInet4
 	addrs6  [batchSize]unix.RawSockaddrInet6
+	oob     [batchSize][recvOOBLen]byte
 	v6      bool
 	namelen uint32
 }
@@ -37,6 +39,7 @@ func (b *mmsgBatch) init(v6 bool) {
 		h.Namelen = b.namelen
 		h.Iov = &b.iovs[i]
 		h.SetIovlen(1)
+		h.Control = &b.oob[i][0]
 	}
 }
 
@@ -45,6 +48,7 @@ func (b *mmsgBatch) set(i int, buf []byte) {
 	b.iovs[i].Base = &buf[0]
 	b.iovs[i].SetLen(len(buf))
 	b.hdrs[i].Hdr.Namelen = b.namelen
+	b.hdrs[i].Hdr.SetControllen(recvOOBLen)
 	b.hdrs[i].Hdr.Flags = 0
 	b.hdrs[i].Len = 0
 }
@@ -55,6 +59,13 @@ func (b *mmsgBatch) remote(i int) netip.AddrPort {
 		return addrPort6(&b.addrs6[i])
 	}
 	return addrPort4(&b.addrs4[i])
+}
+
+// cmsgs reads the control messages of received message i: the UDP_GRO
+// segment size and the TOS or traffic class (parseCmsgs).
+func (b *mmsgBatch) cmsgs(i int) (seg int, tos uint8) {
+	h := &b.hdrs[i].Hdr
+	return parseCmsgs(b.oob[i][:min(int(h.Controllen), recvOOBLen)])
 }
 
 // release drops the references to the caller's buffers, which the caller

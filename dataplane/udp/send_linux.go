@@ -22,8 +22,10 @@ import (
 // its flow hash picks: one flow, one port, for the life of the pool. The
 // payloads of one Send are grouped by socket (which keeps each flow's
 // order) and each group leaves in one sendmmsg; with UDP_SEGMENT, a run of
-// equal-sized payloads to one destination (the last may be shorter) is one
-// message the kernel or the NIC cuts.
+// equal-sized payloads to one destination and of one TOS (the last may be
+// shorter) is one message the kernel or the NIC cuts. A payload's TOS
+// (Meta.TOS) goes with its message as a control message, every segment of
+// a run carrying the same.
 
 const (
 	gsoMaxSegs = 64    // UDP_MAX_SEGMENTS
@@ -60,12 +62,13 @@ type sendSock struct {
 	hdrs   [batchSize]unix.Mmsghdr
 	addrs4 [batchSize]unix.RawSockaddrInet4
 	addrs6 [batchSize]unix.RawSockaddrInet6
-	oob    [batchSize][32]byte // one UDP_SEGMENT cmsg each
-	size   [batchSize]int      // segment size of each message
-	segs   [batchSize]int      // payloads in each message
-	total  [batchSize]int      // bytes in each message
-	first  [batchSize]int      // the message's first payload, as a position in the group
-	iovs   [sendMax]unix.Iovec // the payloads, message after message
+	oob    [batchSize][sendOOBLen]byte // the TOS and UDP_SEGMENT cmsgs of each
+	tos    [batchSize]uint8            // TOS or traffic class of each message
+	size   [batchSize]int              // segment size of each message
+	segs   [batchSize]int              // payloads in each message
+	total  [batchSize]int              // bytes in each message
+	first  [batchSize]int              // the message's first payload, as a position in the group
+	iovs   [sendMax]unix.Iovec         // the payloads, message after message
 	nmsg   int
 
 	// State of the sendmmsg loop in the poller callback.
@@ -158,9 +161,6 @@ func openSendSock(addr netip.Addr, from, tries int) (*sendSock, error) {
 				h.Namelen = unix.SizeofSockaddrInet4
 				s.addrs4[i].Family = unix.AF_INET
 			}
-			c := (*unix.Cmsghdr)(unsafe.Pointer(&s.oob[i][0]))
-			c.Level, c.Type = solUDP, udpSegment
-			c.SetLen(unix.CmsgLen(2))
 		}
 		return s, nil
 	}
@@ -334,9 +334,9 @@ func (s *sendSock) build(bufs [][]byte, meta []packetio.Meta, offset int, group 
 			q.txErrors.Add(1)
 			continue
 		}
-		b := bufs[k][offset:]
+		b, tos := bufs[k][offset:], meta[k].TOS
 		if gso && m > 0 && !short && s.segs[m-1] < gsoMaxSegs && len(b) <= s.size[m-1] &&
-			(s.segs[m-1]+1)*s.size[m-1] <= gsoMaxLen && s.sameAddr(m-1, remote) {
+			(s.segs[m-1]+1)*s.size[m-1] <= gsoMaxLen && s.tos[m-1] == tos && s.sameAddr(m-1, remote) {
 			short = len(b) < s.size[m-1]
 			s.segs[m-1]++
 			s.total[m-1] += len(b)
@@ -345,7 +345,7 @@ func (s *sendSock) build(bufs [][]byte, meta []packetio.Meta, offset int, group 
 				break
 			}
 			s.setAddr(m, remote)
-			s.size[m], s.segs[m], s.total[m], s.first[m] = len(b), 1, len(b), pos
+			s.size[m], s.segs[m], s.total[m], s.first[m], s.tos[m] = len(b), 1, len(b), pos, tos
 			s.hdrs[m].Hdr.Iov = &s.iovs[iov]
 			m++
 			short = false
@@ -357,14 +357,19 @@ func (s *sendSock) build(bufs [][]byte, meta []packetio.Meta, offset int, group 
 	for i := 0; i < m; i++ {
 		h := &s.hdrs[i].Hdr
 		h.SetIovlen(s.segs[i])
-		if s.segs[i] > 1 {
-			h.Control = &s.oob[i][0]
-			h.SetControllen(unix.CmsgSpace(2))
-			*(*uint16)(unsafe.Pointer(&s.oob[i][unix.CmsgLen(0)])) = uint16(s.size[i])
-		} else {
-			h.Control = nil
-			h.SetControllen(0)
+		// TOS 0 is the socket's own: no message needed.
+		n := 0
+		if s.tos[i] != 0 {
+			n += putTOS(s.oob[i][n:], s.v6, s.tos[i])
 		}
+		if s.segs[i] > 1 {
+			n += putSegment(s.oob[i][n:], s.size[i])
+		}
+		h.Control = nil
+		if n > 0 {
+			h.Control = &s.oob[i][0]
+		}
+		h.SetControllen(n)
 	}
 	s.nmsg = m
 	return pos

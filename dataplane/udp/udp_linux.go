@@ -192,6 +192,9 @@ func (q *Queue) setup(fd int, local netip.AddrPort, reuse bool) error {
 			return fmt.Errorf("SO_REUSEPORT: %w", err)
 		}
 	}
+	if err := enableRecvTOS(fd, local.Addr().Is6()); err != nil {
+		return err
+	}
 	if err := bind(fd, local); err != nil {
 		return err
 	}
@@ -326,7 +329,8 @@ func (q *Queue) finishReceive(bufs [][]byte, sizes []int, meta []packetio.Meta, 
 			copy(bufs[out][offset:], bufs[i][offset:offset+plen])
 		}
 		sizes[out] = plen
-		meta[out] = packetio.Meta{Remote: q.rx.remote(i), LocalPort: q.local.Port()}
+		_, tos := q.rx.cmsgs(i)
+		meta[out] = packetio.Meta{Remote: q.rx.remote(i), LocalPort: q.local.Port(), TOS: tos}
 		out++
 	}
 	return out
