@@ -7,8 +7,8 @@ LDFLAGS := -X github.com/vxdp/vxdp/agent.Version=$(VERSION)
 # Parsers get a short fuzz run on every `make test`.
 FUZZTIME ?= 8s
 # Debian packages the end-to-end tests and the demo use.
-PACKAGES := iproute2 iputils-ping iperf3 tcpdump tshark kmod systemd curl etcd-server
-COMMANDS := ip ping iperf3 tcpdump tshark systemd-analyze curl etcd
+PACKAGES := iproute2 iputils-ping iperf3 tcpdump tshark kmod systemd curl etcd-server podman runc busybox-static
+COMMANDS := ip ping iperf3 tcpdump tshark systemd-analyze curl etcd podman runc busybox
 
 .PHONY: all build deps demo demo-native test install uninstall bench bench-micro bench-e2e unit race fuzz e2e lint bench clean
 

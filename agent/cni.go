@@ -112,9 +112,14 @@ func (a *Agent) openIPAM() error {
 			continue
 		}
 		if _, err := os.Stat(l.Netns); err != nil {
-			// The runtime's DEL or GC will release it.
-			a.log.Info("lease kept without its endpoint: the container's namespace is gone", zap.String("container", l.ContainerID),
-				zap.String("netns", l.Netns))
+			// The container is gone (its runtime removes the namespace
+			// after DEL; a reboot empties /run): the lease is released
+			// here, whether or not a DEL reached an agent.
+			if err := m.release(l.ContainerID, l.Ifname); err != nil {
+				return fmt.Errorf("state-dir %s: leases: %w", a.cfg.StateDir, err)
+			}
+			a.log.Info("lease released: the container's namespace is gone", zap.String("container", l.ContainerID),
+				zap.String("netns", l.Netns), zap.Stringer("ip", l.IP), zap.Stringer("ip6", l.IP6))
 			continue
 		}
 		if err := a.eng.AddEndpoint(l.spec()); err != nil {

@@ -25,8 +25,12 @@ import (
 	"github.com/vxdp/vxdp/api"
 )
 
-// defaultSocket is the agent's default API socket.
-const defaultSocket = "/run/vxdp/vxdp.sock"
+const (
+	// defaultSocket is the agent's default API socket.
+	defaultSocket = "/run/vxdp/vxdp.sock"
+	// noMAC is the hardware address reported for the TUN device.
+	noMAC = "00:00:00:00:00:00"
+)
 
 // netConf is the network configuration the runtime passes on stdin.
 type netConf struct {
@@ -162,8 +166,12 @@ func cmdAdd(args *skel.CmdArgs) error {
 
 // result turns the agent's answer into the specification's result.
 func result(res api.CNIResult) *current.Result {
+	// A TUN device has no hardware address. The specification lets the
+	// field be left out, but podman 4 parses it for every interface in a
+	// sandbox and refuses the result when it is empty; the all-zero
+	// address says "none" in a form every parser takes.
 	r := &current.Result{CNIVersion: current.ImplementedSpecVersion,
-		Interfaces: []*current.Interface{{Name: res.Ifname, Mtu: res.MTU, Sandbox: res.Netns}}}
+		Interfaces: []*current.Interface{{Name: res.Ifname, Mac: noMAC, Mtu: res.MTU, Sandbox: res.Netns}}}
 	for _, a := range res.IPs {
 		ipc := &current.IPConfig{Interface: current.Int(0),
 			Address: net.IPNet{IP: a.Address.Addr().AsSlice(), Mask: net.CIDRMask(a.Address.Bits(), a.Address.Addr().BitLen())}}
@@ -191,21 +199,21 @@ func cmdDel(args *skel.CmdArgs) error {
 		Network: c.Name, Netns: args.Netns}
 	err = call(c, "POST", "/v1/cni/del", req, nil)
 	var te *types.Error
-	if errors.As(err, &te) && te.Code == types.ErrTryAgainLater && !agentConfigured(c) {
-		// No agent has ever run here (no socket directory): nothing
-		// can be attached, so there is nothing to delete. The
-		// specification wants DEL to succeed when what it names is gone.
+	if errors.As(err, &te) && te.Code == types.ErrTryAgainLater && !socketExists(c.Socket) {
+		// No agent runs here: nothing of the container is being
+		// forwarded, and the next agent releases, as it starts, every
+		// lease whose namespace is gone. Failing would only keep the
+		// runtime from removing the container.
 		return nil
 	}
 	return err
 }
 
-// agentConfigured reports whether the agent's socket directory exists,
-// i.e. whether an agent ran on this node.
-func agentConfigured(c *netConf) bool {
-	dir := c.Socket[:max(strings.LastIndexByte(c.Socket, '/'), 0)]
-	_, err := os.Stat(dir)
-	return dir == "" || err == nil
+// socketExists reports whether the agent's socket is there: an agent
+// runs, or is being restarted.
+func socketExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func cmdCheck(args *skel.CmdArgs) error {
