@@ -203,11 +203,15 @@ func (a *Agent) cniAdd(req api.CNIRequest) (api.CNIResult, error) {
 // standIn is an address of the node's pod CIDR that passes the endpoint
 // checks, for validating a request before IPAM chose its addresses.
 func (a *Agent) standIn() string {
-	p := a.cfg.PodCIDR
+	p, host := a.cfg.PodCIDR, a.cfg.HostAddr()
 	if !p.IsValid() {
-		p = a.cfg.PodCIDR6
+		p, host = a.cfg.PodCIDR6, a.cfg.HostAddr6()
 	}
-	return p.Addr().Next().Next().String()
+	s := p.Masked().Addr().Next()
+	if s == host {
+		s = s.Next()
+	}
+	return s.String()
 }
 
 func (a *Agent) hasEndpoint(l lease) bool {

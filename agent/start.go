@@ -360,6 +360,8 @@ func engineConfig(cfg *config.Config, underlayMTU int) dataplane.Config {
 		NodeIP:               cfg.NodeIP,
 		PodCIDR:              cfg.PodCIDR,
 		PodCIDR6:             cfg.PodCIDR6,
+		HostIP:               cfg.HostIP,
+		HostIP6:              cfg.HostIP6,
 		ClusterCIDR:          cfg.ClusterCIDR,
 		ClusterCIDR6:         cfg.ClusterCIDR6,
 		TunnelPort:           cfg.TunnelPort,
@@ -386,7 +388,7 @@ func startEngine(cfg *config.Config, log *zap.Logger, link netlink.Link, adoptHo
 		under.close()
 		return nil, nil, nil, nil, err
 	}
-	routes := &hostRoutes{link: host.Index(), src: firstHost(cfg.PodCIDR), src6: firstHost(cfg.PodCIDR6), log: log}
+	routes := &hostRoutes{link: host.Index(), src: cfg.HostAddr(), src6: cfg.HostAddr6(), log: log}
 	ec := engineConfig(cfg, under.mtu)
 	ec.UnderlayPrefix = underlayPrefix(link, cfg.NodeIP)
 	eng, err := dataplane.New(ec, log, under.queues, host, pods.create, routes)
@@ -434,9 +436,12 @@ func firstHost(p netip.Prefix) netip.Addr {
 // pod CIDR's length: the kernel's connected route to local pods.
 func hostAddrs(cfg *config.Config) []netip.Prefix {
 	var out []netip.Prefix
-	for _, p := range []netip.Prefix{cfg.PodCIDR, cfg.PodCIDR6} {
-		if p.IsValid() {
-			out = append(out, netip.PrefixFrom(firstHost(p), p.Bits()))
+	for _, h := range []struct {
+		addr netip.Addr
+		p    netip.Prefix
+	}{{cfg.HostAddr(), cfg.PodCIDR}, {cfg.HostAddr6(), cfg.PodCIDR6}} {
+		if h.p.IsValid() {
+			out = append(out, netip.PrefixFrom(h.addr, h.p.Bits()))
 		}
 	}
 	return out

@@ -154,6 +154,10 @@ type Config struct {
 	// (ipv6-native-routing-cidr) are their IPv6 counterparts.
 	ClusterCIDR6       netip.Prefix
 	NativeRoutingCIDR6 netip.Prefix
+	// HostIP and HostIP6 (host-ipv4, host-ipv6) are the host device's
+	// addresses in the pod CIDRs; unset, the first address after the
+	// network address (see HostAddr, HostAddr6).
+	HostIP, HostIP6 netip.Addr
 
 	Nodes     []Node
 	Endpoints []Endpoint
@@ -278,4 +282,22 @@ func (c *Config) RouteMTU(underlayMTU int) int {
 		overhead = 70
 	}
 	return max(underlayMTU-overhead, 0)
+}
+
+// HostAddr is the host device vxdp_host's IPv4 address: host-ipv4, or the
+// first address of pod-cidr after its network address; invalid without an
+// IPv4 pod CIDR.
+func (c *Config) HostAddr() netip.Addr { return hostAddr(c.HostIP, c.PodCIDR) }
+
+// HostAddr6 is HostAddr for IPv6 (host-ipv6).
+func (c *Config) HostAddr6() netip.Addr { return hostAddr(c.HostIP6, c.PodCIDR6) }
+
+func hostAddr(set netip.Addr, p netip.Prefix) netip.Addr {
+	if !p.IsValid() {
+		return netip.Addr{}
+	}
+	if set.IsValid() {
+		return set
+	}
+	return p.Masked().Addr().Next()
 }

@@ -24,12 +24,15 @@ type Local struct {
 	PodCIDR6     netip.Prefix
 	ClusterCIDR  netip.Prefix
 	ClusterCIDR6 netip.Prefix
+	// HostIP and HostIP6 are the host device's addresses, which no pod
+	// may take.
+	HostIP, HostIP6 netip.Addr
 }
 
 // Local returns the node facts entries are checked against.
 func (c *Config) Local() Local {
 	return Local{NodeName: c.NodeName, NodeIP: c.NodeIP, PodCIDR: c.PodCIDR, PodCIDR6: c.PodCIDR6,
-		ClusterCIDR: c.ClusterCIDR, ClusterCIDR6: c.ClusterCIDR6}
+		ClusterCIDR: c.ClusterCIDR, ClusterCIDR6: c.ClusterCIDR6, HostIP: c.HostAddr(), HostIP6: c.HostAddr6()}
 }
 
 // Set sets one field of a node from text, with the file's parsers.
@@ -179,10 +182,10 @@ func (l Local) CheckEndpoint(ep *Endpoint) *Error {
 	if !ep.IP.IsValid() && !ep.IP6.IsValid() {
 		return &Error{Key: "ip", Reason: "required"}
 	}
-	if err := checkPodAddr(ep.IP, l.PodCIDR, false); err != nil {
+	if err := checkPodAddr(ep.IP, l.PodCIDR, l.HostIP, false); err != nil {
 		return err
 	}
-	if err := checkPodAddr(ep.IP6, l.PodCIDR6, true); err != nil {
+	if err := checkPodAddr(ep.IP6, l.PodCIDR6, l.HostIP6, true); err != nil {
 		return err
 	}
 
@@ -235,7 +238,7 @@ func CheckVTEP(v VTEP) *Error {
 
 // checkPodAddr checks an endpoint's address of one family (none is fine):
 // a usable address of the node's pod CIDR of that family.
-func checkPodAddr(a netip.Addr, cidr netip.Prefix, is6 bool) *Error {
+func checkPodAddr(a netip.Addr, cidr netip.Prefix, host netip.Addr, is6 bool) *Error {
 	if !a.IsValid() {
 		return nil
 	}
@@ -256,8 +259,8 @@ func checkPodAddr(a netip.Addr, cidr netip.Prefix, is6 bool) *Error {
 	switch {
 	case a == cidr.Addr():
 		return &Error{Key: "ip", Value: v, Reason: "the network address of pod-cidr " + cidr.String()}
-	case a == cidr.Addr().Next():
-		return &Error{Key: "ip", Value: v, Reason: "the first address of pod-cidr " + cidr.String() + " belongs to the host device vxdp_host"}
+	case a == host:
+		return &Error{Key: "ip", Value: v, Reason: "the host device vxdp_host's address in pod-cidr " + cidr.String()}
 	case a.Is4() && a == lastAddr(cidr):
 		return &Error{Key: "ip", Value: v, Reason: "the broadcast address of pod-cidr"}
 	}

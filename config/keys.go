@@ -286,6 +286,28 @@ var keyTable = []keySpec{
 		get: func(c *Config) string { return formatPrefix(c.ClusterCIDR6) },
 	},
 	{
+		name: "host-ipv4", doc: "the host device's IPv4 address in pod-cidr (default: the first after the network address)",
+		set: func(c *Config, s string) error {
+			a, err := parseOptionalAddr(s)
+			if err == nil {
+				c.HostIP = a
+			}
+			return err
+		},
+		get: func(c *Config) string { return formatAddr(c.HostIP) },
+	},
+	{
+		name: "host-ipv6", doc: "the host device's IPv6 address in the IPv6 pod-cidr (default: the first after the network address)",
+		set: func(c *Config, s string) error {
+			a, err := parseOptionalAddr(s)
+			if err == nil {
+				c.HostIP6 = a
+			}
+			return err
+		},
+		get: func(c *Config) string { return formatAddr(c.HostIP6) },
+	},
+	{
 		name: "nodes", kind: kindItems, doc: "peer nodes: a list of {name, ip, pod-cidr} (pod-cidr: one CIDR of each family, comma separated)",
 		set: func(c *Config, s string) error {
 			return setItemsText(c, "nodes", setNodes, s, &decoder{})
@@ -576,6 +598,13 @@ func legacyTunnel(v string) (mode, proto string) {
 		return RoutingNative, ""
 	}
 	return RoutingTunnel, v
+}
+
+func parseOptionalAddr(s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, nil
+	}
+	return parseAddr(s)
 }
 
 func parseOptionalPrefix4(s string) (p netip.Prefix, err error) {

@@ -175,6 +175,29 @@ func (c *Config) validateCIDRs() *Error {
 			return &Error{Key: "ipv6-native-routing-cidr", Value: c.NativeRoutingCIDR6.String(), Reason: "want an IPv6 CIDR"}
 		}
 	}
+	for _, h := range []struct {
+		key  string
+		addr netip.Addr
+		pod  netip.Prefix
+		is6  bool
+	}{{"host-ipv4", c.HostIP, c.PodCIDR, false}, {"host-ipv6", c.HostIP6, c.PodCIDR6, true}} {
+		if !h.addr.IsValid() {
+			continue
+		}
+		v := h.addr.String()
+		switch {
+		case h.addr.Is6() != h.is6 || h.addr.Is4In6():
+			return &Error{Key: h.key, Value: v, Reason: map[bool]string{false: "want an IPv4 address", true: "want an IPv6 address"}[h.is6]}
+		case !h.pod.IsValid():
+			return &Error{Key: h.key, Value: v, Reason: "pod-cidr has no CIDR of its family"}
+		case !h.pod.Contains(h.addr):
+			return &Error{Key: h.key, Value: v, Reason: "not inside pod-cidr " + h.pod.String()}
+		case h.addr == h.pod.Masked().Addr():
+			return &Error{Key: h.key, Value: v, Reason: "the network address of pod-cidr " + h.pod.String()}
+		case !h.is6 && h.pod.Bits() < 31 && h.addr == lastAddr(h.pod):
+			return &Error{Key: h.key, Value: v, Reason: "the broadcast address of pod-cidr " + h.pod.String()}
+		}
+	}
 	for _, f := range []struct {
 		key      string
 		cluster  *netip.Prefix

@@ -25,11 +25,16 @@ type Config struct {
 	// outer header. Nodes and VTEP endpoints have addresses of its family.
 	NodeIP netip.Addr
 	// PodCIDR is this node's IPv4 pod CIDR (optional when PodCIDR6 is
-	// set); its first address is the host device's (HostIP).
+	// set); its first address is the host device's (HostIP) unless
+	// HostIP says otherwise.
 	PodCIDR netip.Prefix
 	// PodCIDR6 is this node's IPv6 pod CIDR (optional, at most /126); its
-	// first address is the host device's IPv6 address (HostIP6).
+	// first address is the host device's IPv6 address (HostIP6) unless
+	// HostIP6 says otherwise.
 	PodCIDR6 netip.Prefix
+	// HostIP and HostIP6 (optional) are the host device's addresses, when
+	// not the first of their pod CIDRs; each must lie inside its CIDR.
+	HostIP, HostIP6 netip.Addr
 	// ClusterCIDR and ClusterCIDR6 (optional) are the whole IPv4 and IPv6
 	// pod space: unknown parts of them are unreachable rather than sent
 	// to the kernel.
@@ -294,11 +299,17 @@ func New(cfg Config, log *zap.Logger, underlays []packetio.Underlay, host packet
 	}
 	if e.has4 {
 		e.hostIP = cfg.PodCIDR.Masked().Addr().Next()
+		if cfg.HostIP.IsValid() {
+			e.hostIP = cfg.HostIP
+		}
 		e.hostIP4 = e.hostIP.As4()
 		e.podBroadcast4 = lastAddr(cfg.PodCIDR).As4()
 	}
 	if e.has6 {
 		e.hostIP6 = cfg.PodCIDR6.Masked().Addr().Next()
+		if cfg.HostIP6.IsValid() {
+			e.hostIP6 = cfg.HostIP6
+		}
 		e.hostIP16 = e.hostIP6.As16()
 	}
 	if e.node6 {
