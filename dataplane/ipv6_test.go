@@ -826,8 +826,8 @@ func TestDualStackHostRoutes(t *testing.T) {
 }
 
 // Native routing over an IPv6 underlay: direct routes via the node's
-// IPv6 address for its IPv6 pods; IPv4 pods cannot be routed via an IPv6
-// next hop and get none.
+// IPv6 address for its pods of both families (IPv4 ones through RTA_VIA
+// in the kernel).
 func TestNativeRoutingIPv6(t *testing.T) {
 	checkGoroutines(t)
 	host := fake.New("vxdp_host", 16)
@@ -842,7 +842,7 @@ func TestNativeRoutingIPv6(t *testing.T) {
 	defer e.Close()
 	must(t, e.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP6: pod1v6, Netns: "/x"}))
 	must(t, e.AddNode(dataplane.NodeSpec{Name: "node2", IP: node2IP6, PodCIDR: node2CIDR, PodCIDR6: cidr2v6}))
-	if len(routes.vias) != 1 || routes.vias[0] != cidr2v6 || len(routes.added) != 0 {
+	if len(routes.vias) != 2 || routes.vias[0] != node2CIDR || routes.vias[1] != cidr2v6 || len(routes.added) != 0 {
 		t.Fatalf("routes: via %v, dev %v", routes.vias, routes.added)
 	}
 	pod.Inject(udp6(pod1v6, pod2v6, 1, 2, 64, make([]byte, 1500-udp6Payload)))
