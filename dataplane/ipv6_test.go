@@ -857,6 +857,34 @@ func TestNativeRoutingIPv6(t *testing.T) {
 	}
 }
 
+// Native routing of dual-stack pods over an IPv4 underlay: the kernel has
+// no IPv6 route through an IPv4 next hop, so only the IPv4 pod CIDR gets a
+// direct route (the configuration refuses auto-direct-node-routes here;
+// an embedding program gets the IPv4 half); IPv6 pods still go to the
+// kernel, for the network to route.
+func TestNativeRoutingIPv6OverIPv4(t *testing.T) {
+	checkGoroutines(t)
+	host := fake.New("vxdp_host", 16)
+	pod := fake.New("a", 8)
+	routes := &routeLog{}
+	e, err := dataplane.New(dataplane.Config{
+		NodeIP: node1IP, PodCIDR: netip.MustParsePrefix("10.1.1.0/24"), PodCIDR6: cidr1v6,
+		UnderlayMTU: 1500, Native: true, AutoDirectNodeRoutes: true,
+	}, nil, nil, host, func(dataplane.EndpointSpec, int) (packetio.Device, error) { return pod, nil }, routes)
+	must(t, err)
+	e.Start()
+	defer e.Close()
+	must(t, e.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP6: pod1v6, Netns: "/x"}))
+	must(t, e.AddNode(dataplane.NodeSpec{Name: "node2", IP: node2IP, PodCIDR: node2CIDR, PodCIDR6: cidr2v6}))
+	if len(routes.vias) != 1 || routes.vias[0] != node2CIDR || len(routes.added) != 0 {
+		t.Fatalf("routes: via %v, dev %v", routes.vias, routes.added)
+	}
+	pod.Inject(udp6(pod1v6, pod2v6, 1, 2, 64, []byte("out")))
+	if got := waitOne(t, host); encap.IPv6(got).DestinationAddr() != pod2v6 {
+		t.Fatalf("host got %x", got)
+	}
+}
+
 // An IPv6 destination never routes to a VTEP: VTEP CIDRs are IPv4. On an
 // IPv6 underlay the VTEP itself has an IPv6 address.
 func TestVTEPOnIPv6Underlay(t *testing.T) {
