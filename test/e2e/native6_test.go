@@ -17,7 +17,9 @@ import (
 // address (`via inet6`, RTA_VIA); pods reach each other over both families
 // and the underlay carries their packets as they are, nothing in UDP.
 func TestNativeIPv6(t *testing.T) {
-	extra := "routing-mode: native\nauto-direct-node-routes: true\nipv6-native-routing-cidr: fd00:1::/32\ncluster-pool-ipv6-cidr: fd00:1::/32"
+	// A state directory of its own: the default one is shared with every
+	// other agent on the machine that has the same node-ip.
+	extra := "routing-mode: native\nauto-direct-node-routes: true\nipv6-native-routing-cidr: fd00:1::/32\ncluster-pool-ipv6-cidr: fd00:1::/32\nstate-dir: " + t.TempDir()
 	c := newLabOn(t, "ipv6", [2]string{"10.1.1.0/24,fd00:1:1::/64", "10.1.2.0/24,fd00:1:2::/64"}, [2]string{extra, extra})
 	c.configs[0] = c.writeConfig("node1", 0, 1, fmt.Sprintf(`
   - {name: pod1a, ip: "10.1.1.10,fd00:1:1::10", netns: %s, identity: 1000}`, c.pods["pod1a"].Path))
