@@ -33,8 +33,8 @@ type Agent struct {
 	started time.Time
 
 	under         *underlay
-	forwardingWas string     // ip_forward before native mode turned it on
-	lock          *agentLock // held while the agent runs
+	forwardingWas forwardingWas // the forwarding switches before native mode turned them on
+	lock          *agentLock    // held while the agent runs
 	linkWatch     underlayWatch
 	eng           *dataplane.Engine
 	routes        *hostRoutes

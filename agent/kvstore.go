@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net/netip"
 
 	"go.uber.org/zap"
 
@@ -13,8 +14,9 @@ import (
 )
 
 // openKVStore connects to etcd when kvstore is configured and, for
-// pod-cidr: auto, claims this node's block (keeping the one it had) and
-// validates the configuration again with it.
+// pod-cidr: auto, claims this node's blocks, one of each family whose pool
+// is set (keeping the ones it had), and validates the configuration again
+// with them.
 func openKVStore(ctx context.Context, cfg *config.Config, log *zap.Logger) (*kvstore.Store, error) {
 	if cfg.KVStore == "" {
 		return nil, nil
@@ -28,20 +30,42 @@ func openKVStore(ctx context.Context, cfg *config.Config, log *zap.Logger) (*kvs
 	if err != nil {
 		return nil, fmt.Errorf("kvstore etcd: %w", err)
 	}
-	if cfg.PodCIDRAuto && !cfg.PodCIDR.IsValid() {
-		p, err := s.ClaimPodCIDR(ctx, cfg.NodeName, cfg.ClusterCIDR, cfg.PodCIDRMaskSize)
-		if err != nil {
-			s.Close()
-			return nil, fmt.Errorf("pod-cidr auto: %w", err)
-		}
-		cfg.PodCIDR = p
-		if err := cfg.Validate(); err != nil {
-			s.Close()
-			return nil, err
-		}
-		log.Info("pod cidr claimed in etcd", zap.Stringer("pod-cidr", p))
+	if err := claimPodCIDRs(ctx, s, cfg, log); err != nil {
+		s.Close()
+		return nil, err
 	}
 	return s, nil
+}
+
+// claimPodCIDRs fills in the pod CIDRs pod-cidr: auto leaves open.
+func claimPodCIDRs(ctx context.Context, s *kvstore.Store, cfg *config.Config, log *zap.Logger) error {
+	v4, v6 := cfg.AutoFamilies()
+	claimed := false
+	for _, f := range []struct {
+		want    bool
+		pod     *netip.Prefix
+		cluster netip.Prefix
+		mask    int
+		key     string
+	}{
+		{v4, &cfg.PodCIDR, cfg.ClusterCIDR, cfg.PodCIDRMaskSize, "cluster-pool-ipv4-cidr"},
+		{v6, &cfg.PodCIDR6, cfg.ClusterCIDR6, cfg.PodCIDRMaskSize6, "cluster-pool-ipv6-cidr"},
+	} {
+		if !f.want || f.pod.IsValid() {
+			continue
+		}
+		p, err := s.ClaimPodCIDR(ctx, cfg.NodeName, f.cluster, f.mask)
+		if err != nil {
+			return fmt.Errorf("pod-cidr auto (%s %s): %w", f.key, f.cluster, err)
+		}
+		*f.pod = p
+		claimed = true
+		log.Info("pod cidr claimed in etcd", zap.Stringer("pod-cidr", p))
+	}
+	if !claimed {
+		return nil
+	}
+	return cfg.Validate()
 }
 
 // runKVStore publishes this node and applies the others' comings and

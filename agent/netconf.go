@@ -21,7 +21,9 @@ import (
 // hostRoutes installs the routes the engine asks for in the node's main
 // table: `prefix dev vxdp_host src <host ip> mtu <route mtu>` (the node
 // reaches remote pods and VTEPs through the overlay) or `prefix via
-// <node>` (native routing's auto-direct-node-routes). Every route carries
+// <node>` (native routing's auto-direct-node-routes; an IPv4 prefix via
+// a node on an IPv6 underlay is `prefix via inet6 <node>`, RTA_VIA, which
+// the kernel has for IPv4 routes since 5.2). Every route carries
 // protocol 208 (routeProtocol), which is how vxdp knows its own: it never
 // replaces a route for the same prefix that lacks it, and removes exactly
 // the routes it added.
@@ -49,6 +51,14 @@ func (h *hostRoutes) route(r dataplane.HostRoute) *netlink.Route {
 		Protocol: netlink.RouteProtocol(routeProtocol),
 	}
 	if r.Via.IsValid() {
+		if r.Via.Is6() && p.Addr().Is4() {
+			// The kernel routes IPv4 through an IPv6 next hop
+			// (RTA_VIA) but not the other way round; the
+			// configuration refuses IPv6 pods over an IPv4 underlay
+			// with direct routes.
+			nr.Via = &netlink.Via{AddrFamily: netlink.FAMILY_V6, Addr: r.Via.AsSlice()}
+			return nr
+		}
 		nr.Gw = r.Via.AsSlice()
 		return nr
 	}
@@ -164,7 +174,7 @@ func (h *hostRoutes) DelRoute(p netip.Prefix) error {
 // does not make it someone else's. A route already gone (with its device)
 // is no error.
 func delExact(r *netlink.Route) error {
-	d := &netlink.Route{Dst: r.Dst, Table: unix.RT_TABLE_MAIN, Protocol: r.Protocol, Scope: r.Scope, LinkIndex: r.LinkIndex, Gw: r.Gw}
+	d := &netlink.Route{Dst: r.Dst, Table: unix.RT_TABLE_MAIN, Protocol: r.Protocol, Scope: r.Scope, LinkIndex: r.LinkIndex, Gw: r.Gw, Via: r.Via}
 	err := netlink.RouteDel(d)
 	if err != nil && !errors.Is(err, syscall.ESRCH) && !errors.Is(err, syscall.ENODEV) {
 		return err
@@ -236,6 +246,13 @@ func describeRoute(r *netlink.Route) string {
 	if r.Gw != nil {
 		parts = append(parts, "via "+r.Gw.String())
 	}
+	if v, ok := r.Via.(*netlink.Via); ok {
+		family := "inet"
+		if v.AddrFamily == netlink.FAMILY_V6 {
+			family = "inet6"
+		}
+		parts = append(parts, "via "+family+" "+v.Addr.String())
+	}
 	if r.LinkIndex > 0 {
 		parts = append(parts, "dev "+linkName(r.LinkIndex))
 	}
@@ -266,25 +283,32 @@ func linkName(i int) string {
 	return l.Attrs().Name
 }
 
-const ipForward = "/proc/sys/net/ipv4/ip_forward"
+// The forwarding switches native routing turns on: IPv4's, and IPv6's
+// for every interface (conf/all, which the kernel copies to each one).
+const (
+	ipForward   = "/proc/sys/net/ipv4/ip_forward"
+	ip6Forward  = "/proc/sys/net/ipv6/conf/all/forwarding"
+	forwardedOn = "1"
+)
 
-// enableForwarding turns on IPv4 forwarding in the node's namespace, as
-// Cilium does in native mode, and returns the previous value.
-func enableForwarding() (string, error) {
-	old, err := os.ReadFile(ipForward)
+// enableForwarding turns on the forwarding switch at path in the node's
+// namespace, as Cilium does in native mode, and returns the previous
+// value.
+func enableForwarding(path string) (string, error) {
+	old, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("read %s: %w", ipForward, err)
+		return "", fmt.Errorf("read %s: %w", path, err)
 	}
-	if err := os.WriteFile(ipForward, []byte("1"), 0o644); err != nil {
-		return "", fmt.Errorf("enable ip forwarding: %w", err)
+	if err := os.WriteFile(path, []byte(forwardedOn), 0o644); err != nil {
+		return "", fmt.Errorf("enable forwarding (%s): %w", path, err)
 	}
 	return strings.TrimSpace(string(old)), nil
 }
 
-// restoreForwarding puts back the ip_forward value enableForwarding found,
+// restoreForwarding puts back the value enableForwarding found at path,
 // when a start fails after it.
-func restoreForwarding(old string) {
-	_ = os.WriteFile(ipForward, []byte(old), 0o644)
+func restoreForwarding(path, old string) {
+	_ = os.WriteFile(path, []byte(old), 0o644)
 }
 
 // hostSysctls lets the host device take packets whose source is one of

@@ -154,3 +154,72 @@ func TestHostRoutesOwn(t *testing.T) {
 		t.Fatalf("vxdp routes left:\n%s", got)
 	}
 }
+
+// Direct routes over an IPv6 underlay: an IPv6 pod CIDR via the node's
+// IPv6 address, an IPv4 one via the same address with RTA_VIA (`via inet6`),
+// each removed exactly; someone else's `via inet6` route is refused and
+// named as ip route prints it.
+func TestHostRoutesIPv6(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a network namespace")
+	}
+	lab := nstest.New(t)
+	ns, peer := lab.Netns("node"), lab.Netns("peer")
+	lab.Veth(ns, "eth0", "fd69:72::1/64", peer, "eth0", "fd69:72::2/64", 1500)
+	ns.IP(t, "link", "add", "h0", "type", "veth", "peer", "name", "h1")
+	ns.IP(t, "addr", "add", "10.1.1.1/24", "dev", "h0")
+	ns.IP(t, "addr", "add", "fd00:1:1::1/64", "dev", "h0", "nodad")
+	ns.IP(t, "link", "set", "h0", "up")
+	ns.IP(t, "link", "set", "h1", "up")
+	h := &hostRoutes{src: netip.MustParseAddr("10.1.1.1"), src6: netip.MustParseAddr("fd00:1:1::1"), log: zap.NewNop()}
+	do := func(f func() error) error {
+		var err error
+		ns.MustDo(t, func() error { err = f(); return nil })
+		return err
+	}
+	must(t, do(func() error {
+		l, err := netlink.LinkByName("h0")
+		if err == nil {
+			h.link = l.Attrs().Index
+		}
+		return err
+	}))
+	node2 := netip.MustParseAddr("fd69:72::2")
+	must(t, do(func() error {
+		return h.AddRoutes([]dataplane.HostRoute{
+			{Prefix: netip.MustParsePrefix("fd00:1:2::/64"), Via: node2},
+			{Prefix: netip.MustParsePrefix("10.1.2.0/24"), Via: node2},
+			devRoute("fd00:1:3::/64", 1430),
+		})
+	}))
+	route6 := func(dst string) string {
+		return strings.TrimSpace(ns.IP(t, "-6", "route", "show", "exact", dst))
+	}
+	if got := route(t, ns, "10.1.2.0/24"); got != "10.1.2.0/24 via inet6 fd69:72::2 dev eth0 proto 208" {
+		t.Errorf("IPv4 pods via an IPv6 node: %q", got)
+	}
+	if got := route6("fd00:1:2::/64"); !strings.HasPrefix(got, "fd00:1:2::/64 via fd69:72::2 dev eth0 proto 208 ") {
+		t.Errorf("IPv6 pods via the node: %q", got)
+	}
+	if got := route6("fd00:1:3::/64"); !strings.HasPrefix(got, "fd00:1:3::/64 dev h0 proto 208 src fd00:1:1::1 ") || !strings.Contains(got, "mtu 1430") {
+		t.Errorf("IPv6 pods through the host device: %q", got)
+	}
+
+	ns.IP(t, "route", "add", "10.1.9.0/24", "via", "inet6", "fd69:72::2")
+	err := do(func() error {
+		return h.AddRoutes([]dataplane.HostRoute{{Prefix: netip.MustParsePrefix("10.1.9.0/24"), Via: node2}})
+	})
+	if !errors.Is(err, dataplane.ErrExists) || !strings.Contains(err.Error(), "via inet6 fd69:72::2 dev eth0") {
+		t.Errorf("someone else's via inet6 route: %v", err)
+	}
+
+	for _, p := range []string{"fd00:1:2::/64", "10.1.2.0/24", "fd00:1:3::/64", "10.1.9.0/24"} {
+		must(t, do(func() error { return h.DelRoute(netip.MustParsePrefix(p)) }))
+	}
+	if got := strings.TrimSpace(ns.IP(t, "route", "show", "proto", "208") + ns.IP(t, "-6", "route", "show", "proto", "208")); got != "" {
+		t.Fatalf("vxdp routes left:\n%s", got)
+	}
+	if got := route(t, ns, "10.1.9.0/24"); got != "10.1.9.0/24 via inet6 fd69:72::2 dev eth0" {
+		t.Fatalf("someone else's route after DelRoute: %q", got)
+	}
+}

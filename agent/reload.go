@@ -24,6 +24,9 @@ var ErrNeedsRestart = errors.New("change needs a restart")
 // already made stay and the error says which one failed.
 func (a *Agent) Reload(n *config.Config) error {
 	o := a.cfg
+	if err := keepClaims(o, n); err != nil {
+		return err
+	}
 	for _, d := range []struct {
 		key      string
 		old, new any
@@ -213,4 +216,37 @@ func sortedVTEPs(vs []dataplane.VTEPSpec) []dataplane.VTEPSpec {
 		out = []dataplane.VTEPSpec{}
 	}
 	return out
+}
+
+// keepClaims fills in the pod CIDRs a pod-cidr: auto file leaves open with
+// the blocks the running agent claimed (a reload claims nothing), and
+// checks the new file against them. Another block size is a restart's
+// business, as the held block would no longer fit it.
+func keepClaims(o, n *config.Config) error {
+	if !o.PodCIDRAuto || !n.PodCIDRAuto {
+		return nil
+	}
+	for _, d := range []struct {
+		key      string
+		old, new int
+	}{
+		{"cluster-pool-ipv4-mask-size", o.PodCIDRMaskSize, n.PodCIDRMaskSize},
+		{"cluster-pool-ipv6-mask-size", o.PodCIDRMaskSize6, n.PodCIDRMaskSize6},
+	} {
+		if d.old != d.new {
+			return fmt.Errorf("%s: %d -> %d: %w", d.key, d.old, d.new, ErrNeedsRestart)
+		}
+	}
+	v4, v6 := n.AutoFamilies()
+	filled := false
+	if v4 && !n.PodCIDR.IsValid() && o.PodCIDR.IsValid() {
+		n.PodCIDR, filled = o.PodCIDR, true
+	}
+	if v6 && !n.PodCIDR6.IsValid() && o.PodCIDR6.IsValid() {
+		n.PodCIDR6, filled = o.PodCIDR6, true
+	}
+	if !filled {
+		return nil
+	}
+	return n.Validate()
 }

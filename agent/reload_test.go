@@ -199,3 +199,40 @@ func TestReloadIgnoredKeysAndProblems(t *testing.T) {
 		t.Errorf("refusal names %q, want both problems", msg)
 	}
 }
+
+// A pod-cidr: auto file reloads onto the blocks the agent holds: its
+// endpoints are checked against them; another block size needs a restart.
+func TestReloadPodCIDRAuto(t *testing.T) {
+	const auto = `node-name: n1
+node-ip: 192.0.2.1
+pod-cidr: auto
+cluster-pool-ipv4-cidr: 10.1.0.0/16
+cluster-pool-ipv6-cidr: fd00:1::/48
+cluster-pool-ipv6-mask-size: 64
+kvstore: etcd
+kvstore-opt: {etcd.endpoints: "http://192.0.2.10:2379"}
+`
+	cfg := loadConfig(t, auto)
+	// What the claim in etcd filled in.
+	cfg.PodCIDR, cfg.PodCIDR6 = prefix("10.1.3.0/24"), prefix("fd00:1:0:3::/64")
+	must(t, cfg.Validate())
+	ta := newTestAgent(t, cfg, nil)
+	ta.cfg.StateDir = t.TempDir()
+
+	must(t, ta.Reload(loadConfig(t, auto+"endpoints:\n  - {name: pa, ip: \"10.1.3.10,fd00:1:0:3::10\", netns: /run/netns/pa}\n")))
+	if eps := ta.eng.Endpoints(); len(eps) != 1 || ta.cfg.PodCIDR6 != prefix("fd00:1:0:3::/64") {
+		t.Fatalf("after reload: endpoints %v, pod-cidr %s,%s", eps, ta.cfg.PodCIDR, ta.cfg.PodCIDR6)
+	}
+	var ce *config.Error
+	err := ta.Reload(loadConfig(t, auto+"endpoints:\n  - {name: pb, ip: \"fd00:1:0:4::10\", netns: /run/netns/pb}\n"))
+	if !errors.As(err, &ce) || !strings.Contains(ce.Key, "endpoints[0]") {
+		t.Fatalf("an endpoint outside the held IPv6 block: %v", err)
+	}
+	if err := ta.Reload(loadConfig(t, strings.Replace(auto, "mask-size: 64", "mask-size: 80", 1))); !errors.Is(err, ErrNeedsRestart) ||
+		!strings.Contains(err.Error(), "cluster-pool-ipv6-mask-size") {
+		t.Fatalf("another IPv6 block size: %v", err)
+	}
+	if len(ta.eng.Endpoints()) != 1 {
+		t.Fatal("a refused reload changed the endpoints")
+	}
+}

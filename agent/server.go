@@ -138,7 +138,8 @@ func (a *Agent) Status() api.Status {
 		FIBEntries:     n.FIBEntries,
 		UptimeSeconds:  time.Since(a.started).Seconds(),
 		Version:        Version,
-		ForwardingWas:  a.forwardingWas,
+		ForwardingWas:  a.forwardingWas.v4,
+		Forwarding6Was: a.forwardingWas.v6,
 		KVStore:        a.kvStatus(),
 		Routes:         a.routeSummary(n.VTEPs),
 	}

@@ -178,18 +178,44 @@ func mkdirAll(dir string, perm os.FileMode) (func(), error) {
 	}, nil
 }
 
-// forwarding turns on IPv4 forwarding for native routing and returns the
-// previous value with the function that puts it back.
-func forwarding(cfg *config.Config, log *zap.Logger) (string, func(), error) {
+// forwardingWas is what the forwarding switches were before native
+// routing turned them on; "" for a switch the agent left alone.
+type forwardingWas struct {
+	v4, v6 string
+}
+
+// forwarding turns on forwarding for native routing, IPv4's always (as
+// before IPv6 existed here) and IPv6's when the node has IPv6 pods, and
+// returns the previous values with the function that puts them back.
+// IPv6 forwarding also makes the kernel ignore router advertisements on
+// interfaces whose accept_ra is 1, as on any IPv6 router: a node that
+// takes its underlay address from them sets accept_ra to 2 first.
+func forwarding(cfg *config.Config, log *zap.Logger) (forwardingWas, func(), error) {
+	var was forwardingWas
 	if cfg.RoutingMode != config.RoutingNative {
-		return "", func() {}, nil
+		return was, func() {}, nil
 	}
-	old, err := enableForwarding()
+	old, err := enableForwarding(ipForward)
 	if err != nil {
-		return "", nil, err
+		return was, nil, err
 	}
+	was.v4 = old
 	log.Info("native routing: IPv4 forwarding enabled", zap.String("previous", old))
-	return old, func() { restoreForwarding(old) }, nil
+	if cfg.PodCIDR6.IsValid() {
+		old6, err := enableForwarding(ip6Forward)
+		if err != nil {
+			restoreForwarding(ipForward, was.v4)
+			return forwardingWas{}, nil, err
+		}
+		was.v6 = old6
+		log.Info("native routing: IPv6 forwarding enabled", zap.String("previous", old6))
+	}
+	return was, func() {
+		if was.v6 != "" {
+			restoreForwarding(ip6Forward, was.v6)
+		}
+		restoreForwarding(ipForward, was.v4)
+	}, nil
 }
 
 // underlay is the tunnel side of the node: the device that holds node-ip

@@ -42,6 +42,7 @@ type Status struct {
 	FIBEntries     int          `json:"fib_entries"`
 	UptimeSeconds  float64      `json:"uptime_seconds"`
 	ForwardingWas  string       `json:"ip_forward_before,omitempty"`
+	Forwarding6Was string       `json:"ipv6_forwarding_before,omitempty"`
 	KVStore        string       `json:"kvstore,omitempty"`
 	Routes         []string     `json:"routes"`
 	Version        string       `json:"version"`

@@ -182,11 +182,14 @@ type Config struct {
 	// MetricsAddr is where Prometheus metrics and /healthz are served
 	// (prometheus-serve-addr, Cilium's key); empty: off.
 	MetricsAddr string
-	// PodCIDRAuto (pod-cidr: auto) claims this node's pod CIDR, a block of
-	// PodCIDRMaskSize bits from ClusterCIDR, in the kvstore; PodCIDR is
-	// filled in by the agent before Validate checks it.
-	PodCIDRAuto     bool
-	PodCIDRMaskSize int
+	// PodCIDRAuto (pod-cidr: auto) claims this node's pod CIDRs in the
+	// kvstore: a block of PodCIDRMaskSize bits from ClusterCIDR and one of
+	// PodCIDRMaskSize6 bits from ClusterCIDR6, for each pool that is set
+	// (see AutoFamilies). The agent fills PodCIDR and PodCIDR6 in and
+	// validates again.
+	PodCIDRAuto      bool
+	PodCIDRMaskSize  int
+	PodCIDRMaskSize6 int
 	// KVStore ("" or "etcd") and its options (Cilium's kvstore-opt).
 	KVStore    string
 	KVStoreOpt map[string]string
@@ -246,6 +249,7 @@ func Default() *Config {
 		LogLevel:            LogInfo,
 		StateDir:            DefaultStateDir,
 		PodCIDRMaskSize:     24,
+		PodCIDRMaskSize6:    120,
 	}
 }
 

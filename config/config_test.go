@@ -72,6 +72,7 @@ func TestDefault(t *testing.T) {
 		LogLevel:            "info",
 		StateDir:            "/var/lib/vxdp",
 		PodCIDRMaskSize:     24,
+		PodCIDRMaskSize6:    120,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v, want %+v", c, want)

@@ -93,7 +93,7 @@ var keyTable = []keySpec{
 		get: func(c *Config) string { return c.Device },
 	},
 	{
-		name: "pod-cidr", doc: "this node's pod CIDRs: one IPv4 and/or one IPv6 CIDR, comma separated, e.g. 10.1.1.0/24,fd00:1:1::/64 (required), or auto: a block of cluster-pool-ipv4-cidr claimed in the kvstore",
+		name: "pod-cidr", doc: "this node's pod CIDRs: one IPv4 and/or one IPv6 CIDR, comma separated, e.g. 10.1.1.0/24,fd00:1:1::/64 (required), or auto: a block of cluster-pool-ipv4-cidr and one of cluster-pool-ipv6-cidr (each pool that is set) claimed in the kvstore",
 		set: func(c *Config, s string) error {
 			c.PodCIDRAuto = false
 			if s == "" {
@@ -502,7 +502,27 @@ var keyTable = []keySpec{
 		},
 		get: func(c *Config) string { return strconv.Itoa(c.PodCIDRMaskSize) },
 	},
+	{
+		name: "cluster-pool-ipv6-mask-size", def: "120", doc: "prefix length of the blocks pod-cidr: auto claims from cluster-pool-ipv6-cidr",
+		set: func(c *Config, s string) error {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < MinPodCIDR6MaskSize || n > MaxPodCIDR6MaskSize {
+				return fmt.Errorf("want a prefix length from %d to %d", MinPodCIDR6MaskSize, MaxPodCIDR6MaskSize)
+			}
+			c.PodCIDRMaskSize6 = n
+			return nil
+		},
+		get: func(c *Config) string { return strconv.Itoa(c.PodCIDRMaskSize6) },
+	},
 }
+
+// The range of cluster-pool-ipv6-mask-size: a block leaves room for
+// vxdp_host's address and a pod (as pod-cidr itself must, /126), and is
+// no shorter than the widest pool a cluster may sensibly split.
+const (
+	MinPodCIDR6MaskSize = 16
+	MaxPodCIDR6MaskSize = 126
+)
 
 var keyIndex = func() map[string]*keySpec {
 	m := make(map[string]*keySpec, len(keyTable))

@@ -24,10 +24,13 @@ func (c *Config) Validate() error {
 		if err := check(); err != nil {
 			return err
 		}
-		if c.PodCIDRAuto && !c.PodCIDR.IsValid() {
-			// Everything after this depends on the pod CIDR, which the
+		if c.autoPending() {
+			// Everything after this depends on the pod CIDRs, which the
 			// agent claims first and then validates again.
 			if err := c.validateModes(); err != nil {
+				return err
+			}
+			if err := c.validateCIDRs(); err != nil {
 				return err
 			}
 			return nil
@@ -52,18 +55,11 @@ func (c *Config) validateNode() *Error {
 		}
 	}
 	if c.PodCIDRAuto {
-		if c.KVStore == "" {
-			return &Error{Key: "pod-cidr", Value: "auto", Reason: "needs kvstore: etcd to claim a block"}
+		if err := c.validateAuto(); err != nil {
+			return err
 		}
-		if !c.ClusterCIDR.IsValid() {
-			return &Error{Key: "pod-cidr", Value: "auto", Reason: "needs cluster-pool-ipv4-cidr to claim a block of"}
-		}
-		if c.PodCIDRMaskSize <= c.ClusterCIDR.Bits() {
-			return &Error{Key: "cluster-pool-ipv4-mask-size", Value: strconv.Itoa(c.PodCIDRMaskSize),
-				Reason: "must be longer than cluster-pool-ipv4-cidr's " + strconv.Itoa(c.ClusterCIDR.Bits())}
-		}
-		if !c.PodCIDR.IsValid() {
-			// Not claimed yet: the agent claims it and validates again.
+		if c.autoPending() {
+			// Not claimed yet: the agent claims and validates again.
 			return nil
 		}
 	}
@@ -93,6 +89,68 @@ func (c *Config) validateNode() *Error {
 		return &Error{Key: "pod-cidr", Value: joinPair(c.PodCIDR, c.PodCIDR6, true, true), Reason: "want at most one CIDR of each family"}
 	}
 	return c.validateFamilies()
+}
+
+// AutoFamilies says which pod CIDRs pod-cidr: auto claims: an IPv4 block
+// where cluster-pool-ipv4-cidr is set and an IPv6 block where
+// cluster-pool-ipv6-cidr is, unless enable-ipv4 or enable-ipv6 turns the
+// family off. Without pod-cidr: auto, neither.
+func (c *Config) AutoFamilies() (v4, v6 bool) {
+	if !c.PodCIDRAuto {
+		return false, false
+	}
+	return c.ClusterCIDR.IsValid() && c.raw.enableIPv4 != "false", c.ClusterCIDR6.IsValid() && c.raw.enableIPv6 != "false"
+}
+
+// autoPending reports a pod-cidr: auto whose blocks are not all claimed.
+func (c *Config) autoPending() bool {
+	v4, v6 := c.AutoFamilies()
+	return v4 && !c.PodCIDR.IsValid() || v6 && !c.PodCIDR6.IsValid()
+}
+
+// validateAuto checks what pod-cidr: auto needs: etcd, and for each
+// family it claims, a pool and a block size longer than the pool's.
+func (c *Config) validateAuto() *Error {
+	if c.KVStore == "" {
+		return &Error{Key: "pod-cidr", Value: "auto", Reason: "needs kvstore: etcd to claim a block"}
+	}
+	for _, f := range []struct{ key, given, pool string }{
+		{"enable-ipv4", c.raw.enableIPv4, "cluster-pool-ipv4-cidr"},
+		{"enable-ipv6", c.raw.enableIPv6, "cluster-pool-ipv6-cidr"},
+	} {
+		if f.given == "true" && !c.poolFor(f.key).IsValid() {
+			return &Error{Key: f.key, Value: f.given, Reason: "pod-cidr auto needs " + f.pool + " to claim a block of"}
+		}
+	}
+	v4, v6 := c.AutoFamilies()
+	if !v4 && !v6 {
+		return &Error{Key: "pod-cidr", Value: "auto", Reason: "needs cluster-pool-ipv4-cidr or cluster-pool-ipv6-cidr (and that family enabled) to claim a block of"}
+	}
+	if v4 && c.PodCIDRMaskSize <= c.ClusterCIDR.Bits() {
+		return &Error{Key: "cluster-pool-ipv4-mask-size", Value: strconv.Itoa(c.PodCIDRMaskSize),
+			Reason: "must be longer than cluster-pool-ipv4-cidr's " + strconv.Itoa(c.ClusterCIDR.Bits())}
+	}
+	if v6 {
+		if c.PodCIDRMaskSize6 < MinPodCIDR6MaskSize || c.PodCIDRMaskSize6 > MaxPodCIDR6MaskSize {
+			// Set in code: the key refuses these.
+			return &Error{Key: "cluster-pool-ipv6-mask-size", Value: strconv.Itoa(c.PodCIDRMaskSize6),
+				Reason: fmt.Sprintf("want a prefix length from %d to %d", MinPodCIDR6MaskSize, MaxPodCIDR6MaskSize)}
+		}
+		if c.PodCIDRMaskSize6 <= c.ClusterCIDR6.Bits() {
+			return &Error{Key: "cluster-pool-ipv6-mask-size", Value: strconv.Itoa(c.PodCIDRMaskSize6),
+				Reason: "must be longer than cluster-pool-ipv6-cidr's " + strconv.Itoa(c.ClusterCIDR6.Bits())}
+		}
+	}
+	return nil
+}
+
+// poolFor is the cluster pool of the family an enable-ipv4/enable-ipv6
+// key names.
+func (c *Config) poolFor(enableKey string) netip.Prefix {
+	if enableKey == "enable-ipv6" {
+		return c.ClusterCIDR6
+	}
+	return c.ClusterCIDR
 }
 
 // validateFamilies checks enable-ipv4, enable-ipv6 and underlay-protocol
@@ -147,6 +205,19 @@ func (c *Config) validateModes() *Error {
 	}
 	if c.AutoDirectNodeRoutes && c.RoutingMode != RoutingNative {
 		return &Error{Key: "auto-direct-node-routes", Value: "true", Reason: "only valid with routing-mode native"}
+	}
+	// A direct route needs a next hop the kernel can use for the prefix:
+	// an IPv4 pod CIDR may go via an IPv6 node (RTA_VIA), but no kernel
+	// routes IPv6 via an IPv4 address.
+	if _, auto6 := c.AutoFamilies(); c.AutoDirectNodeRoutes && c.NodeIP.Is4() && (c.PodCIDR6.IsValid() || auto6) {
+		v := "auto"
+		if c.PodCIDR6.IsValid() {
+			v = c.PodCIDR6.String()
+		}
+		return &Error{Key: "auto-direct-node-routes", Value: "true",
+			Reason: "IPv6 pods (pod-cidr " + v + ") cannot be routed via the IPv4 node-ip " + c.NodeIP.String() +
+				": the kernel has no IPv6 routes through an IPv4 next hop; use an IPv6 node-ip (underlay-protocol ipv6), " +
+				"or let the network route the IPv6 pod CIDRs and turn auto-direct-node-routes off"}
 	}
 	return nil
 }

@@ -826,8 +826,8 @@ func TestDualStackHostRoutes(t *testing.T) {
 }
 
 // Native routing over an IPv6 underlay: direct routes via the node's
-// IPv6 address for its IPv6 pods; IPv4 pods cannot be routed via an IPv6
-// next hop and get none.
+// IPv6 address for its pods of both families (IPv4 ones through RTA_VIA
+// in the kernel).
 func TestNativeRoutingIPv6(t *testing.T) {
 	checkGoroutines(t)
 	host := fake.New("vxdp_host", 16)
@@ -842,7 +842,7 @@ func TestNativeRoutingIPv6(t *testing.T) {
 	defer e.Close()
 	must(t, e.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP6: pod1v6, Netns: "/x"}))
 	must(t, e.AddNode(dataplane.NodeSpec{Name: "node2", IP: node2IP6, PodCIDR: node2CIDR, PodCIDR6: cidr2v6}))
-	if len(routes.vias) != 1 || routes.vias[0] != cidr2v6 || len(routes.added) != 0 {
+	if len(routes.vias) != 2 || routes.vias[0] != node2CIDR || routes.vias[1] != cidr2v6 || len(routes.added) != 0 {
 		t.Fatalf("routes: via %v, dev %v", routes.vias, routes.added)
 	}
 	pod.Inject(udp6(pod1v6, pod2v6, 1, 2, 64, make([]byte, 1500-udp6Payload)))
@@ -854,6 +854,34 @@ func TestNativeRoutingIPv6(t *testing.T) {
 	must(t, e.DelNode("node2"))
 	if len(routes.deleted) != 2 {
 		t.Fatalf("deleted %v", routes.deleted)
+	}
+}
+
+// Native routing of dual-stack pods over an IPv4 underlay: the kernel has
+// no IPv6 route through an IPv4 next hop, so only the IPv4 pod CIDR gets a
+// direct route (the configuration refuses auto-direct-node-routes here;
+// an embedding program gets the IPv4 half); IPv6 pods still go to the
+// kernel, for the network to route.
+func TestNativeRoutingIPv6OverIPv4(t *testing.T) {
+	checkGoroutines(t)
+	host := fake.New("vxdp_host", 16)
+	pod := fake.New("a", 8)
+	routes := &routeLog{}
+	e, err := dataplane.New(dataplane.Config{
+		NodeIP: node1IP, PodCIDR: netip.MustParsePrefix("10.1.1.0/24"), PodCIDR6: cidr1v6,
+		UnderlayMTU: 1500, Native: true, AutoDirectNodeRoutes: true,
+	}, nil, nil, host, func(dataplane.EndpointSpec, int) (packetio.Device, error) { return pod, nil }, routes)
+	must(t, err)
+	e.Start()
+	defer e.Close()
+	must(t, e.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP6: pod1v6, Netns: "/x"}))
+	must(t, e.AddNode(dataplane.NodeSpec{Name: "node2", IP: node2IP, PodCIDR: node2CIDR, PodCIDR6: cidr2v6}))
+	if len(routes.vias) != 1 || routes.vias[0] != node2CIDR || len(routes.added) != 0 {
+		t.Fatalf("routes: via %v, dev %v", routes.vias, routes.added)
+	}
+	pod.Inject(udp6(pod1v6, pod2v6, 1, 2, 64, []byte("out")))
+	if got := waitOne(t, host); encap.IPv6(got).DestinationAddr() != pod2v6 {
+		t.Fatalf("host got %x", got)
 	}
 }
 

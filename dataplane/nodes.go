@@ -231,9 +231,11 @@ func (e *Engine) checkNode(n NodeSpec) error {
 
 // nodeRoutes are the host routes node n needs, one per pod CIDR, if any:
 // through the host device in tunnel mode, to the node itself in native
-// routing with auto-direct-node-routes. In native mode over an underlay
-// of the other family a pod CIDR has no route via the node (the kernel
-// cannot reach an IPv6 prefix through an IPv4 next hop): whoever runs the
+// routing with auto-direct-node-routes. An IPv4 pod CIDR of a node on an
+// IPv6 underlay is routed via its IPv6 address (the kernel's RTA_VIA); an
+// IPv6 pod CIDR of a node on an IPv4 underlay has no route via the node
+// (the kernel cannot reach an IPv6 prefix through an IPv4 next hop, and
+// the configuration refuses direct routes for it): whoever runs the
 // fabric routes it.
 func (e *Engine) nodeRoutes(n NodeSpec) []HostRoute {
 	var rs []HostRoute
@@ -241,7 +243,7 @@ func (e *Engine) nodeRoutes(n NodeSpec) []HostRoute {
 		switch {
 		case !e.cfg.Native:
 			rs = append(rs, HostRoute{Prefix: p, MTU: e.RouteMTU()})
-		case e.cfg.AutoDirectNodeRoutes && p.Addr().Is4() == n.IP.Is4():
+		case e.cfg.AutoDirectNodeRoutes && (p.Addr().Is4() || !n.IP.Is4()):
 			rs = append(rs, HostRoute{Prefix: p, Via: n.IP})
 		}
 	}

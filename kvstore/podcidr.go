@@ -17,10 +17,12 @@ var ErrExhausted = errors.New("no free pod CIDR block")
 // ClaimPodCIDR returns the block of the cluster CIDR, maskSize bits long,
 // that node holds, claiming a free one if it holds none. A claim is a pair
 // of keys written in one transaction, podcidr/<block> (the owner) and
-// podcidr-owners/<node> (the block), each created only if absent: two
-// nodes can never get one block, and one node racing with itself can never
-// get two. Claims have no lease: a node keeps its block across restarts
-// and outages, until ReleasePodCIDR.
+// podcidr-owners/<node> (the block; podcidr6-owners/<node> for an IPv6
+// cluster CIDR, so that a dual-stack node holds one block of each family),
+// each created only if absent: two nodes can never get one block, and one
+// node racing with itself can never get two of a family. Claims have no
+// lease: a node keeps its blocks across restarts and outages, until
+// ReleasePodCIDR.
 func (s *Store) ClaimPodCIDR(ctx context.Context, node string, cluster netip.Prefix, maskSize int) (netip.Prefix, error) {
 	if err := checkName(node); err != nil {
 		return netip.Prefix{}, err
@@ -41,7 +43,7 @@ func (s *Store) ClaimPodCIDR(ctx context.Context, node string, cluster netip.Pre
 	defer stop()
 
 	blocksKey := s.opts.Prefix + podCIDRDir
-	ownerKey := s.opts.Prefix + podCIDROwnsDir + node
+	ownerKey := s.opts.Prefix + ownersDir(cluster) + node
 	// A round ends without an answer only when this name's claim appeared
 	// meanwhile, which the next round returns; the bound is a guard.
 	for round := 0; round < 5; round++ {
@@ -163,14 +165,31 @@ func (s *Store) tryClaim(ctx context.Context, node string, block netip.Prefix, o
 	return false, rr != nil && rr.Count > 0, nil
 }
 
-// ReleasePodCIDR gives up node's block, if it holds one, so that another
-// node may claim it. Only for a node that is gone for good: a node that
-// comes back after this gets a block that may differ.
+// ownersDir is the sub-tree of the claims of cluster's family.
+func ownersDir(cluster netip.Prefix) string {
+	if cluster.Addr().Is6() {
+		return podCIDR6OwnsDir
+	}
+	return podCIDROwnsDir
+}
+
+// ReleasePodCIDR gives up node's blocks, of both families, if it holds
+// any, so that another node may claim them. Only for a node that is gone
+// for good: a node that comes back after this gets blocks that may differ.
 func (s *Store) ReleasePodCIDR(ctx context.Context, node string) error {
 	if err := checkName(node); err != nil {
 		return err
 	}
-	ownerKey := s.opts.Prefix + podCIDROwnsDir + node
+	for _, dir := range []string{podCIDROwnsDir, podCIDR6OwnsDir} {
+		if err := s.release(ctx, node, s.opts.Prefix+dir+node); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// release removes the claim under ownerKey and its block's key.
+func (s *Store) release(ctx context.Context, node, ownerKey string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.DialTimeout)
 	defer cancel()
 	resp, err := s.cli.Get(ctx, ownerKey)

@@ -138,6 +138,41 @@ func TestClaimPodCIDR(t *testing.T) {
 	}
 }
 
+// A dual-stack node holds one block of each family at once; each comes
+// back on the next claim, and a release gives up both.
+func TestClaimPodCIDRDualStack(t *testing.T) {
+	t.Parallel()
+	ep, _, _ := startEtcd(t, false)
+	s := openStore(t, testOptions(t, ep), "s0")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	v4, v6 := netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("fd00:1::/48")
+	claim := func(node string, cluster netip.Prefix, mask int, want string) {
+		t.Helper()
+		p, err := s.ClaimPodCIDR(ctx, node, cluster, mask)
+		if err != nil || p != netip.MustParsePrefix(want) {
+			t.Fatalf("%s in %s: %s, %v; want %s", node, cluster, p, err, want)
+		}
+	}
+	claim("node1", v4, 24, "10.1.0.0/24")
+	claim("node1", v6, 64, "fd00:1::/64")
+	claim("node2", v6, 64, "fd00:1:0:1::/64")
+	claim("node2", v4, 24, "10.1.1.0/24")
+	// Again, in the other order: the blocks held.
+	claim("node1", v6, 64, "fd00:1::/64")
+	claim("node1", v4, 24, "10.1.0.0/24")
+	// An IPv6 block of another size is the node's own mistake to fix,
+	// not a second claim.
+	if _, err := s.ClaimPodCIDR(ctx, "node1", v6, 80); err == nil {
+		t.Fatal("node1 with another IPv6 mask size: no error")
+	}
+	if err := s.ReleasePodCIDR(ctx, "node1"); err != nil {
+		t.Fatal(err)
+	}
+	claim("node3", v4, 24, "10.1.0.0/24")
+	claim("node3", v6, 64, "fd00:1::/64")
+}
+
 func TestFreeBlockWalk(t *testing.T) {
 	ts := newTakenSet(netip.MustParsePrefix("10.0.0.0/24"), 26)
 	ts.add(netip.MustParsePrefix("10.0.0.0/26"))

@@ -164,8 +164,9 @@ func parsePrefixKey(s string) (netip.Prefix, error) {
 
 // Sub-trees of the prefix.
 const (
-	nodesDir       = "nodes/"
-	vtepsDir       = "vteps/"
-	podCIDRDir     = "podcidr/"
-	podCIDROwnsDir = "podcidr-owners/" // node name -> its block, the reverse of podcidr/
+	nodesDir        = "nodes/"
+	vtepsDir        = "vteps/"
+	podCIDRDir      = "podcidr/"
+	podCIDROwnsDir  = "podcidr-owners/"  // node name -> its IPv4 block, the reverse of podcidr/
+	podCIDR6OwnsDir = "podcidr6-owners/" // node name -> its IPv6 block
 )

@@ -566,6 +566,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 				if s.ForwardingWas != "" {
 					rows = append(rows, [2]string{"IP forwarding", "on (was " + s.ForwardingWas + ")"})
 				}
+				if s.Forwarding6Was != "" {
+					rows = append(rows, [2]string{"IPv6 forwarding", "on (was " + s.Forwarding6Was + ")"})
+				}
 				for i, r := range s.Routes {
 					k := ""
 					if i == 0 {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -23,48 +24,23 @@ func TestEtcdMembership(t *testing.T) {
 	}
 	lab := nstest.New(t)
 	dir := t.TempDir()
-	sw := lab.Netns("switch")
-	sw.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
-	sw.MustRun(t, "ip", "link", "set", "br0", "up")
 	kv := lab.Netns("etcd")
-	hosts := []struct {
-		ns   *nstest.Netns
-		addr string
-	}{{kv, "10.169.72.10"}}
 	names := []string{"node1", "node2", "node3"}
 	ips := []string{"10.169.72.233", "10.169.72.238", "10.169.72.240"}
 	nodes := make([]*nstest.Netns, 3)
 	pods := make([]*nstest.Netns, 3)
+	hosts := []bridgeHost{{kv, "10.169.72.10/24"}}
 	for i := range names {
 		nodes[i] = lab.Netns(names[i])
 		pods[i] = lab.Netns("p" + names[i])
-		hosts = append(hosts, struct {
-			ns   *nstest.Netns
-			addr string
-		}{nodes[i], ips[i]})
+		hosts = append(hosts, bridgeHost{nodes[i], ips[i] + "/24"})
 	}
-	for i, h := range hosts {
-		port := fmt.Sprintf("p%d", i)
-		lab.Veth(h.ns, "eth0", h.addr+"/24", sw, port, "", 1500)
-		sw.MustRun(t, "ip", "link", "set", port, "master", "br0")
-	}
+	bridge(t, lab, hosts)
 	data := filepath.Join(dir, "etcd-data")
 	etcdRuns := 0
 	startEtcd := func() *nstest.Proc {
 		etcdRuns++
-		p := lab.Start(kv, fmt.Sprintf("etcd-%d", etcdRuns), "etcd", "--name", "default", "--data-dir", data,
-			"--listen-client-urls", "http://10.169.72.10:2379", "--advertise-client-urls", "http://10.169.72.10:2379",
-			"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-			"--initial-cluster", "default=http://127.0.0.1:2380")
-		deadline := time.Now().Add(15 * time.Second)
-		for time.Now().Before(deadline) {
-			if out, err := kv.Run("curl", "-s", "-m", "1", "http://10.169.72.10:2379/health"); err == nil && strings.Contains(out, `"health":"true"`) {
-				return p
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		t.Fatalf("etcd did not start:\n%s", p.Output())
-		return nil
+		return startEtcdOn(t, lab, kv, "10.169.72.10", data, etcdRuns)
 	}
 	etcd := startEtcd()
 
@@ -195,4 +171,50 @@ kvstore-opt: {etcd.endpoints: "http://10.169.72.10:2379", etcd.lease-ttl: "3s"}%
 		waitTunnels(0, []string{"10.169.72.238:0", "10.169.72.240:0"}, nil)
 		pingAll()
 	})
+}
+
+// bridgeHost is a namespace and the address (with prefix length) of its
+// eth0 on the bridge.
+type bridgeHost struct {
+	ns   *nstest.Netns
+	addr string
+}
+
+// bridge joins the hosts' eth0 on one bridge in a switch namespace, the
+// underlay of an etcd cluster.
+func bridge(t *testing.T, lab *nstest.TestLab, hosts []bridgeHost) {
+	t.Helper()
+	sw := lab.Netns("switch")
+	sw.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
+	sw.MustRun(t, "ip", "link", "set", "br0", "up")
+	for i, h := range hosts {
+		port := fmt.Sprintf("p%d", i)
+		lab.Veth(h.ns, "eth0", h.addr, sw, port, "", 1500)
+		sw.MustRun(t, "ip", "link", "set", port, "master", "br0")
+	}
+}
+
+// etcdURL is the client URL of an etcd listening on addr.
+func etcdURL(addr string) string {
+	return "http://" + net.JoinHostPort(addr, "2379")
+}
+
+// startEtcdOn runs etcd in ns, serving clients on addr with its data in
+// data (the run number names the process), and waits until it is healthy.
+func startEtcdOn(t *testing.T, lab *nstest.TestLab, ns *nstest.Netns, addr, data string, run int) *nstest.Proc {
+	t.Helper()
+	url := etcdURL(addr)
+	p := lab.Start(ns, fmt.Sprintf("etcd-%d", run), "etcd", "--name", "default", "--data-dir", data,
+		"--listen-client-urls", url, "--advertise-client-urls", url,
+		"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+		"--initial-cluster", "default=http://127.0.0.1:2380")
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if out, err := ns.Run("curl", "-g", "-s", "-m", "1", url+"/health"); err == nil && strings.Contains(out, `"health":"true"`) {
+			return p
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("etcd did not start:\n%s", p.Output())
+	return nil
 }

@@ -50,7 +50,7 @@ nodes:
 	snapshot := func() string {
 		var b strings.Builder
 		for _, c := range [][]string{{"ip", "-o", "link"}, {"ip", "-4", "-o", "addr"}, {"ip", "-4", "route", "show", "table", "all"},
-			{"sysctl", "net.ipv4.ip_forward"}} {
+			{"sysctl", "net.ipv4.ip_forward"}, {"sysctl", "net.ipv6.conf.all.forwarding"}, {"ip", "-6", "route", "show", "proto", "208"}} {
 			out, err := node.Run(c...)
 			if err != nil {
 				t.Fatalf("%v: %v\n%s", c, err, out)
@@ -106,6 +106,9 @@ nodes:
 		{name: "pod namespace missing", yaml: conf(okPod + fmt.Sprintf("  - {name: pb, ip: 10.1.1.11, netns: %s}\n", missingNetns)),
 			code: 1, want: []string{"endpoint pb", missingNetns}},
 		{name: "native: pod namespace missing", yaml: conf(badPod + "routing-mode: native\nipv4-native-routing-cidr: 10.1.0.0/16\nauto-direct-node-routes: true\n"),
+			code: 1, want: []string{"endpoint pa", missingNetns}},
+		{name: "native dual-stack: pod namespace missing", yaml: strings.Replace(conf(badPod+"routing-mode: native\ncluster-pool-ipv6-cidr: fd00:1::/32\n"),
+			"pod-cidr: 10.1.1.0/24", `pod-cidr: "10.1.1.0/24,fd00:1:1::/64"`, 1),
 			code: 1, want: []string{"endpoint pa", missingNetns}},
 		{name: "config file missing", args: []string{"--config", filepath.Join(cfgDir, "nonexistent.yaml")},
 			code: 2, want: []string{"nonexistent.yaml"}},
