@@ -13,7 +13,9 @@ import (
 
 // The VTEP scenario of Cilium's VTEP integration guide
 // (docs.cilium.io/en/stable/network/vtep/): node1 (10.169.72.233) whose
-// pod 10.0.1.1 lives in a pod CIDR inside 10.0.0.0/16, and two "Linux VMs" on the same
+// pod 10.0.1.1 lives in the pod CIDR 10.0.1.0/24 inside 10.0.0.0/16 (the
+// first address is a pod's, as in the guide: host-ipv4 moves vxdp_host to
+// the last), and two "Linux VMs" on the same
 // underlay, each a kernel vxlan device configured with the guide's own
 // commands. The VTEP keys come from a ConfigMap directory holding the
 // guide's text verbatim.
@@ -31,7 +33,8 @@ func TestVTEPGuideScenario(t *testing.T) {
 	write(t, cfg, fmt.Sprintf(`state-dir: `+filepath.Join(dir, "state")+`
 node-name: node1
 node-ip: 10.169.72.233
-pod-cidr: 10.0.0.0/17
+pod-cidr: 10.0.1.0/24
+host-ipv4: 10.0.1.254
 endpoints:
   - {name: busybox, ip: 10.0.1.1, netns: %s, identity: 1000}
 `, pod.Path))
@@ -68,6 +71,18 @@ endpoints:
 	}
 	guideVM(vm1, "2", "10.169.72.236", "82:36:4c:98:2e:56", "10.1.1.236/24")
 	guideVM(vm2, "2", "10.169.72.238", "82:36:4c:98:2e:58", "10.1.2.238/24")
+
+	t.Run("host address", func(t *testing.T) {
+		if out := node.MustRun(t, "ip", "-4", "addr", "show", "dev", "vxdp_host"); !strings.Contains(out, "10.0.1.254/24") {
+			t.Errorf("vxdp_host lacks host-ipv4 10.0.1.254:\n%s", out)
+		}
+		if out, err := nstest.Ping(node, "-c", "2", "-i", "0.2", "-W", "2", "10.0.1.1"); err != nil {
+			t.Errorf("node -> pod 10.0.1.1: %v\n%s", err, out)
+		}
+		if out, err := nstest.Ping(pod, "-c", "2", "-i", "0.2", "-W", "2", "10.0.1.254"); err != nil {
+			t.Errorf("pod -> host 10.0.1.254: %v\n%s", err, out)
+		}
+	})
 
 	t.Run("vtep list", func(t *testing.T) {
 		out, err := cli("vtep", "list")
@@ -152,7 +167,7 @@ endpoints:
 		if out, err := nstest.Ping(vm2, "-c", "2", "-i", "0.2", "-W", "2", "10.0.1.1"); err != nil {
 			t.Fatalf("ping after re-adding: %v\n%s", err, out)
 		}
-		if out, err := cli("vtep", "add", "10.0.0.0/24", "--endpoint", "10.169.72.239", "--mac", "82:36:4c:98:2e:59"); exitCode(err) != 2 {
+		if out, err := cli("vtep", "add", "10.0.1.0/25", "--endpoint", "10.169.72.239", "--mac", "82:36:4c:98:2e:59"); exitCode(err) != 2 {
 			t.Fatalf("vtep over the pod cidr: exit %d\n%s", exitCode(err), out)
 		}
 	})
