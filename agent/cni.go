@@ -177,6 +177,12 @@ func (a *Agent) cniAdd(req api.CNIRequest) (api.CNIResult, error) {
 		}
 		return api.CNIResult{}, cniErr(cniErrInvalidConfig, "container %s already has %s on this network; delete it first", req.ContainerID, ifname)
 	}
+	for _, other := range a.ipam.list() {
+		if other.Netns == req.Netns && (other.ContainerID != req.ContainerID || other.Ifname != ifname) {
+			return api.CNIResult{}, cniErr(cniErrInvalidConfig, "namespace %s already has %s on this network (container %s); one attachment per container",
+				req.Netns, other.Ifname, other.ContainerID)
+		}
+	}
 	l, err := a.ipam.allocate(lease{ContainerID: req.ContainerID, Ifname: ifname, Endpoint: name, Network: req.Network,
 		Netns: req.Netns, Identity: spec.Identity, AllowFrom: spec.AllowFrom}, want, a.endpointAddrs())
 	switch {

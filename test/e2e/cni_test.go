@@ -218,6 +218,7 @@ func TestCNIPlugin(t *testing.T) {
 			{"netns gone", conf, "ctr4", "/run/netns/vxdp-no-such-ns", 8, "not there"},
 			{"bad container ID", conf, "-bad/id", ctr4.Path, 7, "container ID"},
 			{"bad identity", cniConf(c, 0, "1.1.0", `, "identity": "12"`), "ctr4", ctr4.Path, 7, "identity"},
+			{"second attachment in one namespace", conf, "ctr1-other", ctr1.Path, 7, "one attachment per container"},
 			{"agent not running", []byte(`{"cniVersion": "1.1.0", "name": "x", "type": "vxdp-cni", "socket": "` + c.dir + `/none.sock"}`),
 				"ctr4", ctr4.Path, 11, "not running"},
 		} {
