@@ -19,6 +19,10 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 
 cleanup() {
 	set +e
+	if [[ -n ${PODMAN:-} ]]; then
+		"${PODMAN[@]}" rm --force --all --time 0 >/dev/null 2>&1
+		"${PODMAN[@]}" system reset --force >/dev/null 2>&1
+	fi
 	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
 	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
 	for ns in $(ip netns list | awk '{print $1}' | grep "^$P"); do ip netns del "$ns"; done
@@ -141,6 +145,50 @@ if command -v iperf3 >/dev/null; then
 	PIDS+=($!)
 	sleep 0.5
 	ip netns exec "${P}pod1" iperf3 -c 10.1.2.154 -p 5201 -t 3 -f m | grep -E "sender|receiver" || true
+fi
+
+CNI=$(dirname "$VXDP")/vxdp-cni
+if [[ $MODE == tunnel && -x $CNI ]] && command -v podman >/dev/null && command -v runc >/dev/null && command -v busybox >/dev/null; then
+	say "Containers from a real runtime: podman attaches them through vxdp-cni, one network per node"
+	# podman with its CNI backend, all of its configuration, storage and
+	# networks under $WORK; the containers' root is Debian's busybox-static.
+	mkdir -p "$WORK/podman/"{root,runroot,tmp,net,cni} "$WORK/rootfs/"{bin,proc,sys,dev,etc,tmp}
+	cp "$(command -v busybox)" "$WORK/rootfs/bin/busybox"
+	for a in sh sleep ping ip; do ln -s busybox "$WORK/rootfs/bin/$a"; done
+	cp "$CNI" "$WORK/podman/cni/"
+	for n in node1 node2; do
+		printf '{"cniVersion": "1.0.0", "name": "vxdp-%s", "plugins": [{"type": "vxdp-cni", "socket": "%s"}]}\n' \
+			"$n" "$WORK/$n.sock" >"$WORK/podman/net/vxdp-$n.conflist"
+	done
+	cat >"$WORK/podman/containers.conf" <<CONF
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "$WORK/podman/events.log"
+tmp_dir = "$WORK/podman/tmp"
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["$WORK/podman/cni"]
+network_config_dir = "$WORK/podman/net"
+CONF
+	export CONTAINERS_CONF=$WORK/podman/containers.conf
+	PODMAN=(podman --log-level error --root "$WORK/podman/root" --runroot "$WORK/podman/runroot" --storage-driver vfs)
+	echo "network vxdp-node1: $(cat "$WORK/podman/net/vxdp-node1.conflist")"
+	# Shown without the private storage options.
+	pm() { printf '$ podman %s\n' "$*"; "${PODMAN[@]}" "$@"; }
+	pm run -d --name app1 --network vxdp-node1 --rootfs "$WORK/rootfs" /bin/sleep 600 >/dev/null
+	pm run -d --name app2 --network vxdp-node2 --rootfs "$WORK/rootfs" /bin/sleep 600 >/dev/null
+	run v1 endpoint list
+	APP2=$("${PODMAN[@]}" inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{.GlobalIPv6Address}}{{end}}' app2)
+	echo "app2 on node2 got ${APP2% *} and ${APP2#* } from node2's agent"
+	pm exec app1 ping -c 3 -W 2 "${APP2% *}"
+	pm exec app1 ping -c 3 -W 2 "${APP2#* }"
+	pm rm --force --time 0 app1 >/dev/null
+	echo "(podman rm ran the plugin's DEL: app1's endpoint and addresses are gone)"
+	run v1 endpoint list
 fi
 
 say "The Linux VM joins as a VTEP with the guide's commands, then pings pod busybox"
