@@ -46,6 +46,7 @@ type Agent struct {
 
 	nodes           *nodeBook
 	ipam            *ipam           // the addresses of containers attached through CNI
+	attachLocks     attachLocks     // one CNI verb at a time per attachment
 	stateMu         sync.Mutex      // protects configEndpoints, vtepsFromAPI and the state file
 	configEndpoints map[string]bool // endpoints that came from the configuration
 	vtepsFromAPI    bool            // the VTEP table was last set through the API

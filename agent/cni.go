@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"go.uber.org/zap"
 
@@ -136,8 +137,47 @@ func (l lease) spec() dataplane.EndpointSpec {
 		Identity: l.Identity, AllowFrom: l.AllowFrom}
 }
 
+// attachLocks serialises the verbs of one attachment: a DEL the runtime
+// sends after killing a slow plugin must wait for the ADD the agent is
+// still carrying out, or it would find nothing to delete and the ADD
+// would then leave an endpoint without a lease.
+type attachLocks struct {
+	mu    sync.Mutex
+	locks map[attachment]*attachLock
+}
+
+type attachLock struct {
+	sync.Mutex
+	users int
+}
+
+func (l *attachLocks) lock(containerID, ifname string) func() {
+	k := attachment{containerID, ifname}
+	l.mu.Lock()
+	if l.locks == nil {
+		l.locks = map[attachment]*attachLock{}
+	}
+	m := l.locks[k]
+	if m == nil {
+		m = &attachLock{}
+		l.locks[k] = m
+	}
+	m.users++
+	l.mu.Unlock()
+	m.Lock()
+	return func() {
+		m.Unlock()
+		l.mu.Lock()
+		if m.users--; m.users == 0 {
+			delete(l.locks, k)
+		}
+		l.mu.Unlock()
+	}
+}
+
 // cniAdd creates the endpoint of an attachment with addresses from IPAM.
 func (a *Agent) cniAdd(req api.CNIRequest) (api.CNIResult, error) {
+	defer a.attachLocks.lock(req.ContainerID, ifnameOr(req.Ifname))()
 	if err := checkContainerID(req.ContainerID); err != nil {
 		return api.CNIResult{}, &cniError{cniErrInvalidConfig, err}
 	}
@@ -259,6 +299,7 @@ func (a *Agent) cniResult(l lease) api.CNIResult {
 // error: DEL is idempotent.
 func (a *Agent) cniDel(req api.CNIRequest) error {
 	ifname := ifnameOr(req.Ifname)
+	defer a.attachLocks.lock(req.ContainerID, ifname)()
 	name := cniEndpointName(req.ContainerID, ifname)
 	if l, ok := a.ipam.get(req.ContainerID, ifname); ok {
 		name = l.Endpoint
@@ -278,6 +319,7 @@ func (a *Agent) cniDel(req api.CNIRequest) error {
 // container's namespace the interface with its addresses and routes.
 func (a *Agent) cniCheck(req api.CNIRequest) (api.CNIResult, error) {
 	ifname := ifnameOr(req.Ifname)
+	defer a.attachLocks.lock(req.ContainerID, ifname)()
 	l, ok := a.ipam.get(req.ContainerID, ifname)
 	if !ok {
 		return api.CNIResult{}, cniErr(cniErrUnknownContainer, "container %s has no %s on this network", req.ContainerID, ifname)

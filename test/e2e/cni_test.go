@@ -405,6 +405,42 @@ func TestCNIPlugin(t *testing.T) {
 		}
 	})
 
+	t.Run("plugin killed during ADD", func(t *testing.T) {
+		// The runtime kills the plugin mid-ADD (a timeout), then cleans
+		// up with DEL as the specification says; meanwhile nothing the
+		// half-done ADD took may be handed to another container.
+		ns := c.lab.Netns("killed")
+		for i := range 5 {
+			id := fmt.Sprintf("killed%d", i)
+			cmd := exec.Command(cniBin)
+			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "CNI_COMMAND=ADD", "CNI_CONTAINERID=" + id,
+				"CNI_NETNS=" + ns.Path, "CNI_IFNAME=eth0", "CNI_PATH=/opt/cni/bin"}
+			cmd.Stdin = bytes.NewReader(conf)
+			must(t, cmd.Start())
+			time.Sleep(time.Duration(i*3) * time.Millisecond)
+			cmd.Process.Kill()
+			cmd.Wait()
+			// Another container, added now, gets none of its addresses.
+			other := c.lab.Netns(fmt.Sprintf("other%d", i))
+			res, err := cniAdd(t, conf, other, "other"+id, "eth0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ep, ok := containerEndpoints(t, c, 0)[id]; ok {
+				for _, ip := range res.IPs {
+					if a := ip.Address.IP.String(); a == ep.IP.String() || a == ep.IP6.String() {
+						t.Fatalf("%s given to %s while the killed ADD of %s holds it", a, "other"+id, id)
+					}
+				}
+			}
+			must(t, cniDel(t, conf, ns.Path, id, "eth0"))
+			must(t, cniDel(t, conf, other.Path, "other"+id, "eth0"))
+			if _, ok := containerEndpoints(t, c, 0)[id]; ok {
+				t.Fatalf("%s still attached after DEL", id)
+			}
+		}
+	})
+
 	t.Run("agent killed and restarted", func(t *testing.T) {
 		// kill -9: the lease file was written before ADD answered, so the
 		// restarted agent knows ctr1's addresses and gives them to no one.
