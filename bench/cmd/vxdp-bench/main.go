@@ -55,6 +55,7 @@ type options struct {
 	jsonPath    string
 	mdPath      string
 	vxdpBin     string
+	cniBin      string // the CNI plugin, for the scale phase's ADD/DEL timing ("" skips it)
 	toolsDir    string
 	timeout     time.Duration
 	rrCount     int
@@ -66,6 +67,7 @@ type options struct {
 	removeStale bool
 	// The scale phase.
 	scaleEndpoints int
+	scaleCNICycles int
 	scaleNodes     int
 	scaleGoBench   bool
 }
@@ -117,6 +119,8 @@ func parseFlags(args []string, root string) (*options, error) {
 	fs.StringVar(&o.jsonPath, "json", "bench-results.json", "write every figure and repetition here as JSON (empty: don't)")
 	fs.StringVar(&o.mdPath, "md", "", "also write the Markdown report to this file")
 	fs.StringVar(&o.vxdpBin, "vxdp", filepath.Join(root, "bin", "vxdp"), "vxdp binary (make build)")
+	fs.StringVar(&o.cniBin, "vxdp-cni", filepath.Join(root, "bin", "vxdp-cni"), "the CNI plugin binary (make build), timed in the scale phase; \"\" leaves that out")
+	fs.IntVar(&o.scaleCNICycles, "scale-cni-cycles", 100, "scale: ADD/DEL cycles through the CNI plugin with the endpoints in place")
 	fs.StringVar(&o.toolsDir, "tools", "", "directory with prebuilt udpblast and tcprr (default: build them from bench/tools)")
 	fs.Var(secondsFlag{&o.timeout}, "timeout", "bound on the whole run (default: from modes, reps and duration)")
 	fs.IntVar(&o.rrCount, "rr-count", 20000, "request/response round trips per repetition")
@@ -321,6 +325,14 @@ func run() (code int) {
 			return 1
 		}
 		opts.vxdpBin = filepath.Join(dir, "vxdp")
+		if opts.cniBin != "" {
+			if b, err := os.ReadFile(opts.cniBin); err == nil && os.WriteFile(filepath.Join(dir, "vxdp-cni"), b, 0o755) == nil {
+				opts.cniBin = filepath.Join(dir, "vxdp-cni")
+			} else {
+				logf("no CNI plugin at %s (make build): the scale phase does not time ADD and DEL", opts.cniBin)
+				opts.cniBin = ""
+			}
+		}
 	}
 	udpBin, rrBin, err := tools(ctx, opts, root, dir)
 	if err != nil {

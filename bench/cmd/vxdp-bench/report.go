@@ -383,6 +383,13 @@ func writeScale(w io.Writer, sr *scaleReport) {
 		row(fmt.Sprintf("add %d endpoints, wall clock, s", a.Calls), "%.2f", a.TotalSecs)
 		row("&nbsp;&nbsp;per call: mean / p50 / max, ms", "%.1f / %.1f / %.1f", a.MeanMs, a.P50Ms, a.MaxMs)
 	}
+	if a, d := sr.CNIAdds, sr.CNIDels; a != nil && d != nil {
+		row(fmt.Sprintf("CNI ADD at %d endpoints (the plugin run as a runtime runs it, %d cycles): p50 / p99 / max, ms", sr.Endpoints, a.Calls),
+			"%.1f / %.1f / %.1f", a.P50Ms, a.P99Ms, a.MaxMs)
+		row("CNI DEL: p50 / p99 / max, ms", "%.1f / %.1f / %.1f", d.P50Ms, d.P99Ms, d.MaxMs)
+	} else if sr.CNIReason != "" {
+		row("CNI ADD/DEL", "not measured: %s", sr.CNIReason)
+	}
 	for i, p := range sr.RSS {
 		row("agent RSS "+p.Step+", MiB", "%.1f", float64(p.KiB)/1024)
 		// The growth per entry added in the step, where the step added

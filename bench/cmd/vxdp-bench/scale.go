@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -80,6 +81,12 @@ type scaleReport struct {
 	// go in two steps: all but the last few in one request (NodeBulk),
 	// then those one call each (NodeAdds), at full scale.
 	EndpointAdds *callTimes `json:"endpoint_adds,omitempty"`
+	// CNIAdds and CNIDels time the CNI plugin's ADD and DEL, the binary
+	// run as a runtime runs it, one container at a time, with the
+	// endpoints already in place.
+	CNIAdds   *callTimes `json:"cni_adds,omitempty"`
+	CNIDels   *callTimes `json:"cni_dels,omitempty"`
+	CNIReason string     `json:"cni_reason,omitempty"`
 	NodeBulk     *bulkTime  `json:"node_bulk,omitempty"`
 	NodeAdds     *callTimes `json:"node_adds,omitempty"`
 	// RSS is the agent's VmRSS in KiB at each step, PeakRSS its VmHWM at
@@ -264,6 +271,10 @@ func scaleSteps(ctx context.Context, l *lab, opts *options, udpBin string, sr *s
 	sr.EndpointAdds = summarizeCalls(times, time.Since(start))
 	logf("scale: %d endpoints added in %.2f s", opts.scaleEndpoints, sr.EndpointAdds.TotalSecs)
 	if err := rss(fmt.Sprintf("after %d endpoints", opts.scaleEndpoints)); err != nil {
+		return err
+	}
+
+	if err := scaleCNI(ctx, l, opts, sock, sr); err != nil {
 		return err
 	}
 
@@ -491,4 +502,55 @@ func parseGoBench(out string) []goBench {
 		res = append(res, b)
 	}
 	return res
+}
+
+// scaleCNI runs opts.scaleCNICycles ADD/DEL cycles of one container
+// through the CNI plugin binary and times each verb, process start
+// included, as a runtime sees it.
+func scaleCNI(ctx context.Context, l *lab, opts *options, sock string, sr *scaleReport) error {
+	switch {
+	case opts.scaleCNICycles == 0:
+		sr.CNIReason = "--scale-cni-cycles 0"
+		return nil
+	case opts.cniBin == "":
+		sr.CNIReason = "no CNI plugin binary (make build)"
+		return nil
+	}
+	const ns = "scale-cni"
+	if err := l.addNetns(ns); err != nil {
+		return err
+	}
+	conf := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "scale", "type": "vxdp-cni", "socket": %q}`, sock)
+	verb := func(cmd, id string) (time.Duration, error) {
+		c := exec.CommandContext(ctx, opts.cniBin)
+		c.Env = []string{"PATH=" + os.Getenv("PATH"), "CNI_COMMAND=" + cmd, "CNI_CONTAINERID=" + id,
+			"CNI_NETNS=" + l.netns(ns).Path, "CNI_IFNAME=eth0", "CNI_PATH=/opt/cni/bin"}
+		c.Stdin = strings.NewReader(conf)
+		start := time.Now()
+		out, err := c.Output()
+		if err != nil {
+			return 0, fmt.Errorf("CNI %s of %s: %w: %s", cmd, id, err, out)
+		}
+		return time.Since(start), nil
+	}
+	adds := make([]time.Duration, 0, opts.scaleCNICycles)
+	dels := make([]time.Duration, 0, opts.scaleCNICycles)
+	start := time.Now()
+	for i := range opts.scaleCNICycles {
+		id := fmt.Sprintf("scale%05d", i)
+		a, err := verb("ADD", id)
+		if err != nil {
+			return err
+		}
+		d, err := verb("DEL", id)
+		if err != nil {
+			return err
+		}
+		adds, dels = append(adds, a), append(dels, d)
+	}
+	total := time.Since(start)
+	sr.CNIAdds, sr.CNIDels = summarizeCalls(adds, total), summarizeCalls(dels, total)
+	l.logf("scale: %d CNI ADD/DEL cycles at %d endpoints: ADD p50 %.1f ms p99 %.1f ms, DEL p50 %.1f ms p99 %.1f ms",
+		opts.scaleCNICycles, opts.scaleEndpoints, sr.CNIAdds.P50Ms, sr.CNIAdds.P99Ms, sr.CNIDels.P50Ms, sr.CNIDels.P99Ms)
+	return nil
 }
