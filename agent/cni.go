@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -223,6 +224,7 @@ func (a *Agent) cniAdd(req api.CNIRequest) (api.CNIResult, error) {
 				req.Netns, other.Ifname, other.ContainerID)
 		}
 	}
+	t0 := time.Now()
 	l, err := a.ipam.allocate(lease{ContainerID: req.ContainerID, Ifname: ifname, Endpoint: name, Network: req.Network,
 		Netns: req.Netns, Identity: spec.Identity, AllowFrom: spec.AllowFrom}, want, a.endpointAddrs())
 	switch {
@@ -234,15 +236,18 @@ func (a *Agent) cniAdd(req api.CNIRequest) (api.CNIResult, error) {
 		return api.CNIResult{}, &cniError{cniErrInvalidConfig, err}
 	}
 	spec.IP, spec.IP6 = l.IP, l.IP6
+	t1 := time.Now()
 	if err := a.eng.AddEndpoint(spec); err != nil {
 		if rerr := a.ipam.release(l.ContainerID, l.Ifname); rerr != nil {
 			a.log.Warn("lease of a failed ADD kept", zap.String("container", l.ContainerID), zap.Error(rerr))
 		}
 		return api.CNIResult{}, cniErr(cniErrInternal, "endpoint %s: %w", name, err)
 	}
+	t2 := time.Now()
 	a.saveState()
 	a.log.Info("container attached", zap.String("container", l.ContainerID), zap.String("endpoint", name),
-		zap.Stringer("ip", l.IP), zap.Stringer("ip6", l.IP6))
+		zap.Stringer("ip", l.IP), zap.Stringer("ip6", l.IP6), zap.Duration("lease", t1.Sub(t0)),
+		zap.Duration("device", t2.Sub(t1)), zap.Duration("state", time.Since(t2)))
 	return a.cniResult(l), nil
 }
 
