@@ -487,3 +487,39 @@ func TestCNIPlugin(t *testing.T) {
 		must(t, cniDel(t, conf, ctr1.Path, "ctr1-0123456789abcdef", "eth0"))
 	})
 }
+
+// A pod CIDR with no address left: ADD fails with the plugin-specific
+// code 100 and says so, and a DEL makes room again.
+func TestCNIPodCIDRExhausted(t *testing.T) {
+	c := newLab(t, [2]string{"10.1.1.0/29", "10.1.2.0/24"}, [2]string{})
+	c.configs[0] = c.writeConfig("node1", 0, 1, " []")
+	c.configs[1] = c.writeConfig("node2", 1, 0, " []")
+	c.startAgents()
+	conf := cniConf(c, 0, "1.1.0", "")
+	// 10.1.1.1 is the host's, .7 the broadcast address: .2 to .6 for
+	// containers.
+	nss := map[int]*nstest.Netns{}
+	for i := range 5 {
+		ns := c.lab.Netns(fmt.Sprintf("full%d", i))
+		nss[i] = ns
+		if _, err := cniAdd(t, conf, ns, fmt.Sprintf("full%d", i), "eth0"); err != nil {
+			t.Fatalf("container %d of 5: %v", i+1, err)
+		}
+	}
+	last := c.lab.Netns("full5")
+	_, err := cniAdd(t, conf, last, "full5", "eth0")
+	if cniCode(err) != 100 || !strings.Contains(fmt.Sprint(err), "10.1.1.0/29") || !strings.Contains(fmt.Sprint(err), "no free address") {
+		t.Fatalf("ADD to a full pod CIDR: %v (code %d), want code 100 naming the CIDR", err, cniCode(err))
+	}
+	if out := last.MustRun(t, "ip", "-o", "link"); strings.Contains(out, "eth0") {
+		t.Errorf("a refused ADD left an interface:\n%s", out)
+	}
+	must(t, cniDel(t, conf, nss[2].Path, "full2", "eth0"))
+	res, err := cniAdd(t, conf, last, "full5", "eth0")
+	if err != nil {
+		t.Fatalf("ADD after a DEL made room: %v", err)
+	}
+	if got := res.IPs[0].Address.IP.String(); got != "10.1.1.4" {
+		t.Errorf("the freed address is 10.1.1.4, got %s", got)
+	}
+}
