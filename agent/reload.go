@@ -37,6 +37,7 @@ func (a *Agent) Reload(n *config.Config) error {
 		{"device", o.Device, n.Device}, {"mtu", o.MTU, n.MTU}, {"socket", o.Socket, n.Socket},
 		{"cluster-pool-ipv4-cidr", o.ClusterCIDR, n.ClusterCIDR}, {"cluster-pool-ipv6-cidr", o.ClusterCIDR6, n.ClusterCIDR6}, {"auto-direct-node-routes", o.AutoDirectNodeRoutes, n.AutoDirectNodeRoutes},
 		{"prometheus-serve-addr", o.MetricsAddr, n.MetricsAddr},
+		{"host-ipv4", o.HostAddr(), n.HostAddr()}, {"host-ipv6", o.HostAddr6(), n.HostAddr6()},
 	} {
 		if d.old != d.new {
 			return fmt.Errorf("%s: %v -> %v: %w", d.key, d.old, d.new, ErrNeedsRestart)

@@ -118,7 +118,7 @@ func TestReloadDiff(t *testing.T) {
 func TestReloadNeedsRestart(t *testing.T) {
 	ta := newTestAgent(t, loadConfig(t, reloadBefore), nil)
 	before := ta.nodeOrigins()
-	for _, change := range []string{"tunnel-port: 4789\n", "routing-mode: native\n", "mtu: 1400\n"} {
+	for _, change := range []string{"tunnel-port: 4789\n", "routing-mode: native\n", "mtu: 1400\n", "host-ipv4: 10.1.1.254\n"} {
 		err := ta.Reload(loadConfig(t, reloadAfter+change))
 		if !errors.Is(err, ErrNeedsRestart) {
 			t.Errorf("%q: %v, want ErrNeedsRestart", change, err)
