@@ -303,6 +303,14 @@ func newPair6(t *testing.T) pair {
 	ipIn(t, p.b, "addr", "add", "2001:db8::2/64", "dev", "veth1", "nodad")
 	ipIn(t, p.a, "link", "set", "veth0", "up")
 	ipIn(t, p.b, "link", "set", "veth1", "up")
+	// B must be settled: while its link-local address is in duplicate
+	// address detection it may leave a solicitation unanswered, and A's
+	// kernel solicits again only after its retransmit timer (1 s), when
+	// the packets that waited have expired.
+	waitFor(t, 5*time.Second, "B's link-local address to leave duplicate address detection", func() bool {
+		out := ipIn(t, p.b, "-6", "addr", "show", "dev", "veth1")
+		return strings.Contains(out, "fe80:") && !strings.Contains(out, "tentative")
+	})
 	return p
 }
 
@@ -406,14 +414,6 @@ func TestTrafficV6(t *testing.T) {
 	// Send: B is not in A's neighbour table (the entry its solicitation
 	// left is flushed); the packets wait while the kernel is made to
 	// solicit B, then go out with a checksum B's kernel accepts.
-	// B must be settled first: while its link-local address is in
-	// duplicate address detection it may not answer yet, and A's kernel
-	// would solicit again only after its retransmit timer (1 s), as long
-	// as packets wait.
-	waitFor(t, 5*time.Second, "B's link-local address to leave duplicate address detection", func() bool {
-		out := ipIn(t, p.b, "-6", "addr", "show", "dev", "veth1")
-		return strings.Contains(out, "fe80:") && !strings.Contains(out, "tentative")
-	})
 	ipIn(t, p.a, "-6", "neigh", "flush", "dev", "veth0")
 	if out := ipIn(t, p.a, "-6", "neigh", "show", "dev", "veth0", "to", "2001:db8::2", "nud", "all"); strings.Contains(out, "lladdr") {
 		t.Fatalf("B still resolved:\n%s", out)
@@ -462,4 +462,64 @@ func rawUDP6In(t *testing.T, ns *nstest.Netns) int {
 	})
 	t.Cleanup(func() { unix.Close(fd) })
 	return fd
+}
+
+// TestNextHopsV6: over IPv6 a destination behind a gateway goes to the
+// gateway's MAC, resolved through NDP; destinations routed through
+// another device or not at all are dropped as TxNoRoute.
+func TestNextHopsV6(t *testing.T) {
+	needRoot(t)
+	p := newPair6(t)
+	ipIn(t, p.a, "-6", "route", "add", "2001:db8:99::/64", "via", "2001:db8::2", "dev", "veth0")
+	ipIn(t, p.a, "link", "add", "veth2", "type", "veth", "peer", "name", "veth3")
+	ipIn(t, p.a, "addr", "add", "2001:db8:9::1/64", "dev", "veth2", "nodad")
+	ipIn(t, p.a, "link", "set", "veth2", "up")
+	ipIn(t, p.a, "link", "set", "veth3", "up")
+	var macOfB [6]byte
+	inNetns(t, p.b, func() error {
+		ifi, err := net.InterfaceByName("veth1")
+		if err == nil {
+			macOfB = [6]byte(ifi.HardwareAddr)
+		}
+		return err
+	})
+	u := openIn(t, p.a, Config{Device: "veth0", NodeIP: addr6A, Port: 8472})
+	q := u.Queues()[0]
+	capt, err := nstest.StartCapture(p.b, "veth1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	far := netip.MustParseAddrPort("[2001:db8:99::5]:7777")
+	if n, err := q.Send([][]byte{[]byte("via the gateway")}, []packetio.Meta{{Remote: far, Flow: 1}}, 0); n != 1 || err != nil {
+		t.Fatalf("Send: %d, %v", n, err)
+	}
+	waitFor(t, 5*time.Second, "the packet through the gateway", func() bool { return u.Stats().TxCompleted == 1 })
+	var seen bool
+	for _, f := range capt.Stop() {
+		if len(f) < ethLen+encap.OuterV6Len || encap.Ethernet(f).EtherType() != encap.EtherTypeIPv6 {
+			continue
+		}
+		o, err := encap.ParseOuterV6(f[ethLen:], false)
+		if err == nil && o.Dst == far.Addr() && o.DstPort == far.Port() {
+			seen = true
+			if d := encap.Ethernet(f).Destination(); d != macOfB {
+				t.Errorf("sent to %v, want the gateway's %v", d, encap.MAC(macOfB))
+			}
+		}
+	}
+	if !seen {
+		t.Fatal("the packet through the gateway did not reach it")
+	}
+
+	for _, dst := range []string{"[2001:db8:9::5]:7777", "[2001:db8:77::1]:7777"} {
+		m := []packetio.Meta{{Remote: netip.MustParseAddrPort(dst)}}
+		if _, err := q.Send([][]byte{[]byte("nowhere")}, m, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 3*time.Second, "both to count as no route", func() bool { return u.Stats().TxNoRoute == 2 })
+	if st := u.Stats(); st.TxFrames != 1 || st.TxNoNeighbour != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	quietAudit(t, u)
 }
