@@ -236,3 +236,21 @@ func TestAFXDPUnderlayIPv6(t *testing.T) {
 		})
 	}
 }
+
+// underlay: auto decides an IPv6 node by the probe of its device, as an
+// IPv4 one: a veth offers no zero-copy AF_XDP, so the UDP socket it is,
+// for that reason and no other.
+func TestAFXDPAutoIPv6(t *testing.T) {
+	c := dualClusterWith(t, "ipv6", [2]string{"underlay: auto", "underlay: auto"})
+	for i := range c.node {
+		var st struct {
+			Underlay       string `json:"underlay"`
+			UnderlayReason string `json:"underlay_reason"`
+		}
+		must(t, json.Unmarshal([]byte(c.mustCLI(i, "status", "-o", "json")), &st))
+		if st.Underlay != "udp" || !strings.HasPrefix(st.UnderlayReason, "auto: veth: no zero-copy AF_XDP support") {
+			t.Fatalf("node%d underlay %q (%s), want udp for want of zero-copy", i+1, st.Underlay, st.UnderlayReason)
+		}
+	}
+	c.mustPing("pod1a", "fd00:1:2::20")
+}
