@@ -24,10 +24,10 @@ import (
 // writers missed (RouteGet: the gateway, or the destination itself when
 // on-link), follows the kernel's neighbour table through a netlink
 // subscription, triggers resolution for next hops the kernel does not know
-// yet (RTM_NEWNEIGH with NTF_USE: the kernel ARPs, or sends an IPv6
-// neighbour solicitation, as if it had a packet to send, and nothing is
-// put on the wire by us; over IPv6 an echo request through the kernel
-// instead, see ndp_linux.go), and publishes a new snapshot whenever a
+// yet (IPv4: RTM_NEWNEIGH with NTF_USE, the kernel ARPs as if it had a
+// packet to send and nothing is put on the wire by us; IPv6: an ICMPv6
+// echo request handed to the kernel, which solicits for it, see
+// ndp_linux.go for why), and publishes a new snapshot whenever a
 // destination becomes usable or unusable. The kernel stays the only ARP
 // and NDP speaker, so its timers, probes, gratuitous-ARP and unsolicited
 // neighbour-advertisement handling apply. One table serves one family:
