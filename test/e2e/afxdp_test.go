@@ -135,15 +135,17 @@ func TestAFXDPUnderlay(t *testing.T) {
 // no program is left behind.
 func TestAFXDPDualStack(t *testing.T) {
 	for _, tc := range []struct {
-		underlay string
-		modes    [2]string
+		underlay, protocol string
+		modes              [2]string
 	}{
-		{"ipv6", [2]string{"afxdp", "afxdp"}},
-		{"ipv6", [2]string{"afxdp", "udp"}},
-		{"ipv4", [2]string{"afxdp", "afxdp"}},
+		{"ipv6", "vxlan", [2]string{"afxdp", "afxdp"}},
+		{"ipv6", "vxlan", [2]string{"afxdp", "udp"}},
+		{"ipv6", "geneve", [2]string{"afxdp", "afxdp"}},
+		{"ipv4", "vxlan", [2]string{"afxdp", "afxdp"}},
 	} {
-		t.Run(tc.underlay+" underlay, "+tc.modes[0]+" and "+tc.modes[1], func(t *testing.T) {
-			c := dualClusterWith(t, tc.underlay, [2]string{"underlay: " + tc.modes[0], "underlay: " + tc.modes[1]})
+		t.Run(tc.underlay+" underlay, "+tc.protocol+", "+tc.modes[0]+" and "+tc.modes[1], func(t *testing.T) {
+			proto := "\ntunnel-protocol: " + tc.protocol
+			c := dualClusterWith(t, tc.underlay, [2]string{"underlay: " + tc.modes[0] + proto, "underlay: " + tc.modes[1] + proto})
 			hostPort := func(ip string) string { return ip + ":" }
 			if tc.underlay == "ipv6" {
 				hostPort = func(ip string) string { return "[" + ip + "]:" }
@@ -217,7 +219,7 @@ func TestAFXDPDualStack(t *testing.T) {
 			if under == 0 {
 				t.Fatal("no underlay device in stats")
 			}
-			if out, _ := c.node[0].Run("ss", "-uan"); strings.Contains(out, hostPort(c.nodeIPs[0])+"8472") {
+			if out, _ := c.node[0].Run("ss", "-uan"); strings.Contains(out, hostPort(c.nodeIPs[0])+"8472") || strings.Contains(out, hostPort(c.nodeIPs[0])+"6081") {
 				t.Fatalf("a UDP socket on the tunnel port beside AF_XDP:\n%s", out)
 			}
 			// Everything else still reaches node1's kernel: its address
