@@ -283,16 +283,9 @@ func (u *underlay) openTunnel(cfg *config.Config, log *zap.Logger) error {
 	case config.UnderlayUDP:
 		u.kind, u.reason = "udp", "configured"
 	case config.UnderlayAFXDP:
-		if cfg.NodeIP.Is6() {
-			return fmt.Errorf("underlay afxdp: node-ip %s: the AF_XDP underlay speaks IPv4 only so far; use underlay: udp", cfg.NodeIP)
-		}
 		useXDP = true
 		u.kind, u.reason = "afxdp", "configured"
 	default:
-		if cfg.NodeIP.Is6() {
-			u.kind, u.reason = "udp", "auto: the AF_XDP underlay speaks IPv4 only so far"
-			break
-		}
 		ok, reason := afxdp.Probe(u.device)
 		useXDP = ok
 		if ok {

@@ -74,7 +74,8 @@ type Config struct {
 	// Device is the underlay NIC, e.g. eth0, in the network namespace of
 	// the goroutine that calls Open.
 	Device string
-	// NodeIP is this node's IPv4 underlay address. Only UDP packets to
+	// NodeIP is this node's underlay address, IPv4 or IPv6; its family
+	// is the family of every outer header. Only UDP packets to
 	// NodeIP:Port are redirected to the sockets.
 	NodeIP netip.Addr
 	// Port is the tunnel port (8472 VXLAN, 6081 Geneve).
@@ -120,9 +121,11 @@ type Stats struct {
 	RxFrames uint64 `json:"rx_frames"`
 	RxBytes  uint64 `json:"rx_bytes"`
 	// RxDropped counts frames Receive discarded: not a well-formed
-	// unfragmented IPv4/UDP packet over Ethernet (the program redirects
-	// only IPv4 UDP, so this means a lying length field), or a payload
-	// larger than the caller's buffer.
+	// unfragmented IPv4/UDP packet, or IPv6/UDP packet whose UDP checksum
+	// verifies, over Ethernet (the program redirects only UDP to the
+	// tunnel port, so this means a lying length field or, over IPv6, a
+	// bad or zero checksum), or a payload larger than the caller's
+	// buffer.
 	RxDropped uint64 `json:"rx_dropped"`
 
 	// TxFrames and TxBytes count frames put on the TX rings (Ethernet
@@ -132,8 +135,9 @@ type Stats struct {
 	// TxCompleted counts frames the kernel returned through the completion
 	// rings.
 	TxCompleted uint64 `json:"tx_completed"`
-	// TxInvalid counts payloads Send refused: to an address that is not
-	// IPv4, or too large for the device MTU with the outer headers.
+	// TxInvalid counts payloads Send refused: to an address not of the
+	// node address's family, or too large for the device MTU with the
+	// outer headers.
 	TxInvalid uint64 `json:"tx_invalid"`
 	// TxNoRoute counts packets whose destination is not reached through
 	// the underlay device (or is one of its own addresses).
@@ -152,7 +156,8 @@ type Stats struct {
 	TxKicks uint64 `json:"tx_kicks"`
 	RxKicks uint64 `json:"rx_kicks"`
 
-	// ArpQueued counts packets that had to wait for neighbour resolution,
+	// ArpQueued counts packets that had to wait for neighbour resolution
+	// (ARP, or NDP on an IPv6 underlay; the names stay for compatibility),
 	// ArpFlushed those of them sent once it finished, ArpWaiting those
 	// waiting now, ArpRequests the resolutions asked of the kernel.
 	ArpQueued   uint64 `json:"arp_queued"`
@@ -238,12 +243,11 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Device == "" {
 		return cfg, errors.New("no device")
 	}
-	if !cfg.NodeIP.Is4() {
-		if cfg.NodeIP.Is4In6() {
-			cfg.NodeIP = cfg.NodeIP.Unmap()
-		} else {
-			return cfg, fmt.Errorf("node IP %v: need an IPv4 address", cfg.NodeIP)
-		}
+	// An IPv4-mapped address is the IPv4 node it stands for; a zone
+	// would make the address ambiguous in packets and routes.
+	cfg.NodeIP = cfg.NodeIP.Unmap()
+	if !cfg.NodeIP.IsValid() || cfg.NodeIP.IsUnspecified() || cfg.NodeIP.IsMulticast() || cfg.NodeIP.Zone() != "" {
+		return cfg, fmt.Errorf("node IP %v: need a unicast IPv4 or IPv6 address", cfg.NodeIP)
 	}
 	if cfg.Port == 0 {
 		return cfg, errors.New("no tunnel port")

@@ -4,7 +4,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
 )
@@ -39,10 +38,11 @@ func newFakeQueue(t *testing.T, frames, frameSize int) (*Queue, *fakeKernel) {
 		fill: ours[0], comp: ours[1], rx: ours[2], tx: ours[3],
 	}
 	k := &fakeKernel{fill: theirs[0], comp: theirs[1], rx: theirs[2], tx: theirs[3], umem: x.umem}
-	u := &Underlay{cfg: Config{Device: "fake0"}, mac: [6]byte{2, 0, 0, 0, 0, 1}, epoch: time.Now()}
+	u := newUnderlay(Config{Device: "fake0", NodeIP: addrA})
+	u.mac = [6]byte{2, 0, 0, 0, 0, 1}
 	u.mtu.Store(1500)
-	u.nb = &neighbours{reqs: make(chan uint32, requestBacklog)}
-	u.nb.snap.Store(&neighSnap{m: map[uint32]hop{}})
+	u.nb = &neighbours{reqs: make(chan netip.Addr, requestBacklog)}
+	u.nb.snap.Store(&neighSnap{m: map[netip.Addr]hop{}})
 	q := newQueue(u, 0, x, frameSize, frames)
 	return q, k
 }
@@ -108,9 +108,9 @@ func TestFrameConservation(t *testing.T) {
 	pktKnown := udpPacket(from, known, []byte("to b"), headroom)
 	pktUnknown := udpPacket(from, unknown, []byte("to nobody yet"), headroom)
 	rxPkt := udpPacket(netip.AddrPortFrom(addrB, 1), netip.AddrPortFrom(addrA, 8472), []byte("in"), 0)
-	bKey := uint32(192)<<24 | 2<<8 | 2
-	nobodyKey := uint32(192)<<24 | 2<<8 | 77
-	q.u.nb.snap.Store(&neighSnap{m: map[uint32]hop{bKey: {mac: [6]byte{2, 0, 0, 0, 0, 2}}}, version: 1})
+	bKey := addrB
+	nobodyKey := unknown.Addr()
+	q.u.nb.snap.Store(&neighSnap{m: map[netip.Addr]hop{bKey: {mac: [6]byte{2, 0, 0, 0, 0, 2}}}, version: 1})
 
 	check := func(step int) {
 		t.Helper()
@@ -159,12 +159,12 @@ func TestFrameConservation(t *testing.T) {
 			// The next hop of the unknown destination resolves, or the
 			// waiting packets expire.
 			if rng.IntN(2) == 0 {
-				q.u.nb.snap.Store(&neighSnap{m: map[uint32]hop{
+				q.u.nb.snap.Store(&neighSnap{m: map[netip.Addr]hop{
 					bKey:      {mac: [6]byte{2, 0, 0, 0, 0, 2}},
 					nobodyKey: {mac: [6]byte{2, 0, 0, 0, 0, 3}},
 				}, version: uint64(step)})
 				q.flushWaiting()
-				q.u.nb.snap.Store(&neighSnap{m: map[uint32]hop{bKey: {mac: [6]byte{2, 0, 0, 0, 0, 2}}}, version: uint64(step) + 1})
+				q.u.nb.snap.Store(&neighSnap{m: map[netip.Addr]hop{bKey: {mac: [6]byte{2, 0, 0, 0, 0, 2}}}, version: uint64(step) + 1})
 			} else {
 				q.u.epoch = q.u.epoch.Add(-2 * waitTimeout)
 				q.flushWaiting()

@@ -1,9 +1,9 @@
 package afxdp
 
 import (
-	"encoding/binary"
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,18 +15,23 @@ import (
 
 // Next-hop resolution for TX.
 //
-// Send builds an IPv4 packet to the payload's destination; the frame needs
-// the MAC of the next hop towards it. Writers look the destination
-// up in an immutable snapshot (dst IPv4 -> next-hop MAC) behind an
+// Send builds an IPv4 or IPv6 packet (the node address's family) to the
+// payload's destination; the frame needs the MAC of the next hop towards
+// it. Writers look the destination up in an immutable snapshot (dst
+// address -> next-hop MAC) behind an
 // atomic.Pointer: no lock and no system call per packet. One goroutine owns
 // everything else: it asks the kernel for the route to each destination
 // writers missed (RouteGet: the gateway, or the destination itself when
 // on-link), follows the kernel's neighbour table through a netlink
 // subscription, triggers resolution for next hops the kernel does not know
-// yet (RTM_NEWNEIGH with NTF_USE: the kernel ARPs as if it had a packet to
-// send, and nothing is put on the wire by us), and publishes a new snapshot
-// whenever a destination becomes usable or unusable. The kernel stays the
-// only ARP speaker, so its timers, probes and gratuitous-ARP handling apply.
+// yet (IPv4: RTM_NEWNEIGH with NTF_USE, the kernel ARPs as if it had a
+// packet to send and nothing is put on the wire by us; IPv6: an ICMPv6
+// echo request handed to the kernel, which solicits for it, see
+// ndp_linux.go for why), and publishes a new snapshot whenever a
+// destination becomes usable or unusable. The kernel stays the only ARP
+// and NDP speaker, so its timers, probes, gratuitous-ARP and unsolicited
+// neighbour-advertisement handling apply. One table serves one family:
+// entries of the other family are ignored.
 //
 // The same goroutine watches link events: an AF_XDP socket whose device
 // is removed is silently unbound (poll reports nothing at all on it), so
@@ -56,18 +61,18 @@ type hop struct {
 // usable next hop are absent; those not reached through the device map to
 // noRoute, so that writers drop them without asking again.
 type neighSnap struct {
-	m       map[uint32]hop
+	m       map[netip.Addr]hop
 	version uint64 // increases with each publish; for debugging
 }
 
-func (s *neighSnap) lookup(dst uint32) (hop, bool) {
+func (s *neighSnap) lookup(dst netip.Addr) (hop, bool) {
 	h, ok := s.m[dst]
 	return h, ok
 }
 
 // dstState is the owner's view of one destination.
 type dstState struct {
-	nexthop uint32
+	nexthop netip.Addr
 	noRoute bool
 }
 
@@ -90,19 +95,21 @@ type neighbours struct {
 	log     *zap.Logger
 	nl      *rtnl
 	ifindex int
-	flush   func() // sends or expires the waiting packets of every queue
-	gone    func() // the device was removed (or moved away)
+	v6      bool        // the table's family: IPv6 (NDP) or IPv4 (ARP)
+	ndp     *ndpTrigger // IPv6: how resolution is asked for; nil for IPv4
+	flush   func()      // sends or expires the waiting packets of every queue
+	gone    func()      // the device was removed (or moved away)
 	waiting *atomic.Int64
 
 	snap     atomic.Pointer[neighSnap]
-	reqs     chan uint32
+	reqs     chan netip.Addr
 	done     chan struct{}
 	wg       sync.WaitGroup
 	requests atomic.Uint64 // resolutions triggered
 
 	// Owned by run.
-	dsts        map[uint32]*dstState
-	hops        map[uint32]*hopState
+	dsts        map[netip.Addr]*dstState
+	hops        map[netip.Addr]*hopState
 	version     uint64
 	neighCh     chan netlink.NeighUpdate
 	routeCh     chan netlink.RouteUpdate
@@ -114,21 +121,35 @@ type neighbours struct {
 	logErrAt    time.Time
 }
 
-func newNeighbours(log *zap.Logger, r *rtnl, ifindex int, waiting *atomic.Int64, flush, gone func()) (*neighbours, error) {
+func newNeighbours(log *zap.Logger, r *rtnl, ifindex int, nodeIP netip.Addr, waiting *atomic.Int64, flush, gone func()) (*neighbours, error) {
+	v6 := nodeIP.Is6()
 	n := &neighbours{
 		log:     log,
 		nl:      r,
 		ifindex: ifindex,
+		v6:      v6,
 		flush:   flush,
 		gone:    gone,
 		waiting: waiting,
-		reqs:    make(chan uint32, requestBacklog),
+		reqs:    make(chan netip.Addr, requestBacklog),
 		done:    make(chan struct{}),
-		dsts:    make(map[uint32]*dstState),
-		hops:    make(map[uint32]*hopState),
+		dsts:    make(map[netip.Addr]*dstState),
+		hops:    make(map[netip.Addr]*hopState),
 	}
-	n.snap.Store(&neighSnap{m: map[uint32]hop{}})
+	n.snap.Store(&neighSnap{m: map[netip.Addr]hop{}})
+	if v6 {
+		t, err := newNDPTrigger(nodeIP, ifindex)
+		if err != nil {
+			// NTF_USE still resolves once the link-local address is
+			// usable; only slower.
+			log.Warn("afxdp: neighbour discovery falls back to netlink requests", zap.Error(err))
+		}
+		n.ndp = t
+	}
 	if err := n.subscribe(); err != nil {
+		if n.ndp != nil {
+			n.ndp.close()
+		}
 		return nil, err
 	}
 	n.wg.Add(1)
@@ -185,7 +206,7 @@ func (n *neighbours) subscribe() error {
 
 // request is the writers' miss path: ask the owner to resolve dst. It never
 // blocks; a dropped request is repeated by the next packet to dst.
-func (n *neighbours) request(dst uint32) {
+func (n *neighbours) request(dst netip.Addr) {
 	select {
 	case n.reqs <- dst:
 	default:
@@ -195,6 +216,9 @@ func (n *neighbours) request(dst uint32) {
 func (n *neighbours) stop() {
 	close(n.done)
 	n.wg.Wait()
+	if n.ndp != nil {
+		n.ndp.close()
+	}
 }
 
 func (n *neighbours) run() {
@@ -320,7 +344,7 @@ func (n *neighbours) tick(now time.Time) bool {
 }
 
 // track starts following dst, or re-asks for its next hop.
-func (n *neighbours) track(dst uint32, now time.Time) bool {
+func (n *neighbours) track(dst netip.Addr, now time.Time) bool {
 	if d, ok := n.dsts[dst]; ok {
 		if d.noRoute {
 			return false
@@ -348,8 +372,8 @@ func (n *neighbours) track(dst uint32, now time.Time) bool {
 }
 
 // route finds the next hop of dst through the underlay device.
-func (n *neighbours) route(dst uint32, now time.Time) *dstState {
-	routes, err := n.nl.h.RouteGet(ipOf(dst))
+func (n *neighbours) route(dst netip.Addr, now time.Time) *dstState {
+	routes, err := n.nl.h.RouteGet(net.IP(dst.AsSlice()))
 	if err != nil || len(routes) == 0 {
 		if err != nil && !errors.Is(err, unix.ENETUNREACH) && !errors.Is(err, unix.EHOSTUNREACH) {
 			n.logRare(now, "afxdp: route lookup failed", err)
@@ -361,8 +385,8 @@ func (n *neighbours) route(dst uint32, now time.Time) *dstState {
 		return &dstState{noRoute: true}
 	}
 	nh := dst
-	if gw := r.Gw.To4(); gw != nil {
-		nh = binary.BigEndian.Uint32(gw)
+	if gw, ok := n.addrOf(r.Gw); ok && !gw.IsUnspecified() {
+		nh = gw
 	}
 	return &dstState{nexthop: nh}
 }
@@ -384,7 +408,7 @@ func (n *neighbours) reroute(now time.Time) bool {
 	return dirty
 }
 
-func (n *neighbours) hop(ip uint32) *hopState {
+func (n *neighbours) hop(ip netip.Addr) *hopState {
 	h := n.hops[ip]
 	if h == nil {
 		h = &hopState{}
@@ -394,16 +418,26 @@ func (n *neighbours) hop(ip uint32) *hopState {
 }
 
 // ask makes the kernel resolve ip, at most every askInterval.
-func (n *neighbours) ask(ip uint32, h *hopState, now time.Time) {
+func (n *neighbours) ask(ip netip.Addr, h *hopState, now time.Time) {
 	if now.Sub(h.lastAsk) < askInterval {
 		return
 	}
 	h.lastAsk = now
 	n.requests.Add(1)
+	if n.ndp != nil {
+		if err := n.ndp.trigger(ip); err != nil {
+			n.logRare(now, "afxdp: neighbour discovery request failed", err)
+		}
+		return
+	}
+	family := netlink.FAMILY_V4
+	if n.v6 {
+		family = netlink.FAMILY_V6
+	}
 	err := n.nl.h.NeighSet(&netlink.Neigh{
 		LinkIndex: n.ifindex,
-		Family:    netlink.FAMILY_V4,
-		IP:        ipOf(ip),
+		Family:    family,
+		IP:        net.IP(ip.AsSlice()),
 		Flags:     netlink.NTF_USE,
 	})
 	if err != nil {
@@ -417,11 +451,13 @@ func (n *neighbours) neighUpdate(u netlink.NeighUpdate) bool {
 	if u.LinkIndex != n.ifindex {
 		return false
 	}
-	ip4 := u.IP.To4()
-	if ip4 == nil || u.Family == netlink.FAMILY_V6 {
+	if (u.Family == netlink.FAMILY_V6) != n.v6 {
 		return false
 	}
-	ip := binary.BigEndian.Uint32(ip4)
+	ip, ok := n.addrOf(u.IP)
+	if !ok {
+		return false
+	}
 	h := n.hop(ip)
 	wasUsable, oldMAC := h.usable(), h.mac
 	if u.Type == unix.RTM_DELNEIGH {
@@ -445,7 +481,7 @@ func (n *neighbours) neighUpdate(u netlink.NeighUpdate) bool {
 
 // publish builds and stores a new snapshot from the owner's tables.
 func (n *neighbours) publish() {
-	m := make(map[uint32]hop, len(n.dsts))
+	m := make(map[netip.Addr]hop, len(n.dsts))
 	for dst, d := range n.dsts {
 		if d.noRoute {
 			m[dst] = hop{noRoute: true}
@@ -469,6 +505,20 @@ func (n *neighbours) logRare(now time.Time, msg string, err error) {
 	n.log.Warn(msg, zap.Error(err))
 }
 
-func ipOf(v uint32) net.IP {
-	return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+// addrOf converts a netlink address (a gateway, a neighbour) into the key
+// of the table's family: a plain 4-byte IPv4 address, or an IPv6 one
+// (link-local next hops included, which are scoped to the device the table
+// serves). Addresses of the other family, and none, are not ok.
+func (n *neighbours) addrOf(ip net.IP) (netip.Addr, bool) {
+	if n.v6 {
+		if len(ip) != net.IPv6len || ip.To4() != nil {
+			return netip.Addr{}, false
+		}
+		return netip.AddrFrom16([16]byte(ip)), true
+	}
+	ip4 := ip.To4()
+	if ip4 == nil {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom4([4]byte(ip4)), true
 }

@@ -45,6 +45,12 @@ const (
 	minIPv4Len    = encap.IPv4MinLen
 	udpLen        = encap.UDPLen
 	offUDPDstPort = encap.UDPDestinationPortOffset
+
+	offIP6Version = ethLen + encap.IPv6VersionTCFlowOffset
+	offIP6NextHdr = ethLen + encap.IPv6NextHeaderOffset
+	offIP6Dst     = ethLen + encap.IPv6DestinationAddrOffset
+	ip6Len        = encap.IPv6Len
+	offUDP6       = ethLen + ip6Len // the UDP header right behind the fixed one
 )
 
 // wire16 and wire32 are the values a load of the given big-endian bytes
@@ -60,7 +66,33 @@ func wire32(b [4]byte) int32 {
 	return int32(binary.NativeEndian.Uint32(b[:]))
 }
 
-// programInstructions builds the XDP program: UDP over IPv4 over Ethernet,
+// programInstructions builds the XDP program for the node address's
+// family: programV4 or programV6.
+func programInstructions(nodeIP netip.Addr, port uint16, mapFD int, noSocket int32) asm.Instructions {
+	if nodeIP.Is6() && !nodeIP.Is4In6() {
+		return programV6(nodeIP, port, mapFD, noSocket)
+	}
+	return programV4(nodeIP.Unmap(), port, mapFD, noSocket)
+}
+
+// redirectTail ends both programs: the packet goes to the socket of its RX
+// queue, and "pass" hands everything else to the kernel. R6 holds ctx.
+func redirectTail(mapFD int, noSocket int32) asm.Instructions {
+	return asm.Instructions{
+		// bpf_redirect_map(map, ctx->rx_queue_index, noSocket): the low
+		// bits of the flags are the action when the slot is empty.
+		asm.LoadMapPtr(asm.R1, mapFD),
+		asm.LoadMem(asm.R2, asm.R6, xdpMdRxQueueIndex, asm.Word),
+		asm.Mov.Imm(asm.R3, noSocket),
+		asm.FnRedirectMap.Call(),
+		asm.Return(),
+
+		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol("pass"),
+		asm.Return(),
+	}
+}
+
+// programV4: UDP over IPv4 over Ethernet,
 // unfragmented, to nodeIP:port goes to the socket at the packet's RX queue
 // index in the XSKMAP (fd mapFD); every other packet is XDP_PASS. When the
 // queue has no socket, bpf_redirect_map returns noSocket, which is XDP_PASS
@@ -72,8 +104,8 @@ func wire32(b [4]byte) int32 {
 // untagged (the VLAN device itself, in generic mode, for a tagged network).
 //
 // Registers: R6 ctx, R2 data, R3 data_end, R4/R7 scratch, R5 IHL.
-func programInstructions(nodeIP netip.Addr, port uint16, mapFD int, noSocket int32) asm.Instructions {
-	return asm.Instructions{
+func programV4(nodeIP netip.Addr, port uint16, mapFD int, noSocket int32) asm.Instructions {
+	return append(asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.LoadMem(asm.R2, asm.R6, xdpMdData, asm.Word),
 		asm.LoadMem(asm.R3, asm.R6, xdpMdDataEnd, asm.Word),
@@ -120,18 +152,62 @@ func programInstructions(nodeIP netip.Addr, port uint16, mapFD int, noSocket int
 		asm.JGT.Reg(asm.R7, asm.R3, "pass"),
 		asm.LoadMem(asm.R7, asm.R4, offUDPDstPort, asm.Half),
 		asm.JNE.Imm(asm.R7, wire16(port), "pass"),
+	}, redirectTail(mapFD, noSocket)...)
+}
 
-		// bpf_redirect_map(map, ctx->rx_queue_index, noSocket): the low
-		// bits of the flags are the action when the slot is empty.
-		asm.LoadMapPtr(asm.R1, mapFD),
-		asm.LoadMem(asm.R2, asm.R6, xdpMdRxQueueIndex, asm.Word),
-		asm.Mov.Imm(asm.R3, noSocket),
-		asm.FnRedirectMap.Call(),
-		asm.Return(),
+// programV6: UDP over IPv6 over Ethernet, the UDP header right behind the
+// fixed IPv6 header (next header 17), to nodeIP:port goes to the socket of
+// the packet's RX queue, as in programV4; every other packet is XDP_PASS.
+//
+// Extension headers are not walked: a packet with any goes to the kernel.
+// Tunnel peers (vxdp, the kernel's vxlan and geneve) send none, so this
+// costs nothing real, while walking a chain in BPF needs a bounded loop
+// the verifier must unroll, and parsing it here would still not act on
+// the options (RFC 8200 section 4: a hop-by-hop or destination option may
+// demand a discard or an ICMPv6 answer, which the kernel does). A fragment
+// (a Fragment header) likewise goes to the kernel, as IPv4 fragments do;
+// with no socket on the tunnel port there, the kernel drops what it
+// reassembles (and Receive would refuse it too: encap.ParseOuterV6 takes
+// no extension header).
+//
+// Registers: R6 ctx, R2 data, R3 data_end, R4 scratch.
+func programV6(nodeIP netip.Addr, port uint16, mapFD int, noSocket int32) asm.Instructions {
+	dst := nodeIP.As16()
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadMem(asm.R2, asm.R6, xdpMdData, asm.Word),
+		asm.LoadMem(asm.R3, asm.R6, xdpMdDataEnd, asm.Word),
 
-		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol("pass"),
-		asm.Return(),
+		// Ethernet + the fixed IPv6 header + UDP must be there: every
+		// load below is at a constant offset inside them.
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, offUDP6+udpLen),
+		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
+		asm.LoadMem(asm.R4, asm.R2, offEtherType, asm.Half),
+		asm.JNE.Imm(asm.R4, wire16(encap.EtherTypeIPv6), "pass"),
+
+		// Version 6.
+		asm.LoadMem(asm.R4, asm.R2, offIP6Version, asm.Byte),
+		asm.RSh.Imm(asm.R4, 4),
+		asm.JNE.Imm(asm.R4, 6, "pass"),
+
+		// UDP right behind the fixed header: no extension header.
+		asm.LoadMem(asm.R4, asm.R2, offIP6NextHdr, asm.Byte),
+		asm.JNE.Imm(asm.R4, int32(encap.ProtoUDP), "pass"),
 	}
+	// The destination, a 32-bit word at a time (32-bit compares: a 64-bit
+	// one would sign-extend the immediate).
+	for i := 0; i < 16; i += 4 {
+		insns = append(insns,
+			asm.LoadMem(asm.R4, asm.R2, int16(offIP6Dst+i), asm.Word),
+			asm.JNE.Imm32(asm.R4, wire32([4]byte(dst[i:i+4])), "pass"),
+		)
+	}
+	insns = append(insns,
+		asm.LoadMem(asm.R4, asm.R2, offUDP6+offUDPDstPort, asm.Half),
+		asm.JNE.Imm(asm.R4, wire16(port), "pass"),
+	)
+	return append(insns, redirectTail(mapFD, noSocket)...)
 }
 
 // newXSKMap creates the XSKMAP with one slot per queue.

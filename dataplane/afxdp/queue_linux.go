@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,7 @@ type Queue struct {
 	name      string
 	x         *xsk
 	frameMask uint64
+	frameSize int
 	nRx, nTx  int
 	closed    atomic.Bool
 
@@ -86,7 +88,7 @@ type txCounters struct {
 type waitingPkt struct {
 	addr     uint64
 	len      uint32
-	dst      uint32
+	dst      netip.Addr
 	deadline time.Duration // on the Underlay's monotonic clock
 }
 
@@ -97,6 +99,7 @@ func newQueue(u *Underlay, id int, x *xsk, frameSize, frames int) *Queue {
 		name:      fmt.Sprintf("afxdp:%s/q%d", u.cfg.Device, id),
 		x:         x,
 		frameMask: ^uint64(frameSize - 1),
+		frameSize: frameSize,
 		nRx:       frames / 2,
 		nTx:       frames - frames/2,
 	}

@@ -20,9 +20,11 @@ const rxParkTimeout = time.Second
 // payloads to bufs[i][offset:], sizes[i] = length, meta[i] = the sender's
 // address and port and the local port (the outer headers, parsed and
 // checked with encap, are not handed out). It blocks until at least one
-// payload is there. A frame that is not a valid unfragmented IPv4/UDP
-// packet, or whose payload does not fit its buffer, is dropped and counted
-// (RXDropped), never truncated. Receive must not be called concurrently
+// payload is there. meta[i].TOS is the outer IPv4 TOS or IPv6 traffic
+// class. A frame that is not a valid UDP packet of the underlay's family
+// (see payloadOfFrame: an unfragmented IPv4 one, or an IPv6 one without
+// extension headers whose UDP checksum verifies), or whose payload does
+// not fit its buffer, is dropped and counted (RXDropped), never truncated. Receive must not be called concurrently
 // with itself (a mutex serialises such calls); the engine calls it from
 // the queue's one worker.
 func (q *Queue) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset int) (int, error) {
@@ -73,7 +75,7 @@ func (q *Queue) receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 			dropped++
 			continue
 		}
-		payload, m, ok := payloadOfFrame(umem[addr : addr+l])
+		payload, m, ok := payloadOfFrame(umem[addr:addr+l], q.u.v6, q.u.partialCsum)
 		dst := bufs[out][offset:]
 		if !ok || len(payload) > len(dst) {
 			dropped++
@@ -120,20 +122,53 @@ func (q *Queue) publishRX() {
 	q.rc.kernel.Store(int64(q.rxKernel))
 }
 
-// payloadOfFrame returns the UDP payload of an Ethernet frame holding an
-// unfragmented IPv4/UDP packet (short frames carry padding, which the
-// lengths cut off), with the sender and local port.
-func payloadOfFrame(f []byte) ([]byte, packetio.Meta, bool) {
-	eth := encap.Ethernet(f)
-	if len(f) < encap.EthernetLen || eth.EtherType() != encap.EtherTypeIPv4 {
+// payloadOfFrame returns the UDP payload of an Ethernet frame holding a
+// UDP packet of the underlay's family (short frames carry padding, which
+// the lengths cut off), with the sender, the local port and the outer TOS
+// or traffic class.
+//
+// IPv4 (encap.ParseOuterV4): unfragmented; the UDP checksum is not
+// checked, as the kernel's vxlan sends none over IPv4. IPv6
+// (encap.ParseOuterV6): no extension headers, and the UDP checksum must
+// verify; zero, "no checksum", is refused: RFC 6935 and 6936 allow it only
+// on a tunnel port configured to accept it, and vxdp configures none (its
+// UDP sockets leave UDP_NO_CHECK6_RX off likewise), so both underlays take
+// the same packets.
+//
+// partialOK (a veth underlay) also takes an IPv6 packet whose checksum
+// field holds only the pseudo-header sum, finishing the checksum in the
+// frame: a Linux sender on the same host leaves it so for the device to
+// finish, a veth never does, and the kernel trusts the skb's "partial"
+// flag instead, which does not survive the trip into an AF_XDP frame. The
+// packet went from memory to memory with no wire to corrupt it. A real
+// NIC finishes checksums, so on one the check stays strict.
+func payloadOfFrame(f []byte, v6, partialOK bool) ([]byte, packetio.Meta, bool) {
+	if len(f) < encap.EthernetLen {
 		return nil, packetio.Meta{}, false
 	}
-	pkt := f[encap.EthernetLen:]
+	et, pkt := encap.Ethernet(f).EtherType(), f[encap.EthernetLen:]
+	if v6 {
+		if et != encap.EtherTypeIPv6 {
+			return nil, packetio.Meta{}, false
+		}
+		o, err := encap.ParseOuterV6(pkt, false)
+		if err == encap.ErrBadChecksum && partialOK && encap.CompletePartialChecksumV6(encap.IPv6(pkt)) {
+			o, err = encap.ParseOuterV6(pkt, false)
+		}
+		if err != nil {
+			return nil, packetio.Meta{}, false
+		}
+		m := packetio.Meta{Remote: netip.AddrPortFrom(o.Src, o.SrcPort), LocalPort: o.DstPort, TOS: o.TrafficClass}
+		return pkt[o.Payload : o.Payload+o.PayloadLen], m, true
+	}
+	if et != encap.EtherTypeIPv4 {
+		return nil, packetio.Meta{}, false
+	}
 	o, err := encap.ParseOuterV4(pkt)
 	if err != nil {
 		return nil, packetio.Meta{}, false
 	}
-	m := packetio.Meta{Remote: netip.AddrPortFrom(o.Src, o.SrcPort), LocalPort: o.DstPort}
+	m := packetio.Meta{Remote: netip.AddrPortFrom(o.Src, o.SrcPort), LocalPort: o.DstPort, TOS: o.TOS}
 	return pkt[o.Payload : o.Payload+o.PayloadLen], m, true
 }
 

@@ -1,7 +1,6 @@
 package afxdp
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -17,16 +16,18 @@ import (
 const maxKicks = 8
 
 // Send sends every bufs[i][offset:], a tunnel payload, to meta[i].Remote:
-// the outer IPv4 and UDP headers (encap.EncodeOuterV4, from the node's
-// address and the source port of meta[i].Flow) and an Ethernet header from
-// the device's MAC to the MAC of the next hop are written into a UMEM
+// the outer IP and UDP headers of the node address's family (see
+// writeOuter: from the node's address and the source port of
+// meta[i].Flow, TOS or traffic class meta[i].TOS) and an Ethernet header
+// from the device's MAC to the MAC of the next hop are written into a UMEM
 // frame and the payload copied behind them, so the caller owns bufs again
 // when Send returns; the headroom is not used.
 //
 // A payload counts as accepted when it is on the TX ring, or waiting (at
 // most 256 over all queues, at most a second) for its next hop's MAC,
-// which the kernel is then asked to resolve. Payloads whose frame would
-// exceed the MTU or that go to an address that is not IPv4 (TxInvalid),
+// which the kernel is then asked to resolve (ARP, or neighbour
+// discovery over IPv6). Payloads whose frame would exceed the MTU or that
+// go to an address not of the node address's family (TxInvalid),
 // whose destination is not reached through the device (TxNoRoute), that
 // find the ARP wait queue full (TxNoNeighbour) or no free frame even after
 // the kernel was kicked (TxRingFull) are dropped and counted. The error is
@@ -56,22 +57,20 @@ func (q *Queue) Send(bufs [][]byte, meta []packetio.Meta, offset int) (int, erro
 	var (
 		accepted, staged, invalid, noRoute int
 		bytes                              uint64
-		lastDst                            uint32
+		lastDst                            netip.Addr
 		lastHop                            hop
 		lastOK                             bool
 		haveLast                           bool
-		lastReq                            uint32
+		lastReq                            netip.Addr
 	)
-	maxPayload := int(q.u.mtu.Load()) - encap.OuterV4Len
+	maxPayload := int(q.u.mtu.Load()) - q.u.outerLen
 	for i, b := range bufs {
-		remote := meta[i].Remote
-		if offset < 0 || offset > len(b) || len(b)-offset > maxPayload || !remote.Addr().Unmap().Is4() {
+		dst, ok := q.u.remoteAddr(meta[i].Remote.Addr())
+		if !ok || offset < 0 || offset > len(b) || len(b)-offset > maxPayload {
 			invalid++
 			continue
 		}
 		p := b[offset:]
-		a4 := remote.Addr().Unmap().As4()
-		dst := binary.BigEndian.Uint32(a4[:])
 		if !haveLast || dst != lastDst {
 			lastDst, haveLast = dst, true
 			lastHop, lastOK = snap.lookup(dst)
@@ -85,7 +84,7 @@ func (q *Queue) Send(bufs [][]byte, meta []packetio.Meta, offset int) (int, erro
 			q.tc.ringFull.Add(1)
 			continue
 		}
-		n := q.u.writeOuter(x.umem[addr+ethLen:], p, remote, meta[i].Flow)
+		n := q.u.writeOuter(x.umem[addr+ethLen:addr+uint64(q.frameSize)], p, netip.AddrPortFrom(dst, meta[i].Remote.Port()), meta[i].Flow, meta[i].TOS)
 		if !lastOK {
 			if q.enqueue(addr, n, dst, dst != lastReq) {
 				accepted++
@@ -133,17 +132,48 @@ func (q *Queue) Send(bufs [][]byte, meta []packetio.Meta, offset int) (int, erro
 	return accepted, nil
 }
 
-// writeOuter writes the outer IPv4 and UDP headers of payload p to remote
+// writeOuter writes the outer IP and UDP headers of payload p to remote
 // at the start of b, and p behind them; it returns the packet's length.
-// The caller checked that p fits the MTU and that remote is IPv4.
-func (u *Underlay) writeOuter(b, p []byte, remote netip.AddrPort, flow uint32) int {
+// The caller checked that p fits the MTU and that remote is of the node
+// address's family (remoteAddr).
+//
+// IPv4 (encap.EncodeOuterV4): no UDP checksum, as the kernel's vxlan
+// sends, and TOS tos. IPv6 (encap.EncodeOuterV6): a UDP checksum over the
+// payload, as the kernel's vxlan and geneve send over IPv6 by default
+// (RFC 6935 allows zero only towards receivers configured for it, and
+// vxdp's own receivers are not); traffic class tos; and the flow label of
+// the flow hash (RFC 6438), so that a fabric hashing on the label keeps
+// the flow on one path as the source port does. The payload is copied
+// before the IPv6 headers are written: their checksum covers it.
+func (u *Underlay) writeOuter(b, p []byte, remote netip.AddrPort, flow uint32, tos uint8) int {
 	src := netip.AddrPortFrom(u.cfg.NodeIP, encap.SourcePort(flow))
-	encap.EncodeOuterV4(b, src, netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()), len(p))
+	if u.v6 {
+		n := copy(b[encap.OuterV6Len:], p)
+		encap.EncodeOuterV6(b, src, remote, n, tos, encap.FlowLabel(flow))
+		return encap.OuterV6Len + n
+	}
+	encap.EncodeOuterV4(b, src, remote, len(p))
+	if tos != 0 {
+		encap.IPv4(b[:encap.IPv4MinLen]).SetTOS(tos)
+	}
 	return encap.OuterV4Len + copy(b[encap.OuterV4Len:], p)
 }
 
+// remoteAddr is the destination a of a payload in the form the neighbour
+// table and writeOuter take: a plain IPv4 address on an IPv4 underlay (an
+// IPv4-mapped one unmapped), an IPv6 address that is not IPv4-mapped on an
+// IPv6 one. ok is false for any other address: the underlay speaks one
+// family.
+func (u *Underlay) remoteAddr(a netip.Addr) (netip.Addr, bool) {
+	if u.v6 {
+		return a, a.Is6() && !a.Is4In6()
+	}
+	a = a.Unmap()
+	return a, a.Is4()
+}
+
 func (q *Queue) writeEthernet(frame []byte, dst *[6]byte) {
-	encap.Ethernet(frame[:encap.EthernetLen]).Encode(*dst, q.u.mac, encap.EtherTypeIPv4)
+	encap.Ethernet(frame[:encap.EthernetLen]).Encode(*dst, q.u.mac, q.u.etherType)
 }
 
 // txFrame pops a free TX frame. When none is left it makes the kernel
@@ -232,7 +262,7 @@ func (q *Queue) kickFailed(e unix.Errno) bool {
 // the Ethernet header) on the waiting list until dst's next hop is
 // resolved; ask says whether to (re)request the resolution. The frame is
 // freed when the wait list is full.
-func (q *Queue) enqueue(addr uint64, n int, dst uint32, ask bool) bool {
+func (q *Queue) enqueue(addr uint64, n int, dst netip.Addr, ask bool) bool {
 	if !q.u.acquireWait() {
 		q.txFree = append(q.txFree, addr)
 		q.tc.noNeigh.Add(1)

@@ -12,6 +12,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/vxdp/vxdp/encap"
 )
 
 // xdpPacketHeadroom is the room a zero-copy driver keeps in front of the
@@ -26,8 +28,16 @@ type Underlay struct {
 	nl      *rtnl
 	ifindex int
 	mac     [6]byte
-	mtu     atomic.Int64 // the device's, which bounds what Send takes
-	epoch   time.Time
+	// The node address's family decides the outer headers of every
+	// packet: an underlay speaks IPv4 or IPv6, never both.
+	v6        bool
+	outerLen  int    // encap.OuterV4Len or encap.OuterV6Len
+	etherType uint16 // of the frames Send builds
+	// partialCsum: the device is a veth, whose frames from a local
+	// sender may carry an unfinished UDP checksum (see payloadOfFrame).
+	partialCsum bool
+	mtu         atomic.Int64 // the device's, which bounds what Send takes
+	epoch       time.Time
 
 	xsks   *ebpf.Map
 	prog   *ebpf.Program
@@ -67,8 +77,18 @@ func Open(cfg Config) (*Underlay, error) {
 	return u, nil
 }
 
+// newUnderlay is the part of an Underlay that needs no kernel object.
+func newUnderlay(cfg Config) *Underlay {
+	u := &Underlay{cfg: cfg, log: cfg.Logger, epoch: time.Now(),
+		outerLen: encap.OuterV4Len, etherType: encap.EtherTypeIPv4}
+	if cfg.NodeIP.Is6() {
+		u.v6, u.outerLen, u.etherType = true, encap.OuterV6Len, encap.EtherTypeIPv6
+	}
+	return u
+}
+
 func open(cfg Config) (_ *Underlay, err error) {
-	u := &Underlay{cfg: cfg, log: cfg.Logger, epoch: time.Now()}
+	u := newUnderlay(cfg)
 	defer func() {
 		if err != nil {
 			u.teardown()
@@ -92,6 +112,7 @@ func open(cfg Config) (_ *Underlay, err error) {
 		return nil, fmt.Errorf("%w: not an Ethernet device (%s)", ErrUnsupported, attrs.EncapType)
 	}
 	u.mac = [6]byte(attrs.HardwareAddr)
+	u.partialCsum = driverName(cfg.Device) == "veth"
 	if err := u.fitsFrames(attrs.MTU); err != nil {
 		return nil, err
 	}
@@ -174,7 +195,7 @@ func open(cfg Config) (_ *Underlay, err error) {
 		}
 	}
 
-	if u.nb, err = newNeighbours(u.log, u.nl, u.ifindex, &u.waiting, u.flushAll, u.deviceRemoved); err != nil {
+	if u.nb, err = newNeighbours(u.log, u.nl, u.ifindex, u.cfg.NodeIP, &u.waiting, u.flushAll, u.deviceRemoved); err != nil {
 		return nil, fmt.Errorf("neighbour subscription: %w", err)
 	}
 	u.info = Info{

@@ -60,7 +60,7 @@ func TestCNIChurn(t *testing.T) {
 		cycles, _ = strconv.Atoi(s)
 	}
 	const metrics = "127.0.0.1:9963"
-	c := dualClusterWith(t, "ipv4", "prometheus-serve-addr: "+metrics)
+	c := dualClusterWith(t, "ipv4", [2]string{"prometheus-serve-addr: " + metrics, ""})
 	conf := cniConf(c, 0, "1.1.0", "")
 	ctr := c.lab.Netns("churn")
 	plugin := func(cmdName, id string) (time.Duration, []byte, error) {

@@ -17,14 +17,15 @@ import (
 // are dual-stack (pod1a, pod2a), IPv6-only (pod1b) or IPv4-only (pod2b).
 func dualCluster(t *testing.T, underlay string) *cluster {
 	t.Helper()
-	return dualClusterWith(t, underlay, "")
+	return dualClusterWith(t, underlay, [2]string{})
 }
 
-// dualClusterWith is dualCluster with extra configuration lines for node1.
-func dualClusterWith(t *testing.T, underlay, extra1 string) *cluster {
+// dualClusterWith is dualCluster with extra configuration lines per node.
+func dualClusterWith(t *testing.T, underlay string, extra [2]string) *cluster {
 	t.Helper()
 	v6pool := "cluster-pool-ipv6-cidr: fd00:1::/32"
-	c := newLabOn(t, underlay, [2]string{"10.1.1.0/24,fd00:1:1::/64", "10.1.2.0/24,fd00:1:2::/64"}, [2]string{v6pool + "\n" + extra1, v6pool})
+	c := newLabOn(t, underlay, [2]string{"10.1.1.0/24,fd00:1:1::/64", "10.1.2.0/24,fd00:1:2::/64"},
+		[2]string{v6pool + "\n" + extra[0], v6pool + "\n" + extra[1]})
 	c.configs[0] = c.writeConfig("node1", 0, 1, fmt.Sprintf(`
   - {name: pod1a, ip: "10.1.1.10,fd00:1:1::10", netns: %s, identity: 1000}
   - {name: pod1b, ip: "fd00:1:1::11", netns: %s, identity: 1001}`, c.pods["pod1a"].Path, c.pods["pod1b"].Path))
