@@ -83,6 +83,7 @@ func testDualStack(t *testing.T, underlay string) {
 
 	t.Run("tcp across nodes and within a node", func(t *testing.T) {
 		transfer(t, c.pods["pod1a"], c.pods["pod2a"], "fd00:1:2::20", 5201, 32<<20, 30*time.Second)
+		transfer(t, c.pods["pod1a"], c.pods["pod2a"], "10.1.2.20", 5204, 32<<20, 30*time.Second) // the same over IPv4, to compare
 		transfer(t, c.pods["pod1b"], c.pods["pod1a"], "fd00:1:1::10", 5202, 8<<20, 30*time.Second)
 		transfer(t, c.pods["pod2a"], c.pods["pod1a"], "10.1.1.10", 5203, 8<<20, 30*time.Second) // and IPv4
 	})
