@@ -200,6 +200,14 @@ func segment4(dst, pkt []byte, hdrLen, gsoSize, i int) encap.IPv4 {
 // header refuses the super-packet: a Routing header would put another
 // address in the pseudo-header than the fixed header's.
 
+// Offsets in a Hop-by-Hop or Destination Options header (RFC 8200 4.3,
+// 4.6): the next header, and the length in 8-byte units after the first 8.
+const (
+	optsNextHeaderOffset = 0
+	optsLenOffset        = 1
+	optsMinLen           = 8
+)
+
 // upper6 walks the Hop-by-Hop and Destination Options headers of pkt, an
 // IPv6 packet, and returns the offset of its upper-layer header if that
 // is proto and lies within the payload length. It reads at most
@@ -219,10 +227,10 @@ func upper6(pkt []byte, proto uint8) (int, bool) {
 			if nh == encap.ProtoHopByHop && off != encap.IPv6Len {
 				return 0, false // only right after the fixed header (RFC 8200 4.1)
 			}
-			if n == encap.IPv6MaxExtHeaders || end-off < 8 {
+			if n == encap.IPv6MaxExtHeaders || end-off < optsMinLen {
 				return 0, false
 			}
-			nh, off = pkt[off], off+(int(pkt[off+1])+1)*8
+			nh, off = pkt[off+optsNextHeaderOffset], off+(int(pkt[off+optsLenOffset])+1)*8
 			if off > end {
 				return 0, false
 			}
