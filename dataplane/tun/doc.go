@@ -5,7 +5,8 @@
 // A device is opened with IFF_TUN|IFF_NO_PI, so every packet Read hands
 // out and Write takes is a bare IPv4 or IPv6 packet with no prefix. With
 // Options.Offload it is also opened with IFF_VNET_HDR and asks for
-// checksum, TCPv4 and UDP segmentation offload: a virtio_net_hdr then
+// checksum, TCP and UDP segmentation offload for IPv4 and IPv6
+// (TSO4, TSO6, USO4, USO6): a virtio_net_hdr then
 // precedes every packet on the descriptor, the kernel hands over TCP and
 // UDP super-packets of up to 64 KiB, which Read cuts into MTU-sized packets
 // (offload.go), and Write merges runs of one flow's segments or datagrams

@@ -133,7 +133,7 @@ func BenchmarkUDPMergeHeader(b *testing.B) {
 			b.Fatal("first datagram refused")
 		}
 		for _, p := range pkts[1:] {
-			if _, ok := udpCandidate(p); !ok || !udpFollows(pkts[0], p) {
+			if s, ok := udpCandidate(p); !ok || !udpFollows(pkts[0], f, p, s) {
 				b.Fatal("datagram does not follow")
 			}
 		}

@@ -8,10 +8,10 @@ import (
 )
 
 // With IFF_VNET_HDR every packet crossing the TUN descriptor carries a
-// virtio_net_hdr in front. vxdp asks for checksum and TCPv4 segmentation
-// offload (TUNSETOFFLOAD TUN_F_CSUM|TUN_F_TSO4): a pod's TCP then hands
-// over up to 64 KiB per read instead of one MTU-sized packet, and vxdp
-// cuts it into segments itself. That is one system call where there were
+// virtio_net_hdr in front. vxdp asks for checksum and TCP segmentation
+// offload for both families (TUNSETOFFLOAD TUN_F_CSUM|TUN_F_TSO4|
+// TUN_F_TSO6): a pod's TCP then hands over up to 64 KiB per read instead
+// of one MTU-sized packet, and vxdp cuts it into segments itself. That is one system call where there were
 // forty, which is where a userspace dataplane spends its time.
 //
 //	struct virtio_net_hdr {
@@ -27,6 +27,7 @@ const (
 	vnetFlagNeedsCsum = 1
 	vnetGSONone       = 0
 	vnetGSOTCPv4      = 1
+	vnetGSOTCPv6      = 4
 	vnetGSOUDPL4      = 5 // VIRTIO_NET_HDR_GSO_UDP_L4: UDP segmentation (USO)
 	vnetGSOECN        = 0x80
 )
@@ -110,6 +111,15 @@ func tcp4Layout(pkt []byte, gsoSize int) (hdrLen, segs int, err error) {
 func tcp4Segment(dst, pkt []byte, hdrLen, gsoSize, i, segs int) int {
 	o := segment4(dst, pkt, hdrLen, gsoSize, i)
 	tcp := encap.TCP(o.Payload())
+	cutTCP(tcp, gsoSize, i, segs)
+	tcp.SetChecksum(encap.Checksum(tcp, o.PseudoHeaderSum(encap.ProtoTCP, len(tcp))))
+	return len(o)
+}
+
+// cutTCP fixes the TCP header tcp of segment i of segs, copied from the
+// super-packet, for its place in the stream: sequence number and flags,
+// and the checksum field zeroed for the caller to compute.
+func cutTCP(tcp encap.TCP, gsoSize, i, segs int) {
 	// The header copied from the super-packet holds its sequence number.
 	tcp.SetSequenceNumber(tcp.SequenceNumber() + uint32(i*gsoSize))
 	flags := tcp.Flags()
@@ -121,8 +131,6 @@ func tcp4Segment(dst, pkt []byte, hdrLen, gsoSize, i, segs int) int {
 	}
 	tcp.SetFlags(flags)
 	tcp.SetChecksum(0)
-	tcp.SetChecksum(encap.Checksum(tcp, o.PseudoHeaderSum(encap.ProtoTCP, len(tcp))))
-	return len(o)
 }
 
 // udp4Layout checks a UDPv4 super-packet (USO) and returns its header
@@ -181,5 +189,124 @@ func segment4(dst, pkt []byte, hdrLen, gsoSize, i int) encap.IPv4 {
 	o.SetTotalLen(uint16(n))
 	o.SetID(ip.ID() + uint16(i))
 	o.SetHeaderChecksum()
+	return o
+}
+
+// An IPv6 super-packet is cut the same way; IPv6 has no header checksum
+// and no ID outside a Fragment header (which a super-packet never has),
+// so only the payload length changes in the IPv6 header. The transport
+// header may sit behind Hop-by-Hop and Destination Options headers, which
+// every segment carries as the super-packet did. Any other extension
+// header refuses the super-packet: a Routing header would put another
+// address in the pseudo-header than the fixed header's.
+
+// Offsets in a Hop-by-Hop or Destination Options header (RFC 8200 4.3,
+// 4.6): the next header, and the length in 8-byte units after the first 8.
+const (
+	optsNextHeaderOffset = 0
+	optsLenOffset        = 1
+	optsMinLen           = 8
+)
+
+// upper6 walks the Hop-by-Hop and Destination Options headers of pkt, an
+// IPv6 packet, and returns the offset of its upper-layer header if that
+// is proto and lies within the payload length. It reads at most
+// encap.IPv6MaxExtHeaders headers.
+func upper6(pkt []byte, proto uint8) (int, bool) {
+	ip := encap.IPv6(pkt)
+	if !ip.IsValid(len(pkt)) {
+		return 0, false
+	}
+	end := ip.TotalLen()
+	nh, off := ip.NextHeader(), encap.IPv6Len
+	for n := 0; n <= encap.IPv6MaxExtHeaders; n++ {
+		switch nh {
+		case proto:
+			return off, true
+		case encap.ProtoHopByHop, encap.ProtoIPv6Opts:
+			if nh == encap.ProtoHopByHop && off != encap.IPv6Len {
+				return 0, false // only right after the fixed header (RFC 8200 4.1)
+			}
+			if n == encap.IPv6MaxExtHeaders || end-off < optsMinLen {
+				return 0, false
+			}
+			nh, off = pkt[off+optsNextHeaderOffset], off+(int(pkt[off+optsLenOffset])+1)*8
+			if off > end {
+				return 0, false
+			}
+		default:
+			return 0, false
+		}
+	}
+	return 0, false
+}
+
+// tcp6Layout checks a TCPv6 super-packet and returns its header length
+// (IPv6, options headers, TCP), the offset of its TCP header and the
+// number of segments of gsoSize it makes.
+func tcp6Layout(pkt []byte, gsoSize int) (hdrLen, l4, segs int, err error) {
+	l4, ok := upper6(pkt, encap.ProtoTCP)
+	if gsoSize <= 0 || !ok {
+		return 0, 0, 0, errVnetHdr
+	}
+	tcp := encap.TCP(pkt[l4:encap.IPv6(pkt).TotalLen()])
+	if !tcp.IsValid(len(tcp)) {
+		return 0, 0, 0, errVnetHdr
+	}
+	hdrLen = l4 + tcp.HeaderLen()
+	return hdrLen, l4, segments(len(tcp)-tcp.HeaderLen(), gsoSize), nil
+}
+
+// tcp6Segment is tcp4Segment for the TCPv6 super-packet pkt whose TCP
+// header is at l4.
+func tcp6Segment(dst, pkt []byte, hdrLen, l4, gsoSize, i, segs int) int {
+	o := segment6(dst, pkt, hdrLen, gsoSize, i)
+	tcp := encap.TCP(o[l4:])
+	cutTCP(tcp, gsoSize, i, segs)
+	tcp.SetChecksum(encap.Checksum(tcp, o.PseudoHeaderSum(encap.ProtoTCP, len(tcp))))
+	return len(o)
+}
+
+// udp6Layout is udp4Layout for a UDPv6 super-packet; it also returns the
+// offset of the UDP header.
+func udp6Layout(pkt []byte, gsoSize int) (hdrLen, l4, segs int, err error) {
+	l4, ok := upper6(pkt, encap.ProtoUDP)
+	if gsoSize <= 0 || !ok {
+		return 0, 0, 0, errVnetHdr
+	}
+	n := encap.IPv6(pkt).TotalLen() - l4
+	if n < encap.UDPLen {
+		return 0, 0, 0, errVnetHdr
+	}
+	return l4 + encap.UDPLen, l4, segments(n-encap.UDPLen, gsoSize), nil
+}
+
+// udp6Segment is udp4Segment for the UDPv6 super-packet pkt whose UDP
+// header is at l4. The checksum is never left out: over IPv6 it is
+// mandatory.
+func udp6Segment(dst, pkt []byte, hdrLen, l4, gsoSize, i int) int {
+	o := segment6(dst, pkt, hdrLen, gsoSize, i)
+	u := encap.UDP(o[l4:])
+	u.SetLength(uint16(len(u)))
+	u.SetChecksum(0)
+	c := encap.Checksum(u, o.PseudoHeaderSum(encap.ProtoUDP, len(u)))
+	if c == 0 {
+		c = 0xffff
+	}
+	u.SetChecksum(c)
+	return len(o)
+}
+
+// segment6 is segment4 for the IPv6 super-packet pkt: the headers and the
+// i-th gsoSize bytes of payload, the payload length fixed.
+func segment6(dst, pkt []byte, hdrLen, gsoSize, i int) encap.IPv6 {
+	payload := pkt[hdrLen:encap.IPv6(pkt).TotalLen()]
+	lo := i * gsoSize
+	hi := min(lo+gsoSize, len(payload))
+	n := hdrLen + hi - lo
+	copy(dst, pkt[:hdrLen])
+	copy(dst[hdrLen:], payload[lo:hi])
+	o := encap.IPv6(dst[:n])
+	o.SetPayloadLen(uint16(n - encap.IPv6Len))
 	return o
 }

@@ -28,10 +28,11 @@ type readState struct {
 	scratch  []byte
 	pend     []byte // the super-packet being segmented, in scratch
 	pendHdr  int
+	pendL4   int // where its transport header starts (IPv6)
 	pendGSO  int
 	pendSegs int
 	pendNext int
-	pendUDP  bool
+	pendKind superKind
 
 	rxDropped atomic.Uint64
 	// Super-packets read, TCP and UDP, and the largest of each.
@@ -175,18 +176,17 @@ func (d *Device) readVnet(fd uintptr) bool {
 			}
 			d.rsizes[d.rn] = copy(buf, pkt)
 			d.rn++
-		case vnetGSOTCPv4, vnetGSOUDPL4:
-			udp := h.gsoType&^vnetGSOECN == vnetGSOUDPL4
-			layout, reads, largest := tcp4Layout, &d.superReads, &d.superMax
-			if udp {
-				layout, reads, largest = udp4Layout, &d.usoReads, &d.usoMax
-			}
-			hdrLen, segs, err := layout(pkt, int(h.gsoSize))
+		case vnetGSOTCPv4, vnetGSOTCPv6, vnetGSOUDPL4:
+			kind, hdrLen, l4, segs, err := superLayout(h.gsoType&^vnetGSOECN, pkt, int(h.gsoSize))
 			if err != nil {
 				d.rxDropped.Add(1)
 				continue
 			}
-			d.pend, d.pendHdr, d.pendGSO, d.pendSegs, d.pendNext, d.pendUDP = pkt, hdrLen, int(h.gsoSize), segs, 0, udp
+			d.pend, d.pendHdr, d.pendL4, d.pendGSO, d.pendSegs, d.pendNext, d.pendKind = pkt, hdrLen, l4, int(h.gsoSize), segs, 0, kind
+			reads, largest := &d.superReads, &d.superMax
+			if kind == superUDP4 || kind == superUDP6 {
+				reads, largest = &d.usoReads, &d.usoMax
+			}
 			reads.Add(1)
 			if l := uint64(len(pkt)); l > largest.Load() {
 				largest.Store(l) // one reader at a time (rmu)
@@ -202,6 +202,41 @@ func (d *Device) readVnet(fd uintptr) bool {
 	return true
 }
 
+// superKind is what a super-packet read from the device holds.
+type superKind uint8
+
+const (
+	superTCP4 superKind = iota
+	superUDP4
+	superTCP6
+	superUDP6
+)
+
+// superLayout checks the super-packet pkt the kernel handed over with GSO
+// type gsoType (without the ECN bit) and returns its kind, its header
+// length, the offset of its transport header and the number of packets
+// it makes. UDP segmentation has one GSO type for both families; the IP
+// version tells them apart. A TCP type that disagrees with the packet's
+// version is refused.
+func superLayout(gsoType uint8, pkt []byte, gsoSize int) (kind superKind, hdrLen, l4, segs int, err error) {
+	v6 := encap.IPVersion(pkt) == encap.IPv6Version
+	switch {
+	case gsoType == vnetGSOTCPv4 && !v6:
+		hdrLen, segs, err = tcp4Layout(pkt, gsoSize)
+		return superTCP4, hdrLen, 0, segs, err
+	case gsoType == vnetGSOUDPL4 && !v6:
+		hdrLen, segs, err = udp4Layout(pkt, gsoSize)
+		return superUDP4, hdrLen, 0, segs, err
+	case gsoType == vnetGSOTCPv6 && v6:
+		hdrLen, l4, segs, err = tcp6Layout(pkt, gsoSize)
+		return superTCP6, hdrLen, l4, segs, err
+	case gsoType == vnetGSOUDPL4 && v6:
+		hdrLen, l4, segs, err = udp6Layout(pkt, gsoSize)
+		return superUDP6, hdrLen, l4, segs, err
+	}
+	return 0, 0, 0, 0, errVnetHdr
+}
+
 // emitSegments hands out segments of the pending super-packet while the
 // batch has room.
 func (d *Device) emitSegments() {
@@ -212,10 +247,15 @@ func (d *Device) emitSegments() {
 			d.pend = nil
 			return
 		}
-		if d.pendUDP {
-			d.rsizes[d.rn] = udp4Segment(buf, d.pend, d.pendHdr, d.pendGSO, d.pendNext)
-		} else {
+		switch d.pendKind {
+		case superTCP4:
 			d.rsizes[d.rn] = tcp4Segment(buf, d.pend, d.pendHdr, d.pendGSO, d.pendNext, d.pendSegs)
+		case superUDP4:
+			d.rsizes[d.rn] = udp4Segment(buf, d.pend, d.pendHdr, d.pendGSO, d.pendNext)
+		case superTCP6:
+			d.rsizes[d.rn] = tcp6Segment(buf, d.pend, d.pendHdr, d.pendL4, d.pendGSO, d.pendNext, d.pendSegs)
+		case superUDP6:
+			d.rsizes[d.rn] = udp6Segment(buf, d.pend, d.pendHdr, d.pendL4, d.pendGSO, d.pendNext)
 		}
 		d.rn++
 		d.pendNext++

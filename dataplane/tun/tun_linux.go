@@ -68,8 +68,8 @@ func Create(name string) (*Device, error) { return CreateWith(name, Options{}) }
 
 // Options are the features a TUN device is opened with.
 type Options struct {
-	// Offload opens the device with a virtio_net_hdr and checksum, TCPv4
-	// and UDP segmentation offload: the kernel hands over TCP and UDP
+	// Offload opens the device with a virtio_net_hdr and checksum, TCP
+	// and UDP segmentation offload (IPv4 and IPv6): the kernel hands over TCP and UDP
 	// super-packets of up to 64 KiB, which Read cuts into packets, and
 	// Write merges runs of one flow into such super-packets.
 	Offload bool
@@ -206,13 +206,14 @@ func newDevice(fd int, o Options) (*Device, error) {
 		// Without TUNSETOFFLOAD the kernel segments and checksums
 		// itself and hands over single packets; the virtio_net_hdr
 		// stays, so merged writes still work. Not fatal, but shown.
-		// UDP segmentation (USO, Linux 6.2) is asked for too, and
-		// dropped again if the kernel does not know it. The kernel
-		// takes USO only for both families at once; IPv6 pod traffic is
-		// dropped anyway, super-packet or not.
-		if err := setOffload(fd, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_USO4|unix.TUN_F_USO6); err != nil {
+		// TCP segmentation is asked for both families, and UDP
+		// segmentation (USO, Linux 6.2) too, dropped again if the
+		// kernel does not know it; the kernel takes USO only for both
+		// families at once.
+		const tso = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
+		if err := setOffload(fd, tso|unix.TUN_F_USO4|unix.TUN_F_USO6); err != nil {
 			usoReadOff = fmt.Sprintf("TUNSETOFFLOAD with USO refused: %v", err)
-			if err := setOffload(fd, unix.TUN_F_CSUM|unix.TUN_F_TSO4); err != nil {
+			if err := setOffload(fd, tso); err != nil {
 				tsoOff = fmt.Sprintf("TUNSETOFFLOAD refused: %v", err)
 				usoReadOff = tsoOff
 			}

@@ -134,7 +134,7 @@ func (d *Device) writeRaw(b []byte) (bool, error) {
 // datagrams of one flow into super-packets (see gro.go).
 func (d *Device) writeMerged(bufs [][]byte, offset int) (int, error) {
 	if d.gro == nil {
-		d.gro = make([]byte, vnetHdrLen+encap.IPv4MinLen+encap.TCPMaxLen) // merged packets carry no IP options
+		d.gro = make([]byte, vnetHdrLen+encap.IPv6Len+encap.TCPMaxLen) // merged packets carry no IP options or extension headers
 		d.run = make([][]byte, 0, groMaxSegs)
 		d.iovs = make([]unix.Iovec, 1+groMaxSegs)
 		d.writevFn = d.writevRun

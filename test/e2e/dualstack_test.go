@@ -95,6 +95,18 @@ func testDualStack(t *testing.T, underlay string) {
 
 	t.Run("tcp across nodes and within a node", func(t *testing.T) {
 		transfer(t, c.pods["pod1a"], c.pods["pod2a"], "fd00:1:2::20", 5201, 32<<20, 30*time.Second)
+		// Nothing but that transfer has used pod1a's and pod2a's TUN
+		// offloads yet: pod1a's kernel handed over TSO6 super-packets
+		// and node2 wrote merged IPv6 super-packets into pod2a.
+		for _, chk := range []struct {
+			node         int
+			device, name string
+		}{{0, "pod1a", "tun-tso"}, {1, "pod2a", "tun-gro"}} {
+			if o := c.offload(chk.node, chk.device, chk.name); !o.Active || o.Count == 0 || o.Largest <= 1500 {
+				t.Errorf("node%d %s %s after the IPv6 transfer: %+v; want active, used, units larger than the MTU", chk.node+1, chk.device, chk.name, o)
+			}
+		}
+		transfer(t, c.pods["pod1a"], c.pods["pod2a"], "10.1.2.20", 5204, 32<<20, 30*time.Second) // the same over IPv4, to compare
 		transfer(t, c.pods["pod1b"], c.pods["pod1a"], "fd00:1:1::10", 5202, 8<<20, 30*time.Second)
 		transfer(t, c.pods["pod2a"], c.pods["pod1a"], "10.1.1.10", 5203, 8<<20, 30*time.Second) // and IPv4
 	})

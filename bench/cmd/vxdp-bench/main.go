@@ -2,7 +2,9 @@
 
 // Command vxdp-bench compares pod-to-pod networking across two nodes built
 // three ways in one run: the Linux kernel's vxlan device set up the way
-// flannel does it, vxdp on its UDP underlay and vxdp on AF_XDP. For each it
+// flannel does it, vxdp on its UDP underlay and vxdp on AF_XDP; and the
+// first two again with IPv6 pods over an IPv6 underlay (kernel-ipv6,
+// vxdp-udp-ipv6), compared with each other and with their IPv4 figures. For each it
 // measures TCP throughput (iperf3, 1 and 4 streams), the 64-byte UDP rate a
 // pod receives, TCP request/response latency and the CPU spent, and prints
 // one Markdown table with the medians and the ratios to the kernel. A last
@@ -11,7 +13,7 @@
 // agent's memory and the per-packet cost of the Go benchmarks at that
 // scale.
 //
-//	go run ./bench/cmd/vxdp-bench [--modes kernel,vxdp-udp,vxdp-afxdp,scale] [--reps 3] [--duration 5] [--json FILE]
+//	go run ./bench/cmd/vxdp-bench [--modes kernel,vxdp-udp,vxdp-afxdp,kernel-ipv6,vxdp-udp-ipv6,scale] [--reps 3] [--duration 5] [--json FILE]
 //	go run ./bench/cmd/vxdp-bench --modes scale [--scale-endpoints 200] [--scale-nodes 1000]
 //
 // It needs root, iproute2, bin/vxdp (make build), the go command (it builds
@@ -46,7 +48,7 @@ import (
 // allModes are what --modes accepts. All but "scale" build the two-node
 // cluster and are columns of the comparison table; "scale" is a phase of
 // its own with its own table.
-var allModes = []string{"kernel", "vxdp-udp", "vxdp-afxdp", "scale"}
+var allModes = []string{"kernel", "vxdp-udp", "vxdp-afxdp", "kernel-ipv6", "vxdp-udp-ipv6", "scale"}
 
 type options struct {
 	modes       []string
@@ -113,7 +115,7 @@ func (f secondsFlag) Set(s string) error {
 func parseFlags(args []string, root string) (*options, error) {
 	o := &options{duration: 5 * time.Second, udpWindow: 3 * time.Second}
 	fs := flag.NewFlagSet("vxdp-bench", flag.ContinueOnError)
-	modes := fs.String("modes", strings.Join(allModes, ","), "modes to measure, in this order: kernel, vxdp-udp, vxdp-afxdp (the comparison), scale (one agent with many endpoints and nodes)")
+	modes := fs.String("modes", strings.Join(allModes, ","), "modes to measure, in this order: kernel, vxdp-udp, vxdp-afxdp, kernel-ipv6, vxdp-udp-ipv6 (the comparison), scale (one agent with many endpoints and nodes)")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions of every test; the table shows medians")
 	fs.Var(secondsFlag{&o.duration}, "duration", "seconds per TCP throughput test (also bounds the latency test)")
 	fs.StringVar(&o.jsonPath, "json", "bench-results.json", "write every figure and repetition here as JSON (empty: don't)")
@@ -345,7 +347,7 @@ func run() (code int) {
 		Command: commandLine(),
 		Settings: settings{
 			Reps: opts.reps, DurationSecs: opts.duration.Seconds(), RRCount: opts.rrCount,
-			UDPFlows: opts.udpFlows, UDPThreads: opts.udpThreads, UDPWindowSecs: opts.udpWindow.Seconds(), UnderlayMTU: underlayMTU, PodMTU: podMTU,
+			UDPFlows: opts.udpFlows, UDPThreads: opts.udpThreads, UDPWindowSecs: opts.udpWindow.Seconds(), UnderlayMTU: underlayMTU, PodMTU: podMTU, PodMTU6: podMTU6,
 		},
 		Figures: figures,
 	}
@@ -470,12 +472,16 @@ func runMode(ctx context.Context, l *lab, opts *options, mode, udpBin, rrBin str
 	case "kernel":
 		e, err = buildKernel(ctx, l)
 	case "vxdp-udp":
-		e, err = buildVXDP(ctx, l, opts.vxdpBin, "udp")
+		e, err = buildVXDP(ctx, l, opts.vxdpBin, "udp", false)
 	case "vxdp-afxdp":
-		e, err = buildVXDP(ctx, l, opts.vxdpBin, "afxdp")
+		e, err = buildVXDP(ctx, l, opts.vxdpBin, "afxdp", false)
+	case "kernel-ipv6":
+		e, err = buildKernel6(ctx, l)
+	case "vxdp-udp-ipv6":
+		e, err = buildVXDP(ctx, l, opts.vxdpBin, "udp", true)
 	}
 	if err == nil {
-		err = checkPath(ctx, l)
+		err = checkPath(ctx, e)
 	}
 	var r *runner
 	if err == nil {

@@ -353,12 +353,12 @@ type runner struct {
 func (r *runner) startServers(ctx context.Context) error {
 	l := r.e.lab
 	var err error
-	r.iperfSrv, err = l.start(nodes[1].podNS, r.e.mode+"-iperf3-server", "iperf3", "-s", "-p", iperfPort, "-B", nodes[1].podIP)
+	r.iperfSrv, err = l.start(nodes[1].podNS, r.e.mode+"-iperf3-server", "iperf3", "-s", "-p", iperfPort, "-B", r.e.podAddr(1))
 	if err != nil {
 		return err
 	}
 	r.rrSrv, err = l.start(nodes[1].podNS, r.e.mode+"-tcprr-server", r.rrBin, "server",
-		"-listen", nodes[1].podIP+":"+rrPort, "-timeout", r.opts.timeout.String())
+		"-listen", r.e.podAddrPort(1, rrPort), "-timeout", r.opts.timeout.String())
 	if err != nil {
 		return err
 	}
@@ -375,7 +375,7 @@ func (r *runner) startServers(ctx context.Context) error {
 // and the agents around the run.
 func (r *runner) tcp(ctx context.Context, streams int, withCPU bool) (*iperfResult, error) {
 	secsArg := strconv.FormatFloat(r.opts.duration.Seconds(), 'f', -1, 64)
-	args := []string{"iperf3", "-c", nodes[1].podIP, "-p", iperfPort, "-t", secsArg, "-P", strconv.Itoa(streams),
+	args := []string{"iperf3", "-c", r.e.podAddr(1), "-p", iperfPort, "-t", secsArg, "-P", strconv.Itoa(streams),
 		"-J", "--connect-timeout", "3000"}
 	var pids []int
 	for _, a := range r.e.agents {
@@ -464,7 +464,7 @@ func (r *runner) udp(ctx context.Context, threads int) (*udpResult, error) {
 	got := make(chan recvOut, 1)
 	go func() {
 		out, err := l.exec(ctx, nodes[1].podNS, window+25*time.Second, r.udpBin, "recv",
-			"-listen", nodes[1].podIP+":"+udpPort, "-warmup", "500ms", "-window", window.String(),
+			"-listen", r.e.podAddrPort(1, udpPort), "-warmup", "500ms", "-window", window.String(),
 			"-timeout", (window + 20*time.Second).String())
 		got <- recvOut{out, err}
 	}()
@@ -472,7 +472,7 @@ func (r *runner) udp(ctx context.Context, threads int) (*udpResult, error) {
 	// the first datagram, which would otherwise draw a port unreachable.
 	time.Sleep(300 * time.Millisecond)
 	sendOut, sendErr := l.exec(ctx, nodes[0].podNS, window+15*time.Second, r.udpBin, "send",
-		"-dst", nodes[1].podIP+":"+udpPort, "-size", "64", "-flows", strconv.Itoa(r.opts.udpFlows),
+		"-dst", r.e.podAddrPort(1, udpPort), "-size", "64", "-flows", strconv.Itoa(r.opts.udpFlows),
 		"-threads", strconv.Itoa(threads), "-duration", (window + 1500*time.Millisecond).String())
 	rcv := <-got
 	res := udpResult{Threads: threads}
@@ -498,7 +498,7 @@ type rrResult = benchtool.RRResult
 // --duration long.
 func (r *runner) rr(ctx context.Context) (*rrResult, error) {
 	out, err := r.e.lab.exec(ctx, nodes[0].podNS, r.opts.duration+20*time.Second, r.rrBin, "client",
-		"-dst", nodes[1].podIP+":"+rrPort, "-count", strconv.Itoa(r.opts.rrCount), "-duration", r.opts.duration.String())
+		"-dst", r.e.podAddrPort(1, rrPort), "-count", strconv.Itoa(r.opts.rrCount), "-duration", r.opts.duration.String())
 	if err != nil {
 		return nil, err
 	}

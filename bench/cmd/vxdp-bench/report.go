@@ -228,6 +228,7 @@ type settings struct {
 	UDPWindowSecs float64 `json:"udp_window_s"`
 	UnderlayMTU   int     `json:"underlay_mtu"`
 	PodMTU        int     `json:"pod_mtu"`
+	PodMTU6       int     `json:"pod_mtu_ipv6"` // the IPv6 modes'
 }
 
 func formatValue(v float64, prec int) string {
@@ -255,30 +256,19 @@ func writeComparison(w io.Writer, rep *report) {
 	m := rep.Machine
 	s := rep.Settings
 	fmt.Fprintf(w, "Settings: medians of %d repetitions (one more is run when other processes took over %.2f CPUs during one, and the least disturbed count); %gs per TCP test; RR %d round trips (at most as long); "+
-		"64-byte UDP counted over %gs, sender with %d flows, best of %s sending thread(s); underlay MTU %d, pod MTU %d; %s\n\n",
-		s.Reps, disturbedLimit, s.DurationSecs, s.RRCount, s.UDPWindowSecs, s.UDPFlows, joinInts(s.UDPThreads), s.UnderlayMTU, s.PodMTU, m.Iperf3)
+		"64-byte UDP counted over %gs, sender with %d flows, best of %s sending thread(s); underlay MTU %d, pod MTU %d (IPv6 modes: IPv6 pods over an IPv6 underlay, pod MTU %d); %s\n\n",
+		s.Reps, disturbedLimit, s.DurationSecs, s.RRCount, s.UDPWindowSecs, s.UDPFlows, joinInts(s.UDPThreads), s.UnderlayMTU, s.PodMTU, s.PodMTU6, m.Iperf3)
 
-	var kernel *modeReport
-	for _, md := range rep.Modes {
-		if md.Mode == "kernel" && md.usable() {
-			kernel = md
-		}
-	}
 	header := []string{"figure (higher is better unless marked lower)"}
 	align := []string{"---"}
 	for _, md := range rep.Modes {
 		header = append(header, md.Mode)
 		align = append(align, "--:")
 	}
-	var ratioModes []*modeReport
-	if kernel != nil {
-		for _, md := range rep.Modes {
-			if md != kernel && md.usable() {
-				ratioModes = append(ratioModes, md)
-				header = append(header, md.Mode+" / kernel")
-				align = append(align, "--:")
-			}
-		}
+	pairs := ratioPairs(rep.Modes)
+	for _, p := range pairs {
+		header = append(header, p.of.Mode+" / "+p.to.Mode)
+		align = append(align, "--:")
 	}
 	fmt.Fprintf(w, "| %s |\n|%s|\n", strings.Join(header, " | "), strings.Join(align, "|"))
 	for _, f := range figures {
@@ -297,8 +287,8 @@ func writeComparison(w io.Writer, rep *report) {
 				row = append(row, formatValue(*md.Medians[f.Key], f.prec))
 			}
 		}
-		for _, md := range ratioModes {
-			k, v := kernel.Medians[f.Key], md.Medians[f.Key]
+		for _, p := range pairs {
+			k, v := p.to.Medians[f.Key], p.of.Medians[f.Key]
 			if k == nil || v == nil || *k == 0 {
 				row = append(row, "—")
 				continue
@@ -338,6 +328,38 @@ func writeComparison(w io.Writer, rep *report) {
 		"\"iperf3 + agents\" counts only those processes (/proc/<pid>/stat and the client's rusage), which misses kernel work done "+
 		"outside their context (ksoftirqd, softirq on other CPUs). Per packet: whole-machine busy time during the UDP window "+
 		"divided by the datagrams delivered, sender and receiver included.")
+}
+
+// ratio is a column of ratios: of's medians over to's.
+type ratio struct{ of, to *modeReport }
+
+// ratioPairs are the ratio columns among modes that produced figures:
+// each vxdp mode against the kernel of its family (kernel, kernel-ipv6),
+// then each IPv6 mode against its IPv4 counterpart (vxdp-udp-ipv6 /
+// vxdp-udp, kernel-ipv6 / kernel): what IPv6 costs each dataplane.
+func ratioPairs(modes []*modeReport) []ratio {
+	byName := map[string]*modeReport{}
+	for _, md := range modes {
+		if md.usable() {
+			byName[md.Mode] = md
+		}
+	}
+	var out []ratio
+	for _, md := range modes {
+		base := "kernel"
+		if ipv6Mode(md.Mode) {
+			base = "kernel-ipv6"
+		}
+		if k := byName[base]; k != nil && byName[md.Mode] != nil && md.Mode != base {
+			out = append(out, ratio{md, k})
+		}
+	}
+	for _, md := range modes {
+		if v4 := byName[strings.TrimSuffix(md.Mode, "-ipv6")]; ipv6Mode(md.Mode) && v4 != nil && byName[md.Mode] != nil {
+			out = append(out, ratio{md, v4})
+		}
+	}
+	return out
 }
 
 func joinInts(v []int) string {

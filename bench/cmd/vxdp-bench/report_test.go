@@ -118,3 +118,26 @@ func TestWriteMarkdown(t *testing.T) {
 		}
 	}
 }
+
+// Each vxdp mode is set against the kernel of its family, and each IPv6
+// mode against its IPv4 counterpart; a mode without figures has no
+// column.
+func TestRatioPairs(t *testing.T) {
+	ok := func(m string) *modeReport { return &modeReport{Mode: m, Status: "ok"} }
+	modes := []*modeReport{ok("kernel"), ok("vxdp-udp"), {Mode: "vxdp-afxdp", Status: "not available"}, ok("kernel-ipv6"), ok("vxdp-udp-ipv6")}
+	var got []string
+	for _, p := range ratioPairs(modes) {
+		got = append(got, p.of.Mode+" / "+p.to.Mode)
+	}
+	want := "vxdp-udp / kernel, vxdp-udp-ipv6 / kernel-ipv6, kernel-ipv6 / kernel, vxdp-udp-ipv6 / vxdp-udp"
+	if strings.Join(got, ", ") != want {
+		t.Errorf("ratio columns %q, want %q", strings.Join(got, ", "), want)
+	}
+	got = nil
+	for _, p := range ratioPairs([]*modeReport{ok("vxdp-udp"), ok("vxdp-udp-ipv6")}) {
+		got = append(got, p.of.Mode+" / "+p.to.Mode)
+	}
+	if strings.Join(got, ", ") != "vxdp-udp-ipv6 / vxdp-udp" {
+		t.Errorf("without kernels: %q", got)
+	}
+}

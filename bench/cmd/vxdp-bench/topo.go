@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,20 +26,32 @@ type nodeSpec struct {
 	podGW   string // first address of podCIDR: the node side of the pod link
 	podIP   string
 	mac     string // kernel vxlan device MAC
+	// The IPv6 modes: the underlay address and the pod's, as above.
+	ip6      string
+	podCIDR6 string
+	podNet6  string
+	podGW6   string
+	podIP6   string
 }
 
 var nodes = [2]nodeSpec{
 	{name: "node1", ip: "10.169.72.233", podNS: "pod1", podCIDR: "10.1.1.0/24",
-		podNet: "10.1.1.0", podGW: "10.1.1.1", podIP: "10.1.1.10", mac: "02:b0:0a:01:01:00"},
+		podNet: "10.1.1.0", podGW: "10.1.1.1", podIP: "10.1.1.10", mac: "02:b0:0a:01:01:00",
+		ip6: "fd69:72::233", podCIDR6: "fd00:1:1::/64", podNet6: "fd00:1:1::", podGW6: "fd00:1:1::1", podIP6: "fd00:1:1::10"},
 	{name: "node2", ip: "10.169.72.238", podNS: "pod2", podCIDR: "10.1.2.0/24",
-		podNet: "10.1.2.0", podGW: "10.1.2.1", podIP: "10.1.2.20", mac: "02:b0:0a:01:02:00"},
+		podNet: "10.1.2.0", podGW: "10.1.2.1", podIP: "10.1.2.20", mac: "02:b0:0a:01:02:00",
+		ip6: "fd69:72::238", podCIDR6: "fd00:1:2::/64", podNet6: "fd00:1:2::", podGW6: "fd00:1:2::1", podIP6: "fd00:1:2::20"},
 }
 
 const (
 	underlayMTU = 1500
 	podMTU      = 1450 // underlay minus 50 bytes of VXLAN over IPv4
+	podMTU6     = 1430 // underlay minus 70 bytes of VXLAN over IPv6
 	vxlanPort   = "8472"
 )
+
+// ipv6Mode reports whether mode runs IPv6 pods over an IPv6 underlay.
+func ipv6Mode(mode string) bool { return strings.HasSuffix(mode, "-ipv6") }
 
 // notAvailable marks a mode this build or machine cannot run (AF_XDP not
 // implemented or refused); it is reported, not treated as a failure.
@@ -54,16 +67,32 @@ type env struct {
 	sockets  []string       // their API sockets
 	underlay string         // what the agents report, vxdp modes only
 	detail   string         // underlay_reason and version, for the report
+	v6       bool           // IPv6 pods over an IPv6 underlay
 }
 
-// buildUnderlay creates the four namespaces and the node-to-node link.
-func buildUnderlay(l *lab) error {
+// podAddr is the address of node i's pod in e's family.
+func (e *env) podAddr(i int) string {
+	if e.v6 {
+		return nodes[i].podIP6
+	}
+	return nodes[i].podIP
+}
+
+// podAddrPort is podAddr with a port, bracketed for IPv6.
+func (e *env) podAddrPort(i int, port string) string { return net.JoinHostPort(e.podAddr(i), port) }
+
+// buildUnderlay creates the four namespaces and the node-to-node link,
+// addressed in IPv6 with v6.
+func buildUnderlay(l *lab, v6 bool) error {
 	for _, n := range nodes {
 		for _, ns := range []string{n.name, n.podNS} {
 			if err := l.addNetns(ns); err != nil {
 				return err
 			}
 		}
+	}
+	if v6 {
+		return l.AddVeth(l.netns(nodes[0].name), "eth0", nodes[0].ip6+"/64", l.netns(nodes[1].name), "eth0", nodes[1].ip6+"/64", underlayMTU)
 	}
 	return l.AddVeth(l.netns(nodes[0].name), "eth0", nodes[0].ip+"/24", l.netns(nodes[1].name), "eth0", nodes[1].ip+"/24", underlayMTU)
 }
@@ -75,7 +104,7 @@ func buildUnderlay(l *lab) error {
 // node. Pods hang off the node on veth pairs with /32 routes, as a
 // point-to-point CNI does, and the node forwards between them and vxlan0.
 func buildKernel(ctx context.Context, l *lab) (*env, error) {
-	if err := buildUnderlay(l); err != nil {
+	if err := buildUnderlay(l, false); err != nil {
 		return nil, err
 	}
 	for i, n := range nodes {
@@ -128,35 +157,95 @@ func buildKernel(ctx context.Context, l *lab) (*env, error) {
 	return &env{lab: l, mode: "kernel", detail: "Linux vxlan, id 1, dstport " + vxlanPort + ", nolearning"}, nil
 }
 
+// buildKernel6 is buildKernel for IPv6 pods over an IPv6 underlay, as
+// flannel's IPv6 vxlan backend sets it up: the vxlan device has an IPv6
+// local address, its vtep the network address of the node's IPv6 pod
+// CIDR, and the remote pod CIDR is routed onlink via the remote vtep, a
+// permanent neighbour entry and an fdb entry towards the remote node's
+// IPv6 address. Every address skips duplicate address detection, so that
+// none waits tentative.
+func buildKernel6(ctx context.Context, l *lab) (*env, error) {
+	if err := buildUnderlay(l, true); err != nil {
+		return nil, err
+	}
+	for i, n := range nodes {
+		peer := nodes[1-i]
+		if _, err := l.exec(ctx, n.name, cmdTimeout, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"); err != nil {
+			return nil, err
+		}
+		steps := [][]string{
+			{"link", "add", "vxlan0", "type", "vxlan", "id", "1", "dstport", vxlanPort, "local", n.ip6, "dev", "eth0", "nolearning"},
+			{"link", "set", "vxlan0", "address", n.mac},
+			{"-6", "addr", "add", n.podNet6 + "/128", "dev", "vxlan0", "nodad"},
+			{"link", "set", "vxlan0", "up"},
+			{"-6", "route", "add", peer.podCIDR6, "via", peer.podNet6, "dev", "vxlan0", "onlink"},
+			{"-6", "neigh", "add", peer.podNet6, "lladdr", peer.mac, "dev", "vxlan0", "nud", "permanent"},
+		}
+		for _, s := range steps {
+			if err := l.ip(n.name, s...); err != nil {
+				return nil, err
+			}
+		}
+		if err := l.AddVeth(l.netns(n.name), "pod", n.podGW6+"/128", l.netns(n.podNS), "eth0", n.podIP6+"/128", podMTU6); err != nil {
+			return nil, err
+		}
+		if err := l.ip(n.name, "-6", "route", "add", n.podIP6+"/128", "dev", "pod"); err != nil {
+			return nil, err
+		}
+		if _, err := l.exec(ctx, n.name, cmdTimeout, "bridge", "fdb", "append", peer.mac, "dev", "vxlan0", "dst", peer.ip6); err != nil {
+			return nil, err
+		}
+		podSteps := [][]string{
+			{"-6", "route", "add", n.podGW6, "dev", "eth0"},
+			{"-6", "route", "add", "default", "via", n.podGW6, "dev", "eth0"},
+		}
+		for _, s := range podSteps {
+			if err := l.ip(n.podNS, s...); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return &env{lab: l, mode: "kernel-ipv6", v6: true, detail: "Linux vxlan over IPv6, id 1, dstport " + vxlanPort + ", nolearning"}, nil
+}
+
 // buildVXDP starts one vxdp agent per node with the given underlay; the
 // agents create the pods' devices (endpoints in the configuration). For
 // AF_XDP, an agent that refuses to start or falls back to something else
-// makes the mode "not available".
-func buildVXDP(ctx context.Context, l *lab, vxdpBin, underlay string) (*env, error) {
-	if err := buildUnderlay(l); err != nil {
+// makes the mode "not available". With v6 the underlay and the pods are
+// IPv6 only.
+func buildVXDP(ctx context.Context, l *lab, vxdpBin, underlay string, v6 bool) (*env, error) {
+	if err := buildUnderlay(l, v6); err != nil {
 		return nil, err
 	}
 	mode := "vxdp-" + underlay
+	if v6 {
+		mode += "-ipv6"
+	}
 	stateDir := filepath.Join(l.dir, mode+"-state")
-	e := &env{lab: l, mode: mode}
+	e := &env{lab: l, mode: mode, v6: v6}
 	var socks [2]string
 	for i, n := range nodes {
 		peer := nodes[1-i]
+		ip, podCIDR, podIP, peerIP, peerCIDR, extra := n.ip, n.podCIDR, n.podIP, peer.ip, peer.podCIDR, ""
+		if v6 {
+			ip, podCIDR, podIP, peerIP, peerCIDR = n.ip6, n.podCIDR6, n.podIP6, peer.ip6, peer.podCIDR6
+			extra = "enable-ipv4: false\nenable-ipv6: true\nunderlay-protocol: ipv6\n"
+		}
 		// state-dir lives in the run's directory: the agents' restart
 		// records are keyed by node IP, which other runs on this machine
 		// (tests, the demo) use too.
 		cfg := fmt.Sprintf(`node-name: %s
-node-ip: %s
-pod-cidr: %s
+node-ip: "%s"
+pod-cidr: "%s"
 device: eth0
 underlay: %s
 state-dir: %s
-nodes:
-  - {name: %s, ip: %s, pod-cidr: %s}
+%snodes:
+  - {name: %s, ip: "%s", pod-cidr: "%s"}
 endpoints:
-  - {name: %s, ip: %s, netns: %s}
-`, n.name, n.ip, n.podCIDR, underlay, stateDir, peer.name, peer.ip, peer.podCIDR,
-			n.podNS, n.podIP, l.netns(n.podNS).Path)
+  - {name: %s, ip: "%s", netns: %s}
+`, n.name, ip, podCIDR, underlay, stateDir, extra, peer.name, peerIP, peerCIDR,
+			n.podNS, podIP, l.netns(n.podNS).Path)
 		cfgPath := filepath.Join(l.dir, fmt.Sprintf("%s-%s.yaml", mode, n.name))
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 			return nil, err
@@ -233,12 +322,13 @@ func waitAgent(ctx context.Context, vxdpBin string, p *nstest.Proc, sock string)
 	}
 }
 
-// checkPath pings pod2 from pod1 until it answers (ARP, agents settling),
-// for at most 10 s.
-func checkPath(ctx context.Context, l *lab) error {
+// checkPath pings pod2 from pod1 until it answers (ARP or neighbour
+// discovery, agents settling), for at most 10 s.
+func checkPath(ctx context.Context, e *env) error {
+	l := e.lab
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		out, err := l.exec(ctx, nodes[0].podNS, 5*time.Second, "ping", "-c", "1", "-W", "1", nodes[1].podIP)
+		out, err := l.exec(ctx, nodes[0].podNS, 5*time.Second, "ping", "-c", "1", "-W", "1", e.podAddr(1))
 		if err == nil {
 			return nil
 		}
@@ -246,7 +336,7 @@ func checkPath(ctx context.Context, l *lab) error {
 			return ctx.Err()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("pod1 cannot reach pod2 %s: %v %s", nodes[1].podIP, err, oneLine(string(out)))
+			return fmt.Errorf("pod1 cannot reach pod2 %s: %v %s", e.podAddr(1), err, oneLine(string(out)))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

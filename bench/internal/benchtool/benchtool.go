@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // Main runs the subcommand os.Args[1] names with the arguments after it,
@@ -27,13 +29,30 @@ func Main(tool, usage string, subcommands map[string]func(args []string) error) 
 	}
 }
 
-// AddrPort4 parses the value of flag, which must be IPv4:port.
-func AddrPort4(flag, s string) (netip.AddrPort, error) {
+// AddrPort parses the value of flag, which must be IPv4:port or
+// [IPv6]:port.
+func AddrPort(flag, s string) (netip.AddrPort, error) {
 	ap, err := netip.ParseAddrPort(s)
-	if err != nil || !ap.Addr().Is4() {
-		return netip.AddrPort{}, fmt.Errorf("-%s %q: want IPv4:port", flag, s)
+	if err != nil || ap.Addr().Is4In6() || ap.Addr().Zone() != "" {
+		return netip.AddrPort{}, fmt.Errorf("-%s %q: want IPv4:port or [IPv6]:port", flag, s)
 	}
 	return ap, nil
+}
+
+// Family is the socket family (AF_INET, AF_INET6) of ap's address.
+func Family(ap netip.AddrPort) int {
+	if ap.Addr().Is6() {
+		return unix.AF_INET6
+	}
+	return unix.AF_INET
+}
+
+// Sockaddr is ap as a socket address of its family.
+func Sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	if ap.Addr().Is6() {
+		return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+	}
+	return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
 }
 
 // RRResult is what `tcprr client` prints; times in microseconds.

@@ -35,27 +35,28 @@ func main() {
 		map[string]func([]string) error{"server": server, "client": client})
 }
 
-func parseAddr(flag, s string) (*unix.SockaddrInet4, error) {
-	ap, err := benchtool.AddrPort4(flag, s)
+// parseAddr returns the socket family and address of the value of flag.
+func parseAddr(flag, s string) (int, unix.Sockaddr, error) {
+	ap, err := benchtool.AddrPort(flag, s)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}, nil
+	return benchtool.Family(ap), benchtool.Sockaddr(ap), nil
 }
 
 func server(args []string) error {
 	fs := flag.NewFlagSet("server", flag.ExitOnError)
-	listen := fs.String("listen", "", "IPv4:port to listen on")
+	listen := fs.String("listen", "", "IPv4:port or [IPv6]:port to listen on")
 	timeout := fs.Duration("timeout", 10*time.Minute, "exit after this long in any case")
 	fs.Parse(args)
-	sa, err := parseAddr("listen", *listen)
+	family, sa, err := parseAddr("listen", *listen)
 	if err != nil {
 		return err
 	}
 	// A server nobody stops must not outlive the benchmark for long.
 	time.AfterFunc(*timeout, func() { os.Exit(0) })
 
-	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	ln, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
@@ -101,12 +102,12 @@ func serve(fd int) {
 
 func client(args []string) error {
 	fs := flag.NewFlagSet("client", flag.ExitOnError)
-	dst := fs.String("dst", "", "server IPv4:port")
+	dst := fs.String("dst", "", "server IPv4:port or [IPv6]:port")
 	count := fs.Int("count", 20000, "round trips to time")
 	duration := fs.Duration("duration", 5*time.Second, "stop timing after this long even if -count is not reached")
 	warmup := fs.Int("warmup", 200, "untimed round trips first (ARP, caches, TCP state)")
 	fs.Parse(args)
-	sa, err := parseAddr("dst", *dst)
+	family, sa, err := parseAddr("dst", *dst)
 	if err != nil {
 		return err
 	}
@@ -115,7 +116,7 @@ func client(args []string) error {
 	}
 
 	runtime.LockOSThread()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}

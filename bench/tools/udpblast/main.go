@@ -52,7 +52,7 @@ type sendResult struct {
 
 func send(args []string) error {
 	fs := flag.NewFlagSet("send", flag.ExitOnError)
-	dstArg := fs.String("dst", "", "destination IPv4:port")
+	dstArg := fs.String("dst", "", "destination IPv4:port or [IPv6]:port")
 	size := fs.Int("size", 64, "UDP payload bytes")
 	flows := fs.Int("flows", 4, "flows, i.e. source ports (each its own connected socket)")
 	sport := fs.Int("sport", 40000, "first source port")
@@ -61,7 +61,7 @@ func send(args []string) error {
 	duration := fs.Duration("duration", 6*time.Second, "how long to send")
 	fs.Parse(args)
 
-	dst, err := benchtool.AddrPort4("dst", *dstArg)
+	dst, err := benchtool.AddrPort("dst", *dstArg)
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func send(args []string) error {
 
 	fds := make([]int, *flows)
 	for i := range fds {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		fd, err := unix.Socket(benchtool.Family(dst), unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
@@ -90,12 +90,16 @@ func send(args []string) error {
 		// A large send buffer keeps sendmmsg from blocking on the socket's
 		// own accounting while the device queue still has room.
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: *sport + i}); err != nil {
+		var src unix.Sockaddr = &unix.SockaddrInet4{Port: *sport + i}
+		if dst.Addr().Is6() {
+			src = &unix.SockaddrInet6{Port: *sport + i}
+		}
+		if err := unix.Bind(fd, src); err != nil {
 			return fmt.Errorf("bind source port %d: %w", *sport+i, err)
 		}
 		// Connected, so the kernel routes once per socket instead of once
 		// per datagram and the messages need no address.
-		if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()}); err != nil {
+		if err := unix.Connect(fd, benchtool.Sockaddr(dst)); err != nil {
 			return fmt.Errorf("connect %v: %w", dst, err)
 		}
 		fds[i] = fd
@@ -174,7 +178,7 @@ type recvResult struct {
 
 func recv(args []string) error {
 	fs := flag.NewFlagSet("recv", flag.ExitOnError)
-	listen := fs.String("listen", "", "IPv4:port to bind")
+	listen := fs.String("listen", "", "IPv4:port or [IPv6]:port to bind")
 	warmup := fs.Duration("warmup", 500*time.Millisecond, "time after the first datagram before the window opens")
 	window := fs.Duration("window", 5*time.Second, "counting window")
 	wait := fs.Duration("wait", 5*time.Second, "give up when no datagram has arrived by then")
@@ -183,14 +187,14 @@ func recv(args []string) error {
 	rcvbuf := fs.Int("rcvbuf", 16<<20, "socket receive buffer, bytes")
 	fs.Parse(args)
 
-	addr, err := benchtool.AddrPort4("listen", *listen)
+	addr, err := benchtool.AddrPort("listen", *listen)
 	if err != nil {
 		return err
 	}
 	if *batch < 1 || *batch > 1024 || *window <= 0 || *warmup < 0 || *timeout <= *warmup+*window {
 		return errors.New("bad -batch, -window, -warmup or -timeout")
 	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(benchtool.Family(addr), unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
@@ -206,7 +210,7 @@ func recv(args []string) error {
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		return err
 	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}); err != nil {
+	if err := unix.Bind(fd, benchtool.Sockaddr(addr)); err != nil {
 		return fmt.Errorf("bind %v: %w", addr, err)
 	}
 	fmt.Fprintln(os.Stderr, "udpblast: listening on", addr)
@@ -251,7 +255,7 @@ func recv(args []string) error {
 				inWindow = true
 				open = now
 				closes = now.Add(*window)
-				busy0, drops0 = cpuBusyTicks(), rcvbufErrors()
+				busy0, drops0 = cpuBusyTicks(), rcvbufErrors(addr.Addr().Is6())
 				if n > 0 {
 					res.Received += uint64(n)
 				}
@@ -261,7 +265,7 @@ func recv(args []string) error {
 			if inWindow && !now.Before(closes) {
 				res.Seconds = now.Sub(open).Seconds()
 				res.CPUBusy = float64(cpuBusyTicks()-busy0) / clockTicks
-				res.RcvbufErrors = rcvbufErrors() - drops0
+				res.RcvbufErrors = rcvbufErrors(addr.Addr().Is6()) - drops0
 				break
 			}
 		}
@@ -314,10 +318,24 @@ func cpuBusyTicks() uint64 {
 	return sum
 }
 
-// rcvbufErrors reads Udp RcvbufErrors from /proc/net/snmp, which is the
-// calling process's network namespace: datagrams the kernel delivered to
-// the host but dropped because a socket's buffer was full.
-func rcvbufErrors() uint64 {
+// rcvbufErrors reads Udp RcvbufErrors from /proc/net/snmp (with v6,
+// Udp6RcvbufErrors from /proc/net/snmp6), which is the calling process's
+// network namespace: datagrams the kernel delivered to the host but
+// dropped because a socket's buffer was full.
+func rcvbufErrors(v6 bool) uint64 {
+	if v6 {
+		b, err := os.ReadFile("/proc/net/snmp6")
+		if err != nil {
+			return 0
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "Udp6RcvbufErrors" {
+				v, _ := strconv.ParseUint(f[1], 10, 64)
+				return v
+			}
+		}
+		return 0
+	}
 	f, err := os.Open("/proc/net/snmp")
 	if err != nil {
 		return 0
