@@ -140,7 +140,7 @@ func checkInvariants(t *testing.T, c *Config) {
 			t.Fatalf("VTEPs %+v ipsec %v", c.VTEPs, c.EnableIPsec)
 		}
 		for _, v := range c.VTEPs {
-			if !v.Endpoint.Is4() || !v.CIDR.Addr().Is4() || c.PodCIDR.IsValid() && v.CIDR.Overlaps(c.PodCIDR) || len(v.MAC) != 6 || v.MAC[0]&1 != 0 {
+			if v.Endpoint.Is4() != c.NodeIP.Is4() || !v.CIDR.Addr().Is4() || c.PodCIDR.IsValid() && v.CIDR.Overlaps(c.PodCIDR) || len(v.MAC) != 6 || v.MAC[0]&1 != 0 {
 				t.Fatalf("VTEP %+v", v)
 			}
 		}
