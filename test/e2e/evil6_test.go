@@ -485,3 +485,70 @@ endpoints:%s
 		}
 	}
 }
+
+// With tunnel-source-check off (a migration) a host that is no node may
+// send tunnel packets, but an inner source no pod can have still does not
+// get in: multicast, link-local, unspecified, loopback, IPv4-mapped.
+func TestTunnelSourceCheckOffIPv6(t *testing.T) {
+	lab := nstest.New(t)
+	dir := t.TempDir()
+	sw := lab.Netns("switch")
+	node1 := lab.Netns("node1")
+	evil := lab.Netns("evil")
+	pod1a := lab.Netns("pod1a")
+	underlaySwitch(t, lab, sw, []*nstest.Netns{node1, evil}, []string{evil6Node1IP + "/64", evil6SelfIP + "/64"})
+	cfg := filepath.Join(dir, "node1.yaml")
+	write(t, cfg, fmt.Sprintf(`node-name: node1
+node-ip: %s
+pod-cidr: "fd00:1:1::/64"
+tunnel-port: %d
+tunnel-source-check: "false"
+cluster-pool-ipv6-cidr: fd00:1::/32
+endpoints:
+  - {name: pod1a, ip: "%s", netns: %s, identity: 1000}
+`, evil6Node1IP, evilPort, evil6Pod1a, pod1a.Path))
+	sock := filepath.Join(dir, "node1.sock")
+	agent := lab.Start(node1, "agent1", vxdpBin, "agent", "--config", cfg, "--socket", sock)
+	waitAgent(t, agent, sock)
+	if out, err := nstest.Ping(evil, "-c", "1", "-W", "2", evil6Node1IP); err != nil {
+		t.Fatalf("evil -> node1: %v\n%s", err, out)
+	}
+	capt, err := nstest.StartCapture(pod1a, "eth0")
+	must(t, err)
+	raw := openRaw6(t, lab, evil)
+
+	// A plausible pod source from the stranger is taken: the check is off.
+	const taken = "TAKEN"
+	ok := pkttest.IPv6{Src: netip.MustParseAddr(evil6Pod2a), Dst: netip.MustParseAddr(evil6Pod1a)}.UDP(6666, 7777, []byte(taken))
+	raw.sendAll(t, evil6Outer(evil6SelfIP, 50000, evil6VXLAN(2000, ok)))
+
+	srcs := []string{"ff02::1", "ff0e::5", "fe80::1", "::", "::1", "::ffff:10.1.2.20"}
+	var pkts [][]byte
+	for _, src := range srcs {
+		pkts = append(pkts, evil6Outer(evil6SelfIP, 50001, evil6VXLAN(2000, evil6Inner(src, evil6Pod1a, "s-"+src))))
+	}
+	before := allDrops(t, sock)
+	raw.sendAll(t, pkts...)
+	expectDrops(t, sock, "spoofed_inner_source", before, len(pkts))
+
+	time.Sleep(200 * time.Millisecond)
+	frames := capt.StopFrames()
+	got := 0
+	for _, f := range frames {
+		if f.Outgoing {
+			continue
+		}
+		switch {
+		case bytes.Contains(f.Data, []byte(evilMarker)):
+			t.Errorf("impossible source reached pod1a: %v", nstest.DecodeIP(f.Data))
+		case bytes.Contains(f.Data, []byte(taken)):
+			got++
+		}
+	}
+	if got != 1 {
+		t.Errorf("pod1a got %d of 1 packets from a plausible source with the check off", got)
+	}
+	if !agent.Alive() {
+		t.Fatalf("agent died:\n%s", agent.Output())
+	}
+}
