@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -484,6 +485,97 @@ endpoints:%s
 			t.Errorf("pod1a's capture holds only %d echo requests", echoes)
 		}
 	}
+
+	t.Run("random IPv6", func(t *testing.T) {
+		// Mangled IPv6 (random extension header chains, hop limits that
+		// run out, ICMPv6 of every kind, bytes of the headers changed at
+		// random) through the tunnel from node2's address and from a pod.
+		// Some of it is valid and delivered; the rest is counted, and the
+		// agent survives all of it.
+		seed := uint64(time.Now().UnixNano())
+		t.Logf("seed %d", seed)
+		r := rand.New(rand.NewPCG(seed, 0x6666))
+		dsts := []string{evil6Pod1a, evil6Pod1b, "fd00:1:1::1", "fd00:1:1::77", "fd00:1:9::9", "ff02::1", "fe80::1", evil6Pod2a, evil6Node2IP}
+		gen := func(src string, trunc bool) []byte {
+			var ext []pkttest.Ext
+			for i := r.IntN(11); i > 0; i-- {
+				switch r.IntN(3) {
+				case 0:
+					ext = append(ext, pkttest.DestOpts(1+r.IntN(3)))
+				case 1:
+					ext = append(ext, pkttest.HopByHop(1))
+				default:
+					ext = append(ext, pkttest.Fragment(r.IntN(4)*8, r.IntN(2) == 0, r.Uint32()))
+				}
+			}
+			hl := []uint8{1, 2, 64}[r.IntN(3)]
+			h := pkttest.IPv6{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dsts[r.IntN(len(dsts))]), HopLimit: hl, Ext: ext}
+			payload := []byte("FUZZ")
+			var p []byte
+			if r.IntN(2) == 0 {
+				p = h.UDP(uint16(r.Uint32()), []uint16{7777, evilPort}[r.IntN(2)], payload)
+			} else {
+				typ := []uint8{1, 2, 3, 4, 128, 129, 133, 135, 137, 143}[r.IntN(10)]
+				p = h.ICMPv6(typ, uint8(r.IntN(3)), append(make([]byte, 4), evil6Inner(evil6Pod1a, evil6Pod2a, "q")...))
+			}
+			// Change bytes of the headers, never the destination (the
+			// pod's kernel routes on it).
+			for k := r.IntN(4); k > 0; k-- {
+				i := r.IntN(len(p))
+				if i >= 24 && i < 40 {
+					continue
+				}
+				p[i] = byte(r.Uint32())
+			}
+			if trunc && r.IntN(4) == 0 {
+				p = p[:r.IntN(len(p)+1)]
+			}
+			return p
+		}
+		podRaw := openRaw6(t, lab, pod1a)
+		before := drops()
+		const n = 4000
+		sentTunnel, sentPod, podErrs := 0, 0, 0
+		deadline := time.Now().Add(10 * time.Second)
+		for i := 0; i < n && time.Now().Before(deadline); i++ {
+			must(t, unix.Sendto(raw.fd, evil6Outer(evil6Node2IP, uint16(50100+i%64), evil6VXLAN(2000, gen(evil6Pod2a, true))), 0,
+				&unix.SockaddrInet6{Addr: netip.MustParseAddr(evil6Node1IP).As16()}))
+			sentTunnel++
+			p := gen(evil6Pod1a, false)
+			if err := unix.Sendto(podRaw.fd, p, 0, &unix.SockaddrInet6{Addr: [16]byte(p[24:40])}); err != nil {
+				podErrs++ // the pod's kernel refusing one is no concern here
+			} else {
+				sentPod++
+			}
+			if i%50 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		t.Logf("sent %d through the tunnel, %d from the pod (%d refused by its kernel)", sentTunnel, sentPod, podErrs)
+		time.Sleep(500 * time.Millisecond)
+		if !agent1.Alive() || !agent2.Alive() {
+			t.Fatalf("an agent died:\n%s\n%s", agent1.Output(), agent2.Output())
+		}
+		total := 0
+		var moved []string
+		for k, v := range drops() {
+			if d := v - before[k]; d != 0 {
+				moved = append(moved, fmt.Sprintf("%s+%d", k, d))
+				total += d
+			}
+		}
+		t.Logf("drops: %d, %v", total, moved)
+		// Most of it is broken one way or another.
+		if total < (sentTunnel+sentPod)/2 {
+			t.Errorf("%d drops counted for %d packets", total, sentTunnel+sentPod)
+		}
+		if out, err := nstest.Ping(pod2a, "-c", "3", "-i", "0.2", "-W", "2", evil6Pod1a); err != nil || !strings.Contains(out, " 0% packet loss") {
+			t.Errorf("pod2a -> pod1a after the random packets: %v\n%s", err, out)
+		}
+		if out, err := runCLI(sock1, "status"); err != nil {
+			t.Errorf("status: exit %d\n%s", exitCode(err), out)
+		}
+	})
 }
 
 // With tunnel-source-check off (a migration) a host that is no node may
