@@ -145,6 +145,40 @@ endpoints:
 			}
 		}
 	})
+	t.Run("policy: world only when allowed", func(t *testing.T) {
+		if out, err := cli("endpoint", "policy", "busybox", "--allow-from", "1000"); err != nil {
+			t.Fatal(err, out)
+		}
+		before := dropCount(t, sock, "policy_denied")
+		if out, err := nstest.Ping(vm1, "-c", "2", "-i", "0.2", "-W", "1", "10.0.1.1"); err == nil {
+			t.Fatalf("VTEP (world) got through a policy without world:\n%s", out)
+		}
+		if after := dropCount(t, sock, "policy_denied"); after < before+2 {
+			t.Errorf("policy_denied %d -> %d", before, after)
+		}
+		if out, err := cli("endpoint", "policy", "busybox", "--allow-from", "world"); err != nil {
+			t.Fatal(err, out)
+		}
+		if out, err := nstest.Ping(vm1, "-c", "2", "-i", "0.2", "-W", "2", "10.0.1.1"); err != nil {
+			t.Fatalf("VTEP with world allowed: %v\n%s", err, out)
+		}
+		if out, err := cli("endpoint", "policy", "busybox", "--allow-all"); err != nil {
+			t.Fatal(err, out)
+		}
+	})
+	t.Run("IPv6 inside from a VTEP is refused", func(t *testing.T) {
+		// VTEPs carry IPv4 (their CIDRs are IPv4): the VM's neighbour
+		// solicitations and pings over its vxlan device are dropped.
+		vm1.MustRun(t, "ip", "addr", "add", "fd00:5::236/64", "dev", "vxlan2", "nodad")
+		defer vm1.MustRun(t, "ip", "addr", "del", "fd00:5::236/64", "dev", "vxlan2")
+		before := dropCount(t, sock, "unsupported_protocol")
+		if out, err := nstest.Ping(vm1, "-c", "2", "-i", "0.2", "-W", "1", "fd00:5::1"); err == nil {
+			t.Fatalf("IPv6 ping over the VTEP answered:\n%s", out)
+		}
+		if after := dropCount(t, sock, "unsupported_protocol"); after < before+1 {
+			t.Errorf("unsupported_protocol %d -> %d", before, after)
+		}
+	})
 	t.Run("VTEPs through the API", func(t *testing.T) {
 		if out, err := cli("vtep", "del", "10.1.2.0/24"); err != nil {
 			t.Fatal(err, out)
