@@ -163,9 +163,12 @@ endpoints:%s
 		return path
 	}
 	cidr1, cidr2 := "10.1.1.0/24,fd00:1:1::/64", "10.1.2.0/24,fd00:1:2::/64"
+	// node1's metrics are served inside its namespace only.
+	const metricsAddr = "127.0.0.1:9962"
 	cfg1 := nodeConfig("node1", evil6Node1IP, cidr1, "node2", evil6Node2IP, cidr2, fmt.Sprintf(`
   - {name: pod1a, ip: "10.1.1.10,%s", netns: %s, identity: 1000}
-  - {name: pod1b, ip: "%s", netns: %s, identity: 1001}`, evil6Pod1a, pod1a.Path, evil6Pod1b, pod1b.Path))
+  - {name: pod1b, ip: "%s", netns: %s, identity: 1001}
+prometheus-serve-addr: %s`, evil6Pod1a, pod1a.Path, evil6Pod1b, pod1b.Path, metricsAddr))
 	cfg2 := nodeConfig("node2", evil6Node2IP, cidr2, "node1", evil6Node1IP, cidr1, fmt.Sprintf(`
   - {name: pod2a, ip: "10.1.2.20,%s", netns: %s, identity: 2000}`, evil6Pod2a, pod2a.Path))
 	sock1 := filepath.Join(dir, "node1.sock")
@@ -485,6 +488,28 @@ endpoints:%s
 			t.Errorf("pod1a's capture holds only %d echo requests", echoes)
 		}
 	}
+
+	t.Run("metrics agree", func(t *testing.T) {
+		// The Prometheus counters are the same numbers as vxdp stats.
+		body, err := scrape(node1, metricsAddr, "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := drops()
+		for _, reason := range []string{"unknown_tunnel_source", "invalid_extension_headers", "spoofed_inner_source", "policy_denied",
+			"ttl_exceeded", "no_endpoint", "invalid_header", "invalid_source", "no_route", "frag_needed", "encap_prohibited",
+			"multicast_address", "link_local_address"} {
+			v, ok := metricValue(body, `vxdp_drops_total{reason="`+reason+`"}`)
+			switch {
+			case !ok || v == 0:
+				t.Errorf("vxdp_drops_total for %s: %v (found %v)", reason, v, ok)
+			case int(v) != st[reason] && !strings.HasSuffix(reason, "_address"):
+				// A pod's own router solicitations may add to the
+				// *_address counters between the two reads.
+				t.Errorf("vxdp_drops_total for %s is %v, vxdp stats says %d", reason, v, st[reason])
+			}
+		}
+	})
 
 	t.Run("random IPv6", func(t *testing.T) {
 		// Mangled IPv6 (random extension header chains, hop limits that
