@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -34,7 +35,7 @@ func TestIPv6UnderlayCapture(t *testing.T) {
 	if d := capt.Dropped(); d > 0 {
 		t.Fatalf("capture lost %d frames", d)
 	}
-	file := filepath.Join(c.dir, "underlay6.pcap")
+	file := filepath.Join(c.dir, "underlay6.pcap") // what tshark reads
 	must(t, writePcap(file, frames))
 
 	// The UDP checksum is verified only when asked for; an ICMPv6 one
@@ -118,6 +119,61 @@ func TestIPv6UnderlayCapture(t *testing.T) {
 		}
 	}
 	t.Logf("VXLAN packets by inner source: %v", seen)
+
+	t.Run("vxdp capture", func(t *testing.T) {
+		// vxdp's own capture rebuilds the outer IPv6 and UDP headers the
+		// socket underlay adds and strips: tshark must read them as it
+		// reads the wire, checksums and all; at a pod, the bare IPv6.
+		for _, point := range []string{"underlay", "pod:pod1a"} {
+			pcap := filepath.Join(c.dir, strings.ReplaceAll(point, ":", "-")+".pcap")
+			cmd := exec.Command(vxdpBin, "--socket", c.sockets[0], "capture", "--point", point, "--count", "6", "-w", pcap)
+			out := &strings.Builder{}
+			cmd.Stdout, cmd.Stderr = out, out
+			must(t, cmd.Start())
+			started := time.Now()
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			// More echoes than the count needs: the capture may start a
+			// little after the command does on a busy machine.
+			time.Sleep(300 * time.Millisecond)
+			c.ping("pod1a", "fd00:1:2::20", "-c", "8", "-i", "0.2")
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("capture %s: %v\n%s", point, err, out)
+				}
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				<-done
+				t.Fatalf("capture %s did not finish:\n%s", point, out)
+			}
+			t.Logf("%s: captured in %v", point, time.Since(started).Round(time.Millisecond))
+			file = pcap
+			if bad := tshark("_ws.malformed || _ws.expert.severity >= warning", "frame.number", "_ws.expert.message"); len(bad) > 0 {
+				t.Errorf("%s: tshark finds malformed or suspect packets: %q", point, bad)
+			}
+			lines := tshark("icmpv6", "ipv6.src", "ipv6.dst", "udp.checksum.status", "vxlan.vni", "icmpv6.type", "ipv6.flow")
+			if len(lines) != 6 {
+				t.Fatalf("%s: tshark reads %d ICMPv6 packets, want 6:\n%s", point, len(lines), strings.Join(lines, "\n"))
+			}
+			for _, l := range lines {
+				f := strings.Split(l, "|")
+				srcs := strings.Split(f[0], ",")
+				if point == "pod:pod1a" {
+					if len(srcs) != 1 || f[3] != "" {
+						t.Errorf("%s: not bare IPv6: %q", point, l)
+					}
+					continue
+				}
+				if len(srcs) != 2 || srcs[0] != c.nodeIPs[0] && srcs[0] != c.nodeIPs[1] || f[2] != "1" {
+					t.Errorf("%s: outer header or checksum: %q", point, l)
+				}
+				if vni, _ := strconv.ParseUint(f[3], 0, 32); vni != wantVNI[srcs[1]] {
+					t.Errorf("%s: VNI %d from %s: %q", point, vni, srcs[1], l)
+				}
+			}
+		}
+	})
 }
 
 // ethtoolSTxCsum is ETHTOOL_STXCSUM of linux/ethtool.h, which sets the
