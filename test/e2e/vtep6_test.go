@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,11 +39,12 @@ func TestVTEPIPv6Underlay(t *testing.T) {
 	write(t, cfg, fmt.Sprintf(`node-name: node1
 node-ip: %s
 pod-cidr: 10.0.0.0/17
+state-dir: %s
 nodes:
   - {name: node2, ip: "%s", pod-cidr: 10.0.128.0/24}
 endpoints:
   - {name: busybox, ip: 10.0.1.1, netns: %s, identity: 1000}
-`, nodeIP, peerIP, pod.Path))
+`, nodeIP, filepath.Join(dir, "state"), peerIP, pod.Path))
 	cm := filepath.Join(dir, "configmap")
 	must(t, os.Mkdir(cm, 0o755))
 	for k, v := range map[string]string{ // the guide's keys, with IPv6 endpoints
@@ -197,6 +199,10 @@ endpoints:
 		if out, err := nstest.Ping(vm2, "-c", "2", "-i", "0.2", "-W", "2", "10.0.1.1"); err != nil {
 			t.Fatalf("ping after re-adding: %v\n%s", err, out)
 		}
+		// A CIDR the configuration lacks, on the same device.
+		if out, err := cli("vtep", "add", "10.1.3.0/24", "--endpoint", vm2IP, "--mac", "82:36:4c:98:2e:58"); err != nil {
+			t.Fatal(err, out)
+		}
 	})
 	t.Run("VNI 3 is dropped", func(t *testing.T) {
 		before := dropCount(t, sock, "invalid_vni")
@@ -207,6 +213,21 @@ endpoints:
 		}
 		if after := dropCount(t, sock, "invalid_vni"); after < before+2 {
 			t.Fatalf("invalid_vni %d -> %d", before, after)
+		}
+	})
+	t.Run("API VTEPs survive a restart", func(t *testing.T) {
+		// The table set through the API above is kept in the state file,
+		// IPv6 endpoints included, and restored by the next agent.
+		must(t, agent.Signal(syscall.SIGKILL))
+		agent.Wait(5 * time.Second)
+		agent = lab.Start(node, "agent-restarted", vxdpBin, "agent", "--config", cfg, "--config-dir", cm, "--socket", sock)
+		waitAgent(t, agent, sock)
+		out, err := cli("vtep", "list")
+		if err != nil || !strings.Contains(out, "10.1.3.0/24") || !strings.Contains(out, vm2IP) || !strings.Contains(out, vm1IP) {
+			t.Fatalf("vtep list after the restart: %v\n%s\n%s", err, out, agent.Output())
+		}
+		if out, err := nstest.Ping(vm2, "-c", "3", "-i", "0.2", "-W", "2", "10.0.1.1"); err != nil || !strings.Contains(out, " 0% packet loss") {
+			t.Fatalf("vm2 -> pod after the restart: %v\n%s", err, out)
 		}
 	})
 	if !agent.Alive() {
