@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vxdp/vxdp/encap"
 	"github.com/vxdp/vxdp/internal/nstest"
 )
 
@@ -108,9 +109,9 @@ endpoints:
 			}
 		}
 		// The VM learnt the pod's MAC from vxdp's ARP reply, sent back over
-		// IPv6: the node's tunnel MAC.
+		// IPv6: the node's tunnel MAC, derived from its IPv6 address.
 		out := vm1.MustRun(t, "ip", "neigh", "show", "10.0.1.1", "dev", "vxlan2")
-		if !strings.Contains(out, "lladdr 02:") {
+		if mac := encap.TunnelMAC(addr(nodeIP)).String(); !strings.Contains(out, "lladdr "+mac) {
 			t.Fatalf("VM's neighbour entry for the pod:\n%s", out)
 		}
 		// And its forwarding table holds the node's IPv6 address.
