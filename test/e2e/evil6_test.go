@@ -224,6 +224,9 @@ prometheus-serve-addr: %s`, evil6Pod1a, pod1a.Path, evil6Pod1b, pod1b.Path, metr
 			evil6Outer(evil6SelfIP, 50000, evil6VXLAN(1000, evil6Inner(evil6Pod2a, evil6Pod1a, "a6"))),
 			evil6Outer(evil6SelfIP, 50000, evil6VXLAN(1000, evil6Inner(evil6Pod2a, evil6Pod1b, "a6"))),
 			evil6Outer(evil6SelfIP, 50000, evilVXLAN(vxlanI, 1000, 0, evilNode2MAC, 0x0800, evilInner("10.1.2.20", "10.1.1.10", "a4"))),
+			// A link-local outer source is no node either, whatever
+			// interface identifier it carries.
+			evil6Outer("fe80::238", 50000, evil6VXLAN(1000, evil6Inner(evil6Pod2a, evil6Pod1a, "a6-ll"))),
 		}
 		expect(t, map[string]int{"unknown_tunnel_source": len(pkts)}, func() { raw.sendAll(t, pkts...) })
 	})
@@ -313,7 +316,9 @@ prometheus-serve-addr: %s`, evil6Pod1a, pod1a.Path, evil6Pod1b, pod1b.Path, metr
 
 	t.Run("multicast and link-local sources", func(t *testing.T) {
 		var pkts [][]byte
-		for _, src := range []string{"ff02::1", "ff05::2", "fe80::1234", "::", "::1", "::ffff:10.1.2.20"} {
+		// And addresses of node1's own pod CIDR, its host address among
+		// them, which node2 cannot be sending for.
+		for _, src := range []string{"ff02::1", "ff05::2", "fe80::1234", "::", "::1", "::ffff:10.1.2.20", evil6Pod1b, "fd00:1:1::1"} {
 			pkts = append(pkts, evil6Outer(evil6Node2IP, 50004, evil6VXLAN(2000, evil6Inner(src, evil6Pod1a, "m-"+src))))
 		}
 		expect(t, map[string]int{"spoofed_inner_source": len(pkts)}, func() { raw.sendAll(t, pkts...) })
