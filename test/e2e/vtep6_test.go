@@ -63,9 +63,10 @@ endpoints:
 	waitAgent(t, agent, sock)
 
 	// The guide's VM commands with IPv6 local and remote addresses.
-	guideVM := func(vm *nstest.Netns, id, local, mac, addr string) {
+	// opts are further options of the vxlan device.
+	guideVM := func(vm *nstest.Netns, id, local, mac, addr string, opts ...string) {
 		for _, cmd := range [][]string{
-			{"ip", "link", "add", "vxlan" + id, "type", "vxlan", "id", id, "dstport", "8472", "local", local, "dev", "eth0"},
+			append([]string{"ip", "link", "add", "vxlan" + id, "type", "vxlan", "id", id, "dstport", "8472", "local", local, "dev", "eth0"}, opts...),
 			{"ip", "link", "set", "dev", "vxlan" + id, "address", mac},
 			{"ip", "link", "set", "vxlan" + id, "up"},
 			{"ip", "addr", "add", addr, "dev", "vxlan" + id},
@@ -229,6 +230,21 @@ endpoints:
 		}
 		if out, err := nstest.Ping(vm2, "-c", "3", "-i", "0.2", "-W", "2", "10.0.1.1"); err != nil || !strings.Contains(out, " 0% packet loss") {
 			t.Fatalf("vm2 -> pod after the restart: %v\n%s", err, out)
+		}
+	})
+	t.Run("a VTEP sending zero checksums is refused", func(t *testing.T) {
+		// RFC 6935/6936 allow a zero UDP checksum over IPv6 only where
+		// both ends are set up for it; vxdp is not (nor is the kernel's
+		// vxlan by default): node1's kernel drops and counts what such a
+		// device sends.
+		vm1.MustRun(t, "ip", "link", "del", "vxlan3")
+		guideVM(vm1, "2", vm1IP, "82:36:4c:98:2e:56", "10.1.1.236/24", "udp6zerocsumtx", "udp6zerocsumrx")
+		before := snmp6(t, node, "Udp6InCsumErrors")
+		if out, err := nstest.Ping(vm1, "-c", "2", "-i", "0.2", "-W", "1", "10.0.1.1"); err == nil {
+			t.Fatalf("ping with zero checksums answered:\n%s", out)
+		}
+		if after := snmp6(t, node, "Udp6InCsumErrors"); after <= before {
+			t.Errorf("node1's kernel counted no zero checksums (%d -> %d)", before, after)
 		}
 	})
 	if !agent.Alive() {
