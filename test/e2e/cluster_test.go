@@ -112,6 +112,12 @@ func (c *cluster) startAgents(args ...string) {
 }
 
 func (c *cluster) writeConfig(name string, self, peer int, endpoints string) string {
+	extra := c.extra[self]
+	// A state directory of the test's own: the default one keys its files
+	// by node IP, which tests running at the same time share.
+	if !strings.Contains(extra, "state-dir:") {
+		extra += "\nstate-dir: " + filepath.Join(c.dir, "state-"+name)
+	}
 	cfg := fmt.Sprintf(`%s
 node-name: %s
 node-ip: %s
@@ -120,7 +126,7 @@ cluster-pool-ipv4-cidr: 10.1.0.0/16
 nodes:
   - {name: node%d, ip: "%s", pod-cidr: "%s"}
 endpoints:%s
-`, c.extra[self], name, c.nodeIPs[self], c.podCIDRs[self], peer+1, c.nodeIPs[peer], c.podCIDRs[peer], endpoints)
+`, extra, name, c.nodeIPs[self], c.podCIDRs[self], peer+1, c.nodeIPs[peer], c.podCIDRs[peer], endpoints)
 	path := filepath.Join(c.dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		c.t.Fatal(err)

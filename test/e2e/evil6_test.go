@@ -154,12 +154,13 @@ pod-cidr: "%s"
 routing-mode: tunnel
 tunnel-protocol: vxlan
 tunnel-port: %d
+state-dir: %s
 cluster-pool-ipv4-cidr: 10.1.0.0/16
 cluster-pool-ipv6-cidr: fd00:1::/32
 nodes:
   - {name: %s, ip: "%s", pod-cidr: "%s"}
 endpoints:%s
-`, name, ip, cidr, evilPort, peer, peerIP, peerCIDR, endpoints))
+`, name, ip, cidr, evilPort, filepath.Join(dir, "state-"+name), peer, peerIP, peerCIDR, endpoints))
 		return path
 	}
 	cidr1, cidr2 := "10.1.1.0/24,fd00:1:1::/64", "10.1.2.0/24,fd00:1:2::/64"
@@ -625,10 +626,11 @@ node-ip: %s
 pod-cidr: "fd00:1:1::/64"
 tunnel-port: %d
 tunnel-source-check: "false"
+state-dir: %s
 cluster-pool-ipv6-cidr: fd00:1::/32
 endpoints:
   - {name: pod1a, ip: "%s", netns: %s, identity: 1000}
-`, evil6Node1IP, evilPort, evil6Pod1a, pod1a.Path))
+`, evil6Node1IP, evilPort, filepath.Join(dir, "state"), evil6Pod1a, pod1a.Path))
 	sock := filepath.Join(dir, "node1.sock")
 	agent := lab.Start(node1, "agent1", vxdpBin, "agent", "--config", cfg, "--socket", sock)
 	waitAgent(t, agent, sock)
