@@ -96,6 +96,10 @@ endpoints:
 		if err != nil || !strings.Contains(out, "10.0.128.0:0") || !strings.Contains(out, "["+peerIP+"]:0") {
 			t.Errorf("tunnel list: %v\n%s", err, out)
 		}
+		out, err = cli("fib", "list")
+		if err != nil || !strings.Contains(out, "vtep "+vm1IP+" 82:36:4c:98:2e:56") || !strings.Contains(out, "node node2 "+peerIP) {
+			t.Errorf("fib list: %v\n%s", err, out)
+		}
 		out, err = cli("vtep", "list", "-o", "json")
 		if err != nil || !strings.Contains(out, `"endpoint":"`+vm1IP+`"`) && !strings.Contains(out, `"endpoint": "`+vm1IP+`"`) {
 			t.Errorf("vtep list -o json: %v\n%s", err, out)
