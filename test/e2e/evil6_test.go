@@ -315,12 +315,16 @@ prometheus-serve-addr: %s`, evil6Pod1a, pod1a.Path, evil6Pod1b, pod1b.Path, metr
 		expect(t, want, func() { raw.sendAll(t, pkts...) })
 	})
 
-	t.Run("multicast and link-local sources", func(t *testing.T) {
+	t.Run("multicast, link-local and spoofed sources", func(t *testing.T) {
 		var pkts [][]byte
 		// And addresses of node1's own pod CIDR, its host address among
 		// them, which node2 cannot be sending for.
 		for _, src := range []string{"ff02::1", "ff05::2", "fe80::1234", "::", "::1", "::ffff:10.1.2.20", evil6Pod1b, "fd00:1:1::1"} {
 			pkts = append(pkts, evil6Outer(evil6Node2IP, 50004, evil6VXLAN(2000, evil6Inner(src, evil6Pod1a, "m-"+src))))
+		}
+		// IPv4 inside an IPv6 underlay is held to node2's IPv4 pod CIDR.
+		for _, src := range []string{"10.1.9.9", "10.1.1.11", "224.0.0.1"} {
+			pkts = append(pkts, evil6Outer(evil6Node2IP, 50004, evilVXLAN(vxlanI, 2000, 0, evilNode2MAC, 0x0800, evilInner(src, "10.1.1.10", "m4-"+src))))
 		}
 		expect(t, map[string]int{"spoofed_inner_source": len(pkts)}, func() { raw.sendAll(t, pkts...) })
 	})
