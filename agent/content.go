@@ -84,7 +84,7 @@ func (a *Agent) restoreVTEPs(rows ...api.VTEP) error {
 	for _, r := range rows {
 		v, err := vtepSpec(r)
 		if err == nil {
-			err = checkVTEP(v)
+			err = a.checkVTEP(v)
 		}
 		if err != nil {
 			return err

@@ -96,8 +96,8 @@ func checkDecoded(t *testing.T, v any) {
 			}
 		}
 	case *api.VTEPRequest:
-		if vt, err := vtepRequest(*req); err == nil {
-			if err := checkVTEP(vt); err != nil {
+		if vt, err := fuzzAgent.vtepRequest(*req); err == nil {
+			if err := fuzzAgent.checkVTEP(vt); err != nil {
 				t.Fatalf("vtep %+v accepted, then refused: %v", *req, err)
 			}
 		}

@@ -155,7 +155,7 @@ func (a *Agent) vtepsWith(recs []kvstore.VTEPRecord) []dataplane.VTEPSpec {
 		err := mac.UnmarshalText([]byte(r.MAC))
 		v := dataplane.VTEPSpec{CIDR: r.CIDR, Endpoint: r.Endpoint, MAC: mac}
 		if err == nil {
-			err = checkVTEP(v)
+			err = a.checkVTEP(v)
 		}
 		if err != nil {
 			a.log.Warn("etcd vtep record refused", zap.Stringer("cidr", r.CIDR), zap.Error(err))

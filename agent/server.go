@@ -286,7 +286,7 @@ func (a *Agent) postVTEP(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
-	s, err := vtepRequest(req)
+	s, err := a.vtepRequest(req)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
@@ -302,7 +302,7 @@ func (a *Agent) putVTEPs(w http.ResponseWriter, r *http.Request) {
 	}
 	specs := make([]dataplane.VTEPSpec, 0, len(req))
 	for _, v := range req {
-		s, err := vtepRequest(v)
+		s, err := a.vtepRequest(v)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err)
 			return

@@ -13,7 +13,7 @@ import (
 
 // Nodes, endpoints and VTEPs from the API, from the state of a previous
 // run and from etcd go through the configuration file's checks (config's
-// Local.CheckNode, Local.CheckEndpoint, CheckVTEP), so that none of them
+// Local.CheckNode, Local.CheckEndpoint, Local.CheckVTEP), so that none of them
 // takes what the file refuses. The engine then checks each against all
 // the others (overlaps, duplicates, the underlay subnet).
 
@@ -114,8 +114,8 @@ func (a *Agent) checkEndpoint(s dataplane.EndpointSpec) error {
 }
 
 // vtepRequest parses and checks a VTEP of POST or PUT /v1/vteps.
-func vtepRequest(req api.VTEPRequest) (dataplane.VTEPSpec, error) {
-	v, e := config.ParseVTEP(req.CIDR, req.Endpoint, req.MAC)
+func (a *Agent) vtepRequest(req api.VTEPRequest) (dataplane.VTEPSpec, error) {
+	v, e := a.local.ParseVTEP(req.CIDR, req.Endpoint, req.MAC)
 	if e != nil {
 		return dataplane.VTEPSpec{}, entryError("vtep", req.CIDR, e)
 	}
@@ -127,8 +127,8 @@ func vtepRequest(req api.VTEPRequest) (dataplane.VTEPSpec, error) {
 }
 
 // checkVTEP checks a VTEP that is already parsed (state, etcd).
-func checkVTEP(v dataplane.VTEPSpec) error {
-	if e := config.CheckVTEP(config.VTEP{Endpoint: v.Endpoint, CIDR: v.CIDR, MAC: net.HardwareAddr(v.MAC[:])}); e != nil {
+func (a *Agent) checkVTEP(v dataplane.VTEPSpec) error {
+	if e := a.local.CheckVTEP(config.VTEP{Endpoint: v.Endpoint, CIDR: v.CIDR, MAC: net.HardwareAddr(v.MAC[:])}); e != nil {
 		return entryError("vtep", v.CIDR.String(), e)
 	}
 	return nil

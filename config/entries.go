@@ -65,9 +65,9 @@ func (ep *Endpoint) Set(field, value string) *Error {
 var endpointFields = []string{"name", "ip", "netns", "ifname", "identity"}
 
 // ParseVTEP builds a VTEP from its CIDR ("a.b.c.d/len"), endpoint address
-// and MAC as text, with the file's parsers. Errors name vtep-cidr,
-// vtep-endpoint and vtep-mac.
-func ParseVTEP(cidr, endpoint, mac string) (VTEP, *Error) {
+// and MAC as text, with the file's parsers, and checks it as CheckVTEP
+// does. Errors name vtep-cidr, vtep-endpoint and vtep-mac.
+func (l Local) ParseVTEP(cidr, endpoint, mac string) (VTEP, *Error) {
 	var v VTEP
 	p, err := parsePrefix(cidr)
 	if err != nil {
@@ -82,7 +82,7 @@ func ParseVTEP(cidr, endpoint, mac string) (VTEP, *Error) {
 		return v, &Error{Key: "vtep-mac", Value: mac, Reason: err.Error()}
 	}
 	v = VTEP{Endpoint: a, CIDR: p, MAC: m}
-	return v, CheckVTEP(v)
+	return v, l.CheckVTEP(v)
 }
 
 // CheckNode checks a remote node on its own and against this node. What
@@ -215,14 +215,25 @@ func (l Local) CheckEndpoint(ep *Endpoint) *Error {
 	return nil
 }
 
-// CheckVTEP checks one VTEP on its own. What depends on the rest (pod
-// CIDRs, other VTEPs, node addresses) is checked where all are known.
-func CheckVTEP(v VTEP) *Error {
-	if !v.Endpoint.Is4() {
-		return &Error{Key: "vtep-endpoint", Value: formatAddr(v.Endpoint), Reason: "VTEP endpoints are IPv4"}
+// CheckVTEP checks one VTEP on its own and against this node's underlay
+// family. What depends on the rest (pod CIDRs, other VTEPs, node
+// addresses) is checked where all are known. The CIDR is IPv4, as
+// Cilium's VTEPs are; the endpoint is an underlay address, so of
+// node-ip's family: one underlay socket speaks one family.
+func (l Local) CheckVTEP(v VTEP) *Error {
+	if !v.Endpoint.IsValid() {
+		return &Error{Key: "vtep-endpoint", Reason: "required"}
 	}
 	if err := checkNodeAddr(v.Endpoint); err != nil {
 		return &Error{Key: "vtep-endpoint", Value: v.Endpoint.String(), Reason: err.Error()}
+	}
+	if l.NodeIP.IsValid() && v.Endpoint.Is4() != l.NodeIP.Is4() {
+		return &Error{Key: "vtep-endpoint", Value: v.Endpoint.String(),
+			Reason: "address family differs from node-ip " + l.NodeIP.String() + "; a VTEP endpoint is an underlay address"}
+	}
+	if v.Endpoint.Is6() && v.Endpoint.IsLinkLocalUnicast() {
+		// Reachable only with a zone, which an underlay address has not.
+		return &Error{Key: "vtep-endpoint", Value: v.Endpoint.String(), Reason: "a link-local address is not an underlay address"}
 	}
 	if !v.CIDR.IsValid() || !v.CIDR.Addr().Is4() {
 		return &Error{Key: "vtep-cidr", Value: formatPrefix(v.CIDR), Reason: "VTEP CIDRs are IPv4"}

@@ -18,6 +18,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(base))
 	f.Add([]byte(base + guideVTEP))
 	f.Add([]byte(guideNode + guideVTEP))
+	f.Add([]byte(guideNode6 + strings.ReplaceAll(guideVTEP, "10.169.72.", "fd69:72::")))
 	f.Add([]byte(base + "tunnel: disabled\nauto-direct-node-routes: true\nmtu: \"9000\"\n"))
 	f.Add([]byte("node-ip: 2001:db8::1\npod-cidr: fd00:1::/64\nendpoints: [{name: a, ip: 'fd00:1::9', netns: /n, allow-from: 'world 300'}]\n"))
 	f.Add([]byte("nodes: &n [{name: a}]\nendpoints: *n\n"))
@@ -140,7 +141,7 @@ func checkInvariants(t *testing.T, c *Config) {
 			t.Fatalf("VTEPs %+v ipsec %v", c.VTEPs, c.EnableIPsec)
 		}
 		for _, v := range c.VTEPs {
-			if !v.Endpoint.Is4() || !v.CIDR.Addr().Is4() || c.PodCIDR.IsValid() && v.CIDR.Overlaps(c.PodCIDR) || len(v.MAC) != 6 || v.MAC[0]&1 != 0 {
+			if v.Endpoint.Is4() != c.NodeIP.Is4() || !v.CIDR.Addr().Is4() || c.PodCIDR.IsValid() && v.CIDR.Overlaps(c.PodCIDR) || len(v.MAC) != 6 || v.MAC[0]&1 != 0 {
 				t.Fatalf("VTEP %+v", v)
 			}
 		}

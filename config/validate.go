@@ -394,7 +394,7 @@ func (c *Config) validateVTEPs() *Error {
 	}
 	for i, v := range c.VTEPs {
 		c.VTEPs[i].CIDR = v.CIDR.Masked() // set in code, or a bare address completed by vtep-mask
-		if err := CheckVTEP(c.VTEPs[i]); err != nil {
+		if err := c.Local().CheckVTEP(c.VTEPs[i]); err != nil {
 			return err
 		}
 	}

@@ -50,11 +50,13 @@ func setVTEPEndpoints(c *Config, s string) error {
 		if err != nil {
 			return &Error{Key: "vtep-endpoint", Value: w, Reason: err.Error()}
 		}
-		if !a.Is4() {
-			return &Error{Key: "vtep-endpoint", Value: w, Reason: "VTEP endpoints are IPv4"}
-		}
 		if err := checkNodeAddr(a); err != nil {
 			return &Error{Key: "vtep-endpoint", Value: w, Reason: err.Error()}
+		}
+		// Endpoints are underlay addresses, all of node-ip's family
+		// (Validate checks which): a mixed list is never right.
+		if len(eps) > 0 && a.Is4() != eps[0].Is4() {
+			return &Error{Key: "vtep-endpoint", Value: w, Reason: "of another address family than " + eps[0].String() + ": all are of node-ip's family"}
 		}
 		eps = append(eps, a)
 	}

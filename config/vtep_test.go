@@ -120,7 +120,8 @@ func TestVTEP(t *testing.T) {
 		{"non-contiguous mask", vtep("10.169.72.236", "10.1.1.0", "255.255.0.255", m1), "vtep-mask", "", nil},
 		{"bad cidr", vtep("10.169.72.236", "10.1.1.0/33", "", m1), "vtep-cidr", "", nil},
 		{"bad endpoint", vtep("10.169.72.236.1", "10.1.1.0/24", "", m1), "vtep-endpoint", "", nil},
-		{"IPv6 endpoint", vtep("2001:db8::9", "10.1.1.0/24", "", m1), "vtep-endpoint", "", nil},
+		{"IPv6 endpoint, IPv4 node-ip", vtep("2001:db8::9", "10.1.1.0/24", "", m1), "", "vtep-endpoint", nil},
+		{"endpoints of both families", vtep("10.169.72.236 2001:db8::9", "10.1.1.0/24 10.1.2.0/24", "", m1+" "+m2), "vtep-endpoint", "", nil},
 		{"bad mac", vtep("10.169.72.236", "10.1.1.0/24", "", "82:36:4c:98:2e"), "vtep-mac", "", nil},
 		{"multicast mac", vtep("10.169.72.236", "10.1.1.0/24", "", "33:33:00:00:00:01"), "vtep-mac", "", nil},
 		{"overlaps pod-cidr", vtep("10.169.72.236", "10.0.1.0/24", "", m1), "", "vtep-cidr", nil},
@@ -245,4 +246,85 @@ func TestVTEPInCode(t *testing.T) {
 	c.VTEPs[0].MAC = mac("82:36:4c:98:2e:56")
 	c.VTEPs[0].Endpoint = mustAddr("2001:db8::1")
 	wantKey(t, c.Validate(), "vtep-endpoint")
+}
+
+// guideNode6 is guideNode on an IPv6 underlay: the pods and the VTEP
+// CIDRs stay IPv4, the node and its peer have IPv6 underlay addresses.
+const guideNode6 = `
+node-name: node1
+node-ip: fd69:72::233
+pod-cidr: 10.0.1.0/24
+cluster-pool-ipv4-cidr: 10.0.0.0/16
+nodes:
+  - {name: node2, ip: "fd69:72::237", pod-cidr: 10.0.2.0/24}
+endpoints:
+  - {name: busybox, ip: 10.0.1.2, netns: /run/netns/pod1}
+`
+
+// TestVTEPIPv6Underlay: on an IPv6 underlay the VTEP endpoints are IPv6,
+// the CIDRs IPv4 as ever; an endpoint of the other family is refused with
+// vtep-endpoint named, from the file and from the API's parser alike.
+func TestVTEPIPv6Underlay(t *testing.T) {
+	const m1, m2 = "82:36:4c:98:2e:56", "82:36:4c:98:2e:58"
+	vtep := func(eps, cidrs, macs string) string {
+		return fmt.Sprintf("enable-vtep: true\nvtep-endpoint: %q\nvtep-cidr: %q\nvtep-mac: %q\n", eps, cidrs, macs)
+	}
+	tests := []struct {
+		name, doc, parseKey, wantKey string
+	}{
+		{"IPv6 endpoints", vtep("fd69:72::236 fd69:72::238", "10.1.1.0/24 10.1.2.0/24", m1+" "+m2), "", ""},
+		{"IPv4 endpoint", vtep("10.169.72.236", "10.1.1.0/24", m1), "", "vtep-endpoint"},
+		{"mixed endpoints", vtep("fd69:72::236 10.169.72.238", "10.1.1.0/24 10.1.2.0/24", m1+" "+m2), "vtep-endpoint", ""},
+		{"IPv6 cidr", vtep("fd69:72::236", "fd00:1:5::/64", m1), "vtep-cidr", ""},
+		{"link-local endpoint", vtep("fe80::236", "10.1.1.0/24", m1), "", "vtep-endpoint"},
+		{"zoned endpoint", vtep("fe80::236%eth0", "10.1.1.0/24", m1), "vtep-endpoint", ""},
+		{"mapped endpoint", vtep("::ffff:10.169.72.236", "10.1.1.0/24", m1), "vtep-endpoint", ""},
+		{"endpoint is node-ip", vtep("fd69:72::233", "10.1.1.0/24", m1), "", "vtep-endpoint"},
+		{"endpoint is a node", vtep("fd69:72::237", "10.1.1.0/24", m1), "", "vtep-endpoint"},
+		{"overlaps pod-cidr", vtep("fd69:72::236", "10.0.1.0/24", m1), "", "vtep-cidr"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(guideNode6 + tt.doc))
+			if tt.parseKey != "" {
+				wantKey(t, err, tt.parseKey)
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			err = c.Validate()
+			if tt.wantKey != "" {
+				e := wantKey(t, err, tt.wantKey)
+				t.Logf("refused: %v", e)
+				return
+			}
+			if err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			if len(c.VTEPs) != 2 || c.VTEPs[0].Endpoint != mustAddr("fd69:72::236") || c.VTEPs[1].CIDR != mustPrefix("10.1.2.0/24") {
+				t.Errorf("VTEPs = %+v", c.VTEPs)
+			}
+		})
+	}
+
+	// The API's path: the same checks against the node's family.
+	for _, tt := range []struct {
+		nodeIP, endpoint, wantKey string
+	}{
+		{"fd69:72::233", "fd69:72::236", ""},
+		{"fd69:72::233", "10.169.72.236", "vtep-endpoint"},
+		{"10.169.72.233", "10.169.72.236", ""},
+		{"10.169.72.233", "fd69:72::236", "vtep-endpoint"},
+		{"fd69:72::233", "fe80::1", "vtep-endpoint"},
+	} {
+		l := Local{NodeIP: mustAddr(tt.nodeIP)}
+		_, e := l.ParseVTEP("10.1.1.0/24", tt.endpoint, m1)
+		switch {
+		case tt.wantKey == "" && e != nil:
+			t.Errorf("node-ip %s, endpoint %s: %v", tt.nodeIP, tt.endpoint, e)
+		case tt.wantKey != "" && (e == nil || e.Key != tt.wantKey):
+			t.Errorf("node-ip %s, endpoint %s: error %v, want one naming %s", tt.nodeIP, tt.endpoint, e, tt.wantKey)
+		}
+	}
 }

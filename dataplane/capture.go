@@ -44,7 +44,8 @@ type CapturePoint struct {
 	Endpoint string
 }
 
-// device returns the device (a packetio.Device or Underlay) at p. Its errors name the cause, not the
+// device returns the device (a packetio.Device, or underlayTap for all
+// underlay devices) at p. Its errors name the cause, not the
 // point: the caller knows how its user spelled the point.
 func (e *Engine) device(p CapturePoint) (any, error) {
 	switch p.Kind {
@@ -52,7 +53,7 @@ func (e *Engine) device(p CapturePoint) (any, error) {
 		if len(e.underlays) == 0 {
 			return nil, fmt.Errorf("no underlay device: %w", ErrNotFound)
 		}
-		return e.underlays[0].dev, nil
+		return underlayTap{}, nil
 	case CaptureHost:
 		if e.host == nil {
 			return nil, fmt.Errorf("no host device: %w", ErrNotFound)
@@ -116,7 +117,12 @@ func (e *Engine) Capture(ctx context.Context, point CapturePoint) (<-chan Captur
 	return t.ch, nil
 }
 
-// tapFor returns the tap on dev (a packetio.Device or Underlay), if a
+// underlayTap keys the capture of the underlay: every underlay device
+// (the sockets or queues flows are spread over) at once, so that a
+// capture sees each flow whichever device carries it.
+type underlayTap struct{}
+
+// tapFor returns the tap on dev (a packetio.Device, or underlayTap), if a
 // capture runs there.
 func (e *Engine) tapFor(dev any) *tap {
 	m := e.taps.Load()

@@ -315,7 +315,9 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int, m *packetio.
 
 // fromTunnel4 handles the inner IPv4 packet pkt = buf[off:] of a tunnel
 // payload that peer p (nil when the source check is off) sent with
-// identity src, in an outer header with ECN field outer.
+// identity src, in an outer header with ECN field outer: its source must
+// lie in the peer's pod CIDR, and without a peer to tell by, be at least
+// an address some pod could have.
 func (w *worker) fromTunnel4(snap *snapshot, p *peer, buf []byte, off int, pkt []byte, src identity.ID, outer encap.ECN) {
 	inner := encap.IPv4(pkt)
 	if !inner.IsValid(len(inner)) {
@@ -324,7 +326,7 @@ func (w *worker) fromTunnel4(snap *snapshot, p *peer, buf []byte, off int, pkt [
 	}
 	n := inner.TotalLen()
 	inner = inner[:n]
-	if p != nil && !p.PodCIDR.Contains(inner.SourceAddr()) {
+	if s := inner.SourceAddr(); p != nil && !p.PodCIDR.Contains(s) || p == nil && !podSource4(s) {
 		w.drop(DropSpoofedInnerSource)
 		return
 	}
@@ -369,6 +371,12 @@ func (w *worker) decapECNResult(drop, anomaly bool) bool {
 		return false
 	}
 	return true
+}
+
+// podSource4 reports whether a could be a pod's address: never a
+// multicast, broadcast, loopback or "this network" (0.0.0.0/8) one.
+func podSource4(a netip.Addr) bool {
+	return !a.IsMulticast() && !a.IsLoopback() && a.As4()[0] != 0 && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
 
 // tunnelHeader validates the VXLAN or Geneve header at the start of

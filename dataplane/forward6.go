@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/vxdp/vxdp/encap"
@@ -176,13 +177,14 @@ func (w *worker) toTunnelPort6(snap *snapshot, ip encap.IPv6, u *encap.IPv6Upper
 // fromTunnel6 handles the inner IPv6 packet pkt = buf[off:] of a tunnel
 // payload that peer p (nil when the source check is off) sent with
 // identity src, in an outer header with ECN field outer: its source must
-// lie in the peer's IPv6 pod CIDR.
+// lie in the peer's IPv6 pod CIDR, and without a peer to tell by, be at
+// least an address some pod could have.
 func (w *worker) fromTunnel6(snap *snapshot, p *peer, buf []byte, off int, pkt []byte, src identity.ID, outer encap.ECN) {
 	inner, u, ok := w.innerIPv6(pkt)
 	if !ok {
 		return
 	}
-	if p != nil && !p.PodCIDR6.Contains(inner.SourceAddr()) {
+	if s := inner.SourceAddr(); p != nil && !p.PodCIDR6.Contains(s) || p == nil && !podSource6(s) {
 		w.drop(DropSpoofedInnerSource)
 		return
 	}
@@ -190,6 +192,13 @@ func (w *worker) fromTunnel6(snap *snapshot, p *peer, buf []byte, off int, pkt [
 		return
 	}
 	w.deliver6(snap, inner, &u, buf, off, src)
+}
+
+// podSource6 reports whether a could be a pod's address: never a
+// multicast, link-local (scoped to a link the packet did not arrive on),
+// unspecified, loopback or IPv4-mapped one.
+func podSource6(a netip.Addr) bool {
+	return !a.IsMulticast() && !a.IsLinkLocalUnicast() && !a.IsUnspecified() && !a.IsLoopback() && !a.Is4In6()
 }
 
 // deliver6 hands a decapsulated IPv6 packet inner = buf[off:off+len(inner)]

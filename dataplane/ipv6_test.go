@@ -914,3 +914,39 @@ func TestVTEPOnIPv6Underlay(t *testing.T) {
 	waitDrop(t, n.eng, dataplane.DropUnsupportedProtocol, 1)
 	expectNone(t, n.pod(t, "a"))
 }
+
+// With tunnel-source-check off a stranger's packets are taken, but an
+// inner source that no pod anywhere can have is not: multicast,
+// link-local, unspecified, loopback, an IPv4-mapped address; for IPv4
+// multicast, broadcast, loopback and 0.0.0.0/8.
+func TestTunnelSourceCheckOff(t *testing.T) {
+	checkGoroutines(t)
+	n := newTestNode(t, fake.NewUnderlay("u", netip.AddrPortFrom(node2IP, 8472), 16), node2IP, "10.1.2.0/24", func(c *dataplane.Config) {
+		dualStack(cidr2v6)(c)
+		c.DisableSourceCheck = true
+	})
+	must(t, n.eng.AddEndpoint(dataplane.EndpointSpec{Name: "c", IP: pod2, IP6: pod2v6, Netns: "/x", Identity: 2000}))
+	c := n.pod(t, "c")
+	stranger := netip.MustParseAddr("192.0.2.66")
+	n.under.InjectDatagram(wirePacket6(stranger, node2IP, 1000, udp6(pod1v6, pod2v6, 1, 2, 64, []byte("taken"))))
+	checkUDP6(t, waitOne(t, c), pod1v6, pod2v6, 63, "taken")
+	n.under.InjectDatagram(wirePacket(t, stranger, node2IP, 1000, udpPacket(pod1, pod2, 1, 2, 64, false, []byte("taken"))))
+	waitOne(t, c)
+	for _, src := range []string{"ff02::1", "ff0e::5", "fe80::1", "::", "::1", "::ffff:10.1.1.10",
+		"224.0.0.1", "239.1.1.1", "255.255.255.255", "127.0.0.1", "0.0.0.0", "0.1.2.3"} {
+		t.Run(src, func(t *testing.T) {
+			a := netip.MustParseAddr(src)
+			d := wirePacket6(stranger, node2IP, 1000, udp6(a, pod2v6, 1, 2, 64, nil))
+			if a.Is4() {
+				d = wirePacket(t, stranger, node2IP, 1000, udpPacket(a, pod2, 1, 2, 64, false, nil))
+			}
+			before := n.eng.Drops(dataplane.DropSpoofedInnerSource)
+			n.under.InjectDatagram(d)
+			waitDrop(t, n.eng, dataplane.DropSpoofedInnerSource, before+1)
+			expectNone(t, c)
+		})
+	}
+	if st := n.eng.Stats(); st.ICMPErrors != 0 {
+		t.Fatalf("%d ICMP errors for impossible sources", st.ICMPErrors)
+	}
+}

@@ -56,7 +56,8 @@ type worker struct {
 	under packetio.Underlay // or an underlay queue
 	name  string
 	// tapKey is what captures of what this worker reads are keyed by:
-	// the endpoint's device for every queue of a multi-queue pod.
+	// the endpoint's device for every queue of a multi-queue pod,
+	// underlayTap for every underlay device.
 	tapKey any
 	stats  *DeviceStats
 	kind   sourceKind
@@ -123,7 +124,7 @@ func newWorker(e *Engine, dev packetio.Device, under packetio.Underlay, st *Devi
 	w := &worker{e: e, dev: dev, under: under, stats: st, kind: kind, ep: ep}
 	var batch int
 	if under != nil {
-		batch, w.name, w.tapKey = under.BatchSize(), under.Name(), under
+		batch, w.name, w.tapKey = under.BatchSize(), under.Name(), underlayTap{}
 	} else {
 		batch, w.name, w.tapKey = dev.BatchSize(), dev.Name(), dev
 	}
@@ -308,7 +309,7 @@ func (w *worker) flushQueues() {
 			continue
 		}
 		u := &w.e.underlays[i]
-		if t := w.e.tapFor(u.dev); t != nil {
+		if t := w.e.tapFor(underlayTap{}); t != nil {
 			for j, b := range q.bufs {
 				t.putUnderlay(w.e, true, b, &q.meta[j])
 			}

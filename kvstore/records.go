@@ -124,8 +124,10 @@ func (v *VTEPRecord) normalize() error {
 	if v.CIDR != v.CIDR.Masked() {
 		return fmt.Errorf("%w VTEP CIDR %s: host bits set", ErrInvalid, v.CIDR)
 	}
-	if !v.Endpoint.IsValid() || !v.Endpoint.Is4() || v.Endpoint.IsUnspecified() {
-		return fmt.Errorf("%w VTEP %s: endpoint %s is not an IPv4 address", ErrInvalid, v.CIDR, v.Endpoint)
+	// The endpoint is an underlay address of either family (the CIDR
+	// behind it stays IPv4); each agent keeps those of its own node-ip's.
+	if !v.Endpoint.IsValid() || v.Endpoint.IsUnspecified() || v.Endpoint.Zone() != "" || v.Endpoint.Is4In6() {
+		return fmt.Errorf("%w VTEP %s: endpoint %s is not an underlay address", ErrInvalid, v.CIDR, v.Endpoint)
 	}
 	mac, err := net.ParseMAC(v.MAC)
 	if err != nil || len(mac) != 6 {

@@ -109,3 +109,26 @@ func TestVTEPs(t *testing.T) {
 		}
 	})
 }
+
+// A VTEP record's endpoint is an underlay address of either family; its
+// CIDR stays IPv4.
+func TestVTEPRecordFamilies(t *testing.T) {
+	mac := "02:aa:bb:cc:dd:01"
+	for _, tt := range []struct {
+		cidr, endpoint string
+		ok             bool
+	}{
+		{"10.2.0.0/16", "192.0.2.50", true},
+		{"10.2.0.0/16", "2001:db8::50", true},
+		{"10.2.0.0/16", "fe80::50%eth0", false},
+		{"10.2.0.0/16", "::ffff:192.0.2.50", false},
+		{"10.2.0.0/16", "::", false},
+		{"2001:db8:5::/64", "2001:db8::50", false},
+	} {
+		v := VTEPRecord{CIDR: netip.MustParsePrefix(tt.cidr), Endpoint: netip.MustParseAddr(tt.endpoint), MAC: mac}
+		err := v.normalize()
+		if (err == nil) != tt.ok || err != nil && !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s via %s: %v, want ok %v", tt.cidr, tt.endpoint, err, tt.ok)
+		}
+	}
+}

@@ -113,11 +113,10 @@ func (c *cluster) startAgents(args ...string) {
 
 func (c *cluster) writeConfig(name string, self, peer int, endpoints string) string {
 	extra := c.extra[self]
+	// A state directory of the test's own: the default one keys its files
+	// by node IP, which tests running at the same time share.
 	if !strings.Contains(extra, "state-dir:") {
-		// The test's own: the machine's /var/lib/vxdp is neither
-		// touched nor shared with a test running beside this one
-		// (agents of one node IP share a lock there).
-		extra += "\nstate-dir: " + filepath.Join(c.dir, "state")
+		extra += "\nstate-dir: " + filepath.Join(c.dir, "state-"+name)
 	}
 	cfg := fmt.Sprintf(`%s
 node-name: %s
