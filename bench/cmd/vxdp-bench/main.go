@@ -13,7 +13,7 @@
 // agent's memory and the per-packet cost of the Go benchmarks at that
 // scale.
 //
-//	go run ./bench/cmd/vxdp-bench [--modes kernel,vxdp-udp,vxdp-afxdp,kernel-ipv6,vxdp-udp-ipv6,scale] [--reps 3] [--duration 5] [--json FILE]
+//	go run ./bench/cmd/vxdp-bench [--modes kernel,vxdp-udp,vxdp-afxdp,kernel-ipv6,vxdp-udp-ipv6,vxdp-afxdp-ipv6,scale] [--reps 3] [--duration 5] [--json FILE]
 //	go run ./bench/cmd/vxdp-bench --modes scale [--scale-endpoints 200] [--scale-nodes 1000]
 //
 // It needs root, iproute2, bin/vxdp (make build), the go command (it builds
@@ -48,7 +48,7 @@ import (
 // allModes are what --modes accepts. All but "scale" build the two-node
 // cluster and are columns of the comparison table; "scale" is a phase of
 // its own with its own table.
-var allModes = []string{"kernel", "vxdp-udp", "vxdp-afxdp", "kernel-ipv6", "vxdp-udp-ipv6", "scale"}
+var allModes = []string{"kernel", "vxdp-udp", "vxdp-afxdp", "kernel-ipv6", "vxdp-udp-ipv6", "vxdp-afxdp-ipv6", "scale"}
 
 type options struct {
 	modes       []string
@@ -115,7 +115,7 @@ func (f secondsFlag) Set(s string) error {
 func parseFlags(args []string, root string) (*options, error) {
 	o := &options{duration: 5 * time.Second, udpWindow: 3 * time.Second}
 	fs := flag.NewFlagSet("vxdp-bench", flag.ContinueOnError)
-	modes := fs.String("modes", strings.Join(allModes, ","), "modes to measure, in this order: kernel, vxdp-udp, vxdp-afxdp, kernel-ipv6, vxdp-udp-ipv6 (the comparison), scale (one agent with many endpoints and nodes)")
+	modes := fs.String("modes", strings.Join(allModes, ","), "modes to measure, in this order: kernel, vxdp-udp, vxdp-afxdp, kernel-ipv6, vxdp-udp-ipv6, vxdp-afxdp-ipv6 (the comparison), scale (one agent with many endpoints and nodes)")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions of every test; the table shows medians")
 	fs.Var(secondsFlag{&o.duration}, "duration", "seconds per TCP throughput test (also bounds the latency test)")
 	fs.StringVar(&o.jsonPath, "json", "bench-results.json", "write every figure and repetition here as JSON (empty: don't)")
@@ -479,6 +479,8 @@ func runMode(ctx context.Context, l *lab, opts *options, mode, udpBin, rrBin str
 		e, err = buildKernel6(ctx, l)
 	case "vxdp-udp-ipv6":
 		e, err = buildVXDP(ctx, l, opts.vxdpBin, "udp", true)
+	case "vxdp-afxdp-ipv6":
+		e, err = buildVXDP(ctx, l, opts.vxdpBin, "afxdp", true)
 	}
 	if err == nil {
 		err = checkPath(ctx, e)
