@@ -120,8 +120,16 @@ func TestCNIChurn(t *testing.T) {
 	t.Logf("%d cycles in %v; ADD p50 %v p99 %v, DEL p50 %v p99 %v; stream %d bytes verified; ping: %s",
 		cycles, elapsed.Round(time.Millisecond), q(adds, 0.5), q(adds, 0.99), q(dels, 0.5), q(dels, 0.99), verified,
 		lastLines(pingOut.String(), 2))
-	if !strings.Contains(pingOut.String(), " 0% packet loss") {
-		t.Errorf("ping during the churn lost packets:\n%s", lastLines(pingOut.String(), 3))
+	// The one request in flight when ping was interrupted has no answer
+	// to wait for: at most that one may be missing.
+	var tx, rx int
+	for _, line := range strings.Split(pingOut.String(), "\n") {
+		if strings.Contains(line, "packets transmitted") {
+			fmt.Sscanf(line, "%d packets transmitted, %d received", &tx, &rx)
+		}
+	}
+	if tx < cycles || rx < tx-1 {
+		t.Errorf("ping during the churn: %d sent, %d answered:\n%s", tx, rx, lastLines(pingOut.String(), 3))
 	}
 
 	// Nothing left: the container's namespace is empty again, the node
