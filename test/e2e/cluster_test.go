@@ -116,7 +116,7 @@ func (c *cluster) writeConfig(name string, self, peer int, endpoints string) str
 	// A state directory of the test's own: the default one keys its files
 	// by node IP, which tests running at the same time share.
 	if !strings.Contains(extra, "state-dir:") {
-		extra += "\nstate-dir: " + filepath.Join(c.dir, "state-"+name)
+		extra += "\nstate-dir: " + c.stateDir(name)
 	}
 	cfg := fmt.Sprintf(`%s
 node-name: %s
@@ -133,6 +133,10 @@ endpoints:%s
 	}
 	return path
 }
+
+// stateDir is the state directory writeConfig gives node name (unless
+// its extra lines set one).
+func (c *cluster) stateDir(name string) string { return filepath.Join(c.dir, "state-"+name) }
 
 func (c *cluster) waitReady(i int) {
 	c.t.Helper()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -478,7 +477,10 @@ func TestCNIPlugin(t *testing.T) {
 		// down): DEL still succeeds.
 		c.agents[0].Signal(syscall.SIGKILL)
 		c.agents[0].Wait(5 * time.Second)
-		must(t, os.RemoveAll(filepath.Join(c.dir, "state")))
+		if _, err := os.Stat(c.stateDir("node1")); err != nil {
+			t.Fatalf("node1's state directory: %v", err)
+		}
+		must(t, os.RemoveAll(c.stateDir("node1")))
 		c.agents[0] = c.lab.Start(c.node[0], "agent1d", vxdpBin, "agent", "--config", c.configs[0], "--socket", c.sockets[0], "--cleanup")
 		c.agents[0].Wait(15 * time.Second)
 		c.agents[0] = c.lab.Start(c.node[0], "agent1e", vxdpBin, "agent", "--config", c.configs[0], "--socket", c.sockets[0])

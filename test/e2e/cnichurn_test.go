@@ -140,7 +140,7 @@ func TestCNIChurn(t *testing.T) {
 	if eps := containerEndpoints(t, c, 0); len(eps) != 0 {
 		t.Errorf("%d container endpoints left", len(eps))
 	}
-	leases, err := os.ReadFile(filepath.Join(c.dir, "state", "ipam-"+c.nodeIPs[0]+".json"))
+	leases, err := os.ReadFile(filepath.Join(c.stateDir("node1"), "ipam-"+c.nodeIPs[0]+".json"))
 	must(t, err)
 	if !strings.Contains(string(leases), `"leases":[]`) {
 		t.Errorf("leases left: %s", leases)
