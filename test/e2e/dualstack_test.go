@@ -1,12 +1,10 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -185,39 +183,9 @@ func testDualStack(t *testing.T, underlay string) {
 	})
 
 	t.Run("monitor shows IPv6 drops", func(t *testing.T) {
-		cmd := exec.Command(vxdpBin, "--socket", c.sockets[0], "monitor", "--type", "drop")
-		stdout, err := cmd.StdoutPipe()
-		must(t, err)
-		must(t, cmd.Start())
-		defer func() { cmd.Process.Kill(); cmd.Wait() }()
-		lines := make(chan string, 100)
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				lines <- sc.Text()
-			}
-			close(lines)
-		}()
-		time.Sleep(300 * time.Millisecond)
-		// Inside cluster-pool-ipv6-cidr, held by no node.
-		c.ping("pod1a", "fd00:1:9::9", "-c", "1", "-W", "1")
-		want := "drop no_route dev pod1a (pod) icmpv6 fd00:1:1::10 -> fd00:1:9::9 identity 1000"
-		var seen []string
-		timeout := time.After(10 * time.Second)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("monitor ended; saw:\n%s", strings.Join(seen, "\n"))
-				}
-				if strings.Contains(l, want) {
-					return
-				}
-				seen = append(seen, l)
-			case <-timeout:
-				t.Fatalf("no %q from vxdp monitor; saw:\n%s", want, strings.Join(seen, "\n"))
-			}
-		}
+		expectMonitorDrop(t, c.sockets[0], func() {
+			c.ping("pod1a", "fd00:1:9::9", "-c", "1", "-W", "1") // inside cluster-pool-ipv6-cidr, held by no node
+		}, "drop no_route dev pod1a (pod) icmpv6 fd00:1:1::10 -> fd00:1:9::9 identity 1000")
 	})
 
 	t.Run("tables", func(t *testing.T) {

@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,5 +130,42 @@ func mustJSON(t *testing.T, s string, v any) {
 	t.Helper()
 	if err := json.Unmarshal([]byte(s), v); err != nil {
 		t.Fatalf("json: %v\n%s", err, s)
+	}
+}
+
+// expectMonitorDrop runs `vxdp monitor --type drop` against sock, calls
+// trigger, and fails unless a line containing want arrives within 10 s.
+func expectMonitorDrop(t *testing.T, sock string, trigger func(), want string) {
+	t.Helper()
+	cmd := exec.Command(vxdpBin, "--socket", sock, "monitor", "--type", "drop")
+	stdout, err := cmd.StdoutPipe()
+	must(t, err)
+	must(t, cmd.Start())
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	trigger()
+	var seen []string
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("monitor ended; saw:\n%s", strings.Join(seen, "\n"))
+			}
+			if strings.Contains(l, want) {
+				return
+			}
+			seen = append(seen, l)
+		case <-timeout:
+			t.Fatalf("no %q from vxdp monitor; saw:\n%s", want, strings.Join(seen, "\n"))
+		}
 	}
 }

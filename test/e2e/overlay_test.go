@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -215,39 +214,10 @@ func TestOverlay(t *testing.T) {
 	})
 
 	t.Run("monitor streams drops", func(t *testing.T) {
-		cmd := exec.Command(vxdpBin, "--socket", c.sockets[0], "monitor", "--type", "drop")
-		stdout, err := cmd.StdoutPipe()
-		must(t, err)
-		must(t, cmd.Start())
-		defer func() { cmd.Process.Kill(); cmd.Wait() }()
-		lines := make(chan string, 100)
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				lines <- sc.Text()
-			}
-			close(lines)
-		}()
-		time.Sleep(300 * time.Millisecond)
-		c.ping("pod1a", "10.1.9.9", "-c", "1", "-W", "1") // inside the cluster CIDR, held by no node
 		// Other drops (a pod's IPv6 router solicitation) may come first.
-		want := "drop no_route dev pod1a (pod) icmp 10.1.1.10 -> 10.1.9.9 identity 1000"
-		var seen []string
-		timeout := time.After(10 * time.Second)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("monitor ended; saw:\n%s", strings.Join(seen, "\n"))
-				}
-				if strings.Contains(l, want) {
-					return
-				}
-				seen = append(seen, l)
-			case <-timeout:
-				t.Fatalf("no %q from vxdp monitor; saw:\n%s", want, strings.Join(seen, "\n"))
-			}
-		}
+		expectMonitorDrop(t, c.sockets[0], func() {
+			c.ping("pod1a", "10.1.9.9", "-c", "1", "-W", "1") // inside the cluster CIDR, held by no node
+		}, "drop no_route dev pod1a (pod) icmp 10.1.1.10 -> 10.1.9.9 identity 1000")
 	})
 
 	t.Run("capture to pcap, read by tshark", func(t *testing.T) {
