@@ -87,8 +87,8 @@ type scaleReport struct {
 	CNIAdds   *callTimes `json:"cni_adds,omitempty"`
 	CNIDels   *callTimes `json:"cni_dels,omitempty"`
 	CNIReason string     `json:"cni_reason,omitempty"`
-	NodeBulk     *bulkTime  `json:"node_bulk,omitempty"`
-	NodeAdds     *callTimes `json:"node_adds,omitempty"`
+	NodeBulk  *bulkTime  `json:"node_bulk,omitempty"`
+	NodeAdds  *callTimes `json:"node_adds,omitempty"`
 	// RSS is the agent's VmRSS in KiB at each step, PeakRSS its VmHWM at
 	// the end.
 	RSS     []rssPoint `json:"rss_kib"`
