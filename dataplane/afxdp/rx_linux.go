@@ -152,8 +152,17 @@ func payloadOfFrame(f []byte, v6, partialOK bool) ([]byte, packetio.Meta, bool) 
 			return nil, packetio.Meta{}, false
 		}
 		o, err := encap.ParseOuterV6(pkt, false)
-		if err == encap.ErrBadChecksum && partialOK && encap.CompletePartialChecksumV6(encap.IPv6(pkt)) {
-			o, err = encap.ParseOuterV6(pkt, false)
+		if err == encap.ErrBadChecksum && partialOK && len(pkt) >= encap.OuterV6Len {
+			// Finished in place; put back as it was should the packet be
+			// refused after all (a length the UDP header disagrees
+			// with), so that a refused frame is never changed.
+			field := pkt[encap.IPv6Len+encap.UDPChecksumOffset : encap.IPv6Len+encap.UDPChecksumOffset+2]
+			was := [2]byte{field[0], field[1]}
+			if encap.CompletePartialChecksumV6(encap.IPv6(pkt)) {
+				if o, err = encap.ParseOuterV6(pkt, false); err != nil {
+					field[0], field[1] = was[0], was[1]
+				}
+			}
 		}
 		if err != nil {
 			return nil, packetio.Meta{}, false
