@@ -16,7 +16,10 @@ import (
 
 // faultKinds is the schedule, repeated: one fault every SOAK_FAULT_EVERY,
 // each on the next node in turn.
-var faultKinds = []string{"kill9-restart", "sighup-valid", "sighup-invalid", "endpoint-churn", "policy-flip"}
+var faultKinds = []string{"kill9-restart", "sighup-valid", "sighup-invalid", "endpoint-churn", "policy-flip", "underlay-flap"}
+
+// flapDown is how long underlay-flap keeps a node's underlay link down.
+const flapDown = time.Second
 
 // churnCycles is how many add/delete cycles one endpoint-churn fault runs.
 const churnCycles = 3
@@ -37,6 +40,8 @@ func (s *soak) inject(kind string, n *node) faultWindow {
 		w.Action, err = s.endpointChurn(n)
 	case "policy-flip":
 		w.Action, err = s.policyFlip(n)
+	case "underlay-flap":
+		w.Action, err = s.underlayFlap(n)
 	}
 	if err != nil {
 		w.Err = err.Error()
@@ -245,4 +250,24 @@ func probe(src *nstest.Netns, dst netip.Addr, timeout time.Duration) (time.Durat
 		}
 	}
 	return 0, fmt.Errorf("%s -> %s: no answer within %v: %v\n%s", src.Name, dst, timeout, err, out)
+}
+
+// underlayFlap takes the node's underlay link down for flapDown and up
+// again: the agent must keep running and its pods reach a remote pod
+// again; the streams through it pause and must resume without a lost
+// byte. Returns the time from the link coming up to a pod of the node
+// reaching a pod of the next node.
+func (s *soak) underlayFlap(n *node) (time.Duration, error) {
+	if out, err := n.ns.Run("ip", "link", "set", "eth0", "down"); err != nil {
+		return 0, fmt.Errorf("link down: %v\n%s", err, out)
+	}
+	time.Sleep(flapDown)
+	if out, err := n.ns.Run("ip", "link", "set", "eth0", "up"); err != nil {
+		return 0, fmt.Errorf("link up: %v\n%s", err, out)
+	}
+	start := time.Now()
+	if _, err := probe(s.pods[podName(n.i, 0)], podIP(n.i%nodes+1, 1), 10*time.Second); err != nil {
+		return 0, fmt.Errorf("after the underlay came back: %v", err)
+	}
+	return time.Since(start), nil
 }

@@ -84,6 +84,7 @@ var actionMeaning = map[string]string{
 	"sighup-invalid": "SIGHUP to the refusal in the log",
 	"endpoint-churn": "API add to the endpoint answering a remote pod (worst of 3)",
 	"policy-flip":    "--allow-all to the refused pod answering again",
+	"underlay-flap":  "link up (after 1 s down) to a pod answering across the underlay",
 }
 
 // finish stops the load and computes the figures and the invariants.
