@@ -16,7 +16,7 @@ import (
 
 // faultKinds is the schedule, repeated: one fault every SOAK_FAULT_EVERY,
 // each on the next node in turn.
-var faultKinds = []string{"kill9-restart", "sighup-valid", "sighup-invalid", "endpoint-churn", "policy-flip", "underlay-flap"}
+var faultKinds = []string{"kill9-restart", "sighup-valid", "sighup-invalid", "endpoint-churn", "policy-flip", "underlay-flap", "node-churn"}
 
 // flapDown is how long underlay-flap keeps a node's underlay link down.
 const flapDown = time.Second
@@ -42,6 +42,8 @@ func (s *soak) inject(kind string, n *node) faultWindow {
 		w.Action, err = s.policyFlip(n)
 	case "underlay-flap":
 		w.Action, err = s.underlayFlap(n)
+	case "node-churn":
+		w.Action, err = s.nodeChurn(n)
 	}
 	if err != nil {
 		w.Err = err.Error()
@@ -84,11 +86,7 @@ func (s *soak) hupValid(n *node) (time.Duration, error) {
 	n.hupOn = !n.hupOn
 	on := n.hupOn
 	n.mu.Unlock()
-	variant := configValid
-	if on {
-		variant = configWithHUP
-	}
-	s.writeConfig(n, variant)
+	s.writeConfig(n, configValid)
 	start := time.Now()
 	line, err := s.reload(n)
 	if err != nil {
@@ -116,7 +114,7 @@ func (s *soak) hupInvalid(n *node) (time.Duration, error) {
 	start := time.Now()
 	line, err := s.reload(n)
 	took := time.Since(start)
-	s.writeConfig(n, n.current())
+	s.writeConfig(n, configValid)
 	if err != nil {
 		return 0, err
 	}
@@ -127,15 +125,6 @@ func (s *soak) hupInvalid(n *node) (time.Duration, error) {
 		return 0, fmt.Errorf("agent unhealthy after a refused reload: %v", err)
 	}
 	return took, nil
-}
-
-func (n *node) current() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.hupOn {
-		return configWithHUP
-	}
-	return configValid
 }
 
 // endpointChurn adds an endpoint through the API, waits until a pod of
@@ -268,6 +257,37 @@ func (s *soak) underlayFlap(n *node) (time.Duration, error) {
 	start := time.Now()
 	if _, err := probe(s.pods[podName(n.i, 0)], podIP(n.i%nodes+1, 1), 10*time.Second); err != nil {
 		return 0, fmt.Errorf("after the underlay came back: %v", err)
+	}
+	return time.Since(start), nil
+}
+
+// nodeChurn removes the next node from n's file and reloads: n's pods
+// must lose that node; a second later the node is put back and reloaded.
+// The streams between the two pause and must resume without a lost byte
+// (TCP retransmits what was dropped meanwhile). Returns the time from
+// the second reload to a pod of n reaching a pod of that node again.
+func (s *soak) nodeChurn(n *node) (time.Duration, error) {
+	peer := n.i%nodes + 1
+	src, dst := s.pods[podName(n.i, 0)], podIP(peer, 1)
+	s.writeConfig(n, configNoPeer)
+	line, err := s.reload(n)
+	if err != nil || !strings.Contains(line, "configuration reloaded") {
+		s.writeConfig(n, configValid)
+		return 0, fmt.Errorf("removing node%d: %v %s", peer, err, line)
+	}
+	out, err := nstest.Ping(src, "-c", "2", "-i", "0.2", "-W", "0.5", dst.String())
+	removedOK := err != nil || strings.Contains(out, " 100% packet loss")
+	time.Sleep(time.Second)
+	s.writeConfig(n, configValid)
+	start := time.Now()
+	if line, err := s.reload(n); err != nil || !strings.Contains(line, "configuration reloaded") {
+		return 0, fmt.Errorf("adding node%d back: %v %s", peer, err, line)
+	}
+	if !removedOK {
+		return 0, fmt.Errorf("%s still reached %s with node%d removed:\n%s", src.Name, dst, peer, out)
+	}
+	if _, err := probe(src, dst, 10*time.Second); err != nil {
+		return 0, fmt.Errorf("node%d added back: %v", peer, err)
 	}
 	return time.Since(start), nil
 }

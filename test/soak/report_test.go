@@ -85,6 +85,7 @@ var actionMeaning = map[string]string{
 	"endpoint-churn": "API add to the endpoint answering a remote pod (worst of 3)",
 	"policy-flip":    "--allow-all to the refused pod answering again",
 	"underlay-flap":  "link up (after 1 s down) to a pod answering across the underlay",
+	"node-churn":     "reload adding the peer back (after 1 s without it) to its pod answering",
 }
 
 // finish stops the load and computes the figures and the invariants.

@@ -301,22 +301,25 @@ func (s *soak) build() {
 
 // Configuration variants a node's file is written in.
 const (
-	configValid   = iota // the base
-	configWithHUP        // the base and the hup endpoint: a valid change
+	configValid   = iota // the base, with the hup endpoint when hupOn
 	configInvalid        // a pod CIDR that does not parse
+	configNoPeer         // the next node left out of nodes
 )
 
 func (s *soak) writeConfig(n *node, variant int) {
 	var peers, eps strings.Builder
 	for _, m := range s.nodes {
-		if m != n {
+		if m != n && !(variant == configNoPeer && m.i == n.i%nodes+1) {
 			fmt.Fprintf(&peers, "\n  - {name: node%d, ip: \"%s\", pod-cidr: \"10.1.%d.0/24\"}", m.i, nodeIP(m.i), m.i)
 		}
 	}
 	for idx := range 2 {
 		fmt.Fprintf(&eps, "\n  - {name: %s, ip: %s, netns: %s, identity: %d}", podName(n.i, idx), podIP(n.i, idx), s.pods[podName(n.i, idx)].Path, podIdentity(n.i, idx))
 	}
-	if variant == configWithHUP {
+	n.mu.Lock()
+	hup := n.hupOn
+	n.mu.Unlock()
+	if hup {
 		fmt.Fprintf(&eps, "\n  - {name: hup%d, ip: 10.1.%d.40, netns: %s, identity: %d}", n.i, n.i, n.hupPod.Path, podIdentity(n.i, 40))
 	}
 	cidr := fmt.Sprintf("10.1.%d.0/24", n.i)
