@@ -181,13 +181,18 @@ func (d *dropTracker) poll(s *soak) {
 	if json.Unmarshal([]byte(out), &st) != nil {
 		return
 	}
+	d.add(p.Pid(), st.Drops)
+}
+
+// add takes a reading of the agent with pid.
+func (d *dropTracker) add(pid int, drops map[string]int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if p.Pid() != d.pid {
-		d.pid = p.Pid()
+	if pid != d.pid {
+		d.pid = pid
 		d.last = map[string]int{}
 	}
-	for k, v := range st.Drops {
+	for k, v := range drops {
 		if v >= d.last[k] {
 			d.total[k] += v - d.last[k]
 		} else {
