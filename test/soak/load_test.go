@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -111,6 +113,7 @@ func (s *soak) startLoad() {
 		t.Fatal(err)
 	}
 	s.garbage = g
+	s.podUDPStart = s.podUDPRejects()
 	for _, n := range s.nodes {
 		s.drops = append(s.drops, &dropTracker{n: n, total: map[string]int{}, last: map[string]int{}})
 	}
@@ -200,4 +203,38 @@ func (d *dropTracker) add(pid int, drops map[string]int) {
 		}
 		d.last[k] = v
 	}
+}
+
+// podUDPRejects adds up, over every pod a (where forged packets are
+// addressed), the UDP datagrams their kernels refused: no socket on the
+// port (NoPorts) or a bad checksum (InCsumErrors). Only the garbage sends
+// UDP to a pod, so this counts garbage the agents delivered: forged
+// packets that are valid, or whose mutation only touched the inner
+// payload.
+func (s *soak) podUDPRejects() int {
+	total := 0
+	for _, n := range s.nodes {
+		out, err := s.pods[podName(n.i, 0)].Run("cat", "/proc/net/snmp")
+		if err != nil {
+			continue
+		}
+		var names []string
+		for line := range strings.Lines(out) {
+			f := strings.Fields(line)
+			if len(f) == 0 || f[0] != "Udp:" {
+				continue
+			}
+			if names == nil {
+				names = f
+				continue
+			}
+			for i := range f {
+				if i < len(names) && (names[i] == "NoPorts" || names[i] == "InCsumErrors") {
+					v, _ := strconv.Atoi(f[i])
+					total += v
+				}
+			}
+		}
+	}
+	return total
 }

@@ -15,25 +15,30 @@ import (
 
 // report is what a run prints as Markdown and writes as JSON.
 type report struct {
-	Date        string              `json:"date"`
-	Host        string              `json:"host"`
-	CPUs        int                 `json:"cpus"`
-	Settings    settings            `json:"settings"`
-	Elapsed     time.Duration       `json:"elapsed_ns"`
-	Interrupted bool                `json:"interrupted"`
-	Streams     []streamReport      `json:"streams"`
-	Pings       []pingReport        `json:"pings"`
-	Faults      []faultReport       `json:"faults"`
-	Garbage     map[string]int      `json:"garbage_sent"`
-	GarbageErrs int                 `json:"garbage_send_errors"`
-	Drops       []map[string]int    `json:"drops_per_node"`
-	DropsTotal  map[string]int      `json:"drops_total"`
-	Before      []footprint         `json:"footprint_start"`
-	After       []footprint         `json:"footprint_end"`
-	SoakCPU     float64             `json:"soak_process_cpu_seconds"`
-	Failures    []string            `json:"failures"`
-	Windows     []faultWindowReport `json:"windows"`
-	Bounds      map[string]int      `json:"bounds"`
+	Date        string         `json:"date"`
+	Host        string         `json:"host"`
+	CPUs        int            `json:"cpus"`
+	Settings    settings       `json:"settings"`
+	Elapsed     time.Duration  `json:"elapsed_ns"`
+	Interrupted bool           `json:"interrupted"`
+	Streams     []streamReport `json:"streams"`
+	Pings       []pingReport   `json:"pings"`
+	Faults      []faultReport  `json:"faults"`
+	Garbage     map[string]int `json:"garbage_sent"`
+	GarbageErrs int            `json:"garbage_send_errors"`
+	// GarbageDelivered is garbage that reached a pod, whose kernel refused
+	// it (see podUDPRejects).
+	GarbageDelivered int `json:"garbage_delivered_to_pods"`
+	// GarbageDropped is the drops of the reasons garbage is dropped for.
+	GarbageDropped int                 `json:"garbage_reason_drops"`
+	Drops          []map[string]int    `json:"drops_per_node"`
+	DropsTotal     map[string]int      `json:"drops_total"`
+	Before         []footprint         `json:"footprint_start"`
+	After          []footprint         `json:"footprint_end"`
+	SoakCPU        float64             `json:"soak_process_cpu_seconds"`
+	Failures       []string            `json:"failures"`
+	Windows        []faultWindowReport `json:"windows"`
+	Bounds         map[string]int      `json:"bounds"`
 }
 
 type streamReport struct {
@@ -102,6 +107,7 @@ func (s *soak) finish(before, after []footprint, stoppedAt time.Time) *report {
 	}
 	s.stopSamplers()
 	sent, sendErrs := s.garbage.close()
+	time.Sleep(200 * time.Millisecond) // the last packets on their way
 	r := &report{
 		Date: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), Settings: s.set,
 		Elapsed: stoppedAt.Sub(s.start), Garbage: sent, GarbageErrs: sendErrs,
@@ -187,6 +193,7 @@ func (s *soak) finish(before, after []footprint, stoppedAt time.Time) *report {
 		fr.ActionP50, fr.ActionMax = quantiles(action[k])
 		r.Faults = append(r.Faults, *fr)
 	}
+	r.GarbageDelivered = s.podUDPRejects() - s.podUDPStart
 	for _, d := range s.drops {
 		d.mu.Lock()
 		m := maps.Clone(d.total)
@@ -195,6 +202,9 @@ func (s *soak) finish(before, after []footprint, stoppedAt time.Time) *report {
 		for k, v := range m {
 			r.DropsTotal[k] += v
 		}
+	}
+	for _, k := range garbageReasons {
+		r.GarbageDropped += r.DropsTotal[k]
 	}
 	for i := range before {
 		b, a := before[i], after[i]
@@ -216,6 +226,11 @@ func (s *soak) finish(before, after []footprint, stoppedAt time.Time) *report {
 	r.Failures = s.failureList()
 	return r
 }
+
+// garbageReasons are the drop reasons of the forged packets; the others
+// (tx_error, no_route, policy_denied, ...) come from the faults.
+var garbageReasons = []string{"invalid_header", "invalid_mac", "invalid_extension_headers", "spoofed_inner_source",
+	"unsupported_protocol", "unknown_tunnel_source", "no_endpoint", "invalid_vni", "invalid_identity", "ttl_exceeded"}
 
 func tvSeconds(tv syscall.Timeval) float64 { return float64(tv.Sec) + float64(tv.Usec)/1e6 }
 
@@ -259,8 +274,8 @@ func (r *report) print(w io.Writer) {
 	for _, v := range r.Garbage {
 		total += v
 	}
-	fmt.Fprintf(w, "\n### Garbage on the tunnel port\n\nSent %d (%s); send errors %d.\n\nDrops counted by the agents, all nodes, every reason (policy probes and restarts included):\n\n| reason | count |\n|---|---|\n",
-		total, kv(r.Garbage), r.GarbageErrs)
+	fmt.Fprintf(w, "\n### Garbage on the tunnel port\n\nSent %d (%s); send errors %d. Counted as drops for the reasons garbage meets (%s): %d; delivered to a pod, whose kernel refused it: %d; neither: %d (sent while the target's agent or link was down, or lost in a kernel queue before the agent; the soak does not tell which).\n\nDrops counted by the agents, all nodes, every reason (policy probes, restarts and link flaps included):\n\n| reason | count |\n|---|---|\n",
+		total, kv(r.Garbage), r.GarbageErrs, strings.Join(garbageReasons, ", "), r.GarbageDropped, r.GarbageDelivered, total-r.GarbageDropped-r.GarbageDelivered)
 	for _, k := range sortedKeys(r.DropsTotal) {
 		fmt.Fprintf(w, "| %s | %d |\n", k, r.DropsTotal[k])
 	}

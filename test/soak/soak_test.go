@@ -115,6 +115,8 @@ type soak struct {
 	streams []*soakStream
 	garbage *garbage
 	drops   []*dropTracker
+	// podUDPStart is podUDPRejects when the load started.
+	podUDPStart int
 	// stopSamplers ends the stream sampler and the drop poller.
 	stopSamplers func()
 
