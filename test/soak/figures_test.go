@@ -25,8 +25,13 @@ func TestPingFigures(t *testing.T) {
 	if f := p.figures(at(400), at(700), at(2000)); f.MaxGap != 310*time.Millisecond || f.Lost != 20 {
 		t.Errorf("window inside the outage: %+v", f)
 	}
-	if f := p.figures(at(700), at(900), at(2000)); f.Lost != 0 || f.MaxGap != 10*time.Millisecond {
+	if f := p.figures(at(700), at(900), at(2000)); f.Lost != 0 || f.MaxGap != 0 {
 		t.Errorf("quiet window: %+v", f)
+	}
+	// A pause of the sender is no outage.
+	q := &pinger{sent: []time.Time{at(0), at(10), at(900), at(910)}, rcvd: []bool{true, true, true, true}}
+	if f := q.figures(at(0), at(990), at(2000)); f.MaxGap != 0 || f.Lost != 0 {
+		t.Errorf("sender pause: %+v", f)
 	}
 	// Requests after the cutoff are not judged.
 	if f := p.figures(at(0), at(990), at(350)); f.Sent != 36 || f.Lost != 6 {

@@ -139,25 +139,30 @@ type pingFigures struct {
 }
 
 // figures returns loss and the longest gap between answered requests
-// (by send time) over [from, to]. A gap that starts before from and ends
-// inside counts. Requests sent after cutoff are left out: their answers may
+// (by send time) with lost ones between them, over [from, to]: an outage.
+// A gap without a loss is the sender not being scheduled, not the
+// overlay, and is left out. A gap that starts before from and ends inside
+// counts. Requests sent after cutoff are left out: their answers may
 // still be on the way.
 func (p *pinger) figures(from, to, cutoff time.Time) pingFigures {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var f pingFigures
 	var lastOK time.Time
+	lostSince := false // a request since lastOK went unanswered
 	for i, ts := range p.sent {
 		if ts.After(cutoff) || ts.After(to) {
 			break
 		}
 		if p.rcvd[i] {
-			if !ts.Before(from) && !lastOK.IsZero() {
+			if lostSince && !ts.Before(from) && !lastOK.IsZero() {
 				if g := ts.Sub(lastOK); g > f.MaxGap {
 					f.MaxGap = g
 				}
 			}
-			lastOK = ts
+			lastOK, lostSince = ts, false
+		} else {
+			lostSince = true
 		}
 		if ts.Before(from) {
 			continue

@@ -261,12 +261,12 @@ func (r *report) print(w io.Writer) {
 	for _, s := range r.Streams {
 		fmt.Fprintf(w, "| %s | %v | %s | %s | %d B | %s | %s |\n", s.Name, s.Cross, mib(s.Sent), mib(s.Verified), s.Lost, ms(s.MaxStall), s.Err)
 	}
-	fmt.Fprintf(w, "\n### Pings every %v, whole run\n\n| pair | sent | lost | longest gap |\n|---|---|---|---|\n", pingEvery)
+	fmt.Fprintf(w, "\n### Pings every %v, whole run\n\n| pair | sent | lost | longest outage |\n|---|---|---|---|\n", pingEvery)
 	for _, p := range r.Pings {
 		fmt.Fprintf(w, "| %s | %d | %d | %s |\n", p.Name, p.Sent, p.Lost, ms(p.MaxGap))
 	}
-	fmt.Fprintf(w, "\n### Faults\n\nRecovery: from the start of the fault to the answer after the last ping lost in its window; 0 when none was lost. Window: the fault's action and %v after it. Stalls: the longest time a stream's receiver saw no new byte (counted above %v).\n\n", settle, stallMin)
-	fmt.Fprintf(w, "| fault | count | errors | pings sent / lost in windows | longest ping gap | longest stream stall | recovery p50 / max | action p50 / max | action |\n|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "\n### Faults\n\nRecovery: from the start of the fault to the answer after the last ping lost in its window; 0 when none was lost. Window: the fault's action and %v after it. Outage: from the last answered request before lost ones to the first answered after them (send times). Stalls: the longest time a stream's receiver saw no new byte (counted above %v).\n\n", settle, stallMin)
+	fmt.Fprintf(w, "| fault | count | errors | pings sent / lost in windows | longest ping outage | longest stream stall | recovery p50 / max | action p50 / max | action |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, f := range r.Faults {
 		fmt.Fprintf(w, "| %s | %d | %d | %d / %d | %s | %s | %s / %s | %s / %s | %s |\n", f.Kind, f.Count, f.Errors, f.PingsSent, f.PingsLost,
 			ms(f.MaxPingGap), ms(f.MaxStall), ms(f.RecoveryP50), ms(f.RecoveryMax), ms(f.ActionP50), ms(f.ActionMax), f.ActionMeaning)
