@@ -10,7 +10,7 @@ FUZZTIME ?= 8s
 PACKAGES := iproute2 iputils-ping iperf3 tcpdump tshark kmod systemd curl etcd-server podman runc busybox-static
 COMMANDS := ip ping iperf3 tcpdump tshark systemd-analyze curl etcd podman runc busybox
 
-.PHONY: all build deps demo demo-native test install uninstall bench bench-micro bench-e2e unit race fuzz e2e lint bench clean
+.PHONY: all build deps demo demo-native test install uninstall bench bench-micro bench-e2e unit race fuzz e2e lint bench clean soak soak-short
 
 all: build
 
@@ -71,6 +71,20 @@ bench-micro:
 bench-e2e: build
 	$(GO) run ./bench/cmd/vxdp-bench --reps 3 --duration 5 --json bench-results.json --md bench-results.md
 
+# The soak: three nodes under load and a schedule of faults for SOAK (any
+# Go duration), a Markdown report on stdout and soak-results.json; logs of
+# a broken invariant are kept under soak-logs/. Needs root.
+SOAK ?= 10m
+SOAK_TIMEOUT ?= 48h
+soak: build
+	$(GO) test -c -o bin/soak.test ./test/soak
+	cd test/soak && SOAK=$(SOAK) VXDP_BIN=$(CURDIR)/$(BIN) SOAK_JSON=$(CURDIR)/soak-results.json SOAK_LOGS=$(CURDIR)/soak-logs \
+		$(CURDIR)/bin/soak.test -test.run '^TestSoak$$' -test.v -test.timeout $(SOAK_TIMEOUT)
+
+# The same program for about a minute.
+soak-short:
+	$(MAKE) --no-print-directory soak SOAK=1m SOAK_TIMEOUT=10m
+
 PREFIX ?= /usr/local
 DESTDIR ?=
 # Binary, systemd unit and a commented example configuration (never
@@ -90,4 +104,4 @@ uninstall:
 		$(DESTDIR)/opt/cni/bin/vxdp-cni
 
 clean:
-	rm -rf bin e2e.log bench-results.json bench-results.md
+	rm -rf bin e2e.log bench-results.json bench-results.md soak-results.json soak-logs

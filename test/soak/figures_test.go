@@ -1,0 +1,68 @@
+package soak
+
+import (
+	"testing"
+	"time"
+)
+
+// The figures a fault is judged by: loss and gaps cut at the window's
+// edges, stalls that overlap it.
+func TestPingFigures(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	p := &pinger{}
+	// Requests every 10 ms from 0 to 990 ms; 300..590 unanswered.
+	for ms := 0; ms < 1000; ms += 10 {
+		p.sent = append(p.sent, at(ms))
+		p.rcvd = append(p.rcvd, ms < 300 || ms >= 600)
+	}
+	f := p.figures(at(250), at(700), at(2000))
+	if f.Sent != 46 || f.Lost != 30 || f.MaxGap != 310*time.Millisecond || !f.LastBad.Equal(at(590)) {
+		t.Errorf("window over the outage: %+v", f)
+	}
+	// A window that begins inside the outage still sees the gap that
+	// ends in it.
+	if f := p.figures(at(400), at(700), at(2000)); f.MaxGap != 310*time.Millisecond || f.Lost != 20 {
+		t.Errorf("window inside the outage: %+v", f)
+	}
+	if f := p.figures(at(700), at(900), at(2000)); f.Lost != 0 || f.MaxGap != 0 {
+		t.Errorf("quiet window: %+v", f)
+	}
+	// A pause of the sender is no outage.
+	q := &pinger{sent: []time.Time{at(0), at(10), at(900), at(910)}, rcvd: []bool{true, true, true, true}}
+	if f := q.figures(at(0), at(990), at(2000)); f.MaxGap != 0 || f.Lost != 0 {
+		t.Errorf("sender pause: %+v", f)
+	}
+	// Requests after the cutoff are not judged.
+	if f := p.figures(at(0), at(990), at(350)); f.Sent != 36 || f.Lost != 6 {
+		t.Errorf("cutoff: %+v", f)
+	}
+}
+
+func TestStreamStalls(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	st := &soakStream{lastAt: at(900), stalls: []span{{at(100), at(400)}, {at(500), at(550)}}}
+	if l, end := st.longestStall(at(300), at(600)); l != 300*time.Millisecond || !end.Equal(at(550)) {
+		t.Errorf("longest %v, last end %v", l, end.Sub(t0))
+	}
+	if l, _ := st.longestStall(at(600), at(850)); l != 0 {
+		t.Errorf("quiet window: %v", l)
+	}
+	// Still stalled at the end of the window: counted up to it.
+	if l, _ := st.longestStall(at(950), at(1200)); l != 300*time.Millisecond {
+		t.Errorf("ongoing stall: %v", l)
+	}
+}
+
+func TestDropTrackerRestart(t *testing.T) {
+	d := &dropTracker{total: map[string]int{}, last: map[string]int{}}
+	d.add(1, map[string]int{"invalid_header": 10})
+	d.add(1, map[string]int{"invalid_header": 25})
+	// A new agent counts from zero again.
+	d.add(2, map[string]int{"invalid_header": 4})
+	d.add(2, map[string]int{"invalid_header": 9})
+	if got := d.total["invalid_header"]; got != 34 {
+		t.Errorf("total %d, want 34", got)
+	}
+}

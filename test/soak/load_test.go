@@ -1,0 +1,240 @@
+package soak
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vxdp/vxdp/internal/nstest"
+)
+
+// soakStream is a verified stream and the times its receiver made no
+// progress for longer than stallMin.
+type soakStream struct {
+	Name   string
+	Cross  bool
+	s      *nstest.Stream
+	mu     sync.Mutex
+	last   int64
+	lastAt time.Time
+	stalls []span
+}
+
+type span struct{ From, To time.Time }
+
+const stallMin = 100 * time.Millisecond
+
+// sample records a stall that just ended.
+func (st *soakStream) sample(now time.Time) {
+	_, v := st.s.Progress()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if v != st.last {
+		if now.Sub(st.lastAt) > stallMin && !st.lastAt.IsZero() {
+			st.stalls = append(st.stalls, span{st.lastAt, now})
+		}
+		st.last, st.lastAt = v, now
+	}
+}
+
+// longestStall returns the longest stall overlapping [from, to] and the
+// end of the last one, a stall still going at to included.
+func (st *soakStream) longestStall(from, to time.Time) (longest time.Duration, lastEnd time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	stalls := slices2(st.stalls)
+	if to.Sub(st.lastAt) > stallMin {
+		stalls = append(stalls, span{st.lastAt, to})
+	}
+	for _, sp := range stalls {
+		if sp.To.Before(from) || sp.From.After(to) {
+			continue
+		}
+		if d := sp.To.Sub(sp.From); d > longest {
+			longest = d
+		}
+		if sp.To.After(lastEnd) {
+			lastEnd = sp.To
+		}
+	}
+	return longest, lastEnd
+}
+
+func slices2(s []span) []span { return append([]span(nil), s...) }
+
+// streamDefs: every node sends to the next across the underlay, and each
+// node has one stream between its own pods.
+type flowDef struct{ srcNode, srcIdx, dstNode, dstIdx int }
+
+var streamDefs = []flowDef{
+	{1, 0, 2, 0}, {2, 1, 3, 0}, {3, 1, 1, 1}, // across nodes
+	{1, 0, 1, 1}, {2, 0, 2, 1}, {3, 0, 3, 1}, // within a node
+}
+
+// pingDefs are the fixed ping pairs.
+var pingDefs = []flowDef{
+	{1, 0, 3, 0}, {2, 0, 1, 1}, {3, 1, 2, 1}, // across nodes
+	{1, 1, 1, 0}, // within a node
+}
+
+func (s *soak) startLoad() {
+	t := s.t
+	for i, d := range streamDefs {
+		src, dst := s.pods[podName(d.srcNode, d.srcIdx)], s.pods[podName(d.dstNode, d.dstIdx)]
+		st, err := nstest.StartStream(src, dst, podIP(d.dstNode, d.dstIdx), 5000+i, s.set.StreamRate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.streams = append(s.streams, &soakStream{
+			Name:   fmt.Sprintf("%s->%s", podName(d.srcNode, d.srcIdx), podName(d.dstNode, d.dstIdx)),
+			Cross:  d.srcNode != d.dstNode,
+			s:      st,
+			lastAt: time.Now(),
+		})
+	}
+	for i, d := range pingDefs {
+		name := fmt.Sprintf("%s->%s", podName(d.srcNode, d.srcIdx), podName(d.dstNode, d.dstIdx))
+		p, err := startPinger(name, s.pods[podName(d.srcNode, d.srcIdx)], podIP(d.dstNode, d.dstIdx), uint16(0x5000+i), pingEvery)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.pingers = append(s.pingers, p)
+	}
+	targets := make([]netip.Addr, 0, nodes)
+	for _, n := range s.nodes {
+		targets = append(targets, nodeIP(n.i))
+	}
+	g, err := startGarbage(s.lab, s.lab.Lookup("evil"), nodeIP(66), targets, s.set.GarbagePPS, s.set.GarbageMax)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.garbage = g
+	s.podUDPStart = s.podUDPRejects()
+	for _, n := range s.nodes {
+		s.drops = append(s.drops, &dropTracker{n: n, total: map[string]int{}, last: map[string]int{}})
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-tick.C:
+				for _, st := range s.streams {
+					st.sample(now)
+				}
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				for _, d := range s.drops {
+					d.poll(s)
+				}
+			}
+		}
+	}()
+	s.stopSamplers = func() {
+		close(stop)
+		wg.Wait()
+	}
+	// Streams and pings settle before the first figure.
+	time.Sleep(time.Second)
+}
+
+// dropTracker adds up an agent's drop counters across its restarts: a
+// counter lower than the last reading means a new incarnation, which
+// starts from zero.
+type dropTracker struct {
+	n     *node
+	mu    sync.Mutex
+	pid   int
+	total map[string]int
+	last  map[string]int
+}
+
+func (d *dropTracker) poll(s *soak) {
+	p := d.n.proc()
+	if p == nil || !p.Alive() {
+		return
+	}
+	out, err := s.cli(d.n, "stats", "-o", "json")
+	if err != nil {
+		return
+	}
+	var st struct {
+		Drops map[string]int `json:"drops"`
+	}
+	if json.Unmarshal([]byte(out), &st) != nil {
+		return
+	}
+	d.add(p.Pid(), st.Drops)
+}
+
+// add takes a reading of the agent with pid.
+func (d *dropTracker) add(pid int, drops map[string]int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if pid != d.pid {
+		d.pid = pid
+		d.last = map[string]int{}
+	}
+	for k, v := range drops {
+		if v >= d.last[k] {
+			d.total[k] += v - d.last[k]
+		} else {
+			d.total[k] += v
+		}
+		d.last[k] = v
+	}
+}
+
+// podUDPRejects adds up, over every pod a (where forged packets are
+// addressed), the UDP datagrams their kernels refused: no socket on the
+// port (NoPorts) or a bad checksum (InCsumErrors). Only the garbage sends
+// UDP to a pod, so this counts garbage the agents delivered: forged
+// packets that are valid, or whose mutation only touched the inner
+// payload.
+func (s *soak) podUDPRejects() int {
+	total := 0
+	for _, n := range s.nodes {
+		out, err := s.pods[podName(n.i, 0)].Run("cat", "/proc/net/snmp")
+		if err != nil {
+			continue
+		}
+		var names []string
+		for line := range strings.Lines(out) {
+			f := strings.Fields(line)
+			if len(f) == 0 || f[0] != "Udp:" {
+				continue
+			}
+			if names == nil {
+				names = f
+				continue
+			}
+			for i := range f {
+				if i < len(names) && (names[i] == "NoPorts" || names[i] == "InCsumErrors") {
+					v, _ := strconv.Atoi(f[i])
+					total += v
+				}
+			}
+		}
+	}
+	return total
+}

@@ -1,0 +1,311 @@
+package soak
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// report is what a run prints as Markdown and writes as JSON.
+type report struct {
+	Date        string         `json:"date"`
+	Host        string         `json:"host"`
+	CPUs        int            `json:"cpus"`
+	Settings    settings       `json:"settings"`
+	Elapsed     time.Duration  `json:"elapsed_ns"`
+	Interrupted bool           `json:"interrupted"`
+	Streams     []streamReport `json:"streams"`
+	Pings       []pingReport   `json:"pings"`
+	Faults      []faultReport  `json:"faults"`
+	Garbage     map[string]int `json:"garbage_sent"`
+	GarbageErrs int            `json:"garbage_send_errors"`
+	// GarbageDelivered is garbage that reached a pod, whose kernel refused
+	// it (see podUDPRejects).
+	GarbageDelivered int `json:"garbage_delivered_to_pods"`
+	// GarbageDropped is the drops of the reasons garbage is dropped for.
+	GarbageDropped int                 `json:"garbage_reason_drops"`
+	Drops          []map[string]int    `json:"drops_per_node"`
+	DropsTotal     map[string]int      `json:"drops_total"`
+	Before         []footprint         `json:"footprint_start"`
+	After          []footprint         `json:"footprint_end"`
+	SoakCPU        float64             `json:"soak_process_cpu_seconds"`
+	Failures       []string            `json:"failures"`
+	Windows        []faultWindowReport `json:"windows"`
+	Bounds         map[string]int      `json:"bounds"`
+}
+
+type streamReport struct {
+	Name     string        `json:"name"`
+	Cross    bool          `json:"across_nodes"`
+	Sent     int64         `json:"bytes_sent"`
+	Verified int64         `json:"bytes_verified"`
+	Lost     int64         `json:"bytes_lost_or_corrupted"`
+	MaxStall time.Duration `json:"longest_stall_ns"`
+	Err      string        `json:"error,omitempty"`
+}
+
+type pingReport struct {
+	Name string `json:"name"`
+	pingFigures
+}
+
+type faultReport struct {
+	Kind          string        `json:"kind"`
+	Count         int           `json:"count"`
+	Errors        int           `json:"errors"`
+	PingsSent     int           `json:"pings_sent"`
+	PingsLost     int           `json:"pings_lost"`
+	MaxPingGap    time.Duration `json:"max_ping_gap_ns"`
+	MaxStall      time.Duration `json:"max_stream_stall_ns"`
+	RecoveryP50   time.Duration `json:"recovery_p50_ns"`
+	RecoveryMax   time.Duration `json:"recovery_max_ns"`
+	ActionP50     time.Duration `json:"action_p50_ns"`
+	ActionMax     time.Duration `json:"action_max_ns"`
+	ActionMeaning string        `json:"action"`
+}
+
+type faultWindowReport struct {
+	Kind      string        `json:"kind"`
+	Node      int           `json:"node"`
+	At        time.Duration `json:"at_ns"`
+	Action    time.Duration `json:"action_ns"`
+	Recovery  time.Duration `json:"recovery_ns"`
+	PingsLost int           `json:"pings_lost"`
+	MaxGap    time.Duration `json:"max_ping_gap_ns"`
+	MaxStall  time.Duration `json:"max_stream_stall_ns"`
+	Err       string        `json:"error,omitempty"`
+}
+
+var actionMeaning = map[string]string{
+	"kill9-restart":  "SIGKILL to the new agent serving its API",
+	"sighup-valid":   "SIGHUP to reloaded (and an added endpoint answering)",
+	"sighup-invalid": "SIGHUP to the refusal in the log",
+	"endpoint-churn": "API add to the endpoint answering a remote pod (worst of 3)",
+	"policy-flip":    "--allow-all to the refused pod answering again",
+	"underlay-flap":  "link up (after 1 s down) to a pod answering across the underlay",
+	"node-churn":     "reload adding the peer back (after 1 s without it) to its pod answering",
+}
+
+// finish stops the load and computes the figures and the invariants.
+func (s *soak) finish(before, after []footprint, stoppedAt time.Time) *report {
+	// Requests of the last second may still be answered: the pingers
+	// run on past the cutoff, which every figure respects.
+	cutoff := stoppedAt
+	time.Sleep(time.Second)
+	for _, p := range s.pingers {
+		p.close()
+	}
+	for _, d := range s.drops {
+		d.poll(s)
+	}
+	s.stopSamplers()
+	sent, sendErrs := s.garbage.close()
+	time.Sleep(200 * time.Millisecond) // the last packets on their way
+	r := &report{
+		Date: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), Settings: s.set,
+		Elapsed: stoppedAt.Sub(s.start), Garbage: sent, GarbageErrs: sendErrs,
+		Before: before, After: after, DropsTotal: map[string]int{},
+		Bounds: map[string]int{"fd_growth": fdSlack, "goroutine_growth": goroutineSlack},
+	}
+	r.Host, _ = os.Hostname()
+	for _, st := range s.streams {
+		longest, _ := st.longestStall(s.start, cutoff)
+		snt, ver, err := st.s.Stop()
+		sr := streamReport{Name: st.Name, Cross: st.Cross, Sent: snt, Verified: ver, Lost: snt - ver, MaxStall: longest}
+		if err != nil {
+			sr.Err = err.Error()
+		}
+		// No fault of this schedule removes a node or cuts a stream:
+		// every byte must arrive, in order and intact.
+		if err != nil || snt != ver || ver == 0 {
+			s.fail("stream %s: %d bytes sent, %d verified: %v", st.Name, snt, ver, err)
+		}
+		r.Streams = append(r.Streams, sr)
+	}
+	for _, p := range s.pingers {
+		r.Pings = append(r.Pings, pingReport{Name: p.name, pingFigures: p.figures(s.start, cutoff, cutoff)})
+	}
+	byKind := map[string]*faultReport{}
+	recov := map[string][]time.Duration{}
+	action := map[string][]time.Duration{}
+	for _, w := range s.windows {
+		fr := byKind[w.Kind]
+		if fr == nil {
+			fr = &faultReport{Kind: w.Kind, ActionMeaning: actionMeaning[w.Kind]}
+			byKind[w.Kind] = fr
+		}
+		fr.Count++
+		if w.Err != "" {
+			fr.Errors++
+		}
+		wr := faultWindowReport{Kind: w.Kind, Node: w.Node, At: w.From.Sub(s.start), Action: w.Action, Err: w.Err}
+		var back time.Time // when the last disruption in the window ended
+		var lastLoss time.Time
+		for _, p := range s.pingers {
+			f := p.figures(w.From, w.To, cutoff)
+			fr.PingsSent += f.Sent
+			fr.PingsLost += f.Lost
+			wr.PingsLost += f.Lost
+			wr.MaxGap = max(wr.MaxGap, f.MaxGap)
+			if f.Lost > 0 && f.LastBad.Add(pingEvery).After(back) {
+				back = f.LastBad.Add(pingEvery)
+			}
+			if f.Lost > 0 && f.LastBad.After(lastLoss) {
+				lastLoss = f.LastBad
+			}
+		}
+		// Recovery is read from the pings alone: a late answer still
+		// counts, so a loaded machine does not turn into an outage, while
+		// a paced stream stalls for hundreds of ms whenever its sender is
+		// not scheduled. The stalls are reported beside it.
+		for _, st := range s.streams {
+			longest, _ := st.longestStall(w.From, w.To)
+			wr.MaxStall = max(wr.MaxStall, longest)
+		}
+		if !back.IsZero() && back.After(w.From) {
+			wr.Recovery = back.Sub(w.From)
+		}
+		// Pings still lost at the end of its window: the overlay did not
+		// recover within the settle time. (Stream stalls are not held to
+		// this: on a loaded machine a paced stream stalls for a few
+		// hundred ms when its sender is not scheduled; its bytes are.)
+		if !lastLoss.IsZero() && w.To.Sub(lastLoss) < settle/3 && w.To.Before(cutoff) {
+			s.fail("%s on node%d at %v: pings still lost %v after the action ended", w.Kind, w.Node, wr.At.Round(time.Millisecond), w.To.Sub(w.From.Add(w.Action)).Round(time.Millisecond))
+		}
+		fr.MaxPingGap = max(fr.MaxPingGap, wr.MaxGap)
+		fr.MaxStall = max(fr.MaxStall, wr.MaxStall)
+		recov[w.Kind] = append(recov[w.Kind], wr.Recovery)
+		action[w.Kind] = append(action[w.Kind], w.Action)
+		r.Windows = append(r.Windows, wr)
+	}
+	for _, k := range faultKinds {
+		fr := byKind[k]
+		if fr == nil {
+			continue
+		}
+		fr.RecoveryP50, fr.RecoveryMax = quantiles(recov[k])
+		fr.ActionP50, fr.ActionMax = quantiles(action[k])
+		r.Faults = append(r.Faults, *fr)
+	}
+	r.GarbageDelivered = s.podUDPRejects() - s.podUDPStart
+	for _, d := range s.drops {
+		d.mu.Lock()
+		m := maps.Clone(d.total)
+		d.mu.Unlock()
+		r.Drops = append(r.Drops, m)
+		for k, v := range m {
+			r.DropsTotal[k] += v
+		}
+	}
+	for _, k := range garbageReasons {
+		r.GarbageDropped += r.DropsTotal[k]
+	}
+	for i := range before {
+		b, a := before[i], after[i]
+		if a.Pid == 0 {
+			s.fail("node%d: no agent at the end", b.Node)
+			continue
+		}
+		if a.FDs > b.FDs+fdSlack {
+			s.fail("node%d: file descriptors %d -> %d (bound +%d)", b.Node, b.FDs, a.FDs, fdSlack)
+		}
+		if a.Goroutines > b.Goroutines+goroutineSlack {
+			s.fail("node%d: goroutines %d -> %d (bound +%d)", b.Node, b.Goroutines, a.Goroutines, goroutineSlack)
+		}
+	}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		r.SoakCPU = tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
+	}
+	r.Failures = s.failureList()
+	return r
+}
+
+// garbageReasons are the drop reasons of the forged packets; the others
+// (tx_error, no_route, policy_denied, ...) come from the faults.
+var garbageReasons = []string{"invalid_header", "invalid_mac", "invalid_extension_headers", "spoofed_inner_source",
+	"unsupported_protocol", "no_endpoint", "invalid_vni", "invalid_identity", "ttl_exceeded"}
+
+func tvSeconds(tv syscall.Timeval) float64 { return float64(tv.Sec) + float64(tv.Usec)/1e6 }
+
+func quantiles(ds []time.Duration) (p50, maxd time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[(len(s)-1)/2], s[len(s)-1]
+}
+
+func ms(d time.Duration) string {
+	return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+func (r *report) print(w io.Writer) {
+	fmt.Fprintf(w, "\n## vxdp soak, %s\n\n", r.Date)
+	fmt.Fprintf(w, "Host %s, %d CPUs; %v run (%v asked), a fault every %v; streams at %s/s each; garbage %d packets/s (at most %d).\n",
+		r.Host, r.CPUs, r.Elapsed.Round(time.Second), r.Settings.Duration, r.Settings.FaultEvery, mib(r.Settings.StreamRate), r.Settings.GarbagePPS, r.Settings.GarbageMax)
+	if r.Interrupted {
+		fmt.Fprintf(w, "\n**Interrupted** before the end.\n")
+	}
+	fmt.Fprintf(w, "\n### Streams (verified byte by byte)\n\n| stream | across nodes | sent | verified | lost or corrupted | longest stall | error |\n|---|---|---|---|---|---|---|\n")
+	for _, s := range r.Streams {
+		fmt.Fprintf(w, "| %s | %v | %s | %s | %d B | %s | %s |\n", s.Name, s.Cross, mib(s.Sent), mib(s.Verified), s.Lost, ms(s.MaxStall), s.Err)
+	}
+	fmt.Fprintf(w, "\n### Pings every %v, whole run\n\n| pair | sent | lost | longest outage |\n|---|---|---|---|\n", pingEvery)
+	for _, p := range r.Pings {
+		fmt.Fprintf(w, "| %s | %d | %d | %s |\n", p.Name, p.Sent, p.Lost, ms(p.MaxGap))
+	}
+	fmt.Fprintf(w, "\n### Faults\n\nRecovery: from the start of the fault to the answer after the last ping lost in its window; 0 when none was lost. Window: the fault's action and %v after it. Outage: from the last answered request before lost ones to the first answered after them (send times). Stalls: the longest time a stream's receiver saw no new byte (counted above %v).\n\n", settle, stallMin)
+	fmt.Fprintf(w, "| fault | count | errors | pings sent / lost in windows | longest ping outage | longest stream stall | recovery p50 / max | action p50 / max | action |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, f := range r.Faults {
+		fmt.Fprintf(w, "| %s | %d | %d | %d / %d | %s | %s | %s / %s | %s / %s | %s |\n", f.Kind, f.Count, f.Errors, f.PingsSent, f.PingsLost,
+			ms(f.MaxPingGap), ms(f.MaxStall), ms(f.RecoveryP50), ms(f.RecoveryMax), ms(f.ActionP50), ms(f.ActionMax), f.ActionMeaning)
+	}
+	total := 0
+	for _, v := range r.Garbage {
+		total += v
+	}
+	fmt.Fprintf(w, "\n### Garbage on the tunnel port\n\nSent %d (%s); send errors %d. Counted as drops for the reasons garbage meets (%s): %d; delivered to a pod, whose kernel refused it: %d; neither: %d (sent while the target's agent or link was down, or lost in a kernel queue before the agent; the soak does not tell which).\n\nDrops counted by the agents, all nodes, every reason (policy probes, restarts and link flaps included):\n\n| reason | count |\n|---|---|\n",
+		total, kv(r.Garbage), r.GarbageErrs, strings.Join(garbageReasons, ", "), r.GarbageDropped, r.GarbageDelivered, total-r.GarbageDropped-r.GarbageDelivered)
+	for _, k := range sortedKeys(r.DropsTotal) {
+		fmt.Fprintf(w, "| %s | %d |\n", k, r.DropsTotal[k])
+	}
+	fmt.Fprintf(w, "\n### Agents, start and end (end: after every restart of the run)\n\n| node | incarnations | fds | goroutines | RSS | CPU |\n|---|---|---|---|---|---|\n")
+	for i := range r.Before {
+		b, a := r.Before[i], r.After[i]
+		fmt.Fprintf(w, "| node%d | %d | %d -> %d | %d -> %d | %d -> %d KiB | %.1f s |\n", b.Node, a.Starts, b.FDs, a.FDs, b.Goroutines, a.Goroutines, b.RSSKiB, a.RSSKiB, a.CPUSeconds)
+	}
+	fmt.Fprintf(w, "\nThe soak process itself (load generators, pingers, garbage): %.1f s CPU. Bounds: fds +%d, goroutines +%d.\n", r.SoakCPU, fdSlack, goroutineSlack)
+	if len(r.Failures) == 0 {
+		fmt.Fprintf(w, "\n**Invariants held.**\n")
+	} else {
+		fmt.Fprintf(w, "\n**Invariants broken:**\n\n")
+		for _, f := range r.Failures {
+			fmt.Fprintf(w, "- %s\n", f)
+		}
+	}
+}
+
+func sortedKeys(m map[string]int) []string {
+	k := slices.Collect(maps.Keys(m))
+	sort.Strings(k)
+	return k
+}
+
+func kv(m map[string]int) string {
+	var parts []string
+	for _, k := range sortedKeys(m) {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
