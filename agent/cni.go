@@ -178,6 +178,10 @@ func (l *attachLocks) lock(containerID, ifname string) func() {
 
 // cniAdd creates the endpoint of an attachment with addresses from IPAM.
 func (a *Agent) cniAdd(req api.CNIRequest) (api.CNIResult, error) {
+	// The namespace first (two ADDs into one namespace must not both pass
+	// the one-attachment check), then the attachment; DEL takes only the
+	// latter, so the order never crosses.
+	defer a.attachLocks.lock("netns:"+req.Netns, "")()
 	defer a.attachLocks.lock(req.ContainerID, ifnameOr(req.Ifname))()
 	if err := checkContainerID(req.ContainerID); err != nil {
 		return api.CNIResult{}, &cniError{cniErrInvalidConfig, err}
