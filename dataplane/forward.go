@@ -167,6 +167,17 @@ func (w *worker) output(buf []byte, start, n int, r route, vni uint32, u *encap.
 	return true
 }
 
+// outputMade outputs a packet the worker made (an ICMP or ICMPv6 error)
+// from the node's own identity, with nothing known of a checksum: sumOK
+// describes the packet being handled, not this one.
+func (w *worker) outputMade(buf []byte, start, n int, r route, u *encap.IPv6Upper) bool {
+	ok := w.sumOK
+	w.sumOK = false
+	queued := w.output(buf, start, n, r, uint32(identity.RemoteNode), u)
+	w.sumOK = ok
+	return queued
+}
+
 // fitsTunnel checks the packet fits the encapsulation, answering a DF
 // packet that does not with fragmentation needed. Without DF it is dropped
 // too: the underlay cannot send an outer packet beyond its MTU, and pods
@@ -274,6 +285,10 @@ func (w *worker) fromUnderlay(snap *snapshot, buf []byte, size int, m *packetio.
 		w.drop(DropInvalidHeader)
 		return
 	}
+	// Before anything changes a byte of it: what the inner packet is
+	// delivered as carries whether its checksum is right, known here at
+	// the cost of its headers where the driver summed the payload.
+	w.sumOK = m.HasSum && encap.TransportSumOK(payload, hlen+encap.EthernetLen, m.Sum)
 	from := m.Remote.Addr().Unmap()
 	p := snap.peers[from]
 	if p == nil {
@@ -467,7 +482,7 @@ func (w *worker) icmpError(snap *snapshot, orig encap.IPv4, typ, code uint8, mtu
 	n := encap.BuildICMPv4Error(b[start:], orig, w.e.hostIP4, typ, code, mtu)
 	ip := encap.IPv4(b[start : start+n])
 	r, found := snap.fib.Lookup(ip.DestinationAddr())
-	if !found || !w.output(b, start, n, r, uint32(identity.RemoteNode), nil) {
+	if !found || !w.outputMade(b, start, n, r, nil) {
 		return
 	}
 	w.nscratch++

@@ -246,7 +246,7 @@ func (w *worker) icmp6Error(snap *snapshot, orig encap.IPv6, typ, code uint8, pa
 	ip := encap.IPv6(b[start : start+n])
 	u := encap.IPv6Upper{Proto: encap.ProtoICMPv6, Offset: encap.IPv6Len}
 	r, found := snap.fib.Lookup(ip.DestinationAddr())
-	if !found || !w.output(b, start, n, r, uint32(identity.RemoteNode), &u) {
+	if !found || !w.outputMade(b, start, n, r, &u) {
 		return
 	}
 	w.nscratch++

@@ -39,6 +39,11 @@ type txQueue struct {
 	dev   packetio.Device
 	stats *DeviceStats
 	bufs  [][]byte
+	// checked[i] says the TCP or UDP checksum of bufs[i] is known right
+	// (worker.sumOK); nchecked counts the trues, so that a batch without
+	// any takes the plain Write.
+	checked  []bool
+	nchecked int
 }
 
 // underTx collects the tunnel payloads of one batch for one underlay
@@ -93,6 +98,12 @@ type worker struct {
 	cur     []byte
 	curMeta *packetio.Meta
 	events  bucket
+
+	// sumOK says the tunnel payload being handled carries an inner TCP
+	// or UDP packet whose checksum is right, as its outer checksum's sum
+	// showed (encap.TransportSumOK); what it is delivered as is queued
+	// with that knowledge (packetio.CheckedWriter).
+	sumOK bool
 
 	// icmpLimit rate-limits the ICMP and ICMPv6 errors the worker makes,
 	// one bucket for both; what it holds back is counted in
@@ -149,6 +160,7 @@ func newWorker(e *Engine, dev packetio.Device, under packetio.Underlay, st *Devi
 	}
 	for i := range w.queues {
 		w.queues[i].bufs = make([][]byte, 0, batch)
+		w.queues[i].checked = make([]bool, 0, batch)
 	}
 	// A batch sends at most one packet per packet read and one per ICMP
 	// error or ARP reply it makes.
@@ -238,6 +250,7 @@ func (w *worker) process(n int) {
 		case sourceUnderlay:
 			w.curMeta = &w.meta[i]
 			w.fromUnderlay(snap, buf, size, &w.meta[i])
+			w.sumOK = false
 		}
 	}
 	w.stats.RxBatches.Add(1)
@@ -260,7 +273,7 @@ func (w *worker) enqueue(dev packetio.Device, st *DeviceStats, buf []byte, start
 	for i := 0; i < w.nqueues; i++ {
 		q := &w.queues[i]
 		if q.dev == dev {
-			q.bufs = append(q.bufs, pkt)
+			q.add(pkt, w.sumOK)
 			return
 		}
 	}
@@ -270,7 +283,28 @@ func (w *worker) enqueue(dev packetio.Device, st *DeviceStats, buf []byte, start
 	q := &w.queues[w.nqueues]
 	w.nqueues++
 	q.dev, q.stats = dev, st
-	q.bufs = append(q.bufs[:0], pkt)
+	q.add(pkt, w.sumOK)
+}
+
+func (q *txQueue) add(pkt []byte, checked bool) {
+	q.bufs = append(q.bufs, pkt)
+	q.checked = append(q.checked, checked)
+	if checked {
+		q.nchecked++
+	}
+}
+
+// write hands the queued packets to the device: with what is known of
+// their checksums where there is something and the device can use it.
+func (q *txQueue) write() int {
+	if q.nchecked > 0 {
+		if cw, ok := q.dev.(packetio.CheckedWriter); ok {
+			n, _ := cw.WriteChecked(q.bufs, q.checked, linkRoom)
+			return n
+		}
+	}
+	n, _ := q.dev.Write(q.bufs, linkRoom)
+	return n
 }
 
 // enqueueUnder queues the tunnel payload buf[start:start+n] for m.Remote
@@ -293,13 +327,13 @@ func (w *worker) flushQueues() {
 		// One Write per queue: a driver either takes every packet or
 		// says how many it took; the rest were refused (and counted by
 		// the driver) or lost to a closed device.
-		n, _ := q.dev.Write(q.bufs, linkRoom)
+		n := q.write()
 		var bytes uint64
 		for _, b := range q.bufs[:min(n, len(q.bufs))] {
 			bytes += uint64(len(b) - linkRoom)
 		}
 		w.sent(q.stats, len(q.bufs), n, bytes)
-		q.bufs = q.bufs[:0]
+		q.bufs, q.checked, q.nchecked = q.bufs[:0], q.checked[:0], 0
 		q.dev, q.stats = nil, nil
 	}
 	w.nqueues = 0

@@ -108,7 +108,8 @@ func TestEncapVXLANv6AgainstGopacket(t *testing.T) {
 				t.Fatal(err)
 			}
 			want6 := OuterV6{Src: node6A, Dst: node6B, SrcPort: 51234, DstPort: VXLANPort, Payload: OuterV6Len,
-				PayloadLen: VXLANLen + EthernetLen + len(c.inner), TrafficClass: c.tc, FlowLabel: c.label}
+				PayloadLen: VXLANLen + EthernetLen + len(c.inner), TrafficClass: c.tc, FlowLabel: c.label,
+				PayloadSum: Sum(buf[o+OuterV6Len:], 0), SumValid: true}
 			if out != want6 {
 				t.Fatalf("parsed %+v\nwant   %+v", out, want6)
 			}

@@ -230,6 +230,12 @@ type OuterV6 struct {
 	PayloadLen       int
 	TrafficClass     uint8 // DSCP and ECN, for DecapECNV4/V6
 	FlowLabel        uint32
+	// PayloadSum is the running sum (Sum) of the payload's bytes, a
+	// by-product of verifying the checksum; SumValid says there was one
+	// to verify (not a zero checksum taken as "none"). TransportSumOK
+	// checks the inner packet's checksum from it.
+	PayloadSum uint32
+	SumValid   bool
 }
 
 // ParseOuterV6 validates the IPv6 and UDP headers at the start of pkt and
@@ -256,14 +262,23 @@ func ParseOuterV6(pkt []byte, zeroChecksumOK bool) (OuterV6, error) {
 	if !u.IsValid(tl - IPv6Len) {
 		return OuterV6{}, ErrBadLength
 	}
-	if u.Checksum() == 0 {
+	var ps uint32
+	sumValid := u.Checksum() != 0
+	if !sumValid {
 		if !zeroChecksumOK {
 			return OuterV6{}, ErrZeroChecksum
 		}
-	} else if n := u.Length(); Fold(Sum(u[:n], ip.PseudoHeaderSum(ProtoUDP, n))) != 0xffff {
-		return OuterV6{}, ErrBadChecksum
+	} else {
+		// The payload apart from the header, so that its sum is kept.
+		n := u.Length()
+		ps = Sum(u[UDPLen:n], 0)
+		if Fold(Sum(u[:UDPLen], ip.PseudoHeaderSum(ProtoUDP, n))+ps) != 0xffff {
+			return OuterV6{}, ErrBadChecksum
+		}
 	}
 	return OuterV6{
+		PayloadSum:   ps,
+		SumValid:     sumValid,
 		Src:          ip.SourceAddr(),
 		Dst:          ip.DestinationAddr(),
 		SrcPort:      u.SourcePort(),

@@ -29,7 +29,7 @@ func FuzzFrame(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, frame []byte, v6, partialOK bool) {
 		orig := bytes.Clone(frame)
-		payload, _, ok := payloadOfFrame(frame, v6, partialOK)
+		payload, m, ok := payloadOfFrame(frame, v6, partialOK)
 		if !ok {
 			if payload != nil {
 				t.Fatal("refused with a payload")
@@ -49,7 +49,15 @@ func FuzzFrame(f *testing.F) {
 			if o.PayloadLen != len(payload) {
 				t.Fatalf("payload %d bytes, UDP says %d", len(payload), o.PayloadLen)
 			}
-		} else {
+			// The sum handed on is the payload's: the inner checksum
+			// is judged by it.
+			if !m.HasSum || encap.Fold(m.Sum) != encap.Fold(encap.Sum(payload, 0)) {
+				t.Fatalf("meta sum %#x (has %v), payload sums to %#x", m.Sum, m.HasSum, encap.Sum(payload, 0))
+			}
+		} else if m.HasSum {
+			t.Fatal("a sum handed on for an IPv4 frame, whose checksum is not checked")
+		}
+		if !v6 {
 			ip := encap.IPv4(frame[ethLen:])
 			hdr = ethLen + ip.HeaderLen() + udpLen
 		}

@@ -158,6 +158,11 @@ func TestOuterFrames(t *testing.T) {
 				t.Fatalf("payloadOfFrame: ok %v, payload %q", ok, got)
 			}
 			want := packetio.Meta{Remote: netip.AddrPortFrom(tc.node, encap.SourcePort(flow)), LocalPort: 8472, TOS: tos}
+			if tc.node.Is6() {
+				// The checksum verified summed the payload, and the
+				// sum goes on for the inner check.
+				want.Sum, want.HasSum = encap.Sum(payload, 0), true
+			}
 			if m != want {
 				t.Errorf("meta %+v, want %+v", m, want)
 			}
@@ -380,7 +385,8 @@ func TestTrafficV6(t *testing.T) {
 		t.Fatalf("receive after %d payloads: %v (stats %+v)", len(r.payloads), r.err, u.Stats())
 	}
 	for i, m := range r.meta {
-		want := packetio.Meta{Remote: senderAddr, LocalPort: 8472, TOS: tclass}
+		want := packetio.Meta{Remote: senderAddr, LocalPort: 8472, TOS: tclass,
+			Sum: encap.Sum([]byte{'r', 'x', byte(i)}, 0), HasSum: true}
 		if m != want || !bytes.Equal(r.payloads[i], []byte{'r', 'x', byte(i)}) {
 			t.Fatalf("payload %d %q, meta %+v; want %+v", i, r.payloads[i], m, want)
 		}

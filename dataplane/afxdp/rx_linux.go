@@ -130,7 +130,8 @@ func (q *Queue) publishRX() {
 // IPv4 (encap.ParseOuterV4): unfragmented; the UDP checksum is not
 // checked, as the kernel's vxlan sends none over IPv4. IPv6
 // (encap.ParseOuterV6): no extension headers, and the UDP checksum must
-// verify; zero, "no checksum", is refused: RFC 6935 and 6936 allow it only
+// verify, which sums the payload: the sum goes on in the Meta (Sum,
+// HasSum) for the engine to check the inner checksum by; zero, "no checksum", is refused: RFC 6935 and 6936 allow it only
 // on a tunnel port configured to accept it, and vxdp configures none (its
 // UDP sockets leave UDP_NO_CHECK6_RX off likewise), so both underlays take
 // the same packets.
@@ -167,7 +168,8 @@ func payloadOfFrame(f []byte, v6, partialOK bool) ([]byte, packetio.Meta, bool) 
 		if err != nil {
 			return nil, packetio.Meta{}, false
 		}
-		m := packetio.Meta{Remote: netip.AddrPortFrom(o.Src, o.SrcPort), LocalPort: o.DstPort, TOS: o.TrafficClass}
+		m := packetio.Meta{Remote: netip.AddrPortFrom(o.Src, o.SrcPort), LocalPort: o.DstPort, TOS: o.TrafficClass,
+			Sum: o.PayloadSum, HasSum: o.SumValid}
 		return pkt[o.Payload : o.Payload+o.PayloadLen], m, true
 	}
 	if et != encap.EtherTypeIPv4 {

@@ -15,16 +15,18 @@ import (
 )
 
 var (
-	_ packetio.Device    = (*Device)(nil)
-	_ packetio.MTUSetter = (*Device)(nil)
+	_ packetio.Device        = (*Device)(nil)
+	_ packetio.MTUSetter     = (*Device)(nil)
+	_ packetio.CheckedWriter = (*Device)(nil)
 )
 
 // Device is an in-memory packet device. It copies every packet in and out,
 // so tests can keep what they get and reuse what they give.
 type Device struct {
-	name  string
-	batch int
-	mtu   atomic.Int64
+	name    string
+	batch   int
+	mtu     atomic.Int64
+	checked atomic.Int64
 	box[[]byte]
 }
 
@@ -74,6 +76,27 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 	}
 	return len(bufs), nil
 }
+
+// WriteChecked implements packetio.CheckedWriter: Write, counting the
+// packets the engine vouched for (Checked).
+func (d *Device) WriteChecked(bufs [][]byte, checked []bool, offset int) (int, error) {
+	if len(checked) < len(bufs) {
+		return 0, fmt.Errorf("fake %s: %d checked flags for %d packets", d.name, len(checked), len(bufs))
+	}
+	n, err := d.Write(bufs, offset)
+	if err == nil {
+		for _, c := range checked[:len(bufs)] {
+			if c {
+				d.checked.Add(1)
+			}
+		}
+	}
+	return n, err
+}
+
+// Checked is the number of packets written so far that the engine marked
+// as carrying a right TCP or UDP checksum.
+func (d *Device) Checked() int64 { return d.checked.Load() }
 
 // BatchSize implements packetio.Device.
 func (d *Device) BatchSize() int { return d.batch }

@@ -51,9 +51,11 @@ func (u *Underlay) InjectTo(payload []byte, from netip.AddrPort, port uint16) {
 
 // InjectDatagram queues a copy of d for Receive: d.Meta.Remote is the
 // sender, d.Meta.LocalPort the port it arrives on (0: the underlay's own),
-// d.Meta.TOS the outer TOS or traffic class it arrived with.
+// d.Meta.TOS the outer TOS or traffic class it arrived with, d.Meta.Sum
+// and HasSum the payload's sum as a driver that verified an outer
+// checksum reports it.
 func (u *Underlay) InjectDatagram(d Datagram) {
-	m := packetio.Meta{Remote: d.Meta.Remote, LocalPort: d.Meta.LocalPort, TOS: d.Meta.TOS}
+	m := packetio.Meta{Remote: d.Meta.Remote, LocalPort: d.Meta.LocalPort, TOS: d.Meta.TOS, Sum: d.Meta.Sum, HasSum: d.Meta.HasSum}
 	if m.LocalPort == 0 {
 		m.LocalPort = u.local.Port()
 	}

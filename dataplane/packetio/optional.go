@@ -23,8 +23,10 @@ type Offload struct {
 	// (reads of UDP super-packets from a pod sending with UDP_SEGMENT),
 	// tun-gro (TCP segments merged into super-packets on write),
 	// tun-udp-gro (datagrams of one flow merged into a UDP super-packet
-	// on write), udp-gso (sends of several datagrams with UDP_SEGMENT),
-	// udp-gro (receives of datagrams coalesced by UDP_GRO).
+	// on write), tun-csum-complete (segments and datagrams merged on
+	// the engine's word that their checksum is right, CheckedWriter),
+	// udp-gso (sends of several datagrams with UDP_SEGMENT), udp-gro
+	// (receives of datagrams coalesced by UDP_GRO).
 	Name   string
 	Active bool
 	// Reason says why the offload is off: the kernel refused it at start
@@ -70,4 +72,16 @@ func Destroy(d Device) error {
 		return x.Destroy()
 	}
 	return d.Close()
+}
+
+// CheckedWriter is implemented by a device that can make use of knowing,
+// per packet, that its TCP or UDP checksum is right: the engine learns so
+// for a decapsulated packet from the outer checksum the underlay driver
+// verified (Meta.HasSum), and the device then skips its own check (the TUN
+// driver verifies a segment before it merges it into a super-packet whose
+// checksum the kernel trusts). WriteChecked is Write with checked[i]
+// saying so of bufs[i]; len(checked) >= len(bufs). A false is "not
+// known", never "bad".
+type CheckedWriter interface {
+	WriteChecked(bufs [][]byte, checked []bool, offset int) (n int, err error)
 }

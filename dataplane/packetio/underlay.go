@@ -75,6 +75,15 @@ type Meta struct {
 	// 6040: the engine copies the inner packet's). A driver that cannot
 	// read it reports 0 (not ECN-capable); one that cannot write it sends 0.
 	TOS uint8
+	// Sum, when HasSum, is the running one's-complement sum (encap.Sum)
+	// of the payload's bytes as received: a driver that verified the
+	// outer UDP checksum, which covers the payload, has computed it on
+	// the way and hands it on, so that the engine can tell whether the
+	// inner packet's own TCP or UDP checksum is right without another
+	// pass over its bytes (encap.TransportSumOK, "checksum complete").
+	// Receive only; Send ignores it.
+	Sum    uint32
+	HasSum bool
 }
 
 // SourcePorts describes the outer source ports of an underlay: Count

@@ -78,8 +78,10 @@ func plainIP(pkt []byte, proto uint8) (l4 []byte, pseudo uint32, ipLen int, v6, 
 }
 
 // groCandidate reports whether pkt is a plain IPv4 or IPv6 TCP data
-// segment with a valid checksum, and its layout.
-func groCandidate(pkt []byte) (mergeSeg, bool) {
+// segment with a valid checksum, and its layout. checked says the checksum
+// is known to be right already (packetio.CheckedWriter), which spares the
+// pass over the segment.
+func groCandidate(pkt []byte, checked bool) (mergeSeg, bool) {
 	seg, pseudo, ipLen, v6, ok := plainIP(pkt, encap.ProtoTCP)
 	if !ok {
 		return mergeSeg{}, false
@@ -90,7 +92,7 @@ func groCandidate(pkt []byte) (mergeSeg, bool) {
 	}
 	s := mergeSeg{hdrLen: ipLen + tcp.HeaderLen(), l4: ipLen, payload: len(tcp.Payload()),
 		seq: tcp.SequenceNumber(), psh: tcp.Flags()&encap.TCPFlagPSH != 0, v6: v6}
-	if s.payload == 0 || encap.Checksum(tcp, pseudo) != 0 {
+	if s.payload == 0 || !checked && encap.Checksum(tcp, pseudo) != 0 {
 		return mergeSeg{}, false
 	}
 	return s, true
@@ -99,8 +101,9 @@ func groCandidate(pkt []byte) (mergeSeg, bool) {
 // udpCandidate reports whether pkt is an IPv4 or IPv6 UDP datagram that
 // may be merged with others of its flow into one UDP GSO super-packet: no
 // IP options or extension headers, not a fragment, a payload, a UDP length
-// that matches, a checksum that verifies (or, over IPv4 only, none).
-func udpCandidate(pkt []byte) (mergeSeg, bool) {
+// that matches, a checksum that verifies (or, over IPv4 only, none);
+// checked as for groCandidate.
+func udpCandidate(pkt []byte, checked bool) (mergeSeg, bool) {
 	seg, pseudo, ipLen, v6, ok := plainIP(pkt, encap.ProtoUDP)
 	if !ok {
 		return mergeSeg{}, false
@@ -114,7 +117,7 @@ func udpCandidate(pkt []byte) (mergeSeg, bool) {
 		if v6 {
 			return mergeSeg{}, false // invalid over IPv6 (RFC 8200 8.1)
 		}
-	case encap.Checksum(u, pseudo) != 0:
+	case !checked && encap.Checksum(u, pseudo) != 0:
 		return mergeSeg{}, false
 	}
 	return mergeSeg{hdrLen: ipLen + encap.UDPLen, l4: ipLen, payload: len(u.Payload()), udp: true, v6: v6}, true
@@ -172,13 +175,13 @@ func groFollows(first []byte, f mergeSeg, b []byte, s mergeSeg, end uint32) bool
 
 // mergeNext reports whether p continues the run that began with first
 // (layout f), whose TCP payload so far ends at sequence number end, and
-// returns p's layout.
-func mergeNext(first []byte, f mergeSeg, p []byte, end uint32) (mergeSeg, bool) {
+// returns p's layout; checked as for groCandidate.
+func mergeNext(first []byte, f mergeSeg, p []byte, end uint32, checked bool) (mergeSeg, bool) {
 	if f.udp {
-		s, ok := udpCandidate(p)
+		s, ok := udpCandidate(p, checked)
 		return s, ok && udpFollows(first, f, p, s)
 	}
-	s, ok := groCandidate(p)
+	s, ok := groCandidate(p, checked)
 	return s, ok && groFollows(first, f, p, s, end)
 }
 

@@ -49,7 +49,7 @@ func TestGROCandidateRejects(t *testing.T) {
 	seg := make([]byte, 1500)
 	n := tcp4Segment(seg, super, 40, 1398, 0, 1)
 	good := seg[:n]
-	if _, ok := groCandidate(good); !ok {
+	if _, ok := groCandidate(good, false); !ok {
 		t.Fatal("good segment refused")
 	}
 	for name, mod := range map[string]func(b []byte){
@@ -61,7 +61,7 @@ func TestGROCandidateRejects(t *testing.T) {
 	} {
 		b := append([]byte(nil), good...)
 		mod(b)
-		if _, ok := groCandidate(b); ok {
+		if _, ok := groCandidate(b, false); ok {
 			t.Errorf("%s accepted", name)
 		}
 	}
@@ -85,10 +85,10 @@ func cutSegments(super []byte, mss, off int) [][]byte {
 // tcpRun reports whether pkts are one run of TCP segments to merge, the
 // way writeMerged checks them, and returns the layout of the first.
 func tcpRun(pkts [][]byte) (mergeSeg, bool) {
-	f, ok := groCandidate(pkts[0])
+	f, ok := groCandidate(pkts[0], false)
 	end := f.seq + uint32(f.payload)
 	for _, p := range pkts[1:] {
-		s, sok := groCandidate(p)
+		s, sok := groCandidate(p, false)
 		if !ok || !sok || !groFollows(pkts[0], f, p, s, end) {
 			return f, false
 		}
@@ -128,12 +128,12 @@ func BenchmarkUDPMergeHeader(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(size * count)
 	for b.Loop() {
-		f, ok := udpCandidate(pkts[0])
+		f, ok := udpCandidate(pkts[0], false)
 		if !ok {
 			b.Fatal("first datagram refused")
 		}
 		for _, p := range pkts[1:] {
-			if s, ok := udpCandidate(p); !ok || !udpFollows(pkts[0], f, p, s) {
+			if s, ok := udpCandidate(p, false); !ok || !udpFollows(pkts[0], f, p, s) {
 				b.Fatal("datagram does not follow")
 			}
 		}

@@ -261,7 +261,7 @@ func TestGROMergeRoundTrip6(t *testing.T) {
 
 func TestGROCandidateRejects6(t *testing.T) {
 	good := cutSegments6(superPacket6(make([]byte, 1370), 0x10), 1370, 0)[0]
-	if _, ok := groCandidate(good); !ok {
+	if _, ok := groCandidate(good, false); !ok {
 		t.Fatal("good segment refused")
 	}
 	for name, pkt := range map[string][]byte{
@@ -273,7 +273,7 @@ func TestGROCandidateRejects6(t *testing.T) {
 			pkttest.TCP{SrcPort: 1, DstPort: 2, Flags: 0x10}, make([]byte, 100)),
 		"payload length past end": good[:len(good)-1],
 	} {
-		if _, ok := groCandidate(pkt); ok {
+		if _, ok := groCandidate(pkt, false); ok {
 			t.Errorf("%s accepted", name)
 		}
 	}
@@ -340,11 +340,11 @@ func TestCollectRun6(t *testing.T) {
 			d := &Device{}
 			d.run = make([][]byte, 0, groMaxSegs)
 			bufs := c.bufs()
-			f, ok := d.mergeStart(bufs[0][off:])
+			f, ok := d.mergeStart(bufs[0][off:], false)
 			if !ok || !f.v6 {
 				t.Fatalf("mergeStart = %+v, %v", f, ok)
 			}
-			if j := d.collectRun(bufs, off, 0, f); len(d.run) != c.wantRun || j != c.wantRun {
+			if j := d.collectRun(bufs, nil, off, 0, f); len(d.run) != c.wantRun || j != c.wantRun {
 				t.Fatalf("run of %d, next %d; want %d", len(d.run), j, c.wantRun)
 			}
 		})
@@ -361,26 +361,26 @@ func TestUDPMerge6(t *testing.T) {
 		pkts = append(pkts, pkttest.UDP6(src, dst, bytes.Repeat([]byte{byte(i + 1)}, 200)))
 	}
 	pkts = append(pkts, pkttest.UDP6(src, dst, []byte("short last")))
-	f, ok := udpCandidate(pkts[0])
+	f, ok := udpCandidate(pkts[0], false)
 	if !ok || !f.v6 || f.hdrLen != 48 {
 		t.Fatalf("udpCandidate = %+v, %v", f, ok)
 	}
 	for i, p := range pkts[1:] {
-		if s, ok := udpCandidate(p); !ok || !udpFollows(pkts[0], f, p, s) {
+		if s, ok := udpCandidate(p, false); !ok || !udpFollows(pkts[0], f, p, s) {
 			t.Fatalf("datagram %d does not follow", i+1)
 		}
 	}
 	other := pkttest.UDP6(netip.AddrPortFrom(pod6A, 4001), dst, make([]byte, 200))
-	if s, ok := udpCandidate(other); !ok || udpFollows(pkts[0], f, other, s) {
+	if s, ok := udpCandidate(other, false); !ok || udpFollows(pkts[0], f, other, s) {
 		t.Fatal("another source port follows")
 	}
 	v4 := udp4(netip.MustParseAddrPort("198.51.100.1:4000"), netip.MustParseAddrPort("192.0.2.10:5000"), make([]byte, 200))
-	if s, ok := udpCandidate(v4); !ok || udpFollows(pkts[0], f, v4, s) {
+	if s, ok := udpCandidate(v4, false); !ok || udpFollows(pkts[0], f, v4, s) {
 		t.Fatal("an IPv4 datagram follows an IPv6 one")
 	}
 	noSum := bytes.Clone(pkts[1])
 	noSum[46], noSum[47] = 0, 0
-	if _, ok := udpCandidate(noSum); ok {
+	if _, ok := udpCandidate(noSum, false); ok {
 		t.Fatal("an IPv6 datagram without a checksum accepted")
 	}
 

@@ -236,12 +236,15 @@ func newDevice(fd int, o Options) (*Device, error) {
 
 // Offloads reports the TUN offloads: tun-tso and tun-uso (the kernel hands
 // over TCP or UDP super-packets, which Read cuts), tun-gro and tun-udp-gro
-// (Write merges TCP segments or UDP datagrams into super-packets). All are
-// off on a device opened without Offload.
+// (Write merges TCP segments or UDP datagrams into super-packets), and
+// tun-csum-complete (of those, the ones merged on the engine's word that
+// their checksum is right, WriteChecked, without a pass of their own). All
+// are off on a device opened without Offload.
 func (d *Device) Offloads() []packetio.Offload {
 	if !d.vnet {
 		off := "device opened without offloads"
-		return []packetio.Offload{{Name: "tun-tso", Reason: off}, {Name: "tun-gro", Reason: off}, {Name: "tun-uso", Reason: off}, {Name: "tun-udp-gro", Reason: off}}
+		return []packetio.Offload{{Name: "tun-tso", Reason: off}, {Name: "tun-gro", Reason: off}, {Name: "tun-uso", Reason: off}, {Name: "tun-udp-gro", Reason: off},
+			{Name: "tun-csum-complete", Reason: off}}
 	}
 	return []packetio.Offload{
 		{Name: "tun-tso", Active: d.tsoOff == "", Reason: d.tsoOff,
@@ -254,6 +257,7 @@ func (d *Device) Offloads() []packetio.Offload {
 			Count:   d.sum(func(q *Device) uint64 { return q.usoReads.Load() }),
 			Largest: d.max(func(q *Device) uint64 { return q.usoMax.Load() })},
 		{Name: "tun-udp-gro", Active: d.usoOff.Load() == nil, Reason: deref(d.usoOff.Load()), Count: d.sum(func(q *Device) uint64 { return q.usoMerged.Load() })},
+		{Name: "tun-csum-complete", Active: true, Count: d.sum(func(q *Device) uint64 { return q.checkedMerged.Load() })},
 	}
 }
 

@@ -24,13 +24,17 @@ type writeState struct {
 	niov     int
 	wrote    bool
 	werrno   unix.Errno
+	nchecked int // members of run that WriteChecked vouched for
 	writevFn func(fd uintptr) bool
 
 	txErrors  atomic.Uint64
-	merged    atomic.Uint64          // TCP segments written inside merged super-packets
-	usoMerged atomic.Uint64          // UDP datagrams written inside merged super-packets
-	mergedMax atomic.Uint64          // the largest merged super-packet, TCP or UDP
-	usoOff    atomic.Pointer[string] // why UDP datagrams are no longer merged
+	merged    atomic.Uint64 // TCP segments written inside merged super-packets
+	usoMerged atomic.Uint64 // UDP datagrams written inside merged super-packets
+	// Segments and datagrams merged on the engine's word that their
+	// checksum is right (WriteChecked), without a check of their own.
+	checkedMerged atomic.Uint64
+	mergedMax     atomic.Uint64          // the largest merged super-packet, TCP or UDP
+	usoOff        atomic.Pointer[string] // why UDP datagrams are no longer merged
 }
 
 // Write writes each bufs[i][offset:] as one packet with one write(2), or,
@@ -43,8 +47,26 @@ type writeState struct {
 func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 	w := d.writer()
 	defer w.wmu.Unlock()
-	return w.write(bufs, offset)
+	return w.write(bufs, nil, offset)
 }
+
+// WriteChecked is Write for packets some of which (checked[i]) are known
+// to carry a right TCP or UDP checksum (packetio.CheckedWriter): those
+// merge into super-packets without the check of their segment that
+// Write makes, the one pass over their bytes it would cost. A packet
+// written singly is handed to the kernel as it is either way, to check
+// as it checks any.
+func (d *Device) WriteChecked(bufs [][]byte, checked []bool, offset int) (int, error) {
+	if len(checked) < len(bufs) {
+		return 0, fmt.Errorf("write %s: %d checked flags for %d packets", d.Name(), len(checked), len(bufs))
+	}
+	w := d.writer()
+	defer w.wmu.Unlock()
+	return w.write(bufs, checked, offset)
+}
+
+// isChecked reports checked[i], a nil checked being all false.
+func isChecked(checked []bool, i int) bool { return checked != nil && checked[i] }
 
 // writer picks the queue a Write goes through and returns it locked: the
 // device itself when free, else a free further queue, so that writers on
@@ -66,10 +88,10 @@ func (d *Device) writer() *Device {
 	return d
 }
 
-// write is Write on this queue; the caller holds wmu.
-func (d *Device) write(bufs [][]byte, offset int) (int, error) {
+// write is Write or WriteChecked on this queue; the caller holds wmu.
+func (d *Device) write(bufs [][]byte, checked []bool, offset int) (int, error) {
 	if d.vnet && len(bufs) > 1 {
-		return d.writeMerged(bufs, offset)
+		return d.writeMerged(bufs, checked, offset)
 	}
 	return d.writeEach(bufs, offset)
 }
@@ -131,8 +153,9 @@ func (d *Device) writeRaw(b []byte) (bool, error) {
 }
 
 // writeMerged writes a batch, merging runs of TCP segments or UDP
-// datagrams of one flow into super-packets (see gro.go).
-func (d *Device) writeMerged(bufs [][]byte, offset int) (int, error) {
+// datagrams of one flow into super-packets (see gro.go). checked is as
+// for WriteChecked, or nil.
+func (d *Device) writeMerged(bufs [][]byte, checked []bool, offset int) (int, error) {
 	if d.gro == nil {
 		d.gro = make([]byte, vnetHdrLen+encap.IPv6Len+encap.TCPMaxLen) // merged packets carry no IP options or extension headers
 		d.run = make([][]byte, 0, groMaxSegs)
@@ -146,10 +169,10 @@ func (d *Device) writeMerged(bufs [][]byte, offset int) (int, error) {
 			i++
 			continue
 		}
-		f, ok := d.mergeStart(bufs[i][offset:])
+		f, ok := d.mergeStart(bufs[i][offset:], isChecked(checked, i))
 		j := i + 1
 		if ok {
-			j = d.collectRun(bufs, offset, i, f)
+			j = d.collectRun(bufs, checked, offset, i, f)
 		}
 		if !ok || len(d.run) == 1 {
 			wn, err := d.writeEach(bufs[i:i+1], offset)
@@ -167,6 +190,9 @@ func (d *Device) writeMerged(bufs [][]byte, offset int) (int, error) {
 		switch {
 		case wok:
 			n += len(d.run)
+			if d.nchecked > 0 {
+				d.checkedMerged.Add(uint64(d.nchecked))
+			}
 			if f.udp {
 				d.usoMerged.Add(uint64(len(d.run)))
 			} else {
@@ -193,24 +219,30 @@ func (d *Device) writeMerged(bufs [][]byte, offset int) (int, error) {
 
 // mergeStart reports whether first may begin a merged run, and its
 // layout: a TCP segment, or a UDP datagram while UDP merging is on.
-func (d *Device) mergeStart(first []byte) (mergeSeg, bool) {
-	if f, ok := groCandidate(first); ok {
+func (d *Device) mergeStart(first []byte, checked bool) (mergeSeg, bool) {
+	if f, ok := groCandidate(first, checked); ok {
 		return f, true
 	}
 	if d.usoOff.Load() != nil {
 		return mergeSeg{}, false
 	}
-	return udpCandidate(first)
+	return udpCandidate(first, checked)
 }
 
 // collectRun gathers in d.run the run that begins with bufs[i][offset:]
 // (layout f) and returns the index of the first packet after it. A run
 // takes packets of f's flow (and for TCP, in sequence) with payloads of
 // f's size but a shorter last one, at most groMaxSegs packets and
-// groMaxLen bytes; a TCP segment with PSH ends it. Caller holds wmu.
-func (d *Device) collectRun(bufs [][]byte, offset, i int, f mergeSeg) int {
+// groMaxLen bytes; a TCP segment with PSH ends it. checked is as for
+// WriteChecked, or nil; d.nchecked counts the run's members it vouches
+// for. Caller holds wmu.
+func (d *Device) collectRun(bufs [][]byte, checked []bool, offset, i int, f mergeSeg) int {
 	first := bufs[i][offset:]
 	d.run = append(d.run[:0], first)
+	d.nchecked = 0
+	if isChecked(checked, i) {
+		d.nchecked++
+	}
 	end := f.seq + uint32(f.payload)
 	total := f.hdrLen + f.payload
 	last := f.psh
@@ -220,11 +252,15 @@ func (d *Device) collectRun(bufs [][]byte, offset, i int, f mergeSeg) int {
 			break
 		}
 		p := bufs[j][offset:]
-		s, ok := mergeNext(first, f, p, end)
+		c := isChecked(checked, j)
+		s, ok := mergeNext(first, f, p, end, c)
 		if !ok || s.payload > f.payload || total+s.payload > groMaxLen {
 			break
 		}
 		d.run = append(d.run, p)
+		if c {
+			d.nchecked++
+		}
 		end += uint32(s.payload)
 		total += s.payload
 		last = s.payload < f.payload || s.psh

@@ -258,14 +258,14 @@ func TestCollectRun(t *testing.T) {
 				d.usoOff.Store(&reason)
 			}
 			bufs := c.bufs()
-			f, ok := d.mergeStart(bufs[c.start][off:])
+			f, ok := d.mergeStart(bufs[c.start][off:], false)
 			if ok != c.wantOK {
 				t.Fatalf("mergeStart = %v, want %v", ok, c.wantOK)
 			}
 			if !ok {
 				return
 			}
-			j := d.collectRun(bufs, off, c.start, f)
+			j := d.collectRun(bufs, nil, off, c.start, f)
 			if len(d.run) != c.wantRun || j != c.start+c.wantRun {
 				t.Fatalf("run of %d, next %d; want %d, %d", len(d.run), j, c.wantRun, c.start+c.wantRun)
 			}
@@ -275,5 +275,63 @@ func TestCollectRun(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// WriteChecked takes the engine's word for a checksum: segments marked
+// checked merge without a check of their own (one whose checksum field
+// is wrong merges too, which is how the test sees that no check was
+// made), while Write, which checks, keeps such a segment out of the run.
+func TestWriteCheckedTrustsTheEngine(t *testing.T) {
+	d, _ := podDevice(t, Options{Offload: true}, "10.1.2.20/32")
+	payload := make([]byte, 5*1398+700)
+	for i := range payload {
+		payload[i] = byte(i*7 + 3)
+	}
+	const off = 64
+	bufs := cutSegments(superPacket(payload, 0x18), 1398, off)
+	segs := len(bufs)
+	// The third segment's checksum field is off by one: as if the
+	// engine's word were wrong, or as a corrupted segment looks to Write.
+	tcp := bufs[2][off+encap.IPv4MinLen:]
+	binary.BigEndian.PutUint16(tcp[encap.TCPChecksumOffset:], binary.BigEndian.Uint16(tcp[encap.TCPChecksumOffset:])+1)
+
+	if n, err := d.Write(bufs, off); err != nil || n != segs {
+		t.Fatalf("Write: %d of %d, %v", n, segs, err)
+	}
+	if got := d.merged.Load(); got >= uint64(segs) || d.checkedMerged.Load() != 0 {
+		t.Fatalf("Write merged %d of %d segments (%d on the engine's word), want the bad one left out", got, segs, d.checkedMerged.Load())
+	}
+	before := d.merged.Load()
+	checked := make([]bool, segs)
+	for i := range checked {
+		checked[i] = true
+	}
+	if n, err := d.WriteChecked(bufs, checked, off); err != nil || n != segs {
+		t.Fatalf("WriteChecked: %d of %d, %v", n, segs, err)
+	}
+	if got := d.merged.Load() - before; got != uint64(segs) || d.checkedMerged.Load() != uint64(segs) {
+		t.Fatalf("WriteChecked merged %d of %d segments, %d on the engine's word", got, segs, d.checkedMerged.Load())
+	}
+	if o := offloads(d)["tun-csum-complete"]; !o.Active || o.Count != uint64(segs) {
+		t.Fatalf("tun-csum-complete offload %+v, want active with count %d", o, segs)
+	}
+	// Marked unchecked, the bad segment is checked and kept out again.
+	checked[2] = false
+	before, beforeChecked := d.merged.Load(), d.checkedMerged.Load()
+	if n, err := d.WriteChecked(bufs, checked, off); err != nil || n != segs {
+		t.Fatalf("WriteChecked: %d of %d, %v", n, segs, err)
+	}
+	if got := d.merged.Load() - before; got >= uint64(segs) || d.checkedMerged.Load()-beforeChecked != got {
+		t.Fatalf("merged %d of %d with one unchecked bad segment, %d on the engine's word", got, segs, d.checkedMerged.Load()-beforeChecked)
+	}
+	if _, err := d.WriteChecked(bufs, checked[:1], off); err == nil {
+		t.Fatal("fewer checked flags than packets accepted")
+	}
+	if !raceEnabled {
+		checked[2] = true
+		if a := testing.AllocsPerRun(20, func() { d.WriteChecked(bufs, checked, off) }); a != 0 {
+			t.Errorf("WriteChecked: %v allocs per call", a)
+		}
 	}
 }

@@ -1,0 +1,60 @@
+package dataplane_test
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/vxdp/vxdp/dataplane"
+	"github.com/vxdp/vxdp/dataplane/fake"
+	"github.com/vxdp/vxdp/encap"
+	"github.com/vxdp/vxdp/internal/pkttest"
+)
+
+// A tunnel payload whose driver verified the outer checksum comes with the
+// payload's sum; the engine tells from it, by the headers alone, whether
+// the inner TCP or UDP checksum is right, and says so to the device it
+// delivers to. Only a right checksum is vouched for: none without a sum, a
+// wrong sum, a corrupted segment, nor a packet without one (ICMPv6).
+func TestChecksumComplete(t *testing.T) {
+	checkGoroutines(t)
+	u := fake.NewUnderlay("u", netip.AddrPortFrom(node1IP6, 8472), 16)
+	n := newTestNode(t, u, node1IP6, "10.1.1.0/24", dualStack(cidr1v6))
+	must(t, n.eng.AddNode(dataplane.NodeSpec{Name: "node2", IP: node2IP6, PodCIDR: netip.MustParsePrefix("10.1.2.0/24"), PodCIDR6: cidr2v6}))
+	must(t, n.eng.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP: pod1, IP6: pod1v6, Netns: "/x"}))
+	a := n.pod(t, "a")
+
+	seg := pkttest.TCP{SrcPort: 40000, DstPort: 5201, Seq: 1, Ack: 1, Flags: pkttest.ACK, Window: 512}
+	tcp6 := func() []byte { return pkttest.IPv6{Src: pod2v6, Dst: pod1v6}.TCP(seg, []byte("some stream data")) }
+	summed := func(d fake.Datagram) fake.Datagram {
+		d.Meta.Sum, d.Meta.HasSum = encap.Sum(d.Payload, 0), true
+		return d
+	}
+	for _, c := range []struct {
+		name    string
+		d       fake.Datagram
+		checked bool
+	}{
+		{"tcp over ipv6", summed(wirePacket6(node2IP6, node1IP6, 2000, tcp6())), true},
+		{"udp over ipv6", summed(wirePacket6(node2IP6, node1IP6, 2000, udp6(pod2v6, pod1v6, 1, 2, 64, []byte("datagram")))), true},
+		{"tcp over ipv4", summed(wirePacket(t, node2IP6, node1IP6, 2000, pkttest.IPv4{Src: pod2, Dst: pod1}.TCP(seg, []byte("four")))), true},
+		{"no sum from the driver", wirePacket6(node2IP6, node1IP6, 2000, tcp6()), false},
+		{"a sum that is not the payload's", func() fake.Datagram {
+			d := summed(wirePacket6(node2IP6, node1IP6, 2000, tcp6()))
+			d.Meta.Sum++
+			return d
+		}(), false},
+		{"a segment changed before the sum", func() fake.Datagram {
+			p := tcp6()
+			p[len(p)-1] ^= 1
+			return summed(wirePacket6(node2IP6, node1IP6, 2000, p))
+		}(), false},
+		{"icmp", summed(wirePacket6(node2IP6, node1IP6, 2000, pkttest.IPv6{Src: pod2v6, Dst: pod1v6}.ICMPv6(128, 0, []byte("ping")))), false},
+	} {
+		before := a.Checked()
+		n.under.InjectDatagram(c.d)
+		waitOne(t, a) // delivered either way: the pod's kernel judges
+		if got := a.Checked() - before; got != map[bool]int64{true: 1, false: 0}[c.checked] {
+			t.Errorf("%s: %d packets vouched for, want checked %v", c.name, got, c.checked)
+		}
+	}
+}
