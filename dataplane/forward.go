@@ -224,7 +224,13 @@ func (w *worker) encapTo(buf []byte, start, n int, u *encap.IPv6Upper, t *tunnel
 		w.drop(DropInvalidHeader)
 		return false
 	}
-	w.enqueueUnder(buf, o, start+n-o, packetio.Meta{Remote: t.remote, Flow: hash, TOS: tos})
+	m := packetio.Meta{Remote: t.remote, Flow: hash, TOS: tos}
+	if w.sumOK {
+		// The inner checksum is right, so the payload's sum, which an
+		// outer UDP checksum needs, follows from the headers.
+		m.Sum, m.HasSum = encap.PayloadSum(buf[o:start+n], start-o)
+	}
+	w.enqueueUnder(buf, o, start+n-o, m)
 	return true
 }
 

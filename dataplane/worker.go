@@ -71,6 +71,10 @@ type worker struct {
 	bufs  [][]byte
 	sizes []int
 	meta  []packetio.Meta // per packet read from an underlay
+	// creader is dev as a packetio.CheckedReader, when it is one; checked
+	// gets what it says of each packet read.
+	creader packetio.CheckedReader
+	checked []bool
 
 	// scratch holds packets the worker makes itself (ICMP and ICMPv6
 	// errors), at most one per packet read.
@@ -99,10 +103,13 @@ type worker struct {
 	curMeta *packetio.Meta
 	events  bucket
 
-	// sumOK says the tunnel payload being handled carries an inner TCP
-	// or UDP packet whose checksum is right, as its outer checksum's sum
-	// showed (encap.TransportSumOK); what it is delivered as is queued
-	// with that knowledge (packetio.CheckedWriter).
+	// sumOK says the packet being handled carries a TCP or UDP checksum
+	// known to be right: a tunnel payload's inner packet, as the outer
+	// checksum's sum showed (encap.TransportSumOK), or a packet whose
+	// checksum the device's driver computed (packetio.CheckedReader).
+	// Delivered to a device, it is queued with that knowledge
+	// (packetio.CheckedWriter); tunnelled, its payload's sum comes from
+	// its headers (encap.PayloadSum, Meta.Sum).
 	sumOK bool
 
 	// icmpLimit rate-limits the ICMP and ICMPv6 errors the worker makes,
@@ -152,6 +159,8 @@ func newWorker(e *Engine, dev packetio.Device, under packetio.Underlay, st *Devi
 	if kind == sourceUnderlay {
 		size = encap.Headroom + 65535 + 256
 		w.meta = make([]packetio.Meta, batch)
+	} else if cr, ok := dev.(packetio.CheckedReader); ok {
+		w.creader, w.checked = cr, make([]bool, batch)
 	}
 	w.bufs, w.sizes, w.scratch = make([][]byte, batch), make([]int, batch), make([][]byte, batch)
 	for i := range w.bufs {
@@ -174,6 +183,9 @@ func newWorker(e *Engine, dev packetio.Device, under packetio.Underlay, st *Devi
 func (w *worker) read() (int, error) {
 	if w.under != nil {
 		return w.under.Receive(w.bufs, w.sizes, w.meta, encap.Headroom)
+	}
+	if w.creader != nil {
+		return w.creader.ReadChecked(w.bufs, w.sizes, w.checked, encap.Headroom)
 	}
 	return w.dev.Read(w.bufs, w.sizes, encap.Headroom)
 }
@@ -244,9 +256,13 @@ func (w *worker) process(n int) {
 		w.cur = buf[encap.Headroom : encap.Headroom+size]
 		switch w.kind {
 		case sourcePod:
+			w.sumOK = w.checked != nil && w.checked[i]
 			w.fromPod(snap, buf, size)
+			w.sumOK = false
 		case sourceHost:
+			w.sumOK = w.checked != nil && w.checked[i]
 			w.fromHost(snap, buf, size)
+			w.sumOK = false
 		case sourceUnderlay:
 			w.curMeta = &w.meta[i]
 			w.fromUnderlay(snap, buf, size, &w.meta[i])

@@ -41,43 +41,8 @@ func sumAt(b []byte, off int) uint32 {
 // (zero means none, so nothing verifies). Anything else reports false, which means "not known", not
 // "bad": the caller checks it the long way if it needs to.
 func TransportSumOK(payload []byte, ip int, sum uint32) bool {
-	if ip < 0 || ip >= len(payload) {
-		return false
-	}
-	pkt := payload[ip:]
-	var l4, end int
-	var proto uint8
-	var pseudo uint32
-	switch IPVersion(pkt) {
-	case IPv4Version:
-		h := IPv4(pkt)
-		if !h.IsValid(len(pkt)) || h.IsFragment() {
-			return false
-		}
-		l4, end, proto = h.HeaderLen(), h.TotalLen(), h.Protocol()
-		pseudo = h.PseudoHeaderSum(proto, end-l4)
-	case IPv6Version:
-		h := IPv6(pkt)
-		if !h.IsValid(len(pkt)) {
-			return false
-		}
-		l4, end, proto = IPv6Len, h.TotalLen(), h.NextHeader()
-		pseudo = h.PseudoHeaderSum(proto, end-l4)
-	default:
-		return false
-	}
-	switch proto {
-	case ProtoTCP:
-		if end-l4 < TCPMinLen {
-			return false
-		}
-	case ProtoUDP:
-		// The checksum covers the UDP length's bytes; a datagram
-		// shorter than its IP payload is left to the long way.
-		if u := UDP(pkt[l4:end]); len(u) < UDPLen || u.Length() != len(u) || u.Checksum() == 0 {
-			return false
-		}
-	default:
+	l4, end, pseudo, ok := transportLayout(payload, ip)
+	if !ok {
 		return false
 	}
 	// The segment's own sum: the payload's, less what lies in front of
@@ -92,6 +57,72 @@ func TransportSumOK(payload []byte, ip int, sum uint32) bool {
 	// pseudo is never zero (the protocol is in it), so a right segment
 	// folds to 0xffff, never to 0.
 	return Fold(seg+pseudo) == 0xffff
+}
+
+// PayloadSum returns the running sum (Sum) of payload, which carries at
+// payload[ip:] an IPv4 or IPv6 packet whose TCP or UDP checksum is known
+// to be right, by summing only the bytes outside the segment: the segment
+// sums to the complement of its pseudo-header. It qualifies the packet as
+// TransportSumOK does, and reports false for one that does not: the
+// caller then sums the payload the long way.
+func PayloadSum(payload []byte, ip int) (uint32, bool) {
+	l4, end, pseudo, ok := transportLayout(payload, ip)
+	if !ok {
+		return 0, false
+	}
+	seg := TransportSegmentSum(pseudo)
+	if (ip+l4)&1 != 0 {
+		seg = uint32(bits.ReverseBytes16(uint16(seg)))
+	}
+	s := Sum(payload[:ip+l4], seg)
+	if tail := payload[ip+end:]; len(tail) > 0 {
+		s += sumAt(tail, ip+end)
+	}
+	return uint32(Fold(s)), true
+}
+
+// transportLayout finds the TCP or UDP segment of the IPv4 or IPv6 packet
+// at payload[ip:], as TransportSumOK qualifies it: where it starts and
+// ends (relative to the packet) and its pseudo-header sum.
+func transportLayout(payload []byte, ip int) (l4, end int, pseudo uint32, ok bool) {
+	if ip < 0 || ip >= len(payload) {
+		return 0, 0, 0, false
+	}
+	pkt := payload[ip:]
+	var proto uint8
+	switch IPVersion(pkt) {
+	case IPv4Version:
+		h := IPv4(pkt)
+		if !h.IsValid(len(pkt)) || h.IsFragment() {
+			return 0, 0, 0, false
+		}
+		l4, end, proto = h.HeaderLen(), h.TotalLen(), h.Protocol()
+		pseudo = h.PseudoHeaderSum(proto, end-l4)
+	case IPv6Version:
+		h := IPv6(pkt)
+		if !h.IsValid(len(pkt)) {
+			return 0, 0, 0, false
+		}
+		l4, end, proto = IPv6Len, h.TotalLen(), h.NextHeader()
+		pseudo = h.PseudoHeaderSum(proto, end-l4)
+	default:
+		return 0, 0, 0, false
+	}
+	switch proto {
+	case ProtoTCP:
+		if end-l4 < TCPMinLen {
+			return 0, 0, 0, false
+		}
+	case ProtoUDP:
+		// The checksum covers the UDP length's bytes; a datagram
+		// shorter than its IP payload is left to the long way.
+		if u := UDP(pkt[l4:end]); len(u) < UDPLen || u.Length() != len(u) || u.Checksum() == 0 {
+			return 0, 0, 0, false
+		}
+	default:
+		return 0, 0, 0, false
+	}
+	return l4, end, pseudo, true
 }
 
 // TransportSegmentSum returns the running sum of the bytes of a TCP or UDP

@@ -157,3 +157,48 @@ func BenchmarkTransportSumOK(b *testing.B) {
 		}
 	}
 }
+
+// PayloadSum gives the sum of a payload whose inner checksum is right
+// from the bytes outside the segment, whatever the parity of the front
+// and of the tail; and the outer header written with it is the one
+// EncodeOuterV6 writes after summing the payload itself.
+func TestPayloadSum(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	src, dst := netip.MustParseAddrPort("[fd00::1]:40000"), netip.MustParseAddrPort("[fd00::2]:8472")
+	for _, size := range []int{0, 1, 2, 3, 64, 1401} {
+		data := make([]byte, size)
+		for i := range data {
+			data[i] = byte(rng.Uint32())
+		}
+		for name, pkt := range completeCases(data) {
+			for _, front := range []int{0, 8 + 14, 13} {
+				for _, tail := range []int{0, 1, 4} {
+					p, ip := inPayload(rng, pkt, front, tail)
+					got, ok := encap.PayloadSum(p, ip)
+					if want := encap.Sum(p, 0); !ok || encap.Fold(got) != encap.Fold(want) {
+						t.Fatalf("%s size %d front %d tail %d: sum %#x (%v), want %#x", name, size, front, tail, got, ok, want)
+					}
+					a := append(make([]byte, encap.OuterV6Len), p...)
+					b := append(make([]byte, encap.OuterV6Len), p...)
+					if err := encap.EncodeOuterV6(a, src, dst, len(p), 0x28, 7); err != nil {
+						t.Fatal(err)
+					}
+					if err := encap.EncodeOuterV6Sum(b, src, dst, len(p), 0x28, 7, got); err != nil {
+						t.Fatal(err)
+					}
+					if string(a) != string(b) {
+						t.Fatalf("%s size %d: outer headers differ\n%x\n%x", name, size, a[:encap.OuterV6Len], b[:encap.OuterV6Len])
+					}
+				}
+			}
+		}
+	}
+	// What TransportSumOK would not vouch for has no sum from headers.
+	h4 := pkttest.IPv4{Src: netip.MustParseAddr("10.1.1.10"), Dst: netip.MustParseAddr("10.1.2.10")}
+	if _, ok := encap.PayloadSum(pkttest.NoUDPChecksum(h4.UDP(1, 2, []byte("x"))), 0); ok {
+		t.Error("a UDP datagram without checksum summed from its headers")
+	}
+	if _, ok := encap.PayloadSum(h4.ICMP(8, 0, []byte("x")), 0); ok {
+		t.Error("ICMP summed from its headers")
+	}
+}

@@ -184,6 +184,18 @@ var (
 // 6935 allows zero, but only to receivers configured for it). Addresses
 // must be IPv6 (not IPv4-mapped). On error b is untouched.
 func EncodeOuterV6(b []byte, src, dst netip.AddrPort, payloadLen int, tc uint8, flowLabel uint32) error {
+	return encodeOuterV6(b, src, dst, payloadLen, tc, flowLabel, 0, false)
+}
+
+// EncodeOuterV6Sum is EncodeOuterV6 for a payload whose running sum (Sum)
+// the caller knows already, payloadSum (see PayloadSum): the checksum
+// then costs the headers alone, not a pass over the payload (local
+// checksum offload).
+func EncodeOuterV6Sum(b []byte, src, dst netip.AddrPort, payloadLen int, tc uint8, flowLabel, payloadSum uint32) error {
+	return encodeOuterV6(b, src, dst, payloadLen, tc, flowLabel, payloadSum, true)
+}
+
+func encodeOuterV6(b []byte, src, dst netip.AddrPort, payloadLen int, tc uint8, flowLabel, payloadSum uint32, known bool) error {
 	if len(b) < OuterV6Len {
 		return ErrHeaderRoom
 	}
@@ -209,7 +221,10 @@ func EncodeOuterV6(b []byte, src, dst netip.AddrPort, payloadLen int, tc uint8, 
 	})
 	u := UDP(b[IPv6Len : IPv6Len+ulen])
 	u.Encode(src.Port(), dst.Port(), uint16(ulen), 0)
-	c := Checksum(u, ip.PseudoHeaderSum(ProtoUDP, ulen))
+	if !known {
+		payloadSum = Sum(u[UDPLen:], 0)
+	}
+	c := ^Fold(Sum(u[:UDPLen], ip.PseudoHeaderSum(ProtoUDP, ulen)) + payloadSum)
 	if c == 0 {
 		c = 0xffff // zero would mean "no checksum"
 	}

@@ -127,6 +127,10 @@ type Stats struct {
 	// bad or zero checksum), or a payload larger than the caller's
 	// buffer.
 	RxDropped uint64 `json:"rx_dropped"`
+	// RxPayloadSums counts payloads handed on with their sum
+	// (packetio.Meta.HasSum), by which the engine checks the inner
+	// checksum without a pass of its own: over IPv6, every payload.
+	RxPayloadSums uint64 `json:"rx_payload_sums"`
 
 	// TxFrames and TxBytes count frames put on the TX rings (Ethernet
 	// header included in TxBytes).
@@ -142,6 +146,10 @@ type Stats struct {
 	// TxNoRoute counts packets whose destination is not reached through
 	// the underlay device (or is one of its own addresses).
 	TxNoRoute uint64 `json:"tx_no_route"`
+	// TxSumFromHeaders counts IPv6 frames whose outer UDP checksum was
+	// computed from the headers and the payload sum the engine gave
+	// (local checksum offload) rather than by a pass over the payload.
+	TxSumFromHeaders uint64 `json:"tx_sum_from_headers"`
 	// TxNoNeighbour counts packets dropped for want of the next hop's MAC:
 	// the wait queue was full, or resolution did not finish in time.
 	TxNoNeighbour uint64 `json:"tx_no_neighbour"`
@@ -193,6 +201,8 @@ func (s *Stats) add(o Stats) {
 	s.RxFrames += o.RxFrames
 	s.RxBytes += o.RxBytes
 	s.RxDropped += o.RxDropped
+	s.RxPayloadSums += o.RxPayloadSums
+	s.TxSumFromHeaders += o.TxSumFromHeaders
 	s.TxFrames += o.TxFrames
 	s.TxBytes += o.TxBytes
 	s.TxCompleted += o.TxCompleted

@@ -73,6 +73,7 @@ var (
 
 type rxCounters struct {
 	frames, bytes, dropped, kicks, refills atomic.Uint64
+	sums                                   atomic.Uint64 // payloads handed on with their sum (Meta.HasSum)
 	free, kernel                           atomic.Int64
 }
 
@@ -80,6 +81,7 @@ type txCounters struct {
 	frames, bytes, completed, invalid, noRoute, noNeigh atomic.Uint64
 	ringFull, exhausted, kickErrors, kicks              atomic.Uint64
 	arpQueued, arpFlushed                               atomic.Uint64
+	sumFromHeaders                                      atomic.Uint64 // outer checksums from Meta.Sum
 	free, kernel, waiting                               atomic.Int64
 }
 
@@ -123,6 +125,23 @@ func newQueue(u *Underlay, id int, x *xsk, frameSize, frames int) *Queue {
 
 // Name is "afxdp:<device>/q<queue>".
 func (q *Queue) Name() string { return q.name }
+
+// Offloads reports the checksum shortcuts of an IPv6 underlay, whose
+// outer UDP checksum covers the payload: afxdp-csum-complete (payloads
+// received with the sum their checksum check made, for the engine to
+// check the inner checksum by) and afxdp-csum-lco (frames sent with an
+// outer checksum computed from the headers and the engine's payload sum).
+// Over IPv4 the outer packets carry no checksum, and both are off.
+func (q *Queue) Offloads() []packetio.Offload {
+	if !q.u.v6 {
+		const off = "no outer UDP checksum over IPv4"
+		return []packetio.Offload{{Name: "afxdp-csum-complete", Reason: off}, {Name: "afxdp-csum-lco", Reason: off}}
+	}
+	return []packetio.Offload{
+		{Name: "afxdp-csum-complete", Active: true, Count: q.rc.sums.Load()},
+		{Name: "afxdp-csum-lco", Active: true, Count: q.tc.sumFromHeaders.Load()},
+	}
+}
 
 // BatchSize is the most payloads one Receive returns. Send takes any
 // number.
@@ -181,6 +200,8 @@ func (q *Queue) statsLocked() Stats {
 		RxDropped:         q.rc.dropped.Load(),
 		RxKicks:           q.rc.kicks.Load(),
 		FillRefills:       q.rc.refills.Load(),
+		RxPayloadSums:     q.rc.sums.Load(),
+		TxSumFromHeaders:  q.tc.sumFromHeaders.Load(),
 		TxFrames:          q.tc.frames.Load(),
 		TxBytes:           q.tc.bytes.Load(),
 		TxCompleted:       q.tc.completed.Load(),

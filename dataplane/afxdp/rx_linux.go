@@ -66,7 +66,7 @@ func (q *Queue) receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 		return 0, 0
 	}
 	umem := x.umem
-	var bytes, dropped uint64
+	var bytes, dropped, sums uint64
 	for i := uint32(0); i < n; i++ {
 		d := x.rx.desc(idx + i)
 		addr, l := d.addr, uint64(d.len)
@@ -83,6 +83,9 @@ func (q *Queue) receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 		}
 		sizes[out] = copy(dst, payload)
 		meta[out] = m
+		if m.HasSum {
+			sums++
+		}
 		bytes += uint64(len(payload))
 		out++
 	}
@@ -95,6 +98,9 @@ func (q *Queue) receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 	q.rc.bytes.Add(bytes)
 	if dropped > 0 {
 		q.rc.dropped.Add(dropped)
+	}
+	if sums > 0 {
+		q.rc.sums.Add(sums)
 	}
 	q.publishRX()
 	return out, n

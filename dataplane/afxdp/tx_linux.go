@@ -56,6 +56,7 @@ func (q *Queue) Send(bufs [][]byte, meta []packetio.Meta, offset int) (int, erro
 	}
 	var (
 		accepted, staged, invalid, noRoute int
+		fromHeaders                        int
 		bytes                              uint64
 		lastDst                            netip.Addr
 		lastHop                            hop
@@ -84,7 +85,10 @@ func (q *Queue) Send(bufs [][]byte, meta []packetio.Meta, offset int) (int, erro
 			q.tc.ringFull.Add(1)
 			continue
 		}
-		n := q.u.writeOuter(x.umem[addr+ethLen:addr+uint64(q.frameSize)], p, netip.AddrPortFrom(dst, meta[i].Remote.Port()), meta[i].Flow, meta[i].TOS)
+		n := q.u.writeOuter(x.umem[addr+ethLen:addr+uint64(q.frameSize)], p, netip.AddrPortFrom(dst, meta[i].Remote.Port()), &meta[i])
+		if meta[i].HasSum && q.u.v6 {
+			fromHeaders++
+		}
 		if !lastOK {
 			if q.enqueue(addr, n, dst, dst != lastReq) {
 				accepted++
@@ -123,6 +127,9 @@ func (q *Queue) Send(bufs [][]byte, meta []packetio.Meta, offset int) (int, erro
 	if noRoute > 0 {
 		q.tc.noRoute.Add(uint64(noRoute))
 	}
+	if fromHeaders > 0 {
+		q.tc.sumFromHeaders.Add(uint64(fromHeaders))
+	}
 	q.publishTX()
 	if q.txErr != 0 {
 		e := q.txErr
@@ -144,12 +151,23 @@ func (q *Queue) Send(bufs [][]byte, meta []packetio.Meta, offset int) (int, erro
 // vxdp's own receivers are not); traffic class tos; and the flow label of
 // the flow hash (RFC 6438), so that a fabric hashing on the label keeps
 // the flow on one path as the source port does. The payload is copied
-// before the IPv6 headers are written: their checksum covers it.
-func (u *Underlay) writeOuter(b, p []byte, remote netip.AddrPort, flow uint32, tos uint8) int {
+// before the IPv6 headers are written: their checksum covers it. Where
+// the engine knows the payload's sum (m.HasSum: the inner checksum is one
+// vxdp wrote), the checksum costs only the headers; otherwise it is a
+// pass over the payload.
+//
+// m gives the flow hash (source port, flow label) and the TOS or traffic
+// class; remote is m.Remote in the underlay's form.
+func (u *Underlay) writeOuter(b, p []byte, remote netip.AddrPort, m *packetio.Meta) int {
+	flow, tos := m.Flow, m.TOS
 	src := netip.AddrPortFrom(u.cfg.NodeIP, encap.SourcePort(flow))
 	if u.v6 {
 		n := copy(b[encap.OuterV6Len:], p)
-		encap.EncodeOuterV6(b, src, remote, n, tos, encap.FlowLabel(flow))
+		if m.HasSum {
+			encap.EncodeOuterV6Sum(b, src, remote, n, tos, encap.FlowLabel(flow), m.Sum)
+		} else {
+			encap.EncodeOuterV6(b, src, remote, n, tos, encap.FlowLabel(flow))
+		}
 		return encap.OuterV6Len + n
 	}
 	encap.EncodeOuterV4(b, src, remote, len(p))

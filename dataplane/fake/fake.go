@@ -8,6 +8,7 @@ package fake
 import (
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +19,7 @@ var (
 	_ packetio.Device        = (*Device)(nil)
 	_ packetio.MTUSetter     = (*Device)(nil)
 	_ packetio.CheckedWriter = (*Device)(nil)
+	_ packetio.CheckedReader = (*Device)(nil)
 )
 
 // Device is an in-memory packet device. It copies every packet in and out,
@@ -27,6 +29,9 @@ type Device struct {
 	batch   int
 	mtu     atomic.Int64
 	checked atomic.Int64
+	// marks holds the first byte of each injected copy that
+	// InjectChecked vouched for, until ReadChecked hands it out.
+	marks sync.Map
 	box[[]byte]
 }
 
@@ -53,6 +58,36 @@ func (d *Device) MTU() int { return int(d.mtu.Load()) }
 
 // Inject queues a copy of pkt for Read.
 func (d *Device) Inject(pkt []byte) { d.inject(append([]byte(nil), pkt...)) }
+
+// InjectChecked is Inject for a packet ReadChecked reports as carrying a
+// checksum the driver computed (as the TUN driver reports the segments it
+// cuts). The caller makes sure it is right.
+func (d *Device) InjectChecked(pkt []byte) {
+	c := append([]byte(nil), pkt...)
+	if len(c) > 0 {
+		d.marks.Store(&c[0], struct{}{})
+	}
+	d.inject(c)
+}
+
+// ReadChecked implements packetio.CheckedReader: Read, with checked[i]
+// true for what InjectChecked queued.
+func (d *Device) ReadChecked(bufs [][]byte, sizes []int, checked []bool, offset int) (int, error) {
+	if len(checked) < len(bufs) {
+		return 0, fmt.Errorf("fake %s: %d checked flags for %d buffers", d.name, len(checked), len(bufs))
+	}
+	return d.read(len(bufs), func(i int, p []byte) error {
+		if offset+len(p) > len(bufs[i]) {
+			return fmt.Errorf("fake %s: packet of %d bytes does not fit buffer", d.name, len(p))
+		}
+		sizes[i] = copy(bufs[i][offset:], p)
+		checked[i] = false
+		if len(p) > 0 {
+			_, checked[i] = d.marks.LoadAndDelete(&p[0])
+		}
+		return nil
+	})
+}
 
 // Read implements packetio.Device.
 func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {

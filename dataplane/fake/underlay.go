@@ -142,17 +142,24 @@ func (h *Hub) Attach(local netip.AddrPort, name string, batch int) *Underlay {
 }
 
 // carry delivers payload, sent from from as m says, with its TOS: the
-// hub is an underlay that keeps DSCP and ECN as they were sent.
+// hub is an underlay that keeps DSCP and ECN as they were sent. A payload
+// sent with its sum (Meta.HasSum) is checked against it, as the outer
+// checksum written from that sum would be by a receiver: one that does
+// not match is lost; one that does arrives with the sum, as from a driver
+// that verified the checksum.
 func (h *Hub) carry(from netip.AddrPort, m packetio.Meta, payload []byte) {
 	to := m.Remote
 	h.mu.Lock()
 	u := h.ports[to.Addr()]
+	if m.HasSum && encap.Fold(m.Sum) != encap.Fold(encap.Sum(payload, 0)) {
+		u = nil
+	}
 	if u == nil {
 		h.lost = append(h.lost, Datagram{Payload: append([]byte(nil), payload...), Meta: packetio.Meta{Remote: to, TOS: m.TOS}})
 	}
 	h.mu.Unlock()
 	if u != nil {
-		u.InjectDatagram(Datagram{Payload: payload, Meta: packetio.Meta{Remote: from, LocalPort: to.Port(), TOS: m.TOS}})
+		u.InjectDatagram(Datagram{Payload: payload, Meta: packetio.Meta{Remote: from, LocalPort: to.Port(), TOS: m.TOS, Sum: m.Sum, HasSum: m.HasSum}})
 	}
 }
 

@@ -85,3 +85,15 @@ func Destroy(d Device) error {
 type CheckedWriter interface {
 	WriteChecked(bufs [][]byte, checked []bool, offset int) (n int, err error)
 }
+
+// CheckedReader is implemented by a device that can tell, per packet read,
+// that its TCP or UDP checksum is right because the driver computed it
+// (the TUN driver, for the segments it cuts from a pod's super-packets and
+// the checksums the pod's kernel left it to finish). The engine then sums
+// such a packet's tunnel payload from its headers alone
+// (encap.PayloadSum) and hands the sum to the underlay with it (Meta.Sum).
+// ReadChecked is Read with checked[i] saying so of packet i;
+// len(checked) >= len(bufs).
+type CheckedReader interface {
+	ReadChecked(bufs [][]byte, sizes []int, checked []bool, offset int) (n int, err error)
+}

@@ -81,7 +81,10 @@ type Meta struct {
 	// the way and hands it on, so that the engine can tell whether the
 	// inner packet's own TCP or UDP checksum is right without another
 	// pass over its bytes (encap.TransportSumOK, "checksum complete").
-	// Receive only; Send ignores it.
+	// On Send the engine sets it where it knows the sum without a pass
+	// (encap.PayloadSum: the inner checksum is one the TUN driver wrote),
+	// and a driver that writes the outer UDP checksum itself sums only its
+	// own headers (local checksum offload); one that does not ignores it.
 	Sum    uint32
 	HasSum bool
 }

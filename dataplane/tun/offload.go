@@ -85,6 +85,9 @@ func finishChecksum(pkt []byte, h vnetHdr) error {
 		return errVnetHdr
 	}
 	c := encap.Checksum(pkt[cs:], 0)
+	if c == 0 && co == encap.UDPChecksumOffset {
+		c = 0xffff // zero would mean "no checksum" (and is invalid over IPv6)
+	}
 	binary.BigEndian.PutUint16(pkt[cs+co:], c)
 	return nil
 }

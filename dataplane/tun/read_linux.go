@@ -17,10 +17,14 @@ type readState struct {
 	rmu    sync.Mutex // serialises Read; guards the fields up to the counters
 	rbufs  [][]byte
 	rsizes []int
-	roff   int
-	rn     int
-	rerr   error
-	readFn func(fd uintptr) bool
+	// rchecked, when ReadChecked passed it, gets per packet whether its
+	// TCP or UDP checksum is one this driver wrote: a segment cut from
+	// a super-packet, or a checksum the kernel left partial.
+	rchecked []bool
+	roff     int
+	rn       int
+	rerr     error
+	readFn   func(fd uintptr) bool
 
 	// With offloads, reads land in scratch first; a super-packet stays
 	// there while its segments are handed out, across Read calls if one
@@ -50,6 +54,23 @@ type readState struct {
 // net.ErrClosed; once the kernel has deleted the interface (its
 // namespace destroyed), one wrapping ErrInterfaceGone.
 func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	return d.read(bufs, sizes, nil, offset)
+}
+
+// ReadChecked is Read that also says, in checked[i], whether packet i
+// carries a TCP or UDP checksum the driver computed itself
+// (packetio.CheckedReader): every segment it cut from a super-packet and
+// every packet whose checksum the kernel left for it to finish. Those are
+// right by construction; the engine can then sum a tunnel payload from
+// its headers alone. len(checked) >= len(bufs).
+func (d *Device) ReadChecked(bufs [][]byte, sizes []int, checked []bool, offset int) (int, error) {
+	if len(checked) < len(bufs) {
+		return 0, fmt.Errorf("read %s: %d checked flags for %d buffers", d.Name(), len(checked), len(bufs))
+	}
+	return d.read(bufs, sizes, checked, offset)
+}
+
+func (d *Device) read(bufs [][]byte, sizes []int, checked []bool, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
 	}
@@ -73,7 +94,7 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(bufs) > batchSize {
 		bufs = bufs[:batchSize]
 	}
-	d.rbufs, d.rsizes, d.roff, d.rn, d.rerr = bufs, sizes, offset, 0, nil
+	d.rbufs, d.rsizes, d.rchecked, d.roff, d.rn, d.rerr = bufs, sizes, checked, offset, 0, nil
 	// Segments left from the last super-packet go first; with any, the
 	// read below only takes what is there without waiting.
 	d.emitSegments()
@@ -82,7 +103,7 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		err = d.raw.Read(d.readFn)
 	}
 	n, rerr := d.rn, d.rerr
-	d.rbufs, d.rsizes, d.rerr = nil, nil, nil
+	d.rbufs, d.rsizes, d.rchecked, d.rerr = nil, nil, nil, nil
 	if err != nil {
 		if d.closed.Load() {
 			return 0, d.closedErr("read")
@@ -115,6 +136,7 @@ func (d *Device) readBatch(fd uintptr) bool {
 			continue
 		}
 		d.rsizes[d.rn] = n
+		d.setChecked(false)
 		d.rn++
 	}
 	return true
@@ -165,7 +187,8 @@ func (d *Device) readVnet(fd uintptr) bool {
 		pkt := d.scratch[vnetHdrLen:n]
 		switch h.gsoType &^ vnetGSOECN {
 		case vnetGSONone:
-			if h.flags&vnetFlagNeedsCsum != 0 && finishChecksum(pkt, h) != nil {
+			finished := h.flags&vnetFlagNeedsCsum != 0
+			if finished && finishChecksum(pkt, h) != nil {
 				d.rxDropped.Add(1)
 				continue
 			}
@@ -175,6 +198,7 @@ func (d *Device) readVnet(fd uintptr) bool {
 				continue
 			}
 			d.rsizes[d.rn] = copy(buf, pkt)
+			d.setChecked(finished)
 			d.rn++
 		case vnetGSOTCPv4, vnetGSOTCPv6, vnetGSOUDPL4:
 			kind, hdrLen, l4, segs, err := superLayout(h.gsoType&^vnetGSOECN, pkt, int(h.gsoSize))
@@ -257,11 +281,20 @@ func (d *Device) emitSegments() {
 		case superUDP6:
 			d.rsizes[d.rn] = udp6Segment(buf, d.pend, d.pendHdr, d.pendL4, d.pendGSO, d.pendNext)
 		}
+		d.setChecked(true)
 		d.rn++
 		d.pendNext++
 		if d.pendNext == d.pendSegs {
 			d.pend = nil
 		}
+	}
+}
+
+// setChecked records for the packet being handed out (d.rn) whether its
+// checksum is one the driver wrote, when the caller asked (ReadChecked).
+func (d *Device) setChecked(ok bool) {
+	if d.rchecked != nil {
+		d.rchecked[d.rn] = ok
 	}
 }
 

@@ -168,3 +168,78 @@ func TestReadUSO(t *testing.T) {
 		t.Fatalf("tun-uso: %+v, want one super-packet of 978 bytes", o)
 	}
 }
+
+// ReadChecked says which packets carry a checksum the driver computed:
+// the datagrams cut from a pod's UDP super-packet and a single datagram
+// whose checksum the pod's kernel left to the device; on a device opened
+// without offloads, none. Every packet it vouches for verifies.
+func TestReadChecked(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		opts    Options
+		segment int // UDP_SEGMENT size, 0 for none
+		want    bool
+	}{
+		{"offloads, one datagram", Options{Offload: true}, 0, true},
+		{"offloads, a super-packet", Options{Offload: true}, 100, true},
+		{"no offloads", Options{}, 0, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d, nsB := podDevice(t, c.opts, "192.0.2.10/32")
+			if c.segment > 0 {
+				if o := offloads(d)["tun-uso"]; !o.Active {
+					t.Skipf("kernel without USO on TUN: %s", o.Reason)
+				}
+			}
+			conn := nsB.ListenUDP(t, netip.MustParseAddrPort("192.0.2.10:0"))
+			if c.segment > 0 {
+				rc, err := conn.SyscallConn()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var serr error
+				rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, c.segment) })
+				if serr != nil {
+					t.Fatalf("UDP_SEGMENT: %v", serr)
+				}
+			}
+			remote := netip.MustParseAddrPort("198.51.100.1:9")
+			if _, err := conn.WriteToUDPAddrPort(make([]byte, 450), remote); err != nil {
+				t.Fatal(err)
+			}
+			bufs := make([][]byte, d.BatchSize())
+			for i := range bufs {
+				bufs[i] = make([]byte, 16+1500)
+			}
+			sizes, checked := make([]int, len(bufs)), make([]bool, len(bufs))
+			if _, err := d.ReadChecked(bufs, sizes, checked[:1], 16); err == nil {
+				t.Fatal("fewer checked flags than buffers accepted")
+			}
+			timer := time.AfterFunc(waitFor, func() { d.Close() })
+			defer timer.Stop()
+			seen := 0
+			for seen == 0 {
+				n, err := d.ReadChecked(bufs, sizes, checked, 16)
+				if err != nil {
+					t.Fatalf("after %d of ours: %v", seen, err)
+				}
+				for i := range n {
+					p := bufs[i][16 : 16+sizes[i]]
+					if u, ok := parseUDP4(p); !ok || u.dst != remote {
+						continue // kernel noise
+					}
+					seen++
+					if checked[i] != c.want {
+						t.Errorf("datagram %d: checked %v, want %v", seen, checked[i], c.want)
+					}
+					if checked[i] && encap.Checksum(p[20:], encap.PseudoHeaderSumV4([4]byte(p[12:16]), [4]byte(p[16:20]), encap.ProtoUDP, uint16(len(p)-20))) != 0 {
+						t.Errorf("datagram %d vouched for with a bad checksum", seen)
+					}
+				}
+			}
+			if want := (450 + c.segment - 1) / max(c.segment, 1); c.segment > 0 && seen != want {
+				t.Fatalf("%d datagrams of the super-packet in one read, want %d", seen, want)
+			}
+		})
+	}
+}
