@@ -202,3 +202,46 @@ func TestPayloadSum(t *testing.T) {
 		t.Error("ICMP summed from its headers")
 	}
 }
+
+// FuzzTransportSum checks the two shortcuts against the long way on any
+// bytes: TransportSumOK, given a payload's true sum, says yes exactly
+// when the inner segment's checksum verifies summed in full, and
+// PayloadSum of such a payload is its true sum.
+func FuzzTransportSum(f *testing.F) {
+	for _, pkt := range completeCases([]byte("fuzz seed")) {
+		f.Add(append(make([]byte, 22), pkt...), uint8(22))
+		f.Add(append(make([]byte, 13), pkt...), uint8(13))
+	}
+	f.Fuzz(func(t *testing.T, p []byte, at uint8) {
+		ip := int(at)
+		sum := encap.Sum(p, 0)
+		got := encap.TransportSumOK(p, ip, sum)
+		ps, psOK := encap.PayloadSum(p, ip)
+		if ip >= len(p) {
+			if got || psOK {
+				t.Fatal("an offset past the payload taken")
+			}
+			return
+		}
+		pkt := p[ip:]
+		var seg []byte
+		var pseudo uint32
+		switch {
+		case psOK && encap.IPVersion(pkt) == encap.IPv4Version:
+			h := encap.IPv4(pkt)
+			seg = pkt[h.HeaderLen():h.TotalLen()]
+			pseudo = h.PseudoHeaderSum(h.Protocol(), len(seg))
+		case psOK:
+			h := encap.IPv6(pkt)
+			seg = pkt[encap.IPv6Len:h.TotalLen()]
+			pseudo = h.PseudoHeaderSum(h.NextHeader(), len(seg))
+		}
+		right := psOK && encap.Fold(encap.Sum(seg, pseudo)) == 0xffff
+		if got != right {
+			t.Fatalf("TransportSumOK %v, the long way %v (qualifies %v)", got, right, psOK)
+		}
+		if right && encap.Fold(ps) != encap.Fold(sum) {
+			t.Fatalf("PayloadSum %#x, the payload sums to %#x", ps, sum)
+		}
+	})
+}
