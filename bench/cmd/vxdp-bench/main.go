@@ -73,6 +73,7 @@ type options struct {
 	udpWindow   time.Duration
 	keep        bool
 	removeStale bool
+	ovsSpread   bool // ovs-afxdp: node i's PMD thread on CPU i
 	// The scale phase.
 	scaleEndpoints int
 	scaleCNICycles int
@@ -137,6 +138,7 @@ func parseFlags(args []string, root string) (*options, error) {
 	threads := fs.String("udp-threads", "1,2", "thread counts of the packet-rate sender to try; the best delivered rate counts")
 	fs.IntVar(&o.extraReps, "extra-reps", 1, "repetitions added per mode when other processes disturbed one")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run directory (agent logs, configurations)")
+	fs.BoolVar(&o.ovsSpread, "ovs-pmd-spread", false, "ovs-afxdp: pin node1's PMD thread to CPU 0 and node2's to CPU 1 instead of leaving the placement to OVS (which puts both on one CPU of a two-CPU machine)")
 	fs.BoolVar(&o.removeStale, "remove-stale", false, "first delete namespaces left by earlier runs of this program that were killed")
 	fs.IntVar(&o.scaleEndpoints, "scale-endpoints", 200, fmt.Sprintf("scale: local endpoints added through the API, each in a namespace of its own (1..%d)", maxScaleEPs))
 	fs.IntVar(&o.scaleNodes, "scale-nodes", 1000, fmt.Sprintf("scale: remote nodes added through the API after the endpoints (1..%d)", maxScaleNodes))
@@ -482,9 +484,9 @@ func runMode(ctx context.Context, l *lab, opts *options, mode, udpBin, rrBin str
 	case "vxdp-afxdp":
 		e, err = buildVXDP(ctx, l, opts.vxdpBin, "afxdp", false)
 	case "ovs":
-		e, err = buildOVS(ctx, l, false)
+		e, err = buildOVS(ctx, l, false, false)
 	case "ovs-afxdp":
-		e, err = buildOVS(ctx, l, true)
+		e, err = buildOVS(ctx, l, true, opts.ovsSpread)
 	case "kernel-ipv6":
 		e, err = buildKernel6(ctx, l)
 	case "vxdp-udp-ipv6":

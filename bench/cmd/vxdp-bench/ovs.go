@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -82,8 +83,9 @@ func (o *ovsNode) vsctl(ctx context.Context, l *lab, node string, args ...string
 
 // buildOVS builds the two-node topology with Open vSwitch's userspace
 // datapath; with afxdp the underlay port is an AF_XDP port polled by PMD
-// threads instead of a plain (AF_PACKET) one.
-func buildOVS(ctx context.Context, l *lab, afxdp bool) (*env, error) {
+// threads instead of a plain (AF_PACKET) one. OVS places the PMD threads
+// itself unless spreadPMD pins node i's to CPU i (pmd-cpu-mask).
+func buildOVS(ctx context.Context, l *lab, afxdp, spreadPMD bool) (*env, error) {
 	for _, c := range ovsCommands {
 		if _, err := exec.LookPath(c); err != nil {
 			return nil, &notAvailable{reason: c + " not found (apt-get install openvswitch-switch ethtool, or make bench-deps)"}
@@ -153,10 +155,14 @@ func buildOVS(ctx context.Context, l *lab, afxdp bool) (*env, error) {
 		if afxdp {
 			phyPort = append(phyPort, "--", "set", "interface", "eth0", "type=afxdp", "options:xdp-mode="+ovsAFXDPMode)
 		}
-		steps := [][]string{
+		var steps [][]string
+		if afxdp && spreadPMD {
+			steps = append(steps, []string{"set", "Open_vSwitch", ".", fmt.Sprintf("other_config:pmd-cpu-mask=0x%x", 1<<(i%runtime.NumCPU()))})
+		}
+		steps = append(steps, [][]string{
 			append([]string{"add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev", "other_config:hwaddr=" + ovsPhyMAC(i)}, phyPort...),
 			{"add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev", "fail_mode=secure"},
-		}
+		}...)
 		for _, s := range steps {
 			if err := o.vsctl(ctx, l, n.name, s...); err != nil {
 				return nil, fmt.Errorf("%s: %w", n.name, err)
@@ -234,6 +240,11 @@ func buildOVS(ctx context.Context, l *lab, afxdp bool) (*env, error) {
 	e.detail = version + " userspace (netdev) datapath, br-phy underlay port "
 	if afxdp {
 		e.detail += "type afxdp, xdp-mode " + ovsAFXDPMode + " (copy mode on a veth), polled by PMD threads"
+		if spreadPMD {
+			e.detail += " pinned one per node to CPUs 0 and 1 (pmd-cpu-mask)"
+		} else {
+			e.detail += " placed by OVS"
+		}
 		if out, err := l.exec(ctx, nodes[0].name, cmdTimeout, insts[0].cmd("ovs-appctl", "-t", insts[0].ctl(), "dpif-netdev/pmd-rxq-show")...); err == nil {
 			e.detail += " (" + pmdSummary(string(out)) + ")"
 		}
