@@ -1,28 +1,34 @@
 //go:build linux
 
 // Command vxdp-bench compares pod-to-pod networking across two nodes built
-// three ways in one run: the Linux kernel's vxlan device set up the way
-// flannel does it, vxdp on its UDP underlay and vxdp on AF_XDP; and the
-// first two again with IPv6 pods over an IPv6 underlay (kernel-ipv6,
-// vxdp-udp-ipv6), compared with each other and with their IPv4 figures. For each it
-// measures TCP throughput (iperf3, 1 and 4 streams), the 64-byte UDP rate a
-// pod receives, TCP request/response latency and the CPU spent, and prints
-// one Markdown table with the medians and the ratios to the kernel. A last
+// several ways in one run: the Linux kernel's vxlan device set up the way
+// flannel does it, vxdp on its UDP underlay and vxdp on AF_XDP, Open
+// vSwitch's userspace datapath with a plain and an AF_XDP underlay port
+// (ovs, ovs-afxdp: the userspace VXLAN dataplane a user would otherwise
+// pick); and the first two again with IPv6 pods over an IPv6 underlay
+// (kernel-ipv6, vxdp-udp-ipv6), compared with each other and with their
+// IPv4 figures. For each it measures TCP throughput (iperf3, 1 and 4
+// streams), the 64-byte UDP rate a pod receives, TCP request/response
+// latency, ping round trips at 5 ms intervals and the CPU spent (also by
+// the dataplane processes while idle), and prints one Markdown table with
+// the medians and the ratios to the kernel and to Open vSwitch. A last
 // phase, "scale", loads one agent with 200 endpoints and 1,000 remote
 // nodes through its API and reports the time the additions took, the
 // agent's memory and the per-packet cost of the Go benchmarks at that
 // scale.
 //
-//	go run ./bench/cmd/vxdp-bench [--modes kernel,vxdp-udp,vxdp-afxdp,kernel-ipv6,vxdp-udp-ipv6,vxdp-afxdp-ipv6,scale] [--reps 3] [--duration 5] [--json FILE]
+//	go run ./bench/cmd/vxdp-bench [--modes kernel,vxdp-udp,vxdp-afxdp,ovs,ovs-afxdp,kernel-ipv6,vxdp-udp-ipv6,vxdp-afxdp-ipv6,scale] [--reps 3] [--duration 5] [--json FILE]
 //	go run ./bench/cmd/vxdp-bench --modes scale [--scale-endpoints 200] [--scale-nodes 1000]
 //
 // It needs root, iproute2, bin/vxdp (make build), the go command (it builds
-// its tools and runs the scale benchmarks) and, for the comparison, iperf3.
+// its tools and runs the scale benchmarks) and, for the comparison, iperf3;
+// the OVS modes need openvswitch-switch and ethtool (make bench-deps) and
+// are reported "not available" without them.
 // Everything it makes lives in network namespaces (internal/nstest labs,
 // one per mode, named "vx<6 hex digits>-...") and is removed at the end of
-// the mode, also on an error or an interrupt; the root namespace is never
-// configured. AF_XDP is reported "not available" when
-// the agent cannot run it.
+// the mode, also on an error or an interrupt, with the OVS instances'
+// private directories; the root namespace is never configured. AF_XDP is
+// reported "not available" when the agent cannot run it.
 package main
 
 import (
@@ -48,7 +54,7 @@ import (
 // allModes are what --modes accepts. All but "scale" build the two-node
 // cluster and are columns of the comparison table; "scale" is a phase of
 // its own with its own table.
-var allModes = []string{"kernel", "vxdp-udp", "vxdp-afxdp", "kernel-ipv6", "vxdp-udp-ipv6", "vxdp-afxdp-ipv6", "scale"}
+var allModes = []string{"kernel", "vxdp-udp", "vxdp-afxdp", "ovs", "ovs-afxdp", "kernel-ipv6", "vxdp-udp-ipv6", "vxdp-afxdp-ipv6", "scale"}
 
 type options struct {
 	modes       []string
@@ -67,6 +73,7 @@ type options struct {
 	udpWindow   time.Duration
 	keep        bool
 	removeStale bool
+	ovsSpread   bool // ovs-afxdp: node i's PMD thread on CPU i
 	// The scale phase.
 	scaleEndpoints int
 	scaleCNICycles int
@@ -115,7 +122,7 @@ func (f secondsFlag) Set(s string) error {
 func parseFlags(args []string, root string) (*options, error) {
 	o := &options{duration: 5 * time.Second, udpWindow: 3 * time.Second}
 	fs := flag.NewFlagSet("vxdp-bench", flag.ContinueOnError)
-	modes := fs.String("modes", strings.Join(allModes, ","), "modes to measure, in this order: kernel, vxdp-udp, vxdp-afxdp, kernel-ipv6, vxdp-udp-ipv6, vxdp-afxdp-ipv6 (the comparison), scale (one agent with many endpoints and nodes)")
+	modes := fs.String("modes", strings.Join(allModes, ","), "modes to measure, in this order: kernel, vxdp-udp, vxdp-afxdp, ovs, ovs-afxdp (Open vSwitch's userspace datapath), kernel-ipv6, vxdp-udp-ipv6, vxdp-afxdp-ipv6 (the comparison), scale (one agent with many endpoints and nodes)")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions of every test; the table shows medians")
 	fs.Var(secondsFlag{&o.duration}, "duration", "seconds per TCP throughput test (also bounds the latency test)")
 	fs.StringVar(&o.jsonPath, "json", "bench-results.json", "write every figure and repetition here as JSON (empty: don't)")
@@ -131,6 +138,7 @@ func parseFlags(args []string, root string) (*options, error) {
 	threads := fs.String("udp-threads", "1,2", "thread counts of the packet-rate sender to try; the best delivered rate counts")
 	fs.IntVar(&o.extraReps, "extra-reps", 1, "repetitions added per mode when other processes disturbed one")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run directory (agent logs, configurations)")
+	fs.BoolVar(&o.ovsSpread, "ovs-pmd-spread", false, "ovs-afxdp: pin node1's PMD thread to CPU 0 and node2's to CPU 1 instead of leaving the placement to OVS (which puts both on one CPU of a two-CPU machine)")
 	fs.BoolVar(&o.removeStale, "remove-stale", false, "first delete namespaces left by earlier runs of this program that were killed")
 	fs.IntVar(&o.scaleEndpoints, "scale-endpoints", 200, fmt.Sprintf("scale: local endpoints added through the API, each in a namespace of its own (1..%d)", maxScaleEPs))
 	fs.IntVar(&o.scaleNodes, "scale-nodes", 1000, fmt.Sprintf("scale: remote nodes added through the API after the endpoints (1..%d)", maxScaleNodes))
@@ -192,7 +200,7 @@ func parseFlags(args []string, root string) (*options, error) {
 		// a bounded wait for a quiet machine, then tests of about
 		// --duration or --udp-window each plus their start-up.
 		perRep := 3*(o.duration+3*time.Second) + time.Duration(len(o.udpThreads))*(o.udpWindow+3*time.Second) +
-			quietWait + 10*time.Second
+			quietWait + idleWindow + 5*time.Second + 10*time.Second
 		o.timeout = time.Duration(len(o.compared()))*(45*time.Second+time.Duration(o.reps+o.extraReps)*perRep) + time.Minute
 		if o.scale() {
 			// Generous per endpoint and node; the Go benchmarks have a
@@ -475,6 +483,10 @@ func runMode(ctx context.Context, l *lab, opts *options, mode, udpBin, rrBin str
 		e, err = buildVXDP(ctx, l, opts.vxdpBin, "udp", false)
 	case "vxdp-afxdp":
 		e, err = buildVXDP(ctx, l, opts.vxdpBin, "afxdp", false)
+	case "ovs":
+		e, err = buildOVS(ctx, l, false, false)
+	case "ovs-afxdp":
+		e, err = buildOVS(ctx, l, true, opts.ovsSpread)
 	case "kernel-ipv6":
 		e, err = buildKernel6(ctx, l)
 	case "vxdp-udp-ipv6":
@@ -525,9 +537,9 @@ func runMode(ctx context.Context, l *lab, opts *options, mode, udpBin, rrBin str
 		} else {
 			counted++
 		}
-		for _, a := range e.agents {
+		for _, a := range e.procs {
 			if !a.Alive() {
-				mr.Status, mr.Reason = "error", fmt.Sprintf("agent %s died: %s", a.Name, oneLine(logTail(a, 4)))
+				mr.Status, mr.Reason = "error", fmt.Sprintf("%s died: %s", a.Name, oneLine(logTail(a, 4)))
 			}
 		}
 		if mr.Status != "ok" {
@@ -566,6 +578,12 @@ func repLine(r *repResult) string {
 	}
 	if r.RR != nil {
 		parts = append(parts, fmt.Sprintf("rr p50 %.1f µs p99 %.1f µs (%d)", r.RR.P50, r.RR.P99, r.RR.RoundTrips))
+	}
+	if r.Ping != nil {
+		parts = append(parts, fmt.Sprintf("ping avg %.3f ms p99 %.3f ms (%d of %d)", r.Ping.AvgMs, r.Ping.P99Ms, r.Ping.Received, r.Ping.Sent))
+	}
+	if r.IdleCPUs != nil {
+		parts = append(parts, fmt.Sprintf("dataplane idle %.2f CPUs", *r.IdleCPUs))
 	}
 	parts = append(parts, fmt.Sprintf("other processes %.1f CPU-s in %.0f s", r.ForeignCPU, r.Seconds))
 	for _, e := range r.Errors {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -115,8 +116,9 @@ type cpuUse struct {
 	System  float64 `json:"machine_system_s"`
 	Softirq float64 `json:"machine_softirq_s"`
 	Irq     float64 `json:"machine_irq_s"`
-	Agents  float64 `json:"agents_s"` // user+system of the vxdp agents
+	Agents  float64 `json:"agents_s"` // user+system of the dataplane processes (vxdp agents, ovs-vswitchd)
 	Iperf   float64 `json:"iperf3_s"` // user+system of the iperf3 client and server
+	Wall    float64 `json:"wall_s"`   // seconds between the two samples
 }
 
 func secs(ticks uint64) float64 { return float64(ticks) / clockTicks }
@@ -372,20 +374,22 @@ func (r *runner) startServers(ctx context.Context) error {
 }
 
 // tcp runs iperf3 from pod1 to pod2; with withCPU it samples the machine
-// and the agents around the run.
+// and the dataplane processes around the run.
 func (r *runner) tcp(ctx context.Context, streams int, withCPU bool) (*iperfResult, error) {
 	secsArg := strconv.FormatFloat(r.opts.duration.Seconds(), 'f', -1, 64)
 	args := []string{"iperf3", "-c", r.e.podAddr(1), "-p", iperfPort, "-t", secsArg, "-P", strconv.Itoa(streams),
 		"-J", "--connect-timeout", "3000"}
 	var pids []int
-	for _, a := range r.e.agents {
+	for _, a := range r.e.procs {
 		pids = append(pids, a.Pid())
 	}
 	serverPid := r.iperfSrv.Pid()
 	var before sample
 	var serverBefore uint64
 	var err error
+	var started time.Time
 	if withCPU {
+		started = time.Now()
 		if before, err = takeSample(pids); err != nil {
 			return nil, err
 		}
@@ -407,6 +411,7 @@ func (r *runner) tcp(ctx context.Context, streams int, withCPU bool) (*iperfResu
 		}
 		u := usage(before, after, pids)
 		u.Iperf = clientCPU.Seconds() + secs(serverAfter-serverBefore)
+		u.Wall = time.Since(started).Seconds()
 		res.CPU = &u
 	}
 	var j iperfJSON
@@ -519,6 +524,10 @@ type repResult struct {
 	UDP    *udpResult   `json:"udp_64,omitempty"` // the best of UDPAll
 	UDPAll []*udpResult `json:"udp_64_all,omitempty"`
 	RR     *rrResult    `json:"tcp_rr,omitempty"`
+	Ping   *pingResult  `json:"ping_5ms,omitempty"`
+	// The CPUs the dataplane processes (vxdp agents, ovs-vswitchd) used
+	// with no traffic, over idleWindow before the tests.
+	IdleCPUs *float64 `json:"dataplane_idle_cpus,omitempty"`
 	// CPU-seconds other processes on the machine used during the
 	// repetition, and their share of a CPU just before it.
 	ForeignCPU    float64  `json:"foreign_cpu_s"`
@@ -547,6 +556,7 @@ func (r *runner) rep(ctx context.Context) *repResult {
 		run  func() error
 	}
 	tests := []test{
+		{"dataplane idle", func() (err error) { res.IdleCPUs, err = r.idle(ctx); return }},
 		{"tcp 1 stream", func() (err error) { res.TCP1, err = r.tcp(ctx, 1, true); return }},
 		{"tcp 4 streams", func() (err error) { res.TCP4, err = r.tcp(ctx, 4, false); return }},
 	}
@@ -563,7 +573,8 @@ func (r *runner) rep(ctx context.Context) *repResult {
 			return nil
 		}})
 	}
-	tests = append(tests, test{"tcp rr", func() (err error) { res.RR, err = r.rr(ctx); return }})
+	tests = append(tests, test{"tcp rr", func() (err error) { res.RR, err = r.rr(ctx); return }},
+		test{"ping", func() (err error) { res.Ping, err = r.ping(ctx); return }})
 	for _, t := range tests {
 		if ctx.Err() != nil {
 			break
@@ -579,4 +590,102 @@ func (r *runner) rep(ctx context.Context) *repResult {
 	res.ForeignCPU = foreign.stop()
 	res.Seconds = time.Since(start).Seconds()
 	return res
+}
+
+// pingResult is what the 5 ms interval ping measured.
+type pingResult struct {
+	Sent     int     `json:"sent"`
+	Received int     `json:"received"`
+	AvgMs    float64 `json:"avg_ms"`
+	P99Ms    float64 `json:"p99_ms"`
+}
+
+const (
+	pingCount = 400
+	// pingInterval is short enough that a dataplane which sleeps between
+	// packets is seen waking up often, long enough not to be a flood.
+	pingInterval = "0.005"
+)
+
+// ping sends pingCount echo requests from pod1 to pod2 at pingInterval
+// and reads the round-trip time of each reply.
+func (r *runner) ping(ctx context.Context) (*pingResult, error) {
+	out, err := r.e.lab.exec(ctx, nodes[0].podNS, 30*time.Second, "ping", "-n", "-i", pingInterval,
+		"-c", strconv.Itoa(pingCount), "-W", "1", r.e.podAddr(1))
+	// ping exits 1 when replies are missing; the replies it got count,
+	// and the loss shows in the result.
+	res, perr := parsePing(string(out))
+	if perr != nil {
+		if err != nil {
+			return nil, err
+		}
+		return nil, perr
+	}
+	return res, nil
+}
+
+// parsePing reads ping's per-reply "time=" fields and its summary line.
+func parsePing(out string) (*pingResult, error) {
+	var rtts []float64
+	for _, line := range strings.Split(out, "\n") {
+		_, t, ok := strings.Cut(line, " time=")
+		if !ok {
+			continue
+		}
+		t, _, _ = strings.Cut(t, " ")
+		v, err := strconv.ParseFloat(t, 64)
+		if err != nil {
+			return nil, fmt.Errorf("ping: reply time %q: %w", t, err)
+		}
+		rtts = append(rtts, v)
+	}
+	if len(rtts) == 0 {
+		return nil, errors.New("ping: no reply")
+	}
+	res := &pingResult{}
+	res.Sent, res.Received = pingCounts(out)
+	if res.Sent == 0 {
+		return nil, errors.New("ping: no summary line")
+	}
+	var sum float64
+	for _, v := range rtts {
+		sum += v
+	}
+	res.AvgMs = sum / float64(len(rtts))
+	slices.Sort(rtts)
+	// Nearest rank: the smallest time at or above 99 % of the replies.
+	res.P99Ms = rtts[(len(rtts)*99+99)/100-1]
+	return res, nil
+}
+
+// idleWindow is how long the dataplane processes are watched with no
+// traffic: long enough to average over the wake-ups of a sleeping one.
+const idleWindow = 3 * time.Second
+
+// idle returns the CPUs the dataplane processes use while no test runs:
+// nothing for the kernel, the spinning PMD threads of OVS with AF_XDP.
+func (r *runner) idle(ctx context.Context) (*float64, error) {
+	if len(r.e.procs) == 0 {
+		return nil, nil
+	}
+	var pids []int
+	for _, p := range r.e.procs {
+		pids = append(pids, p.Pid())
+	}
+	start := time.Now()
+	before, err := takeSample(pids)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(idleWindow):
+	}
+	after, err := takeSample(pids)
+	if err != nil {
+		return nil, err
+	}
+	cpus := usage(before, after, pids).Agents / time.Since(start).Seconds()
+	return &cpus, nil
 }

@@ -20,14 +20,22 @@ import (
 
 // figure is one row of the table: how to get its value out of a repetition.
 type figure struct {
-	Key      string `json:"key"`
-	Title    string `json:"title"`
-	Unit     string `json:"unit"`
-	Lower    bool   `json:"lower_is_better"`
-	Context  bool   `json:"context_only,omitempty"` // shown, but not a figure of merit
-	prec     int
-	vxdpOnly bool
+	Key     string `json:"key"`
+	Title   string `json:"title"`
+	Unit    string `json:"unit"`
+	Lower   bool   `json:"lower_is_better"`
+	Context bool   `json:"context_only,omitempty"` // shown, but not a figure of merit
+	prec    int
+	// procOnly figures are about the dataplane processes (vxdp agents,
+	// ovs-vswitchd); the kernel modes have none.
+	procOnly bool
 	value    func(*repResult) (float64, bool)
+}
+
+// hasDataplaneProcs reports whether mode's packets are moved by processes
+// the figures can charge: the vxdp agents or ovs-vswitchd.
+func hasDataplaneProcs(mode string) bool {
+	return strings.HasPrefix(mode, "vxdp") || strings.HasPrefix(mode, "ovs")
 }
 
 // perGB divides CPU-seconds by the gigabytes the 1-stream test moved.
@@ -81,6 +89,20 @@ var figures = []figure{
 			}
 			return r.RR.P99, true
 		}},
+	{Key: "ping_5ms_avg_ms", Title: "Ping RTT at 5 ms intervals, average", Unit: "ms", Lower: true, prec: 3,
+		value: func(r *repResult) (float64, bool) {
+			if r.Ping == nil {
+				return 0, false
+			}
+			return r.Ping.AvgMs, true
+		}},
+	{Key: "ping_5ms_p99_ms", Title: "Ping RTT at 5 ms intervals, p99", Unit: "ms", Lower: true, prec: 3,
+		value: func(r *repResult) (float64, bool) {
+			if r.Ping == nil {
+				return 0, false
+			}
+			return r.Ping.P99Ms, true
+		}},
 	{Key: "cpu_machine_s_per_gb", Title: "CPU during TCP 1 stream: whole machine busy", Unit: "CPU-s/GB", Lower: true, prec: 2,
 		value: func(r *repResult) (float64, bool) {
 			return perGB(r, func(c *cpuUse) float64 { return c.Busy })
@@ -89,11 +111,11 @@ var figures = []figure{
 		value: func(r *repResult) (float64, bool) {
 			return perGB(r, func(c *cpuUse) float64 { return c.System + c.Irq + c.Softirq })
 		}},
-	{Key: "cpu_procs_s_per_gb", Title: "CPU during TCP 1 stream: iperf3 + agents, user+sys", Unit: "CPU-s/GB", Lower: true, prec: 2,
+	{Key: "cpu_procs_s_per_gb", Title: "CPU during TCP 1 stream: iperf3 + dataplane processes, user+sys", Unit: "CPU-s/GB", Lower: true, prec: 2,
 		value: func(r *repResult) (float64, bool) {
 			return perGB(r, func(c *cpuUse) float64 { return c.Iperf + c.Agents })
 		}},
-	{Key: "cpu_agents_s_per_gb", Title: "  of it the two vxdp agents", Unit: "CPU-s/GB", Lower: true, prec: 2, vxdpOnly: true,
+	{Key: "cpu_agents_s_per_gb", Title: "  of it the two dataplane processes (vxdp agents, ovs-vswitchd)", Unit: "CPU-s/GB", Lower: true, prec: 2, procOnly: true,
 		value: func(r *repResult) (float64, bool) {
 			return perGB(r, func(c *cpuUse) float64 { return c.Agents })
 		}},
@@ -103,6 +125,20 @@ var figures = []figure{
 				return 0, false
 			}
 			return r.UDP.Recv.CPUBusy / float64(r.UDP.Recv.Received) * 1e6, true
+		}},
+	{Key: "dataplane_idle_cpus", Title: "Dataplane processes while idle (both nodes)", Unit: "CPUs", Lower: true, prec: 2, procOnly: true,
+		value: func(r *repResult) (float64, bool) {
+			if r.IdleCPUs == nil {
+				return 0, false
+			}
+			return *r.IdleCPUs, true
+		}},
+	{Key: "dataplane_loaded_cpus", Title: "Dataplane processes during TCP 1 stream (both nodes)", Unit: "CPUs", Lower: true, prec: 2, procOnly: true,
+		value: func(r *repResult) (float64, bool) {
+			if r.TCP1 == nil || r.TCP1.CPU == nil || r.TCP1.CPU.Wall <= 0 {
+				return 0, false
+			}
+			return r.TCP1.CPU.Agents / r.TCP1.CPU.Wall, true
 		}},
 }
 
@@ -140,7 +176,7 @@ func (m *modeReport) summarize(n int) {
 	}
 	m.Used = len(use)
 	for _, f := range figures {
-		if f.vxdpOnly && !strings.HasPrefix(m.Mode, "vxdp") {
+		if f.procOnly && !hasDataplaneProcs(m.Mode) {
 			continue
 		}
 		var vals []float64
@@ -325,18 +361,32 @@ func writeComparison(w io.Writer, rep *report) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "CPU: \"whole machine busy\" is the /proc/stat delta (user+nice+system+irq+softirq, all CPUs) over the 1-stream iperf3 run "+
 		"divided by the gigabytes received, so it includes iperf3 itself and anything else running on the machine; "+
-		"\"iperf3 + agents\" counts only those processes (/proc/<pid>/stat and the client's rusage), which misses kernel work done "+
+		"\"iperf3 + dataplane processes\" counts only those processes (/proc/<pid>/stat and the client's rusage), which misses kernel work done "+
 		"outside their context (ksoftirqd, softirq on other CPUs). Per packet: whole-machine busy time during the UDP window "+
-		"divided by the datagrams delivered, sender and receiver included.")
+		"divided by the datagrams delivered, sender and receiver included. Dataplane processes are the two vxdp agents or the two "+
+		"ovs-vswitchd; their CPUs while idle are measured over "+idleWindow.String()+" with no traffic before the tests, "+
+		"so a dataplane that polls (OVS's PMD threads) is charged for the cores it spins on. "+
+		fmt.Sprintf("Ping: %d echo requests pod1 to pod2 at %s s intervals; average and p99 (nearest rank) of the replies.", pingCount, pingInterval))
+	for _, md := range rep.Modes {
+		if strings.HasPrefix(md.Mode, "ovs") {
+			fmt.Fprintln(w)
+			fmt.Fprintln(w, "Open vSwitch: the pods' veths run with tx checksum, TSO and GSO offload off (ethtool -K), because the userspace "+
+				"datapath of OVS 3.1 takes neither partial checksums nor large segments from them; the other modes keep the defaults.")
+			break
+		}
+	}
 }
 
 // ratio is a column of ratios: of's medians over to's.
 type ratio struct{ of, to *modeReport }
 
 // ratioPairs are the ratio columns among modes that produced figures:
-// each vxdp mode against the kernel of its family (kernel, kernel-ipv6),
-// then each IPv6 mode against its IPv4 counterpart (vxdp-udp-ipv6 /
-// vxdp-udp, kernel-ipv6 / kernel): what IPv6 costs each dataplane.
+// each mode against the kernel of its family (kernel, kernel-ipv6); then
+// each IPv4 vxdp mode against each Open vSwitch mode (vxdp-udp / ovs,
+// vxdp-udp / ovs-afxdp, ...), the userspace dataplane a user would
+// otherwise pick; then each IPv6 mode against its IPv4 counterpart
+// (vxdp-udp-ipv6 / vxdp-udp, kernel-ipv6 / kernel): what IPv6 costs each
+// dataplane.
 func ratioPairs(modes []*modeReport) []ratio {
 	byName := map[string]*modeReport{}
 	for _, md := range modes {
@@ -352,6 +402,16 @@ func ratioPairs(modes []*modeReport) []ratio {
 		}
 		if k := byName[base]; k != nil && byName[md.Mode] != nil && md.Mode != base {
 			out = append(out, ratio{md, k})
+		}
+	}
+	for _, md := range modes {
+		if !strings.HasPrefix(md.Mode, "vxdp") || ipv6Mode(md.Mode) || byName[md.Mode] == nil {
+			continue
+		}
+		for _, o := range modes {
+			if strings.HasPrefix(o.Mode, "ovs") && byName[o.Mode] != nil {
+				out = append(out, ratio{md, o})
+			}
 		}
 	}
 	for _, md := range modes {

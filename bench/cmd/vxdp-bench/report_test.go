@@ -4,6 +4,8 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -139,5 +141,91 @@ func TestRatioPairs(t *testing.T) {
 	}
 	if strings.Join(got, ", ") != "vxdp-udp-ipv6 / vxdp-udp" {
 		t.Errorf("without kernels: %q", got)
+	}
+}
+
+// The vxdp/OVS columns come beside the vxdp/kernel ones: every IPv4 vxdp
+// mode against every OVS mode that produced figures, never an IPv6 one.
+func TestRatioPairsOVS(t *testing.T) {
+	ok := func(m string) *modeReport { return &modeReport{Mode: m, Status: "ok"} }
+	pairs := func(modes ...*modeReport) string {
+		var got []string
+		for _, p := range ratioPairs(modes) {
+			got = append(got, p.of.Mode+" / "+p.to.Mode)
+		}
+		return strings.Join(got, ", ")
+	}
+	got := pairs(ok("kernel"), ok("vxdp-udp"), ok("vxdp-afxdp"), ok("ovs"), ok("ovs-afxdp"), ok("kernel-ipv6"), ok("vxdp-udp-ipv6"))
+	want := "vxdp-udp / kernel, vxdp-afxdp / kernel, ovs / kernel, ovs-afxdp / kernel, vxdp-udp-ipv6 / kernel-ipv6, " +
+		"vxdp-udp / ovs, vxdp-udp / ovs-afxdp, vxdp-afxdp / ovs, vxdp-afxdp / ovs-afxdp, " +
+		"kernel-ipv6 / kernel, vxdp-udp-ipv6 / vxdp-udp"
+	if got != want {
+		t.Errorf("ratio columns\n%q, want\n%q", got, want)
+	}
+	// An OVS mode without figures has no column, nor does a vxdp mode
+	// without figures against OVS.
+	got = pairs(ok("vxdp-udp"), &modeReport{Mode: "vxdp-afxdp", Status: "error"}, ok("ovs"), &modeReport{Mode: "ovs-afxdp", Status: "not available"})
+	if got != "vxdp-udp / ovs" {
+		t.Errorf("with failed modes: %q", got)
+	}
+}
+
+// The table shows the vxdp/OVS ratio, the ping rows and the dataplane
+// CPU rows, the latter only for modes that have dataplane processes.
+func TestWriteMarkdownOVS(t *testing.T) {
+	rep := func(tcp, pingMs, idle, wall, procs float64) *repResult {
+		return &repResult{
+			TCP1:     &iperfResult{BitsPerSec: tcp * 1e9, Bytes: tcp * 1e9 / 8 * 3, CPU: &cpuUse{Busy: 3, Agents: procs, Wall: wall}},
+			Ping:     &pingResult{Sent: 400, Received: 400, AvgMs: pingMs, P99Ms: 2 * pingMs},
+			IdleCPUs: &idle,
+		}
+	}
+	modes := []*modeReport{
+		{Mode: "kernel", Status: "ok", Reps: []*repResult{rep(15, 0.05, 0, 3, 0)}},
+		{Mode: "vxdp-udp", Status: "ok", Reps: []*repResult{rep(6, 0.2, 0.02, 3, 3)}},
+		{Mode: "ovs-afxdp", Status: "ok", Reps: []*repResult{rep(3, 0.1, 1, 3, 4.5)}},
+	}
+	for _, m := range modes {
+		m.summarize(1)
+	}
+	if _, ok := modes[0].Medians["dataplane_idle_cpus"]; ok {
+		t.Error("kernel: has a dataplane idle figure")
+	}
+	var b bytes.Buffer
+	writeMarkdown(&b, &report{Figures: figures, Modes: modes})
+	s := b.String()
+	for _, row := range []string{
+		"| figure (higher is better unless marked lower) | kernel | vxdp-udp | ovs-afxdp | vxdp-udp / kernel | ovs-afxdp / kernel | vxdp-udp / ovs-afxdp |",
+		"| TCP throughput, 1 stream, Gbit/s | 15.00 | 6.00 | 3.00 | 0.40× | 0.20× | 2.00× |",
+		"| Ping RTT at 5 ms intervals, average, ms (lower is better) | 0.050 | 0.200 | 0.100 | 4.00× | 2.00× | 2.00× |",
+		"| Ping RTT at 5 ms intervals, p99, ms (lower is better) | 0.100 | 0.400 | 0.200 | 4.00× | 2.00× | 2.00× |",
+		"| Dataplane processes while idle (both nodes), CPUs (lower is better) | — | 0.02 | 1.00 | — | — | 0.02× |",
+		"| Dataplane processes during TCP 1 stream (both nodes), CPUs (lower is better) | — | 1.00 | 1.50 | — | — | 0.67× |",
+		"Open vSwitch: the pods' veths run with tx checksum, TSO and GSO offload off",
+	} {
+		if !strings.Contains(s, row) {
+			t.Errorf("missing %q in:\n%s", row, s)
+		}
+	}
+}
+
+func TestParsePing(t *testing.T) {
+	var out strings.Builder
+	out.WriteString("PING 10.1.2.20 (10.1.2.20) 56(84) bytes of data.\n")
+	// 100 replies of 0.100 ms .. 0.199 ms, in an order that is not sorted.
+	for i := range 100 {
+		fmt.Fprintf(&out, "64 bytes from 10.1.2.20: icmp_seq=%d ttl=63 time=0.%d ms\n", i+1, 100+(i*37)%100)
+	}
+	out.WriteString("\n--- 10.1.2.20 ping statistics ---\n101 packets transmitted, 100 received, 0.990099% packet loss, time 505ms\n" +
+		"rtt min/avg/max/mdev = 0.100/0.149/0.199/0.029 ms\n")
+	got, err := parsePing(out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Sent != 101 || got.Received != 100 || math.Abs(got.AvgMs-0.1495) > 1e-9 || got.P99Ms != 0.198 {
+		t.Errorf("%+v", got)
+	}
+	if _, err := parsePing("PING x\n--- x ping statistics ---\n3 packets transmitted, 0 received, 100% packet loss, time 2ms\n"); err == nil {
+		t.Error("no replies: want an error")
 	}
 }

@@ -61,13 +61,16 @@ func (e *notAvailable) Error() string { return "not available: " + e.reason }
 
 // env is one built topology, ready for traffic.
 type env struct {
-	lab      *lab
-	mode     string
-	agents   []*nstest.Proc // vxdp modes only
-	sockets  []string       // their API sockets
-	underlay string         // what the agents report, vxdp modes only
-	detail   string         // underlay_reason and version, for the report
-	v6       bool           // IPv6 pods over an IPv6 underlay
+	lab    *lab
+	mode   string
+	agents []*nstest.Proc // vxdp modes only
+	// procs are the processes that move the packets, whose CPU the
+	// figures charge to the dataplane: the vxdp agents, or ovs-vswitchd.
+	procs    []*nstest.Proc
+	sockets  []string // their API sockets
+	underlay string   // what the agents report, vxdp modes only
+	detail   string   // underlay_reason and version, for the report
+	v6       bool     // IPv6 pods over an IPv6 underlay
 }
 
 // podAddr is the address of node i's pod in e's family.
@@ -257,6 +260,7 @@ endpoints:
 			return nil, err
 		}
 		e.agents = append(e.agents, p)
+		e.procs = append(e.procs, p)
 		e.sockets = append(e.sockets, socks[i])
 	}
 	for i, p := range e.agents {
