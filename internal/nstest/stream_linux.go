@@ -27,6 +27,8 @@ type StreamOptions struct {
 	// unacknowledged for that long, instead of retransmitting for
 	// minutes. A stream that must notice an outage uses it.
 	UserTimeout time.Duration
+	// DialTimeout bounds the connect (10 s when zero).
+	DialTimeout time.Duration
 }
 
 // Stream is a paced TCP stream between two namespaces whose receiver
@@ -77,6 +79,9 @@ func StartStreamWith(src, dst *Netns, dstAddr netip.Addr, port int, rate int64, 
 	}()
 	if err := src.Do(func() error {
 		d := net.Dialer{Timeout: 10 * time.Second}
+		if opt.DialTimeout > 0 {
+			d.Timeout = opt.DialTimeout
+		}
 		if opt.UserTimeout > 0 {
 			d.Control = func(_, _ string, c syscall.RawConn) error {
 				var serr error

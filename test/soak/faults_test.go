@@ -16,7 +16,8 @@ import (
 
 // faultKinds is the schedule, repeated: one fault every SOAK_FAULT_EVERY,
 // each on the next node in turn.
-var faultKinds = []string{"kill9-restart", "sighup-valid", "sighup-invalid", "endpoint-churn", "policy-flip", "underlay-flap", "node-churn"}
+var faultKinds = []string{"kill9-restart", "sighup-valid", "sighup-invalid", "endpoint-churn", "policy-flip", "underlay-flap", "node-churn",
+	"mtu-change", "etcd-restart", "disk-full", "node-outage"}
 
 // flapDown is how long underlay-flap keeps a node's underlay link down.
 const flapDown = time.Second
@@ -44,6 +45,14 @@ func (s *soak) inject(kind string, n *node) faultWindow {
 		w.Action, err = s.underlayFlap(n)
 	case "node-churn":
 		w.Action, err = s.nodeChurn(n)
+	case "mtu-change":
+		w.Action, err = s.mtuChange(n)
+	case "etcd-restart":
+		w.Action, err = s.etcdRestart(n)
+	case "disk-full":
+		w.Action, err = s.diskFull(n)
+	case "node-outage":
+		w.Action, err = s.nodeOutage(n)
 	}
 	if err != nil {
 		w.Err = err.Error()

@@ -96,6 +96,7 @@ func (s *soak) startLoad() {
 			lastAt: time.Now(),
 		})
 	}
+	s.startCutStreams()
 	for i, d := range pingDefs {
 		name := fmt.Sprintf("%s->%s", podName(d.srcNode, d.srcIdx), podName(d.dstNode, d.dstIdx))
 		p, err := startPinger(name, s.pods[podName(d.srcNode, d.srcIdx)], podIP(d.dstNode, d.dstIdx), uint16(0x5000+i), pingEvery)

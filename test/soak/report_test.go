@@ -22,6 +22,7 @@ type report struct {
 	Elapsed     time.Duration  `json:"elapsed_ns"`
 	Interrupted bool           `json:"interrupted"`
 	Streams     []streamReport `json:"streams"`
+	CutStreams  []cutReport    `json:"cut_streams"`
 	Pings       []pingReport   `json:"pings"`
 	Faults      []faultReport  `json:"faults"`
 	Garbage     map[string]int `json:"garbage_sent"`
@@ -49,6 +50,20 @@ type streamReport struct {
 	Lost     int64         `json:"bytes_lost_or_corrupted"`
 	MaxStall time.Duration `json:"longest_stall_ns"`
 	Err      string        `json:"error,omitempty"`
+}
+
+// cutReport is a stream that a long removal cuts and that connects again.
+type cutReport struct {
+	Name        string         `json:"name"`
+	Connections int            `json:"connections"`
+	Cuts        map[string]int `json:"cuts_by_fault"`
+	Sent        int64          `json:"bytes_sent"`
+	Verified    int64          `json:"bytes_verified"`
+	// LostAtCuts is what was in flight when a connection was cut, by
+	// the fault it was cut in: lost by the removal, not by the overlay.
+	LostAtCuts   map[string]int64 `json:"bytes_lost_at_cuts"`
+	MaxReconnect time.Duration    `json:"longest_reconnect_ns"`
+	Err          string           `json:"error,omitempty"`
 }
 
 type pingReport struct {
@@ -91,6 +106,10 @@ var actionMeaning = map[string]string{
 	"policy-flip":    "--allow-all to the refused pod answering again",
 	"underlay-flap":  "link up (after 1 s down) to a pod answering across the underlay",
 	"node-churn":     "reload adding the peer back (after 1 s without it) to its pod answering",
+	"mtu-change":     "underlay MTU changed to pods, routes and status following (worst of 1500->1400->1500)",
+	"etcd-restart":   "etcd started again (after 4 s stopped) to every agent connected with every record",
+	"disk-full":      "filler removed to the next state save succeeding",
+	"node-outage":    "reload adding the peer back (after 4 s without it) to the cut stream's new connection carrying bytes",
 }
 
 // finish stops the load and computes the figures and the invariants.
@@ -128,6 +147,9 @@ func (s *soak) finish(before, after []footprint, stoppedAt time.Time) *report {
 			s.fail("stream %s: %d bytes sent, %d verified: %v", st.Name, snt, ver, err)
 		}
 		r.Streams = append(r.Streams, sr)
+	}
+	for _, c := range s.cuts {
+		r.CutStreams = append(r.CutStreams, s.cutFigures(c))
 	}
 	for _, p := range s.pingers {
 		r.Pings = append(r.Pings, pingReport{Name: p.name, pingFigures: p.figures(s.start, cutoff, cutoff)})
@@ -228,6 +250,40 @@ func (s *soak) finish(before, after []footprint, stoppedAt time.Time) *report {
 	return r
 }
 
+// cutFigures ends a cut stream and judges its cuts: each must fall in a
+// fault's window (a cut is seen up to cutUserTimeout after the outage
+// began, so the window is stretched by as much) and be a timeout, not
+// corruption; the last connection must deliver every byte.
+func (s *soak) cutFigures(c *cutStream) cutReport {
+	err := c.close(10 * time.Second)
+	cr := cutReport{Name: c.Name, Connections: c.conns, Cuts: map[string]int{}, Sent: c.sent, Verified: c.verified, LostAtCuts: map[string]int64{}}
+	if err != nil {
+		cr.Err = err.Error()
+		s.fail("cut stream %s: %v", c.Name, err)
+	}
+	for _, k := range c.cuts {
+		kind := ""
+		for _, w := range s.windows {
+			if !k.At.Before(w.From) && !k.At.After(w.To.Add(cutUserTimeout+500*time.Millisecond)) {
+				kind = w.Kind
+			}
+		}
+		if kind == "" {
+			kind = "no fault"
+			s.fail("cut stream %s cut at %v outside every fault's window: %s", c.Name, k.At.Sub(s.start).Round(time.Millisecond), k.Err)
+		}
+		if k.Corrupt {
+			s.fail("cut stream %s corrupted at %v: %s", c.Name, k.At.Sub(s.start).Round(time.Millisecond), k.Err)
+		}
+		cr.Cuts[kind]++
+		cr.LostAtCuts[kind] += k.Lost
+		if !k.Back.IsZero() {
+			cr.MaxReconnect = max(cr.MaxReconnect, k.Back.Sub(k.At))
+		}
+	}
+	return cr
+}
+
 // garbageReasons are the drop reasons of the forged packets; the others
 // (tx_error, no_route, policy_denied, ...) come from the faults.
 var garbageReasons = []string{"invalid_header", "invalid_mac", "invalid_extension_headers", "spoofed_inner_source",
@@ -260,6 +316,14 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "\n### Streams (verified byte by byte)\n\n| stream | across nodes | sent | verified | lost or corrupted | longest stall | error |\n|---|---|---|---|---|---|---|\n")
 	for _, s := range r.Streams {
 		fmt.Fprintf(w, "| %s | %v | %s | %s | %d B | %s | %s |\n", s.Name, s.Cross, mib(s.Sent), mib(s.Verified), s.Lost, ms(s.MaxStall), s.Err)
+	}
+	fmt.Fprintf(w, "\n### Streams a long removal cuts (TCP user timeout %v; node-outage removes the peer for %v)\n\n| stream | connections | cuts by fault | sent | verified | lost at cuts (by the removal) | longest cut to reconnected | error |\n|---|---|---|---|---|---|---|---|\n", cutUserTimeout, outageHold)
+	for _, c := range r.CutStreams {
+		lost := map[string]int{}
+		for k, v := range c.LostAtCuts {
+			lost[k] = int(v)
+		}
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s B | %s | %s |\n", c.Name, c.Connections, kv(c.Cuts), mib(c.Sent), mib(c.Verified), kv(lost), ms(c.MaxReconnect), c.Err)
 	}
 	fmt.Fprintf(w, "\n### Pings every %v, whole run\n\n| pair | sent | lost | longest outage |\n|---|---|---|---|\n", pingEvery)
 	for _, p := range r.Pings {

@@ -115,6 +115,8 @@ type soak struct {
 	streams []*soakStream
 	garbage *garbage
 	drops   []*dropTracker
+	etcd    *etcdMember
+	cuts    []*cutStream
 	// podUDPStart is podUDPRejects when the load started.
 	podUDPStart int
 	// stopSamplers ends the stream sampler and the drop poller.
@@ -185,6 +187,16 @@ func TestSoak(t *testing.T) {
 		LogsDir:     os.Getenv("SOAK_LOGS"),
 		FaultsKinds: faultKinds,
 	}
+	if v := os.Getenv("SOAK_FAULTS"); v != "" {
+		s.set.FaultsKinds = nil
+		for _, k := range strings.Split(v, ",") {
+			if !slices.Contains(faultKinds, k) {
+				t.Fatalf("SOAK_FAULTS=%q: %q is none of %s", v, k, strings.Join(faultKinds, ", "))
+			}
+			s.set.FaultsKinds = append(s.set.FaultsKinds, k)
+		}
+	}
+	kinds := s.set.FaultsKinds
 	s.set.GarbageMax = s.set.GarbagePPS * int(s.set.Duration/time.Second+1)
 	if s.set.LogsDir == "" {
 		s.set.LogsDir = filepath.Join(os.TempDir(), "vxdp-soak-logs")
@@ -201,10 +213,10 @@ func TestSoak(t *testing.T) {
 	n := 0
 	for time.Now().Before(end) && interrupted.Err() == nil && len(s.failureList()) == 0 {
 		next := time.Now().Add(s.set.FaultEvery)
-		kind := faultKinds[n%len(faultKinds)]
+		kind := kinds[n%len(kinds)]
 		// Each round of the schedule starts one node further, so that
 		// every kind of fault meets every node.
-		target := s.nodes[(n%len(faultKinds)+n/len(faultKinds))%nodes]
+		target := s.nodes[(n%len(kinds)+n/len(kinds))%nodes]
 		w := s.inject(kind, target)
 		s.mu.Lock()
 		s.windows = append(s.windows, w)
@@ -257,8 +269,8 @@ func (s *soak) build() {
 	sw := s.lab.Netns("switch")
 	sw.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
 	sw.MustRun(t, "ip", "link", "set", "br0", "up")
-	hosts := []string{"node1", "node2", "node3", "evil"}
-	addrs := []string{"10.169.72.1/24", "10.169.72.2/24", "10.169.72.3/24", "10.169.72.66/24"}
+	hosts := []string{"node1", "node2", "node3", "evil", "etcd"}
+	addrs := []string{"10.169.72.1/24", "10.169.72.2/24", "10.169.72.3/24", "10.169.72.66/24", etcdIP + "/24"}
 	for i, h := range hosts {
 		ns := s.lab.Netns(h)
 		port := fmt.Sprintf("p%d", i)
@@ -267,6 +279,10 @@ func (s *soak) build() {
 		if i < nodes {
 			s.nodes = append(s.nodes, &node{i: i + 1, ns: ns})
 		}
+	}
+	s.etcd = newEtcdMember(s.lab.Lookup("etcd"), s.dir)
+	if err := s.startEtcd(s.etcd); err != nil {
+		t.Fatal(err)
 	}
 	for _, n := range s.nodes {
 		for idx := range 2 {
@@ -277,6 +293,7 @@ func (s *soak) build() {
 		n.cfg = filepath.Join(s.dir, fmt.Sprintf("node%d.yaml", n.i))
 		n.sock = filepath.Join(s.dir, fmt.Sprintf("node%d.sock", n.i))
 		n.stateDir = filepath.Join(s.dir, fmt.Sprintf("state-node%d", n.i))
+		s.mountStateDir(n)
 		s.writeConfig(n, configValid)
 	}
 	for _, n := range s.nodes {
@@ -334,9 +351,11 @@ pod-cidr: "%s"
 cluster-pool-ipv4-cidr: 10.1.0.0/16
 state-dir: %s
 prometheus-serve-addr: %s
+kvstore: etcd
+kvstore-opt: {etcd.endpoints: "%s", etcd.lease-ttl: "%s"}
 nodes:%s
 endpoints:%s
-`, n.i, nodeIP(n.i), cidr, n.stateDir, metricsAddr, peers.String(), eps.String())
+`, n.i, nodeIP(n.i), cidr, n.stateDir, metricsAddr, etcdURL(), etcdLeaseTTL, peers.String(), eps.String())
 	if err := os.WriteFile(n.cfg, []byte(cfg), 0o644); err != nil {
 		s.t.Fatal(err)
 	}
