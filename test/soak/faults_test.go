@@ -174,7 +174,7 @@ func (s *soak) policyFlip(n *node) (time.Duration, error) {
 	// answers to what the pod sends (ACKs, echo replies) are ingress too,
 	// so the pods it talks to are on the list.
 	var allowed []int
-	for _, d := range slices.Concat(streamDefs, pingDefs) {
+	for _, d := range allFlows() {
 		if d.dstNode == n.i && d.dstIdx == 0 {
 			allowed = append(allowed, podIdentity(d.srcNode, d.srcIdx))
 		}
@@ -189,6 +189,9 @@ func (s *soak) policyFlip(n *node) (time.Duration, error) {
 				outsider = s.pods[podName(m.i, idx)]
 			}
 		}
+	}
+	if outsider == nil {
+		return 0, fmt.Errorf("every remote pod talks to %s: no pod is left to be refused", target)
 	}
 	list := make([]string, len(allowed))
 	for i, a := range allowed {

@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vxdp/vxdp/encap"
 	"github.com/vxdp/vxdp/internal/nstest"
 	"github.com/vxdp/vxdp/internal/pkttest"
 )
@@ -21,6 +23,8 @@ var garbageKinds = []string{
 	"bad-flags-vxlan", // VXLAN from a spoofed node with random header flags
 	"mutated-ipv6",    // VXLAN carrying an IPv6 inner packet, bytes flipped
 	"truncated",       // 0-15 bytes of UDP payload: shorter than any header
+	"mutated-geneve",  // a valid Geneve packet with 0-3 options from a spoofed node, 1-4 bytes flipped
+	"random-geneve",   // a Geneve header with a random options area (lengths, classes, critical bits) from a spoofed node
 }
 
 // garbage is the evil host: an IPPROTO_RAW socket that writes forged IPv4
@@ -125,6 +129,32 @@ func (g *garbage) forge(rng *rand.Rand, kind string) []byte {
 		inner := pkttest.IPv6{Src: netip.MustParseAddr("fd00::1"), Dst: netip.MustParseAddr("fd00::2")}.UDP(6666, 7777, []byte("soak-garbage"))
 		payload = pkttest.VXLAN(vniOf(src), pkttest.Ethernet(dstMAC, srcMAC, 0x86dd, inner))
 		flip(rng, payload[8:], 1+rng.IntN(4))
+	case "mutated-geneve":
+		inner := pkttest.IPv4{Src: srcPod, Dst: dstPod, ID: 0x6666}.UDP(6666, 7777, []byte("soak-garbage"))
+		var opts []encap.GeneveOption
+		for range rng.IntN(4) {
+			data := make([]byte, 4*rng.IntN(4))
+			for i := range data {
+				data[i] = byte(rng.Uint32())
+			}
+			opts = append(opts, encap.GeneveOption{Class: uint16(rng.Uint32()), Type: uint8(rng.IntN(128)), Data: data})
+		}
+		payload = pkttest.Geneve(vniOf(src), opts, pkttest.Ethernet(dstMAC, srcMAC, 0x0800, inner))
+		flip(rng, payload, 1+rng.IntN(4))
+	case "random-geneve":
+		inner := pkttest.IPv4{Src: srcPod, Dst: dstPod, ID: 0x6666}.UDP(6666, 7777, []byte("soak-garbage"))
+		hdr := pkttest.Geneve(vniOf(src), nil, nil)
+		// Version 0, an options length of 0-63 words filled with random
+		// bytes, and random O and C bits: the option walk meets every
+		// length, class and critical bit, and lengths past the area.
+		words := rng.IntN(64)
+		hdr[0] = byte(words)
+		hdr[1] = byte(rng.IntN(4)) << 6
+		area := make([]byte, 4*words)
+		for i := range area {
+			area[i] = byte(rng.Uint32())
+		}
+		payload = slices.Concat(hdr, area, pkttest.Ethernet(dstMAC, srcMAC, 0x0800, inner))
 	case "truncated":
 		payload = make([]byte, rng.IntN(16))
 		for i := range payload {

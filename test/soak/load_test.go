@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,6 +82,19 @@ var pingDefs = []flowDef{
 	{1, 1, 1, 0}, // within a node
 }
 
+// Over IPv6 (every pod is dual-stack): ping pairs and one verified
+// stream, between b pods, so that policy-flip's lists (pod a) stay as
+// they were.
+var (
+	ping6Defs   = []flowDef{{1, 1, 2, 1}, {3, 1, 1, 1}, {2, 1, 2, 0}}
+	stream6Defs = []flowDef{{2, 1, 1, 1}}
+)
+
+// allFlows is every pair of pods that talk throughout the run.
+func allFlows() []flowDef {
+	return slices.Concat(streamDefs, pingDefs, ping6Defs, stream6Defs, cutDefs, floodDefs)
+}
+
 func (s *soak) startLoad() {
 	t := s.t
 	for i, d := range streamDefs {
@@ -96,10 +110,37 @@ func (s *soak) startLoad() {
 			lastAt: time.Now(),
 		})
 	}
+	for i, d := range stream6Defs {
+		src, dst := s.pods[podName(d.srcNode, d.srcIdx)], s.pods[podName(d.dstNode, d.dstIdx)]
+		st, err := nstest.StartStream(src, dst, podIP6(d.dstNode, d.dstIdx), 5050+i, s.set.StreamRate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.streams = append(s.streams, &soakStream{
+			Name:   fmt.Sprintf("%s->%s (IPv6)", podName(d.srcNode, d.srcIdx), podName(d.dstNode, d.dstIdx)),
+			Cross:  d.srcNode != d.dstNode,
+			s:      st,
+			lastAt: time.Now(),
+		})
+	}
 	s.startCutStreams()
-	for i, d := range pingDefs {
+	if s.set.UDPPPS > 0 {
+		d := floodDefs[0]
+		f, err := startFlood(s.pods[podName(d.srcNode, d.srcIdx)], s.pods[podName(d.dstNode, d.dstIdx)], podIP(d.dstNode, d.dstIdx), s.set.UDPPPS,
+			fmt.Sprintf("%s->%s", podName(d.srcNode, d.srcIdx), podName(d.dstNode, d.dstIdx)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.flood = f
+	}
+	for i, d := range slices.Concat(pingDefs, ping6Defs) {
 		name := fmt.Sprintf("%s->%s", podName(d.srcNode, d.srcIdx), podName(d.dstNode, d.dstIdx))
-		p, err := startPinger(name, s.pods[podName(d.srcNode, d.srcIdx)], podIP(d.dstNode, d.dstIdx), uint16(0x5000+i), pingEvery)
+		dst := podIP(d.dstNode, d.dstIdx)
+		if i >= len(pingDefs) {
+			dst = podIP6(d.dstNode, d.dstIdx)
+			name += " (IPv6)"
+		}
+		p, err := startPinger(name, s.pods[podName(d.srcNode, d.srcIdx)], dst, uint16(0x5000+i), pingEvery)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -23,6 +23,7 @@ type report struct {
 	Interrupted bool           `json:"interrupted"`
 	Streams     []streamReport `json:"streams"`
 	CutStreams  []cutReport    `json:"cut_streams"`
+	UDP64       *floodReport   `json:"udp64,omitempty"`
 	Pings       []pingReport   `json:"pings"`
 	Faults      []faultReport  `json:"faults"`
 	Garbage     map[string]int `json:"garbage_sent"`
@@ -150,6 +151,15 @@ func (s *soak) finish(before, after []footprint, stoppedAt time.Time) *report {
 	}
 	for _, c := range s.cuts {
 		r.CutStreams = append(r.CutStreams, s.cutFigures(c))
+	}
+	if s.flood != nil {
+		f := s.flood.close()
+		r.UDP64 = &f
+		// Loss is expected (faults, a machine that cannot keep up); a
+		// packet changed or delivered twice is not.
+		if f.Corrupt > 0 || f.Duplicates > 0 || f.Delivered == 0 {
+			s.fail("64-byte UDP %s: %d delivered, %d corrupted, %d duplicated", f.Name, f.Delivered, f.Corrupt, f.Duplicates)
+		}
 	}
 	for _, p := range s.pingers {
 		r.Pings = append(r.Pings, pingReport{Name: p.name, pingFigures: p.figures(s.start, cutoff, cutoff)})
@@ -324,6 +334,10 @@ func (r *report) print(w io.Writer) {
 			lost[k] = int(v)
 		}
 		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s B | %s | %s |\n", c.Name, c.Connections, kv(c.Cuts), mib(c.Sent), mib(c.Verified), kv(lost), ms(c.MaxReconnect), c.Err)
+	}
+	if f := r.UDP64; f != nil {
+		fmt.Fprintf(w, "\n### 64-byte UDP (IPv4 packets of 64 bytes), %s\n\nAsked %d packets/s, sent %.0f/s: %d sent (%d send errors), %d delivered, %d lost (%.2f %%), %d duplicated, %d corrupted.\n",
+			f.Name, f.AskedPPS, f.SentPPS, f.Sent, f.SendErrors, f.Delivered, f.Lost, 100*float64(f.Lost)/float64(max(f.Sent, 1)), f.Duplicates, f.Corrupt)
 	}
 	fmt.Fprintf(w, "\n### Pings every %v, whole run\n\n| pair | sent | lost | longest outage |\n|---|---|---|---|\n", pingEvery)
 	for _, p := range r.Pings {

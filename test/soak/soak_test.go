@@ -21,7 +21,6 @@ import (
 )
 
 const (
-	tunnelPort  = 8472
 	metricsAddr = "127.0.0.1:9962"
 	nodes       = 3
 	// pingEvery is the interval of the fixed ping pairs.
@@ -38,16 +37,23 @@ const (
 	goroutineSlack = 20
 )
 
+// tunnelPort is the port of the cluster's tunnel protocol.
+var tunnelPort uint16 = 8472
+
 // Durations and rates of a run, from the environment.
 type settings struct {
-	Duration    time.Duration `json:"duration_ns"`
-	FaultEvery  time.Duration `json:"fault_every_ns"`
-	StreamRate  int64         `json:"stream_bytes_per_s"`
-	GarbagePPS  int           `json:"garbage_pps"`
-	GarbageMax  int           `json:"garbage_max"`
-	JSONPath    string        `json:"-"`
-	LogsDir     string        `json:"-"`
-	FaultsKinds []string      `json:"faults"`
+	Duration   time.Duration `json:"duration_ns"`
+	FaultEvery time.Duration `json:"fault_every_ns"`
+	StreamRate int64         `json:"stream_bytes_per_s"`
+	GarbagePPS int           `json:"garbage_pps"`
+	GarbageMax int           `json:"garbage_max"`
+	UDPPPS     int           `json:"udp64_pps"`
+	// Tunnel is the cluster's tunnel protocol, vxlan or geneve
+	// (SOAK_TUNNEL); the garbage of both shapes goes to its port.
+	Tunnel      string   `json:"tunnel"`
+	JSONPath    string   `json:"-"`
+	LogsDir     string   `json:"-"`
+	FaultsKinds []string `json:"faults"`
 }
 
 func envDuration(t *testing.T, key string, def time.Duration) time.Duration {
@@ -80,6 +86,14 @@ func nodeIP(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 169, 72, byte
 
 // podIP is the address of pod idx (0: "a", 1: "b") of node i.
 func podIP(i, idx int) netip.Addr { return netip.AddrFrom4([4]byte{10, 1, byte(i), byte(10 + idx)}) }
+
+// podIP6 is the IPv6 address of pod idx of node i: every pod is
+// dual-stack.
+func podIP6(i, idx int) netip.Addr {
+	return netip.MustParseAddr(fmt.Sprintf("fd00:1:%d::%d", i, 10+idx))
+}
+
+func podCIDRs(i int) string { return fmt.Sprintf("10.1.%d.0/24,fd00:1:%d::/64", i, i) }
 
 func podName(i, idx int) string { return fmt.Sprintf("pod%d%c", i, 'a'+idx) }
 
@@ -117,6 +131,7 @@ type soak struct {
 	drops   []*dropTracker
 	etcd    *etcdMember
 	cuts    []*cutStream
+	flood   *flood
 	// podUDPStart is podUDPRejects when the load started.
 	podUDPStart int
 	// stopSamplers ends the stream sampler and the drop poller.
@@ -183,9 +198,18 @@ func TestSoak(t *testing.T) {
 		FaultEvery:  envDuration(t, "SOAK_FAULT_EVERY", 4*time.Second),
 		StreamRate:  int64(envInt(t, "SOAK_STREAM_RATE", 2<<20)),
 		GarbagePPS:  envInt(t, "SOAK_GARBAGE_PPS", 1000),
+		UDPPPS:      envInt(t, "SOAK_UDP_PPS", 20000),
 		JSONPath:    os.Getenv("SOAK_JSON"),
 		LogsDir:     os.Getenv("SOAK_LOGS"),
 		FaultsKinds: faultKinds,
+	}
+	switch s.set.Tunnel = os.Getenv("SOAK_TUNNEL"); s.set.Tunnel {
+	case "", "vxlan":
+		s.set.Tunnel, tunnelPort = "vxlan", 8472
+	case "geneve":
+		tunnelPort = 6081
+	default:
+		t.Fatalf("SOAK_TUNNEL=%q: want vxlan or geneve", s.set.Tunnel)
 	}
 	if v := os.Getenv("SOAK_FAULTS"); v != "" {
 		s.set.FaultsKinds = nil
@@ -329,11 +353,11 @@ func (s *soak) writeConfig(n *node, variant int) {
 	var peers, eps strings.Builder
 	for _, m := range s.nodes {
 		if m != n && !(variant == configNoPeer && m.i == n.i%nodes+1) {
-			fmt.Fprintf(&peers, "\n  - {name: node%d, ip: \"%s\", pod-cidr: \"10.1.%d.0/24\"}", m.i, nodeIP(m.i), m.i)
+			fmt.Fprintf(&peers, "\n  - {name: node%d, ip: \"%s\", pod-cidr: \"%s\"}", m.i, nodeIP(m.i), podCIDRs(m.i))
 		}
 	}
 	for idx := range 2 {
-		fmt.Fprintf(&eps, "\n  - {name: %s, ip: %s, netns: %s, identity: %d}", podName(n.i, idx), podIP(n.i, idx), s.pods[podName(n.i, idx)].Path, podIdentity(n.i, idx))
+		fmt.Fprintf(&eps, "\n  - {name: %s, ip: \"%s,%s\", netns: %s, identity: %d}", podName(n.i, idx), podIP(n.i, idx), podIP6(n.i, idx), s.pods[podName(n.i, idx)].Path, podIdentity(n.i, idx))
 	}
 	n.mu.Lock()
 	hup := n.hupOn
@@ -341,21 +365,23 @@ func (s *soak) writeConfig(n *node, variant int) {
 	if hup {
 		fmt.Fprintf(&eps, "\n  - {name: hup%d, ip: 10.1.%d.40, netns: %s, identity: %d}", n.i, n.i, n.hupPod.Path, podIdentity(n.i, 40))
 	}
-	cidr := fmt.Sprintf("10.1.%d.0/24", n.i)
+	cidr := podCIDRs(n.i)
 	if variant == configInvalid {
-		cidr = fmt.Sprintf("10.1.%d.0/33", n.i)
+		cidr = fmt.Sprintf("10.1.%d.0/33,fd00:1:%d::/64", n.i, n.i)
 	}
 	cfg := fmt.Sprintf(`node-name: node%d
 node-ip: %s
 pod-cidr: "%s"
 cluster-pool-ipv4-cidr: 10.1.0.0/16
+cluster-pool-ipv6-cidr: fd00:1::/32
 state-dir: %s
 prometheus-serve-addr: %s
+tunnel-protocol: %s
 kvstore: etcd
 kvstore-opt: {etcd.endpoints: "%s", etcd.lease-ttl: "%s"}
 nodes:%s
 endpoints:%s
-`, n.i, nodeIP(n.i), cidr, n.stateDir, metricsAddr, etcdURL(), etcdLeaseTTL, peers.String(), eps.String())
+`, n.i, nodeIP(n.i), cidr, n.stateDir, metricsAddr, s.set.Tunnel, etcdURL(), etcdLeaseTTL, peers.String(), eps.String())
 	if err := os.WriteFile(n.cfg, []byte(cfg), 0o644); err != nil {
 		s.t.Fatal(err)
 	}
