@@ -185,6 +185,8 @@ func (s *soak) nodeOutage(n *node) (time.Duration, error) {
 	peer := n.i%nodes + 1
 	c := s.cuts[n.i-1]
 	before := c.cutCount()
+	n.unavail.removed.Store(uint32(peer))
+	defer n.unavail.removed.Store(0)
 	s.writeConfig(n, configNoPeer)
 	removed := time.Now()
 	line, err := s.reload(n)

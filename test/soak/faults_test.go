@@ -73,6 +73,8 @@ func (s *soak) killRestart(n *node) (time.Duration, error) {
 	n.cpuPast += cpuSeconds(p.Pid())
 	n.mu.Unlock()
 	start := time.Now()
+	n.unavail.agentDown.Store(true)
+	defer n.unavail.agentDown.Store(false)
 	if err := p.Signal(syscall.SIGKILL); err != nil {
 		return 0, err
 	}
@@ -259,11 +261,15 @@ func probe(src *nstest.Netns, dst netip.Addr, timeout time.Duration) (time.Durat
 // byte. Returns the time from the link coming up to a pod of the node
 // reaching a pod of the next node.
 func (s *soak) underlayFlap(n *node) (time.Duration, error) {
+	n.unavail.linkDown.Store(true)
 	if out, err := n.ns.Run("ip", "link", "set", "eth0", "down"); err != nil {
+		n.unavail.linkDown.Store(false)
 		return 0, fmt.Errorf("link down: %v\n%s", err, out)
 	}
 	time.Sleep(flapDown)
-	if out, err := n.ns.Run("ip", "link", "set", "eth0", "up"); err != nil {
+	out, err := n.ns.Run("ip", "link", "set", "eth0", "up")
+	n.unavail.linkDown.Store(false)
+	if err != nil {
 		return 0, fmt.Errorf("link up: %v\n%s", err, out)
 	}
 	start := time.Now()
@@ -281,6 +287,8 @@ func (s *soak) underlayFlap(n *node) (time.Duration, error) {
 func (s *soak) nodeChurn(n *node) (time.Duration, error) {
 	peer := n.i%nodes + 1
 	src, dst := s.pods[podName(n.i, 0)], podIP(peer, 1)
+	n.unavail.removed.Store(uint32(peer))
+	defer n.unavail.removed.Store(0)
 	s.writeConfig(n, configNoPeer)
 	line, err := s.reload(n)
 	if err != nil || !strings.Contains(line, "configuration reloaded") {

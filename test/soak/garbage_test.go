@@ -41,10 +41,17 @@ type garbage struct {
 	mu      sync.Mutex
 	sent    map[string]int
 	sendErr int
+	// fate says when a packet's fate is the faults' (see garbageFate);
+	// fates counts those packets by why.
+	fate  func(dst, src netip.Addr, spoofed bool) string
+	fates map[string]int
 }
 
-func startGarbage(lab *nstest.TestLab, evil *nstest.Netns, self netip.Addr, nodes []netip.Addr, rate, max int) (*garbage, error) {
-	g := &garbage{fd: -1, nodes: nodes, self: self, rate: rate, max: max, stop: make(chan struct{}), sent: map[string]int{}}
+// startGarbage opens evil's socket; run starts the steady stream.
+func startGarbage(lab *nstest.TestLab, evil *nstest.Netns, self netip.Addr, nodes []netip.Addr, rate, max int,
+	fate func(dst, src netip.Addr, spoofed bool) string) (*garbage, error) {
+	g := &garbage{fd: -1, nodes: nodes, self: self, rate: rate, max: max, stop: make(chan struct{}), sent: map[string]int{},
+		fate: fate, fates: map[string]int{}}
 	if err := evil.Do(func() error {
 		var err error
 		g.fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
@@ -58,11 +65,33 @@ func startGarbage(lab *nstest.TestLab, evil *nstest.Netns, self netip.Addr, node
 	// The socket pins evil's namespace: it goes before the namespaces.
 	fd := g.fd
 	lab.Defer("close the evil raw socket", func() error { return unix.Close(fd) })
-	if rate > 0 {
+	return g, nil
+}
+
+// start sends garbage at the rate until close or max packets.
+func (g *garbage) start() {
+	if g.rate > 0 {
 		g.wg.Add(1)
 		go g.run()
 	}
-	return g, nil
+}
+
+// burst sends count packets of one kind at pps, outside the steady
+// stream and its counts, and returns how many the kernel took.
+func (g *garbage) burst(kind string, count, pps int) int {
+	rng := rand.New(rand.NewPCG(3, uint64(len(kind))))
+	sent := 0
+	start := time.Now()
+	for i := range count {
+		if ahead := time.Duration(float64(i)/float64(pps)*float64(time.Second)) - time.Since(start); ahead > 0 {
+			time.Sleep(ahead)
+		}
+		pkt, _, _ := g.forge(rng, kind)
+		if unix.Sendto(g.fd, pkt, 0, &unix.SockaddrInet4{Addr: [4]byte(pkt[16:20])}) == nil {
+			sent++
+		}
+	}
+	return sent
 }
 
 func (g *garbage) run() {
@@ -82,13 +111,17 @@ func (g *garbage) run() {
 		}
 		for range perTick {
 			kind := garbageKinds[total%len(garbageKinds)]
-			pkt := g.forge(rng, kind)
+			pkt, src, spoofed := g.forge(rng, kind)
+			fate := g.fate(netip.AddrFrom4([4]byte(pkt[16:20])), src, spoofed)
 			err := unix.Sendto(g.fd, pkt, 0, &unix.SockaddrInet4{Addr: [4]byte(pkt[16:20])})
 			g.mu.Lock()
 			if err != nil {
 				g.sendErr++
 			} else {
 				g.sent[kind]++
+				if fate != "" {
+					g.fates[fate]++
+				}
 			}
 			g.mu.Unlock()
 			total++
@@ -96,8 +129,9 @@ func (g *garbage) run() {
 	}
 }
 
-// forge builds one packet of the kind to a random node.
-func (g *garbage) forge(rng *rand.Rand, kind string) []byte {
+// forge builds one packet of the kind to a random node, and says which
+// address it comes from and whether that is a node's, spoofed.
+func (g *garbage) forge(rng *rand.Rand, kind string) (pkt []byte, from netip.Addr, spoofed bool) {
 	dst := g.nodes[rng.IntN(len(g.nodes))]
 	// A spoofed source is another node: the packet passes the tunnel
 	// source check and reaches the parser.
@@ -161,7 +195,8 @@ func (g *garbage) forge(rng *rand.Rand, kind string) []byte {
 			payload[i] = byte(rng.Uint32())
 		}
 	}
-	return pkttest.NoUDPChecksum(pkttest.IPv4{Src: outerSrc, Dst: dst, ID: 0x6666}.UDP(uint16(40000+rng.IntN(20000)), tunnelPort, payload))
+	return pkttest.NoUDPChecksum(pkttest.IPv4{Src: outerSrc, Dst: dst, ID: 0x6666}.UDP(uint16(40000+rng.IntN(20000)), tunnelPort, payload)),
+		outerSrc, outerSrc != g.self
 }
 
 func flip(rng *rand.Rand, b []byte, n int) {
@@ -189,12 +224,12 @@ func nodeMAC(a netip.Addr) [6]byte {
 // identities (see podIdentity) of its first pod.
 func vniOf(src netip.Addr) uint32 { return uint32(podIdentity(int(src.As4()[3]), 0)) }
 
-// close stops sending and returns what was sent by kind, and the sends
-// the kernel refused.
-func (g *garbage) close() (map[string]int, int) {
+// close stops sending and returns what was sent by kind, the sends the
+// kernel refused, and the packets whose fate the faults decided, by why.
+func (g *garbage) close() (map[string]int, int, map[string]int) {
 	close(g.stop)
 	g.wg.Wait()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.sent, g.sendErr
+	return g.sent, g.sendErr, g.fates
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -150,15 +148,20 @@ func (s *soak) startLoad() {
 	for _, n := range s.nodes {
 		targets = append(targets, nodeIP(n.i))
 	}
-	g, err := startGarbage(s.lab, s.lab.Lookup("evil"), nodeIP(66), targets, s.set.GarbagePPS, s.set.GarbageMax)
+	g, err := startGarbage(s.lab, s.lab.Lookup("evil"), nodeIP(66), targets, s.set.GarbagePPS, s.set.GarbageMax, s.garbageFate)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.garbage = g
-	s.podUDPStart = s.podUDPRejects()
 	for _, n := range s.nodes {
 		s.drops = append(s.drops, &dropTracker{n: n, total: map[string]int{}, last: map[string]int{}})
 	}
+	time.Sleep(500 * time.Millisecond) // the load under way before the calibration
+	if s.set.GarbageCalibrate > 0 {
+		s.account.Calibration = s.calibrate(s.set.GarbageCalibrate)
+	}
+	s.countersStart = cloneCounters(s.readCounters())
+	g.start()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -245,38 +248,4 @@ func (d *dropTracker) add(pid int, drops map[string]int) {
 		}
 		d.last[k] = v
 	}
-}
-
-// podUDPRejects adds up, over every pod a (where forged packets are
-// addressed), the UDP datagrams their kernels refused: no socket on the
-// port (NoPorts) or a bad checksum (InCsumErrors). Only the garbage sends
-// UDP to a pod, so this counts garbage the agents delivered: forged
-// packets that are valid, or whose mutation only touched the inner
-// payload.
-func (s *soak) podUDPRejects() int {
-	total := 0
-	for _, n := range s.nodes {
-		out, err := s.pods[podName(n.i, 0)].Run("cat", "/proc/net/snmp")
-		if err != nil {
-			continue
-		}
-		var names []string
-		for line := range strings.Lines(out) {
-			f := strings.Fields(line)
-			if len(f) == 0 || f[0] != "Udp:" {
-				continue
-			}
-			if names == nil {
-				names = f
-				continue
-			}
-			for i := range f {
-				if i < len(names) && (names[i] == "NoPorts" || names[i] == "InCsumErrors") {
-					v, _ := strconv.Atoi(f[i])
-					total += v
-				}
-			}
-		}
-	}
-	return total
 }

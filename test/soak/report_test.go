@@ -28,19 +28,35 @@ type report struct {
 	Faults      []faultReport  `json:"faults"`
 	Garbage     map[string]int `json:"garbage_sent"`
 	GarbageErrs int            `json:"garbage_send_errors"`
-	// GarbageDelivered is garbage that reached a pod, whose kernel refused
-	// it (see podUDPRejects).
+	// Account is where the garbage went: the calibration, the packets
+	// sent to a node the faults made unavailable, and the counters' change
+	// over the steady garbage.
+	Account accounting `json:"garbage_accounting"`
+	// GarbageDropped is the drops of the reasons only garbage is dropped
+	// for; GarbageShared those of reasons faults cause too, and
+	// GarbageSharedExpected the part of them the calibration expects of
+	// the garbage sent.
+	GarbageDropped        int     `json:"garbage_reason_drops"`
+	GarbageShared         int     `json:"shared_reason_drops"`
+	GarbageSharedExpected float64 `json:"shared_reason_drops_expected_of_garbage"`
+	// GarbageDelivered is garbage that a pod's kernel refused.
 	GarbageDelivered int `json:"garbage_delivered_to_pods"`
-	// GarbageDropped is the drops of the reasons garbage is dropped for.
-	GarbageDropped int                 `json:"garbage_reason_drops"`
-	Drops          []map[string]int    `json:"drops_per_node"`
-	DropsTotal     map[string]int      `json:"drops_total"`
-	Before         []footprint         `json:"footprint_start"`
-	After          []footprint         `json:"footprint_end"`
-	SoakCPU        float64             `json:"soak_process_cpu_seconds"`
-	Failures       []string            `json:"failures"`
-	Windows        []faultWindowReport `json:"windows"`
-	Bounds         map[string]int      `json:"bounds"`
+	// GarbageUnseenExpected is what the calibration saw no counter take,
+	// scaled to what was sent.
+	GarbageUnseenExpected float64 `json:"unseen_expected"`
+	// GarbageNodeExpected is what the calibration saw the nodes'
+	// kernels drop, scaled to what was sent.
+	GarbageNodeExpected float64 `json:"node_kernel_expected"`
+	// GarbageRemainder is what no class explains.
+	GarbageRemainder float64             `json:"remainder"`
+	Drops            []map[string]int    `json:"drops_per_node"`
+	DropsTotal       map[string]int      `json:"drops_total"`
+	Before           []footprint         `json:"footprint_start"`
+	After            []footprint         `json:"footprint_end"`
+	SoakCPU          float64             `json:"soak_process_cpu_seconds"`
+	Failures         []string            `json:"failures"`
+	Windows          []faultWindowReport `json:"windows"`
+	Bounds           map[string]int      `json:"bounds"`
 }
 
 type streamReport struct {
@@ -126,8 +142,9 @@ func (s *soak) finish(before, after []footprint, stoppedAt time.Time) *report {
 		d.poll(s)
 	}
 	s.stopSamplers()
-	sent, sendErrs := s.garbage.close()
+	sent, sendErrs, fates := s.garbage.close()
 	time.Sleep(200 * time.Millisecond) // the last packets on their way
+	s.account.Fates = fates
 	r := &report{
 		Date: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), Settings: s.set,
 		Elapsed: stoppedAt.Sub(s.start), Garbage: sent, GarbageErrs: sendErrs,
@@ -226,7 +243,11 @@ func (s *soak) finish(before, after []footprint, stoppedAt time.Time) *report {
 		fr.ActionP50, fr.ActionMax = quantiles(action[k])
 		r.Faults = append(r.Faults, *fr)
 	}
-	r.GarbageDelivered = s.podUDPRejects() - s.podUDPStart
+	end := s.readCounters()
+	s.account.Run = counterSet{Drops: diff(s.countersStart.Drops, end.Drops), Pods: diff(s.countersStart.Pods, end.Pods),
+		Nodes: diff(s.countersStart.Nodes, end.Nodes)}
+	r.Account = s.account
+	r.GarbageDelivered = sum(s.account.Run.Pods)
 	for _, d := range s.drops {
 		d.mu.Lock()
 		m := maps.Clone(d.total)
@@ -237,8 +258,34 @@ func (s *soak) finish(before, after []footprint, stoppedAt time.Time) *report {
 		}
 	}
 	for _, k := range garbageReasons {
-		r.GarbageDropped += r.DropsTotal[k]
+		r.GarbageDropped += s.account.Run.Drops[k]
 	}
+	for _, k := range sharedReasons {
+		r.GarbageShared += s.account.Run.Drops[k]
+	}
+	// What the calibration expects of what was sent to an agent that
+	// saw it: the part of the shared reasons, and the unseen.
+	reached := 0
+	for _, v := range sent {
+		reached += v
+	}
+	for _, v := range fates {
+		reached -= v
+	}
+	total := reached + sum(fates)
+	for _, c := range s.account.Calibration {
+		if c.Sent == 0 || total == 0 {
+			continue
+		}
+		share := float64(sent[c.Kind]) / float64(c.Sent) * float64(reached) / float64(total)
+		for _, k := range sharedReasons {
+			r.GarbageSharedExpected += share * float64(c.Drops[k])
+		}
+		r.GarbageUnseenExpected += share * float64(c.Unseen)
+		r.GarbageNodeExpected += share * float64(sum(c.Nodes))
+	}
+	r.GarbageRemainder = float64(total-r.GarbageDropped-r.GarbageDelivered-fates["target agent down"]-fates["target link down"]) -
+		r.GarbageSharedExpected - r.GarbageUnseenExpected - r.GarbageNodeExpected
 	for i := range before {
 		b, a := before[i], after[i]
 		if a.Pid == 0 {
@@ -294,10 +341,16 @@ func (s *soak) cutFigures(c *cutStream) cutReport {
 	return cr
 }
 
-// garbageReasons are the drop reasons of the forged packets; the others
-// (tx_error, no_route, policy_denied, ...) come from the faults.
-var garbageReasons = []string{"invalid_header", "invalid_mac", "invalid_extension_headers", "spoofed_inner_source",
-	"unsupported_protocol", "no_endpoint", "invalid_vni", "invalid_identity", "ttl_exceeded"}
+// garbageReasons are the drop reasons only the forged packets meet;
+// sharedReasons those that faults cause with the pods' own traffic too
+// (a restarted agent setting up, a removed peer); the others (tx_error,
+// no_route, policy_denied, ...) come from the faults alone.
+var (
+	garbageReasons = []string{"invalid_header", "invalid_mac", "invalid_extension_headers", "spoofed_inner_source",
+		"unsupported_protocol", "invalid_vni", "invalid_identity", "tunnel_protocol_mismatch", "geneve_critical_option",
+		"geneve_control_packet", "ttl_exceeded", "link_local_address", "multicast_address", "invalid_source"}
+	sharedReasons = []string{"no_endpoint", "unknown_tunnel_source"}
+)
 
 func tvSeconds(tv syscall.Timeval) float64 { return float64(tv.Sec) + float64(tv.Usec)/1e6 }
 
@@ -353,8 +406,21 @@ func (r *report) print(w io.Writer) {
 	for _, v := range r.Garbage {
 		total += v
 	}
-	fmt.Fprintf(w, "\n### Garbage on the tunnel port\n\nSent %d (%s); send errors %d. Counted as drops for the reasons garbage meets (%s): %d; delivered to a pod, whose kernel refused it: %d; neither: %d (sent while the target's agent or link was down, or lost in a kernel queue before the agent; the soak does not tell which).\n\nDrops counted by the agents, all nodes, every reason (policy probes, restarts and link flaps included):\n\n| reason | count |\n|---|---|\n",
-		total, kv(r.Garbage), r.GarbageErrs, strings.Join(garbageReasons, ", "), r.GarbageDropped, r.GarbageDelivered, total-r.GarbageDropped-r.GarbageDelivered)
+	fmt.Fprintf(w, "\n### Garbage on the tunnel port\n\nCalibration before the first fault: each kind alone, and the change of every counter that can see it (the agents' drop reasons; the pods' kernels: garbage the dataplane delivered; the nodes' kernels: garbage dropped before the agent read it). Unseen: moved no counter.\n\n| kind | sent | agent drops | pod kernels | node kernels | unseen |\n|---|---|---|---|---|---|\n")
+	for _, c := range r.Account.Calibration {
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %d |\n", c.Kind, c.Sent, kv(c.Drops), kv(c.Pods), kv(c.Nodes), c.Unseen)
+	}
+	fmt.Fprintf(w, "\nThe run: sent %d (%s); send errors %d. Sent to a node that a fault made unavailable at that moment: %s.\n\n", total, kv(r.Garbage), r.GarbageErrs, kv(r.Account.Fates))
+	fmt.Fprintf(w, "| class | packets |\n|---|---|\n")
+	fmt.Fprintf(w, "| agent drops for reasons only garbage meets (%s) | %d |\n", kv(pick(r.Account.Run.Drops, garbageReasons)), r.GarbageDropped)
+	fmt.Fprintf(w, "| agent drops for reasons faults cause too (%s): the calibration expects of the garbage | %.0f of %d |\n", kv(pick(r.Account.Run.Drops, sharedReasons)), r.GarbageSharedExpected, r.GarbageShared)
+	fmt.Fprintf(w, "| delivered into a pod, refused by its kernel (%s) | %d |\n", kv(r.Account.Run.Pods), r.GarbageDelivered)
+	fmt.Fprintf(w, "| sent while the target's agent was down (kill -9 to ready) | %d |\n", r.Account.Fates["target agent down"])
+	fmt.Fprintf(w, "| sent while the target's underlay link was down | %d |\n", r.Account.Fates["target link down"])
+	fmt.Fprintf(w, "| dropped by the nodes' kernels before the agent, as the calibration expects | %.0f |\n", r.GarbageNodeExpected)
+	fmt.Fprintf(w, "| unseen by any counter, as the calibration expects | %.0f |\n", r.GarbageUnseenExpected)
+	fmt.Fprintf(w, "| remainder (sent less the rows above) | %.0f (%.1f %%) |\n", r.GarbageRemainder, 100*r.GarbageRemainder/float64(max(total, 1)))
+	fmt.Fprintf(w, "\nThe nodes' kernels over the run, the pods' own traffic included: %s.\n\nDrops counted by the agents, all nodes, every reason (policy probes, restarts and link flaps included):\n\n| reason | count |\n|---|---|\n", kv(r.Account.Run.Nodes))
 	for _, k := range sortedKeys(r.DropsTotal) {
 		fmt.Fprintf(w, "| %s | %d |\n", k, r.DropsTotal[k])
 	}
@@ -372,6 +438,16 @@ func (r *report) print(w io.Writer) {
 			fmt.Fprintf(w, "- %s\n", f)
 		}
 	}
+}
+
+func pick(m map[string]int, keys []string) map[string]int {
+	out := map[string]int{}
+	for _, k := range keys {
+		if m[k] != 0 {
+			out[k] = m[k]
+		}
+	}
+	return out
 }
 
 func sortedKeys(m map[string]int) []string {

@@ -48,6 +48,9 @@ type settings struct {
 	GarbagePPS int           `json:"garbage_pps"`
 	GarbageMax int           `json:"garbage_max"`
 	UDPPPS     int           `json:"udp64_pps"`
+	// GarbageCalibrate is how many packets of each kind the calibration
+	// sends (SOAK_GARBAGE_CALIBRATE; 0: none).
+	GarbageCalibrate int `json:"garbage_calibrate"`
 	// Tunnel is the cluster's tunnel protocol, vxlan or geneve
 	// (SOAK_TUNNEL); the garbage of both shapes goes to its port.
 	Tunnel      string   `json:"tunnel"`
@@ -111,8 +114,9 @@ type node struct {
 	mu        sync.Mutex
 	agent     *nstest.Proc
 	starts    int
-	expecting bool    // the soak itself is stopping the agent
-	hupOn     bool    // the file in force has the hup endpoint
+	expecting bool // the soak itself is stopping the agent
+	hupOn     bool // the file in force has the hup endpoint
+	unavail   unavailability
 	cpuPast   float64 // CPU seconds of incarnations already gone
 }
 
@@ -132,8 +136,10 @@ type soak struct {
 	etcd    *etcdMember
 	cuts    []*cutStream
 	flood   *flood
-	// podUDPStart is podUDPRejects when the load started.
-	podUDPStart int
+	// account is where the garbage went; countersStart the counters
+	// when the steady garbage began.
+	account       accounting
+	countersStart counterSet
 	// stopSamplers ends the stream sampler and the drop poller.
 	stopSamplers func()
 
@@ -194,14 +200,15 @@ func globAll(dir, pattern string) []string {
 func TestSoak(t *testing.T) {
 	s := &soak{t: t, pods: map[string]*nstest.Netns{}}
 	s.set = settings{
-		Duration:    envDuration(t, "SOAK", 10*time.Minute),
-		FaultEvery:  envDuration(t, "SOAK_FAULT_EVERY", 4*time.Second),
-		StreamRate:  int64(envInt(t, "SOAK_STREAM_RATE", 2<<20)),
-		GarbagePPS:  envInt(t, "SOAK_GARBAGE_PPS", 1000),
-		UDPPPS:      envInt(t, "SOAK_UDP_PPS", 20000),
-		JSONPath:    os.Getenv("SOAK_JSON"),
-		LogsDir:     os.Getenv("SOAK_LOGS"),
-		FaultsKinds: faultKinds,
+		Duration:         envDuration(t, "SOAK", 10*time.Minute),
+		FaultEvery:       envDuration(t, "SOAK_FAULT_EVERY", 4*time.Second),
+		StreamRate:       int64(envInt(t, "SOAK_STREAM_RATE", 2<<20)),
+		GarbagePPS:       envInt(t, "SOAK_GARBAGE_PPS", 1000),
+		UDPPPS:           envInt(t, "SOAK_UDP_PPS", 20000),
+		GarbageCalibrate: envInt(t, "SOAK_GARBAGE_CALIBRATE", 1000),
+		JSONPath:         os.Getenv("SOAK_JSON"),
+		LogsDir:          os.Getenv("SOAK_LOGS"),
+		FaultsKinds:      faultKinds,
 	}
 	switch s.set.Tunnel = os.Getenv("SOAK_TUNNEL"); s.set.Tunnel {
 	case "", "vxlan":
