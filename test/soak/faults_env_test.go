@@ -249,8 +249,8 @@ func (s *soak) diskFull(n *node) (time.Duration, error) {
 	if now, err := os.ReadFile(statePath); err != nil || string(now) != string(good) {
 		problems = append(problems, fmt.Sprintf("state file changed or gone after a failed save: %v", err))
 	}
-	if out, err := s.cli(n, "status"); err != nil {
-		problems = append(problems, fmt.Sprintf("status on a full disk: %v\n%s", err, out))
+	if out, err := s.cli(n, "status"); err != nil || !strings.Contains(out, "NOT SAVED") || !strings.Contains(out, "no space left on device") {
+		problems = append(problems, fmt.Sprintf("status on a full disk does not say the state is not saved, or the agent is unhealthy: %v\n%s", err, out))
 	}
 	if err := os.Remove(filler); err != nil {
 		problems = append(problems, err.Error())
@@ -273,6 +273,9 @@ func (s *soak) diskFull(n *node) (time.Duration, error) {
 		problems = append(problems, fmt.Sprintf("state file after the disk was freed: %v", err))
 	} else if len(st.Endpoints) < 2 || strings.Contains(string(b), `"`+name+`"`) {
 		problems = append(problems, fmt.Sprintf("the save after the disk was freed did not happen: state file %s", b))
+	}
+	if out, _ := s.cli(n, "status"); strings.Contains(out, "NOT SAVED") {
+		problems = append(problems, fmt.Sprintf("status still says the state is not saved after a good save:\n%s", out))
 	}
 	if len(problems) > 0 {
 		return took, errors.New(strings.Join(problems, "\n"))
