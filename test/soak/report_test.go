@@ -221,12 +221,22 @@ func (s *soak) finish(before, after []footprint, stoppedAt time.Time) *report {
 		if !back.IsZero() && back.After(w.From) {
 			wr.Recovery = back.Sub(w.From)
 		}
-		// Pings still lost at the end of its window: the overlay did not
-		// recover within the settle time. (Stream stalls are not held to
-		// this: on a loaded machine a paced stream stalls for a few
-		// hundred ms when its sender is not scheduled; its bytes are.)
+		// A pair still losing most of its pings at the end of the window:
+		// the overlay did not recover within the settle time. Scattered
+		// losses there are not held to this: on an overloaded machine
+		// (another load on the same 2 CPUs) requests are dropped from
+		// full queues anywhere, fault or not; they are counted above.
+		// (Stream stalls are not held to it either: a paced stream stalls
+		// for a few hundred ms when its sender is not scheduled; its
+		// bytes are held to the byte.)
 		if !lastLoss.IsZero() && w.To.Sub(lastLoss) < settle/3 && w.To.Before(cutoff) {
-			s.fail("%s on node%d at %v: pings still lost %v after the action ended", w.Kind, w.Node, wr.At.Round(time.Millisecond), w.To.Sub(w.From.Add(w.Action)).Round(time.Millisecond))
+			for _, p := range s.pingers {
+				if f := p.figures(w.To.Add(-settle/3), w.To, cutoff); f.Sent > 0 && 2*f.Lost > f.Sent {
+					s.fail("%s on node%d at %v: %s still lost %d of %d pings in the last %v of the window, %v after the action ended", w.Kind, w.Node,
+						wr.At.Round(time.Millisecond), p.name, f.Lost, f.Sent, settle/3, w.To.Sub(w.From.Add(w.Action)).Round(time.Millisecond))
+					break
+				}
+			}
 		}
 		fr.MaxPingGap = max(fr.MaxPingGap, wr.MaxGap)
 		fr.MaxStall = max(fr.MaxStall, wr.MaxStall)

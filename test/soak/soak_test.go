@@ -204,7 +204,7 @@ func TestSoak(t *testing.T) {
 		FaultEvery:       envDuration(t, "SOAK_FAULT_EVERY", 4*time.Second),
 		StreamRate:       int64(envInt(t, "SOAK_STREAM_RATE", 2<<20)),
 		GarbagePPS:       envInt(t, "SOAK_GARBAGE_PPS", 1000),
-		UDPPPS:           envInt(t, "SOAK_UDP_PPS", 20000),
+		UDPPPS:           envInt(t, "SOAK_UDP_PPS", 5000),
 		GarbageCalibrate: envInt(t, "SOAK_GARBAGE_CALIBRATE", 1000),
 		JSONPath:         os.Getenv("SOAK_JSON"),
 		LogsDir:          os.Getenv("SOAK_LOGS"),
