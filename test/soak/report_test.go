@@ -230,12 +230,9 @@ func (s *soak) finish(before, after []footprint, stoppedAt time.Time) *report {
 		// for a few hundred ms when its sender is not scheduled; its
 		// bytes are held to the byte.)
 		if !lastLoss.IsZero() && w.To.Sub(lastLoss) < settle/3 && w.To.Before(cutoff) {
-			for _, p := range s.pingers {
-				if f := p.figures(w.To.Add(-settle/3), w.To, cutoff); f.Sent > 0 && 2*f.Lost > f.Sent {
-					s.fail("%s on node%d at %v: %s still lost %d of %d pings in the last %v of the window, %v after the action ended", w.Kind, w.Node,
-						wr.At.Round(time.Millisecond), p.name, f.Lost, f.Sent, settle/3, w.To.Sub(w.From.Add(w.Action)).Round(time.Millisecond))
-					break
-				}
+			if p, f := stillLosing(s.pingers, w.To, cutoff); p != nil {
+				s.fail("%s on node%d at %v: %s still lost %d of %d pings in the last %v of the window, %v after the action ended", w.Kind, w.Node,
+					wr.At.Round(time.Millisecond), p.name, f.Lost, f.Sent, settle/3, w.To.Sub(w.From.Add(w.Action)).Round(time.Millisecond))
 			}
 		}
 		fr.MaxPingGap = max(fr.MaxPingGap, wr.MaxGap)
@@ -315,6 +312,18 @@ func (s *soak) finish(before, after []footprint, stoppedAt time.Time) *report {
 	}
 	r.Failures = s.failureList()
 	return r
+}
+
+// stillLosing returns the first pinger that lost more than half of its
+// requests in the last third of the settle time before to, and its
+// figures there; nil when none did.
+func stillLosing(ps []*pinger, to, cutoff time.Time) (*pinger, pingFigures) {
+	for _, p := range ps {
+		if f := p.figures(to.Add(-settle/3), to, cutoff); f.Sent > 0 && 2*f.Lost > f.Sent {
+			return p, f
+		}
+	}
+	return nil, pingFigures{}
 }
 
 // cutFigures ends a cut stream and judges its cuts: each must fall in a
