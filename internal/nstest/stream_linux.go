@@ -29,6 +29,11 @@ type StreamOptions struct {
 	UserTimeout time.Duration
 	// DialTimeout bounds the connect (10 s when zero).
 	DialTimeout time.Duration
+	// Patience is how long the sender may block on a write and the
+	// receiver wait for a byte before the stream fails (10 s when
+	// zero). TCP backs its retransmissions off exponentially: after
+	// outages in a row, the first byte through can come later than 10 s.
+	Patience time.Duration
 }
 
 // Stream is a paced TCP stream between two namespaces whose receiver
@@ -40,6 +45,7 @@ type Stream struct {
 	conn     net.Conn
 	rconn    net.Conn
 	stop     chan struct{}
+	patience time.Duration
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	sent     int64
@@ -59,7 +65,10 @@ func StartStream(src, dst *Netns, dstAddr netip.Addr, port int, rate int64) (*St
 
 // StartStreamWith is StartStream with options.
 func StartStreamWith(src, dst *Netns, dstAddr netip.Addr, port int, rate int64, opt StreamOptions) (*Stream, error) {
-	s := &Stream{stop: make(chan struct{})}
+	s := &Stream{stop: make(chan struct{}), patience: 10 * time.Second}
+	if opt.Patience > 0 {
+		s.patience = opt.Patience
+	}
 	network := ipNetwork("tcp", dstAddr)
 	if err := dst.Do(func() error {
 		var err error
@@ -146,7 +155,7 @@ func (s *Stream) send(rate int64) {
 		for i := range buf {
 			buf[i] = patternByte(off + int64(i))
 		}
-		s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		s.conn.SetWriteDeadline(time.Now().Add(s.patience))
 		n, err := s.conn.Write(buf)
 		off += int64(n)
 		s.mu.Lock()
@@ -165,7 +174,7 @@ func (s *Stream) receive(c net.Conn) {
 	buf := make([]byte, 64<<10)
 	var off int64
 	for {
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		c.SetReadDeadline(time.Now().Add(s.patience))
 		n, err := c.Read(buf)
 		for i := 0; i < n; i++ {
 			if buf[i] != patternByte(off+int64(i)) {

@@ -89,6 +89,16 @@ func TestStillLosing(t *testing.T) {
 	if p, f := stillLosing([]*pinger{scattered}, at(2000), at(3000)); p != nil {
 		t.Errorf("scattered loss taken as no recovery: %+v", f)
 	}
+	// A pinger the machine starved: 7 requests in the last 500 ms, 5
+	// of them lost.
+	starved := &pinger{name: "starved"}
+	for i, ms := range []int{0, 100, 1550, 1700, 1800, 1850, 1900, 1950, 1990} {
+		starved.sent = append(starved.sent, at(ms))
+		starved.rcvd = append(starved.rcvd, i < 4)
+	}
+	if p, f := stillLosing([]*pinger{starved}, at(2000), at(3000)); p != nil {
+		t.Errorf("a few losses of a starved pinger taken as no recovery: %+v", f)
+	}
 	recovered := mk(func(ms int) bool { return ms >= 1000 && ms < 1400 })
 	if p, _ := stillLosing([]*pinger{recovered}, at(2000), at(3000)); p != nil {
 		t.Error("a recovered outage taken as ongoing")

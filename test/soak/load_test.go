@@ -27,6 +27,13 @@ type span struct{ From, To time.Time }
 
 const stallMin = 100 * time.Millisecond
 
+// streamPatience is how long a verified stream's ends wait for progress
+// before it fails. Two disruptions of one path in a row (node-outage's
+// 4 s, then a kill -9 whose restart takes 3 s on a loaded machine) back
+// TCP's retransmissions off past 10 s; the streams must survive that,
+// and a path that stays down for a minute is no recovery.
+const streamPatience = time.Minute
+
 // sample records a stall that just ended.
 func (st *soakStream) sample(now time.Time) {
 	_, v := st.s.Progress()
@@ -97,7 +104,7 @@ func (s *soak) startLoad() {
 	t := s.t
 	for i, d := range streamDefs {
 		src, dst := s.pods[podName(d.srcNode, d.srcIdx)], s.pods[podName(d.dstNode, d.dstIdx)]
-		st, err := nstest.StartStream(src, dst, podIP(d.dstNode, d.dstIdx), 5000+i, s.set.StreamRate)
+		st, err := nstest.StartStreamWith(src, dst, podIP(d.dstNode, d.dstIdx), 5000+i, s.set.StreamRate, nstest.StreamOptions{Patience: streamPatience})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +117,7 @@ func (s *soak) startLoad() {
 	}
 	for i, d := range stream6Defs {
 		src, dst := s.pods[podName(d.srcNode, d.srcIdx)], s.pods[podName(d.dstNode, d.dstIdx)]
-		st, err := nstest.StartStream(src, dst, podIP6(d.dstNode, d.dstIdx), 5050+i, s.set.StreamRate)
+		st, err := nstest.StartStreamWith(src, dst, podIP6(d.dstNode, d.dstIdx), 5050+i, s.set.StreamRate, nstest.StreamOptions{Patience: streamPatience})
 		if err != nil {
 			t.Fatal(err)
 		}

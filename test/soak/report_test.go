@@ -315,16 +315,21 @@ func (s *soak) finish(before, after []footprint, stoppedAt time.Time) *report {
 }
 
 // stillLosing returns the first pinger that lost more than half of its
-// requests in the last third of the settle time before to, and its
-// figures there; nil when none did.
+// requests, and at least stillLostMin, in the last third of the settle
+// time before to, and its figures there; nil when none did. (A pinger
+// the machine did not schedule sends a few requests there; a few lost are
+// no outage.)
 func stillLosing(ps []*pinger, to, cutoff time.Time) (*pinger, pingFigures) {
 	for _, p := range ps {
-		if f := p.figures(to.Add(-settle/3), to, cutoff); f.Sent > 0 && 2*f.Lost > f.Sent {
+		if f := p.figures(to.Add(-settle/3), to, cutoff); f.Lost >= stillLostMin && 2*f.Lost > f.Sent {
 			return p, f
 		}
 	}
 	return nil, pingFigures{}
 }
+
+// stillLostMin is a fifth of the requests a pinger sends in settle/3.
+const stillLostMin = int(settle / 3 / pingEvery / 5)
 
 // cutFigures ends a cut stream and judges its cuts: each must fall in a
 // fault's window (a cut is seen up to cutUserTimeout after the outage
