@@ -18,12 +18,13 @@ import (
 // the peer is back. The bytes in flight at a cut are lost by the removal,
 // not by the overlay: they are counted apart.
 const (
-	cutUserTimeout = 2500 * time.Millisecond
-	// outageHold is how long node-outage keeps the peer removed: longer
-	// than cutUserTimeout, and short enough that the other streams (no
-	// user timeout, a receiver that gives up after 10 s of silence)
-	// retransmit into the restored path in time.
-	outageHold = 4 * time.Second
+	cutUserTimeout = 2 * time.Second
+	// outageHold is how long node-outage keeps the peer removed: three
+	// times cutUserTimeout (on a loaded machine a 4 s removal once left
+	// a 2.5 s user timeout's stream uncut), and short enough that the
+	// other streams (no user timeout) retransmit into the restored path
+	// well within streamPatience.
+	outageHold = 6 * time.Second
 	cutRate    = 256 << 10
 )
 

@@ -126,7 +126,7 @@ var actionMeaning = map[string]string{
 	"mtu-change":     "underlay MTU changed to pods, routes and status following (worst of 1500->1400->1500)",
 	"etcd-restart":   "etcd started again (after 4 s stopped) to every agent connected with every record",
 	"disk-full":      "filler removed to the next state save succeeding",
-	"node-outage":    "reload adding the peer back (after 4 s without it) to the cut stream's new connection carrying bytes",
+	"node-outage":    "reload adding the peer back (after 6 s without it) to the cut stream's new connection carrying bytes",
 }
 
 // finish stops the load and computes the figures and the invariants.
