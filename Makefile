@@ -81,8 +81,8 @@ soak: build
 	cd test/soak && SOAK=$(SOAK) VXDP_BIN=$(CURDIR)/$(BIN) SOAK_JSON=$(CURDIR)/soak-results.json SOAK_LOGS=$(CURDIR)/soak-logs \
 		$(CURDIR)/bin/soak.test -test.run '^TestSoak$$' -test.v -test.timeout $(SOAK_TIMEOUT)
 
-# The same program for about a minute (part of `make test`: about 90-120 s
-# with the build on a shared 2-CPU machine).
+# The same program for about a minute (part of `make test`: 85-131 s with
+# the build on a shared 2-CPU machine).
 soak-short:
 	$(MAKE) --no-print-directory soak SOAK=1m SOAK_TIMEOUT=10m
 
