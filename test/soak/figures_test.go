@@ -65,6 +65,12 @@ func TestDropTrackerRestart(t *testing.T) {
 	if got := d.total["invalid_header"]; got != 34 {
 		t.Errorf("total %d, want 34", got)
 	}
+	// An older reading of the same agent arriving late adds nothing.
+	d.add(2, map[string]int{"invalid_header": 7})
+	d.add(2, map[string]int{"invalid_header": 11})
+	if got := d.total["invalid_header"]; got != 36 {
+		t.Errorf("total %d after a stale reading, want 36", got)
+	}
 }
 
 // A pair that keeps losing at the end of a window has not recovered;

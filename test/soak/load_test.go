@@ -211,17 +211,21 @@ func (s *soak) startLoad() {
 }
 
 // dropTracker adds up an agent's drop counters across its restarts: a
-// counter lower than the last reading means a new incarnation, which
-// starts from zero.
+// reading of another pid is a new incarnation, which starts from zero.
 type dropTracker struct {
-	n     *node
-	mu    sync.Mutex
-	pid   int
-	total map[string]int
-	last  map[string]int
+	n *node
+	// pollMu makes polls one at a time: two readings taken concurrently
+	// may arrive out of order.
+	pollMu sync.Mutex
+	mu     sync.Mutex
+	pid    int
+	total  map[string]int
+	last   map[string]int
 }
 
 func (d *dropTracker) poll(s *soak) {
+	d.pollMu.Lock()
+	defer d.pollMu.Unlock()
 	p := d.n.proc()
 	if p == nil || !p.Alive() {
 		return
@@ -239,7 +243,9 @@ func (d *dropTracker) poll(s *soak) {
 	d.add(p.Pid(), st.Drops)
 }
 
-// add takes a reading of the agent with pid.
+// add takes a reading of the agent with pid. Within one incarnation the
+// counters only grow: a lower reading is an older one and adds nothing
+// (taking it for a restart would count the whole counter twice).
 func (d *dropTracker) add(pid int, drops map[string]int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -248,11 +254,9 @@ func (d *dropTracker) add(pid int, drops map[string]int) {
 		d.last = map[string]int{}
 	}
 	for k, v := range drops {
-		if v >= d.last[k] {
+		if v > d.last[k] {
 			d.total[k] += v - d.last[k]
-		} else {
-			d.total[k] += v
+			d.last[k] = v
 		}
-		d.last[k] = v
 	}
 }
