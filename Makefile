@@ -82,7 +82,7 @@ soak: build
 		$(CURDIR)/bin/soak.test -test.run '^TestSoak$$' -test.v -test.timeout $(SOAK_TIMEOUT)
 
 # The same program for about a minute (part of `make test`: 85-131 s with
-# the build on a shared 2-CPU machine).
+# the build on a shared 2-CPU machine, longer under other load).
 soak-short:
 	$(MAKE) --no-print-directory soak SOAK=1m SOAK_TIMEOUT=10m
 
