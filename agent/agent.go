@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -44,10 +45,13 @@ type Agent struct {
 	srv     *http.Server
 	metrics *http.Server
 
-	nodes           *nodeBook
-	ipam            *ipam           // the addresses of containers attached through CNI
-	attachLocks     attachLocks     // one CNI verb at a time per attachment
-	stateMu         sync.Mutex      // protects configEndpoints, vtepsFromAPI and the state file
+	nodes       *nodeBook
+	ipam        *ipam       // the addresses of containers attached through CNI
+	attachLocks attachLocks // one CNI verb at a time per attachment
+	stateMu     sync.Mutex  // protects configEndpoints, vtepsFromAPI and the state file
+	// stateProblem says why the last state save failed; nil after a
+	// save that succeeded.
+	stateProblem    atomic.Pointer[string]
 	configEndpoints map[string]bool // endpoints that came from the configuration
 	vtepsFromAPI    bool            // the VTEP table was last set through the API
 }

@@ -236,3 +236,42 @@ kvstore-opt: {etcd.endpoints: "http://192.0.2.10:2379"}
 		t.Fatal("a refused reload changed the endpoints")
 	}
 }
+
+// A state save that fails (a full disk, here a directory where the
+// temporary file goes) is shown in status, leaves the last good file and
+// the change in force, and the next save that succeeds clears it.
+func TestStateSaveFailureReported(t *testing.T) {
+	ta := newTestAgent(t, loadConfig(t, reloadBefore), nil)
+	ta.cfg.StateDir = t.TempDir()
+	ta.saveState()
+	good, err := os.ReadFile(ta.statePath())
+	must(t, err)
+	if st := ta.Status(); st.StateSave != "" {
+		t.Fatalf("state_save after a good save: %q", st.StateSave)
+	}
+	blocker := ta.statePath() + ".tmp"
+	must(t, os.Mkdir(blocker, 0o700))
+	must(t, ta.eng.AddEndpoint(dataplane.EndpointSpec{Name: "papi", IP: addr("10.1.1.99"), Netns: "/run/netns/papi"}))
+	ta.saveState()
+	st := ta.Status()
+	if !strings.Contains(st.StateSave, ta.statePath()) || !strings.Contains(st.StateSave, "state-dir") {
+		t.Errorf("state_save after a failed save: %q", st.StateSave)
+	}
+	if !st.Healthy {
+		t.Errorf("a failed state save made the agent unhealthy: %v", st.Problems)
+	}
+	if b, _ := os.ReadFile(ta.statePath()); string(b) != string(good) {
+		t.Errorf("the failed save changed the state file:\n%s", b)
+	}
+	if !slices.ContainsFunc(ta.eng.Endpoints(), func(ep dataplane.Endpoint) bool { return ep.Name == "papi" }) {
+		t.Error("the endpoint whose save failed is gone")
+	}
+	must(t, os.Remove(blocker))
+	ta.saveState()
+	if st := ta.Status(); st.StateSave != "" {
+		t.Errorf("state_save after the next good save: %q", st.StateSave)
+	}
+	if b, _ := os.ReadFile(ta.statePath()); !strings.Contains(string(b), `"papi"`) {
+		t.Errorf("the next save lacks the endpoint:\n%s", b)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -57,12 +58,30 @@ func loadState(path string) (*state, error) {
 }
 
 // saveState records the current endpoints, API nodes and VTEPs. A failure
-// is logged, not returned: the dataplane works without it, only a restart
-// after a crash would be less smooth.
+// is logged and shown in status until a save succeeds again, not
+// returned: the dataplane works without it, only a restart after a crash
+// would not see the latest changes (a full disk, say, must not stop the
+// change that was asked for).
 func (a *Agent) saveState() {
-	if err := a.writeState(); err != nil {
+	err := a.writeState()
+	if err != nil {
+		msg := fmt.Sprintf("the last save of %s failed at %s: %v; a restart would not see the changes since; free space or fix permissions under state-dir",
+			a.statePath(), time.Now().UTC().Format(time.RFC3339), err)
+		a.stateProblem.Store(&msg)
 		a.log.Warn("save state", zap.String("path", a.statePath()), zap.Error(err))
+		return
 	}
+	if a.stateProblem.Swap(nil) != nil {
+		a.log.Info("state saved again", zap.String("path", a.statePath()))
+	}
+}
+
+// stateSave says why the last state save failed, "" when it succeeded.
+func (a *Agent) stateSave() string {
+	if p := a.stateProblem.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 func (a *Agent) writeState() error {

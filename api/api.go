@@ -44,8 +44,11 @@ type Status struct {
 	ForwardingWas  string       `json:"ip_forward_before,omitempty"`
 	Forwarding6Was string       `json:"ipv6_forwarding_before,omitempty"`
 	KVStore        string       `json:"kvstore,omitempty"`
-	Routes         []string     `json:"routes"`
-	Version        string       `json:"version"`
+	// StateSave says why the last save of the state file failed; empty
+	// when it succeeded. Not a problem of the packet path: Healthy stays.
+	StateSave string   `json:"state_save,omitempty"`
+	Routes    []string `json:"routes"`
+	Version   string   `json:"version"`
 }
 
 // Tunnel is one row of GET /v1/tunnels: a remote pod CIDR and the node

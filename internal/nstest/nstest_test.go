@@ -662,3 +662,33 @@ func TestOpenClose(t *testing.T) {
 		t.Error("Launch after Close accepted")
 	}
 }
+
+// A stream with a user timeout is given up when its path goes away for
+// longer, and the error says it was cut, not corrupted.
+func TestStreamUserTimeoutCut(t *testing.T) {
+	t.Parallel()
+	_, a, b := twoHosts(t)
+	st, err := StartStreamWith(a, b, addrB, 5301, 1<<20, StreamOptions{UserTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, v := st.Progress(); v == 0 || st.Err() != nil {
+		t.Fatalf("before the cut: %d bytes verified, err %v", v, st.Err())
+	}
+	b.MustRun(t, "ip", "link", "set", "veth-b", "down")
+	deadline := time.Now().Add(10 * time.Second)
+	for st.Err() == nil && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	sent, verified, err := st.Abort()
+	if err == nil || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("after the cut: err %v; want a timeout, not corruption", err)
+	}
+	if !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Errorf("after the cut: err %v, want ETIMEDOUT", err)
+	}
+	if verified > sent || verified == 0 {
+		t.Errorf("sent %d, verified %d", sent, verified)
+	}
+}

@@ -9,8 +9,32 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
+
+// ErrCorrupt is wrapped by a stream's error when its receiver read a byte
+// other than the one the sender wrote at that offset: corruption, not a
+// connection that ended.
+var ErrCorrupt = errors.New("stream corrupted")
+
+// StreamOptions tune a stream beyond its rate.
+type StreamOptions struct {
+	// UserTimeout, when set, is the sender's TCP_USER_TIMEOUT: the
+	// connection is given up (ETIMEDOUT) when sent data stays
+	// unacknowledged for that long, instead of retransmitting for
+	// minutes. A stream that must notice an outage uses it.
+	UserTimeout time.Duration
+	// DialTimeout bounds the connect (10 s when zero).
+	DialTimeout time.Duration
+	// Patience is how long the sender may block on a write and the
+	// receiver wait for a byte before the stream fails (10 s when
+	// zero). TCP backs its retransmissions off exponentially: after
+	// outages in a row, the first byte through can come later than 10 s.
+	Patience time.Duration
+}
 
 // Stream is a paced TCP stream between two namespaces whose receiver
 // checks every byte against the pattern the sender writes, so that a lost,
@@ -19,7 +43,9 @@ import (
 type Stream struct {
 	ln       net.Listener
 	conn     net.Conn
+	rconn    net.Conn
 	stop     chan struct{}
+	patience time.Duration
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	sent     int64
@@ -34,7 +60,15 @@ func patternByte(i int64) byte { return byte(i*7 + i>>8 + i>>16) }
 // StartStream connects src to dstAddr:port in dst and sends about rate
 // bytes per second until Stop, in chunks of 16 KiB.
 func StartStream(src, dst *Netns, dstAddr netip.Addr, port int, rate int64) (*Stream, error) {
-	s := &Stream{stop: make(chan struct{})}
+	return StartStreamWith(src, dst, dstAddr, port, rate, StreamOptions{})
+}
+
+// StartStreamWith is StartStream with options.
+func StartStreamWith(src, dst *Netns, dstAddr netip.Addr, port int, rate int64, opt StreamOptions) (*Stream, error) {
+	s := &Stream{stop: make(chan struct{}), patience: 10 * time.Second}
+	if opt.Patience > 0 {
+		s.patience = opt.Patience
+	}
 	network := ipNetwork("tcp", dstAddr)
 	if err := dst.Do(func() error {
 		var err error
@@ -53,8 +87,21 @@ func StartStream(src, dst *Netns, dstAddr netip.Addr, port int, rate int64) (*St
 		accepted <- c
 	}()
 	if err := src.Do(func() error {
+		d := net.Dialer{Timeout: 10 * time.Second}
+		if opt.DialTimeout > 0 {
+			d.Timeout = opt.DialTimeout
+		}
+		if opt.UserTimeout > 0 {
+			d.Control = func(_, _ string, c syscall.RawConn) error {
+				var serr error
+				err := c.Control(func(fd uintptr) {
+					serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(opt.UserTimeout/time.Millisecond))
+				})
+				return errors.Join(err, serr)
+			}
+		}
 		var err error
-		s.conn, err = net.DialTimeout(network, s.ln.Addr().String(), 10*time.Second)
+		s.conn, err = d.Dial(network, s.ln.Addr().String())
 		return err
 	}); err != nil {
 		s.ln.Close()
@@ -69,6 +116,7 @@ func StartStream(src, dst *Netns, dstAddr netip.Addr, port int, rate int64) (*St
 			return nil, errors.New("nstest: stream: accept failed")
 		}
 		rc = c
+		s.rconn = c
 	case <-time.After(10 * time.Second):
 		s.conn.Close()
 		s.ln.Close()
@@ -107,7 +155,7 @@ func (s *Stream) send(rate int64) {
 		for i := range buf {
 			buf[i] = patternByte(off + int64(i))
 		}
-		s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		s.conn.SetWriteDeadline(time.Now().Add(s.patience))
 		n, err := s.conn.Write(buf)
 		off += int64(n)
 		s.mu.Lock()
@@ -126,11 +174,11 @@ func (s *Stream) receive(c net.Conn) {
 	buf := make([]byte, 64<<10)
 	var off int64
 	for {
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		c.SetReadDeadline(time.Now().Add(s.patience))
 		n, err := c.Read(buf)
 		for i := 0; i < n; i++ {
 			if buf[i] != patternByte(off+int64(i)) {
-				s.fail(fmt.Errorf("nstest: stream: byte %d is %#x, want %#x", off+int64(i), buf[i], patternByte(off+int64(i))))
+				s.fail(fmt.Errorf("nstest: stream: byte %d is %#x, want %#x: %w", off+int64(i), buf[i], patternByte(off+int64(i)), ErrCorrupt))
 				return
 			}
 		}
@@ -153,6 +201,28 @@ func (s *Stream) Progress() (sent, verified int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.sent, s.verified
+}
+
+// Err returns the first error either side met so far, nil while the
+// stream is healthy.
+func (s *Stream) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Abort ends a stream at once, without waiting for the receiver to read
+// what is in flight (for a stream already broken), and returns the bytes
+// sent and verified and the first error either side met.
+func (s *Stream) Abort() (sent, verified int64, err error) {
+	close(s.stop)
+	s.conn.Close()
+	s.rconn.Close()
+	s.ln.Close()
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sent, s.verified, s.err
 }
 
 // Stop ends the stream, waits for the receiver to read everything sent,

@@ -16,7 +16,8 @@ import (
 
 // faultKinds is the schedule, repeated: one fault every SOAK_FAULT_EVERY,
 // each on the next node in turn.
-var faultKinds = []string{"kill9-restart", "sighup-valid", "sighup-invalid", "endpoint-churn", "policy-flip", "underlay-flap", "node-churn"}
+var faultKinds = []string{"kill9-restart", "sighup-valid", "sighup-invalid", "endpoint-churn", "policy-flip", "underlay-flap", "node-churn",
+	"mtu-change", "etcd-restart", "disk-full", "node-outage"}
 
 // flapDown is how long underlay-flap keeps a node's underlay link down.
 const flapDown = time.Second
@@ -44,6 +45,14 @@ func (s *soak) inject(kind string, n *node) faultWindow {
 		w.Action, err = s.underlayFlap(n)
 	case "node-churn":
 		w.Action, err = s.nodeChurn(n)
+	case "mtu-change":
+		w.Action, err = s.mtuChange(n)
+	case "etcd-restart":
+		w.Action, err = s.etcdRestart(n)
+	case "disk-full":
+		w.Action, err = s.diskFull(n)
+	case "node-outage":
+		w.Action, err = s.nodeOutage(n)
 	}
 	if err != nil {
 		w.Err = err.Error()
@@ -64,6 +73,8 @@ func (s *soak) killRestart(n *node) (time.Duration, error) {
 	n.cpuPast += cpuSeconds(p.Pid())
 	n.mu.Unlock()
 	start := time.Now()
+	n.unavail.agentDown.Store(true)
+	defer n.unavail.agentDown.Store(false)
 	if err := p.Signal(syscall.SIGKILL); err != nil {
 		return 0, err
 	}
@@ -165,7 +176,7 @@ func (s *soak) policyFlip(n *node) (time.Duration, error) {
 	// answers to what the pod sends (ACKs, echo replies) are ingress too,
 	// so the pods it talks to are on the list.
 	var allowed []int
-	for _, d := range slices.Concat(streamDefs, pingDefs) {
+	for _, d := range allFlows() {
 		if d.dstNode == n.i && d.dstIdx == 0 {
 			allowed = append(allowed, podIdentity(d.srcNode, d.srcIdx))
 		}
@@ -180,6 +191,9 @@ func (s *soak) policyFlip(n *node) (time.Duration, error) {
 				outsider = s.pods[podName(m.i, idx)]
 			}
 		}
+	}
+	if outsider == nil {
+		return 0, fmt.Errorf("every remote pod talks to %s: no pod is left to be refused", target)
 	}
 	list := make([]string, len(allowed))
 	for i, a := range allowed {
@@ -247,11 +261,15 @@ func probe(src *nstest.Netns, dst netip.Addr, timeout time.Duration) (time.Durat
 // byte. Returns the time from the link coming up to a pod of the node
 // reaching a pod of the next node.
 func (s *soak) underlayFlap(n *node) (time.Duration, error) {
+	n.unavail.linkDown.Store(true)
 	if out, err := n.ns.Run("ip", "link", "set", "eth0", "down"); err != nil {
+		n.unavail.linkDown.Store(false)
 		return 0, fmt.Errorf("link down: %v\n%s", err, out)
 	}
 	time.Sleep(flapDown)
-	if out, err := n.ns.Run("ip", "link", "set", "eth0", "up"); err != nil {
+	out, err := n.ns.Run("ip", "link", "set", "eth0", "up")
+	n.unavail.linkDown.Store(false)
+	if err != nil {
 		return 0, fmt.Errorf("link up: %v\n%s", err, out)
 	}
 	start := time.Now()
@@ -269,6 +287,8 @@ func (s *soak) underlayFlap(n *node) (time.Duration, error) {
 func (s *soak) nodeChurn(n *node) (time.Duration, error) {
 	peer := n.i%nodes + 1
 	src, dst := s.pods[podName(n.i, 0)], podIP(peer, 1)
+	n.unavail.removed.Store(uint32(peer))
+	defer n.unavail.removed.Store(0)
 	s.writeConfig(n, configNoPeer)
 	line, err := s.reload(n)
 	if err != nil || !strings.Contains(line, "configuration reloaded") {

@@ -65,4 +65,48 @@ func TestDropTrackerRestart(t *testing.T) {
 	if got := d.total["invalid_header"]; got != 34 {
 		t.Errorf("total %d, want 34", got)
 	}
+	// An older reading of the same agent arriving late adds nothing.
+	d.add(2, map[string]int{"invalid_header": 7})
+	d.add(2, map[string]int{"invalid_header": 11})
+	if got := d.total["invalid_header"]; got != 36 {
+		t.Errorf("total %d after a stale reading, want 36", got)
+	}
+}
+
+// A pair that keeps losing at the end of a window has not recovered;
+// scattered losses (full queues on a loaded machine) are not that.
+func TestStillLosing(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	mk := func(lost func(ms int) bool) *pinger {
+		p := &pinger{name: "p"}
+		for ms := 0; ms < 2000; ms += 10 {
+			p.sent = append(p.sent, at(ms))
+			p.rcvd = append(p.rcvd, !lost(ms))
+		}
+		return p
+	}
+	down := mk(func(ms int) bool { return ms >= 1600 })
+	scattered := mk(func(ms int) bool { return ms%50 == 0 })
+	// The last 500 ms: 10 answered, 40 lost.
+	if p, f := stillLosing([]*pinger{scattered, down}, at(2000), at(3000)); p != down || f.Lost != 40 || f.Sent != 50 {
+		t.Errorf("an outage to the end: got %v, %+v", p != nil, f)
+	}
+	if p, f := stillLosing([]*pinger{scattered}, at(2000), at(3000)); p != nil {
+		t.Errorf("scattered loss taken as no recovery: %+v", f)
+	}
+	// A pinger the machine starved: 7 requests in the last 500 ms, 5
+	// of them lost.
+	starved := &pinger{name: "starved"}
+	for i, ms := range []int{0, 100, 1550, 1700, 1800, 1850, 1900, 1950, 1990} {
+		starved.sent = append(starved.sent, at(ms))
+		starved.rcvd = append(starved.rcvd, i < 4)
+	}
+	if p, f := stillLosing([]*pinger{starved}, at(2000), at(3000)); p != nil {
+		t.Errorf("a few losses of a starved pinger taken as no recovery: %+v", f)
+	}
+	recovered := mk(func(ms int) bool { return ms >= 1000 && ms < 1400 })
+	if p, _ := stillLosing([]*pinger{recovered}, at(2000), at(3000)); p != nil {
+		t.Error("a recovered outage taken as ongoing")
+	}
 }

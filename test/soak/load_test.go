@@ -4,8 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"strconv"
-	"strings"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,6 +26,13 @@ type soakStream struct {
 type span struct{ From, To time.Time }
 
 const stallMin = 100 * time.Millisecond
+
+// streamPatience is how long a verified stream's ends wait for progress
+// before it fails. Two disruptions of one path in a row (node-outage's
+// 4 s, then a kill -9 whose restart takes 3 s on a loaded machine) back
+// TCP's retransmissions off past 10 s; the streams must survive that,
+// and a path that stays down for a minute is no recovery.
+const streamPatience = time.Minute
 
 // sample records a stall that just ended.
 func (st *soakStream) sample(now time.Time) {
@@ -81,11 +87,24 @@ var pingDefs = []flowDef{
 	{1, 1, 1, 0}, // within a node
 }
 
+// Over IPv6 (every pod is dual-stack): ping pairs and one verified
+// stream, between b pods, so that policy-flip's lists (pod a) stay as
+// they were.
+var (
+	ping6Defs   = []flowDef{{1, 1, 2, 1}, {3, 1, 1, 1}, {2, 1, 2, 0}}
+	stream6Defs = []flowDef{{2, 1, 1, 1}}
+)
+
+// allFlows is every pair of pods that talk throughout the run.
+func allFlows() []flowDef {
+	return slices.Concat(streamDefs, pingDefs, ping6Defs, stream6Defs, cutDefs, floodDefs)
+}
+
 func (s *soak) startLoad() {
 	t := s.t
 	for i, d := range streamDefs {
 		src, dst := s.pods[podName(d.srcNode, d.srcIdx)], s.pods[podName(d.dstNode, d.dstIdx)]
-		st, err := nstest.StartStream(src, dst, podIP(d.dstNode, d.dstIdx), 5000+i, s.set.StreamRate)
+		st, err := nstest.StartStreamWith(src, dst, podIP(d.dstNode, d.dstIdx), 5000+i, s.set.StreamRate, nstest.StreamOptions{Patience: streamPatience})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,9 +115,37 @@ func (s *soak) startLoad() {
 			lastAt: time.Now(),
 		})
 	}
-	for i, d := range pingDefs {
+	for i, d := range stream6Defs {
+		src, dst := s.pods[podName(d.srcNode, d.srcIdx)], s.pods[podName(d.dstNode, d.dstIdx)]
+		st, err := nstest.StartStreamWith(src, dst, podIP6(d.dstNode, d.dstIdx), 5050+i, s.set.StreamRate, nstest.StreamOptions{Patience: streamPatience})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.streams = append(s.streams, &soakStream{
+			Name:   fmt.Sprintf("%s->%s (IPv6)", podName(d.srcNode, d.srcIdx), podName(d.dstNode, d.dstIdx)),
+			Cross:  d.srcNode != d.dstNode,
+			s:      st,
+			lastAt: time.Now(),
+		})
+	}
+	s.startCutStreams()
+	if s.set.UDPPPS > 0 {
+		d := floodDefs[0]
+		f, err := startFlood(s.pods[podName(d.srcNode, d.srcIdx)], s.pods[podName(d.dstNode, d.dstIdx)], podIP(d.dstNode, d.dstIdx), s.set.UDPPPS,
+			fmt.Sprintf("%s->%s", podName(d.srcNode, d.srcIdx), podName(d.dstNode, d.dstIdx)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.flood = f
+	}
+	for i, d := range slices.Concat(pingDefs, ping6Defs) {
 		name := fmt.Sprintf("%s->%s", podName(d.srcNode, d.srcIdx), podName(d.dstNode, d.dstIdx))
-		p, err := startPinger(name, s.pods[podName(d.srcNode, d.srcIdx)], podIP(d.dstNode, d.dstIdx), uint16(0x5000+i), pingEvery)
+		dst := podIP(d.dstNode, d.dstIdx)
+		if i >= len(pingDefs) {
+			dst = podIP6(d.dstNode, d.dstIdx)
+			name += " (IPv6)"
+		}
+		p, err := startPinger(name, s.pods[podName(d.srcNode, d.srcIdx)], dst, uint16(0x5000+i), pingEvery)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,15 +155,20 @@ func (s *soak) startLoad() {
 	for _, n := range s.nodes {
 		targets = append(targets, nodeIP(n.i))
 	}
-	g, err := startGarbage(s.lab, s.lab.Lookup("evil"), nodeIP(66), targets, s.set.GarbagePPS, s.set.GarbageMax)
+	g, err := startGarbage(s.lab, s.lab.Lookup("evil"), nodeIP(66), targets, s.set.GarbagePPS, s.set.GarbageMax, s.garbageFate)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.garbage = g
-	s.podUDPStart = s.podUDPRejects()
 	for _, n := range s.nodes {
 		s.drops = append(s.drops, &dropTracker{n: n, total: map[string]int{}, last: map[string]int{}})
 	}
+	time.Sleep(500 * time.Millisecond) // the load under way before the calibration
+	if s.set.GarbageCalibrate > 0 {
+		s.account.Calibration = s.calibrate(s.set.GarbageCalibrate)
+	}
+	s.countersStart = cloneCounters(s.readCounters())
+	g.start()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -159,17 +211,21 @@ func (s *soak) startLoad() {
 }
 
 // dropTracker adds up an agent's drop counters across its restarts: a
-// counter lower than the last reading means a new incarnation, which
-// starts from zero.
+// reading of another pid is a new incarnation, which starts from zero.
 type dropTracker struct {
-	n     *node
-	mu    sync.Mutex
-	pid   int
-	total map[string]int
-	last  map[string]int
+	n *node
+	// pollMu makes polls one at a time: two readings taken concurrently
+	// may arrive out of order.
+	pollMu sync.Mutex
+	mu     sync.Mutex
+	pid    int
+	total  map[string]int
+	last   map[string]int
 }
 
 func (d *dropTracker) poll(s *soak) {
+	d.pollMu.Lock()
+	defer d.pollMu.Unlock()
 	p := d.n.proc()
 	if p == nil || !p.Alive() {
 		return
@@ -187,7 +243,9 @@ func (d *dropTracker) poll(s *soak) {
 	d.add(p.Pid(), st.Drops)
 }
 
-// add takes a reading of the agent with pid.
+// add takes a reading of the agent with pid. Within one incarnation the
+// counters only grow: a lower reading is an older one and adds nothing
+// (taking it for a restart would count the whole counter twice).
 func (d *dropTracker) add(pid int, drops map[string]int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -196,45 +254,9 @@ func (d *dropTracker) add(pid int, drops map[string]int) {
 		d.last = map[string]int{}
 	}
 	for k, v := range drops {
-		if v >= d.last[k] {
+		if v > d.last[k] {
 			d.total[k] += v - d.last[k]
-		} else {
-			d.total[k] += v
-		}
-		d.last[k] = v
-	}
-}
-
-// podUDPRejects adds up, over every pod a (where forged packets are
-// addressed), the UDP datagrams their kernels refused: no socket on the
-// port (NoPorts) or a bad checksum (InCsumErrors). Only the garbage sends
-// UDP to a pod, so this counts garbage the agents delivered: forged
-// packets that are valid, or whose mutation only touched the inner
-// payload.
-func (s *soak) podUDPRejects() int {
-	total := 0
-	for _, n := range s.nodes {
-		out, err := s.pods[podName(n.i, 0)].Run("cat", "/proc/net/snmp")
-		if err != nil {
-			continue
-		}
-		var names []string
-		for line := range strings.Lines(out) {
-			f := strings.Fields(line)
-			if len(f) == 0 || f[0] != "Udp:" {
-				continue
-			}
-			if names == nil {
-				names = f
-				continue
-			}
-			for i := range f {
-				if i < len(names) && (names[i] == "NoPorts" || names[i] == "InCsumErrors") {
-					v, _ := strconv.Atoi(f[i])
-					total += v
-				}
-			}
+			d.last[k] = v
 		}
 	}
-	return total
 }

@@ -22,6 +22,7 @@ type pinger struct {
 	dst      *net.IPAddr
 	id       uint16
 	interval time.Duration
+	v6       bool // ICMPv6 echo, whose checksum the kernel fills in
 
 	mu   sync.Mutex
 	sent []time.Time
@@ -32,9 +33,13 @@ type pinger struct {
 }
 
 func startPinger(name string, src *nstest.Netns, dst netip.Addr, id uint16, interval time.Duration) (*pinger, error) {
-	p := &pinger{name: name, dst: &net.IPAddr{IP: dst.AsSlice()}, id: id, interval: interval, stop: make(chan struct{})}
+	p := &pinger{name: name, dst: &net.IPAddr{IP: dst.AsSlice()}, id: id, interval: interval, v6: dst.Is6(), stop: make(chan struct{})}
+	network, any := "ip4:icmp", "0.0.0.0"
+	if p.v6 {
+		network, any = "ip6:ipv6-icmp", "::"
+	}
 	if err := src.Do(func() error {
-		c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
+		c, err := net.ListenPacket(network, any)
 		if err != nil {
 			return err
 		}
@@ -76,10 +81,15 @@ func (p *pinger) send() {
 		}
 		clear(msg)
 		msg[0] = 8 // echo request
+		if p.v6 {
+			msg[0] = 128
+		}
 		binary.BigEndian.PutUint16(msg[4:], p.id)
 		binary.BigEndian.PutUint16(msg[6:], uint16(seq))
 		binary.BigEndian.PutUint64(msg[8:], seq)
-		binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
+		if !p.v6 {
+			binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
+		}
 		p.mu.Lock()
 		p.sent = append(p.sent, time.Now())
 		p.rcvd = append(p.rcvd, false)
@@ -107,7 +117,11 @@ func (p *pinger) receive() {
 		}
 		// The socket sees every ICMP message of the namespace: only echo
 		// replies to this pinger, from its destination, count.
-		if n < 16 || buf[0] != 0 || binary.BigEndian.Uint16(buf[4:]) != p.id {
+		reply := byte(0)
+		if p.v6 {
+			reply = 129
+		}
+		if n < 16 || buf[0] != reply || binary.BigEndian.Uint16(buf[4:]) != p.id {
 			continue
 		}
 		if a, ok := from.(*net.IPAddr); !ok || !a.IP.Equal(p.dst.IP) {

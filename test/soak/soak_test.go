@@ -21,7 +21,6 @@ import (
 )
 
 const (
-	tunnelPort  = 8472
 	metricsAddr = "127.0.0.1:9962"
 	nodes       = 3
 	// pingEvery is the interval of the fixed ping pairs.
@@ -38,16 +37,26 @@ const (
 	goroutineSlack = 20
 )
 
+// tunnelPort is the port of the cluster's tunnel protocol.
+var tunnelPort uint16 = 8472
+
 // Durations and rates of a run, from the environment.
 type settings struct {
-	Duration    time.Duration `json:"duration_ns"`
-	FaultEvery  time.Duration `json:"fault_every_ns"`
-	StreamRate  int64         `json:"stream_bytes_per_s"`
-	GarbagePPS  int           `json:"garbage_pps"`
-	GarbageMax  int           `json:"garbage_max"`
-	JSONPath    string        `json:"-"`
-	LogsDir     string        `json:"-"`
-	FaultsKinds []string      `json:"faults"`
+	Duration   time.Duration `json:"duration_ns"`
+	FaultEvery time.Duration `json:"fault_every_ns"`
+	StreamRate int64         `json:"stream_bytes_per_s"`
+	GarbagePPS int           `json:"garbage_pps"`
+	GarbageMax int           `json:"garbage_max"`
+	UDPPPS     int           `json:"udp64_pps"`
+	// GarbageCalibrate is how many packets of each kind the calibration
+	// sends (SOAK_GARBAGE_CALIBRATE; 0: none).
+	GarbageCalibrate int `json:"garbage_calibrate"`
+	// Tunnel is the cluster's tunnel protocol, vxlan or geneve
+	// (SOAK_TUNNEL); the garbage of both shapes goes to its port.
+	Tunnel      string   `json:"tunnel"`
+	JSONPath    string   `json:"-"`
+	LogsDir     string   `json:"-"`
+	FaultsKinds []string `json:"faults"`
 }
 
 func envDuration(t *testing.T, key string, def time.Duration) time.Duration {
@@ -81,6 +90,14 @@ func nodeIP(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 169, 72, byte
 // podIP is the address of pod idx (0: "a", 1: "b") of node i.
 func podIP(i, idx int) netip.Addr { return netip.AddrFrom4([4]byte{10, 1, byte(i), byte(10 + idx)}) }
 
+// podIP6 is the IPv6 address of pod idx of node i: every pod is
+// dual-stack.
+func podIP6(i, idx int) netip.Addr {
+	return netip.MustParseAddr(fmt.Sprintf("fd00:1:%d::%d", i, 10+idx))
+}
+
+func podCIDRs(i int) string { return fmt.Sprintf("10.1.%d.0/24,fd00:1:%d::/64", i, i) }
+
 func podName(i, idx int) string { return fmt.Sprintf("pod%d%c", i, 'a'+idx) }
 
 // node is one vxdp node of the soak.
@@ -97,8 +114,9 @@ type node struct {
 	mu        sync.Mutex
 	agent     *nstest.Proc
 	starts    int
-	expecting bool    // the soak itself is stopping the agent
-	hupOn     bool    // the file in force has the hup endpoint
+	expecting bool // the soak itself is stopping the agent
+	hupOn     bool // the file in force has the hup endpoint
+	unavail   unavailability
 	cpuPast   float64 // CPU seconds of incarnations already gone
 }
 
@@ -115,8 +133,13 @@ type soak struct {
 	streams []*soakStream
 	garbage *garbage
 	drops   []*dropTracker
-	// podUDPStart is podUDPRejects when the load started.
-	podUDPStart int
+	etcd    *etcdMember
+	cuts    []*cutStream
+	flood   *flood
+	// account is where the garbage went; countersStart the counters
+	// when the steady garbage began.
+	account       accounting
+	countersStart counterSet
 	// stopSamplers ends the stream sampler and the drop poller.
 	stopSamplers func()
 
@@ -177,14 +200,34 @@ func globAll(dir, pattern string) []string {
 func TestSoak(t *testing.T) {
 	s := &soak{t: t, pods: map[string]*nstest.Netns{}}
 	s.set = settings{
-		Duration:    envDuration(t, "SOAK", 10*time.Minute),
-		FaultEvery:  envDuration(t, "SOAK_FAULT_EVERY", 4*time.Second),
-		StreamRate:  int64(envInt(t, "SOAK_STREAM_RATE", 2<<20)),
-		GarbagePPS:  envInt(t, "SOAK_GARBAGE_PPS", 1000),
-		JSONPath:    os.Getenv("SOAK_JSON"),
-		LogsDir:     os.Getenv("SOAK_LOGS"),
-		FaultsKinds: faultKinds,
+		Duration:         envDuration(t, "SOAK", 10*time.Minute),
+		FaultEvery:       envDuration(t, "SOAK_FAULT_EVERY", 4*time.Second),
+		StreamRate:       int64(envInt(t, "SOAK_STREAM_RATE", 2<<20)),
+		GarbagePPS:       envInt(t, "SOAK_GARBAGE_PPS", 1000),
+		UDPPPS:           envInt(t, "SOAK_UDP_PPS", 5000),
+		GarbageCalibrate: envInt(t, "SOAK_GARBAGE_CALIBRATE", 1000),
+		JSONPath:         os.Getenv("SOAK_JSON"),
+		LogsDir:          os.Getenv("SOAK_LOGS"),
+		FaultsKinds:      faultKinds,
 	}
+	switch s.set.Tunnel = os.Getenv("SOAK_TUNNEL"); s.set.Tunnel {
+	case "", "vxlan":
+		s.set.Tunnel, tunnelPort = "vxlan", 8472
+	case "geneve":
+		tunnelPort = 6081
+	default:
+		t.Fatalf("SOAK_TUNNEL=%q: want vxlan or geneve", s.set.Tunnel)
+	}
+	if v := os.Getenv("SOAK_FAULTS"); v != "" {
+		s.set.FaultsKinds = nil
+		for _, k := range strings.Split(v, ",") {
+			if !slices.Contains(faultKinds, k) {
+				t.Fatalf("SOAK_FAULTS=%q: %q is none of %s", v, k, strings.Join(faultKinds, ", "))
+			}
+			s.set.FaultsKinds = append(s.set.FaultsKinds, k)
+		}
+	}
+	kinds := s.set.FaultsKinds
 	s.set.GarbageMax = s.set.GarbagePPS * int(s.set.Duration/time.Second+1)
 	if s.set.LogsDir == "" {
 		s.set.LogsDir = filepath.Join(os.TempDir(), "vxdp-soak-logs")
@@ -201,10 +244,10 @@ func TestSoak(t *testing.T) {
 	n := 0
 	for time.Now().Before(end) && interrupted.Err() == nil && len(s.failureList()) == 0 {
 		next := time.Now().Add(s.set.FaultEvery)
-		kind := faultKinds[n%len(faultKinds)]
+		kind := kinds[n%len(kinds)]
 		// Each round of the schedule starts one node further, so that
 		// every kind of fault meets every node.
-		target := s.nodes[(n%len(faultKinds)+n/len(faultKinds))%nodes]
+		target := s.nodes[(n%len(kinds)+n/len(kinds))%nodes]
 		w := s.inject(kind, target)
 		s.mu.Lock()
 		s.windows = append(s.windows, w)
@@ -257,8 +300,8 @@ func (s *soak) build() {
 	sw := s.lab.Netns("switch")
 	sw.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
 	sw.MustRun(t, "ip", "link", "set", "br0", "up")
-	hosts := []string{"node1", "node2", "node3", "evil"}
-	addrs := []string{"10.169.72.1/24", "10.169.72.2/24", "10.169.72.3/24", "10.169.72.66/24"}
+	hosts := []string{"node1", "node2", "node3", "evil", "etcd"}
+	addrs := []string{"10.169.72.1/24", "10.169.72.2/24", "10.169.72.3/24", "10.169.72.66/24", etcdIP + "/24"}
 	for i, h := range hosts {
 		ns := s.lab.Netns(h)
 		port := fmt.Sprintf("p%d", i)
@@ -267,6 +310,10 @@ func (s *soak) build() {
 		if i < nodes {
 			s.nodes = append(s.nodes, &node{i: i + 1, ns: ns})
 		}
+	}
+	s.etcd = newEtcdMember(s.lab.Lookup("etcd"), s.dir)
+	if err := s.startEtcd(s.etcd); err != nil {
+		t.Fatal(err)
 	}
 	for _, n := range s.nodes {
 		for idx := range 2 {
@@ -277,6 +324,7 @@ func (s *soak) build() {
 		n.cfg = filepath.Join(s.dir, fmt.Sprintf("node%d.yaml", n.i))
 		n.sock = filepath.Join(s.dir, fmt.Sprintf("node%d.sock", n.i))
 		n.stateDir = filepath.Join(s.dir, fmt.Sprintf("state-node%d", n.i))
+		s.mountStateDir(n)
 		s.writeConfig(n, configValid)
 	}
 	for _, n := range s.nodes {
@@ -312,11 +360,11 @@ func (s *soak) writeConfig(n *node, variant int) {
 	var peers, eps strings.Builder
 	for _, m := range s.nodes {
 		if m != n && !(variant == configNoPeer && m.i == n.i%nodes+1) {
-			fmt.Fprintf(&peers, "\n  - {name: node%d, ip: \"%s\", pod-cidr: \"10.1.%d.0/24\"}", m.i, nodeIP(m.i), m.i)
+			fmt.Fprintf(&peers, "\n  - {name: node%d, ip: \"%s\", pod-cidr: \"%s\"}", m.i, nodeIP(m.i), podCIDRs(m.i))
 		}
 	}
 	for idx := range 2 {
-		fmt.Fprintf(&eps, "\n  - {name: %s, ip: %s, netns: %s, identity: %d}", podName(n.i, idx), podIP(n.i, idx), s.pods[podName(n.i, idx)].Path, podIdentity(n.i, idx))
+		fmt.Fprintf(&eps, "\n  - {name: %s, ip: \"%s,%s\", netns: %s, identity: %d}", podName(n.i, idx), podIP(n.i, idx), podIP6(n.i, idx), s.pods[podName(n.i, idx)].Path, podIdentity(n.i, idx))
 	}
 	n.mu.Lock()
 	hup := n.hupOn
@@ -324,19 +372,23 @@ func (s *soak) writeConfig(n *node, variant int) {
 	if hup {
 		fmt.Fprintf(&eps, "\n  - {name: hup%d, ip: 10.1.%d.40, netns: %s, identity: %d}", n.i, n.i, n.hupPod.Path, podIdentity(n.i, 40))
 	}
-	cidr := fmt.Sprintf("10.1.%d.0/24", n.i)
+	cidr := podCIDRs(n.i)
 	if variant == configInvalid {
-		cidr = fmt.Sprintf("10.1.%d.0/33", n.i)
+		cidr = fmt.Sprintf("10.1.%d.0/33,fd00:1:%d::/64", n.i, n.i)
 	}
 	cfg := fmt.Sprintf(`node-name: node%d
 node-ip: %s
 pod-cidr: "%s"
 cluster-pool-ipv4-cidr: 10.1.0.0/16
+cluster-pool-ipv6-cidr: fd00:1::/32
 state-dir: %s
 prometheus-serve-addr: %s
+tunnel-protocol: %s
+kvstore: etcd
+kvstore-opt: {etcd.endpoints: "%s", etcd.lease-ttl: "%s"}
 nodes:%s
 endpoints:%s
-`, n.i, nodeIP(n.i), cidr, n.stateDir, metricsAddr, peers.String(), eps.String())
+`, n.i, nodeIP(n.i), cidr, n.stateDir, metricsAddr, s.set.Tunnel, etcdURL(), etcdLeaseTTL, peers.String(), eps.String())
 	if err := os.WriteFile(n.cfg, []byte(cfg), 0o644); err != nil {
 		s.t.Fatal(err)
 	}
