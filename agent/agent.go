@@ -50,6 +50,7 @@ type Agent struct {
 	stateMu         sync.Mutex      // protects configEndpoints, vtepsFromAPI and the state file
 	configEndpoints map[string]bool // endpoints that came from the configuration
 	vtepsFromAPI    bool            // the VTEP table was last set through the API
+	memTrim         *memTrimmer     // returns free heap after bursts of changes
 }
 
 // New brings the node up, in phases: the checks that change nothing, the
@@ -162,7 +163,7 @@ func start(cfg *config.Config, log *zap.Logger, undo *undoStack) (*Agent, error)
 	// never closed: the undo functions own what it holds.
 	a := &Agent{cfg: cfg, log: log, started: time.Now(), under: under, forwardingWas: fwdWas, eng: eng,
 		routes: routes, kv: kv, ln: ln, lock: lock, nodes: newNodeBook(), configEndpoints: map[string]bool{},
-		local: cfg.Local()}
+		local: cfg.Local(), memTrim: newMemTrimmer()}
 	if err := a.applyConfig(st); err != nil {
 		return nil, err
 	}
@@ -244,6 +245,7 @@ func (a *Agent) Close() error {
 	if a.eng == nil {
 		return nil
 	}
+	a.memTrim.stop()
 	var errs []error
 	if a.srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

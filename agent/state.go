@@ -66,6 +66,8 @@ func (a *Agent) saveState() {
 }
 
 func (a *Agent) writeState() error {
+	// Every change of endpoints, API nodes or VTEPs ends here.
+	a.memTrim.changed()
 	if a.cfg.StateDir == "" {
 		return nil
 	}
