@@ -54,6 +54,7 @@ type Agent struct {
 	stateProblem    atomic.Pointer[string]
 	configEndpoints map[string]bool // endpoints that came from the configuration
 	vtepsFromAPI    bool            // the VTEP table was last set through the API
+	memTrim         *memTrimmer     // returns free heap after bursts of changes
 }
 
 // New brings the node up, in phases: the checks that change nothing, the
@@ -166,7 +167,7 @@ func start(cfg *config.Config, log *zap.Logger, undo *undoStack) (*Agent, error)
 	// never closed: the undo functions own what it holds.
 	a := &Agent{cfg: cfg, log: log, started: time.Now(), under: under, forwardingWas: fwdWas, eng: eng,
 		routes: routes, kv: kv, ln: ln, lock: lock, nodes: newNodeBook(), configEndpoints: map[string]bool{},
-		local: cfg.Local()}
+		local: cfg.Local(), memTrim: newMemTrimmer()}
 	if err := a.applyConfig(st); err != nil {
 		return nil, err
 	}
@@ -248,6 +249,7 @@ func (a *Agent) Close() error {
 	if a.eng == nil {
 		return nil
 	}
+	a.memTrim.stop()
 	var errs []error
 	if a.srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -93,6 +93,7 @@ func (a *Agent) etcdNodeEvent(ev kvstore.Event) {
 	if n.Name == a.cfg.NodeName {
 		return
 	}
+	a.memTrim.changed()
 	cur, origin, known := a.nodes.lookup(a.eng, n.Name)
 	switch ev.Kind {
 	case kvstore.EventDelete:

@@ -83,7 +83,11 @@ func (h *hostRoutes) route(r dataplane.HostRoute) *netlink.Route {
 func (h *hostRoutes) AddRoutes(rs []dataplane.HostRoute) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	table, err := mainTable()
+	wanted := make(map[netip.Prefix]bool, len(rs))
+	for _, r := range rs {
+		wanted[r.Prefix] = true
+	}
+	table, err := mainTable(wanted)
 	if err != nil {
 		return fmt.Errorf("read the main routing table: %w", err)
 	}
@@ -182,14 +186,18 @@ func delExact(r *netlink.Route) error {
 	return nil
 }
 
-// mainTable reads the IPv4 routes of the main table by destination.
-func mainTable() (map[netip.Prefix][]netlink.Route, error) {
+// mainTable reads the routes of the main table to the wanted
+// destinations, by destination. The others are not kept: with a route per
+// remote node the table holds thousands, and adding one node would keep a
+// copy of them all.
+func mainTable(wanted map[netip.Prefix]bool) (map[netip.Prefix][]netlink.Route, error) {
 	for try := 0; ; try++ {
 		m := map[netip.Prefix][]netlink.Route{}
 		err := netlink.RouteListFilteredIter(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE,
 			func(r netlink.Route) bool {
-				p := routePrefix(r.Family, r.Dst)
-				m[p] = append(m[p], r)
+				if p := routePrefix(r.Family, r.Dst); wanted[p] {
+					m[p] = append(m[p], r)
+				}
 				return true
 			})
 		// A dump the kernel interrupted (the table changed meanwhile)

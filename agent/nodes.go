@@ -63,8 +63,11 @@ func (b *nodeBook) list(eng *dataplane.Engine) []api.Node {
 func (b *nodeBook) from(eng *dataplane.Engine, origin string) []dataplane.NodeSpec {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out []dataplane.NodeSpec
-	for _, n := range eng.Nodes() {
+	// Filtered in place: the engine's copy is ours, and with thousands
+	// of nodes a second one would be garbage of every state save.
+	nodes := eng.Nodes()
+	out := nodes[:0]
+	for _, n := range nodes {
 		if b.source[n.Name] == origin {
 			out = append(out, n)
 		}

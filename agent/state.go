@@ -85,31 +85,47 @@ func (a *Agent) stateSave() string {
 }
 
 func (a *Agent) writeState() error {
+	// Every change of endpoints, API nodes or VTEPs ends here.
+	a.memTrim.changed()
 	if a.cfg.StateDir == "" {
 		return nil
 	}
 	a.stateMu.Lock()
 	defer a.stateMu.Unlock()
 	var s state
-	for _, ep := range a.eng.Endpoints() {
+	eps, nodes := a.eng.Endpoints(), a.nodes.from(a.eng, fromAPI)
+	if len(eps) > 0 {
+		s.Endpoints = make([]stateEndpoint, 0, len(eps))
+	}
+	for _, ep := range eps {
 		s.Endpoints = append(s.Endpoints, stateEndpoint{Endpoint: apiEndpoint(ep), FromAPI: !a.configEndpoints[ep.Name]})
 	}
-	for _, n := range a.nodes.from(a.eng, fromAPI) {
+	if len(nodes) > 0 {
+		s.Nodes = make([]api.Node, 0, len(nodes))
+	}
+	for _, n := range nodes {
 		s.Nodes = append(s.Nodes, api.Node{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, PodCIDR6: n.PodCIDR6, Source: fromAPI})
 	}
 	if a.vtepsFromAPI {
 		v := convert(a.eng.VTEPs(), apiVTEP)
 		s.VTEPs = &v
 	}
-	b, err := json.Marshal(&s)
-	if err != nil {
-		return err
-	}
 	if err := os.MkdirAll(a.cfg.StateDir, 0o750); err != nil {
 		return err
 	}
 	tmp := a.statePath() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	// Encoded straight into the file: with thousands of nodes the state
+	// is hundreds of KiB, and a copy of it for each change would be
+	// garbage.
+	err = json.NewEncoder(f).Encode(&s)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return err
 	}
 	return os.Rename(tmp, a.statePath())

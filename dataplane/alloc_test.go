@@ -179,11 +179,13 @@ func TestPacketPathZeroAllocs(t *testing.T) {
 			var w *worker
 			if c.kind == sourceUnderlay {
 				w = newWorker(e, nil, &nopUnderlay{}, &st, c.kind, nil)
+				w.growTo(w.batch)
 				for i := range w.meta {
 					w.meta[i] = packetio.Meta{Remote: netip.MustParseAddrPort("192.0.2.2:50000"), LocalPort: 8472, TOS: c.tos}
 				}
 			} else {
 				w = newWorker(e, &nopDevice{}, nil, &st, c.kind, c.ep)
+				w.growTo(w.batch)
 			}
 			n := len(w.bufs)
 			allocs := testing.AllocsPerRun(200, func() {
@@ -217,6 +219,7 @@ func BenchmarkEgressTunnel(b *testing.B) {
 			e, ep := newBenchEngine(b)
 			var st DeviceStats
 			w := newWorker(e, &nopDevice{}, nil, &st, sourcePod, ep)
+			w.growTo(w.batch) // a worker under load
 			n := len(w.bufs)
 			b.ReportAllocs()
 			b.SetBytes(int64(size * n))
@@ -241,6 +244,7 @@ func BenchmarkEgressTunnelV6(b *testing.B) {
 			e, ep := newBenchEngine(b)
 			var st DeviceStats
 			w := newWorker(e, &nopDevice{}, nil, &st, sourcePod, ep)
+			w.growTo(w.batch) // a worker under load
 			n := len(w.bufs)
 			b.ReportAllocs()
 			b.SetBytes(int64(size * n))

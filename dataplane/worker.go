@@ -68,9 +68,14 @@ type worker struct {
 	kind   sourceKind
 	ep     *endpoint // the pod whose device this is (sourcePod)
 
-	bufs  [][]byte
-	sizes []int
-	meta  []packetio.Meta // per packet read from an underlay
+	// batch is the most packets one read may return; bufs (and sizes,
+	// meta, scratch) hold room for fewer until reads fill them (growTo).
+	batch   int
+	bufSize int
+	filled  bool // the last read filled every buffer
+	bufs    [][]byte
+	sizes   []int
+	meta    []packetio.Meta // per packet read from an underlay
 	// creader is dev as a packetio.CheckedReader, when it is one; checked
 	// gets what it says of each packet read.
 	creader packetio.CheckedReader
@@ -140,13 +145,12 @@ func (b *bucket) take(now int64, rate, burst float64) bool {
 
 func newWorker(e *Engine, dev packetio.Device, under packetio.Underlay, st *DeviceStats, kind sourceKind, ep *endpoint) *worker {
 	w := &worker{e: e, dev: dev, under: under, stats: st, kind: kind, ep: ep}
-	var batch int
 	if under != nil {
-		batch, w.name, w.tapKey = under.BatchSize(), under.Name(), underlayTap{}
+		w.batch, w.name, w.tapKey = under.BatchSize(), under.Name(), underlayTap{}
 	} else {
-		batch, w.name, w.tapKey = dev.BatchSize(), dev.Name(), dev
+		w.batch, w.name, w.tapKey = dev.BatchSize(), dev.Name(), dev
 	}
-	batch = max(batch, 1)
+	w.batch = max(w.batch, 1)
 	if ep != nil {
 		w.tapKey = ep.dev
 	}
@@ -155,49 +159,84 @@ func newWorker(e *Engine, dev packetio.Device, under packetio.Underlay, st *Devi
 	// link (veth) passes its TSO super-packets through unsegmented, and a
 	// UDP socket delivers such a tunnel packet as one datagram of up to
 	// 64 KiB.
-	size := int(e.linkBuf.Load())
+	w.bufSize = int(e.linkBuf.Load())
 	if kind == sourceUnderlay {
-		size = encap.Headroom + 65535 + 256
-		w.meta = make([]packetio.Meta, batch)
+		w.bufSize = encap.Headroom + 65535 + 256
 	} else if cr, ok := dev.(packetio.CheckedReader); ok {
-		w.creader, w.checked = cr, make([]bool, batch)
+		w.creader = cr
 	}
-	w.bufs, w.sizes, w.scratch = make([][]byte, batch), make([]int, batch), make([][]byte, batch)
-	for i := range w.bufs {
-		w.bufs[i] = make([]byte, size)
-		w.scratch[i] = make([]byte, encap.Headroom+scratchLen)
-	}
-	for i := range w.queues {
-		w.queues[i].bufs = make([][]byte, 0, batch)
-		w.queues[i].checked = make([]bool, 0, batch)
-	}
-	// A batch sends at most one packet per packet read and one per ICMP
-	// error or ARP reply it makes.
-	w.utx = make([]underTx, len(e.underlays))
-	for i := range w.utx {
-		w.utx[i] = underTx{bufs: make([][]byte, 0, 2*batch), meta: make([]packetio.Meta, 0, 2*batch)}
-	}
+	// A worker starts with room for one packet, which is all an idle
+	// device needs to wait in Read with; growBuffers doubles the batch
+	// each time a read fills it, up to the device's batch size. Most
+	// endpoints of a node are idle most of the time, and the full batch
+	// of every queue of every pod would cost hundreds of KiB each.
+	w.growTo(1)
 	return w
 }
 
-func (w *worker) read() (int, error) {
-	if w.under != nil {
-		return w.under.Receive(w.bufs, w.sizes, w.meta, encap.Headroom)
-	}
-	if w.creader != nil {
-		return w.creader.ReadChecked(w.bufs, w.sizes, w.checked, encap.Headroom)
-	}
-	return w.dev.Read(w.bufs, w.sizes, encap.Headroom)
-}
-
-// growBuffers gives a pod or host worker larger buffers once the underlay
-// MTU grew past what they hold. It runs between batches, when no packet
-// refers to them.
-func (w *worker) growBuffers() {
-	need := int(w.e.linkBuf.Load())
-	if w.under != nil || need <= len(w.bufs[0]) {
+// growTo gives the worker room for a batch of n packets: packet and
+// scratch buffers, and transmit queues that take what such a batch sends
+// without growing. It only grows, and runs between batches, when no
+// packet refers to the buffers.
+func (w *worker) growTo(n int) {
+	n = min(n, w.batch)
+	if n <= len(w.bufs) {
 		return
 	}
+	for len(w.bufs) < n {
+		w.bufs = append(w.bufs, make([]byte, w.bufSize))
+		w.scratch = append(w.scratch, make([]byte, encap.Headroom+scratchLen))
+	}
+	w.sizes = make([]int, n)
+	if w.kind == sourceUnderlay {
+		w.meta = make([]packetio.Meta, n)
+	}
+	if w.creader != nil {
+		w.checked = make([]bool, n)
+	}
+	for i := range w.queues {
+		w.queues[i].bufs = make([][]byte, 0, n)
+		w.queues[i].checked = make([]bool, 0, n)
+	}
+	// A batch sends at most one packet per packet read and one per ICMP
+	// error or ARP reply it makes.
+	if w.utx == nil {
+		w.utx = make([]underTx, len(w.e.underlays))
+	}
+	for i := range w.utx {
+		w.utx[i] = underTx{bufs: make([][]byte, 0, 2*n), meta: make([]packetio.Meta, 0, 2*n)}
+	}
+}
+
+func (w *worker) read() (int, error) {
+	var n int
+	var err error
+	switch {
+	case w.under != nil:
+		n, err = w.under.Receive(w.bufs, w.sizes, w.meta, encap.Headroom)
+	case w.creader != nil:
+		n, err = w.creader.ReadChecked(w.bufs, w.sizes, w.checked, encap.Headroom)
+	default:
+		n, err = w.dev.Read(w.bufs, w.sizes, encap.Headroom)
+	}
+	w.filled = n >= len(w.bufs)
+	return n, err
+}
+
+// growBuffers runs between batches, when no packet refers to the buffers.
+// It doubles the batch after a read that filled it, and gives a pod or
+// host worker larger buffers once the underlay MTU grew past what they
+// hold.
+func (w *worker) growBuffers() {
+	if w.filled {
+		w.filled = false
+		w.growTo(2 * len(w.bufs))
+	}
+	need := int(w.e.linkBuf.Load())
+	if w.under != nil || need <= w.bufSize {
+		return
+	}
+	w.bufSize = need
 	for i := range w.bufs {
 		w.bufs[i] = make([]byte, need)
 	}

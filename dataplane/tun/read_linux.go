@@ -28,8 +28,10 @@ type readState struct {
 
 	// With offloads, reads land in scratch first; a super-packet stays
 	// there while its segments are handed out, across Read calls if one
-	// batch cannot take them all.
+	// batch cannot take them all. scratch comes from scratchPool when
+	// packets arrive and goes back once nothing refers to it.
 	scratch  []byte
+	scratchP *scratchBuf
 	pend     []byte // the super-packet being segmented, in scratch
 	pendHdr  int
 	pendL4   int // where its transport header starts (IPv6)
@@ -44,6 +46,33 @@ type readState struct {
 	superMax   atomic.Uint64
 	usoReads   atomic.Uint64
 	usoMax     atomic.Uint64
+}
+
+// scratchBuf holds the largest read of a device with offloads: the
+// virtio_net_hdr and a 64 KiB super-packet.
+type scratchBuf [vnetHdrLen + 65535]byte
+
+// scratchPool shares the scratch buffers of all devices with offloads. A
+// device holds one only while it reads and while a super-packet waits in
+// it, so a node with many idle pods, each with queues of its own, does not
+// keep 64 KiB per queue.
+var scratchPool = sync.Pool{New: func() any { return new(scratchBuf) }}
+
+// takeScratch gives the device a scratch buffer if it has none.
+func (d *Device) takeScratch() {
+	if d.scratchP == nil {
+		d.scratchP = scratchPool.Get().(*scratchBuf)
+		d.scratch = d.scratchP[:]
+	}
+}
+
+// releaseScratch gives the scratch buffer back unless a super-packet still
+// waits in it.
+func (d *Device) releaseScratch() {
+	if d.scratchP != nil && d.pend == nil {
+		scratchPool.Put(d.scratchP)
+		d.scratchP, d.scratch = nil, nil
+	}
 }
 
 // Read blocks until a packet is available, then keeps reading without
@@ -102,6 +131,7 @@ func (d *Device) read(bufs [][]byte, sizes []int, checked []bool, offset int) (i
 	if d.rn < len(d.rbufs) {
 		err = d.raw.Read(d.readFn)
 	}
+	d.releaseScratch()
 	n, rerr := d.rn, d.rerr
 	d.rbufs, d.rsizes, d.rchecked, d.rerr = nil, nil, nil, nil
 	if err != nil {
@@ -175,9 +205,16 @@ func (d *Device) readDone() bool { return d.rerr != nil || d.rn > 0 }
 // up.
 func (d *Device) readVnet(fd uintptr) bool {
 	for d.rn < len(d.rbufs) {
+		d.takeScratch()
 		n, ok := d.readOne(fd, d.scratch)
 		if !ok {
-			return d.readDone()
+			if !d.readDone() {
+				// The goroutine parks until the descriptor is readable:
+				// it waits without a buffer.
+				d.releaseScratch()
+				return false
+			}
+			return true
 		}
 		if n <= vnetHdrLen {
 			d.rxDropped.Add(1)

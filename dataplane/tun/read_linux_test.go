@@ -243,3 +243,54 @@ func TestReadChecked(t *testing.T) {
 		})
 	}
 }
+
+// A device with offloads holds a scratch buffer only while a super-packet
+// waits in it: a USO run of ten datagrams read three at a time keeps it
+// across Reads until the last datagram is out, then gives it back, and an
+// opened device that has read nothing has none.
+func TestReadScratchHeldOnlyWhilePending(t *testing.T) {
+	d, nsB := podDevice(t, Options{Offload: true}, "192.0.2.10/32")
+	if o := offloads(d)["tun-uso"]; !o.Active {
+		t.Skipf("kernel without USO on TUN: %s", o.Reason) // before Linux 6.2
+	}
+	if d.scratchP != nil {
+		t.Fatal("a new device holds a scratch buffer")
+	}
+	c := nsB.ListenUDP(t, netip.MustParseAddrPort("192.0.2.10:0"))
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, 100) })
+	if serr != nil {
+		t.Fatalf("UDP_SEGMENT: %v", serr)
+	}
+	remote := netip.MustParseAddrPort("198.51.100.1:9")
+	if _, err := c.WriteToUDPAddrPort(make([]byte, 1000), remote); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(waitFor, func() { d.Close() })
+	defer timer.Stop()
+	bufs := [][]byte{make([]byte, 1500), make([]byte, 1500), make([]byte, 1500)}
+	sizes := make([]int, len(bufs))
+	ours, heldWhilePending := 0, false
+	for ours < 10 {
+		n, err := d.Read(bufs, sizes, 0)
+		if err != nil {
+			t.Fatalf("after %d of 10 datagrams: %v", ours, err)
+		}
+		for i := range n {
+			if u, ok := parseUDP4(bufs[i][:sizes[i]]); ok && u.dst == remote {
+				ours++
+			}
+		}
+		if (d.pend != nil) != (d.scratchP != nil) {
+			t.Fatalf("after %d of 10 datagrams: pending %v, holding a scratch buffer %v", ours, d.pend != nil, d.scratchP != nil)
+		}
+		heldWhilePending = heldWhilePending || d.pend != nil
+	}
+	if !heldWhilePending || d.scratchP != nil {
+		t.Fatalf("scratch buffer kept across Reads %v, still held after the last datagram %v", heldWhilePending, d.scratchP != nil)
+	}
+}

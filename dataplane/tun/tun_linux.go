@@ -228,7 +228,6 @@ func newDevice(fd int, o Options) (*Device, error) {
 	}
 	d.readFn = d.readBatch
 	if o.Offload {
-		d.scratch = make([]byte, vnetHdrLen+65535)
 		d.readFn = d.readVnet
 	}
 	return d, nil

@@ -12,13 +12,13 @@
 // latency, ping round trips at 5 ms intervals and the CPU spent (also by
 // the dataplane processes while idle), and prints one Markdown table with
 // the medians and the ratios to the kernel and to Open vSwitch. A last
-// phase, "scale", loads one agent with 200 endpoints and 1,000 remote
-// nodes through its API and reports the time the additions took, the
-// agent's memory and the per-packet cost of the Go benchmarks at that
-// scale.
+// phase, "scale", loads one agent with 500 endpoints and 5,000 remote
+// nodes through its API and reports the time the additions took and the
+// agent's memory, and runs the Go benchmarks of the per-packet cost with
+// 200 endpoints and 1,000 nodes.
 //
 //	go run ./bench/cmd/vxdp-bench [--modes kernel,vxdp-udp,vxdp-afxdp,ovs,ovs-afxdp,kernel-ipv6,vxdp-udp-ipv6,vxdp-afxdp-ipv6,scale] [--reps 3] [--duration 5] [--json FILE]
-//	go run ./bench/cmd/vxdp-bench --modes scale [--scale-endpoints 200] [--scale-nodes 1000]
+//	go run ./bench/cmd/vxdp-bench --modes scale [--scale-endpoints 500] [--scale-nodes 5000]
 //
 // It needs root, iproute2, bin/vxdp (make build), the go command (it builds
 // its tools and runs the scale benchmarks) and, for the comparison, iperf3;
@@ -140,8 +140,8 @@ func parseFlags(args []string, root string) (*options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the run directory (agent logs, configurations)")
 	fs.BoolVar(&o.ovsSpread, "ovs-pmd-spread", false, "ovs-afxdp: pin node1's PMD thread to CPU 0 and node2's to CPU 1 instead of leaving the placement to OVS (which puts both on one CPU of a two-CPU machine)")
 	fs.BoolVar(&o.removeStale, "remove-stale", false, "first delete namespaces left by earlier runs of this program that were killed")
-	fs.IntVar(&o.scaleEndpoints, "scale-endpoints", 200, fmt.Sprintf("scale: local endpoints added through the API, each in a namespace of its own (1..%d)", maxScaleEPs))
-	fs.IntVar(&o.scaleNodes, "scale-nodes", 1000, fmt.Sprintf("scale: remote nodes added through the API after the endpoints (1..%d)", maxScaleNodes))
+	fs.IntVar(&o.scaleEndpoints, "scale-endpoints", 500, fmt.Sprintf("scale: local endpoints added through the API, each in a namespace of its own (1..%d)", maxScaleEPs))
+	fs.IntVar(&o.scaleNodes, "scale-nodes", 5000, fmt.Sprintf("scale: remote nodes added through the API after the endpoints (1..%d)", maxScaleNodes))
 	fs.BoolVar(&o.scaleGoBench, "scale-gobench", true, "scale: also run the Go benchmarks "+scaleBench+" in bench/ (per-packet cost and node additions with 200 endpoints and 1,000 nodes)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

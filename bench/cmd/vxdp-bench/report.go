@@ -472,15 +472,13 @@ func writeScale(w io.Writer, sr *scaleReport) {
 	} else if sr.CNIReason != "" {
 		row("CNI ADD/DEL", "not measured: %s", sr.CNIReason)
 	}
-	for i, p := range sr.RSS {
+	for _, p := range sr.RSS {
 		row("agent RSS "+p.Step+", MiB", "%.1f", float64(p.KiB)/1024)
-		// The growth per entry added in the step, where the step added
-		// one kind of entry.
-		if i == 1 && sr.EndpointAdds != nil {
-			row("&nbsp;&nbsp;growth per endpoint, KiB", "%.0f", float64(p.KiB-sr.RSS[0].KiB)/float64(sr.Endpoints))
+		if p.PerEndpointKiB != 0 {
+			row("&nbsp;&nbsp;growth per endpoint, KiB", "%.0f", p.PerEndpointKiB)
 		}
-		if i == 2 && sr.NodeAdds != nil {
-			row("&nbsp;&nbsp;growth per node, KiB", "%.1f", float64(p.KiB-sr.RSS[1].KiB)/float64(sr.Nodes))
+		if p.PerNodeKiB != 0 {
+			row("&nbsp;&nbsp;growth per node, KiB", "%.1f", p.PerNodeKiB)
 		}
 	}
 	if sr.PeakRSS > 0 {

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -73,7 +74,13 @@ func TestScaleAddresses(t *testing.T) {
 	if n.IP != "10.200.62.129" || n.PodCIDR != "10.126.127.0/24" {
 		t.Errorf("last node: %+v", n)
 	}
-	if scaleEndpointIP(maxScaleEPs-1) != "10.1.1.249" {
+	if scaleEndpointIP(0) != "10.1.0.10" || scaleEndpointIP(246) != "10.1.1.0" {
+		t.Errorf("endpoints 1 and 247: %s, %s", scaleEndpointIP(0), scaleEndpointIP(246))
+	}
+	if p := netip.MustParsePrefix(scalePodCIDR); !p.Contains(netip.MustParseAddr(scaleEndpointIP(maxScaleEPs - 1))) {
+		t.Errorf("last endpoint %s outside the pod CIDR %s", scaleEndpointIP(maxScaleEPs-1), p)
+	}
+	if scaleEndpointIP(maxScaleEPs-1) != "10.1.7.217" {
 		t.Errorf("last endpoint: %s", scaleEndpointIP(maxScaleEPs-1))
 	}
 }
@@ -92,8 +99,9 @@ func TestWriteMarkdown(t *testing.T) {
 	sr := &scaleReport{Status: "ok", Endpoints: 2, Nodes: 10,
 		NodeAdds:     summarizeCalls([]time.Duration{time.Millisecond, 2 * time.Millisecond}, 3*time.Millisecond),
 		EndpointAdds: summarizeCalls([]time.Duration{time.Millisecond, 2 * time.Millisecond}, 3*time.Millisecond),
-		RSS:          []rssPoint{{"started", 1024}, {"after 2 endpoints", 2048}, {"after 10 nodes", 3072}},
-		Checks:       []check{{Name: "ping", OK: true, Result: "5 of 5"}},
+		RSS: []rssPoint{{Step: "started", KiB: 1024}, {Step: "after 2 endpoints", KiB: 2048, PerEndpointKiB: 512},
+			{Step: "after 10 nodes", KiB: 3072, PerNodeKiB: 102.4}},
+		Checks: []check{{Name: "ping", OK: true, Result: "5 of 5"}},
 	}
 	comparison := &modeReport{Mode: "vxdp-udp", Status: "ok", Medians: map[string]*float64{"tcp_1_stream_gbit": &v}}
 	for _, tc := range []struct {
@@ -117,6 +125,9 @@ func TestWriteMarkdown(t *testing.T) {
 		}
 		if tc.scaleTb && !strings.Contains(s, "| &nbsp;&nbsp;growth per endpoint, KiB | 512 |") {
 			t.Errorf("%s: no growth per endpoint:\n%s", tc.name, s)
+		}
+		if tc.scaleTb && !strings.Contains(s, "| agent RSS after 10 nodes, MiB | 3.0 |\n| &nbsp;&nbsp;growth per node, KiB | 102.4 |") {
+			t.Errorf("%s: no growth per node under its point:\n%s", tc.name, s)
 		}
 	}
 }

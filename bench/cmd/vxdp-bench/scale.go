@@ -25,8 +25,8 @@ import (
 
 // The scale phase: one agent, many local endpoints, many remote nodes.
 //
-//	scale-node   the agent; eth0 10.200.0.1/16 (veth), pod CIDR 10.1.1.0/24
-//	scale-podNNN one namespace per endpoint, endpoint i at 10.1.1.(10+i)
+//	scale-node   the agent; eth0 10.200.0.1/16 (veth), pod CIDR 10.1.0.0/21
+//	scale-podNNN one namespace per endpoint, endpoint i at 10.1.0.10+i
 //	scale-peer   the other end of eth0, holding the address of the last
 //	             remote node, so the tunnel packets for it can be counted
 //
@@ -39,9 +39,9 @@ const (
 	scaleNodeNS   = "scale-node"
 	scalePeerNS   = "scale-peer"
 	scaleNodeIP   = "10.200.0.1"
-	scalePodCIDR  = "10.1.1.0/24"
-	scaleHostIP   = "10.1.1.1"
-	maxScaleEPs   = 240 // 10.1.1.10 .. 10.1.1.249
+	scalePodCIDR  = "10.1.0.0/21"
+	scaleHostIP   = "10.1.0.1"
+	maxScaleEPs   = 2000 // 10.1.0.10 .. 10.1.7.217
 	maxScaleNodes = 16000
 	// scaleBench is the Go benchmark run with --scale-gobench.
 	scaleBench = "^BenchmarkScale"
@@ -49,7 +49,15 @@ const (
 
 func scalePodNS(i int) string { return fmt.Sprintf("scale-pod%03d", i+1) }
 
-func scaleEndpointIP(i int) string { return fmt.Sprintf("10.1.1.%d", 10+i) }
+func scaleEndpointIP(i int) string {
+	a := netip.AddrFrom4([4]byte{10, 1, byte((10 + i) >> 8), byte(10 + i)})
+	return a.String()
+}
+
+// scaleSettle is how long the phase waits after a series of calls before
+// it reads the agent's memory a second time: the agent hands its free heap
+// back a second after the last change.
+const scaleSettle = 3 * time.Second
 
 // scaleNode is remote node i; the Go benchmarks in bench/ use the same
 // numbering.
@@ -111,6 +119,10 @@ type scaleReport struct {
 type rssPoint struct {
 	Step string `json:"step"`
 	KiB  int64  `json:"kib"`
+	// The growth since an earlier point per endpoint or node added in
+	// between, on the points where one kind of entry was added.
+	PerEndpointKiB float64 `json:"per_endpoint_kib,omitempty"`
+	PerNodeKiB     float64 `json:"per_node_kib,omitempty"`
 }
 
 // check is one forwarding check made after all the additions.
@@ -243,9 +255,30 @@ func scaleSteps(ctx context.Context, l *lab, opts *options, udpBin string, sr *s
 		if err != nil {
 			return fmt.Errorf("agent memory: %w", err)
 		}
-		sr.RSS = append(sr.RSS, rssPoint{step, kib})
+		sr.RSS = append(sr.RSS, rssPoint{Step: step, KiB: kib})
 		logf("scale: agent RSS %s: %.1f MiB", step, float64(kib)/1024)
 		return nil
+	}
+	// settled reads the memory again scaleSettle after a series of calls.
+	settled := func(step string) error {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(scaleSettle):
+		}
+		return rss(fmt.Sprintf("%s, %.0f s later", step, scaleSettle.Seconds()))
+	}
+	// growth sets the per-entry growth of the last two points since
+	// point base.
+	growth := func(base, entries int, perNode bool) {
+		for i := len(sr.RSS) - 2; i < len(sr.RSS); i++ {
+			g := float64(sr.RSS[i].KiB-sr.RSS[base].KiB) / float64(entries)
+			if perNode {
+				sr.RSS[i].PerNodeKiB = g
+			} else {
+				sr.RSS[i].PerEndpointKiB = g
+			}
+		}
 	}
 	if err := rss("started, no endpoints, no nodes"); err != nil {
 		return err
@@ -270,11 +303,20 @@ func scaleSteps(ctx context.Context, l *lab, opts *options, udpBin string, sr *s
 	}
 	sr.EndpointAdds = summarizeCalls(times, time.Since(start))
 	logf("scale: %d endpoints added in %.2f s", opts.scaleEndpoints, sr.EndpointAdds.TotalSecs)
-	if err := rss(fmt.Sprintf("after %d endpoints", opts.scaleEndpoints)); err != nil {
+	if err := rss(fmt.Sprintf("right after %d endpoints", opts.scaleEndpoints)); err != nil {
 		return err
 	}
+	if err := settled(fmt.Sprintf("after %d endpoints", opts.scaleEndpoints)); err != nil {
+		return err
+	}
+	growth(0, opts.scaleEndpoints, false)
 
 	if err := scaleCNI(ctx, l, opts, sock, sr); err != nil {
+		return err
+	}
+	// The nodes' growth counts from here, after what the CNI cycles left.
+	nodeBase := len(sr.RSS)
+	if err := settled("before the nodes"); err != nil {
 		return err
 	}
 
@@ -303,9 +345,13 @@ func scaleSteps(ctx context.Context, l *lab, opts *options, udpBin string, sr *s
 	sr.NodeAdds = summarizeCalls(times, time.Since(start))
 	logf("scale: %d more nodes added one call each in %.2f s (per call: p50 %.2f ms, max %.2f ms)", opts.scaleNodes-bulk,
 		sr.NodeAdds.TotalSecs, sr.NodeAdds.P50Ms, sr.NodeAdds.MaxMs)
-	if err := rss(fmt.Sprintf("after %d endpoints and %d nodes", opts.scaleEndpoints, opts.scaleNodes)); err != nil {
+	if err := rss(fmt.Sprintf("right after %d endpoints and %d nodes", opts.scaleEndpoints, opts.scaleNodes)); err != nil {
 		return err
 	}
+	if err := settled(fmt.Sprintf("after %d endpoints and %d nodes", opts.scaleEndpoints, opts.scaleNodes)); err != nil {
+		return err
+	}
+	growth(nodeBase, opts.scaleNodes, true)
 
 	var status api.Status
 	if err := c.Do(ctx, "GET", "/v1/status", nil, &status); err != nil {
