@@ -175,7 +175,12 @@ func start(cfg *config.Config, log *zap.Logger, undo *undoStack) (*Agent, error)
 	if err := a.openIPAM(); err != nil {
 		return nil, err
 	}
-	if err := a.writeState(); err != nil {
+	// The first save proves the state directory takes files. A full disk
+	// does not stop the start, as it stops no later change: the last good
+	// file stays for the next agent, and status says it is not saved.
+	if err := a.writeState(); noSpace(err) {
+		a.reportSaveFailure(err)
+	} else if err != nil {
 		return nil, fmt.Errorf("state-dir %s: %w", cfg.StateDir, err)
 	}
 	undo.push(func() { os.Remove(a.statePath()) })

@@ -117,7 +117,11 @@ func (a *Agent) openIPAM() error {
 			// The container is gone (its runtime removes the namespace
 			// after DEL; a reboot empties /run): the lease is released
 			// here, whether or not a DEL reached an agent.
-			if err := m.release(l.ContainerID, l.Ifname); err != nil {
+			if err := m.release(l.ContainerID, l.Ifname); noSpace(err) {
+				// Kept until a start or a DEL finds room to write.
+				a.log.Warn("lease of a gone container kept: no space to record its release", zap.String("container", l.ContainerID), zap.Error(err))
+				continue
+			} else if err != nil {
 				return fmt.Errorf("state-dir %s: leases: %w", a.cfg.StateDir, err)
 			}
 			a.log.Info("lease released: the container's namespace is gone", zap.String("container", l.ContainerID),

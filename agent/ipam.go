@@ -103,7 +103,9 @@ func newIPAM(path string, v4, v6 netip.Prefix, reserved []netip.Addr) (*ipam, []
 		m.add(&l)
 	}
 	if len(dropped) > 0 {
-		if err := m.save(); err != nil {
+		// On a full disk the file keeps them, and the next start drops
+		// them again.
+		if err := m.save(); err != nil && !noSpace(err) {
 			return nil, nil, err
 		}
 	}
@@ -344,13 +346,16 @@ func (m *ipam) save() error {
 	}
 	if _, err := f.Write(b); err != nil {
 		f.Close()
+		os.Remove(tmp)
 		return err
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
+		os.Remove(tmp)
 		return err
 	}
 	if err := f.Close(); err != nil {
+		os.Remove(tmp)
 		return err
 	}
 	if err := os.Rename(tmp, m.path); err != nil {

@@ -149,6 +149,10 @@ func prepareStateDir(dir string) (func(), error) {
 		return nil, fmt.Errorf("state-dir %s: %w", dir, err)
 	}
 	f, err := os.CreateTemp(dir, ".probe-")
+	if noSpace(err) {
+		// Full now, maybe not in a minute: the first save reports it.
+		return made, nil
+	}
 	if err != nil {
 		made()
 		return nil, fmt.Errorf("state-dir %s: %w", dir, err)

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -63,17 +64,22 @@ func loadState(path string) (*state, error) {
 // would not see the latest changes (a full disk, say, must not stop the
 // change that was asked for).
 func (a *Agent) saveState() {
-	err := a.writeState()
-	if err != nil {
-		msg := fmt.Sprintf("the last save of %s failed at %s: %v; a restart would not see the changes since; free space or fix permissions under state-dir",
-			a.statePath(), time.Now().UTC().Format(time.RFC3339), err)
-		a.stateProblem.Store(&msg)
-		a.log.Warn("save state", zap.String("path", a.statePath()), zap.Error(err))
+	if err := a.writeState(); err != nil {
+		a.reportSaveFailure(err)
 		return
 	}
 	if a.stateProblem.Swap(nil) != nil {
 		a.log.Info("state saved again", zap.String("path", a.statePath()))
 	}
+}
+
+// reportSaveFailure logs a failed save and shows it in status until a
+// save succeeds.
+func (a *Agent) reportSaveFailure(err error) {
+	msg := fmt.Sprintf("the last save of %s failed at %s: %v; a restart would not see the changes since; free space or fix permissions under state-dir",
+		a.statePath(), time.Now().UTC().Format(time.RFC3339), err)
+	a.stateProblem.Store(&msg)
+	a.log.Warn("save state", zap.String("path", a.statePath()), zap.Error(err))
 }
 
 // stateSave says why the last state save failed, "" when it succeeded.
@@ -126,7 +132,16 @@ func (a *Agent) writeState() error {
 		err = cerr
 	}
 	if err != nil {
+		// A partly written file would hold space a full disk needs.
+		os.Remove(tmp)
 		return err
 	}
 	return os.Rename(tmp, a.statePath())
+}
+
+// noSpace reports whether err is a file system out of space or quota:
+// a condition of the moment, reported and waited out, where other state
+// errors (permissions, a read-only mount) are a setup to fix.
+func noSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }

@@ -214,12 +214,13 @@ func (s *soak) mountStateDir(n *node) {
 	})
 }
 
-// diskFull fills the file system under the node's state-dir and makes
-// the agent save its state (an endpoint added and deleted through the
-// API): the save must fail with the reason in the log, the state file on
-// disk must stay the last good one, and the endpoint must be served all
-// the same. Then the filler goes and the next save must succeed. Returns
-// the time from the filler's removal to a good save.
+// diskFull fills the file system under the node's state-dir, kills the
+// agent and starts it again there, and makes it save its state (an
+// endpoint added and deleted through the API): the save must fail with
+// the reason in the log, the state file on disk must stay the last good
+// one, and the endpoint must be served all the same. Then the filler goes
+// and the next save must succeed. Returns the time from the filler's
+// removal to a good save.
 func (s *soak) diskFull(n *node) (time.Duration, error) {
 	filler := filepath.Join(n.stateDir, "filler")
 	defer os.Remove(filler)
@@ -231,6 +232,16 @@ func (s *soak) diskFull(n *node) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("state file before the disk filled: %v", err)
 	}
+	// Two faults at once: the agent killed and started again on the full
+	// disk. It must start, take over its pods from the last good file and
+	// say at once that its state is not saved.
+	if _, err := s.killRestart(n); err != nil {
+		return 0, fmt.Errorf("restart on a full disk: %v", err)
+	}
+	var problems []string
+	if out, err := s.cli(n, "status"); err != nil || !strings.Contains(out, "NOT SAVED") {
+		problems = append(problems, fmt.Sprintf("status of an agent started on a full disk does not say the state is not saved: %v\n%s", err, out))
+	}
 	p := n.proc()
 	from := len(p.Output())
 	name := fmt.Sprintf("churn%d", n.i)
@@ -239,7 +250,6 @@ func (s *soak) diskFull(n *node) (time.Duration, error) {
 		"--identity", strconv.Itoa(podIdentity(n.i, 50))); err != nil {
 		return 0, fmt.Errorf("endpoint add on a full disk: %v\n%s", err, out)
 	}
-	var problems []string
 	if _, err := probe(s.pods[podName(n.i%nodes+1, 1)], ip, 10*time.Second); err != nil {
 		problems = append(problems, fmt.Sprintf("endpoint added on a full disk not served: %v", err))
 	}

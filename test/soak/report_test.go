@@ -149,7 +149,7 @@ func (s *soak) finish(before, after []footprint, stoppedAt time.Time) *report {
 		Date: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), Settings: s.set,
 		Elapsed: stoppedAt.Sub(s.start), Garbage: sent, GarbageErrs: sendErrs,
 		Before: before, After: after, DropsTotal: map[string]int{},
-		Bounds: map[string]int{"fd_growth": fdSlack, "goroutine_growth": goroutineSlack},
+		Bounds: map[string]int{"fd_growth": fdSlack, "goroutine_growth": goroutineSlack, "heap_growth_kib": heapSlackKiB, "rss_growth_kib": rssSlackKiB},
 	}
 	r.Host, _ = os.Hostname()
 	for _, st := range s.streams {
@@ -305,6 +305,14 @@ func (s *soak) finish(before, after []footprint, stoppedAt time.Time) *report {
 		if a.Goroutines > b.Goroutines+goroutineSlack {
 			s.fail("node%d: goroutines %d -> %d (bound +%d)", b.Node, b.Goroutines, a.Goroutines, goroutineSlack)
 		}
+		if b.HeapKiB < 0 || a.HeapKiB < 0 {
+			s.fail("node%d: Go heap not read from the metrics (%d -> %d KiB)", b.Node, b.HeapKiB, a.HeapKiB)
+		} else if a.HeapKiB > b.HeapKiB+heapSlackKiB {
+			s.fail("node%d: Go heap in use %d -> %d KiB (bound +%d KiB)", b.Node, b.HeapKiB, a.HeapKiB, heapSlackKiB)
+		}
+		if a.RSSKiB > b.RSSKiB+rssSlackKiB {
+			s.fail("node%d: RSS %d -> %d KiB (bound +%d KiB)", b.Node, b.RSSKiB, a.RSSKiB, rssSlackKiB)
+		}
 	}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
@@ -448,12 +456,13 @@ func (r *report) print(w io.Writer) {
 	for _, k := range sortedKeys(r.DropsTotal) {
 		fmt.Fprintf(w, "| %s | %d |\n", k, r.DropsTotal[k])
 	}
-	fmt.Fprintf(w, "\n### Agents, start and end (end: after every restart of the run)\n\n| node | incarnations | fds | goroutines | RSS | CPU |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "\n### Agents, start and end (end: after every restart of the run)\n\n| node | incarnations | fds | goroutines | Go heap in use | RSS | peak RSS | CPU |\n|---|---|---|---|---|---|---|---|\n")
 	for i := range r.Before {
 		b, a := r.Before[i], r.After[i]
-		fmt.Fprintf(w, "| node%d | %d | %d -> %d | %d -> %d | %d -> %d KiB | %.1f s |\n", b.Node, a.Starts, b.FDs, a.FDs, b.Goroutines, a.Goroutines, b.RSSKiB, a.RSSKiB, a.CPUSeconds)
+		fmt.Fprintf(w, "| node%d | %d | %d -> %d | %d -> %d | %d -> %d KiB | %d -> %d KiB | %d KiB | %.1f s |\n", b.Node, a.Starts, b.FDs, a.FDs, b.Goroutines, a.Goroutines,
+			b.HeapKiB, a.HeapKiB, b.RSSKiB, a.RSSKiB, a.PeakRSSKiB, a.CPUSeconds)
 	}
-	fmt.Fprintf(w, "\nThe soak process itself (load generators, pingers, garbage): %.1f s CPU. Bounds: fds +%d, goroutines +%d.\n", r.SoakCPU, fdSlack, goroutineSlack)
+	fmt.Fprintf(w, "\nThe soak process itself (load generators, pingers, garbage): %.1f s CPU. Bounds: fds +%d, goroutines +%d, Go heap in use +%d KiB, RSS +%d KiB.\n", r.SoakCPU, fdSlack, goroutineSlack, heapSlackKiB, rssSlackKiB)
 	if len(r.Failures) == 0 {
 		fmt.Fprintf(w, "\n**Invariants held.**\n")
 	} else {

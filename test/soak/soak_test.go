@@ -35,6 +35,15 @@ const (
 	// in flight while the figures are read.
 	fdSlack        = 8
 	goroutineSlack = 20
+	// Memory bounds, end against start. The start is read with the load
+	// already running; an agent started again during the run meets the
+	// load from its first packet, grows its workers' batches to the full
+	// 64-byte rate and takes a new TUN buffer pool and sockets, and its
+	// Go heap may not have been returned to the system when the end is
+	// read. A leak of anything per packet, per fault or per change would
+	// pass these within minutes under this load.
+	heapSlackKiB = 16 << 10
+	rssSlackKiB  = 32 << 10
 )
 
 // tunnelPort is the port of the cluster's tunnel protocol.
@@ -118,6 +127,7 @@ type node struct {
 	hupOn     bool // the file in force has the hup endpoint
 	unavail   unavailability
 	cpuPast   float64 // CPU seconds of incarnations already gone
+	peakRSS   int     // KiB, the most any incarnation held, sampled each second
 }
 
 // soak is a run: the lab, the nodes, the load and what was measured.
@@ -457,7 +467,7 @@ func (s *soak) cli(n *node, args ...string) (string, error) {
 func (s *soak) watchAgents(done chan struct{}) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	for {
+	for ticks := 0; ; ticks++ {
 		select {
 		case <-done:
 			return
@@ -467,6 +477,13 @@ func (s *soak) watchAgents(done chan struct{}) {
 			n.mu.Lock()
 			p, expecting := n.agent, n.expecting
 			n.mu.Unlock()
+			if p != nil && ticks%10 == 0 {
+				if rss := rssKiB(p.Pid()); rss > 0 {
+					n.mu.Lock()
+					n.peakRSS = max(n.peakRSS, rss)
+					n.mu.Unlock()
+				}
+			}
 			if p != nil && !expecting && !p.Alive() {
 				_, err := p.Wait(0)
 				s.fail("agent of node%d (%s) exited on its own: %v", n.i, p.Name, err)
@@ -522,6 +539,8 @@ type footprint struct {
 	FDs        int     `json:"fds"`
 	Goroutines int     `json:"goroutines"`
 	RSSKiB     int     `json:"rss_kib"`
+	PeakRSSKiB int     `json:"peak_rss_kib"` // over the run so far, any incarnation
+	HeapKiB    int     `json:"heap_inuse_kib"`
 	CPUSeconds float64 `json:"cpu_seconds"` // all incarnations so far
 }
 
@@ -541,26 +560,42 @@ func (s *soak) footprints() []footprint {
 		f.CPUSeconds += cpuSeconds(p.Pid())
 		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.Pid()))
 		f.FDs = len(ents)
-		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
-		for line := range strings.Lines(string(status)) {
-			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-				f.RSSKiB, _ = strconv.Atoi(strings.Fields(v)[0])
-			}
-		}
+		f.RSSKiB = rssKiB(p.Pid())
+		n.mu.Lock()
+		n.peakRSS = max(n.peakRSS, f.RSSKiB)
+		f.PeakRSSKiB = n.peakRSS
+		n.mu.Unlock()
 		// Goroutines of API requests just served take a moment to end.
-		best := -1
+		best, heap := -1, -1
 		for range 10 {
 			if body, err := scrape(n.ns, metricsAddr, "/metrics"); err == nil {
 				if g, ok := metricValue(body, "go_goroutines"); ok && (best < 0 || int(g) < best) {
 					best = int(g)
 				}
+				if h, ok := metricValue(body, "go_memstats_heap_inuse_bytes"); ok && (heap < 0 || int(h)>>10 < heap) {
+					heap = int(h) >> 10
+				}
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		f.Goroutines = best
+		f.Goroutines, f.HeapKiB = best, heap
 		out = append(out, f)
 	}
 	return out
+}
+
+// rssKiB is the resident set of pid, 0 when it cannot be read.
+func rssKiB(pid int) int {
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			if f := strings.Fields(v); len(f) > 0 {
+				n, _ := strconv.Atoi(f[0])
+				return n
+			}
+		}
+	}
+	return 0
 }
 
 // cpuSeconds is the user and system time of pid.
