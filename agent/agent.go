@@ -19,6 +19,7 @@ import (
 
 	"github.com/vxdp/vxdp/config"
 	"github.com/vxdp/vxdp/dataplane"
+	"github.com/vxdp/vxdp/dataplane/tun"
 	"github.com/vxdp/vxdp/kvstore"
 )
 
@@ -68,6 +69,7 @@ func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
 		log = zap.NewNop()
 	}
 	warnIgnored(log, cfg)
+	tun.SetProcFS(procFS(cfg))
 	var undo undoStack
 	a, err := start(cfg, log, &undo)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -294,10 +295,24 @@ func linkName(i int) string {
 // The forwarding switches native routing turns on: IPv4's, and IPv6's
 // for every interface (conf/all, which the kernel copies to each one).
 const (
-	ipForward   = "/proc/sys/net/ipv4/ip_forward"
-	ip6Forward  = "/proc/sys/net/ipv6/conf/all/forwarding"
+	ipForward   = "net/ipv4/ip_forward"
+	ip6Forward  = "net/ipv6/conf/all/forwarding"
 	forwardedOn = "1"
 )
+
+// sysctlPath is the file of a sysctl key ("net/ipv4/ip_forward") under
+// the procfs key's directory.
+func sysctlPath(cfg *config.Config, key string) string {
+	return filepath.Join(procFS(cfg), "sys", key)
+}
+
+// procFS is the procfs key, /proc when a Config built in code left it out.
+func procFS(cfg *config.Config) string {
+	if cfg.ProcFS == "" {
+		return config.DefaultProcFS
+	}
+	return cfg.ProcFS
+}
 
 // enableForwarding turns on the forwarding switch at path in the node's
 // namespace, as Cilium does in native mode, and returns the previous
@@ -323,12 +338,12 @@ func restoreForwarding(path, old string) {
 // the node's own addresses (ICMP errors the dataplane sends from the host
 // address) and turns off reverse-path filtering on it: the dataplane has
 // already checked every source it forwards.
-func hostSysctls(log *zap.Logger) {
+func hostSysctls(cfg *config.Config, log *zap.Logger) {
 	for _, s := range []struct{ key, val string }{
 		{"net/ipv4/conf/" + HostDevice + "/accept_local", "1"},
 		{"net/ipv4/conf/" + HostDevice + "/rp_filter", "0"},
 	} {
-		if err := os.WriteFile("/proc/sys/"+s.key, []byte(s.val), 0o644); err != nil {
+		if err := os.WriteFile(sysctlPath(cfg, s.key), []byte(s.val), 0o644); err != nil {
 			log.Warn("sysctl", zap.String("key", s.key), zap.Error(err))
 		}
 	}

@@ -36,7 +36,7 @@ func (a *Agent) Reload(n *config.Config) error {
 		{"tunnel-port", o.TunnelPort, n.TunnelPort}, {"underlay", o.Underlay, n.Underlay},
 		{"device", o.Device, n.Device}, {"mtu", o.MTU, n.MTU}, {"socket", o.Socket, n.Socket},
 		{"cluster-pool-ipv4-cidr", o.ClusterCIDR, n.ClusterCIDR}, {"cluster-pool-ipv6-cidr", o.ClusterCIDR6, n.ClusterCIDR6}, {"auto-direct-node-routes", o.AutoDirectNodeRoutes, n.AutoDirectNodeRoutes},
-		{"prometheus-serve-addr", o.MetricsAddr, n.MetricsAddr},
+		{"prometheus-serve-addr", o.MetricsAddr, n.MetricsAddr}, {"state-dir", o.StateDir, n.StateDir}, {"procfs", o.ProcFS, n.ProcFS},
 		{"host-ipv4", o.HostAddr(), n.HostAddr()}, {"host-ipv6", o.HostAddr6(), n.HostAddr6()},
 	} {
 		if d.old != d.new {

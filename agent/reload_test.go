@@ -108,7 +108,7 @@ func TestReloadDiff(t *testing.T) {
 
 	// The same file again changes nothing.
 	made = ta.devicesMade()
-	must(t, ta.Reload(loadConfig(t, reloadAfter)))
+	must(t, ta.Reload(withState(ta, loadConfig(t, reloadAfter))))
 	if ta.devicesMade() != made || !maps.Equal(ta.nodeOrigins(), wantNodes) {
 		t.Error("reloading an unchanged file changed the engine")
 	}
@@ -118,11 +118,16 @@ func TestReloadDiff(t *testing.T) {
 func TestReloadNeedsRestart(t *testing.T) {
 	ta := newTestAgent(t, loadConfig(t, reloadBefore), nil)
 	before := ta.nodeOrigins()
-	for _, change := range []string{"tunnel-port: 4789\n", "routing-mode: native\n", "mtu: 1400\n", "host-ipv4: 10.1.1.254\n"} {
-		err := ta.Reload(loadConfig(t, reloadAfter+change))
+	for _, change := range []string{"tunnel-port: 4789\n", "routing-mode: native\n", "mtu: 1400\n", "host-ipv4: 10.1.1.254\n", "procfs: /host/proc\n"} {
+		err := ta.Reload(withState(ta, loadConfig(t, reloadAfter+change)))
 		if !errors.Is(err, ErrNeedsRestart) {
 			t.Errorf("%q: %v, want ErrNeedsRestart", change, err)
 		}
+	}
+	moved := loadConfig(t, reloadAfter)
+	moved.StateDir = t.TempDir()
+	if err := ta.Reload(moved); !errors.Is(err, ErrNeedsRestart) || !strings.Contains(err.Error(), "state-dir") {
+		t.Errorf("state-dir changed: %v, want ErrNeedsRestart", err)
 	}
 	if !maps.Equal(ta.nodeOrigins(), before) || len(ta.eng.Endpoints()) != 3 || len(ta.eng.VTEPs()) != 0 {
 		t.Error("a refused reload changed the engine")
@@ -219,16 +224,16 @@ kvstore-opt: {etcd.endpoints: "http://192.0.2.10:2379"}
 	ta := newTestAgent(t, cfg, nil)
 	ta.cfg.StateDir = t.TempDir()
 
-	must(t, ta.Reload(loadConfig(t, auto+"endpoints:\n  - {name: pa, ip: \"10.1.3.10,fd00:1:0:3::10\", netns: /run/netns/pa}\n")))
+	must(t, ta.Reload(withState(ta, loadConfig(t, auto+"endpoints:\n  - {name: pa, ip: \"10.1.3.10,fd00:1:0:3::10\", netns: /run/netns/pa}\n"))))
 	if eps := ta.eng.Endpoints(); len(eps) != 1 || ta.cfg.PodCIDR6 != prefix("fd00:1:0:3::/64") {
 		t.Fatalf("after reload: endpoints %v, pod-cidr %s,%s", eps, ta.cfg.PodCIDR, ta.cfg.PodCIDR6)
 	}
 	var ce *config.Error
-	err := ta.Reload(loadConfig(t, auto+"endpoints:\n  - {name: pb, ip: \"fd00:1:0:4::10\", netns: /run/netns/pb}\n"))
+	err := ta.Reload(withState(ta, loadConfig(t, auto+"endpoints:\n  - {name: pb, ip: \"fd00:1:0:4::10\", netns: /run/netns/pb}\n")))
 	if !errors.As(err, &ce) || !strings.Contains(ce.Key, "endpoints[0]") {
 		t.Fatalf("an endpoint outside the held IPv6 block: %v", err)
 	}
-	if err := ta.Reload(loadConfig(t, strings.Replace(auto, "mask-size: 64", "mask-size: 80", 1))); !errors.Is(err, ErrNeedsRestart) ||
+	if err := ta.Reload(withState(ta, loadConfig(t, strings.Replace(auto, "mask-size: 64", "mask-size: 80", 1)))); !errors.Is(err, ErrNeedsRestart) ||
 		!strings.Contains(err.Error(), "cluster-pool-ipv6-mask-size") {
 		t.Fatalf("another IPv6 block size: %v", err)
 	}
@@ -274,4 +279,11 @@ func TestStateSaveFailureReported(t *testing.T) {
 	if b, _ := os.ReadFile(ta.statePath()); !strings.Contains(string(b), `"papi"`) {
 		t.Errorf("the next save lacks the endpoint:\n%s", b)
 	}
+}
+
+// withState gives a configuration the test agent's state-dir, which a
+// reload may not change.
+func withState(ta *testAgent, cfg *config.Config) *config.Config {
+	cfg.StateDir = ta.cfg.StateDir
+	return cfg
 }

@@ -64,6 +64,7 @@ const (
 
 	DefaultSocket   = "/run/vxdp/vxdp.sock"
 	DefaultStateDir = "/var/lib/vxdp"
+	DefaultProcFS   = "/proc"
 	DefaultIfname   = "eth0"
 )
 
@@ -179,6 +180,9 @@ type Config struct {
 	Socket   string // control API socket path
 	LogLevel string
 	StateDir string
+	// ProcFS is where the proc file system is mounted (procfs), for the
+	// sysctls the agent writes; a container mounts the host's there.
+	ProcFS string
 	// MetricsAddr is where Prometheus metrics and /healthz are served
 	// (prometheus-serve-addr, Cilium's key); empty: off.
 	MetricsAddr string
@@ -248,15 +252,20 @@ func Default() *Config {
 		Socket:              DefaultSocket,
 		LogLevel:            LogInfo,
 		StateDir:            DefaultStateDir,
+		ProcFS:              DefaultProcFS,
 		PodCIDRMaskSize:     24,
 		PodCIDRMaskSize6:    120,
 	}
 }
 
-// hostname is node-name's default. A failure leaves it empty, which
+// hostname is node-name's default: $K8S_NODE_NAME, else the host name. A failure leaves it empty, which
 // Validate then reports as a missing node-name rather than an obscure
 // error at startup.
 func hostname() string {
+	// As Cilium: a DaemonSet passes the Node's name (spec.nodeName).
+	if n := os.Getenv("K8S_NODE_NAME"); n != "" {
+		return n
+	}
 	h, err := os.Hostname()
 	if err != nil {
 		return ""

@@ -71,6 +71,7 @@ func TestDefault(t *testing.T) {
 		Socket:              "/run/vxdp/vxdp.sock",
 		LogLevel:            "info",
 		StateDir:            "/var/lib/vxdp",
+		ProcFS:              "/proc",
 		PodCIDRMaskSize:     24,
 		PodCIDRMaskSize6:    120,
 	}

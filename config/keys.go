@@ -48,7 +48,7 @@ type keySpec struct {
 // the design's example file.
 var keyTable = []keySpec{
 	{
-		name: "node-name", doc: "name of this node (default: the host name)",
+		name: "node-name", doc: "name of this node (default: $K8S_NODE_NAME, else the host name)",
 		set: func(c *Config, s string) error {
 			if s == "" {
 				s = hostname()
@@ -426,6 +426,17 @@ var keyTable = []keySpec{
 			return nil
 		},
 		get: func(c *Config) string { return c.StateDir },
+	},
+	{
+		name: "procfs", def: DefaultProcFS, doc: "where the proc file system is mounted, for the sysctls the agent writes (a container mounts the host's, e.g. /host/proc)",
+		set: func(c *Config, s string) error {
+			if err := checkPath(s); err != nil {
+				return err
+			}
+			c.ProcFS = s
+			return nil
+		},
+		get: func(c *Config) string { return c.ProcFS },
 	},
 	{
 		name: "prometheus-serve-addr", doc: "host:port for Prometheus metrics and /healthz; empty: off (loopback unless a host is given)",

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -370,10 +371,26 @@ func hasIPv6(addrs []netip.Prefix) bool {
 	return false
 }
 
+// procFS is where the process finds the proc file system; see SetProcFS.
+var procFS atomic.Pointer[string]
+
+// SetProcFS tells the package where the proc file system is mounted, for
+// the sysctls it writes: /proc unless a container mounts the host's
+// writable elsewhere (its own /proc/sys is read-only). The sysctls under
+// net/ still resolve against the calling thread's network namespace.
+func SetProcFS(dir string) { procFS.Store(&dir) }
+
+func procSys() string {
+	if p := procFS.Load(); p != nil {
+		return filepath.Join(*p, "sys")
+	}
+	return "/proc/sys"
+}
+
 // disableIPv6 turns IPv6 off on one interface. Missing IPv6 support (no
 // such sysctl) is fine: there is nothing to turn off.
 func disableIPv6(name string) error {
-	p := filepath.Join("/proc/sys/net/ipv6/conf", name, "disable_ipv6")
+	p := filepath.Join(procSys(), "net/ipv6/conf", name, "disable_ipv6")
 	f, err := os.OpenFile(p, os.O_WRONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

@@ -100,3 +100,33 @@ endpoints:
 		t.Fatalf("pod3 -> pod1: %v\n%s", err, out)
 	}
 }
+
+// With procfs set, the agent writes its sysctls under that directory (a
+// container mounts the host's /proc there, its own /proc/sys being
+// read-only), not under /proc.
+func TestProcFS(t *testing.T) {
+	lab := nstest.New(t)
+	n1, pod := lab.Netns("node1"), lab.Netns("pod1")
+	lab.Veth(n1, "eth0", "10.169.72.233/24", lab.Netns("peer"), "eth0", "10.169.72.238/24", 1500)
+	proc := t.TempDir()
+	fwd := filepath.Join(proc, "sys/net/ipv4/ip_forward")
+	host := filepath.Join(proc, "sys/net/ipv4/conf/vxdp_host")
+	must(t, os.MkdirAll(filepath.Dir(fwd), 0o755))
+	must(t, os.MkdirAll(host, 0o755))
+	write(t, fwd, "0\n")
+	write(t, filepath.Join(host, "accept_local"), "0\n")
+	write(t, filepath.Join(host, "rp_filter"), "1\n")
+	n1.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=0")
+	sock := nativeNode(t, lab, n1, pod, "node1", "10.169.72.233", "10.1.1.0/24", "10.1.1.10", "procfs: "+proc)
+	for path, want := range map[string]string{fwd: "1", filepath.Join(host, "accept_local"): "1", filepath.Join(host, "rp_filter"): "0"} {
+		if b, _ := os.ReadFile(path); strings.TrimSpace(string(b)) != want {
+			t.Errorf("%s = %q, want %s", path, b, want)
+		}
+	}
+	if out := n1.MustRun(t, "sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(out) != "0" {
+		t.Errorf("the node's own ip_forward was written: %s", out)
+	}
+	if out, err := runCLI(sock, "status"); err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+}
