@@ -130,7 +130,7 @@ func newRoot(g *globals) *cobra.Command {
 
 	root.AddCommand(newAgentCmd(g), newEndpointCmd(g), newNodeCmd(g), newTunnelCmd(g), newVTEPCmd(g),
 		newListCmd(g, "fib", "/v1/fib", printFIB), newListCmd(g, "identity", "/v1/identities", printIdentities),
-		newStatsCmd(g), newStatusCmd(g), newMonitorCmd(g), newCaptureCmd(g))
+		newStatsCmd(g), newStatusCmd(g), newMonitorCmd(g), newCaptureCmd(g), newInstallCNICmd(g))
 	return root
 }
 
