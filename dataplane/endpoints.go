@@ -20,7 +20,9 @@ type endpoint struct {
 	has4, has6 bool
 	ip4        [4]byte
 	ip6        [16]byte
-	vni        uint32
+	// ident holds the identity (high half) and its VNI (low half), read
+	// per packet; SetIdentity changes both at once.
+	ident      atomic.Uint64
 	dev        packetio.Device
 	stats      DeviceStats
 	done       chan struct{} // closed when the last reader of dev stopped
@@ -28,6 +30,16 @@ type endpoint struct {
 	// gone is set when the kernel removed the device under its worker
 	// (the pod's namespace was deleted).
 	gone atomic.Bool
+}
+
+func (ep *endpoint) setIdent(id identity.ID, vni uint32) {
+	ep.ident.Store(uint64(id)<<32 | uint64(vni))
+}
+
+// identVNI is the endpoint's identity and VNI of the moment.
+func (ep *endpoint) identVNI() (identity.ID, uint32) {
+	v := ep.ident.Load()
+	return identity.ID(v >> 32), uint32(v)
 }
 
 // EndpointSpec describes a pod endpoint. It has an IPv4 address (IP,
@@ -102,7 +114,8 @@ func (e *Engine) AddEndpoint(s EndpointSpec) error {
 		packetio.Destroy(dev)
 		return ErrStopped
 	}
-	ep := &endpoint{EndpointSpec: s, has4: s.IP.IsValid(), has6: s.IP6.IsValid(), vni: vni, dev: dev, done: make(chan struct{})}
+	ep := &endpoint{EndpointSpec: s, has4: s.IP.IsValid(), has6: s.IP6.IsValid(), dev: dev, done: make(chan struct{})}
+	ep.setIdent(s.Identity, vni)
 	if ep.has4 {
 		ep.ip4 = s.IP.As4()
 	}

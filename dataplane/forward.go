@@ -64,7 +64,8 @@ func (w *worker) fromPod4(snap *snapshot, buf []byte, size int) {
 		return
 	}
 	r, found := snap.fib.Lookup(ip.DestinationAddr())
-	w.forward(snap, buf, start, n, r, found, w.ep.Identity, w.ep.vni)
+	id, vni := w.ep.identVNI()
+	w.forward(snap, buf, start, n, r, found, id, vni)
 }
 
 // fromHost4 handles an IPv4 packet the kernel routed to the host device.

@@ -28,7 +28,8 @@ func (w *worker) fromPod6(snap *snapshot, buf []byte, size int) {
 		return
 	}
 	r, found := snap.fib.Lookup(ip.DestinationAddr())
-	w.forward6(snap, buf, start, ip, &u, r, found, w.ep.Identity, w.ep.vni)
+	id, vni := w.ep.identVNI()
+	w.forward6(snap, buf, start, ip, &u, r, found, id, vni)
 }
 
 // fromHost6 handles an IPv6 packet the kernel routed to the host device.

@@ -116,7 +116,8 @@ func (w *worker) report(r DropReason) {
 	}
 	ev := rawEvent{when: now, reason: r, source: w.kind, device: w.name}
 	if w.ep != nil {
-		ev.ident, ev.device = w.ep.Identity, w.ep.Name
+		ev.ident, _ = w.ep.identVNI()
+		ev.device = w.ep.Name
 	}
 	if w.curMeta != nil {
 		ev.outer = [2]netip.AddrPort{w.curMeta.Remote, netip.AddrPortFrom(w.e.cfg.NodeIP, w.curMeta.LocalPort)}

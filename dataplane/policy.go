@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 
+	"go.uber.org/zap"
+
 	"github.com/vxdp/vxdp/identity"
 )
 
@@ -56,6 +58,34 @@ func (p *policy) allows(src identity.ID) bool {
 	}
 	i := sort.Search(len(a), func(i int) bool { return a[i] >= src })
 	return i < len(a) && a[i] == src
+}
+
+// SetIdentity changes the security identity of a running endpoint: its
+// packets carry the new one (and its VNI) from the next packet on, and
+// other endpoints' allow-lists judge them by it. The device is untouched.
+func (e *Engine) SetIdentity(name string, id identity.ID) error {
+	if id < identity.MinWorkload || id > identity.Max {
+		return fmt.Errorf("endpoint %s identity %d: %w: workload identities are %d..%d", name, id, ErrInvalid, identity.MinWorkload, identity.Max)
+	}
+	vni, err := identity.ToVNI(id)
+	if err != nil {
+		return fmt.Errorf("endpoint %s identity %d: %w", name, id, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ep, ok := e.endpoints[name]
+	if !ok {
+		return fmt.Errorf("endpoint %s: %w", name, ErrNotFound)
+	}
+	if ep.Identity == id {
+		return nil
+	}
+	old := ep.Identity
+	ep.Identity = id
+	ep.setIdent(id, vni)
+	e.publishLocked()
+	e.log.Info("endpoint identity changed", zap.String("endpoint", name), zap.Uint32("from", uint32(old)), zap.Uint32("to", uint32(id)))
+	return nil
 }
 
 // SetPolicy replaces an endpoint's ingress allow-list; nil allows all. It

@@ -54,3 +54,36 @@ func TestIngressPolicy(t *testing.T) {
 		}
 	}
 }
+
+// A running endpoint's identity changes from the next packet: the
+// receiver's allow-list judges it by the new one, locally and across
+// nodes, and the listing shows it.
+func TestSetIdentity(t *testing.T) {
+	n1, n2, _ := twoNodes(t) // a=1000 and b=256 on node1, c=2000 on node2
+	c := n2.pod(t, "c")
+	must(t, n2.eng.SetPolicy("c", []identity.ID{3000}))
+	n1.pod(t, "a").Inject(udpPacket(pod1, pod2, 1, 2, 64, false, []byte("as 1000")))
+	waitDrop(t, n2.eng, dataplane.DropPolicyDenied, 1)
+	expectNone(t, c)
+
+	must(t, n1.eng.SetIdentity("a", 3000))
+	n1.pod(t, "a").Inject(udpPacket(pod1, pod2, 1, 2, 64, false, []byte("as 3000")))
+	if got := waitOne(t, c); string(got[28:]) != "as 3000" {
+		t.Fatalf("got %x", got)
+	}
+	must(t, n1.eng.SetPolicy("b", []identity.ID{1000}))
+	n1.pod(t, "a").Inject(udpPacket(pod1, pod1b, 1, 2, 64, false, nil))
+	waitDrop(t, n1.eng, dataplane.DropPolicyDenied, 1)
+	expectNone(t, n1.pod(t, "b"))
+	for _, ep := range n1.eng.Endpoints() {
+		if ep.Name == "a" && ep.Identity != 3000 {
+			t.Fatalf("listed identity %d", ep.Identity)
+		}
+	}
+	if err := n1.eng.SetIdentity("a", 1); !errors.Is(err, dataplane.ErrInvalid) {
+		t.Fatalf("a reserved identity accepted: %v", err)
+	}
+	if err := n1.eng.SetIdentity("nosuch", 3000); !errors.Is(err, dataplane.ErrNotFound) {
+		t.Fatalf("unknown endpoint: %v", err)
+	}
+}
