@@ -22,11 +22,11 @@ type endpoint struct {
 	ip6        [16]byte
 	// ident holds the identity (high half) and its VNI (low half), read
 	// per packet; SetIdentity changes both at once.
-	ident      atomic.Uint64
-	dev        packetio.Device
-	stats      DeviceStats
-	done       chan struct{} // closed when the last reader of dev stopped
-	readers    atomic.Int32
+	ident   atomic.Uint64
+	dev     packetio.Device
+	stats   DeviceStats
+	done    chan struct{} // closed when the last reader of dev stopped
+	readers atomic.Int32
 	// gone is set when the kernel removed the device under its worker
 	// (the pod's namespace was deleted).
 	gone atomic.Bool
