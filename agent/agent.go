@@ -33,6 +33,9 @@ type Agent struct {
 	log     *zap.Logger
 	level   *zap.AtomicLevel
 	started time.Time
+	// podSource reads pods' annotations (the Kubernetes API server); nil
+	// when the cluster is not Kubernetes.
+	podSource PodSource
 
 	under         *underlay
 	forwardingWas forwardingWas // the forwarding switches before native mode turned them on

@@ -211,6 +211,9 @@ func (a *Agent) cniAdd(req api.CNIRequest) (api.CNIResult, error) {
 		}
 		want = append(want, ip)
 	}
+	if err := a.podPolicy(&req); err != nil {
+		return api.CNIResult{}, err
+	}
 	// The same checks as an endpoint of the API, on a stand-in address
 	// (IPAM picks the real ones).
 	spec, err := a.endpointRequest(api.EndpointRequest{Name: name, IP: a.standIn(), Netns: req.Netns, Ifname: ifname,
@@ -233,8 +236,12 @@ func (a *Agent) cniAdd(req api.CNIRequest) (api.CNIResult, error) {
 		}
 	}
 	t0 := time.Now()
-	l, err := a.ipam.allocate(lease{ContainerID: req.ContainerID, Ifname: ifname, Endpoint: name, Network: req.Network,
-		Netns: req.Netns, Identity: spec.Identity, AllowFrom: spec.AllowFrom}, want, a.endpointAddrs())
+	tmpl := lease{ContainerID: req.ContainerID, Ifname: ifname, Endpoint: name, Network: req.Network,
+		Netns: req.Netns, Identity: spec.Identity, AllowFrom: spec.AllowFrom}
+	if a.podSource != nil && !req.ExplicitPolicy {
+		tmpl.PodNamespace, tmpl.PodName = req.PodNamespace, req.PodName
+	}
+	l, err := a.ipam.allocate(tmpl, want, a.endpointAddrs())
 	switch {
 	case errors.Is(err, errExhausted):
 		return api.CNIResult{}, &cniError{cniErrExhausted, err}

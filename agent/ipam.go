@@ -29,6 +29,10 @@ type lease struct {
 	// clean stop of the agent removed it.
 	Identity  identity.ID   `json:"identity,omitempty"`
 	AllowFrom []identity.ID `json:"allow_from,omitempty"`
+	// The Kubernetes pod, whose annotations change the two above; only
+	// when the request did not set them itself.
+	PodNamespace string `json:"pod_namespace,omitempty"`
+	PodName      string `json:"pod_name,omitempty"`
 }
 
 type attachment struct{ containerID, ifname string }
@@ -168,6 +172,23 @@ func (m *ipam) list() []lease {
 		return out[i].Ifname < out[j].Ifname
 	})
 	return out
+}
+
+// setPolicy records a new identity and allow-list of a lease.
+func (m *ipam) setPolicy(containerID, ifname string, id identity.ID, allow []identity.ID) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l := m.leases[attachment{containerID, ifname}]
+	if l == nil {
+		return nil
+	}
+	oldID, oldAllow := l.Identity, l.AllowFrom
+	l.Identity, l.AllowFrom = id, allow
+	if err := m.save(); err != nil {
+		l.Identity, l.AllowFrom = oldID, oldAllow
+		return fmt.Errorf("%w: %w", errRecord, err)
+	}
+	return nil
 }
 
 // byEndpoint returns the lease whose endpoint has the given name.

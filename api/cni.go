@@ -24,6 +24,15 @@ type CNIRequest struct {
 	// network configuration's runtime config.
 	Identity  string   `json:"identity,omitempty"`
 	AllowFrom []string `json:"allow_from,omitempty"`
+	// ExplicitPolicy says Identity and AllowFrom came from CNI_ARGS or the
+	// runtime config, which win over a pod's annotations; otherwise they
+	// are the network configuration's defaults.
+	ExplicitPolicy bool `json:"explicit_policy,omitempty"`
+	// PodNamespace and PodName name the Kubernetes pod (K8S_POD_NAMESPACE
+	// and K8S_POD_NAME of CNI_ARGS), whose annotations give its identity
+	// and allow-list when the agent reads the cluster from the API server.
+	PodNamespace string `json:"pod_namespace,omitempty"`
+	PodName      string `json:"pod_name,omitempty"`
 }
 
 // CNIResult is the answer to a successful ADD (and to CHECK): the

@@ -99,17 +99,18 @@ func request(args *skel.CmdArgs, c *netConf) (api.CNIRequest, error) {
 		return req, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_ARGS: "+err.Error(), "")
 	}
 	if c.RuntimeConfig.Identity != "" {
-		req.Identity = c.RuntimeConfig.Identity
+		req.Identity, req.ExplicitPolicy = c.RuntimeConfig.Identity, true
 	}
 	if len(c.RuntimeConfig.AllowFrom) > 0 {
-		req.AllowFrom = c.RuntimeConfig.AllowFrom
+		req.AllowFrom, req.ExplicitPolicy = c.RuntimeConfig.AllowFrom, true
 	}
 	if ca.VXDP_IDENTITY != "" {
-		req.Identity = string(ca.VXDP_IDENTITY)
+		req.Identity, req.ExplicitPolicy = string(ca.VXDP_IDENTITY), true
 	}
 	if ca.VXDP_ALLOW_FROM != "" {
-		req.AllowFrom = strings.Split(string(ca.VXDP_ALLOW_FROM), ",")
+		req.AllowFrom, req.ExplicitPolicy = strings.Split(string(ca.VXDP_ALLOW_FROM), ","), true
 	}
+	req.PodNamespace, req.PodName = string(ca.K8S_POD_NAMESPACE), string(ca.K8S_POD_NAME)
 	switch {
 	case len(c.RuntimeConfig.IPs) > 0:
 		req.IPs = c.RuntimeConfig.IPs
