@@ -69,6 +69,7 @@ type options struct {
 	rrCount     int
 	udpFlows    int
 	udpThreads  []int
+	udpBusy     int // sender threads of the busy-pod row; 0: not run
 	extraReps   int
 	udpWindow   time.Duration
 	keep        bool
@@ -136,6 +137,7 @@ func parseFlags(args []string, root string) (*options, error) {
 	fs.Var(secondsFlag{&o.udpWindow}, "udp-window", "seconds the packet-rate receiver counts (the sender runs 1.5 s longer)")
 	fs.IntVar(&o.udpFlows, "udp-flows", 4, "UDP flows (source ports) of the packet-rate sender")
 	threads := fs.String("udp-threads", "1,2", "thread counts of the packet-rate sender to try; the best delivered rate counts")
+	fs.IntVar(&o.udpBusy, "udp-busy-threads", 4, "sender threads of the busy-pod row, where the sending pod keeps every CPU busy (reported on its own); 0 leaves it out")
 	fs.IntVar(&o.extraReps, "extra-reps", 1, "repetitions added per mode when other processes disturbed one")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run directory (agent logs, configurations)")
 	fs.BoolVar(&o.ovsSpread, "ovs-pmd-spread", false, "ovs-afxdp: pin node1's PMD thread to CPU 0 and node2's to CPU 1 instead of leaving the placement to OVS (which puts both on one CPU of a two-CPU machine)")
@@ -195,11 +197,14 @@ func parseFlags(args []string, root string) (*options, error) {
 		}
 		o.udpThreads = append(o.udpThreads, n)
 	}
+	if o.udpBusy < 0 || o.udpBusy > o.udpFlows {
+		return nil, errors.New("--udp-busy-threads: want 0..udp-flows")
+	}
 	if o.timeout == 0 {
 		// Setup and teardown take well under 45 s a mode; a repetition is
 		// a bounded wait for a quiet machine, then tests of about
 		// --duration or --udp-window each plus their start-up.
-		perRep := 3*(o.duration+3*time.Second) + time.Duration(len(o.udpThreads))*(o.udpWindow+3*time.Second) +
+		perRep := 3*(o.duration+3*time.Second) + time.Duration(len(o.udpThreads)+1)*(o.udpWindow+3*time.Second) +
 			quietWait + idleWindow + 5*time.Second + 10*time.Second
 		o.timeout = time.Duration(len(o.compared()))*(45*time.Second+time.Duration(o.reps+o.extraReps)*perRep) + time.Minute
 		if o.scale() {
@@ -574,6 +579,10 @@ func repLine(r *repResult) string {
 	}
 	for _, u := range r.UDPAll {
 		parts = append(parts, fmt.Sprintf("udp64/%dt %.0f kpps delivered (%.0f sent, %d socket drops)",
+			u.Threads, u.Recv.PPS/1e3, u.Sent.PPS/1e3, u.Recv.RcvbufErrors))
+	}
+	if u := r.UDPBusy; u != nil {
+		parts = append(parts, fmt.Sprintf("udp64 busy pod/%dt %.0f kpps delivered (%.0f sent, %d socket drops)",
 			u.Threads, u.Recv.PPS/1e3, u.Sent.PPS/1e3, u.Recv.RcvbufErrors))
 	}
 	if r.RR != nil {

@@ -523,8 +523,11 @@ type repResult struct {
 	TCP4   *iperfResult `json:"tcp_4_streams,omitempty"`
 	UDP    *udpResult   `json:"udp_64,omitempty"` // the best of UDPAll
 	UDPAll []*udpResult `json:"udp_64_all,omitempty"`
-	RR     *rrResult    `json:"tcp_rr,omitempty"`
-	Ping   *pingResult  `json:"ping_5ms,omitempty"`
+	// UDPBusy is the same test with more sending threads than CPUs: the
+	// pod competes with the dataplane for every core.
+	UDPBusy *udpResult  `json:"udp_64_busy,omitempty"`
+	RR      *rrResult   `json:"tcp_rr,omitempty"`
+	Ping    *pingResult `json:"ping_5ms,omitempty"`
 	// The CPUs the dataplane processes (vxdp agents, ovs-vswitchd) used
 	// with no traffic, over idleWindow before the tests.
 	IdleCPUs *float64 `json:"dataplane_idle_cpus,omitempty"`
@@ -571,6 +574,12 @@ func (r *runner) rep(ctx context.Context) *repResult {
 				res.UDP = u
 			}
 			return nil
+		}})
+	}
+	if n := r.opts.udpBusy; n > 0 {
+		tests = append(tests, test{fmt.Sprintf("udp 64 busy pod (%d sender threads)", n), func() (err error) {
+			res.UDPBusy, err = r.udp(ctx, n)
+			return
 		}})
 	}
 	tests = append(tests, test{"tcp rr", func() (err error) { res.RR, err = r.rr(ctx); return }},

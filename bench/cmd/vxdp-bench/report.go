@@ -68,6 +68,13 @@ var figures = []figure{
 			}
 			return r.UDP.Recv.PPS / 1e3, true
 		}},
+	{Key: "udp_64_busy_delivered_kpps", Title: "64-byte UDP delivered, busy sending pod (--udp-busy-threads sender threads on every CPU)", Unit: "kpps", prec: 0,
+		value: func(r *repResult) (float64, bool) {
+			if r.UDPBusy == nil {
+				return 0, false
+			}
+			return r.UDPBusy.Recv.PPS / 1e3, true
+		}},
 	{Key: "udp_64_sent_kpps", Title: "64-byte UDP sent by pod1 (context)", Unit: "kpps", prec: 0, Context: true,
 		value: func(r *repResult) (float64, bool) {
 			if r.UDP == nil {
