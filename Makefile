@@ -15,8 +15,19 @@ COMMANDS := ip ping iperf3 tcpdump tshark systemd-analyze curl etcd podman runc 
 # them.
 BENCH_PACKAGES := openvswitch-switch ethtool
 BENCH_COMMANDS := ovs-vswitchd ovsdb-server ovs-vsctl ethtool
+# The Kubernetes end-to-end test runs a real kube-apiserver, built once from
+# the module proxy by its own module in test/kube/apiserver (about 4 minutes
+# on 2 CPUs) and kept in a cache outside the tree. gitVersion must be set:
+# clients cannot parse the version the server reports otherwise.
+KUBE_VERSION := v1.37.2
+KUBE_CACHE ?= $(HOME)/.cache/vxdp
+KUBE_APISERVER ?= $(KUBE_CACHE)/kube-apiserver-$(KUBE_VERSION)
+KUBE_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 \
+	-X k8s.io/component-base/version.gitTreeState=clean
+export VXDP_KUBE_APISERVER := $(KUBE_APISERVER)
 
-.PHONY: all build deps bench-deps demo demo-native test install uninstall bench bench-micro bench-e2e unit race fuzz e2e lint bench clean soak soak-short
+.PHONY: all build deps kube-apiserver bench-deps demo demo-native test install uninstall bench bench-micro bench-e2e unit race fuzz e2e lint bench clean soak soak-short
 
 all: build
 
@@ -33,6 +44,15 @@ deps:
 		apt-get update -qq && apt-get install -y -qq $(PACKAGES) >/dev/null; \
 	fi
 	$(GO) mod download
+	@$(MAKE) --no-print-directory kube-apiserver
+
+# Built only when missing; delete the file to rebuild.
+kube-apiserver: $(KUBE_APISERVER)
+$(KUBE_APISERVER):
+	@mkdir -p $(dir $@)
+	@echo "building kube-apiserver $(KUBE_VERSION) into $@ (a few minutes, once)"
+	cd test/kube/apiserver && $(GO) build -trimpath -ldflags "$(KUBE_LDFLAGS)" -o $@.tmp k8s.io/kubernetes/cmd/kube-apiserver
+	mv $@.tmp $@
 
 # The benchmark's extra packages. The Debian package may try to start the
 # system's own OVS service; the benchmark does not use it.

@@ -73,6 +73,7 @@ func TestDefault(t *testing.T) {
 		StateDir:            "/var/lib/vxdp",
 		PodCIDRMaskSize:     24,
 		PodCIDRMaskSize6:    120,
+		IPAM:                "cluster-pool",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v, want %+v", c, want)
