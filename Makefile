@@ -91,7 +91,7 @@ FUZZ_TARGETS := encap:FuzzChecksum encap:FuzzDecap encap:FuzzIPv4 encap:FuzzGene
 fuzz:
 	@GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh $(FUZZ_TARGETS)
 
-e2e: build
+e2e: build kube-apiserver
 	$(GO) test -count=1 -timeout 15m -v ./test/e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
 
 test: deps lint unit race fuzz e2e soak-short
