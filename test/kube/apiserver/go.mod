@@ -1,6 +1,6 @@
 // The kube-apiserver the end-to-end tests run against, built from the
-// module proxy by the Makefile's kube-apiserver target. A module of its own so that k8s.io/kubernetes never
-// enters the main module's go.mod.
+// module proxy by the Makefile's kube-apiserver target. A module of its
+// own so that k8s.io/kubernetes never enters the main module's go.mod.
 module github.com/vxdp/vxdp/test/kube/apiserver
 
 go 1.26.8
