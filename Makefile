@@ -82,7 +82,7 @@ unit:
 	VXDP_REQUIRE_ETCD=1 $(GO) test -count=1 -skip '^TestSoak$$' $$($(GO) list ./... | grep -v /test/e2e)
 
 race:
-	VXDP_REQUIRE_ETCD=1 $(GO) test -race -count=1 ./dataplane/... ./fib ./encap ./agent/... ./kvstore
+	VXDP_REQUIRE_ETCD=1 $(GO) test -race -count=1 ./dataplane/... ./fib ./encap ./agent/... ./kvstore ./k8s
 
 # Every parser, a short run each; `make fuzz FUZZTIME=10m` for a long one.
 FUZZ_TARGETS := encap:FuzzChecksum encap:FuzzDecap encap:FuzzIPv4 encap:FuzzGeneve encap:FuzzARP encap:FuzzICMPv4 encap:FuzzTCP \

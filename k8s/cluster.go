@@ -37,6 +37,8 @@ type Cluster struct {
 
 	// publish wakes the publisher: this node's Node changed.
 	publish chan struct{}
+	// ready asks the server whether it is ready (/readyz).
+	ready func(ctx context.Context) error
 
 	mu        sync.Mutex // protects the fields below
 	annots    map[string]string
@@ -61,12 +63,21 @@ func Open(opts Options, log *zap.Logger) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return newCluster(opts, log, client), nil
+	c := newCluster(opts, log, client)
+	c.ready = func(ctx context.Context) error {
+		return client.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
+	}
+	return c, nil
 }
 
-// newCluster wraps a client (a fake one in tests).
+// newCluster wraps a client (a fake one in tests, whose server is always
+// ready).
 func newCluster(opts Options, log *zap.Logger, client kubernetes.Interface) *Cluster {
-	c := &Cluster{opts: opts, log: log, client: client, publish: make(chan struct{}, 1), since: time.Now()}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	c := &Cluster{opts: opts, log: log, client: client, publish: make(chan struct{}, 1), since: time.Now(),
+		ready: func(context.Context) error { return nil }}
 	// No periodic resync: the watch delivers every change, and the
 	// agent's handlers would only find nothing to do.
 	c.factory = informers.NewSharedInformerFactory(client, 0)
@@ -290,7 +301,7 @@ func (c *Cluster) probe(ctx context.Context) {
 	defer t.Stop()
 	for {
 		rctx, cancel := context.WithTimeout(ctx, probeEvery)
-		err := c.client.Discovery().RESTClient().Get().AbsPath("/readyz").Do(rctx).Error()
+		err := c.ready(rctx)
 		cancel()
 		if ctx.Err() != nil {
 			return
