@@ -15,8 +15,19 @@ COMMANDS := ip ping iperf3 tcpdump tshark systemd-analyze curl etcd podman runc 
 # them.
 BENCH_PACKAGES := openvswitch-switch ethtool
 BENCH_COMMANDS := ovs-vswitchd ovsdb-server ovs-vsctl ethtool
+# The Kubernetes end-to-end test runs a real kube-apiserver, built once from
+# the module proxy by its own module in test/kube/apiserver (about 4 minutes
+# on 2 CPUs) and kept in a cache outside the tree. gitVersion must be set:
+# clients cannot parse the version the server reports otherwise.
+KUBE_VERSION := v1.37.2
+KUBE_CACHE ?= $(HOME)/.cache/vxdp
+KUBE_APISERVER ?= $(KUBE_CACHE)/kube-apiserver-$(KUBE_VERSION)
+KUBE_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 \
+	-X k8s.io/component-base/version.gitTreeState=clean
+export VXDP_KUBE_APISERVER := $(KUBE_APISERVER)
 
-.PHONY: all build deps bench-deps demo demo-native test install uninstall bench bench-micro bench-e2e unit race fuzz e2e lint bench clean soak soak-short
+.PHONY: all build deps kube-apiserver bench-deps demo demo-native test install uninstall bench bench-micro bench-e2e unit race fuzz e2e lint bench clean soak soak-short
 
 all: build
 
@@ -33,6 +44,15 @@ deps:
 		apt-get update -qq && apt-get install -y -qq $(PACKAGES) >/dev/null; \
 	fi
 	$(GO) mod download
+	@$(MAKE) --no-print-directory kube-apiserver
+
+# Built only when missing; delete the file to rebuild.
+kube-apiserver: $(KUBE_APISERVER)
+$(KUBE_APISERVER):
+	@mkdir -p $(dir $@)
+	@echo "building kube-apiserver $(KUBE_VERSION) into $@ (a few minutes, once)"
+	cd test/kube/apiserver && $(GO) build -trimpath -ldflags "$(KUBE_LDFLAGS)" -o $@.tmp k8s.io/kubernetes/cmd/kube-apiserver
+	mv $@.tmp $@
 
 # The benchmark's extra packages. The Debian package may try to start the
 # system's own OVS service; the benchmark does not use it.
@@ -62,7 +82,7 @@ unit:
 	VXDP_REQUIRE_ETCD=1 $(GO) test -count=1 -skip '^TestSoak$$' $$($(GO) list ./... | grep -v /test/e2e)
 
 race:
-	VXDP_REQUIRE_ETCD=1 $(GO) test -race -count=1 ./dataplane/... ./fib ./encap ./agent/... ./kvstore
+	VXDP_REQUIRE_ETCD=1 $(GO) test -race -count=1 ./dataplane/... ./fib ./encap ./agent/... ./kvstore ./k8s
 
 # Every parser, a short run each; `make fuzz FUZZTIME=10m` for a long one.
 FUZZ_TARGETS := encap:FuzzChecksum encap:FuzzDecap encap:FuzzIPv4 encap:FuzzGeneve encap:FuzzARP encap:FuzzICMPv4 encap:FuzzTCP \
@@ -71,7 +91,7 @@ FUZZ_TARGETS := encap:FuzzChecksum encap:FuzzDecap encap:FuzzIPv4 encap:FuzzGene
 fuzz:
 	@GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh $(FUZZ_TARGETS)
 
-e2e: build
+e2e: build kube-apiserver
 	$(GO) test -count=1 -timeout 15m -v ./test/e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
 
 test: deps lint unit race fuzz e2e soak-short

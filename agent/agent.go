@@ -20,6 +20,7 @@ import (
 	"github.com/vxdp/vxdp/config"
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/dataplane/tun"
+	"github.com/vxdp/vxdp/k8s"
 	"github.com/vxdp/vxdp/kvstore"
 )
 
@@ -44,6 +45,7 @@ type Agent struct {
 	eng           *dataplane.Engine
 	routes        *hostRoutes
 	kv            *kvstore.Store // cluster membership, when kvstore is set
+	kube          *k8s.Cluster   // cluster membership, when Kubernetes is on
 
 	ln      net.Listener
 	srv     *http.Server
@@ -132,6 +134,12 @@ func start(cfg *config.Config, log *zap.Logger, undo *undoStack) (*Agent, error)
 	if kv != nil {
 		undo.push(func() { kv.Close() })
 	}
+	// The API server likewise, for ipam: kubernetes. Nothing runs until
+	// Run starts the informers.
+	kube, err := openKube(context.Background(), cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	fwdWas, undoFwd, err := forwarding(cfg, log)
 	if err != nil {
 		return nil, err
@@ -171,7 +179,7 @@ func start(cfg *config.Config, log *zap.Logger, undo *undoStack) (*Agent, error)
 	// From here a has its engine; should a phase below fail, a is dropped,
 	// never closed: the undo functions own what it holds.
 	a := &Agent{cfg: cfg, log: log, started: time.Now(), under: under, forwardingWas: fwdWas, eng: eng,
-		routes: routes, kv: kv, ln: ln, lock: lock, nodes: newNodeBook(), configEndpoints: map[string]bool{},
+		routes: routes, kv: kv, kube: kube, ln: ln, lock: lock, nodes: newNodeBook(), configEndpoints: map[string]bool{},
 		local: cfg.Local(), memTrim: newMemTrimmer()}
 	if err := a.applyConfig(st); err != nil {
 		return nil, err
@@ -208,6 +216,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer stopWatchdog()
 	go a.watchdog(wctx)
 	go a.runKVStore(wctx)
+	go a.runKube(wctx)
 	// The underlay watch changes the engine (a new MTU): it ends before
 	// Close takes the engine down.
 	uctx, stopUnderlayWatch := context.WithCancel(ctx)

@@ -93,41 +93,11 @@ func (a *Agent) etcdNodeEvent(ev kvstore.Event) {
 	if n.Name == a.cfg.NodeName {
 		return
 	}
-	a.memTrim.changed()
-	cur, origin, known := a.nodes.lookup(a.eng, n.Name)
 	switch ev.Kind {
 	case kvstore.EventDelete:
-		if known && origin == fromEtcd {
-			if err := a.nodes.del(a.eng, n.Name); err != nil {
-				a.log.Warn("remove etcd node", zap.String("node", n.Name), zap.Error(err))
-			}
-		}
+		a.sourceNodeDel(fromEtcd, n.Name)
 	case kvstore.EventPut:
-		if known && origin != fromEtcd {
-			if cur.IP != n.IP || cur.PodCIDR != n.PodCIDR || cur.PodCIDR6 != n.PodCIDR6 {
-				a.log.Warn("etcd node conflicts with a configured one; the configured one stays",
-					zap.String("node", n.Name), zap.Stringer("etcd-ip", n.IP), zap.Stringer("ip", cur.IP))
-			}
-			return
-		}
-		if known && cur.IP == n.IP && cur.PodCIDR == n.PodCIDR && cur.PodCIDR6 == n.PodCIDR6 {
-			return
-		}
-		spec := dataplane.NodeSpec{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, PodCIDR6: n.PodCIDR6}
-		if err := a.checkNode(spec); err != nil {
-			a.log.Warn("etcd node refused", zap.String("node", n.Name), zap.Error(err))
-			return
-		}
-		if known {
-			a.nodes.del(a.eng, n.Name)
-		}
-		if n.Protocol != "" && (n.Protocol != a.cfg.TunnelProtocol || (n.Port != 0 && n.Port != a.cfg.TunnelPort)) {
-			a.log.Warn("etcd node speaks another tunnel protocol or port; the cluster must agree",
-				zap.String("node", n.Name), zap.String("protocol", n.Protocol), zap.Uint16("port", n.Port))
-		}
-		if err := a.nodes.add(a.eng, []dataplane.NodeSpec{spec}, fromEtcd); err != nil {
-			a.log.Warn("etcd node not added", zap.String("node", n.Name), zap.Error(err))
-		}
+		a.sourceNodePut(fromEtcd, dataplane.NodeSpec{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, PodCIDR6: n.PodCIDR6}, n.Protocol, n.Port)
 	}
 }
 

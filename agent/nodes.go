@@ -3,6 +3,8 @@ package agent
 import (
 	"sync"
 
+	"go.uber.org/zap"
+
 	"github.com/vxdp/vxdp/api"
 	"github.com/vxdp/vxdp/dataplane"
 )
@@ -15,12 +17,13 @@ const (
 	fromConfig = "config"
 	fromAPI    = "api"
 	fromEtcd   = "etcd"
+	fromK8s    = "kubernetes"
 )
 
 // nodeBook changes the engine's nodes and remembers each one's origin.
 type nodeBook struct {
 	mu     sync.Mutex        // serialises node changes; protects source
-	source map[string]string // node name -> fromConfig, fromAPI or fromEtcd
+	source map[string]string // node name -> fromConfig, fromAPI, fromEtcd or fromK8s
 }
 
 func newNodeBook() *nodeBook { return &nodeBook{source: map[string]string{}} }
@@ -85,4 +88,49 @@ func (b *nodeBook) lookup(eng *dataplane.Engine, name string) (dataplane.NodeSpe
 		}
 	}
 	return dataplane.NodeSpec{}, "", false
+}
+
+// sourceNodePut applies a node that a cluster source (etcd, Kubernetes)
+// announced or changed. Nodes from the file or the API win: a conflict
+// is logged and skipped. A node the checks refuse is logged and leaves
+// what was known of it as it was. protocol and port are what the node
+// says it speaks ("" and 0 when it did not say).
+func (a *Agent) sourceNodePut(origin string, spec dataplane.NodeSpec, protocol string, port uint16) {
+	cur, had, known := a.nodes.lookup(a.eng, spec.Name)
+	if known && had != origin {
+		if cur.IP != spec.IP || cur.PodCIDR != spec.PodCIDR || cur.PodCIDR6 != spec.PodCIDR6 {
+			a.log.Warn(origin+" node conflicts with a configured one; the configured one stays",
+				zap.String("node", spec.Name), zap.Stringer(origin+"-ip", spec.IP), zap.Stringer("ip", cur.IP))
+		}
+		return
+	}
+	if known && cur.IP == spec.IP && cur.PodCIDR == spec.PodCIDR && cur.PodCIDR6 == spec.PodCIDR6 {
+		return
+	}
+	a.memTrim.changed()
+	if err := a.checkNode(spec); err != nil {
+		a.log.Warn(origin+" node refused", zap.String("node", spec.Name), zap.Error(err))
+		return
+	}
+	if known {
+		a.nodes.del(a.eng, spec.Name)
+	}
+	if protocol != "" && (protocol != a.cfg.TunnelProtocol || (port != 0 && port != a.cfg.TunnelPort)) {
+		a.log.Warn(origin+" node speaks another tunnel protocol or port; the cluster must agree",
+			zap.String("node", spec.Name), zap.String("protocol", protocol), zap.Uint16("port", port))
+	}
+	if err := a.nodes.add(a.eng, []dataplane.NodeSpec{spec}, origin); err != nil {
+		a.log.Warn(origin+" node not added", zap.String("node", spec.Name), zap.Error(err))
+	}
+}
+
+// sourceNodeDel removes a node a cluster source no longer has, if it
+// came from that source.
+func (a *Agent) sourceNodeDel(origin, name string) {
+	a.memTrim.changed()
+	if _, had, known := a.nodes.lookup(a.eng, name); known && had == origin {
+		if err := a.nodes.del(a.eng, name); err != nil {
+			a.log.Warn("remove "+origin+" node", zap.String("node", name), zap.Error(err))
+		}
+	}
 }

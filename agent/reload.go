@@ -37,6 +37,8 @@ func (a *Agent) Reload(n *config.Config) error {
 		{"device", o.Device, n.Device}, {"mtu", o.MTU, n.MTU}, {"socket", o.Socket, n.Socket},
 		{"cluster-pool-ipv4-cidr", o.ClusterCIDR, n.ClusterCIDR}, {"cluster-pool-ipv6-cidr", o.ClusterCIDR6, n.ClusterCIDR6}, {"auto-direct-node-routes", o.AutoDirectNodeRoutes, n.AutoDirectNodeRoutes},
 		{"prometheus-serve-addr", o.MetricsAddr, n.MetricsAddr}, {"state-dir", o.StateDir, n.StateDir}, {"procfs", o.ProcFS, n.ProcFS},
+		{"ipam", o.IPAM, n.IPAM}, {"enable-k8s", o.K8sEnabled(), n.K8sEnabled()},
+		{"k8s-kubeconfig-path", o.K8sKubeconfig, n.K8sKubeconfig}, {"k8s-api-server", o.K8sAPIServer, n.K8sAPIServer},
 		{"host-ipv4", o.HostAddr(), n.HostAddr()}, {"host-ipv6", o.HostAddr6(), n.HostAddr6()},
 	} {
 		if d.old != d.new {
@@ -219,11 +221,16 @@ func sortedVTEPs(vs []dataplane.VTEPSpec) []dataplane.VTEPSpec {
 	return out
 }
 
-// keepClaims fills in the pod CIDRs a pod-cidr: auto file leaves open with
-// the blocks the running agent claimed (a reload claims nothing), and
-// checks the new file against them. Another block size is a restart's
+// keepClaims fills in the pod CIDRs a pod-cidr: auto or ipam: kubernetes
+// file leaves open with the blocks the running agent claimed or read (a
+// reload claims and reads nothing), and checks the new file against them. Another block size is a restart's
 // business, as the held block would no longer fit it.
 func keepClaims(o, n *config.Config) error {
+	if o.IPAM == config.IPAMKubernetes && n.IPAM == config.IPAMKubernetes && !n.PodCIDR.IsValid() && !n.PodCIDR6.IsValid() {
+		// The pod CIDRs read from the Node object at the start stay.
+		n.PodCIDR, n.PodCIDR6 = o.PodCIDR, o.PodCIDR6
+		return n.Validate()
+	}
 	if !o.PodCIDRAuto || !n.PodCIDRAuto {
 		return nil
 	}

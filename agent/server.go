@@ -141,6 +141,7 @@ func (a *Agent) Status() api.Status {
 		ForwardingWas:  a.forwardingWas.v4,
 		Forwarding6Was: a.forwardingWas.v6,
 		KVStore:        a.kvStatus(),
+		Kubernetes:     a.kubeStatus(),
 		StateSave:      a.stateSave(),
 		Routes:         a.routeSummary(n.VTEPs),
 	}

@@ -44,6 +44,7 @@ type Status struct {
 	ForwardingWas  string       `json:"ip_forward_before,omitempty"`
 	Forwarding6Was string       `json:"ipv6_forwarding_before,omitempty"`
 	KVStore        string       `json:"kvstore,omitempty"`
+	Kubernetes     string       `json:"kubernetes,omitempty"` // the API server's connection, when Kubernetes is on
 	// StateSave says why the last save of the state file failed; empty
 	// when it succeeded. Not a problem of the packet path: Healthy stays.
 	StateSave string   `json:"state_save,omitempty"`

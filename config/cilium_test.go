@@ -32,7 +32,7 @@ import (
 // as rendered. It holds 161 keys, 10 of which vxdp implements.
 
 // fixtureIgnored is how many of the fixture's keys vxdp does not use.
-const fixtureIgnored = 148
+const fixtureIgnored = 147
 
 // loadConfigMap reads the data of the ConfigMap manifest at path.
 func loadConfigMap(t *testing.T, path string) map[string]string {
@@ -72,7 +72,7 @@ func TestCiliumConfigMap(t *testing.T) {
 	slices.Sort(mine)
 	slices.Sort(theirs)
 	wantMine := []string{"auto-direct-node-routes", "cluster-pool-ipv4-cidr", "cluster-pool-ipv4-mask-size", "enable-ipv4", "enable-ipv6",
-		"enable-vtep", "procfs", "routing-mode", "tunnel-protocol", "vtep-cidr", "vtep-endpoint", "vtep-mac", "vtep-mask"}
+		"enable-vtep", "ipam", "procfs", "routing-mode", "tunnel-protocol", "vtep-cidr", "vtep-endpoint", "vtep-mac", "vtep-mask"}
 	if !slices.Equal(mine, wantMine) {
 		t.Fatalf("the fixture's vxdp keys are %v, want %v", mine, wantMine)
 	}
@@ -105,7 +105,7 @@ func TestCiliumConfigMap(t *testing.T) {
 		}
 	}
 	msg := IgnoredMessage(ignored)
-	if want := "ignoring 148 Cilium keys vxdp does not use: agent-not-ready-taint-key, bpf-distributed-lru, "; !strings.HasPrefix(msg, want) ||
+	if want := "ignoring 147 Cilium keys vxdp does not use: agent-not-ready-taint-key, bpf-distributed-lru, "; !strings.HasPrefix(msg, want) ||
 		strings.ContainsAny(msg, "\r\n") {
 		t.Errorf("IgnoredMessage = %.120q..., want it to start %q", msg, want)
 	}

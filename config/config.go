@@ -47,6 +47,9 @@ const (
 	UnderlayAFXDP = "afxdp"
 	UnderlayAuto  = "auto"
 
+	IPAMClusterPool = "cluster-pool"
+	IPAMKubernetes  = "kubernetes"
+
 	LogDebug = "debug"
 	LogInfo  = "info"
 	LogWarn  = "warn"
@@ -197,6 +200,16 @@ type Config struct {
 	// KVStore ("" or "etcd") and its options (Cilium's kvstore-opt).
 	KVStore    string
 	KVStoreOpt map[string]string
+	// IPAM (Cilium's ipam key) says where the pod CIDRs come from:
+	// IPAMClusterPool (pod-cidr) or IPAMKubernetes, with which the agent
+	// fills PodCIDR and PodCIDR6 in from its Node object's spec.podCIDRs
+	// and validates again.
+	IPAM string
+	// K8sKubeconfig (k8s-kubeconfig-path) and K8sAPIServer
+	// (k8s-api-server) say how to reach the Kubernetes API server; see
+	// K8sEnabled.
+	K8sKubeconfig string
+	K8sAPIServer  string
 
 	// raw carries what the sources wrote for keys whose meaning depends on
 	// other keys, so that the final value does not depend on the order in
@@ -255,6 +268,7 @@ func Default() *Config {
 		ProcFS:              DefaultProcFS,
 		PodCIDRMaskSize:     24,
 		PodCIDRMaskSize6:    120,
+		IPAM:                IPAMClusterPool,
 	}
 }
 
@@ -271,6 +285,18 @@ func hostname() string {
 		return ""
 	}
 	return h
+}
+
+// K8sEnabled reports whether the agent learns the cluster from the
+// Kubernetes API server: when enable-k8s is true, or when it is not given
+// and k8s-kubeconfig-path, k8s-api-server or ipam: kubernetes asks for it.
+// With neither of the two keys, the client takes the in-cluster
+// configuration of the pod the agent runs in.
+func (c *Config) K8sEnabled() bool {
+	if c.raw.enableK8s != "" {
+		return c.raw.enableK8s == "true"
+	}
+	return c.K8sKubeconfig != "" || c.K8sAPIServer != "" || c.IPAM == IPAMKubernetes
 }
 
 // DefaultTunnelPort returns the port a tunnel-port of 0 stands for.

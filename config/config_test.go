@@ -74,6 +74,7 @@ func TestDefault(t *testing.T) {
 		ProcFS:              "/proc",
 		PodCIDRMaskSize:     24,
 		PodCIDRMaskSize6:    120,
+		IPAM:                "cluster-pool",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v, want %+v", c, want)

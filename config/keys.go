@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -95,20 +96,15 @@ var keyTable = []keySpec{
 	{
 		name: "pod-cidr", doc: "this node's pod CIDRs: one IPv4 and/or one IPv6 CIDR, comma separated, e.g. 10.1.1.0/24,fd00:1:1::/64 (required), or auto: a block of cluster-pool-ipv4-cidr and one of cluster-pool-ipv6-cidr (each pool that is set) claimed in the kvstore",
 		set: func(c *Config, s string) error {
-			c.PodCIDRAuto = false
-			if s == "" {
-				c.PodCIDR, c.PodCIDR6 = netip.Prefix{}, netip.Prefix{}
-				return nil
+			var v4, v6 netip.Prefix
+			if s != "" && s != "auto" {
+				var err error
+				if v4, v6, err = parsePodCIDRs(s); err != nil {
+					return err
+				}
 			}
-			if s == "auto" {
-				c.PodCIDR, c.PodCIDR6, c.PodCIDRAuto = netip.Prefix{}, netip.Prefix{}, true
-				return nil
-			}
-			v4, v6, err := parsePodCIDRs(s)
-			if err != nil {
-				return err
-			}
-			c.PodCIDR, c.PodCIDR6 = v4, v6
+			c.PodCIDR, c.PodCIDR6, c.PodCIDRAuto = v4, v6, s == "auto"
+			c.raw.podCIDR = s
 			return nil
 		},
 		get: func(c *Config) string {
@@ -502,6 +498,58 @@ var keyTable = []keySpec{
 		},
 	},
 	{
+		name: "ipam", def: IPAMClusterPool, doc: "where this node's pod CIDRs come from: cluster-pool (pod-cidr, or pod-cidr: auto from the cluster pools) or kubernetes (spec.podCIDRs of this node's Node object)",
+		set: func(c *Config, s string) error {
+			v, err := oneOf(s, IPAMClusterPool, IPAMKubernetes)
+			if err == nil {
+				c.IPAM = v
+			}
+			return err
+		},
+		get: func(c *Config) string { return c.IPAM },
+	},
+	{
+		name: "enable-k8s", doc: "learn the other nodes from the Kubernetes API server (default: when k8s-kubeconfig-path or k8s-api-server is set, or ipam is kubernetes); with neither key set the agent uses its pod's in-cluster configuration",
+		set: func(c *Config, s string) error {
+			if s == "" {
+				c.raw.enableK8s = ""
+				return nil
+			}
+			b, err := parseBool(s)
+			if err == nil {
+				c.raw.enableK8s = formatBool(b)
+			}
+			return err
+		},
+		get: func(c *Config) string { return c.raw.enableK8s },
+	},
+	{
+		name: "k8s-kubeconfig-path", doc: "kubeconfig file through which the agent reaches the Kubernetes API server",
+		set: func(c *Config, s string) error {
+			if s != "" {
+				if err := checkPath(s); err != nil {
+					return err
+				}
+			}
+			c.K8sKubeconfig = s
+			return nil
+		},
+		get: func(c *Config) string { return c.K8sKubeconfig },
+	},
+	{
+		name: "k8s-api-server", doc: "URL of the Kubernetes API server, e.g. https://10.169.72.10:6443; overrides the kubeconfig's server",
+		set: func(c *Config, s string) error {
+			if s != "" {
+				if err := checkAPIServerURL(s); err != nil {
+					return err
+				}
+			}
+			c.K8sAPIServer = s
+			return nil
+		},
+		get: func(c *Config) string { return c.K8sAPIServer },
+	},
+	{
 		name: "cluster-pool-ipv4-mask-size", def: "24", doc: "prefix length of the blocks pod-cidr: auto claims from cluster-pool-ipv4-cidr",
 		set: func(c *Config, s string) error {
 			n, err := strconv.Atoi(s)
@@ -677,6 +725,15 @@ func setFamily(dst *string, s string) error {
 		return err
 	}
 	*dst = formatBool(b)
+	return nil
+}
+
+// checkAPIServerURL accepts an http or https URL naming a host.
+func checkAPIServerURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return reason("want an http:// or https:// URL, e.g. https://10.169.72.10:6443")
+	}
 	return nil
 }
 

@@ -63,6 +63,14 @@ func (c *Config) validateNode() *Error {
 			return nil
 		}
 	}
+	if err := c.validateK8s(); err != nil {
+		return err
+	}
+	if c.kubePending() {
+		// The agent reads the pod CIDRs from the Node object and
+		// validates again.
+		return nil
+	}
 	if c.KVStore != "" && len(c.KVStoreOpt) == 0 {
 		return &Error{Key: "kvstore-opt", Reason: "kvstore " + c.KVStore + " needs etcd.endpoints or etcd.config"}
 	}
@@ -102,10 +110,53 @@ func (c *Config) AutoFamilies() (v4, v6 bool) {
 	return c.ClusterCIDR.IsValid() && c.raw.enableIPv4 != "false", c.ClusterCIDR6.IsValid() && c.raw.enableIPv6 != "false"
 }
 
-// autoPending reports a pod-cidr: auto whose blocks are not all claimed.
+// KubeFamilies says which of the Node object's pod CIDRs ipam:
+// kubernetes takes: each family unless enable-ipv4 or enable-ipv6 turns
+// it off.
+func (c *Config) KubeFamilies() (v4, v6 bool) {
+	return c.raw.enableIPv4 != "false", c.raw.enableIPv6 != "false"
+}
+
+// autoPending reports a pod-cidr: auto whose blocks are not all claimed,
+// or an ipam: kubernetes whose pod CIDRs are not read yet.
 func (c *Config) autoPending() bool {
 	v4, v6 := c.AutoFamilies()
-	return v4 && !c.PodCIDR.IsValid() || v6 && !c.PodCIDR6.IsValid()
+	return v4 && !c.PodCIDR.IsValid() || v6 && !c.PodCIDR6.IsValid() || c.kubePending()
+}
+
+// kubePending reports an ipam: kubernetes whose pod CIDRs the agent has
+// not read from the Node object yet.
+func (c *Config) kubePending() bool {
+	return c.IPAM == IPAMKubernetes && !c.PodCIDR.IsValid() && !c.PodCIDR6.IsValid()
+}
+
+// validateK8s checks the Kubernetes keys against each other and against
+// the other sources of membership and pod CIDRs.
+func (c *Config) validateK8s() *Error {
+	if !isOneOf(c.IPAM, IPAMClusterPool, IPAMKubernetes) {
+		return &Error{Key: "ipam", Value: c.IPAM, Reason: "want one of cluster-pool, kubernetes"}
+	}
+	if c.raw.enableK8s == "false" {
+		for _, k := range []struct{ key, value string }{
+			{"k8s-kubeconfig-path", c.K8sKubeconfig}, {"k8s-api-server", c.K8sAPIServer}, {"ipam", map[bool]string{true: c.IPAM}[c.IPAM == IPAMKubernetes]},
+		} {
+			if k.value != "" {
+				return &Error{Key: "enable-k8s", Value: "false", Reason: "conflicts with " + k.key + " " + k.value}
+			}
+		}
+	}
+	if c.K8sAPIServer != "" {
+		if err := checkAPIServerURL(c.K8sAPIServer); err != nil {
+			return &Error{Key: "k8s-api-server", Value: c.K8sAPIServer, Reason: err.Error()}
+		}
+	}
+	if c.IPAM == IPAMKubernetes && (c.raw.podCIDR != "" || c.PodCIDRAuto) {
+		return &Error{Key: "pod-cidr", Value: c.raw.podCIDR, Reason: "ipam kubernetes takes the pod CIDRs from the Node object: leave pod-cidr unset"}
+	}
+	if c.K8sEnabled() && c.KVStore != "" {
+		return &Error{Key: "kvstore", Value: c.KVStore, Reason: "one source of nodes at a time: Kubernetes is on (enable-k8s, k8s-kubeconfig-path, k8s-api-server or ipam kubernetes)"}
+	}
+	return nil
 }
 
 // validateAuto checks what pod-cidr: auto needs: etcd, and for each

@@ -17,6 +17,12 @@ type rawKeys struct {
 	// enableIPv4 and enableIPv6 are those keys as given, normalized
 	// ("" = not given: the family follows pod-cidr).
 	enableIPv4, enableIPv6 string
+	// podCIDR is pod-cidr as last given ("" = not given); ipam:
+	// kubernetes refuses one, while the pod CIDRs the agent fills in
+	// from the Node object are fine.
+	podCIDR string
+	// enableK8s is enable-k8s as given, normalized ("" = not given).
+	enableK8s string
 
 	// The four vtep-* keys, parsed. vtepGiven is set once any of them has
 	// been given a non-empty value.

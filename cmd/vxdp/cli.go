@@ -563,6 +563,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 				if s.KVStore != "" {
 					rows = append(rows, [2]string{"KVStore", s.KVStore})
 				}
+				if s.Kubernetes != "" {
+					rows = append(rows, [2]string{"Kubernetes", s.Kubernetes})
+				}
 				if s.StateSave != "" {
 					rows = append(rows, [2]string{"State", "NOT SAVED: " + s.StateSave})
 				}
