@@ -181,6 +181,9 @@ func start(cfg *config.Config, log *zap.Logger, undo *undoStack) (*Agent, error)
 	a := &Agent{cfg: cfg, log: log, started: time.Now(), under: under, forwardingWas: fwdWas, eng: eng,
 		routes: routes, kv: kv, kube: kube, ln: ln, lock: lock, nodes: newNodeBook(), configEndpoints: map[string]bool{},
 		local: cfg.Local(), memTrim: newMemTrimmer()}
+	if kube != nil {
+		a.podSource = kubePods{kube.Pods()}
+	}
 	if err := a.applyConfig(st); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -70,6 +71,9 @@ func (a *Agent) runKube(ctx context.Context) {
 		k8s.AnnotationTunnelProtocol: a.cfg.TunnelProtocol,
 		k8s.AnnotationTunnelPort:     strconv.Itoa(int(a.cfg.TunnelPort)),
 	}
+	a.kube.Pods().Run(ctx, func(namespace, name string, annotations map[string]string) {
+		a.PodChanged(namespace, name, podPolicyOf(annotations))
+	})
 	for ev := range a.kube.Run(ctx, annotations, a.cfg.NodeIP.Is6()) {
 		a.kubeNodeEvent(ev)
 	}
@@ -118,4 +122,27 @@ func (a *Agent) kubeStatus() string {
 		msg += " (" + st.LastError + ")"
 	}
 	return msg
+}
+
+// kubePods is the PodSource of a Kubernetes cluster: the annotations of
+// the API server's pods.
+type kubePods struct{ pods *k8s.Pods }
+
+func (k kubePods) PodPolicy(ctx context.Context, namespace, name string) (PodPolicy, bool, error) {
+	ann, found, err := k.pods.Annotations(ctx, namespace, name)
+	if err != nil || !found {
+		return PodPolicy{}, found, err
+	}
+	return podPolicyOf(ann), true, nil
+}
+
+// podPolicyOf reads the policy annotations. Only an absent allow-from
+// allows all: an empty one is refused when parsed, as an empty member of
+// any allow-list is.
+func podPolicyOf(ann map[string]string) PodPolicy {
+	p := PodPolicy{Identity: strings.TrimSpace(ann[k8s.AnnotationIdentity])}
+	if v, ok := ann[k8s.AnnotationAllowFrom]; ok {
+		p.AllowFrom = strings.Split(v, ",")
+	}
+	return p
 }

@@ -10,13 +10,7 @@ import (
 
 	"github.com/vxdp/vxdp/api"
 	"github.com/vxdp/vxdp/identity"
-)
-
-// Pod annotations that set an endpoint's policy, read when the agent
-// learns the cluster from the Kubernetes API server.
-const (
-	AnnotationIdentity  = "vxdp.io/identity"   // the pod's security identity; default 256
-	AnnotationAllowFrom = "vxdp.io/allow-from" // identities allowed in, comma separated; absent: all
+	"github.com/vxdp/vxdp/k8s"
 )
 
 // PodPolicy is what a pod's annotations say of its endpoint.
@@ -80,13 +74,13 @@ func (a *Agent) applyPodPolicy(l lease, p PodPolicy) error {
 	if p.Identity != "" {
 		v, err := identity.Parse(p.Identity)
 		if err != nil {
-			return fmt.Errorf("%s %q: %w", AnnotationIdentity, p.Identity, err)
+			return fmt.Errorf("%s %q: %w", k8s.AnnotationIdentity, p.Identity, err)
 		}
 		id = v
 	}
 	allow, err := parseAllowFrom(p.AllowFrom)
 	if err != nil {
-		return fmt.Errorf("%s %q: %w", AnnotationAllowFrom, p.AllowFrom, err)
+		return fmt.Errorf("%s %q: %w", k8s.AnnotationAllowFrom, p.AllowFrom, err)
 	}
 	if id == l.Identity && slices.Equal(allow, l.AllowFrom) {
 		return nil

@@ -35,6 +35,11 @@ type Cluster struct {
 	factory informers.SharedInformerFactory
 	nodes   cache.SharedIndexInformer
 
+	// The pods of this node, made on first use (Pods).
+	podsOnce   sync.Once
+	pods       *Pods
+	podFactory informers.SharedInformerFactory
+
 	// publish wakes the publisher: this node's Node changed.
 	publish chan struct{}
 	// ready asks the server whether it is ready (/readyz).
