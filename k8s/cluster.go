@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/go-logr/zapr"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -16,24 +18,23 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
 )
 
 // Cluster is one agent's connection to the API server. Open makes it
 // without contacting the server; Run follows the cluster until its
 // context ends.
 //
-// How it keeps going when the server does not answer: the informers'
-// reflectors retry with backoff and, on their return, resume the watch
-// or list again (a Node deleted meanwhile comes out of the list as a
-// delete), so what the agent last knew stays in force in between. A
-// probe of /readyz says whether the server answers, for Status.
+// How it keeps going when the server does not answer: what the agent
+// last knew stays in force, and a probe of /readyz every probeEvery says
+// whether the server answers (Status). When it answers again, Run starts
+// a fresh informer rather than wait for the old one's backoff, and once
+// that one has listed, every Node sent before that it did not list is
+// sent as deleted.
 type Cluster struct {
 	opts   Options
 	log    *zap.Logger
 	client kubernetes.Interface
-
-	factory informers.SharedInformerFactory
-	nodes   cache.SharedIndexInformer
 
 	// The pods of this node, made on first use (Pods).
 	podsOnce   sync.Once
@@ -42,10 +43,13 @@ type Cluster struct {
 
 	// publish wakes the publisher: this node's Node changed.
 	publish chan struct{}
+	// restart asks Run for a fresh informer: the server is back.
+	restart chan struct{}
 	// ready asks the server whether it is ready (/readyz).
 	ready func(ctx context.Context) error
 
-	mu        sync.Mutex // protects the fields below
+	mu        sync.Mutex                // protects the fields below
+	nodes     cache.SharedIndexInformer // the current one; nil before Run
 	annots    map[string]string
 	reachable bool
 	probed    bool
@@ -56,10 +60,15 @@ type Cluster struct {
 // Open builds the client Options describe. It fails only on a
 // configuration it cannot use (a missing kubeconfig, no in-cluster
 // configuration); the server itself may be down.
+//
+// client-go logs through klog, which has one logger per process: Open
+// points it at log, so that the reflectors' complaints while the server
+// is away come out like the agent's other lines.
 func Open(opts Options, log *zap.Logger) (*Cluster, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	klog.SetLogger(zapr.NewLogger(log.Named("client-go")))
 	cfg, err := restConfig(opts)
 	if err != nil {
 		return nil, err
@@ -81,13 +90,8 @@ func newCluster(opts Options, log *zap.Logger, client kubernetes.Interface) *Clu
 	if log == nil {
 		log = zap.NewNop()
 	}
-	c := &Cluster{opts: opts, log: log, client: client, publish: make(chan struct{}, 1), since: time.Now(),
-		ready: func(context.Context) error { return nil }}
-	// No periodic resync: the watch delivers every change, and the
-	// agent's handlers would only find nothing to do.
-	c.factory = informers.NewSharedInformerFactory(client, 0)
-	c.nodes = c.factory.Core().V1().Nodes().Informer()
-	return c
+	return &Cluster{opts: opts, log: log, client: client, publish: make(chan struct{}, 1), restart: make(chan struct{}, 1),
+		since: time.Now(), ready: func(context.Context) error { return nil }}
 }
 
 // Client returns the client, for what else of the cluster the agent
@@ -148,20 +152,110 @@ func (c *Cluster) Run(ctx context.Context, annotations map[string]string, underl
 	c.mu.Lock()
 	c.annots = annotations
 	c.mu.Unlock()
-	ch := make(chan Event)
-	var mu sync.RWMutex // held to send; closed is set under the write lock
-	closed := false
-	send := func(ev Event) {
-		mu.RLock()
-		defer mu.RUnlock()
-		if closed {
+	w := &watch{c: c, ctx: ctx, underlay6: underlay6, ch: make(chan Event), known: map[string]bool{}, gen: 1}
+	stop := c.startInformer(w, 1)
+	go c.probe(ctx)
+	go c.publisher(ctx)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				stop()
+				w.close()
+				return
+			case <-c.restart:
+				// The server is back. The reflector would retry in its
+				// own time, up to a minute away after an outage of some
+				// seconds; a fresh informer lists now. Its handlers
+				// carry the next generation: the old one's late events
+				// are dropped.
+				w.mu.Lock()
+				w.gen++
+				g := w.gen
+				w.mu.Unlock()
+				stop()
+				stop = c.startInformer(w, g)
+				c.log.Info("kubernetes api server back; listing nodes again")
+			}
+		}
+	}()
+	return w.ch
+}
+
+// watch is the state of Run: the channel of events and what was sent on
+// it.
+type watch struct {
+	c         *Cluster
+	ctx       context.Context
+	underlay6 bool
+	ch        chan Event
+
+	mu     sync.Mutex // held while sending; protects the fields below
+	known  map[string]bool
+	gen    int // the informer whose events count
+	closed bool
+}
+
+// send passes an event of informer generation g on, keeping known: the
+// Nodes last sent as usable remote nodes.
+func (w *watch) send(g int, ev Event) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || g != w.gen {
+		return
+	}
+	if ev.Kind == EventPut && ev.Err == nil {
+		w.known[ev.Node.Name] = true
+	} else {
+		delete(w.known, ev.Node.Name)
+	}
+	select {
+	case w.ch <- ev:
+	case <-w.ctx.Done():
+	}
+}
+
+// reconcile sends a delete for every Node sent before that the fresh
+// informer of generation g did not list: those deleted while it was
+// not watching.
+func (w *watch) reconcile(g int, inf cache.SharedIndexInformer) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || g != w.gen {
+		return
+	}
+	for name := range w.known {
+		if _, ok, _ := inf.GetStore().GetByKey(name); ok {
+			continue
+		}
+		delete(w.known, name)
+		select {
+		case w.ch <- Event{Kind: EventDelete, Node: Node{Name: name}}:
+		case <-w.ctx.Done():
 			return
 		}
-		select {
-		case ch <- ev:
-		case <-ctx.Done():
-		}
 	}
+}
+
+func (w *watch) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed = true
+	close(w.ch)
+}
+
+// startInformer starts a node informer whose events go to w as
+// generation g, makes it the current one, and returns the function that
+// stops it. A generation after the first reconciles once it has listed.
+func (c *Cluster) startInformer(w *watch, g int) (stop func()) {
+	// No periodic resync: the watch delivers every change, and the
+	// agent's handlers would only find nothing to do.
+	factory := informers.NewSharedInformerFactory(c.client, 0)
+	inf := factory.Core().V1().Nodes().Informer()
+	// Keep only what Convert and the publisher read: a Node's status
+	// carries image lists and conditions that would cost memory in
+	// every agent of a large cluster for nothing.
+	_ = inf.SetTransform(trimNode)
 	put := func(obj any) {
 		n, ok := obj.(*corev1.Node)
 		if !ok {
@@ -171,10 +265,10 @@ func (c *Cluster) Run(ctx context.Context, annotations map[string]string, underl
 			c.wakePublisher()
 			return
 		}
-		rn, err := Convert(n, underlay6)
-		send(Event{Kind: EventPut, Node: rn, Err: err})
+		rn, err := Convert(n, w.underlay6)
+		w.send(g, Event{Kind: EventPut, Node: rn, Err: err})
 	}
-	_, err := c.nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    put,
 		UpdateFunc: func(_, obj any) { put(obj) },
 		DeleteFunc: func(obj any) {
@@ -191,28 +285,39 @@ func (c *Cluster) Run(ctx context.Context, annotations map[string]string, underl
 				c.wakePublisher()
 				return
 			}
-			send(Event{Kind: EventDelete, Node: Node{Name: name}})
+			w.send(g, Event{Kind: EventDelete, Node: Node{Name: name}})
 		},
 	})
 	if err != nil {
 		// Only after the informer has stopped, which it has not.
 		c.log.Error("node informer handler", zap.Error(err))
 	}
-	_ = c.nodes.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+	_ = inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
 		c.noteError(err)
 	})
-	c.factory.Start(ctx.Done())
-	go c.probe(ctx)
-	go c.publisher(ctx)
-	go func() {
-		<-ctx.Done()
-		c.factory.Shutdown()
-		mu.Lock()
-		closed = true
-		close(ch)
-		mu.Unlock()
-	}()
-	return ch
+	c.mu.Lock()
+	c.nodes = inf
+	c.mu.Unlock()
+	ictx, cancel := context.WithCancel(w.ctx)
+	factory.Start(ictx.Done())
+	if g > 1 {
+		go func() {
+			if cache.WaitForCacheSync(ictx.Done(), inf.HasSynced) {
+				w.reconcile(g, inf)
+			}
+		}()
+	}
+	return func() {
+		cancel()
+		factory.Shutdown()
+	}
+}
+
+// informer returns the current node informer.
+func (c *Cluster) informer() cache.SharedIndexInformer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes
 }
 
 func (c *Cluster) wakePublisher() {
@@ -263,11 +368,12 @@ func (c *Cluster) publishOnce(ctx context.Context) error {
 	if len(want) == 0 {
 		return nil
 	}
-	if obj, ok, _ := c.nodes.GetStore().GetByKey(c.opts.NodeName); ok {
+	inf := c.informer()
+	if obj, ok, _ := inf.GetStore().GetByKey(c.opts.NodeName); ok {
 		if n, ok := obj.(*corev1.Node); ok && hasAnnotations(n, want) {
 			return nil
 		}
-	} else if !c.nodes.HasSynced() {
+	} else if !inf.HasSynced() {
 		return fmt.Errorf("nodes not listed yet")
 	} else {
 		return fmt.Errorf("no Node %s", c.opts.NodeName)
@@ -286,6 +392,28 @@ func (c *Cluster) publishOnce(ctx context.Context) error {
 		c.log.Info("node annotations published", zap.String("node", c.opts.NodeName), zap.Any("annotations", want))
 	}
 	return err
+}
+
+// trimNode reduces a Node to its name, resource version, vxdp.io/
+// annotations, pod CIDRs and addresses.
+func trimNode(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil // a DeletedFinalStateUnknown: its key is what counts
+	}
+	out := &corev1.Node{}
+	out.Name, out.UID, out.ResourceVersion = n.Name, n.UID, n.ResourceVersion
+	for k, v := range n.Annotations {
+		if strings.HasPrefix(k, AnnotationPrefix) {
+			if out.Annotations == nil {
+				out.Annotations = map[string]string{}
+			}
+			out.Annotations[k] = v
+		}
+	}
+	out.Spec.PodCIDR, out.Spec.PodCIDRs = n.Spec.PodCIDR, n.Spec.PodCIDRs
+	out.Status.Addresses = n.Status.Addresses
+	return out, nil
 }
 
 func hasAnnotations(n *corev1.Node, want map[string]string) bool {
@@ -311,7 +439,12 @@ func (c *Cluster) probe(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		c.noteProbe(err)
+		if c.noteProbe(err) {
+			select {
+			case c.restart <- struct{}{}:
+			default:
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -320,10 +453,13 @@ func (c *Cluster) probe(ctx context.Context) {
 	}
 }
 
-func (c *Cluster) noteProbe(err error) {
+// noteProbe records a probe's outcome and reports whether the server is
+// back after a probe that failed.
+func (c *Cluster) noteProbe(err error) (back bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ok := err == nil
+	back = ok && c.probed && !c.reachable
 	if ok != c.reachable || !c.probed {
 		c.since = time.Now()
 		if ok {
@@ -336,6 +472,7 @@ func (c *Cluster) noteProbe(err error) {
 	if err != nil {
 		c.lastError = err.Error()
 	}
+	return back
 }
 
 func (c *Cluster) noteError(err error) {
@@ -363,6 +500,9 @@ type Status struct {
 func (c *Cluster) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Status{Reachable: c.reachable, Probed: c.probed, Synced: c.nodes.HasSynced(), Nodes: len(c.nodes.GetStore().ListKeys()),
-		LastError: c.lastError, Since: c.since}
+	st := Status{Reachable: c.reachable, Probed: c.probed, LastError: c.lastError, Since: c.since}
+	if c.nodes != nil {
+		st.Synced, st.Nodes = c.nodes.HasSynced(), len(c.nodes.GetStore().ListKeys())
+	}
+	return st
 }

@@ -83,3 +83,51 @@ func TestClusterEvents(t *testing.T) {
 	for range ch {
 	}
 }
+
+// TestTrimNode: the informer keeps what Convert reads, and Convert gives
+// the same node from the trimmed copy.
+func TestTrimNode(t *testing.T) {
+	n := node("n1", []string{"10.1.2.0/24", "fd00:1:2::/64"},
+		map[string]string{AnnotationTunnelPort: "8472", "other.io/big": "x"}, internal("192.0.2.2"))
+	n.Status.Images = []corev1.ContainerImage{{Names: []string{"registry.example/huge:1"}, SizeBytes: 1 << 30}}
+	n.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}
+	obj, err := trimNode(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := obj.(*corev1.Node)
+	if len(tn.Status.Images) != 0 || len(tn.ManagedFields) != 0 || tn.Annotations["other.io/big"] != "" {
+		t.Errorf("trimmed node keeps too much: %+v", tn)
+	}
+	a, errA := Convert(n, false)
+	b, errB := Convert(tn, false)
+	if a != b || errA != nil || errB != nil {
+		t.Errorf("Convert before %+v %v, after trimming %+v %v", a, errA, b, errB)
+	}
+}
+
+// TestFreshInformerReconciles: the informer Run starts when the server
+// returns lists the Nodes again, and a Node sent before that it does not
+// list (deleted while nobody watched) comes out as deleted.
+func TestFreshInformerReconciles(t *testing.T) {
+	client := fake.NewClientset(node("peer", []string{"10.1.2.0/24"}, nil, internal("192.0.2.2")))
+	c := newCluster(Options{NodeName: "self"}, nil, client)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &watch{c: c, ctx: ctx, ch: make(chan Event), known: map[string]bool{"peer": true, "gone": true}, gen: 2}
+	stop := c.startInformer(w, 2)
+	defer stop()
+	got := map[string]EventKind{}
+	for len(got) < 2 {
+		ev := next(t, w.ch)
+		got[ev.Node.Name] = ev.Kind
+	}
+	if got["peer"] != EventPut || got["gone"] != EventDelete {
+		t.Fatalf("events %v", got)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.known["peer"] || w.known["gone"] {
+		t.Errorf("known %v", w.known)
+	}
+}

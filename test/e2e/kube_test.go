@@ -170,11 +170,13 @@ func TestKubernetesMembership(t *testing.T) {
 			t.Fatalf("status does not report the API server unreachable:\n%s", out)
 		}
 		srv.StartAPIServer()
+		back := time.Now()
 		// A change after the return reaches every agent; node1's
 		// configured node5 stays as it is.
 		createNode(t, kc, "node5", "10.1.5.0/24", "10.169.72.245")
 		waitTunnels(1, []string{"10.1.5.0:0   10.169.72.245:0"}, nil, 60*time.Second)
 		waitTunnels(2, []string{"10.1.5.0:0   10.169.72.245:0"}, nil, 60*time.Second)
+		t.Logf("node5 reached node2 and node3 %v after the API server returned", time.Since(back).Round(100*time.Millisecond))
 		waitTunnels(0, []string{"10.1.5.0:0   10.169.72.250:0"}, nil, 5*time.Second)
 		deadline := time.Now().Add(30 * time.Second)
 		for time.Now().Before(deadline) {
