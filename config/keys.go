@@ -104,7 +104,7 @@ var keyTable = []keySpec{
 				}
 			}
 			c.PodCIDR, c.PodCIDR6, c.PodCIDRAuto = v4, v6, s == "auto"
-			c.raw.podCIDR = s
+			c.raw.podCIDRGiven = s != ""
 			return nil
 		},
 		get: func(c *Config) string {

@@ -150,8 +150,9 @@ func (c *Config) validateK8s() *Error {
 			return &Error{Key: "k8s-api-server", Value: c.K8sAPIServer, Reason: err.Error()}
 		}
 	}
-	if c.IPAM == IPAMKubernetes && (c.raw.podCIDR != "" || c.PodCIDRAuto) {
-		return &Error{Key: "pod-cidr", Value: c.raw.podCIDR, Reason: "ipam kubernetes takes the pod CIDRs from the Node object: leave pod-cidr unset"}
+	if c.IPAM == IPAMKubernetes && (c.raw.podCIDRGiven || c.PodCIDRAuto) {
+		given, _ := c.Get("pod-cidr")
+		return &Error{Key: "pod-cidr", Value: given, Reason: "ipam kubernetes takes the pod CIDRs from the Node object: leave pod-cidr unset"}
 	}
 	if c.K8sEnabled() && c.KVStore != "" {
 		return &Error{Key: "kvstore", Value: c.KVStore, Reason: "one source of nodes at a time: Kubernetes is on (enable-k8s, k8s-kubeconfig-path, k8s-api-server or ipam kubernetes)"}

@@ -17,10 +17,11 @@ type rawKeys struct {
 	// enableIPv4 and enableIPv6 are those keys as given, normalized
 	// ("" = not given: the family follows pod-cidr).
 	enableIPv4, enableIPv6 string
-	// podCIDR is pod-cidr as last given ("" = not given); ipam:
-	// kubernetes refuses one, while the pod CIDRs the agent fills in
-	// from the Node object are fine.
-	podCIDR string
+	// podCIDRGiven says pod-cidr was given a value; ipam: kubernetes
+	// refuses one, while the pod CIDRs the agent fills in from the Node
+	// object are fine. (A flag, not the text: the text of a CIDR is not
+	// kept, so a configuration written out and read again is the same.)
+	podCIDRGiven bool
 	// enableK8s is enable-k8s as given, normalized ("" = not given).
 	enableK8s string
 
