@@ -74,7 +74,7 @@ func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
 		log = zap.NewNop()
 	}
 	warnIgnored(log, cfg)
-	tun.SetProcFS(procFS(cfg))
+	tun.SetProcFS(resolveProcFS(cfg, log))
 	var undo undoStack
 	a, err := start(cfg, log, &undo)
 	if err != nil {

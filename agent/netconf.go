@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -303,8 +304,32 @@ const (
 // sysctlPath is the file of a sysctl key ("net/ipv4/ip_forward") under
 // the procfs key's directory.
 func sysctlPath(cfg *config.Config, key string) string {
+	if p := resolvedProcFS.Load(); p != nil {
+		return filepath.Join(*p, "sys", key)
+	}
 	return filepath.Join(procFS(cfg), "sys", key)
 }
+
+// checkProcFS falls back to /proc, with a warning, when the procfs key
+// names a directory without sys/ in it: Cilium's ConfigMaps say
+// /host/proc, where its DaemonSet mounts the host's, and the same file
+// used on a host would otherwise send every sysctl nowhere.
+// The configuration keeps the key as written, so that a reload of the
+// same file is no change.
+func resolveProcFS(cfg *config.Config, log *zap.Logger) string {
+	p := procFS(cfg)
+	if p != config.DefaultProcFS {
+		if fi, err := os.Stat(filepath.Join(p, "sys")); err != nil || !fi.IsDir() {
+			log.Warn("procfs has no sys directory; using /proc", zap.String("procfs", p))
+			p = config.DefaultProcFS
+		}
+	}
+	resolvedProcFS.Store(&p)
+	return p
+}
+
+// resolvedProcFS is what resolveProcFS decided, for sysctlPath.
+var resolvedProcFS atomic.Pointer[string]
 
 // procFS is the procfs key, /proc when a Config built in code left it out.
 func procFS(cfg *config.Config) string {
