@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/vxdp/vxdp/config"
 	"github.com/vxdp/vxdp/dataplane"
+	"github.com/vxdp/vxdp/dataplane/tun"
 )
 
 // hostRoutes installs the routes the engine asks for in the node's main
@@ -301,42 +301,22 @@ const (
 	forwardedOn = "1"
 )
 
-// sysctlPath is the file of a sysctl key ("net/ipv4/ip_forward") under
-// the procfs key's directory.
-func sysctlPath(cfg *config.Config, key string) string {
-	if p := resolvedProcFS.Load(); p != nil {
-		return filepath.Join(*p, "sys", key)
-	}
-	return filepath.Join(procFS(cfg), "sys", key)
-}
-
-// checkProcFS falls back to /proc, with a warning, when the procfs key
-// names a directory without sys/ in it: Cilium's ConfigMaps say
-// /host/proc, where its DaemonSet mounts the host's, and the same file
-// used on a host would otherwise send every sysctl nowhere.
-// The configuration keeps the key as written, so that a reload of the
-// same file is no change.
+// resolveProcFS is where the agent writes its sysctls (tun.SysctlPath):
+// the procfs key, or /proc, with a warning, when the key names a
+// directory without sys/ in it: Cilium's ConfigMaps say /host/proc, where
+// its DaemonSet mounts the host's, and the same file used on a host would
+// otherwise send every sysctl nowhere. The configuration keeps the key
+// as written, so that a reload of the same file is no change.
 func resolveProcFS(cfg *config.Config, log *zap.Logger) string {
-	p := procFS(cfg)
-	if p != config.DefaultProcFS {
-		if fi, err := os.Stat(filepath.Join(p, "sys")); err != nil || !fi.IsDir() {
-			log.Warn("procfs has no sys directory; using /proc", zap.String("procfs", p))
-			p = config.DefaultProcFS
-		}
-	}
-	resolvedProcFS.Store(&p)
-	return p
-}
-
-// resolvedProcFS is what resolveProcFS decided, for sysctlPath.
-var resolvedProcFS atomic.Pointer[string]
-
-// procFS is the procfs key, /proc when a Config built in code left it out.
-func procFS(cfg *config.Config) string {
-	if cfg.ProcFS == "" {
+	p := cfg.ProcFS
+	if p == "" || p == config.DefaultProcFS {
 		return config.DefaultProcFS
 	}
-	return cfg.ProcFS
+	if fi, err := os.Stat(filepath.Join(p, "sys")); err != nil || !fi.IsDir() {
+		log.Warn("procfs has no sys directory; using /proc", zap.String("procfs", p))
+		return config.DefaultProcFS
+	}
+	return p
 }
 
 // enableForwarding turns on the forwarding switch at path in the node's
@@ -363,12 +343,12 @@ func restoreForwarding(path, old string) {
 // the node's own addresses (ICMP errors the dataplane sends from the host
 // address) and turns off reverse-path filtering on it: the dataplane has
 // already checked every source it forwards.
-func hostSysctls(cfg *config.Config, log *zap.Logger) {
+func hostSysctls(log *zap.Logger) {
 	for _, s := range []struct{ key, val string }{
 		{"net/ipv4/conf/" + HostDevice + "/accept_local", "1"},
 		{"net/ipv4/conf/" + HostDevice + "/rp_filter", "0"},
 	} {
-		if err := os.WriteFile(sysctlPath(cfg, s.key), []byte(s.val), 0o644); err != nil {
+		if err := os.WriteFile(tun.SysctlPath(s.key), []byte(s.val), 0o644); err != nil {
 			log.Warn("sysctl", zap.String("key", s.key), zap.Error(err))
 		}
 	}

@@ -199,16 +199,16 @@ func forwarding(cfg *config.Config, log *zap.Logger) (forwardingWas, func(), err
 	if cfg.RoutingMode != config.RoutingNative {
 		return was, func() {}, nil
 	}
-	old, err := enableForwarding(sysctlPath(cfg, ipForward))
+	old, err := enableForwarding(tun.SysctlPath(ipForward))
 	if err != nil {
 		return was, nil, err
 	}
 	was.v4 = old
 	log.Info("native routing: IPv4 forwarding enabled", zap.String("previous", old))
 	if cfg.PodCIDR6.IsValid() {
-		old6, err := enableForwarding(sysctlPath(cfg, ip6Forward))
+		old6, err := enableForwarding(tun.SysctlPath(ip6Forward))
 		if err != nil {
-			restoreForwarding(sysctlPath(cfg, ipForward), was.v4)
+			restoreForwarding(tun.SysctlPath(ipForward), was.v4)
 			return forwardingWas{}, nil, err
 		}
 		was.v6 = old6
@@ -216,9 +216,9 @@ func forwarding(cfg *config.Config, log *zap.Logger) (forwardingWas, func(), err
 	}
 	return was, func() {
 		if was.v6 != "" {
-			restoreForwarding(sysctlPath(cfg, ip6Forward), was.v6)
+			restoreForwarding(tun.SysctlPath(ip6Forward), was.v6)
 		}
-		restoreForwarding(sysctlPath(cfg, ipForward), was.v4)
+		restoreForwarding(tun.SysctlPath(ipForward), was.v4)
 	}, nil
 }
 
@@ -346,7 +346,7 @@ func (u *underlay) openTunnel(cfg *config.Config, log *zap.Logger) error {
 // (only when its state says there was one: a vxdp_host nobody recorded is
 // not ours to take). The undo function removes a device it created and
 // leaves an adopted one as it was found.
-func openHostDevice(cfg *config.Config, log *zap.Logger, addrs []netip.Prefix, mtu int, adopt bool) (*tun.Device, func(), error) {
+func openHostDevice(log *zap.Logger, addrs []netip.Prefix, mtu int, adopt bool) (*tun.Device, func(), error) {
 	d, err := tun.CreateWith(HostDevice, tunOptions)
 	if err != nil && adopt {
 		var aerr error
@@ -359,7 +359,7 @@ func openHostDevice(cfg *config.Config, log *zap.Logger, addrs []netip.Prefix, m
 			d.Close()
 			return nil, nil, fmt.Errorf("host device: %w", err)
 		}
-		hostSysctls(cfg, log)
+		hostSysctls(log)
 		return d, func() { d.Close() }, nil
 	}
 	if err != nil {
@@ -373,7 +373,7 @@ func openHostDevice(cfg *config.Config, log *zap.Logger, addrs []netip.Prefix, m
 		d.Destroy()
 		return nil, nil, fmt.Errorf("host device: %w", err)
 	}
-	hostSysctls(cfg, log)
+	hostSysctls(log)
 	return d, func() { d.Destroy() }, nil
 }
 
@@ -406,7 +406,7 @@ func startEngine(cfg *config.Config, log *zap.Logger, link netlink.Link, adoptHo
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	host, undoHost, err := openHostDevice(cfg, log, hostAddrs(cfg), under.mtu, adoptHost)
+	host, undoHost, err := openHostDevice(log, hostAddrs(cfg), under.mtu, adoptHost)
 	if err != nil {
 		under.close()
 		return nil, nil, nil, nil, err

@@ -36,6 +36,19 @@ func (ep *endpoint) setIdent(id identity.ID, vni uint32) {
 	ep.ident.Store(uint64(id)<<32 | uint64(vni))
 }
 
+// workloadVNI checks that id may be an endpoint's identity and returns
+// the VNI its packets carry.
+func workloadVNI(name string, id identity.ID) (uint32, error) {
+	if id < identity.MinWorkload || id > identity.Max {
+		return 0, fmt.Errorf("endpoint %s identity %d: %w: workload identities are %d..%d", name, id, ErrInvalid, identity.MinWorkload, identity.Max)
+	}
+	vni, err := identity.ToVNI(id)
+	if err != nil {
+		return 0, fmt.Errorf("endpoint %s identity %d: %w", name, id, err)
+	}
+	return vni, nil
+}
+
 // identVNI is the endpoint's identity and VNI of the moment.
 func (ep *endpoint) identVNI() (identity.ID, uint32) {
 	v := ep.ident.Load()
@@ -72,8 +85,9 @@ func (e *Engine) AddEndpoint(s EndpointSpec) error {
 	if s.Identity == identity.Unknown {
 		s.Identity = identity.DefaultWorkload
 	}
-	if s.Identity < identity.MinWorkload || s.Identity > identity.Max {
-		return fmt.Errorf("endpoint %s identity %d: %w: workload identities are %d..%d", s.Name, s.Identity, ErrInvalid, identity.MinWorkload, identity.Max)
+	vni, err := workloadVNI(s.Name, s.Identity)
+	if err != nil {
+		return err
 	}
 	if s.Ifname == "" {
 		s.Ifname = "eth0"
@@ -82,10 +96,6 @@ func (e *Engine) AddEndpoint(s EndpointSpec) error {
 		if id == identity.Unknown || id > identity.Max {
 			return fmt.Errorf("endpoint %s allow-from %d: %w", s.Name, id, ErrInvalid)
 		}
-	}
-	vni, err := identity.ToVNI(s.Identity)
-	if err != nil {
-		return fmt.Errorf("endpoint %s identity %d: %w", s.Name, s.Identity, err)
 	}
 	// The name and address are reserved while the factory does its
 	// netlink work without the engine lock, so status, stats and other

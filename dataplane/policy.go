@@ -64,12 +64,9 @@ func (p *policy) allows(src identity.ID) bool {
 // packets carry the new one (and its VNI) from the next packet on, and
 // other endpoints' allow-lists judge them by it. The device is untouched.
 func (e *Engine) SetIdentity(name string, id identity.ID) error {
-	if id < identity.MinWorkload || id > identity.Max {
-		return fmt.Errorf("endpoint %s identity %d: %w: workload identities are %d..%d", name, id, ErrInvalid, identity.MinWorkload, identity.Max)
-	}
-	vni, err := identity.ToVNI(id)
+	vni, err := workloadVNI(name, id)
 	if err != nil {
-		return fmt.Errorf("endpoint %s identity %d: %w", name, id, err)
+		return err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()

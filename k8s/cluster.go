@@ -37,9 +37,8 @@ type Cluster struct {
 	client kubernetes.Interface
 
 	// The pods of this node, made on first use (Pods).
-	podsOnce   sync.Once
-	pods       *Pods
-	podFactory informers.SharedInformerFactory
+	podsOnce sync.Once
+	pods     *Pods
 
 	// publish wakes the publisher: this node's Node changed.
 	publish chan struct{}
@@ -403,17 +402,24 @@ func trimNode(obj any) (any, error) {
 	}
 	out := &corev1.Node{}
 	out.Name, out.UID, out.ResourceVersion = n.Name, n.UID, n.ResourceVersion
-	for k, v := range n.Annotations {
-		if strings.HasPrefix(k, AnnotationPrefix) {
-			if out.Annotations == nil {
-				out.Annotations = map[string]string{}
-			}
-			out.Annotations[k] = v
-		}
-	}
+	out.Annotations = ownAnnotations(n.Annotations)
 	out.Spec.PodCIDR, out.Spec.PodCIDRs = n.Spec.PodCIDR, n.Spec.PodCIDRs
 	out.Status.Addresses = n.Status.Addresses
 	return out, nil
+}
+
+// ownAnnotations returns the vxdp.io/ annotations of in, nil for none.
+func ownAnnotations(in map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range in {
+		if strings.HasPrefix(k, AnnotationPrefix) {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
+		}
+	}
+	return out
 }
 
 func hasAnnotations(n *corev1.Node, want map[string]string) bool {

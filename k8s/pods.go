@@ -27,6 +27,7 @@ const (
 // Pods watches the pods scheduled to this node, for their annotations.
 type Pods struct {
 	c        *Cluster
+	factory  informers.SharedInformerFactory
 	informer cache.SharedIndexInformer
 	once     sync.Once
 }
@@ -38,13 +39,28 @@ func (c *Cluster) Pods() *Pods {
 		f := informers.NewSharedInformerFactoryWithOptions(c.client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", c.opts.NodeName).String()
 		}))
-		c.pods = &Pods{c: c, informer: f.Core().V1().Pods().Informer()}
-		c.podFactory = f
+		inf := f.Core().V1().Pods().Informer()
+		// Keep only the vxdp.io/ annotations: a pod's spec and status
+		// would cost memory for nothing, and changes of other
+		// annotations are then no change at all.
+		_ = inf.SetTransform(trimPod)
+		c.pods = &Pods{c: c, factory: f, informer: inf}
 	})
 	return c.pods
 }
 
-// Annotations returns a pod's annotations: from the watch when it has
+func trimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil // a DeletedFinalStateUnknown
+	}
+	out := &corev1.Pod{}
+	out.Namespace, out.Name, out.UID, out.ResourceVersion = p.Namespace, p.Name, p.UID, p.ResourceVersion
+	out.Annotations = ownAnnotations(p.Annotations)
+	return out, nil
+}
+
+// Annotations returns a pod's vxdp.io/ annotations: from the watch when it has
 // the pod, else from the API server (a pod the watch has not delivered
 // yet: the runtime attaches it right after the kubelet learned of it).
 // found is false when the server does not know the pod.
@@ -63,12 +79,12 @@ func (p *Pods) Annotations(ctx context.Context, namespace, name string) (map[str
 	if err != nil {
 		return nil, false, err
 	}
-	return pod.Annotations, true, nil
+	return ownAnnotations(pod.Annotations), true, nil
 }
 
-// Run starts the watch; changed is called with a pod's annotations each
-// time they change (not for other changes of the pod). It must be called
-// once; it returns at once.
+// Run starts the watch; changed is called with a pod's vxdp.io/
+// annotations each time they change (not for other changes of the pod).
+// Calls after the first do nothing; it returns at once.
 func (p *Pods) Run(ctx context.Context, changed func(namespace, name string, annotations map[string]string)) {
 	p.once.Do(func() {
 		_, err := p.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -84,10 +100,10 @@ func (p *Pods) Run(ctx context.Context, changed func(namespace, name string, ann
 		if err != nil {
 			p.c.log.Error("pod informer handler", zap.Error(err))
 		}
-		p.c.podFactory.Start(ctx.Done())
+		p.factory.Start(ctx.Done())
 		go func() {
 			<-ctx.Done()
-			p.c.podFactory.Shutdown()
+			p.factory.Shutdown()
 		}()
 	})
 }

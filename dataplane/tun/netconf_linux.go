@@ -380,17 +380,20 @@ var procFS atomic.Pointer[string]
 // net/ still resolve against the calling thread's network namespace.
 func SetProcFS(dir string) { procFS.Store(&dir) }
 
-func procSys() string {
+// SysctlPath is the file of a sysctl key ("net/ipv4/ip_forward") under
+// the proc file system SetProcFS named.
+func SysctlPath(key string) string {
+	dir := "/proc"
 	if p := procFS.Load(); p != nil {
-		return filepath.Join(*p, "sys")
+		dir = *p
 	}
-	return "/proc/sys"
+	return filepath.Join(dir, "sys", key)
 }
 
 // disableIPv6 turns IPv6 off on one interface. Missing IPv6 support (no
 // such sysctl) is fine: there is nothing to turn off.
 func disableIPv6(name string) error {
-	p := filepath.Join(procSys(), "net/ipv6/conf", name, "disable_ipv6")
+	p := SysctlPath(filepath.Join("net/ipv6/conf", name, "disable_ipv6"))
 	f, err := os.OpenFile(p, os.O_WRONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
