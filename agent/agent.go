@@ -75,6 +75,7 @@ func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
 	}
 	warnIgnored(log, cfg)
 	tun.SetProcFS(resolveProcFS(cfg, log))
+	applyNice(log, 0, cfg.Nice)
 	var undo undoStack
 	a, err := start(cfg, log, &undo)
 	if err != nil {

@@ -171,6 +171,14 @@ func (a *Agent) Reload(n *config.Config) error {
 		a.stateMu.Unlock()
 		changes = append(changes, "vteps")
 	}
+	if o.Nice != n.Nice {
+		applyNice(a.log, o.Nice, n.Nice)
+		changes = append(changes, fmt.Sprintf("nice %d", n.Nice))
+	}
+	if o.BusyPoll != n.BusyPoll {
+		a.eng.SetBusyPoll(n.BusyPoll)
+		changes = append(changes, "busy-poll "+n.BusyPoll.String())
+	}
 	a.cfg = n
 	a.saveState()
 	a.log.Info("configuration reloaded", zap.Strings("changes", changes))

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/sys/unix"
 
 	"github.com/vxdp/vxdp/config"
 	"github.com/vxdp/vxdp/dataplane"
@@ -286,4 +289,60 @@ func TestStateSaveFailureReported(t *testing.T) {
 func withState(ta *testAgent, cfg *config.Config) *config.Config {
 	cfg.StateDir = ta.cfg.StateDir
 	return cfg
+}
+
+// busy-poll and nice change on a reload without a restart: the engine's
+// workers get the new budget, every thread of the process the new
+// niceness, and the same file again changes neither.
+func TestReloadBusyPollAndNice(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("lowering the niceness again needs root")
+	}
+	t.Cleanup(func() { setNice(0) })
+	ta := newTestAgent(t, loadConfig(t, baseConfig), nil)
+	ta.cfg.StateDir = t.TempDir()
+	allNice := func(want int) {
+		t.Helper()
+		ents, err := os.ReadDir("/proc/self/task")
+		must(t, err)
+		for _, e := range ents {
+			var tid int
+			fmt.Sscan(e.Name(), &tid)
+			if n, err := threadNice(tid); err == nil && n != want {
+				t.Errorf("thread %d at niceness %d, want %d", tid, n, want)
+			}
+		}
+	}
+	must(t, ta.Reload(withState(ta, loadConfig(t, baseConfig+"busy-poll: 30us\nnice: 5\n"))))
+	if got := ta.eng.BusyPoll(); got != 30*time.Microsecond {
+		t.Errorf("engine busy-poll %v, want 30µs", got)
+	}
+	allNice(5)
+	// Threads the runtime starts now inherit the niceness: goroutines
+	// holding threads of their own make it start some.
+	release := make(chan struct{})
+	got := make(chan int)
+	for range 4 {
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			n, _ := threadNice(unix.Gettid())
+			got <- n
+			<-release
+		}()
+	}
+	for range 4 {
+		if n := <-got; n != 5 {
+			t.Errorf("a thread at niceness %d, want 5", n)
+		}
+	}
+	allNice(5)
+	close(release)
+	must(t, ta.Reload(withState(ta, loadConfig(t, baseConfig+"busy-poll: 30us\nnice: 5\n"))))
+	allNice(5)
+	must(t, ta.Reload(withState(ta, loadConfig(t, baseConfig))))
+	if got := ta.eng.BusyPoll(); got != 0 {
+		t.Errorf("engine busy-poll %v after the key went, want 0", got)
+	}
+	allNice(0)
 }

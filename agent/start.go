@@ -393,6 +393,7 @@ func engineConfig(cfg *config.Config, underlayMTU int) dataplane.Config {
 		DisableSourceCheck:   !cfg.TunnelSourceCheck,
 		Native:               cfg.RoutingMode == config.RoutingNative,
 		AutoDirectNodeRoutes: cfg.AutoDirectNodeRoutes,
+		BusyPoll:             cfg.BusyPoll,
 		Protocol:             cfg.TunnelProtocol,
 	}
 }

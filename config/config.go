@@ -32,6 +32,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"time"
 )
 
 // Routing modes, tunnel protocols, underlays and log levels: the accepted
@@ -138,6 +139,11 @@ type Config struct {
 	// UnderlaySockets is the number of UDP sockets sharing the tunnel
 	// port (SO_REUSEPORT), each read by a worker of its own.
 	UnderlaySockets int
+	// BusyPoll is how long a worker whose pod device or underlay queue
+	// runs empty keeps trying before it sleeps (0: it sleeps at once).
+	BusyPoll time.Duration
+	// Nice is the scheduling niceness of the agent's threads, -20..19.
+	Nice int
 	// UnderlaySourcePorts is the number of outer UDP source ports of the
 	// UDP underlay (a send socket each); flows are spread over them.
 	UnderlaySourcePorts int

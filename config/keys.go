@@ -375,6 +375,29 @@ var keyTable = []keySpec{
 		get: func(c *Config) string { return strconv.Itoa(c.UnderlaySockets) },
 	},
 	{
+		name: "busy-poll", def: "0", doc: "how long a worker whose pod device or underlay queue runs empty keeps polling it before it sleeps, as a Go duration (50us), 0..100ms; 0 sleeps at once. Saves a wake-up per hop for traffic that comes within it, at the price of the CPU spent polling",
+		set: func(c *Config, s string) error {
+			d, err := parseBusyPoll(s)
+			if err == nil {
+				c.BusyPoll = d
+			}
+			return err
+		},
+		get: func(c *Config) string { return formatDuration(c.BusyPoll) },
+	},
+	{
+		name: "nice", def: "0", doc: "scheduling niceness of the agent's threads, -20..19 (lower runs first); a negative one needs CAP_SYS_NICE",
+		set: func(c *Config, s string) error {
+			v, err := strconv.Atoi(s)
+			if err != nil || v < -20 || v > 19 {
+				return reasonf("want a whole number from -20 to 19")
+			}
+			c.Nice = v
+			return nil
+		},
+		get: func(c *Config) string { return strconv.Itoa(c.Nice) },
+	},
+	{
 		name: "underlay-source-ports", def: "64", doc: "UDP underlay only: outer UDP source ports (one send socket each, spread over 49152-65535), 1..1024; a flow keeps one port (the AF_XDP underlay uses the whole range)",
 		set: func(c *Config, s string) error {
 			v, err := parseRange(s, 1, 1024)

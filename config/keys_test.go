@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSet gives every key good and bad values in string form, as flags and
@@ -193,6 +194,18 @@ func TestSet(t *testing.T) {
 		{"pod-queues", "pod-queues", "4", "", func(c *Config) bool { return c.PodQueues == 4 }},
 		{"pod-queues zero", "pod-queues", "0", "pod-queues", nil},
 		{"pod-queues too many", "pod-queues", "17", "pod-queues", nil},
+		{"busy-poll", "busy-poll", "50us", "", func(c *Config) bool { return c.BusyPoll == 50*time.Microsecond }},
+		{"busy-poll micro sign", "busy-poll", "1.5µs", "", func(c *Config) bool { return c.BusyPoll == 1500*time.Nanosecond }},
+		{"busy-poll zero", "busy-poll", "0", "", func(c *Config) bool { return c.BusyPoll == 0 }},
+		{"busy-poll zero unit", "busy-poll", "0s", "", func(c *Config) bool { return c.BusyPoll == 0 }},
+		{"busy-poll no unit", "busy-poll", "50", "busy-poll", nil},
+		{"busy-poll negative", "busy-poll", "-1us", "busy-poll", nil},
+		{"busy-poll too long", "busy-poll", "101ms", "busy-poll", nil},
+		{"nice", "nice", "-10", "", func(c *Config) bool { return c.Nice == -10 }},
+		{"nice lowest", "nice", "19", "", func(c *Config) bool { return c.Nice == 19 }},
+		{"nice too low", "nice", "-21", "nice", nil},
+		{"nice too high", "nice", "20", "nice", nil},
+		{"nice word", "nice", "high", "nice", nil},
 		{"underlay-sockets", "underlay-sockets", "2", "", func(c *Config) bool { return c.UnderlaySockets == 2 }},
 		{"underlay-sockets bad", "underlay-sockets", "two", "underlay-sockets", nil},
 
@@ -254,6 +267,7 @@ func TestRangeMessages(t *testing.T) {
 		{"pod-queues", "17", "from 1 to 16"},
 		{"underlay-sockets", "99", "from 1 to 16"},
 		{"underlay-source-ports", "0", "from 1 to 1024"},
+		{"busy-poll", "1s", "from 0 to 100ms"},
 		{"underlay-source-ports", "2000", "from 1 to 1024"},
 	} {
 		err := Default().Set(tt.key, tt.value)

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -438,4 +439,29 @@ func joinPair(a, b fmt.Stringer, aOK, bOK bool) string {
 		return b.String()
 	}
 	return ""
+}
+
+// maxBusyPoll bounds busy-poll: a worker polls at most this long between
+// sleeps.
+const maxBusyPoll = 100 * time.Millisecond
+
+// parseBusyPoll parses busy-poll: a Go duration from 0 to maxBusyPoll, or
+// a plain 0.
+func parseBusyPoll(s string) (time.Duration, error) {
+	if s == "0" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 || d > maxBusyPoll {
+		return 0, reasonf("want a duration from 0 to %v, such as 50us", maxBusyPoll)
+	}
+	return d, nil
+}
+
+// formatDuration writes a duration as parseBusyPoll reads it back.
+func formatDuration(d time.Duration) string {
+	if d == 0 {
+		return "0"
+	}
+	return d.String()
 }

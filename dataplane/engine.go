@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
 
@@ -64,6 +65,10 @@ type Config struct {
 	// AutoDirectNodeRoutes (native mode) installs `podCIDR via nodeIP`
 	// for every remote node.
 	AutoDirectNodeRoutes bool
+	// BusyPoll is how long a worker whose device or underlay queue runs
+	// empty keeps trying before it parks (packetio.BusyPoller); 0, the
+	// default, parks at once. SetBusyPoll changes it.
+	BusyPoll time.Duration
 }
 
 // RouteKind says where the FIB sends a destination.
@@ -231,6 +236,7 @@ type Engine struct {
 
 	workersMu sync.Mutex // protects workers
 	workers   map[*worker]struct{}
+	busyPoll  time.Duration // given to every worker's device; under workersMu
 
 	wg sync.WaitGroup
 }
@@ -294,6 +300,7 @@ func New(cfg Config, log *zap.Logger, underlays []packetio.Underlay, host packet
 		pending:     make(map[string]EndpointSpec),
 		mon:         newMonitor(),
 		workers:     make(map[*worker]struct{}),
+		busyPoll:    max(cfg.BusyPoll, 0),
 		stop:        make(chan struct{}),
 		nodes:       make(map[string]*peer),
 	}

@@ -88,10 +88,17 @@ func newTestNode(t *testing.T, under *fake.Underlay, ip netip.Addr, podCIDR stri
 // (10.1.2.0/24, pod 10.1.2.20) on one fake underlay.
 func twoNodes(t *testing.T) (*testNode, *testNode, *fake.Hub) {
 	t.Helper()
+	return twoNodesWith(t, nil)
+}
+
+// twoNodesWith is twoNodes with cfgMod applied to both nodes'
+// configuration.
+func twoNodesWith(t *testing.T, cfgMod func(*dataplane.Config)) (*testNode, *testNode, *fake.Hub) {
+	t.Helper()
 	checkGoroutines(t)
 	hub := fake.NewHub()
-	n1 := newTestNode(t, hub.Attach(netip.AddrPortFrom(node1IP, 8472), "u1", 16), node1IP, "10.1.1.0/24", nil)
-	n2 := newTestNode(t, hub.Attach(netip.AddrPortFrom(node2IP, 8472), "u2", 16), node2IP, "10.1.2.0/24", nil)
+	n1 := newTestNode(t, hub.Attach(netip.AddrPortFrom(node1IP, 8472), "u1", 16), node1IP, "10.1.1.0/24", cfgMod)
+	n2 := newTestNode(t, hub.Attach(netip.AddrPortFrom(node2IP, 8472), "u2", 16), node2IP, "10.1.2.0/24", cfgMod)
 	must(t, n1.eng.AddNode(dataplane.NodeSpec{Name: "node2", IP: node2IP, PodCIDR: netip.MustParsePrefix("10.1.2.0/24")}))
 	must(t, n2.eng.AddNode(dataplane.NodeSpec{Name: "node1", IP: node1IP, PodCIDR: netip.MustParsePrefix("10.1.1.0/24")}))
 	must(t, n1.eng.AddEndpoint(dataplane.EndpointSpec{Name: "a", IP: pod1, Netns: "/x", Identity: 1000}))

@@ -29,6 +29,7 @@ func (e *Engine) spawn(w *worker) {
 	kind, ep := w.kind, w.ep
 	e.workersMu.Lock()
 	e.workers[w] = struct{}{}
+	w.setBusyPoll(e.busyPoll)
 	e.workersMu.Unlock()
 	e.wg.Add(1)
 	switch kind {
@@ -154,4 +155,35 @@ func (e *Engine) Problems() []string {
 		}
 	}
 	return p
+}
+
+// SetBusyPoll changes how long workers busy-poll an empty device or
+// underlay queue before they park (Config.BusyPoll), for the running
+// workers and those started later.
+func (e *Engine) SetBusyPoll(budget time.Duration) {
+	e.workersMu.Lock()
+	defer e.workersMu.Unlock()
+	e.busyPoll = max(budget, 0)
+	for w := range e.workers {
+		w.setBusyPoll(e.busyPoll)
+	}
+}
+
+// BusyPoll is the busy-poll budget the workers have.
+func (e *Engine) BusyPoll() time.Duration {
+	e.workersMu.Lock()
+	defer e.workersMu.Unlock()
+	return e.busyPoll
+}
+
+// setBusyPoll gives the worker's device or underlay queue the budget, when
+// its driver busy-polls.
+func (w *worker) setBusyPoll(budget time.Duration) {
+	var r any = w.dev
+	if w.under != nil {
+		r = w.under
+	}
+	if b, ok := r.(packetio.BusyPoller); ok {
+		b.SetBusyPoll(budget)
+	}
 }

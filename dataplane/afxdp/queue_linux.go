@@ -48,6 +48,7 @@ type Queue struct {
 	rxErr    unix.Errno
 	rxWaitFn func(uintptr) bool
 	rc       rxCounters
+	busy     packetio.BusyPoll // the receiver's busy-poll (SetBusyPoll)
 	_        [64]byte
 
 	// txMu serialises Send and the flushing of waiting packets; it guards
@@ -135,13 +136,18 @@ func (q *Queue) Name() string { return q.name }
 func (q *Queue) Offloads() []packetio.Offload {
 	if !q.u.v6 {
 		const off = "no outer UDP checksum over IPv4"
-		return []packetio.Offload{{Name: "afxdp-csum-complete", Reason: off}, {Name: "afxdp-csum-lco", Reason: off}}
+		return []packetio.Offload{{Name: "afxdp-csum-complete", Reason: off}, {Name: "afxdp-csum-lco", Reason: off}, q.busy.Offload()}
 	}
 	return []packetio.Offload{
 		{Name: "afxdp-csum-complete", Active: true, Count: q.rc.sums.Load()},
 		{Name: "afxdp-csum-lco", Active: true, Count: q.tc.sumFromHeaders.Load()},
+		q.busy.Offload(),
 	}
 }
+
+// SetBusyPoll sets how long a Receive that finds the RX ring empty keeps
+// looking before it parks (packetio.BusyPoller).
+func (q *Queue) SetBusyPoll(budget time.Duration) { q.busy.SetBusyPoll(budget) }
 
 // BatchSize is the most payloads one Receive returns. Send takes any
 // number.

@@ -37,6 +37,7 @@ func (q *Queue) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 	}
 	q.rxMu.Lock()
 	defer q.rxMu.Unlock()
+	q.busy.Begin()
 	for {
 		if q.closed.Load() || q.dead {
 			return 0, q.closedErr("receive")
@@ -46,10 +47,18 @@ func (q *Queue) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 		}
 		n, seen := q.receive(bufs, sizes, meta, offset)
 		if n > 0 {
+			q.busy.Found()
 			return n, nil
 		}
 		if seen > 0 {
 			continue // all dropped; look again before sleeping
+		}
+		if q.busy.Again() {
+			if q.x.fill.needWakeup() {
+				q.x.kickRX()
+				q.rc.kicks.Add(1)
+			}
+			continue
 		}
 		if err := q.waitRX(); err != nil {
 			return 0, err

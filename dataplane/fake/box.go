@@ -3,6 +3,7 @@ package fake
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -102,3 +103,13 @@ func (b *box[T]) waitSent(n int, timeout time.Duration) []T {
 	b.mu.Unlock()
 	return s
 }
+
+// busyPoll records the budget the engine gives a device or underlay queue
+// (packetio.BusyPoller); the fakes never spin.
+type busyPoll struct{ budget atomic.Int64 }
+
+// SetBusyPoll records budget.
+func (b *busyPoll) SetBusyPoll(budget time.Duration) { b.budget.Store(int64(budget)) }
+
+// BusyPoll is what SetBusyPoll recorded last, 0 before.
+func (b *busyPoll) BusyPoll() time.Duration { return time.Duration(b.budget.Load()) }

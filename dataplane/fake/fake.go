@@ -20,6 +20,7 @@ var (
 	_ packetio.MTUSetter     = (*Device)(nil)
 	_ packetio.CheckedWriter = (*Device)(nil)
 	_ packetio.CheckedReader = (*Device)(nil)
+	_ packetio.BusyPoller    = (*Device)(nil)
 )
 
 // Device is an in-memory packet device. It copies every packet in and out,
@@ -33,6 +34,7 @@ type Device struct {
 	// InjectChecked vouched for, until ReadChecked hands it out.
 	marks sync.Map
 	box[[]byte]
+	busyPoll
 }
 
 // New returns a device that reads at most batch packets per call.

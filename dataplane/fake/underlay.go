@@ -10,7 +10,10 @@ import (
 	"github.com/vxdp/vxdp/encap"
 )
 
-var _ packetio.Underlay = (*Underlay)(nil)
+var (
+	_ packetio.Underlay   = (*Underlay)(nil)
+	_ packetio.BusyPoller = (*Underlay)(nil)
+)
 
 // Datagram is a tunnel payload with its metadata, as sent or received.
 type Datagram struct {
@@ -28,6 +31,7 @@ type Underlay struct {
 	batch int
 	hub   *Hub
 	box[Datagram]
+	busyPoll
 }
 
 // NewUnderlay returns an underlay at local that receives at most batch

@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -517,5 +518,51 @@ func TestMoveToNetnsDualStack(t *testing.T) {
 	}
 	if err := d.MoveToNetns(nsA.Path, "eth1", 1400, netip.MustParsePrefix("192.0.2.10/32"), netip.MustParsePrefix("192.0.2.11/32")); err == nil {
 		t.Error("two IPv4 addresses accepted")
+	}
+}
+
+// With a busy-poll budget, a Read that finds the queue empty keeps trying,
+// and a packet that comes within the budget is counted as taken that way
+// (busy-poll offload); without one the Read parks at once. With and
+// without offloads, whose reads take different paths.
+func TestBusyPoll(t *testing.T) {
+	for _, offload := range []bool{false, true} {
+		t.Run(fmt.Sprintf("offload=%v", offload), func(t *testing.T) {
+			d, nsB := podDevice(t, Options{Offload: offload}, "192.0.2.10/32")
+			c := nsB.ListenUDP(t, netip.MustParseAddrPort("192.0.2.10:0"))
+			remote := netip.MustParseAddrPort("198.51.100.1:9")
+			timer := time.AfterFunc(waitFor, func() { d.Close() })
+			defer timer.Stop()
+			if o := offloads(d)["busy-poll"]; o.Active || o.Count != 0 {
+				t.Fatalf("busy-poll before a budget: %+v", o)
+			}
+			bufs, sizes := [][]byte{make([]byte, 1500)}, make([]int, 1)
+			late := func(budget time.Duration) {
+				t.Helper()
+				d.SetBusyPoll(budget)
+				send := time.AfterFunc(30*time.Millisecond, func() { c.WriteToUDPAddrPort([]byte("late"), remote) })
+				defer send.Stop()
+				for {
+					n, err := d.Read(bufs, sizes, 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					// Only the datagram counts; the kernel may send
+					// others of its own (router solicitations).
+					if n == 1 && bytes.HasSuffix(bufs[0][:sizes[0]], []byte("late")) {
+						return
+					}
+				}
+			}
+			late(5 * time.Second)
+			if o := offloads(d)["busy-poll"]; !o.Active || o.Count != 1 {
+				t.Errorf("busy-poll after a packet within the budget: %+v, want active, count 1", o)
+			}
+			late(5 * time.Millisecond)
+			late(0)
+			if o := offloads(d)["busy-poll"]; o.Active || o.Count != 1 {
+				t.Errorf("busy-poll after packets past the budget and without one: %+v, want inactive, count 1", o)
+			}
+		})
 	}
 }

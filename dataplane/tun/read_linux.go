@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
 	"golang.org/x/sys/unix"
 )
@@ -25,6 +26,8 @@ type readState struct {
 	rn       int
 	rerr     error
 	readFn   func(fd uintptr) bool
+	// busy is the reader's busy-poll (SetBusyPoll).
+	busy packetio.BusyPoll
 
 	// With offloads, reads land in scratch first; a super-packet stays
 	// there while its segments are handed out, across Read calls if one
@@ -129,7 +132,11 @@ func (d *Device) read(bufs [][]byte, sizes []int, checked []bool, offset int) (i
 	d.emitSegments()
 	var err error
 	if d.rn < len(d.rbufs) {
+		d.busy.Begin()
 		err = d.raw.Read(d.readFn)
+		if d.rn > 0 {
+			d.busy.Found()
+		}
 	}
 	d.releaseScratch()
 	n, rerr := d.rn, d.rerr
@@ -156,6 +163,9 @@ func (d *Device) readBatch(fd uintptr) bool {
 		buf := d.rbufs[d.rn][d.roff:]
 		n, ok := d.readOne(fd, buf)
 		if !ok {
+			if !d.readDone() && d.busy.Again() {
+				continue
+			}
 			return d.readDone()
 		}
 		if n == len(buf) && ipLength(buf) > n {
@@ -208,6 +218,9 @@ func (d *Device) readVnet(fd uintptr) bool {
 		d.takeScratch()
 		n, ok := d.readOne(fd, d.scratch)
 		if !ok {
+			if !d.readDone() && d.busy.Again() {
+				continue
+			}
 			if !d.readDone() {
 				// The goroutine parks until the descriptor is readable:
 				// it waits without a buffer.

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
 	"golang.org/x/sys/unix"
@@ -50,8 +51,9 @@ type Device struct {
 }
 
 var (
-	_ packetio.Device    = (*Device)(nil)
-	_ packetio.MTUSetter = (*Device)(nil)
+	_ packetio.Device     = (*Device)(nil)
+	_ packetio.MTUSetter  = (*Device)(nil)
+	_ packetio.BusyPoller = (*Device)(nil)
 )
 
 // ErrInterfaceGone is wrapped by Read and Write once the kernel has deleted
@@ -240,10 +242,12 @@ func newDevice(fd int, o Options) (*Device, error) {
 // their checksum is right, WriteChecked, without a pass of their own). All
 // are off on a device opened without Offload.
 func (d *Device) Offloads() []packetio.Offload {
+	busy := d.busy.Offload()
+	busy.Count = d.sum(func(q *Device) uint64 { return q.busy.Offload().Count })
 	if !d.vnet {
 		off := "device opened without offloads"
 		return []packetio.Offload{{Name: "tun-tso", Reason: off}, {Name: "tun-gro", Reason: off}, {Name: "tun-uso", Reason: off}, {Name: "tun-udp-gro", Reason: off},
-			{Name: "tun-csum-complete", Reason: off}}
+			{Name: "tun-csum-complete", Reason: off}, busy}
 	}
 	return []packetio.Offload{
 		{Name: "tun-tso", Active: d.tsoOff == "", Reason: d.tsoOff,
@@ -257,8 +261,14 @@ func (d *Device) Offloads() []packetio.Offload {
 			Largest: d.max(func(q *Device) uint64 { return q.usoMax.Load() })},
 		{Name: "tun-udp-gro", Active: d.usoOff.Load() == nil, Reason: deref(d.usoOff.Load()), Count: d.sum(func(q *Device) uint64 { return q.usoMerged.Load() })},
 		{Name: "tun-csum-complete", Active: true, Count: d.sum(func(q *Device) uint64 { return q.checkedMerged.Load() })},
+		busy,
 	}
 }
+
+// SetBusyPoll sets how long a Read of this queue that finds it empty keeps
+// trying before it parks (packetio.BusyPoller); the engine sets it on each
+// queue it reads.
+func (d *Device) SetBusyPoll(budget time.Duration) { d.busy.SetBusyPoll(budget) }
 
 func deref(s *string) string {
 	if s == nil {

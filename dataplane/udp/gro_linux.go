@@ -90,6 +90,9 @@ func (q *Queue) recvGRO(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			if g.block && q.busy.Again() {
+				continue
+			}
 			return !g.block
 		default:
 			g.errno = errno

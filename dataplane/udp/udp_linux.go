@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -93,9 +94,14 @@ type Queue struct {
 	// groRuns counts receives that held more than one datagram, groMax
 	// the largest.
 	groRuns, groMax atomic.Uint64
+
+	busy packetio.BusyPoll // the receiver's busy-poll (SetBusyPoll)
 }
 
-var _ packetio.Underlay = (*Queue)(nil)
+var (
+	_ packetio.Underlay   = (*Queue)(nil)
+	_ packetio.BusyPoller = (*Queue)(nil)
+)
 
 // Open binds the underlay's sockets in the network namespace of the
 // calling thread. Errors name the address and the cause (port in use, not
@@ -258,8 +264,13 @@ func (q *Queue) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 	}
 	q.rmu.Lock()
 	defer q.rmu.Unlock()
+	q.busy.Begin()
 	if q.gro != nil {
-		return q.receiveGRO(bufs, sizes, meta, offset)
+		n, err := q.receiveGRO(bufs, sizes, meta, offset)
+		if n > 0 {
+			q.busy.Found()
+		}
+		return n, err
 	}
 	for {
 		if q.closed.Load() {
@@ -281,6 +292,7 @@ func (q *Queue) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 			return 0, fmt.Errorf("receive %s: recvmmsg: %w", q.name, q.rxErr)
 		}
 		if n := q.finishReceive(bufs, sizes, meta, offset); n > 0 {
+			q.busy.Found()
 			return n, nil
 		}
 		// Every datagram of this batch was dropped; wait for more rather
@@ -300,6 +312,9 @@ func (q *Queue) recvBatch(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			if q.busy.Again() {
+				continue
+			}
 			return false
 		default:
 			q.rxErr = errno
@@ -366,8 +381,13 @@ func (q *Queue) Offloads() []packetio.Offload {
 	return []packetio.Offload{
 		q.u.pool.offload(),
 		{Name: "udp-gro", Active: q.groOff == "", Reason: q.groOff, Count: q.groRuns.Load(), Largest: q.groMax.Load()},
+		q.busy.Offload(),
 	}
 }
+
+// SetBusyPoll sets how long a Receive that finds the socket empty keeps
+// trying before it parks (packetio.BusyPoller).
+func (q *Queue) SetBusyPoll(budget time.Duration) { q.busy.SetBusyPoll(budget) }
 
 // BatchSize is the most datagrams one Receive returns and one sendmmsg
 // takes.

@@ -511,3 +511,52 @@ func TestQueues(t *testing.T) {
 		}
 	})
 }
+
+// With a busy-poll budget, a Receive that finds the socket empty keeps
+// trying: a datagram that comes within the budget is taken while it
+// tries, and the busy-poll offload counts it. Without one it parks at
+// once and counts nothing. Both receive paths: plain recvmmsg and UDP_GRO.
+func TestBusyPoll(t *testing.T) {
+	for _, gro := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gro=%v", gro), func(t *testing.T) {
+			ns := underlayNetns(t)
+			q := openIn(t, ns, Config{Addr: ipv4.node, GRO: gro}).Queues()[0]
+			if (q.gro != nil) != gro {
+				t.Fatalf("UDP_GRO on = %v, want %v", q.gro != nil, gro)
+			}
+			sender := ns.ListenUDP(t, netip.AddrPortFrom(ipv4.node, 0))
+			busy := func() packetio.Offload {
+				for _, o := range q.Offloads() {
+					if o.Name == "busy-poll" {
+						return o
+					}
+				}
+				t.Fatal("no busy-poll offload")
+				return packetio.Offload{}
+			}
+			if o := busy(); o.Active || o.Count != 0 {
+				t.Fatalf("busy-poll before a budget: %+v", o)
+			}
+			// One datagram 30 ms into the Receive, with the given budget.
+			late := func(budget time.Duration) {
+				t.Helper()
+				q.SetBusyPoll(budget)
+				timer := time.AfterFunc(30*time.Millisecond, func() { sender.WriteToUDPAddrPort([]byte("late"), q.LocalAddr()) })
+				defer timer.Stop()
+				got, _ := receiveN(t, q, 1, 0, 100)
+				if string(got[0]) != "late" {
+					t.Fatalf("got %q", got[0])
+				}
+			}
+			late(5 * time.Second)
+			if o := busy(); !o.Active || o.Count != 1 || o.Reason != "budget 5s" {
+				t.Errorf("busy-poll after a datagram within the budget: %+v, want active, count 1", o)
+			}
+			late(5 * time.Millisecond) // spent before the datagram comes
+			late(0)
+			if o := busy(); o.Active || o.Count != 1 {
+				t.Errorf("busy-poll after datagrams past the budget and without one: %+v, want inactive, count 1", o)
+			}
+		})
+	}
+}

@@ -74,7 +74,8 @@ type options struct {
 	udpWindow   time.Duration
 	keep        bool
 	removeStale bool
-	ovsSpread   bool // ovs-afxdp: node i's PMD thread on CPU i
+	ovsSpread   bool    // ovs-afxdp: node i's PMD thread on CPU i
+	vxdpKeys    keyList // key=value pairs added to the vxdp agents' configuration
 	// The scale phase.
 	scaleEndpoints int
 	scaleCNICycles int
@@ -131,6 +132,7 @@ func parseFlags(args []string, root string) (*options, error) {
 	fs.StringVar(&o.vxdpBin, "vxdp", filepath.Join(root, "bin", "vxdp"), "vxdp binary (make build)")
 	fs.StringVar(&o.cniBin, "vxdp-cni", filepath.Join(root, "bin", "vxdp-cni"), "the CNI plugin binary (make build), timed in the scale phase; \"\" leaves that out")
 	fs.IntVar(&o.scaleCNICycles, "scale-cni-cycles", 100, "scale: ADD/DEL cycles through the CNI plugin with the endpoints in place")
+	fs.Var(&o.vxdpKeys, "vxdp-key", "key=value added to both vxdp agents' configuration, such as busy-poll=50us (repeat for more keys)")
 	fs.StringVar(&o.toolsDir, "tools", "", "directory with prebuilt udpblast and tcprr (default: build them from bench/tools)")
 	fs.Var(secondsFlag{&o.timeout}, "timeout", "bound on the whole run (default: from modes, reps and duration)")
 	fs.IntVar(&o.rrCount, "rr-count", 20000, "request/response round trips per repetition")
@@ -485,9 +487,9 @@ func runMode(ctx context.Context, l *lab, opts *options, mode, udpBin, rrBin str
 	case "kernel":
 		e, err = buildKernel(ctx, l)
 	case "vxdp-udp":
-		e, err = buildVXDP(ctx, l, opts.vxdpBin, "udp", false)
+		e, err = buildVXDP(ctx, l, opts.vxdpBin, opts.vxdpKeys.yaml(), "udp", false)
 	case "vxdp-afxdp":
-		e, err = buildVXDP(ctx, l, opts.vxdpBin, "afxdp", false)
+		e, err = buildVXDP(ctx, l, opts.vxdpBin, opts.vxdpKeys.yaml(), "afxdp", false)
 	case "ovs":
 		e, err = buildOVS(ctx, l, false, false)
 	case "ovs-afxdp":
@@ -495,9 +497,9 @@ func runMode(ctx context.Context, l *lab, opts *options, mode, udpBin, rrBin str
 	case "kernel-ipv6":
 		e, err = buildKernel6(ctx, l)
 	case "vxdp-udp-ipv6":
-		e, err = buildVXDP(ctx, l, opts.vxdpBin, "udp", true)
+		e, err = buildVXDP(ctx, l, opts.vxdpBin, opts.vxdpKeys.yaml(), "udp", true)
 	case "vxdp-afxdp-ipv6":
-		e, err = buildVXDP(ctx, l, opts.vxdpBin, "afxdp", true)
+		e, err = buildVXDP(ctx, l, opts.vxdpBin, opts.vxdpKeys.yaml(), "afxdp", true)
 	}
 	if err == nil {
 		err = checkPath(ctx, e)
@@ -599,4 +601,28 @@ func repLine(r *repResult) string {
 		parts = append(parts, "ERROR "+e)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// keyList is the --vxdp-key flag: key=value pairs, in the order given.
+type keyList []string
+
+func (k *keyList) String() string { return strings.Join(*k, ",") }
+
+func (k *keyList) Set(s string) error {
+	key, value, ok := strings.Cut(s, "=")
+	if !ok || key == "" || strings.ContainsAny(key, ": \n") || strings.Contains(value, "\n") {
+		return fmt.Errorf("want key=value, such as busy-poll=50us")
+	}
+	*k = append(*k, s)
+	return nil
+}
+
+// yaml is the pairs as lines of a YAML mapping, values quoted.
+func (k keyList) yaml() string {
+	var b strings.Builder
+	for _, kv := range k {
+		key, value, _ := strings.Cut(kv, "=")
+		fmt.Fprintf(&b, "%s: %q\n", key, value)
+	}
+	return b.String()
 }

@@ -216,7 +216,7 @@ func buildKernel6(ctx context.Context, l *lab) (*env, error) {
 // AF_XDP, an agent that refuses to start or falls back to something else
 // makes the mode "not available". With v6 the underlay and the pods are
 // IPv6 only.
-func buildVXDP(ctx context.Context, l *lab, vxdpBin, underlay string, v6 bool) (*env, error) {
+func buildVXDP(ctx context.Context, l *lab, vxdpBin, keys, underlay string, v6 bool) (*env, error) {
 	if err := buildUnderlay(l, v6); err != nil {
 		return nil, err
 	}
@@ -234,6 +234,7 @@ func buildVXDP(ctx context.Context, l *lab, vxdpBin, underlay string, v6 bool) (
 			ip, podCIDR, podIP, peerIP, peerCIDR = n.ip6, n.podCIDR6, n.podIP6, peer.ip6, peer.podCIDR6
 			extra = "enable-ipv4: false\nenable-ipv6: true\nunderlay-protocol: ipv6\n"
 		}
+		extra += keys
 		// state-dir lives in the run's directory: the agents' restart
 		// records are keyed by node IP, which other runs on this machine
 		// (tests, the demo) use too.

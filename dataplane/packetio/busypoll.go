@@ -1,0 +1,94 @@
+package packetio
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// BusyPoller is implemented by a device or underlay queue whose reader can
+// busy-poll: a read that finds the queue empty tries again for up to the
+// budget before it parks in the Go runtime's poller. A packet that comes
+// within the budget is taken without the wake-up of a parked goroutine
+// (and, on a virtual machine, of an idle virtual CPU), which is most of a
+// userspace hop's latency when traffic is sparse; the price is the CPU the
+// reader spends trying. Zero turns it off.
+type BusyPoller interface {
+	SetBusyPoll(budget time.Duration)
+}
+
+// BusyPoll is the state of one reader's busy-poll, for drivers to embed:
+// Begin at the start of a read, Again each time the queue is found empty
+// with nothing read yet (true: try again), Found when the read got
+// something. Begin, Again and Found are called by the one reader; the
+// budget may be set from any goroutine.
+type BusyPoll struct {
+	budget atomic.Int64 // nanoseconds; 0: off
+	// until is when the spin of the read in progress ends: 0 before the
+	// read first finds the queue empty, -1 once the budget is spent.
+	until int64
+	// hits counts reads that found a packet while spinning: wake-ups
+	// saved.
+	hits atomic.Uint64
+}
+
+// SetBusyPoll sets the budget; negative is taken as zero.
+func (b *BusyPoll) SetBusyPoll(budget time.Duration) { b.budget.Store(int64(max(budget, 0))) }
+
+// Budget is the budget set.
+func (b *BusyPoll) Budget() time.Duration { return time.Duration(b.budget.Load()) }
+
+// Begin starts a read.
+func (b *BusyPoll) Begin() { b.until = 0 }
+
+// Again says whether a read that found its queue empty tries again rather
+// than parking. Between tries it yields the CPU (sched_yield), so that the
+// polling costs only CPU time nobody else is ready to use: on a node with
+// few CPUs a reader that kept its CPU would delay the very threads whose
+// packets it waits for.
+func (b *BusyPoll) Again() bool {
+	if b.until < 0 {
+		return false
+	}
+	budget := b.budget.Load()
+	if budget == 0 {
+		return false
+	}
+	now := nanotime()
+	if b.until == 0 {
+		b.until = now + budget
+		return true
+	}
+	if now < b.until {
+		yield()
+		return true
+	}
+	b.until = -1
+	return false
+}
+
+// Found notes that the read got a packet.
+func (b *BusyPoll) Found() {
+	if b.until > 0 {
+		b.hits.Add(1)
+	}
+	b.until = 0
+}
+
+// Offload reports the busy-poll as an offload named busy-poll: active
+// with a budget, Count the reads that found a packet while spinning.
+func (b *BusyPoll) Offload() Offload {
+	o := Offload{Name: "busy-poll", Count: b.hits.Load()}
+	if d := b.Budget(); d > 0 {
+		o.Active = true
+		o.Reason = "budget " + d.String()
+	} else {
+		o.Reason = "busy-poll is 0"
+	}
+	return o
+}
+
+// start is the monotonic origin of nanotime.
+var start = time.Now()
+
+// nanotime is a monotonic clock reading in nanoseconds.
+func nanotime() int64 { return int64(time.Since(start)) }

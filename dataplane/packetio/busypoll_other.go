@@ -1,0 +1,7 @@
+//go:build !linux
+
+package packetio
+
+import "runtime"
+
+func yield() { runtime.Gosched() }
