@@ -344,5 +344,5 @@ func TestReloadBusyPollAndNice(t *testing.T) {
 	if got := ta.eng.BusyPoll(); got != 0 {
 		t.Errorf("engine busy-poll %v after the key went, want 0", got)
 	}
-	allNice(0)
+	allNice(config.DefaultNice)
 }

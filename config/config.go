@@ -142,7 +142,8 @@ type Config struct {
 	// BusyPoll is how long a worker whose pod device or underlay queue
 	// runs empty keeps trying before it sleeps (0: it sleeps at once).
 	BusyPoll time.Duration
-	// Nice is the scheduling niceness of the agent's threads, -20..19.
+	// Nice is the scheduling niceness of the agent's threads, -20..19
+	// (DefaultNice).
 	Nice int
 	// UnderlaySourcePorts is the number of outer UDP source ports of the
 	// UDP underlay (a send socket each); flows are spread over them.
@@ -257,6 +258,12 @@ type VTEP struct {
 	MAC      net.HardwareAddr // inner destination MAC of frames sent to it
 }
 
+// DefaultNice is the agent's niceness unless the key nice says otherwise:
+// the work it does is the kernel's softirq work for a kernel datapath,
+// and pods that keep every CPU busy must not starve it (ovs-ctl starts
+// Open vSwitch's userspace datapath at the same -10).
+const DefaultNice = -10
+
 // Default returns the configuration used when no key is given.
 func Default() *Config {
 	return &Config{
@@ -267,6 +274,7 @@ func Default() *Config {
 		TunnelSourceCheck:   true,
 		PodQueues:           2,
 		UnderlaySockets:     2,
+		Nice:                DefaultNice,
 		UnderlaySourcePorts: 64,
 		Socket:              DefaultSocket,
 		LogLevel:            LogInfo,

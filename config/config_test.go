@@ -67,6 +67,7 @@ func TestDefault(t *testing.T) {
 		TunnelSourceCheck:   true,
 		PodQueues:           2,
 		UnderlaySockets:     2,
+		Nice:                -10,
 		UnderlaySourcePorts: 64,
 		Socket:              "/run/vxdp/vxdp.sock",
 		LogLevel:            "info",

@@ -386,7 +386,7 @@ var keyTable = []keySpec{
 		get: func(c *Config) string { return formatDuration(c.BusyPoll) },
 	},
 	{
-		name: "nice", def: "0", doc: "scheduling niceness of the agent's threads, -20..19 (lower runs first); a negative one needs CAP_SYS_NICE",
+		name: "nice", def: strconv.Itoa(DefaultNice), doc: "scheduling niceness of the agent's threads, -20..19 (lower runs first), so that pods keeping every CPU busy do not starve it; a negative one needs CAP_SYS_NICE",
 		set: func(c *Config, s string) error {
 			v, err := strconv.Atoi(s)
 			if err != nil || v < -20 || v > 19 {

@@ -38,6 +38,14 @@ func (q *Queue) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 	q.rxMu.Lock()
 	defer q.rxMu.Unlock()
 	q.busy.Begin()
+	n, err := q.receiveWait(bufs, sizes, meta, offset)
+	q.busy.End(n > 0)
+	return n, err
+}
+
+// receiveWait is Receive once the arguments are checked: it takes what
+// the RX ring holds, busy-polls it or parks until there is something.
+func (q *Queue) receiveWait(bufs [][]byte, sizes []int, meta []packetio.Meta, offset int) (int, error) {
 	for {
 		if q.closed.Load() || q.dead {
 			return 0, q.closedErr("receive")
@@ -47,7 +55,6 @@ func (q *Queue) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 		}
 		n, seen := q.receive(bufs, sizes, meta, offset)
 		if n > 0 {
-			q.busy.Found()
 			return n, nil
 		}
 		if seen > 0 {

@@ -1,6 +1,7 @@
 package packetio
 
 import (
+	"runtime"
 	"sync/atomic"
 	"time"
 )
@@ -18,17 +19,42 @@ type BusyPoller interface {
 
 // BusyPoll is the state of one reader's busy-poll, for drivers to embed:
 // Begin at the start of a read, Again each time the queue is found empty
-// with nothing read yet (true: try again), Found when the read got
-// something. Begin, Again and Found are called by the one reader; the
-// budget may be set from any goroutine.
+// with nothing read yet (true: try again), End when the read returns.
+// Begin, Again and End are called by the one reader; the budget may be set
+// from any goroutine.
+//
+// A reader that busy-polls keeps its goroutine's P (a Go runtime
+// processor) while it tries. A packet for another reader, parked in the
+// runtime's poller, needs a free P to be handled: so at most GOMAXPROCS-1
+// readers of the process busy-poll at a time, and the others park at
+// once.
 type BusyPoll struct {
 	budget atomic.Int64 // nanoseconds; 0: off
 	// until is when the spin of the read in progress ends: 0 before the
-	// read first finds the queue empty, -1 once the budget is spent.
+	// read first finds the queue empty, -1 once the budget is spent or
+	// no spin slot was free.
 	until int64
+	slot  bool // holds one of the process's spin slots
 	// hits counts reads that found a packet while spinning: wake-ups
 	// saved.
 	hits atomic.Uint64
+}
+
+// spinners counts the readers of the process busy-polling now.
+var spinners atomic.Int32
+
+// takeSlot takes a spin slot if fewer than GOMAXPROCS-1 are taken.
+func takeSlot() bool {
+	limit := int32(runtime.GOMAXPROCS(0) - 1)
+	for {
+		n := spinners.Load()
+		if n >= limit {
+			return false
+		}
+		if spinners.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
 // SetBusyPoll sets the budget; negative is taken as zero.
@@ -55,6 +81,11 @@ func (b *BusyPoll) Again() bool {
 	}
 	now := nanotime()
 	if b.until == 0 {
+		if !takeSlot() {
+			b.until = -1
+			return false
+		}
+		b.slot = true
 		b.until = now + budget
 		return true
 	}
@@ -63,15 +94,24 @@ func (b *BusyPoll) Again() bool {
 		return true
 	}
 	b.until = -1
+	b.release()
 	return false
 }
 
-// Found notes that the read got a packet.
-func (b *BusyPoll) Found() {
-	if b.until > 0 {
+// End ends a read; got says it returned packets.
+func (b *BusyPoll) End(got bool) {
+	if got && b.until > 0 {
 		b.hits.Add(1)
 	}
 	b.until = 0
+	b.release()
+}
+
+func (b *BusyPoll) release() {
+	if b.slot {
+		b.slot = false
+		spinners.Add(-1)
+	}
 }
 
 // Offload reports the busy-poll as an offload named busy-poll: active

@@ -134,9 +134,7 @@ func (d *Device) read(bufs [][]byte, sizes []int, checked []bool, offset int) (i
 	if d.rn < len(d.rbufs) {
 		d.busy.Begin()
 		err = d.raw.Read(d.readFn)
-		if d.rn > 0 {
-			d.busy.Found()
-		}
+		d.busy.End(d.rn > 0)
 	}
 	d.releaseScratch()
 	n, rerr := d.rn, d.rerr

@@ -267,11 +267,16 @@ func (q *Queue) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 	q.busy.Begin()
 	if q.gro != nil {
 		n, err := q.receiveGRO(bufs, sizes, meta, offset)
-		if n > 0 {
-			q.busy.Found()
-		}
+		q.busy.End(n > 0)
 		return n, err
 	}
+	n, err := q.receivePlain(bufs, sizes, meta, offset)
+	q.busy.End(n > 0)
+	return n, err
+}
+
+// receivePlain is Receive for a queue without UDP_GRO.
+func (q *Queue) receivePlain(bufs [][]byte, sizes []int, meta []packetio.Meta, offset int) (int, error) {
 	for {
 		if q.closed.Load() {
 			return 0, q.closedErr("receive")
@@ -292,7 +297,6 @@ func (q *Queue) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 			return 0, fmt.Errorf("receive %s: recvmmsg: %w", q.name, q.rxErr)
 		}
 		if n := q.finishReceive(bufs, sizes, meta, offset); n > 0 {
-			q.busy.Found()
 			return n, nil
 		}
 		// Every datagram of this batch was dropped; wait for more rather

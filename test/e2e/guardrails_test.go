@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -347,6 +348,8 @@ func TestOperatorMistakes(t *testing.T) {
 			{"an endpoint named with a slash", strings.Replace(g.cfg1Text, "name: pod1,", "name: pod/1,", 1), []string{"endpoints[0].name", "pod/1"}},
 			{"a file that does not parse", strings.Replace(g.cfg1Text, "nodes:\n", "nodes: [\n", 1), []string{g.cfg1}},
 			{"a key that needs a restart", strings.Replace(g.cfg1Text, "underlay: udp", "underlay: afxdp", 1), []string{"underlay", "restart"}},
+			{"a busy-poll over 100ms", "busy-poll: 1s\n" + g.cfg1Text, []string{"busy-poll", "100ms"}},
+			{"a niceness out of range", "nice: -21\n" + g.cfg1Text, []string{"nice", "-20 to 19"}},
 		} {
 			t.Run(m.why, func(t *testing.T) {
 				line := g.reload(t, m.file)
@@ -380,6 +383,46 @@ func TestOperatorMistakes(t *testing.T) {
 			g.reach(t)
 			if line := g.reload(t, g.cfg1Text); !strings.Contains(line, "configuration reloaded") {
 				t.Fatalf("the old file was not applied:\n%s", line)
+			}
+			g.intact(t)
+		})
+		// busy-poll and nice apply to the running agent: every thread
+		// takes the niceness, every worker the budget; the old file puts
+		// back the defaults.
+		t.Run("busy-poll and nice change without a restart", func(t *testing.T) {
+			busyPoll := func() api.Offload {
+				var st api.Stats
+				out, _ := g.cli("stats", "-o", "json")
+				mustJSON(t, out, &st)
+				for _, d := range st.Devices {
+					for _, o := range d.Offloads {
+						if d.Device == "pod1" && o.Name == "busy-poll" {
+							return o
+						}
+					}
+				}
+				t.Fatalf("no busy-poll offload on pod1:\n%s", out)
+				return api.Offload{}
+			}
+			checkNice(t, g.agent1.Pid(), -10)
+			if o := busyPoll(); o.Active {
+				t.Errorf("busy-poll active by default: %+v", o)
+			}
+			line := g.reload(t, "busy-poll: 20us\nnice: -5\n"+g.cfg1Text)
+			if !strings.Contains(line, "configuration reloaded") || !strings.Contains(line, "busy-poll 20") || !strings.Contains(line, "nice -5") {
+				t.Fatalf("the keys were not applied:\n%s", line)
+			}
+			checkNice(t, g.agent1.Pid(), -5)
+			if o := busyPoll(); !o.Active || !strings.Contains(o.Reason, "20µs") {
+				t.Errorf("busy-poll after the reload: %+v", o)
+			}
+			g.reach(t)
+			if line := g.reload(t, g.cfg1Text); !strings.Contains(line, "configuration reloaded") {
+				t.Fatalf("the old file was not applied:\n%s", line)
+			}
+			checkNice(t, g.agent1.Pid(), -10)
+			if o := busyPoll(); o.Active {
+				t.Errorf("busy-poll still active after the old file: %+v", o)
 			}
 			g.intact(t)
 		})
@@ -1004,4 +1047,29 @@ func clip(s string) string {
 		return s[:200] + fmt.Sprintf("... (%d bytes)", len(s))
 	}
 	return s
+}
+
+// checkNice fails the test unless every thread of process pid runs at
+// niceness want (field 19 of /proc/<pid>/task/<tid>/stat).
+func checkNice(t *testing.T, pid, want int) {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			continue // the thread ended
+		}
+		// The command name may hold spaces; the fields after it start
+		// with the state, field 3.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 17 {
+			t.Fatalf("thread %s: short stat %q", task.Name(), b)
+		}
+		if f[16] != strconv.Itoa(want) {
+			t.Errorf("thread %s of process %d at niceness %s, want %d", task.Name(), pid, f[16], want)
+		}
+	}
 }
