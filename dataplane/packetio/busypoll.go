@@ -114,10 +114,13 @@ func (b *BusyPoll) release() {
 	}
 }
 
+// Hits counts the reads that found a packet while spinning.
+func (b *BusyPoll) Hits() uint64 { return b.hits.Load() }
+
 // Offload reports the busy-poll as an offload named busy-poll: active
 // with a budget, Count the reads that found a packet while spinning.
 func (b *BusyPoll) Offload() Offload {
-	o := Offload{Name: "busy-poll", Count: b.hits.Load()}
+	o := Offload{Name: "busy-poll", Count: b.Hits()}
 	if d := b.Budget(); d > 0 {
 		o.Active = true
 		o.Reason = "budget " + d.String()

@@ -243,7 +243,7 @@ func newDevice(fd int, o Options) (*Device, error) {
 // are off on a device opened without Offload.
 func (d *Device) Offloads() []packetio.Offload {
 	busy := d.busy.Offload()
-	busy.Count = d.sum(func(q *Device) uint64 { return q.busy.Offload().Count })
+	busy.Count = d.sum(func(q *Device) uint64 { return q.busy.Hits() })
 	if !d.vnet {
 		off := "device opened without offloads"
 		return []packetio.Offload{{Name: "tun-tso", Reason: off}, {Name: "tun-gro", Reason: off}, {Name: "tun-uso", Reason: off}, {Name: "tun-udp-gro", Reason: off},
