@@ -142,12 +142,13 @@ func TestAPIJSON(t *testing.T) {
 			`{"prefix":"10.9.0.0/24","kind":"vtep","target":"vtep 192.0.2.50 02:00:00:00:00:50"}`},
 		{"no vteps", convert([]dataplane.VTEPSpec(nil), apiVTEP), `null`},
 		{"no vteps listed", orEmpty(convert([]dataplane.VTEPSpec(nil), apiVTEP)), `[]`},
-		// Added since: monitor_events_lost, source_ports of underlays.
+		// Added since: monitor_events_lost, source_ports of underlays,
+		// kernel_dropped and kernel_dropped_error.
 		{"stats", apiStats(dataplane.Stats{Drops: map[string]uint64{"no_route": 2}, TotalDrops: 2, RouteMTU: 1450, UnderlayMTU: 1500, MonitorEventsLost: 4,
-			Devices: []dataplane.DeviceCounters{{Device: "pa", Kind: "endpoint", RxPackets: 3},
-				{Device: "udp:192.0.2.1:8472", Kind: "underlay", SourcePorts: &packetio.SourcePorts{Count: 64, Min: 49152, Max: 65280}}}}),
-			`{"devices":[{"device":"pa","kind":"endpoint","rx_batches":0,"rx_packets":3,"rx_bytes":0,"tx_packets":0,"tx_bytes":0,"tx_errors":0,"driver_rx_dropped":0,"driver_tx_errors":0},` +
-				`{"device":"udp:192.0.2.1:8472","kind":"underlay","rx_batches":0,"rx_packets":0,"rx_bytes":0,"tx_packets":0,"tx_bytes":0,"tx_errors":0,"driver_rx_dropped":0,"driver_tx_errors":0,"source_ports":{"count":64,"min":49152,"max":65280}}],` +
+			Devices: []dataplane.DeviceCounters{{Device: "pa", Kind: "endpoint", RxPackets: 3, KernelDropped: 7},
+				{Device: "udp:192.0.2.1:8472", Kind: "underlay", SourcePorts: &packetio.SourcePorts{Count: 64, Min: 49152, Max: 65280}, KernelDropErr: "gone"}}}),
+			`{"devices":[{"device":"pa","kind":"endpoint","rx_batches":0,"rx_packets":3,"rx_bytes":0,"tx_packets":0,"tx_bytes":0,"tx_errors":0,"driver_rx_dropped":0,"driver_tx_errors":0,"kernel_dropped":7},` +
+				`{"device":"udp:192.0.2.1:8472","kind":"underlay","rx_batches":0,"rx_packets":0,"rx_bytes":0,"tx_packets":0,"tx_bytes":0,"tx_errors":0,"driver_rx_dropped":0,"driver_tx_errors":0,"kernel_dropped":0,"kernel_dropped_error":"gone","source_ports":{"count":64,"min":49152,"max":65280}}],` +
 				`"drops":{"no_route":2},"icmp_errors_sent":0,"arp_replies_sent":0,"total_drops":2,"route_mtu":1450,"underlay_mtu":1500,"monitor_events_lost":4,"icmp_errors_rate_limited":0,"ecn_anomalies":0}`},
 		{"node", api.Node{Name: "n2", IP: addr("192.0.2.2"), PodCIDR: prefix("10.1.2.0/24"), Source: fromConfig},
 			`{"name":"n2","ip":"192.0.2.2","pod_cidr":"10.1.2.0/24","source":"config"}`},

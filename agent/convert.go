@@ -87,6 +87,7 @@ func apiStats(s dataplane.Stats) api.Stats {
 			c := api.DeviceCounters{Device: d.Device, Kind: d.Kind, RxBatches: d.RxBatches,
 				RxPackets: d.RxPackets, RxBytes: d.RxBytes, TxPackets: d.TxPackets, TxBytes: d.TxBytes,
 				TxErrors: d.TxErrors, DriverRxDropped: d.DriverRxDropped, DriverTxErrors: d.DriverTxErrors,
+				KernelDropped: d.KernelDropped, KernelDropError: d.KernelDropErr,
 				Offloads: convert(d.Offloads, func(o packetio.Offload) api.Offload {
 					return api.Offload{Name: o.Name, Active: o.Active, Reason: o.Reason, Count: o.Count, Largest: o.Largest}
 				})}

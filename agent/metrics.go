@@ -20,10 +20,12 @@ import (
 type collector struct{ a *Agent }
 
 var (
-	descPackets   = prometheus.NewDesc("vxdp_device_packets_total", "Packets per device and direction (rx: read by vxdp, tx: written by vxdp).", []string{"device", "kind", "direction"}, nil)
-	descBytes     = prometheus.NewDesc("vxdp_device_bytes_total", "Bytes per device and direction.", []string{"device", "kind", "direction"}, nil)
-	descBatches   = prometheus.NewDesc("vxdp_device_rx_batches_total", "Reads that returned packets; packets/batches is the mean batch size.", []string{"device", "kind"}, nil)
-	descTxErrors  = prometheus.NewDesc("vxdp_device_tx_errors_total", "Packets a device refused.", []string{"device", "kind"}, nil)
+	descPackets     = prometheus.NewDesc("vxdp_device_packets_total", "Packets per device and direction (rx: read by vxdp, tx: written by vxdp).", []string{"device", "kind", "direction"}, nil)
+	descBytes       = prometheus.NewDesc("vxdp_device_bytes_total", "Bytes per device and direction.", []string{"device", "kind", "direction"}, nil)
+	descBatches     = prometheus.NewDesc("vxdp_device_rx_batches_total", "Reads that returned packets; packets/batches is the mean batch size.", []string{"device", "kind"}, nil)
+	descTxErrors    = prometheus.NewDesc("vxdp_device_tx_errors_total", "Packets a device refused.", []string{"device", "kind"}, nil)
+	descKernelDrops = prometheus.NewDesc("vxdp_device_kernel_dropped_total",
+		"Packets the kernel dropped before vxdp read them: a pod's TUN queue or an underlay socket's buffer full.", []string{"device", "kind"}, nil)
 	descDrops     = prometheus.NewDesc("vxdp_drops_total", "Dropped packets by reason.", []string{"reason"}, nil)
 	descEndpoints = prometheus.NewDesc("vxdp_endpoints", "Pod endpoints on this node.", nil, nil)
 	descNodes     = prometheus.NewDesc("vxdp_nodes", "Remote nodes known.", nil, nil)
@@ -38,7 +40,7 @@ var (
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPackets, descBytes, descBatches, descTxErrors, descDrops,
+	for _, d := range []*prometheus.Desc{descPackets, descBytes, descBatches, descTxErrors, descKernelDrops, descDrops,
 		descEndpoints, descNodes, descVTEPs, descFIB, descICMP, descARP, descECN, descHealthy, descOffload, descOffloadN} {
 		ch <- d
 	}
@@ -54,6 +56,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(d.TxBytes), d.Device, d.Kind, "tx")
 		ch <- prometheus.MustNewConstMetric(descBatches, prometheus.CounterValue, float64(d.RxBatches), d.Device, d.Kind)
 		ch <- prometheus.MustNewConstMetric(descTxErrors, prometheus.CounterValue, float64(d.TxErrors+d.DriverTxErrors), d.Device, d.Kind)
+		if d.KernelDropErr == "" {
+			ch <- prometheus.MustNewConstMetric(descKernelDrops, prometheus.CounterValue, float64(d.KernelDropped), d.Device, d.Kind)
+		}
 		for _, o := range d.Offloads {
 			active := 0.0
 			if o.Active {

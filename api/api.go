@@ -204,8 +204,14 @@ type DeviceCounters struct {
 	TxBytes   uint64 `json:"tx_bytes"`
 	TxErrors  uint64 `json:"tx_errors"`
 	// Counted by the driver itself.
-	DriverRxDropped uint64    `json:"driver_rx_dropped"`
-	DriverTxErrors  uint64    `json:"driver_tx_errors"`
+	DriverRxDropped uint64 `json:"driver_rx_dropped"`
+	DriverTxErrors  uint64 `json:"driver_tx_errors"`
+	// KernelDropped is what the kernel discarded before vxdp could read
+	// it: a pod's packets that found its TUN queue full, datagrams that
+	// found an underlay socket's receive buffer full. KernelDropError
+	// says why the counter could not be read.
+	KernelDropped   uint64    `json:"kernel_dropped"`
+	KernelDropError string    `json:"kernel_dropped_error,omitempty"`
 	Offloads        []Offload `json:"offloads,omitempty"`
 	// SourcePorts are the outer UDP source ports of an underlay queue.
 	SourcePorts *SourcePorts `json:"source_ports,omitempty"`

@@ -190,6 +190,20 @@ func TestCrossNode(t *testing.T) {
 	if st.TotalDrops != 0 {
 		t.Fatalf("drops: %v", st.Drops)
 	}
+	// The kernel's drops on the way to a device show beside its counters.
+	n1.pod(t, "a").SetKernelDropped(9)
+	found := false
+	for _, d := range n1.eng.Stats().Devices {
+		if d.Device == "a" {
+			found = true
+			if d.KernelDropped != 9 || d.KernelDropErr != "" {
+				t.Errorf("endpoint a: kernel dropped %d (%q), want 9", d.KernelDropped, d.KernelDropErr)
+			}
+		}
+	}
+	if !found {
+		t.Error("no endpoint a in the stats")
+	}
 }
 
 func TestEncapOnTheWire(t *testing.T) {

@@ -122,6 +122,12 @@ type DeviceCounters struct {
 	// Counted by the driver itself.
 	DriverRxDropped uint64
 	DriverTxErrors  uint64
+	// KernelDropped is what the kernel discarded on its way to the engine
+	// (packetio.KernelDropCounter): a pod's packets that found its TUN
+	// queue full, datagrams that found an underlay socket's buffer full.
+	// KernelDropErr says why it could not be read.
+	KernelDropped uint64
+	KernelDropErr string
 	// Offloads the driver uses, or tried to (OffloadReporter).
 	Offloads []packetio.Offload
 	// SourcePorts are the outer UDP source ports of an underlay queue.
@@ -138,6 +144,12 @@ func (s *DeviceStats) snapshot(dev any, name, kind string) DeviceCounters {
 	}
 	if dc, ok := dev.(packetio.DriverCounters); ok {
 		c.DriverRxDropped, c.DriverTxErrors = dc.RXDropped(), dc.TXErrors()
+	}
+	if kc, ok := dev.(packetio.KernelDropCounter); ok {
+		var err error
+		if c.KernelDropped, err = kc.KernelDropped(); err != nil {
+			c.KernelDropErr = err.Error()
+		}
 	}
 	if r, ok := dev.(packetio.OffloadReporter); ok {
 		c.Offloads = r.Offloads()

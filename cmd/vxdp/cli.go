@@ -491,9 +491,15 @@ func newStatsCmd(g *globals) *cobra.Command {
 		Use: "stats", Args: cobra.NoArgs, Short: "packet counters per device and drops by reason",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return show(g, "/v1/stats", func(w io.Writer, s api.Stats) {
-				fmt.Fprintln(w, "DEVICE\tKIND\tRX-PACKETS\tRX-BYTES\tTX-PACKETS\tTX-BYTES\tTX-ERRORS\tDRV-RX-DROP\tDRV-TX-ERR")
+				fmt.Fprintln(w, "DEVICE\tKIND\tRX-PACKETS\tRX-BYTES\tTX-PACKETS\tTX-BYTES\tTX-ERRORS\tDRV-RX-DROP\tDRV-TX-ERR\tKERNEL-DROP")
 				for _, d := range s.Devices {
-					fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", d.Device, d.Kind, d.RxPackets, d.RxBytes, d.TxPackets, d.TxBytes, d.TxErrors, d.DriverRxDropped, d.DriverTxErrors)
+					// KERNEL-DROP: what the kernel dropped before vxdp
+					// read it; "-" when the counter could not be read.
+					kd := strconv.FormatUint(d.KernelDropped, 10)
+					if d.KernelDropError != "" {
+						kd = "-"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", d.Device, d.Kind, d.RxPackets, d.RxBytes, d.TxPackets, d.TxBytes, d.TxErrors, d.DriverRxDropped, d.DriverTxErrors, kd)
 				}
 				fmt.Fprintln(w)
 				fmt.Fprintln(w, "DEVICE\tOFFLOAD\tSTATE\tCOUNT\tLARGEST-BYTES")

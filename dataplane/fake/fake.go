@@ -21,6 +21,8 @@ var (
 	_ packetio.CheckedWriter = (*Device)(nil)
 	_ packetio.CheckedReader = (*Device)(nil)
 	_ packetio.BusyPoller    = (*Device)(nil)
+
+	_ packetio.KernelDropCounter = (*Device)(nil)
 )
 
 // Device is an in-memory packet device. It copies every packet in and out,
@@ -33,8 +35,23 @@ type Device struct {
 	// marks holds the first byte of each injected copy that
 	// InjectChecked vouched for, until ReadChecked hands it out.
 	marks sync.Map
+	// kernelDropped is what KernelDropped reports (SetKernelDropped).
+	kernelDropped atomic.Uint64
 	box[[]byte]
 	busyPoll
+}
+
+// SetKernelDropped sets what KernelDropped reports, as if the kernel had
+// dropped n packets on their way to the device.
+func (d *Device) SetKernelDropped(n uint64) { d.kernelDropped.Store(n) }
+
+// KernelDropped reports what SetKernelDropped set, and an error once the
+// device is closed (packetio.KernelDropCounter).
+func (d *Device) KernelDropped() (uint64, error) {
+	if d.isClosed() {
+		return 0, fmt.Errorf("%s: %w", d.name, net.ErrClosed)
+	}
+	return d.kernelDropped.Load(), nil
 }
 
 // New returns a device that reads at most batch packets per call.

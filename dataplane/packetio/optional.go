@@ -7,6 +7,16 @@ type DriverCounters interface {
 	TXErrors() uint64
 }
 
+// KernelDropCounter is implemented by devices whose kernel side drops
+// packets bound for the engine when they arrive faster than the engine
+// reads them: a TUN interface's transmit ring (txqueuelen packets a queue)
+// when a pod sends faster than its worker reads, an underlay socket's
+// receive buffer. The kernel keeps the count, so reading it is a system
+// call (or a netlink request) and can fail, as when the interface is gone.
+type KernelDropCounter interface {
+	KernelDropped() (uint64, error)
+}
+
 // QueueFullCounter is implemented by drivers that drop what they are
 // given when their transmit queue is full (an AF_XDP TX ring without a
 // free frame), rather than wait. The engine shows those as queue_full,

@@ -566,3 +566,34 @@ func TestBusyPoll(t *testing.T) {
 		})
 	}
 }
+
+// TestKernelDropped fills the interface's queue without reading it: what
+// the ring cannot hold the kernel drops and KernelDropped counts.
+func TestKernelDropped(t *testing.T) {
+	d, nsB := podDevice(t, Options{}, "192.0.2.10/32")
+	c := nsB.ListenUDP(t, netip.MustParseAddrPort("192.0.2.10:0"))
+	before, err := d.KernelDropped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sent = txQueueLen + 1000
+	remote := netip.MustParseAddrPort("198.51.100.1:9")
+	for i := 0; i < sent; i++ {
+		if _, err := c.WriteToUDPAddrPort([]byte("unread"), remote); err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+	}
+	after, err := d.KernelDropped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The ring holds txQueueLen; the kernel may queue a few packets of its
+	// own, so the drops are at least the rest and at most all sent.
+	if got := after - before; got < sent-txQueueLen || got > sent {
+		t.Errorf("KernelDropped rose by %d after %d datagrams into a ring of %d", got, sent, txQueueLen)
+	}
+	d.Close()
+	if _, err := d.KernelDropped(); err == nil {
+		t.Error("KernelDropped of a closed device: no error")
+	}
+}

@@ -54,6 +54,8 @@ var (
 	_ packetio.Device     = (*Device)(nil)
 	_ packetio.MTUSetter  = (*Device)(nil)
 	_ packetio.BusyPoller = (*Device)(nil)
+
+	_ packetio.KernelDropCounter = (*Device)(nil)
 )
 
 // ErrInterfaceGone is wrapped by Read and Write once the kernel has deleted
@@ -295,6 +297,34 @@ func (d *Device) Index() int { return int(d.index.Load()) }
 
 // TXErrors counts packets Write skipped because the kernel refused them.
 func (d *Device) TXErrors() uint64 { return d.sum(func(q *Device) uint64 { return q.txErrors.Load() }) }
+
+// KernelDropped is the interface's tx_dropped counter (every queue): what
+// the kernel discarded instead of handing it to Read, mostly packets the
+// pod sent while the queue's ring was full (packetio.KernelDropCounter).
+func (d *Device) KernelDropped() (uint64, error) {
+	if d.parent != nil {
+		return d.parent.KernelDropped()
+	}
+	ns, err := d.linkNetns()
+	if err != nil {
+		return 0, err
+	}
+	defer ns.Close()
+	h, err := routeHandle(ns)
+	if err != nil {
+		return 0, err
+	}
+	defer h.Close()
+	link, err := h.LinkByIndex(d.Index())
+	if err != nil {
+		return 0, fmt.Errorf("link %d: %w", d.Index(), err)
+	}
+	st := link.Attrs().Statistics
+	if st == nil {
+		return 0, fmt.Errorf("link %d: no statistics", d.Index())
+	}
+	return st.TxDropped, nil
+}
 
 // RXDropped counts packets Read discarded because they did not fit.
 func (d *Device) RXDropped() uint64 {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -101,6 +102,8 @@ type Queue struct {
 var (
 	_ packetio.Underlay   = (*Queue)(nil)
 	_ packetio.BusyPoller = (*Queue)(nil)
+
+	_ packetio.KernelDropCounter = (*Queue)(nil)
 )
 
 // Open binds the underlay's sockets in the network namespace of the
@@ -409,6 +412,38 @@ func (q *Queue) TXErrors() uint64 { return q.txErrors.Load() }
 
 // RXDropped counts datagrams Receive discarded because they did not fit.
 func (q *Queue) RXDropped() uint64 { return q.rxDropped.Load() }
+
+// KernelDropped is what the kernel dropped at the receive socket, its
+// buffer full or the datagram refused (SO_MEMINFO's drop count,
+// packetio.KernelDropCounter).
+func (q *Queue) KernelDropped() (uint64, error) {
+	var drops uint32
+	var serr error
+	err := q.raw.Control(func(fd uintptr) {
+		// The kernel fills as many of its SK_MEMINFO_* words as fit;
+		// SK_MEMINFO_DROPS is the ninth (Linux 4.6 and later).
+		const drop = 8
+		var info [16]uint32
+		l := uint32(unsafe.Sizeof(info))
+		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+			uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&l)), 0)
+		switch {
+		case e != 0:
+			serr = e
+		case l < (drop+1)*4:
+			serr = fmt.Errorf("%d bytes, no drop count", l)
+		default:
+			drops = info[drop]
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%s: SO_MEMINFO: %w", q.name, err)
+	}
+	return uint64(drops), nil
+}
 
 // Close closes the receive socket; the last queue closed closes the send
 // pool. A Receive or Send blocked in another goroutine returns an error

@@ -560,3 +560,31 @@ func TestBusyPoll(t *testing.T) {
 		})
 	}
 }
+
+// TestKernelDropped fills a queue's receive buffer without receiving:
+// what does not fit the kernel drops and KernelDropped counts.
+func TestKernelDropped(t *testing.T) {
+	ns := underlayNetns(t)
+	q := openIn(t, ns, Config{Addr: ipv4.node}).Queues()[0]
+	sender := ns.ListenUDP(t, netip.AddrPortFrom(ipv4.node, 0))
+	if n, err := q.KernelDropped(); err != nil || n != 0 {
+		t.Fatalf("before: %d, %v; want 0", n, err)
+	}
+	// A 1,400-byte datagram takes over 2 KiB of the buffer, which holds
+	// 8 MiB (sockBuf, doubled by the kernel): room for under 4,000.
+	const sent = 8000
+	payload := make([]byte, 1400)
+	for i := 0; i < sent; i++ {
+		if _, err := sender.WriteToUDPAddrPort(payload, q.LocalAddr()); err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+	}
+	n, err := q.KernelDropped()
+	if err != nil || n < sent/4 || n > sent {
+		t.Errorf("after %d datagrams unread: %d, %v; want at least %d", sent, n, err, sent/4)
+	}
+	q.Close()
+	if _, err := q.KernelDropped(); err == nil {
+		t.Error("KernelDropped of a closed queue: no error")
+	}
+}

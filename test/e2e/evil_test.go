@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -158,10 +157,6 @@ func expectDrops(t *testing.T, sock, reason string, before map[string]int, n int
 // counts of its underlay devices.
 func underlayRx(t *testing.T, sock string) (rx, driverDropped int) {
 	t.Helper()
-	out, err := runCLI(sock, "stats", "-o", "json")
-	if err != nil {
-		t.Fatalf("stats: %v\n%s", err, out)
-	}
 	var st struct {
 		Devices []struct {
 			Kind            string `json:"kind"`
@@ -169,9 +164,7 @@ func underlayRx(t *testing.T, sock string) (rx, driverDropped int) {
 			DriverRxDropped int    `json:"driver_rx_dropped"`
 		} `json:"devices"`
 	}
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("stats json: %v\n%s", err, out)
-	}
+	readStats(t, sock, &st)
 	for _, d := range st.Devices {
 		if d.Kind == "underlay" {
 			rx += d.RxPackets

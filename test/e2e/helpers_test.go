@@ -58,17 +58,23 @@ func dropCount(t *testing.T, sock, reason string) int {
 // allDrops returns the agent's drop counters by reason.
 func allDrops(t *testing.T, sock string) map[string]int {
 	t.Helper()
+	var st struct {
+		Drops map[string]int `json:"drops"`
+	}
+	readStats(t, sock, &st)
+	return st.Drops
+}
+
+// readStats decodes `vxdp stats -o json` of the agent at sock into v.
+func readStats(t *testing.T, sock string, v any) {
+	t.Helper()
 	out, err := runCLI(sock, "stats", "-o", "json")
 	if err != nil {
 		t.Fatalf("stats: %v\n%s", err, out)
 	}
-	var st struct {
-		Drops map[string]int `json:"drops"`
-	}
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
+	if err := json.Unmarshal([]byte(out), v); err != nil {
 		t.Fatalf("stats json: %v\n%s", err, out)
 	}
-	return st.Drops
 }
 
 // underlaySwitch puts the hosts on one underlay segment: each gets eth0

@@ -580,12 +580,12 @@ func repLine(r *repResult) string {
 		parts = append(parts, fmt.Sprintf("tcp4 %.2f Gbit/s", r.TCP4.BitsPerSec/1e9))
 	}
 	for _, u := range r.UDPAll {
-		parts = append(parts, fmt.Sprintf("udp64/%dt %.0f kpps delivered (%.0f sent, %d socket drops)",
-			u.Threads, u.Recv.PPS/1e3, u.Sent.PPS/1e3, u.Recv.RcvbufErrors))
+		parts = append(parts, fmt.Sprintf("udp64/%dt %.0f kpps delivered (%.0f sent, %s)",
+			u.Threads, u.Recv.PPS/1e3, u.Sent.PPS/1e3, u.lossText()))
 	}
 	if u := r.UDPBusy; u != nil {
-		parts = append(parts, fmt.Sprintf("udp64 busy pod/%dt %.0f kpps delivered (%.0f sent, %d socket drops)",
-			u.Threads, u.Recv.PPS/1e3, u.Sent.PPS/1e3, u.Recv.RcvbufErrors))
+		parts = append(parts, fmt.Sprintf("udp64 busy pod/%dt %.0f kpps delivered (%.0f sent, %s)",
+			u.Threads, u.Recv.PPS/1e3, u.Sent.PPS/1e3, u.lossText()))
 	}
 	if r.RR != nil {
 		parts = append(parts, fmt.Sprintf("rr p50 %.1f µs p99 %.1f µs (%d)", r.RR.P50, r.RR.P99, r.RR.RoundTrips))

@@ -453,6 +453,10 @@ type udpResult struct {
 		CPUBusy      float64 `json:"cpu_busy_s"`
 		RcvbufErrors uint64  `json:"rcvbuf_errors"`
 	} `json:"receiver"`
+	// Losses is the rise of the drop counters along the path while the
+	// sender ran; LossError says why they could not be read.
+	Losses    *lossSnapshot `json:"losses,omitempty"`
+	LossError string        `json:"loss_error,omitempty"`
 }
 
 // udp floods pod2 from pod1 with 64-byte datagrams and counts what pod2's
@@ -476,11 +480,23 @@ func (r *runner) udp(ctx context.Context, threads int) (*udpResult, error) {
 	// The receiver binds at once; this leaves it time to get there before
 	// the first datagram, which would otherwise draw a port unreachable.
 	time.Sleep(300 * time.Millisecond)
+	before, lossErr := r.snapshotLosses(ctx)
 	sendOut, sendErr := l.exec(ctx, nodes[0].podNS, window+15*time.Second, r.udpBin, "send",
 		"-dst", r.e.podAddrPort(1, udpPort), "-size", "64", "-flows", strconv.Itoa(r.opts.udpFlows),
 		"-threads", strconv.Itoa(threads), "-duration", (window + 1500*time.Millisecond).String())
+	// The receiver has closed its socket by now: what arrived after that
+	// counts in pod2's NoPorts, the rest where it was lost.
+	var after lossSnapshot
+	if lossErr == nil {
+		after, lossErr = r.snapshotLosses(ctx)
+	}
 	rcv := <-got
 	res := udpResult{Threads: threads}
+	if lossErr == nil {
+		res.Losses = after.sub(before)
+	} else {
+		res.LossError = lossErr.Error()
+	}
 	if sendErr != nil {
 		return nil, fmt.Errorf("sender: %w", sendErr)
 	}

@@ -364,6 +364,21 @@ func writeComparison(w io.Writer, rep *report) {
 				fmt.Fprintf(w, "  - repetition %d: %s\n", i+1, e)
 			}
 		}
+		// Where the 64-byte datagrams were lost, in the last repetition
+		// that has the tests.
+		for i := len(md.Reps) - 1; i >= 0; i-- {
+			r := md.Reps[i]
+			if r.UDP == nil && r.UDPBusy == nil {
+				continue
+			}
+			if u := r.UDP; u != nil {
+				fmt.Fprintf(w, "  - 64-byte UDP, %d sender thread(s), repetition %d: %s\n", u.Threads, i+1, u.lossText())
+			}
+			if u := r.UDPBusy; u != nil {
+				fmt.Fprintf(w, "  - 64-byte UDP, busy pod (%d sender threads), repetition %d: %s\n", u.Threads, i+1, u.lossText())
+			}
+			break
+		}
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "CPU: \"whole machine busy\" is the /proc/stat delta (user+nice+system+irq+softirq, all CPUs) over the 1-stream iperf3 run "+
