@@ -84,7 +84,8 @@ func (p *podDevices) unclaimed() map[string]bool {
 // device works without it, only slower.
 func warnOffloads(log *zap.Logger, device string, offloads []packetio.Offload) {
 	for _, o := range offloads {
-		if !o.Active {
+		// tun-tso-whole comes on when the engine takes the device.
+		if !o.Active && o.Name != "tun-tso-whole" {
 			log.Warn("offload off; the device falls back to single packets", zap.String("device", device),
 				zap.String("offload", o.Name), zap.String("reason", o.Reason))
 		}

@@ -33,7 +33,7 @@ func (a *Agent) Reload(n *config.Config) error {
 	}{
 		{"node-ip", o.NodeIP, n.NodeIP}, {"pod-cidr", o.PodCIDR, n.PodCIDR}, {"pod-cidr", o.PodCIDR6, n.PodCIDR6},
 		{"routing-mode", o.RoutingMode, n.RoutingMode}, {"tunnel-protocol", o.TunnelProtocol, n.TunnelProtocol},
-		{"tunnel-port", o.TunnelPort, n.TunnelPort}, {"underlay", o.Underlay, n.Underlay},
+		{"tunnel-port", o.TunnelPort, n.TunnelPort}, {"underlay", o.Underlay, n.Underlay}, {"tunnel-gso", o.TunnelGSO, n.TunnelGSO},
 		{"device", o.Device, n.Device}, {"mtu", o.MTU, n.MTU}, {"socket", o.Socket, n.Socket},
 		{"cluster-pool-ipv4-cidr", o.ClusterCIDR, n.ClusterCIDR}, {"cluster-pool-ipv6-cidr", o.ClusterCIDR6, n.ClusterCIDR6}, {"auto-direct-node-routes", o.AutoDirectNodeRoutes, n.AutoDirectNodeRoutes},
 		{"prometheus-serve-addr", o.MetricsAddr, n.MetricsAddr}, {"state-dir", o.StateDir, n.StateDir}, {"procfs", o.ProcFS, n.ProcFS},

@@ -377,6 +377,35 @@ func openHostDevice(log *zap.Logger, addrs []netip.Prefix, mtu int, adopt bool) 
 	return d, func() { d.Destroy() }, nil
 }
 
+// TunnelGSODevice is the TAP device a pod's TCP super-packets leave
+// through, whole, with tunnel-gso auto.
+const TunnelGSODevice = "vxdp_gso"
+
+// openTunnelGSO opens the tunnel-gso way out where the configuration and
+// the kernel allow, or says why not. The device goes away with its
+// descriptor: nothing is left behind when the agent stops or dies.
+func openTunnelGSO(cfg *config.Config, log *zap.Logger, u *underlay) (packetio.TunnelGSO, string) {
+	var off string
+	switch {
+	case cfg.TunnelGSO == config.TunnelGSOOff:
+		off = "tunnel-gso is off"
+	case u.kind != "udp":
+		off = "underlay " + u.kind + ": only the udp underlay hands tunnel packets to the kernel"
+	case cfg.NodeIP.Is6():
+		off = "IPv6 underlay: not supported yet"
+	}
+	if off != "" {
+		return nil, off
+	}
+	g, err := tun.OpenTunnelGSO(TunnelGSODevice)
+	if err != nil {
+		log.Info("tunnel-gso off", zap.Error(err))
+		return nil, err.Error()
+	}
+	log.Info("tunnel-gso", zap.String("device", TunnelGSODevice))
+	return g, ""
+}
+
 // engineConfig is the engine's part of the configuration.
 func engineConfig(cfg *config.Config, underlayMTU int) dataplane.Config {
 	return dataplane.Config{
@@ -415,8 +444,12 @@ func startEngine(cfg *config.Config, log *zap.Logger, link netlink.Link, adoptHo
 	routes := &hostRoutes{link: host.Index(), src: cfg.HostAddr(), src6: cfg.HostAddr6(), log: log}
 	ec := engineConfig(cfg, under.mtu)
 	ec.UnderlayPrefix = underlayPrefix(link, cfg.NodeIP)
+	ec.TunnelGSO, ec.TunnelGSOOff = openTunnelGSO(cfg, log, under)
 	eng, err := dataplane.New(ec, log, under.queues, host, pods.create, routes)
 	if err != nil {
+		if ec.TunnelGSO != nil {
+			ec.TunnelGSO.Close()
+		}
 		undoHost()
 		under.close()
 		return nil, nil, nil, nil, err

@@ -48,6 +48,9 @@ const (
 	UnderlayAFXDP = "afxdp"
 	UnderlayAuto  = "auto"
 
+	TunnelGSOAuto = "auto"
+	TunnelGSOOff  = "off"
+
 	IPAMClusterPool = "cluster-pool"
 	IPAMKubernetes  = "kubernetes"
 
@@ -131,6 +134,10 @@ type Config struct {
 	// protocol's default; Validate replaces it with that default.
 	TunnelPort uint16
 	Underlay   string // underlay: UnderlayUDP, UnderlayAFXDP or UnderlayAuto
+	// TunnelGSO is TunnelGSOAuto (pods' TCP super-packets leave whole,
+	// through a TAP device, for the kernel to segment, where the kernel
+	// can) or TunnelGSOOff.
+	TunnelGSO string
 	// MTU is the underlay MTU; 0 means read it from the device.
 	MTU int
 	// PodQueues is the number of queues of each pod's TUN device, each
@@ -271,6 +278,7 @@ func Default() *Config {
 		RoutingMode:         RoutingTunnel,
 		TunnelProtocol:      ProtocolVXLAN,
 		Underlay:            UnderlayAuto,
+		TunnelGSO:           TunnelGSOAuto,
 		TunnelSourceCheck:   true,
 		PodQueues:           2,
 		UnderlaySockets:     2,

@@ -64,6 +64,7 @@ func TestDefault(t *testing.T) {
 		RoutingMode:         "tunnel",
 		TunnelProtocol:      "vxlan",
 		Underlay:            "auto",
+		TunnelGSO:           "auto",
 		TunnelSourceCheck:   true,
 		PodQueues:           2,
 		UnderlaySockets:     2,

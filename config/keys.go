@@ -213,6 +213,17 @@ var keyTable = []keySpec{
 		get: func(c *Config) string { return c.Underlay },
 	},
 	{
+		name: "tunnel-gso", def: TunnelGSOAuto, doc: "auto (a pod's TCP super-packets for other nodes leave whole through the TAP device vxdp_gso, for the kernel or the NIC to segment, on a udp underlay over IPv4 where the kernel takes UDP tunnel segmentation on TUN, Linux 6.17 and later) or off (the agent cuts them into segments)",
+		set: func(c *Config, s string) error {
+			v, err := oneOf(s, TunnelGSOAuto, TunnelGSOOff)
+			if err == nil {
+				c.TunnelGSO = v
+			}
+			return err
+		},
+		get: func(c *Config) string { return c.TunnelGSO },
+	},
+	{
 		name: "mtu", def: "0", doc: "underlay MTU, 1280..65535; 0 = read it from the device",
 		set: func(c *Config, s string) error {
 			v, err := parseUint(s, MaxMTU)

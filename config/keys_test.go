@@ -89,6 +89,9 @@ func TestSet(t *testing.T) {
 		{"underlay udp", "underlay", "udp", "", func(c *Config) bool { return c.Underlay == "udp" }},
 		{"underlay afxdp", "underlay", "afxdp", "", func(c *Config) bool { return c.Underlay == "afxdp" }},
 		{"underlay auto", "underlay", "auto", "", func(c *Config) bool { return c.Underlay == "auto" }},
+		{"tunnel-gso off", "tunnel-gso", "off", "", func(c *Config) bool { return c.TunnelGSO == "off" }},
+		{"tunnel-gso auto", "tunnel-gso", "auto", "", func(c *Config) bool { return c.TunnelGSO == "auto" }},
+		{"tunnel-gso bad", "tunnel-gso", "on", "tunnel-gso", nil},
 		{"underlay bad", "underlay", "dpdk", "underlay", nil},
 
 		{"mtu", "mtu", "1500", "", func(c *Config) bool { return c.MTU == 1500 }},

@@ -69,6 +69,12 @@ type Config struct {
 	// empty keeps trying before it parks (packetio.BusyPoller); 0, the
 	// default, parks at once. SetBusyPoll changes it.
 	BusyPoll time.Duration
+	// TunnelGSO, when set, is where a pod's TCP super-packets bound for
+	// another node go whole, tunnelled, for the kernel to segment (IPv4
+	// underlay only); the engine closes it. TunnelGSOOff says why there is
+	// none, for the stats.
+	TunnelGSO    packetio.TunnelGSO
+	TunnelGSOOff string
 }
 
 // RouteKind says where the FIB sends a destination.
@@ -204,6 +210,8 @@ type Engine struct {
 	hostStats   DeviceStats
 	newEndpoint EndpointDeviceFactory
 	hostRoutes  HostRoutes
+	// tunnelGSO is Config.TunnelGSO when the engine uses it.
+	tunnelGSO packetio.TunnelGSO
 
 	state  atomic.Pointer[snapshot]
 	drops  drops
@@ -331,6 +339,9 @@ func New(cfg Config, log *zap.Logger, underlays []packetio.Underlay, host packet
 	e.setMTUs(cfg.UnderlayMTU)
 	for i, d := range underlays {
 		e.underlays[i].dev = d
+	}
+	if cfg.TunnelGSO != nil && !e.node6 && len(underlays) > 0 {
+		e.tunnelGSO = cfg.TunnelGSO
 	}
 	e.mu.Lock()
 	e.publishLocked()

@@ -115,6 +115,11 @@ func (e *Engine) Close() error {
 		}
 	}
 	e.wg.Wait()
+	if g := e.cfg.TunnelGSO; g != nil {
+		if err := g.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close tunnel-gso device: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -111,6 +111,16 @@ func (e *Engine) Stats() Stats {
 		c := e.underlays[i].stats.snapshot(u, u.Name(), "underlay")
 		sp := u.SourcePorts()
 		c.SourcePorts = &sp
+		if i == 0 {
+			// The tunnel-gso way out serves every queue; the first
+			// shows it.
+			switch {
+			case e.tunnelGSO != nil:
+				c.Offloads = append(c.Offloads, e.tunnelGSO.Offload())
+			case e.cfg.TunnelGSOOff != "":
+				c.Offloads = append(c.Offloads, packetio.Offload{Name: "tunnel-gso", Reason: e.cfg.TunnelGSOOff})
+			}
+		}
 		s.Devices = append(s.Devices, c)
 	}
 	if e.host != nil {

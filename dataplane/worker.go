@@ -165,6 +165,9 @@ func newWorker(e *Engine, dev packetio.Device, under packetio.Underlay, st *Devi
 	} else if cr, ok := dev.(packetio.CheckedReader); ok {
 		w.creader = cr
 	}
+	if sr, ok := dev.(packetio.SuperReader); ok && kind == sourcePod && e.tunnelGSO != nil {
+		sr.SetSuperHandler(w.fromPodSuper)
+	}
 	// A worker starts with room for one packet, which is all an idle
 	// device needs to wait in Read with; growBuffers doubles the batch
 	// each time a read fills it, up to the device's batch size. Most

@@ -107,3 +107,47 @@ type CheckedWriter interface {
 type CheckedReader interface {
 	ReadChecked(bufs [][]byte, sizes []int, checked []bool, offset int) (n int, err error)
 }
+
+// SuperReader is implemented by a device that can hand the engine a TCP
+// super-packet a pod sent (a TSO read) whole instead of cutting it into
+// segments, so that the engine can send it on as one tunnel packet the
+// kernel segments (TunnelGSO). The handler is called from within Read,
+// only while nothing else has been read in that call, so packets keep
+// their order; it reports whether it took the packet. When it does not,
+// the driver cuts the packet up as it always does.
+type SuperReader interface {
+	SetSuperHandler(h SuperHandler)
+}
+
+// SuperHandler is given a TCP super-packet at buf[start:start+n], IPv4 or
+// IPv6, its TCP checksum partial (the pseudo-header's sum only, the rest
+// left to whoever segments it), with SuperRoom bytes free in front of it.
+// gso is the TCP payload each segment carries; ecn says the sender asked
+// for the ECN handling of TCP segmentation (CWR on the first segment only).
+type SuperHandler func(buf []byte, start, n, gso int, ecn bool) bool
+
+// SuperRoom is the room a SuperReader leaves in front of a super-packet:
+// what the largest tunnel header takes, Geneve options included, and the
+// TunnelGSO driver's own headers.
+const SuperRoom = 448
+
+// TunnelGSO is a way out of the node for a tunnel packet that carries a
+// pod's TCP super-packet whole, for the kernel to cut into tunnel packets
+// of one segment each (generic segmentation over a UDP tunnel, as the
+// kernel's own vxlan hands its packets on): a TAP device the kernel
+// routes from.
+type TunnelGSO interface {
+	// WriteTunnel sends buf[start:], an outer IPv4 header, UDP, the
+	// tunnel header, the inner Ethernet header, the inner IPv4 or IPv6
+	// header at offset inner of buf[start:] and TCP at offset l4, its
+	// checksum partial. gso and ecn are as SuperHandler's. At least
+	// TunnelGSORoom bytes precede start.
+	WriteTunnel(buf []byte, start, inner, l4, gso int, v6, ecn bool) error
+	// Offload reports the way out as an offload named tunnel-gso.
+	Offload() Offload
+	Close() error
+}
+
+// TunnelGSORoom is what a TunnelGSO driver writes in front of the outer
+// IPv4 header.
+const TunnelGSORoom = 64

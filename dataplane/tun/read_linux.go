@@ -42,6 +42,15 @@ type readState struct {
 	pendSegs int
 	pendNext int
 	pendKind superKind
+	// pendWhole says the pending super-packet goes to super first, at the
+	// start of the next Read; pendECN is its GSO type's ECN flag.
+	pendWhole bool
+	pendECN   bool
+	// super, when set, is offered each TCP super-packet whole
+	// (SetSuperHandler); superTaken counts those it took.
+	super      packetio.SuperHandler
+	superOn    atomic.Bool
+	superTaken atomic.Uint64
 
 	rxDropped atomic.Uint64
 	// Super-packets read, TCP and UDP, and the largest of each.
@@ -52,8 +61,12 @@ type readState struct {
 }
 
 // scratchBuf holds the largest read of a device with offloads: the
-// virtio_net_hdr and a 64 KiB super-packet.
-type scratchBuf [vnetHdrLen + 65535]byte
+// virtio_net_hdr and a 64 KiB super-packet, behind packetio.SuperRoom
+// bytes of room for a tunnel's headers when the packet goes on whole.
+type scratchBuf [packetio.SuperRoom + vnetHdrLen + 65535]byte
+
+// superStart is where a super-packet starts in a scratchBuf.
+const superStart = packetio.SuperRoom + vnetHdrLen
 
 // scratchPool shares the scratch buffers of all devices with offloads. A
 // device holds one only while it reads and while a super-packet waits in
@@ -65,7 +78,7 @@ var scratchPool = sync.Pool{New: func() any { return new(scratchBuf) }}
 func (d *Device) takeScratch() {
 	if d.scratchP == nil {
 		d.scratchP = scratchPool.Get().(*scratchBuf)
-		d.scratch = d.scratchP[:]
+		d.scratch = d.scratchP[packetio.SuperRoom:]
 	}
 }
 
@@ -127,8 +140,15 @@ func (d *Device) read(bufs [][]byte, sizes []int, checked []bool, offset int) (i
 		bufs = bufs[:batchSize]
 	}
 	d.rbufs, d.rsizes, d.rchecked, d.roff, d.rn, d.rerr = bufs, sizes, checked, offset, 0, nil
-	// Segments left from the last super-packet go first; with any, the
-	// read below only takes what is there without waiting.
+	// A super-packet left for the handler goes first, then segments left
+	// from the last one; with any, the read below only takes what is
+	// there without waiting.
+	if d.pendWhole {
+		d.pendWhole = false
+		if d.offerWhole(d.pend, d.pendGSO, d.pendECN) {
+			d.pend = nil
+		}
+	}
 	d.emitSegments()
 	var err error
 	if d.rn < len(d.rbufs) {
@@ -254,7 +274,6 @@ func (d *Device) readVnet(fd uintptr) bool {
 				d.rxDropped.Add(1)
 				continue
 			}
-			d.pend, d.pendHdr, d.pendL4, d.pendGSO, d.pendSegs, d.pendNext, d.pendKind = pkt, hdrLen, l4, int(h.gsoSize), segs, 0, kind
 			reads, largest := &d.superReads, &d.superMax
 			if kind == superUDP4 || kind == superUDP6 {
 				reads, largest = &d.usoReads, &d.usoMax
@@ -263,6 +282,20 @@ func (d *Device) readVnet(fd uintptr) bool {
 			if l := uint64(len(pkt)); l > largest.Load() {
 				largest.Store(l) // one reader at a time (rmu)
 			}
+			ecn := h.gsoType&vnetGSOECN != 0
+			if d.super != nil && kind == superTCP4 {
+				if d.rn == 0 && d.offerWhole(pkt, int(h.gsoSize), ecn) {
+					continue
+				}
+				if d.rn > 0 {
+					// Packets read before it must go first: it waits
+					// for the next Read, where nothing precedes it.
+					d.pend, d.pendHdr, d.pendL4, d.pendGSO, d.pendSegs, d.pendNext, d.pendKind = pkt, hdrLen, l4, int(h.gsoSize), segs, 0, kind
+					d.pendWhole, d.pendECN = true, ecn
+					return true
+				}
+			}
+			d.pend, d.pendHdr, d.pendL4, d.pendGSO, d.pendSegs, d.pendNext, d.pendKind = pkt, hdrLen, l4, int(h.gsoSize), segs, 0, kind
 			d.emitSegments()
 			if d.pend != nil {
 				return true // the batch is full; the rest waits for the next Read
@@ -360,4 +393,27 @@ func ipLength(p []byte) int {
 		}
 	}
 	return 0
+}
+
+// SetSuperHandler sets the handler offered every IPv4 TCP super-packet
+// read, whole, before it is cut up (packetio.SuperReader); nil removes it.
+// It takes effect from the next Read.
+func (d *Device) SetSuperHandler(h packetio.SuperHandler) {
+	d.rmu.Lock()
+	d.super = h
+	d.superOn.Store(h != nil)
+	d.rmu.Unlock()
+}
+
+// offerWhole hands the super-packet pkt, which lies in the scratch buffer
+// at superStart, to the handler, and reports whether it took it.
+func (d *Device) offerWhole(pkt []byte, gso int, ecn bool) bool {
+	if d.super == nil || d.scratchP == nil {
+		return false
+	}
+	if !d.super(d.scratchP[:], superStart, len(pkt), gso, ecn) {
+		return false
+	}
+	d.superTaken.Add(1)
+	return true
 }

@@ -249,7 +249,7 @@ func (d *Device) Offloads() []packetio.Offload {
 	if !d.vnet {
 		off := "device opened without offloads"
 		return []packetio.Offload{{Name: "tun-tso", Reason: off}, {Name: "tun-gro", Reason: off}, {Name: "tun-uso", Reason: off}, {Name: "tun-udp-gro", Reason: off},
-			{Name: "tun-csum-complete", Reason: off}, busy}
+			{Name: "tun-csum-complete", Reason: off}, {Name: "tun-tso-whole", Reason: off}, busy}
 	}
 	return []packetio.Offload{
 		{Name: "tun-tso", Active: d.tsoOff == "", Reason: d.tsoOff,
@@ -263,8 +263,21 @@ func (d *Device) Offloads() []packetio.Offload {
 			Largest: d.max(func(q *Device) uint64 { return q.usoMax.Load() })},
 		{Name: "tun-udp-gro", Active: d.usoOff.Load() == nil, Reason: deref(d.usoOff.Load()), Count: d.sum(func(q *Device) uint64 { return q.usoMerged.Load() })},
 		{Name: "tun-csum-complete", Active: true, Count: d.sum(func(q *Device) uint64 { return q.checkedMerged.Load() })},
+		d.wholeOffload(),
 		busy,
 	}
+}
+
+// wholeOffload reports tun-tso-whole: TCP super-packets handed on whole
+// (SetSuperHandler) rather than cut up.
+func (d *Device) wholeOffload() packetio.Offload {
+	o := packetio.Offload{Name: "tun-tso-whole", Count: d.sum(func(q *Device) uint64 { return q.superTaken.Load() })}
+	if d.superOn.Load() {
+		o.Active = true
+	} else {
+		o.Reason = "no tunnel-gso way out"
+	}
+	return o
 }
 
 // SetBusyPoll sets how long a Read of this queue that finds it empty keeps

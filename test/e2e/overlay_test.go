@@ -24,8 +24,9 @@ func init() {
 func TestOverlay(t *testing.T) {
 	// node1 reads its pods on one TUN queue and the tunnel port on one
 	// socket, node2 on two of each (the default): both layouts carry
-	// everything below.
-	c := newClusterWith(t, [2]string{"pod-queues: 1\nunderlay-sockets: 1", ""})
+	// everything below. node1 sends its pods' TCP super-packets whole
+	// (tunnel-gso, the default), node2 cuts them up (tunnel-gso off).
+	c := newClusterWith(t, [2]string{"pod-queues: 1\nunderlay-sockets: 1", "tunnel-gso: off"})
 
 	t.Run("pod interface", func(t *testing.T) {
 		out := c.pods["pod1a"].MustRun(t, "ip", "-o", "link", "show", "eth0")
@@ -155,23 +156,38 @@ func TestOverlay(t *testing.T) {
 	t.Run("TCP 100MB across nodes", func(t *testing.T) {
 		transfer(t, c.pods["pod1a"], c.pods["pod2a"], "10.1.2.20", 5001, 100<<20, 2*time.Minute)
 	})
-	t.Run("offloads carried that transfer", func(t *testing.T) {
+	t.Run("TCP 100MB across nodes, the other way", func(t *testing.T) {
+		transfer(t, c.pods["pod2a"], c.pods["pod1a"], "10.1.1.10", 5006, 100<<20, 2*time.Minute)
+	})
+	t.Run("offloads carried those transfers", func(t *testing.T) {
 		// pod1a's kernel handed its TUN super-packets, node1 sent them
-		// as UDP_SEGMENT runs, node2 received them coalesced and wrote
-		// merged super-packets into pod2a.
+		// whole to the kernel through vxdp_gso (tunnel-gso). pod2a's
+		// were cut up by node2 (tunnel-gso off) and sent as UDP_SEGMENT
+		// runs, which node1 received coalesced and wrote as merged
+		// super-packets into pod1a.
 		for _, chk := range []struct {
 			node         int
 			device, name string
 		}{
-			{0, "pod1a", "tun-tso"}, {0, "underlay", "udp-gso"},
-			{1, "underlay", "udp-gro"}, {1, "pod2a", "tun-gro"},
+			{0, "pod1a", "tun-tso"}, {0, "underlay", "tunnel-gso"},
+			{1, "pod2a", "tun-tso"}, {1, "underlay", "udp-gso"},
+			{0, "underlay", "udp-gro"}, {0, "pod1a", "tun-gro"},
 		} {
 			o := c.offload(chk.node, chk.device, chk.name)
 			if !o.Active || o.Count == 0 || o.Largest <= 1500 {
 				t.Errorf("node%d %s %s: %+v; want active, used, units larger than the 1500-byte MTU", chk.node+1, chk.device, chk.name, o)
 			}
 		}
-		if out := c.mustCLI(0, "stats"); !strings.Contains(out, "tun-tso") || !strings.Contains(out, "udp-gso") {
+		if o := c.offload(0, "pod1a", "tun-tso-whole"); !o.Active || o.Count == 0 {
+			t.Errorf("node1 pod1a tun-tso-whole: %+v; want active and used", o)
+		}
+		if o := c.offload(1, "underlay", "tunnel-gso"); o.Active || o.Reason != "tunnel-gso is off" {
+			t.Errorf("node2 tunnel-gso: %+v; want off, as configured", o)
+		}
+		if o := c.offload(1, "pod2a", "tun-tso-whole"); o.Active || o.Count != 0 {
+			t.Errorf("node2 pod2a tun-tso-whole: %+v; want off and unused", o)
+		}
+		if out := c.mustCLI(0, "stats"); !strings.Contains(out, "tun-tso") || !strings.Contains(out, "tunnel-gso") {
 			t.Errorf("stats lacks the offload table:\n%s", out)
 		}
 	})

@@ -1,0 +1,104 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"net/netip"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
+	"github.com/vxdp/vxdp/encap"
+)
+
+// A pod's TCP sender hands its TUN device super-packets of up to 64 KiB
+// (TSO). Cut into segments, each one is encapsulated, sent, received,
+// checked and merged again on the other node: per-segment work in user
+// space on both sides. With a TunnelGSO way out, the engine instead
+// encapsulates the super-packet once and hands it to the kernel marked for
+// segmentation over a UDP tunnel, as the kernel's own vxlan hands on what
+// its pods send: a NIC cuts it (or the kernel, in software, at the last
+// moment), and a virtual link (veth) carries it whole to the other node,
+// whose UDP socket takes it as one datagram. Only packets for another
+// node's pods (RouteTunnel) over an IPv4 underlay go this way; everything
+// else is cut up by the device as before.
+
+// fromPodSuper is the worker's packetio.SuperHandler: it sends the TCP
+// super-packet buf[start:start+n] its pod sent whole through the engine's
+// TunnelGSO, or reports false for the device to cut it up. It runs within
+// the worker's Read, so it counts on the worker's own counters.
+func (w *worker) fromPodSuper(buf []byte, start, n, gso int, ecn bool) bool {
+	g := w.e.tunnelGSO
+	if g == nil || start < packetio.SuperRoom || w.e.tapFor(w.tapKey) != nil || w.e.tapFor(underlayTap{}) != nil {
+		// A capture sees segments, as the packets on the wire.
+		return false
+	}
+	pkt := buf[start : start+n]
+	if encap.IPVersion(pkt) != encap.IPv4Version {
+		return false
+	}
+	ip := encap.IPv4(pkt)
+	if !ip.IsValid(n) || ip.TotalLen() != n || ip.HeaderLen() != encap.IPv4MinLen ||
+		ip.Protocol() != encap.ProtoTCP || ip.IsFragment() || ip.TTL() <= 1 ||
+		!w.ep.has4 || ip.Source4() != w.ep.ip4 {
+		return false
+	}
+	tcp := encap.TCP(pkt[encap.IPv4MinLen:])
+	if !tcp.IsValid(n - encap.IPv4MinLen) {
+		return false
+	}
+	hdrLen := encap.IPv4MinLen + tcp.HeaderLen()
+	snap := w.e.state.Load()
+	r, found := snap.fib.Lookup(ip.DestinationAddr())
+	if !found || r.kind != RouteTunnel || gso <= 0 || hdrLen+gso > snap.tunnelMTU {
+		return false
+	}
+	t := &r.peer.tun
+	remote := netip.AddrPortFrom(t.remote.Addr().Unmap(), t.remote.Port())
+	if !remote.Addr().Is4() {
+		return false
+	}
+	_, vni := w.ep.identVNI()
+	hash, tos := encap.FlowHashV4(ip), encap.EncapTOS(ip.TOS())
+	// The TTL goes down before the packet is written, and back up if the
+	// device refuses it, for the segments to go the usual way.
+	ttl, sum := ip[8], binary.BigEndian.Uint16(ip[10:])
+	ip.DecrementTTL()
+	var o int
+	var err error
+	if w.e.geneve {
+		o, err = encap.EncapGeneve(buf, start, n, vni, w.e.cfg.GeneveOptions, t.dstMAC, w.e.mac)
+	} else {
+		o, err = encap.EncapVXLAN(buf, start, n, vni, t.dstMAC, w.e.mac)
+	}
+	payload := start + n - o
+	os := o - encap.OuterV4Len
+	if err != nil || os < packetio.TunnelGSORoom || encap.OuterV4Len+payload > 0xffff {
+		ip[8] = ttl
+		binary.BigEndian.PutUint16(ip[10:], sum)
+		return false
+	}
+	u := &w.e.underlays[w.e.underlayFor(hash)]
+	encap.UDP(buf[os+encap.IPv4MinLen:o]).Encode(u.dev.SourcePort(hash), remote.Port(), uint16(encap.UDPLen+payload), 0)
+	encap.IPv4(buf[os : os+encap.IPv4MinLen]).Encode(&encap.IPv4Fields{
+		TOS:         tos,
+		TotalLen:    uint16(encap.OuterV4Len + payload),
+		TTL:         encap.OuterTTL,
+		Protocol:    encap.ProtoUDP,
+		Source:      w.e.nodeIP4,
+		Destination: remote.Addr().As4(),
+	})
+	inner := start - os
+	if err := g.WriteTunnel(buf, os, inner, inner+encap.IPv4MinLen, gso, false, ecn); err != nil {
+		ip[8] = ttl
+		binary.BigEndian.PutUint16(ip[10:], sum)
+		return false
+	}
+	// Counted as the segments the kernel makes of it, as the device
+	// would have handed them out.
+	segs := (n - hdrLen + gso - 1) / gso
+	bytes := uint64(n + (segs-1)*hdrLen)
+	w.stats.RxBatches.Add(1)
+	w.stats.RxPackets.Add(uint64(segs))
+	w.stats.RxBytes.Add(bytes)
+	u.stats.TxPackets.Add(uint64(segs))
+	u.stats.TxBytes.Add(bytes + uint64(segs*(start-o)))
+	return true
+}

@@ -1,0 +1,207 @@
+package dataplane
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"testing"
+
+	"github.com/vxdp/vxdp/dataplane/packetio"
+	"github.com/vxdp/vxdp/encap"
+	"github.com/vxdp/vxdp/identity"
+)
+
+// fakeTunnelGSO records what WriteTunnel is given.
+type fakeTunnelGSO struct {
+	pkt               []byte // buf[start:] of the last write
+	inner, l4, gso    int
+	v6, ecn           bool
+	writes            int
+	err               error
+	closed            bool
+	roomSeen, minRoom int
+}
+
+func (f *fakeTunnelGSO) WriteTunnel(buf []byte, start, inner, l4, gso int, v6, ecn bool) error {
+	if f.err != nil {
+		return f.err
+	}
+	f.pkt = append(f.pkt[:0], buf[start:]...)
+	f.inner, f.l4, f.gso, f.v6, f.ecn = inner, l4, gso, v6, ecn
+	f.roomSeen = start
+	f.writes++
+	return nil
+}
+
+func (f *fakeTunnelGSO) Offload() packetio.Offload {
+	return packetio.Offload{Name: "tunnel-gso", Active: true, Count: uint64(f.writes)}
+}
+
+func (f *fakeTunnelGSO) Close() error { f.closed = true; return nil }
+
+// superTCP4 builds an IPv4 TCP super-packet of payload bytes from src to
+// dst, TTL 64, its TCP checksum partial as a TSO read leaves it, at
+// SuperRoom in a buffer of its own.
+func superTCP4(src, dst [4]byte, payload int) ([]byte, int, int) {
+	n := encap.IPv4MinLen + encap.TCPMinLen + payload
+	buf := make([]byte, packetio.SuperRoom+n)
+	pkt := buf[packetio.SuperRoom:]
+	encap.IPv4(pkt).Encode(&encap.IPv4Fields{TotalLen: uint16(n), TTL: 64, DontFrag: true, Protocol: encap.ProtoTCP, Source: src, Destination: dst})
+	encap.TCP(pkt[20:]).Encode(&encap.TCPFields{SrcPort: 40000, DstPort: 5201, SeqNum: 1, AckNum: 1, Flags: encap.TCPFlagACK, Window: 512})
+	for i := range payload {
+		pkt[40+i] = byte(i)
+	}
+	sum := encap.IPv4(pkt).PseudoHeaderSum(encap.ProtoTCP, n-20)
+	binary.BigEndian.PutUint16(pkt[36:], encap.Fold(sum))
+	return buf, packetio.SuperRoom, n
+}
+
+func newSuperEngine(t *testing.T, g packetio.TunnelGSO) (*Engine, *worker) {
+	t.Helper()
+	e, err := New(Config{
+		NodeIP: netip.MustParseAddr("192.0.2.1"), PodCIDR: netip.MustParsePrefix("10.1.1.0/24"),
+		TunnelPort: 8472, UnderlayMTU: 1500, TunnelGSO: g,
+	}, nil, []packetio.Underlay{&nopUnderlay{nopDevice{"u"}}}, &nopDevice{"h"}, func(EndpointSpec, int) (packetio.Device, error) { return &nopDevice{"p"}, nil }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	if err := e.AddNode(NodeSpec{Name: "n2", IP: netip.MustParseAddr("192.0.2.2"), PodCIDR: netip.MustParsePrefix("10.1.2.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []EndpointSpec{{Name: "a", IP: netip.MustParseAddr("10.1.1.10"), Identity: 1000}, {Name: "b", IP: netip.MustParseAddr("10.1.1.11")}} {
+		if err := e.AddEndpoint(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e, newWorker(e, &nopDevice{"p"}, nil, &DeviceStats{}, sourcePod, e.endpoints["a"])
+}
+
+// A pod's TCP super-packet for another node's pod leaves whole: one
+// tunnel packet, outer IPv4 and UDP to the node's tunnel port, VXLAN with
+// the pod's identity, the inner packet with its TTL lowered, and the
+// offsets and segment size the kernel segments it by. It counts as the
+// segments it makes.
+func TestSuperPacketLeavesWhole(t *testing.T) {
+	g := &fakeTunnelGSO{}
+	e, w := newSuperEngine(t, g)
+	buf, start, n := superTCP4([4]byte{10, 1, 1, 10}, [4]byte{10, 1, 2, 20}, 10000)
+	orig := bytes.Clone(buf[start : start+n])
+	if !w.fromPodSuper(buf, start, n, 1398, true) {
+		t.Fatal("super-packet to a remote pod not taken")
+	}
+	if g.writes != 1 || g.gso != 1398 || g.v6 || !g.ecn {
+		t.Fatalf("writes %d gso %d v6 %v ecn %v, want 1 1398 false true", g.writes, g.gso, g.v6, g.ecn)
+	}
+	if g.roomSeen < packetio.TunnelGSORoom {
+		t.Fatalf("%d bytes of room in front of the outer header, want at least %d", g.roomSeen, packetio.TunnelGSORoom)
+	}
+	outer, err := encap.ParseOuterV4(g.pkt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if outer.Src != netip.MustParseAddr("192.0.2.1") || outer.Dst != netip.MustParseAddr("192.0.2.2") || outer.DstPort != 8472 {
+		t.Fatalf("outer %+v", outer)
+	}
+	if outer.SrcPort != w.e.underlays[0].dev.SourcePort(encap.FlowHashV4(encap.IPv4(orig))) {
+		t.Errorf("outer source port %d is not the underlay's for the flow", outer.SrcPort)
+	}
+	if want := encap.OuterV4Len + encap.VXLANLen + encap.EthernetLen; g.inner != want || g.l4 != want+20 {
+		t.Fatalf("inner at %d, TCP at %d; want %d and %d", g.inner, g.l4, want, want+20)
+	}
+	vx := encap.VXLAN(g.pkt[outer.Payload:])
+	if id, err := identity.FromVNI(vx.VNI()); err != nil || id != 1000 {
+		t.Errorf("VNI %d carries identity %v (%v), want 1000", vx.VNI(), id, err)
+	}
+	inner := encap.IPv4(g.pkt[g.inner:])
+	if len(inner) != n || inner.TTL() != 63 || !inner.HeaderChecksumValid() {
+		t.Fatalf("inner: %d bytes, TTL %d, header checksum valid %v", len(inner), inner.TTL(), inner.HeaderChecksumValid())
+	}
+	if !bytes.Equal(inner[20:], orig[20:]) {
+		t.Error("the TCP segment changed on the way")
+	}
+	if got := w.stats.RxPackets.Load(); got != 8 { // ceil(10000/1398)
+		t.Errorf("pod rx packets %d, want 8", got)
+	}
+	if got := e.underlays[0].stats.TxPackets.Load(); got != 8 {
+		t.Errorf("underlay tx packets %d, want 8", got)
+	}
+}
+
+// Whatever the engine would not send as one tunnel packet stays with the
+// device, unchanged, for it to cut up: a packet for a local pod, for no
+// known place, with a spoofed source, with segments too large for the
+// tunnel, refused by the device, and everything on an engine without the
+// way out.
+func TestSuperPacketDeclined(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		src, dst [4]byte
+		gso      int
+		err      error
+		noGSO    bool
+	}{
+		{"local pod", [4]byte{10, 1, 1, 10}, [4]byte{10, 1, 1, 11}, 1398, nil, false},
+		{"no route", [4]byte{10, 1, 1, 10}, [4]byte{10, 9, 9, 9}, 1398, nil, false},
+		{"spoofed source", [4]byte{10, 1, 1, 99}, [4]byte{10, 1, 2, 20}, 1398, nil, false},
+		{"segments beyond the tunnel MTU", [4]byte{10, 1, 1, 10}, [4]byte{10, 1, 2, 20}, 1411, nil, false},
+		{"device refuses", [4]byte{10, 1, 1, 10}, [4]byte{10, 1, 2, 20}, 1398, errors.New("refused"), false},
+		{"no tunnel-gso", [4]byte{10, 1, 1, 10}, [4]byte{10, 1, 2, 20}, 1398, nil, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := &fakeTunnelGSO{err: c.err}
+			var e *Engine
+			var w *worker
+			if c.noGSO {
+				e, w = newSuperEngine(t, nil)
+			} else {
+				e, w = newSuperEngine(t, g)
+			}
+			buf, start, n := superTCP4(c.src, c.dst, 5000)
+			orig := bytes.Clone(buf[start : start+n])
+			if w.fromPodSuper(buf, start, n, c.gso, false) {
+				t.Fatal("taken")
+			}
+			if !bytes.Equal(buf[start:start+n], orig) {
+				t.Error("a declined super-packet was changed")
+			}
+			if g.writes != 0 || w.stats.RxPackets.Load() != 0 || e.underlays[0].stats.TxPackets.Load() != 0 {
+				t.Errorf("writes %d, rx %d, tx %d; want none", g.writes, w.stats.RxPackets.Load(), e.underlays[0].stats.TxPackets.Load())
+			}
+		})
+	}
+}
+
+// The engine takes the tunnel-gso way out only over an IPv4 underlay,
+// closes it with itself, and shows it (or why there is none) among the
+// first underlay queue's offloads.
+func TestTunnelGSOLifecycle(t *testing.T) {
+	g := &fakeTunnelGSO{}
+	e, _ := newSuperEngine(t, g)
+	found := false
+	for _, o := range e.Stats().Devices[0].Offloads {
+		found = found || o.Name == "tunnel-gso" && o.Active
+	}
+	if !found {
+		t.Error("stats lack the tunnel-gso offload")
+	}
+	e.Close()
+	if !g.closed {
+		t.Error("Close left the tunnel-gso device open")
+	}
+
+	e2, err := New(Config{NodeIP: netip.MustParseAddr("192.0.2.1"), PodCIDR: netip.MustParsePrefix("10.1.1.0/24"), UnderlayMTU: 1500, TunnelGSOOff: "tunnel-gso is off"},
+		nil, []packetio.Underlay{&nopUnderlay{nopDevice{"u"}}}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close()
+	found = false
+	for _, o := range e2.Stats().Devices[0].Offloads {
+		found = found || o.Name == "tunnel-gso" && !o.Active && o.Reason == "tunnel-gso is off"
+	}
+	if !found {
+		t.Error("stats lack why tunnel-gso is off")
+	}
+}
