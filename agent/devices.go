@@ -84,8 +84,9 @@ func (p *podDevices) unclaimed() map[string]bool {
 // device works without it, only slower.
 func warnOffloads(log *zap.Logger, device string, offloads []packetio.Offload) {
 	for _, o := range offloads {
-		// tun-tso-whole comes on when the engine takes the device.
-		if !o.Active && o.Name != "tun-tso-whole" {
+		// tun-tso-whole comes on when the engine takes the device;
+		// tun-super-write is an optimisation, not a fallback.
+		if !o.Active && o.Name != "tun-tso-whole" && o.Name != "tun-super-write" {
 			log.Warn("offload off; the device falls back to single packets", zap.String("device", device),
 				zap.String("offload", o.Name), zap.String("reason", o.Reason))
 		}

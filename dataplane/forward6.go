@@ -205,10 +205,13 @@ func podSource6(a netip.Addr) bool {
 // deliver6 hands a decapsulated IPv6 packet inner = buf[off:off+len(inner)]
 // to the local endpoint or host address it is for.
 func (w *worker) deliver6(snap *snapshot, inner encap.IPv6, u *encap.IPv6Upper, buf []byte, off int, src identity.ID) {
-	// As deliver: a Linux peer may leave the checksum for the device.
-	encap.CompletePartialChecksumV6(inner)
 	dst := inner.DestinationAddr()
 	r, found := snap.fib.Lookup(dst)
+	// As deliver: a Linux peer may leave the checksum for the device.
+	plain := u.Proto == encap.ProtoTCP && u.Offset == encap.IPv6Len && !u.Fragment
+	if !w.leavesPartial(snap, r, found, len(inner), plain) {
+		encap.CompletePartialChecksumV6(inner)
+	}
 	switch {
 	case found && r.kind == RouteLocal:
 		if !r.ep.policy.Load().allows(src) {

@@ -37,6 +37,8 @@ type Device struct {
 	marks sync.Map
 	// kernelDropped is what KernelDropped reports (SetKernelDropped).
 	kernelDropped atomic.Uint64
+	// partialSuper is what TakesPartialSuper reports.
+	partialSuper atomic.Bool
 	box[[]byte]
 	busyPoll
 }
@@ -44,6 +46,14 @@ type Device struct {
 // SetKernelDropped sets what KernelDropped reports, as if the kernel had
 // dropped n packets on their way to the device.
 func (d *Device) SetKernelDropped(n uint64) { d.kernelDropped.Store(n) }
+
+// SetTakesPartialSuper sets what TakesPartialSuper reports: whether the
+// device plays one that has the kernel finish a partial checksum of a TCP
+// packet beyond its MTU (packetio.SuperWriter).
+func (d *Device) SetTakesPartialSuper(v bool) { d.partialSuper.Store(v) }
+
+// TakesPartialSuper reports what SetTakesPartialSuper set, false at first.
+func (d *Device) TakesPartialSuper() bool { return d.partialSuper.Load() }
 
 // KernelDropped reports what SetKernelDropped set, and an error once the
 // device is closed (packetio.KernelDropCounter).

@@ -36,7 +36,11 @@ type Offload struct {
 	// on write), tun-csum-complete (segments and datagrams merged on
 	// the engine's word that their checksum is right, CheckedWriter),
 	// udp-gso (sends of several datagrams with UDP_SEGMENT), udp-gro
-	// (receives of datagrams coalesced by UDP_GRO).
+	// (receives of datagrams coalesced by UDP_GRO), tun-tso-whole (TCP
+	// super-packets a pod sent, taken whole by the engine), tun-super-write
+	// (TCP super-packets from other nodes written into a pod as they
+	// came), tunnel-gso (tunnel packets handed whole to the kernel to
+	// segment, TunnelGSO).
 	Name   string
 	Active bool
 	// Reason says why the offload is off: the kernel refused it at start
@@ -151,3 +155,13 @@ type TunnelGSO interface {
 // TunnelGSORoom is what a TunnelGSO driver writes in front of the outer
 // IPv4 header.
 const TunnelGSORoom = 64
+
+// SuperWriter is implemented by a device that takes a TCP packet larger
+// than its MTU with its checksum left partial (the pseudo-header's sum
+// only, as a Linux sender on a virtual link leaves it for the device to
+// finish) and has the kernel finish it, or trust it, as it does for a
+// super-packet from a NIC's GRO: the engine then leaves such a packet as
+// it came rather than summing 64 KiB itself.
+type SuperWriter interface {
+	TakesPartialSuper() bool
+}

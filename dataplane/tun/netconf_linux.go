@@ -168,6 +168,7 @@ func (d *Device) MoveToNetns(nsPath, ifname string, mtu int, addrs ...netip.Pref
 	if err := configure(dst, link, ifname, addrs, mtu); err != nil {
 		return fail(err)
 	}
+	d.noteMTU(mtu)
 	for _, addr := range addrs {
 		if err := dst.RouteAdd(defaultRoute(link.Attrs().Index, addr)); err != nil {
 			return fail(fmt.Errorf("add default route via %s: %w", ifname, err))
@@ -257,7 +258,15 @@ func (d *Device) ConfigureHere(mtu int, addrs ...netip.Prefix) error {
 	if err := configure(h, link, name, addrs, mtu); err != nil {
 		return fail(err)
 	}
+	d.noteMTU(mtu)
 	return nil
+}
+
+// noteMTU records an MTU set on the interface (mtu <= 0: none was).
+func (d *Device) noteMTU(mtu int) {
+	if mtu > 0 {
+		d.mtu.Store(int64(mtu))
+	}
 }
 
 // SetMTU sets the interface's MTU wherever it is now, in the node's
@@ -291,11 +300,13 @@ func (d *Device) SetMTU(mtu int) error {
 		return fail(fmt.Errorf("look up link: %w", err))
 	}
 	if link.Attrs().MTU == mtu {
+		d.noteMTU(mtu)
 		return nil
 	}
 	if err := h.LinkSetMTU(link, mtu); err != nil {
 		return fail(err)
 	}
+	d.noteMTU(mtu)
 	return nil
 }
 

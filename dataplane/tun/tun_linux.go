@@ -27,8 +27,11 @@ type Device struct {
 	raw  syscall.RawConn
 
 	closed atomic.Bool
-	name   atomic.Pointer[string]
-	index  atomic.Int64
+	// mtu is the interface MTU as last set through the Device (0: not
+	// known); the main device holds it for its queues.
+	mtu   atomic.Int64
+	name  atomic.Pointer[string]
+	index atomic.Int64
 
 	// vnet: opened with IFF_VNET_HDR, so a virtio_net_hdr precedes every
 	// packet on the descriptor. tsoOff and usoReadOff say why the kernel
@@ -241,15 +244,18 @@ func newDevice(fd int, o Options) (*Device, error) {
 // over TCP or UDP super-packets, which Read cuts), tun-gro and tun-udp-gro
 // (Write merges TCP segments or UDP datagrams into super-packets), and
 // tun-csum-complete (of those, the ones merged on the engine's word that
-// their checksum is right, WriteChecked, without a pass of their own). All
-// are off on a device opened without Offload.
+// their checksum is right, WriteChecked, without a pass of their own),
+// tun-tso-whole (TCP super-packets the engine took whole, SetSuperHandler)
+// and tun-super-write (TCP super-packets written as they came, their
+// checksum left to the kernel, TakesPartialSuper). All are off on a
+// device opened without Offload.
 func (d *Device) Offloads() []packetio.Offload {
 	busy := d.busy.Offload()
 	busy.Count = d.sum(func(q *Device) uint64 { return q.busy.Hits() })
 	if !d.vnet {
 		off := "device opened without offloads"
 		return []packetio.Offload{{Name: "tun-tso", Reason: off}, {Name: "tun-gro", Reason: off}, {Name: "tun-uso", Reason: off}, {Name: "tun-udp-gro", Reason: off},
-			{Name: "tun-csum-complete", Reason: off}, {Name: "tun-tso-whole", Reason: off}, busy}
+			{Name: "tun-csum-complete", Reason: off}, {Name: "tun-tso-whole", Reason: off}, {Name: "tun-super-write", Reason: off}, busy}
 	}
 	return []packetio.Offload{
 		{Name: "tun-tso", Active: d.tsoOff == "", Reason: d.tsoOff,
@@ -264,6 +270,8 @@ func (d *Device) Offloads() []packetio.Offload {
 		{Name: "tun-udp-gro", Active: d.usoOff.Load() == nil, Reason: deref(d.usoOff.Load()), Count: d.sum(func(q *Device) uint64 { return q.usoMerged.Load() })},
 		{Name: "tun-csum-complete", Active: true, Count: d.sum(func(q *Device) uint64 { return q.checkedMerged.Load() })},
 		d.wholeOffload(),
+		{Name: "tun-super-write", Active: d.TakesPartialSuper(), Reason: d.superWriteOff(),
+			Count: d.sum(func(q *Device) uint64 { return q.partialSupers.Load() })},
 		busy,
 	}
 }
@@ -423,4 +431,26 @@ func (d *Device) kernelName() (string, error) {
 		return nil
 	})
 	return name, err
+}
+
+// linkMTU is the interface MTU the device last set, 0 if unknown.
+func (d *Device) linkMTU() int {
+	if d.parent != nil {
+		return int(d.parent.mtu.Load())
+	}
+	return int(d.mtu.Load())
+}
+
+// TakesPartialSuper reports whether the device takes a TCP packet larger
+// than its MTU whose checksum is left partial and has the kernel finish
+// it (packetio.SuperWriter): with offloads and a known MTU.
+func (d *Device) TakesPartialSuper() bool { return d.vnet && d.linkMTU() > 0 }
+
+// superWriteOff says why tun-super-write is off: an MTU the device did
+// not set, so that it cannot tell a super-packet.
+func (d *Device) superWriteOff() string {
+	if d.TakesPartialSuper() {
+		return ""
+	}
+	return "MTU not set through the device"
 }

@@ -181,6 +181,11 @@ func TestOverlay(t *testing.T) {
 		if o := c.offload(0, "pod1a", "tun-tso-whole"); !o.Active || o.Count == 0 {
 			t.Errorf("node1 pod1a tun-tso-whole: %+v; want active and used", o)
 		}
+		// node2 received those whole and wrote them into pod2a as they
+		// came, the checksum left to pod2a's kernel.
+		if o := c.offload(1, "pod2a", "tun-super-write"); !o.Active || o.Count == 0 {
+			t.Errorf("node2 pod2a tun-super-write: %+v; want active and used", o)
+		}
 		if o := c.offload(1, "underlay", "tunnel-gso"); o.Active || o.Reason != "tunnel-gso is off" {
 			t.Errorf("node2 tunnel-gso: %+v; want off, as configured", o)
 		}
