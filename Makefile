@@ -7,8 +7,8 @@ LDFLAGS := -X github.com/vxdp/vxdp/agent.Version=$(VERSION)
 # Parsers get a short fuzz run on every `make test`.
 FUZZTIME ?= 8s
 # Debian packages the end-to-end tests and the demo use.
-PACKAGES := iproute2 iputils-ping iperf3 tcpdump tshark kmod systemd curl etcd-server podman runc busybox-static
-COMMANDS := ip ping iperf3 tcpdump tshark systemd-analyze curl etcd podman runc busybox
+PACKAGES := iproute2 nftables iputils-ping iperf3 tcpdump tshark kmod systemd curl etcd-server podman runc busybox-static
+COMMANDS := nft ip ping iperf3 tcpdump tshark systemd-analyze curl etcd podman runc busybox
 # What only the end-to-end benchmark needs: its Open vSwitch modes (ovs,
 # ovs-afxdp) run private ovsdb-server/ovs-vswitchd instances and turn pod
 # offloads off with ethtool. Kept apart so that make test does not install

@@ -210,8 +210,12 @@ type Engine struct {
 	hostStats   DeviceStats
 	newEndpoint EndpointDeviceFactory
 	hostRoutes  HostRoutes
-	// tunnelGSO is Config.TunnelGSO when the engine uses it.
-	tunnelGSO packetio.TunnelGSO
+	// tunnelGSO is Config.TunnelGSO when the engine uses it; only once a
+	// probe through it reached a node (tunnelGSOReady) does it carry
+	// packets, and tunnelGSOWait says what it waits for until then.
+	tunnelGSO      packetio.TunnelGSO
+	tunnelGSOReady atomic.Bool
+	tunnelGSOWait  atomic.Pointer[string]
 
 	state  atomic.Pointer[snapshot]
 	drops  drops
@@ -342,6 +346,7 @@ func New(cfg Config, log *zap.Logger, underlays []packetio.Underlay, host packet
 	}
 	if cfg.TunnelGSO != nil && !e.node6 && len(underlays) > 0 {
 		e.tunnelGSO = cfg.TunnelGSO
+		e.setTunnelGSOWait("no probe yet")
 	}
 	e.mu.Lock()
 	e.publishLocked()

@@ -3,8 +3,11 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"sort"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
 )
@@ -23,7 +26,63 @@ func (e *Engine) Start() {
 	if e.host != nil {
 		e.spawn(newWorker(e, e.host, nil, &e.hostStats, sourceHost, nil))
 	}
+	if e.tunnelGSO != nil {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.proveTunnelGSO()
+		}()
+	}
 }
+
+// Probing the tunnel-gso way out: the first try, and the longest wait
+// between tries.
+const (
+	tunnelGSOProbeTimeout = time.Second
+	tunnelGSOProbeMaxWait = 30 * time.Second
+)
+
+// proveTunnelGSO probes the tunnel-gso way out until a probe reaches a
+// node, then lets it carry packets. Until then super-packets are cut up
+// as without it: a firewall that drops what the node forwards from the
+// device (a FORWARD policy of DROP, as Docker sets) must not turn bulk
+// TCP into a black hole.
+func (e *Engine) proveTunnelGSO() {
+	wait := tunnelGSOProbeTimeout
+	warned := false
+	for {
+		var dst netip.Addr
+		for a := range e.state.Load().peers {
+			if a.Is4() {
+				dst = a
+				break
+			}
+		}
+		if !dst.IsValid() {
+			e.setTunnelGSOWait("waiting for a node to probe the way out with")
+			wait = tunnelGSOProbeTimeout
+		} else if err := e.tunnelGSO.Probe(e.cfg.NodeIP, dst, tunnelGSOProbeTimeout); err == nil {
+			e.tunnelGSOReady.Store(true)
+			e.tunnelGSOWait.Store(nil)
+			e.log.Info("tunnel-gso: a probe reached a node; super-packets leave whole", zap.Stringer("node", dst))
+			return
+		} else {
+			e.setTunnelGSOWait(err.Error())
+			if !warned {
+				e.log.Warn("tunnel-gso: probe failed; super-packets are cut up until one passes", zap.Stringer("node", dst), zap.Error(err))
+				warned = true
+			}
+		}
+		select {
+		case <-e.stop:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, tunnelGSOProbeMaxWait)
+	}
+}
+
+func (e *Engine) setTunnelGSOWait(why string) { e.tunnelGSOWait.Store(&why) }
 
 func (e *Engine) spawn(w *worker) {
 	kind, ep := w.kind, w.ep

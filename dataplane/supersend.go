@@ -26,7 +26,7 @@ import (
 // the worker's Read, so it counts on the worker's own counters.
 func (w *worker) fromPodSuper(buf []byte, start, n, gso int, ecn bool) bool {
 	g := w.e.tunnelGSO
-	if g == nil || start < packetio.SuperRoom || w.e.tapFor(w.tapKey) != nil || w.e.tapFor(underlayTap{}) != nil {
+	if g == nil || !w.e.tunnelGSOReady.Load() || start < packetio.SuperRoom || w.e.tapFor(w.tapKey) != nil || w.e.tapFor(underlayTap{}) != nil {
 		// A capture sees segments, as the packets on the wire.
 		return false
 	}

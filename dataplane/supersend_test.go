@@ -5,7 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
@@ -21,6 +25,10 @@ type fakeTunnelGSO struct {
 	err               error
 	closed            bool
 	roomSeen, minRoom int
+
+	probeMu  sync.Mutex
+	probeErr error
+	probes   []netip.Addr
 }
 
 func (f *fakeTunnelGSO) WriteTunnel(buf []byte, start, inner, l4, gso int, v6, ecn bool) error {
@@ -39,6 +47,25 @@ func (f *fakeTunnelGSO) Offload() packetio.Offload {
 }
 
 func (f *fakeTunnelGSO) Close() error { f.closed = true; return nil }
+
+func (f *fakeTunnelGSO) Probe(src, dst netip.Addr, timeout time.Duration) error {
+	f.probeMu.Lock()
+	defer f.probeMu.Unlock()
+	f.probes = append(f.probes, dst)
+	return f.probeErr
+}
+
+func (f *fakeTunnelGSO) setProbeErr(err error) {
+	f.probeMu.Lock()
+	f.probeErr = err
+	f.probeMu.Unlock()
+}
+
+func (f *fakeTunnelGSO) probed() []netip.Addr {
+	f.probeMu.Lock()
+	defer f.probeMu.Unlock()
+	return slices.Clone(f.probes)
+}
 
 // superTCP4 builds an IPv4 TCP super-packet of payload bytes from src to
 // dst, TTL 64, its TCP checksum partial as a TSO read leaves it, at
@@ -67,6 +94,8 @@ func newSuperEngine(t *testing.T, g packetio.TunnelGSO) (*Engine, *worker) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
+	// As if a probe had passed (TestTunnelGSOProbe).
+	e.tunnelGSOReady.Store(true)
 	if err := e.AddNode(NodeSpec{Name: "n2", IP: netip.MustParseAddr("192.0.2.2"), PodCIDR: netip.MustParsePrefix("10.1.2.0/24")}); err != nil {
 		t.Fatal(err)
 	}
@@ -173,15 +202,15 @@ func TestSuperPacketDeclined(t *testing.T) {
 	}
 }
 
-// The engine takes the tunnel-gso way out only over an IPv4 underlay,
-// closes it with itself, and shows it (or why there is none) among the
-// first underlay queue's offloads.
+// The engine closes the tunnel-gso way out with itself, and shows it (not
+// yet probed here) or why there is none among the first underlay queue's
+// offloads.
 func TestTunnelGSOLifecycle(t *testing.T) {
 	g := &fakeTunnelGSO{}
 	e, _ := newSuperEngine(t, g)
 	found := false
 	for _, o := range e.Stats().Devices[0].Offloads {
-		found = found || o.Name == "tunnel-gso" && o.Active
+		found = found || o.Name == "tunnel-gso" && strings.Contains(o.Reason, "no probe yet")
 	}
 	if !found {
 		t.Error("stats lack the tunnel-gso offload")
@@ -203,5 +232,66 @@ func TestTunnelGSOLifecycle(t *testing.T) {
 	}
 	if !found {
 		t.Error("stats lack why tunnel-gso is off")
+	}
+}
+
+// The engine lets the tunnel-gso way out carry nothing until a probe
+// through it reached a node: with no node it waits for one, a failed
+// probe is tried again, and the stats say why it is not in use yet.
+func TestTunnelGSOProbe(t *testing.T) {
+	g := &fakeTunnelGSO{probeErr: errors.New("no echo reply")}
+	e, err := New(Config{NodeIP: netip.MustParseAddr("192.0.2.1"), PodCIDR: netip.MustParsePrefix("10.1.1.0/24"), UnderlayMTU: 1500, TunnelGSO: g},
+		nil, []packetio.Underlay{&nopUnderlay{nopDevice{"u"}}}, nil, func(EndpointSpec, int) (packetio.Device, error) { return &nopDevice{"p"}, nil }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	reason := func() string {
+		for _, o := range e.Stats().Devices[0].Offloads {
+			if o.Name == "tunnel-gso" {
+				if o.Active {
+					return ""
+				}
+				return o.Reason
+			}
+		}
+		t.Fatal("no tunnel-gso offload")
+		return ""
+	}
+	if r := reason(); !strings.Contains(r, "no probe yet") {
+		t.Fatalf("before Start: %q", r)
+	}
+	e.Start()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s (reason %q, probes %v)", what, reason(), g.probed())
+			}
+		}
+	}
+	waitFor("waiting for a node", func() bool { return strings.Contains(reason(), "waiting for a node") })
+	if err := e.AddNode(NodeSpec{Name: "n2", IP: netip.MustParseAddr("192.0.2.2"), PodCIDR: netip.MustParsePrefix("10.1.2.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("a failed probe", func() bool { return strings.Contains(reason(), "no echo reply") })
+	if e.tunnelGSOReady.Load() {
+		t.Fatal("ready after a failed probe")
+	}
+	if err := e.AddEndpoint(EndpointSpec{Name: "a", IP: netip.MustParseAddr("10.1.1.10")}); err != nil {
+		t.Fatal(err)
+	}
+	w := newWorker(e, &nopDevice{"p"}, nil, &DeviceStats{}, sourcePod, e.endpoints["a"])
+	buf, start, n := superTCP4([4]byte{10, 1, 1, 10}, [4]byte{10, 1, 2, 20}, 5000)
+	if w.fromPodSuper(buf, start, n, 1398, false) {
+		t.Fatal("a super-packet left through an unproven way out")
+	}
+	g.setProbeErr(nil)
+	waitFor("a passed probe", func() bool { return reason() == "" && e.tunnelGSOReady.Load() })
+	if p := g.probed(); p[len(p)-1] != netip.MustParseAddr("192.0.2.2") {
+		t.Errorf("probed %v, want the node 192.0.2.2", p)
+	}
+	if !w.fromPodSuper(buf, start, n, 1398, false) {
+		t.Fatal("a super-packet cut up once the way out is proven")
 	}
 }

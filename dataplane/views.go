@@ -116,7 +116,11 @@ func (e *Engine) Stats() Stats {
 			// shows it.
 			switch {
 			case e.tunnelGSO != nil:
-				c.Offloads = append(c.Offloads, e.tunnelGSO.Offload())
+				o := e.tunnelGSO.Offload()
+				if w := e.tunnelGSOWait.Load(); w != nil && o.Active {
+					o.Active, o.Reason = false, "not yet: "+*w
+				}
+				c.Offloads = append(c.Offloads, o)
 			case e.cfg.TunnelGSOOff != "":
 				c.Offloads = append(c.Offloads, packetio.Offload{Name: "tunnel-gso", Reason: e.cfg.TunnelGSOOff})
 			}

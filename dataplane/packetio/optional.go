@@ -1,5 +1,10 @@
 package packetio
 
+import (
+	"net/netip"
+	"time"
+)
+
 // DriverCounters is implemented by drivers that count what never reached
 // the engine (received but dropped) or never left (refused on send).
 type DriverCounters interface {
@@ -149,6 +154,10 @@ type TunnelGSO interface {
 	WriteTunnel(buf []byte, start, inner, l4, gso int, v6, ecn bool) error
 	// Offload reports the way out as an offload named tunnel-gso.
 	Offload() Offload
+	// Probe checks that a packet written into the way out from src
+	// reaches dst, a node's underlay address, and returns within
+	// timeout.
+	Probe(src, dst netip.Addr, timeout time.Duration) error
 	Close() error
 }
 

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -210,3 +212,79 @@ func (g *TunnelGSO) Close() error {
 	g.done = true
 	return unix.Close(g.fd)
 }
+
+// Probe checks that what is written into the interface leaves the node: it
+// writes an ICMP echo request from src to dst (a node's underlay address)
+// and waits up to timeout for the reply, which the node's kernel takes as
+// its own. The request goes the way the tunnel packets go, forwarded from
+// this interface to the underlay device, so a firewall that drops them
+// drops it too.
+func (g *TunnelGSO) Probe(src, dst netip.Addr, timeout time.Duration) error {
+	if !src.Is4() || !dst.Is4() {
+		return fmt.Errorf("probe %s: not IPv4", dst)
+	}
+	// A raw ICMP socket sees every ICMP packet the node receives; the
+	// reply is told by its source, identifier and sequence number.
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+	if err != nil {
+		return fmt.Errorf("probe: raw ICMP socket: %w", err)
+	}
+	defer unix.Close(fd)
+	id := uint16(probeID.Add(1)) ^ uint16(os.Getpid())
+	const room = tnlHdrLen + tunnelGSOEtherLength
+	frame := make([]byte, room+encap.IPv4MinLen+8+16)
+	ip := encap.IPv4(frame[room : room+encap.IPv4MinLen])
+	ip.Encode(&encap.IPv4Fields{TotalLen: uint16(len(frame) - room), TTL: 64, Protocol: encap.ProtoICMP, Source: src.As4(), Destination: dst.As4()})
+	icmp := frame[room+encap.IPv4MinLen:]
+	icmp[0] = 8 // echo request
+	binary.BigEndian.PutUint16(icmp[4:], id)
+	binary.BigEndian.PutUint16(icmp[6:], 1)
+	copy(icmp[8:], "vxdp tunnel-gso ")
+	binary.BigEndian.PutUint16(icmp[2:], encap.Checksum(icmp, 0))
+	e := frame[tnlHdrLen:room]
+	copy(e[0:6], g.mac[:])
+	copy(e[6:12], g.mac[:])
+	e[6] ^= 0x02
+	binary.BigEndian.PutUint16(e[12:], 0x0800)
+
+	deadline := time.Now().Add(timeout)
+	g.mu.RLock()
+	if g.done {
+		g.mu.RUnlock()
+		return net.ErrClosed
+	}
+	_, err = unix.Write(g.fd, frame)
+	g.mu.RUnlock()
+	if err != nil {
+		return fmt.Errorf("probe: write: %w", err)
+	}
+	buf := make([]byte, 1500)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return fmt.Errorf("no echo reply from %s through %s within %v: a firewall may drop what the node forwards from %s", dst, g.name, timeout, g.name)
+		}
+		tv := unix.NsecToTimeval(left.Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return fmt.Errorf("probe: %w", err)
+		}
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("probe: read: %w", err)
+		}
+		r := encap.IPv4(buf[:n])
+		if !r.IsValid(n) || r.SourceAddr() != dst || r.Protocol() != encap.ProtoICMP {
+			continue
+		}
+		p := r.Payload()
+		if len(p) >= 8 && p[0] == 0 && binary.BigEndian.Uint16(p[4:]) == id {
+			return nil
+		}
+	}
+}
+
+// probeID makes the identifiers of a process's probes differ.
+var probeID atomic.Uint32
