@@ -392,7 +392,7 @@ func openTunnelGSO(cfg *config.Config, log *zap.Logger, u *underlay) (packetio.T
 	case u.kind != "udp":
 		off = "underlay " + u.kind + ": only the udp underlay hands tunnel packets to the kernel"
 	case cfg.NodeIP.Is6():
-		off = "IPv6 underlay: not supported yet"
+		off = "IPv6 underlay: the kernel forwards IPv6 only with net.ipv6.conf.all.forwarding on, which the agent leaves alone in tunnel mode"
 	}
 	if off != "" {
 		return nil, off

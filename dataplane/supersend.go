@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"encoding/binary"
 	"net/netip"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
@@ -22,45 +21,62 @@ import (
 
 // fromPodSuper is the worker's packetio.SuperHandler: it sends the TCP
 // super-packet buf[start:start+n] its pod sent whole through the engine's
-// TunnelGSO, or reports false for the device to cut it up. It runs within
-// the worker's Read, so it counts on the worker's own counters.
+// TunnelGSO, or reports false, the packet unchanged, for the device to cut
+// it up. It runs within the worker's Read, so it counts on the worker's
+// own counters.
 func (w *worker) fromPodSuper(buf []byte, start, n, gso int, ecn bool) bool {
 	g := w.e.tunnelGSO
-	if g == nil || !w.e.tunnelGSOReady.Load() || start < packetio.SuperRoom || w.e.tapFor(w.tapKey) != nil || w.e.tapFor(underlayTap{}) != nil {
+	if g == nil || !w.e.tunnelGSOReady.Load() || start < packetio.SuperRoom || gso <= 0 ||
+		w.e.tapFor(w.tapKey) != nil || w.e.tapFor(underlayTap{}) != nil {
 		// A capture sees segments, as the packets on the wire.
 		return false
 	}
 	pkt := buf[start : start+n]
-	if encap.IPVersion(pkt) != encap.IPv4Version {
-		return false
-	}
-	ip := encap.IPv4(pkt)
-	if !ip.IsValid(n) || ip.TotalLen() != n || ip.HeaderLen() != encap.IPv4MinLen ||
-		ip.Protocol() != encap.ProtoTCP || ip.IsFragment() || ip.TTL() <= 1 ||
-		!w.ep.has4 || ip.Source4() != w.ep.ip4 {
-		return false
-	}
-	tcp := encap.TCP(pkt[encap.IPv4MinLen:])
-	if !tcp.IsValid(n - encap.IPv4MinLen) {
-		return false
-	}
-	hdrLen := encap.IPv4MinLen + tcp.HeaderLen()
 	snap := w.e.state.Load()
-	r, found := snap.fib.Lookup(ip.DestinationAddr())
-	if !found || r.kind != RouteTunnel || gso <= 0 || hdrLen+gso > snap.tunnelMTU {
+	var r route
+	var found, v6 bool
+	var l3 int // the IP header's length
+	var hash uint32
+	var tos uint8
+	switch encap.IPVersion(pkt) {
+	case encap.IPv4Version:
+		ip := encap.IPv4(pkt)
+		if !ip.IsValid(n) || ip.TotalLen() != n || ip.HeaderLen() != encap.IPv4MinLen ||
+			ip.Protocol() != encap.ProtoTCP || ip.IsFragment() || ip.TTL() <= 1 ||
+			!w.ep.has4 || ip.Source4() != w.ep.ip4 {
+			return false
+		}
+		l3 = encap.IPv4MinLen
+		r, found = snap.fib.Lookup(ip.DestinationAddr())
+		hash, tos = encap.FlowHashV4(ip), encap.EncapTOS(ip.TOS())
+	case encap.IPv6Version:
+		// Only a bare IPv6 header: the TUN driver offers no other.
+		ip := encap.IPv6(pkt)
+		if !ip.IsValid(n) || ip.TotalLen() != n || ip.NextHeader() != encap.ProtoTCP || ip.HopLimit() <= 1 ||
+			!w.ep.has6 || ip.Source16() != w.ep.ip6 {
+			return false
+		}
+		src, dst := ip.SourceAddr(), ip.DestinationAddr()
+		if dst.IsMulticast() || dst.IsLinkLocalUnicast() || src.IsLinkLocalUnicast() {
+			return false
+		}
+		v6, l3 = true, encap.IPv6Len
+		r, found = snap.fib.Lookup(dst)
+		hash, tos = encap.FlowHashV6(ip, encap.IPv6Upper{Proto: encap.ProtoTCP, Offset: encap.IPv6Len}), encap.EncapTOS(ip.TrafficClass())
+	default:
 		return false
 	}
+	tcp := encap.TCP(pkt[l3:])
+	if !tcp.IsValid(n-l3) || !found || r.kind != RouteTunnel || l3+tcp.HeaderLen()+gso > snap.tunnelMTU {
+		return false
+	}
+	hdrLen := l3 + tcp.HeaderLen()
 	t := &r.peer.tun
 	remote := netip.AddrPortFrom(t.remote.Addr().Unmap(), t.remote.Port())
 	if !remote.Addr().Is4() {
 		return false
 	}
 	_, vni := w.ep.identVNI()
-	hash, tos := encap.FlowHashV4(ip), encap.EncapTOS(ip.TOS())
-	// The TTL goes down before the packet is written, and back up if the
-	// device refuses it, for the segments to go the usual way.
-	ttl, sum := ip[8], binary.BigEndian.Uint16(ip[10:])
-	ip.DecrementTTL()
 	var o int
 	var err error
 	if w.e.geneve {
@@ -71,8 +87,6 @@ func (w *worker) fromPodSuper(buf []byte, start, n, gso int, ecn bool) bool {
 	payload := start + n - o
 	os := o - encap.OuterV4Len
 	if err != nil || os < packetio.TunnelGSORoom || encap.OuterV4Len+payload > 0xffff {
-		ip[8] = ttl
-		binary.BigEndian.PutUint16(ip[10:], sum)
 		return false
 	}
 	u := &w.e.underlays[w.e.underlayFor(hash)]
@@ -85,10 +99,23 @@ func (w *worker) fromPodSuper(buf []byte, start, n, gso int, ecn bool) bool {
 		Source:      w.e.nodeIP4,
 		Destination: remote.Addr().As4(),
 	})
+	// The TTL or hop limit goes down before the packet is written, and
+	// back up if the device refuses it, for the segments to go the usual
+	// way. Only the headroom changed otherwise.
+	var ttl [4]byte
+	if v6 {
+		encap.IPv6(pkt).DecrementHopLimit()
+	} else {
+		copy(ttl[:], pkt[encap.IPv4TTLOffset:encap.IPv4ChecksumOffset+2])
+		encap.IPv4(pkt).DecrementTTL()
+	}
 	inner := start - os
-	if err := g.WriteTunnel(buf, os, inner, inner+encap.IPv4MinLen, gso, false, ecn); err != nil {
-		ip[8] = ttl
-		binary.BigEndian.PutUint16(ip[10:], sum)
+	if err := g.WriteTunnel(buf, os, inner, inner+l3, gso, v6, ecn); err != nil {
+		if v6 {
+			pkt[encap.IPv6HopLimitOffset]++
+		} else {
+			copy(pkt[encap.IPv4TTLOffset:], ttl[:])
+		}
 		return false
 	}
 	// Counted as the segments the kernel makes of it, as the device

@@ -14,6 +14,7 @@ import (
 	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
 	"github.com/vxdp/vxdp/identity"
+	"github.com/vxdp/vxdp/internal/pkttest"
 )
 
 // fakeTunnelGSO records what WriteTunnel is given.
@@ -88,6 +89,7 @@ func newSuperEngine(t *testing.T, g packetio.TunnelGSO) (*Engine, *worker) {
 	t.Helper()
 	e, err := New(Config{
 		NodeIP: netip.MustParseAddr("192.0.2.1"), PodCIDR: netip.MustParsePrefix("10.1.1.0/24"),
+		PodCIDR6:   netip.MustParsePrefix("2001:db8:1:1::/64"),
 		TunnelPort: 8472, UnderlayMTU: 1500, TunnelGSO: g,
 	}, nil, []packetio.Underlay{&nopUnderlay{nopDevice{"u"}}}, &nopDevice{"h"}, func(EndpointSpec, int) (packetio.Device, error) { return &nopDevice{"p"}, nil }, nil)
 	if err != nil {
@@ -96,10 +98,14 @@ func newSuperEngine(t *testing.T, g packetio.TunnelGSO) (*Engine, *worker) {
 	t.Cleanup(func() { e.Close() })
 	// As if a probe had passed (TestTunnelGSOProbe).
 	e.tunnelGSOReady.Store(true)
-	if err := e.AddNode(NodeSpec{Name: "n2", IP: netip.MustParseAddr("192.0.2.2"), PodCIDR: netip.MustParsePrefix("10.1.2.0/24")}); err != nil {
+	if err := e.AddNode(NodeSpec{Name: "n2", IP: netip.MustParseAddr("192.0.2.2"), PodCIDR: netip.MustParsePrefix("10.1.2.0/24"),
+		PodCIDR6: netip.MustParsePrefix("2001:db8:1:2::/64")}); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []EndpointSpec{{Name: "a", IP: netip.MustParseAddr("10.1.1.10"), Identity: 1000}, {Name: "b", IP: netip.MustParseAddr("10.1.1.11")}} {
+	for _, s := range []EndpointSpec{
+		{Name: "a", IP: netip.MustParseAddr("10.1.1.10"), IP6: netip.MustParseAddr("2001:db8:1:1::10"), Identity: 1000},
+		{Name: "b", IP: netip.MustParseAddr("10.1.1.11")},
+	} {
 		if err := e.AddEndpoint(s); err != nil {
 			t.Fatal(err)
 		}
@@ -293,5 +299,35 @@ func TestTunnelGSOProbe(t *testing.T) {
 	}
 	if !w.fromPodSuper(buf, start, n, 1398, false) {
 		t.Fatal("a super-packet cut up once the way out is proven")
+	}
+}
+
+// An IPv6 pod's super-packet leaves the same way over the IPv4 underlay,
+// its hop limit lowered, the kernel told the inner packet is IPv6.
+func TestSuperPacketIPv6LeavesWhole(t *testing.T) {
+	g := &fakeTunnelGSO{}
+	_, w := newSuperEngine(t, g)
+	seg := pkttest.TCP{SrcPort: 40000, DstPort: 5201, Seq: 1, Ack: 1, Flags: pkttest.ACK, Window: 512, Partial: true}
+	src, dst := netip.MustParseAddr("2001:db8:1:1::10"), netip.MustParseAddr("2001:db8:1:2::20")
+	pkt := pkttest.IPv6{Src: src, Dst: dst, HopLimit: 64}.TCP(seg, make([]byte, 8000))
+	buf := make([]byte, packetio.SuperRoom+len(pkt))
+	copy(buf[packetio.SuperRoom:], pkt)
+	if !w.fromPodSuper(buf, packetio.SuperRoom, len(pkt), 1370, false) {
+		t.Fatal("IPv6 super-packet to a remote pod not taken")
+	}
+	want := encap.OuterV4Len + encap.VXLANLen + encap.EthernetLen
+	if !g.v6 || g.inner != want || g.l4 != want+encap.IPv6Len || g.gso != 1370 {
+		t.Fatalf("v6 %v inner %d l4 %d gso %d", g.v6, g.inner, g.l4, g.gso)
+	}
+	inner := encap.IPv6(g.pkt[g.inner:])
+	if len(inner) != len(pkt) || inner.HopLimit() != 63 || inner.DestinationAddr() != dst {
+		t.Fatalf("inner: %d bytes, hop limit %d, to %s", len(inner), inner.HopLimit(), inner.DestinationAddr())
+	}
+	// One with a hop limit of 1 stays with the device (Time Exceeded
+	// comes from the usual path), unchanged.
+	pkt = pkttest.IPv6{Src: src, Dst: dst, HopLimit: 1}.TCP(seg, make([]byte, 8000))
+	copy(buf[packetio.SuperRoom:], pkt)
+	if w.fromPodSuper(buf, packetio.SuperRoom, len(pkt), 1370, false) || !bytes.Equal(buf[packetio.SuperRoom:], pkt) {
+		t.Fatal("a super-packet with hop limit 1 was taken or changed")
 	}
 }

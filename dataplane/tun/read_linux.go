@@ -283,7 +283,7 @@ func (d *Device) readVnet(fd uintptr) bool {
 				largest.Store(l) // one reader at a time (rmu)
 			}
 			ecn := h.gsoType&vnetGSOECN != 0
-			if d.super != nil && kind == superTCP4 {
+			if d.super != nil && (kind == superTCP4 || kind == superTCP6 && l4 == encap.IPv6Len) {
 				if d.rn == 0 && d.offerWhole(pkt, int(h.gsoSize), ecn) {
 					continue
 				}
@@ -395,8 +395,9 @@ func ipLength(p []byte) int {
 	return 0
 }
 
-// SetSuperHandler sets the handler offered every IPv4 TCP super-packet
-// read, whole, before it is cut up (packetio.SuperReader); nil removes it.
+// SetSuperHandler sets the handler offered every TCP super-packet read,
+// whole, before it is cut up (packetio.SuperReader): IPv4, and IPv6 with a
+// bare header; nil removes it.
 // It takes effect from the next Read.
 func (d *Device) SetSuperHandler(h packetio.SuperHandler) {
 	d.rmu.Lock()
