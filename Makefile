@@ -87,7 +87,7 @@ race:
 # Every parser, a short run each; `make fuzz FUZZTIME=10m` for a long one.
 FUZZ_TARGETS := encap:FuzzChecksum encap:FuzzDecap encap:FuzzIPv4 encap:FuzzGeneve encap:FuzzARP encap:FuzzICMPv4 encap:FuzzTCP \
 	encap:FuzzIPv6Ext encap:FuzzICMPv6 encap:FuzzOuterV6 encap:FuzzECN encap:FuzzTransportSum \
-	dataplane:FuzzReceivePath dataplane/afxdp:FuzzFrame dataplane/tun:FuzzSuperLayout fib:FuzzTable config:FuzzParse agent:FuzzDecodeRequest
+	dataplane:FuzzReceivePath dataplane:FuzzSuperPacket dataplane/afxdp:FuzzFrame dataplane/tun:FuzzSuperLayout fib:FuzzTable config:FuzzParse agent:FuzzDecodeRequest
 fuzz:
 	@GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh $(FUZZ_TARGETS)
 

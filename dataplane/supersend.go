@@ -19,6 +19,12 @@ import (
 // node's pods (RouteTunnel) over an IPv4 underlay go this way; everything
 // else is cut up by the device as before.
 
+// minSuperGSO is the smallest segment a super-packet leaves whole with:
+// IPv4's default MSS (RFC 9293). A pod with a packet socket can hand its
+// device a super-packet of 64 KiB in 1-byte segments; the kernel (or a
+// NIC) would then put 64 Ki packets on the wire for one write.
+const minSuperGSO = 536
+
 // fromPodSuper is the worker's packetio.SuperHandler: it sends the TCP
 // super-packet buf[start:start+n] its pod sent whole through the engine's
 // TunnelGSO, or reports false, the packet unchanged, for the device to cut
@@ -26,7 +32,7 @@ import (
 // own counters.
 func (w *worker) fromPodSuper(buf []byte, start, n, gso int, ecn bool) bool {
 	g := w.e.tunnelGSO
-	if g == nil || !w.e.tunnelGSOReady.Load() || start < packetio.SuperRoom || gso <= 0 ||
+	if g == nil || !w.e.tunnelGSOReady.Load() || start < packetio.SuperRoom || gso < minSuperGSO ||
 		w.e.tapFor(w.tapKey) != nil || w.e.tapFor(underlayTap{}) != nil {
 		// A capture sees segments, as the packets on the wire.
 		return false
