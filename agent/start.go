@@ -359,6 +359,10 @@ func openHostDevice(log *zap.Logger, addrs []netip.Prefix, mtu int, adopt bool) 
 			d.Close()
 			return nil, nil, fmt.Errorf("host device: %w", err)
 		}
+		// Through the device too, which then knows it (tun-super-write).
+		if err := d.SetMTU(mtu); err != nil {
+			log.Warn("host device MTU", zap.Int("mtu", mtu), zap.Error(err))
+		}
 		hostSysctls(log)
 		return d, func() { d.Close() }, nil
 	}
