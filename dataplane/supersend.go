@@ -5,6 +5,7 @@ import (
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
+	"github.com/vxdp/vxdp/identity"
 )
 
 // A pod's TCP sender hands its TUN device super-packets of up to 64 KiB
@@ -26,10 +27,11 @@ import (
 const minSuperGSO = 536
 
 // fromPodSuper is the worker's packetio.SuperHandler: it sends the TCP
-// super-packet buf[start:start+n] its pod sent whole through the engine's
-// TunnelGSO, or reports false, the packet unchanged, for the device to cut
-// it up. It runs within the worker's Read, so it counts on the worker's
-// own counters.
+// super-packet buf[start:start+n] its pod (or, for the host device's
+// worker, the node's kernel) sent whole through the engine's TunnelGSO, or
+// reports false, the packet unchanged, for the device to cut it up. It
+// runs within the worker's Read, so it counts on the worker's own
+// counters.
 func (w *worker) fromPodSuper(buf []byte, start, n, gso int, ecn bool) bool {
 	g := w.e.tunnelGSO
 	if g == nil || !w.e.tunnelGSOReady.Load() || start < packetio.SuperRoom || gso < minSuperGSO ||
@@ -39,6 +41,12 @@ func (w *worker) fromPodSuper(buf []byte, start, n, gso int, ecn bool) bool {
 	}
 	pkt := buf[start : start+n]
 	snap := w.e.state.Load()
+	// A pod's packets carry its identity; the host device's, as
+	// fromHost4 and fromHost6 say (world unless the node's own).
+	vni := uint32(identity.World)
+	if w.ep != nil {
+		_, vni = w.ep.identVNI()
+	}
 	var r route
 	var found, v6 bool
 	var l3 int // the IP header's length
@@ -49,17 +57,23 @@ func (w *worker) fromPodSuper(buf []byte, start, n, gso int, ecn bool) bool {
 		ip := encap.IPv4(pkt)
 		if !ip.IsValid(n) || ip.TotalLen() != n || ip.HeaderLen() != encap.IPv4MinLen ||
 			ip.Protocol() != encap.ProtoTCP || ip.IsFragment() || ip.TTL() <= 1 ||
-			!w.ep.has4 || ip.Source4() != w.ep.ip4 {
+			w.ep != nil && (!w.ep.has4 || ip.Source4() != w.ep.ip4) {
 			return false
 		}
 		l3 = encap.IPv4MinLen
 		r, found = snap.fib.Lookup(ip.DestinationAddr())
 		hash, tos = encap.FlowHashV4(ip), encap.EncapTOS(ip.TOS())
+		if w.kind == sourceHost {
+			// As fromHost4: the node's own, or forwarded for the world.
+			if src := ip.Source4(); w.e.has4 && src == w.e.hostIP4 || !w.e.node6 && src == w.e.nodeIP4 {
+				vni = uint32(identity.RemoteNode)
+			}
+		}
 	case encap.IPv6Version:
 		// Only a bare IPv6 header: the TUN driver offers no other.
 		ip := encap.IPv6(pkt)
 		if !ip.IsValid(n) || ip.TotalLen() != n || ip.NextHeader() != encap.ProtoTCP || ip.HopLimit() <= 1 ||
-			!w.ep.has6 || ip.Source16() != w.ep.ip6 {
+			w.ep != nil && (!w.ep.has6 || ip.Source16() != w.ep.ip6) {
 			return false
 		}
 		src, dst := ip.SourceAddr(), ip.DestinationAddr()
@@ -68,6 +82,9 @@ func (w *worker) fromPodSuper(buf []byte, start, n, gso int, ecn bool) bool {
 		}
 		v6, l3 = true, encap.IPv6Len
 		r, found = snap.fib.Lookup(dst)
+		if w.kind == sourceHost && w.e.has6 && ip.Source16() == w.e.hostIP16 {
+			vni = uint32(identity.RemoteNode)
+		}
 		hash, tos = encap.FlowHashV6(ip, encap.IPv6Upper{Proto: encap.ProtoTCP, Offset: encap.IPv6Len}), encap.EncapTOS(ip.TrafficClass())
 	default:
 		return false
@@ -82,7 +99,6 @@ func (w *worker) fromPodSuper(buf []byte, start, n, gso int, ecn bool) bool {
 	if !remote.Addr().Is4() {
 		return false
 	}
-	_, vni := w.ep.identVNI()
 	var o int
 	var err error
 	if w.e.geneve {

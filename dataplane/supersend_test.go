@@ -373,3 +373,28 @@ func FuzzSuperPacket(f *testing.F) {
 		}
 	})
 }
+
+// What the node's kernel sends through the host device leaves whole too:
+// from the host address with the remote-node identity, forwarded for
+// someone else with the world's; the source is not a pod's to check.
+func TestSuperPacketFromHost(t *testing.T) {
+	g := &fakeTunnelGSO{}
+	e, _ := newSuperEngine(t, g)
+	w := newWorker(e, &nopDevice{"h"}, nil, &DeviceStats{}, sourceHost, nil)
+	for _, c := range []struct {
+		src  [4]byte
+		want identity.ID
+	}{{[4]byte{10, 1, 1, 1}, identity.RemoteNode}, {[4]byte{203, 0, 113, 7}, identity.World}} {
+		buf, start, n := superTCP4(c.src, [4]byte{10, 1, 2, 20}, 5000)
+		if !w.fromPodSuper(buf, start, n, 1398, false) {
+			t.Fatalf("from %v: not taken", c.src)
+		}
+		outer, err := encap.ParseOuterV4(g.pkt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id, err := identity.FromVNI(encap.VXLAN(g.pkt[outer.Payload:]).VNI()); err != nil || id != c.want {
+			t.Errorf("from %v: identity %v (%v), want %v", c.src, id, err, c.want)
+		}
+	}
+}

@@ -165,7 +165,7 @@ func newWorker(e *Engine, dev packetio.Device, under packetio.Underlay, st *Devi
 	} else if cr, ok := dev.(packetio.CheckedReader); ok {
 		w.creader = cr
 	}
-	if sr, ok := dev.(packetio.SuperReader); ok && kind == sourcePod && e.tunnelGSO != nil {
+	if sr, ok := dev.(packetio.SuperReader); ok && (kind == sourcePod || kind == sourceHost) && e.tunnelGSO != nil {
 		sr.SetSuperHandler(w.fromPodSuper)
 	}
 	// A worker starts with room for one packet, which is all an idle

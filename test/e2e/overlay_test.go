@@ -203,6 +203,10 @@ func TestOverlay(t *testing.T) {
 		if _, err := nstest.TCPTransfer(c.node[0], c.pods["pod2b"], addr("10.1.2.21"), 5003, 20<<20, time.Minute); err != nil {
 			t.Fatal(err)
 		}
+		// The node's own super-packets left whole as well.
+		if o := c.offload(0, "vxdp_host", "tun-tso-whole"); !o.Active || o.Count == 0 {
+			t.Errorf("node1 vxdp_host tun-tso-whole: %+v; want active and used", o)
+		}
 	})
 
 	t.Run("path MTU discovery", func(t *testing.T) {
