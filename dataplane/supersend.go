@@ -26,13 +26,13 @@ import (
 // NIC) would then put 64 Ki packets on the wire for one write.
 const minSuperGSO = 536
 
-// fromPodSuper is the worker's packetio.SuperHandler: it sends the TCP
+// fromSuper is the worker's packetio.SuperHandler: it sends the TCP
 // super-packet buf[start:start+n] its pod (or, for the host device's
 // worker, the node's kernel) sent whole through the engine's TunnelGSO, or
 // reports false, the packet unchanged, for the device to cut it up. It
 // runs within the worker's Read, so it counts on the worker's own
 // counters.
-func (w *worker) fromPodSuper(buf []byte, start, n, gso int, ecn bool) bool {
+func (w *worker) fromSuper(buf []byte, start, n, gso int, ecn bool) bool {
 	g := w.e.tunnelGSO
 	if g == nil || !w.e.tunnelGSOReady.Load() || start < packetio.SuperRoom || gso < minSuperGSO ||
 		w.e.tapFor(w.tapKey) != nil || w.e.tapFor(underlayTap{}) != nil {

@@ -123,7 +123,7 @@ func TestSuperPacketLeavesWhole(t *testing.T) {
 	e, w := newSuperEngine(t, g)
 	buf, start, n := superTCP4([4]byte{10, 1, 1, 10}, [4]byte{10, 1, 2, 20}, 10000)
 	orig := bytes.Clone(buf[start : start+n])
-	if !w.fromPodSuper(buf, start, n, 1398, true) {
+	if !w.fromSuper(buf, start, n, 1398, true) {
 		t.Fatal("super-packet to a remote pod not taken")
 	}
 	if g.writes != 1 || g.gso != 1398 || g.v6 || !g.ecn {
@@ -196,7 +196,7 @@ func TestSuperPacketDeclined(t *testing.T) {
 			}
 			buf, start, n := superTCP4(c.src, c.dst, 5000)
 			orig := bytes.Clone(buf[start : start+n])
-			if w.fromPodSuper(buf, start, n, c.gso, false) {
+			if w.fromSuper(buf, start, n, c.gso, false) {
 				t.Fatal("taken")
 			}
 			if !bytes.Equal(buf[start:start+n], orig) {
@@ -290,7 +290,7 @@ func TestTunnelGSOProbe(t *testing.T) {
 	}
 	w := newWorker(e, &nopDevice{"p"}, nil, &DeviceStats{}, sourcePod, e.endpoints["a"])
 	buf, start, n := superTCP4([4]byte{10, 1, 1, 10}, [4]byte{10, 1, 2, 20}, 5000)
-	if w.fromPodSuper(buf, start, n, 1398, false) {
+	if w.fromSuper(buf, start, n, 1398, false) {
 		t.Fatal("a super-packet left through an unproven way out")
 	}
 	g.setProbeErr(nil)
@@ -298,7 +298,7 @@ func TestTunnelGSOProbe(t *testing.T) {
 	if p := g.probed(); p[len(p)-1] != netip.MustParseAddr("192.0.2.2") {
 		t.Errorf("probed %v, want the node 192.0.2.2", p)
 	}
-	if !w.fromPodSuper(buf, start, n, 1398, false) {
+	if !w.fromSuper(buf, start, n, 1398, false) {
 		t.Fatal("a super-packet cut up once the way out is proven")
 	}
 }
@@ -313,7 +313,7 @@ func TestSuperPacketIPv6LeavesWhole(t *testing.T) {
 	pkt := pkttest.IPv6{Src: src, Dst: dst, HopLimit: 64}.TCP(seg, make([]byte, 8000))
 	buf := make([]byte, packetio.SuperRoom+len(pkt))
 	copy(buf[packetio.SuperRoom:], pkt)
-	if !w.fromPodSuper(buf, packetio.SuperRoom, len(pkt), 1370, false) {
+	if !w.fromSuper(buf, packetio.SuperRoom, len(pkt), 1370, false) {
 		t.Fatal("IPv6 super-packet to a remote pod not taken")
 	}
 	want := encap.OuterV4Len + encap.VXLANLen + encap.EthernetLen
@@ -328,7 +328,7 @@ func TestSuperPacketIPv6LeavesWhole(t *testing.T) {
 	// comes from the usual path), unchanged.
 	pkt = pkttest.IPv6{Src: src, Dst: dst, HopLimit: 1}.TCP(seg, make([]byte, 8000))
 	copy(buf[packetio.SuperRoom:], pkt)
-	if w.fromPodSuper(buf, packetio.SuperRoom, len(pkt), 1370, false) || !bytes.Equal(buf[packetio.SuperRoom:], pkt) {
+	if w.fromSuper(buf, packetio.SuperRoom, len(pkt), 1370, false) || !bytes.Equal(buf[packetio.SuperRoom:], pkt) {
 		t.Fatal("a super-packet with hop limit 1 was taken or changed")
 	}
 }
@@ -353,7 +353,7 @@ func FuzzSuperPacket(f *testing.F) {
 		buf := make([]byte, packetio.SuperRoom+len(pkt))
 		copy(buf[packetio.SuperRoom:], pkt)
 		before := g.writes
-		if !w.fromPodSuper(buf, packetio.SuperRoom, len(pkt), int(gso), ecn) {
+		if !w.fromSuper(buf, packetio.SuperRoom, len(pkt), int(gso), ecn) {
 			if !bytes.Equal(buf[packetio.SuperRoom:], pkt) {
 				t.Fatal("a declined super-packet was changed")
 			}
@@ -386,7 +386,7 @@ func TestSuperPacketFromHost(t *testing.T) {
 		want identity.ID
 	}{{[4]byte{10, 1, 1, 1}, identity.RemoteNode}, {[4]byte{203, 0, 113, 7}, identity.World}} {
 		buf, start, n := superTCP4(c.src, [4]byte{10, 1, 2, 20}, 5000)
-		if !w.fromPodSuper(buf, start, n, 1398, false) {
+		if !w.fromSuper(buf, start, n, 1398, false) {
 			t.Fatalf("from %v: not taken", c.src)
 		}
 		outer, err := encap.ParseOuterV4(g.pkt)

@@ -166,7 +166,7 @@ func newWorker(e *Engine, dev packetio.Device, under packetio.Underlay, st *Devi
 		w.creader = cr
 	}
 	if sr, ok := dev.(packetio.SuperReader); ok && (kind == sourcePod || kind == sourceHost) && e.tunnelGSO != nil {
-		sr.SetSuperHandler(w.fromPodSuper)
+		sr.SetSuperHandler(w.fromSuper)
 	}
 	// A worker starts with room for one packet, which is all an idle
 	// device needs to wait in Read with; growBuffers doubles the batch
