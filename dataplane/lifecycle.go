@@ -35,21 +35,25 @@ func (e *Engine) Start() {
 	}
 }
 
-// Probing the tunnel-gso way out: the first try, and the longest wait
-// between tries.
+// Probing the tunnel-gso way out: the probe's timeout, the longest wait
+// between tries while probes fail, and how often it is probed again while
+// in use (a variable for the tests).
 const (
 	tunnelGSOProbeTimeout = time.Second
 	tunnelGSOProbeMaxWait = 30 * time.Second
 )
 
+var tunnelGSORecheck = 30 * time.Second
+
 // proveTunnelGSO probes the tunnel-gso way out until a probe reaches a
-// node, then lets it carry packets. Until then super-packets are cut up
-// as without it: a firewall that drops what the node forwards from the
-// device (a FORWARD policy of DROP, as Docker sets) must not turn bulk
-// TCP into a black hole.
+// node, then lets it carry packets, and probes it again every
+// tunnelGSORecheck while it does. Until a probe passes, and from the
+// first that fails, super-packets are cut up as without it: a firewall
+// that drops what the node forwards from the device (a FORWARD policy of
+// DROP, as Docker sets, even if it comes after the agent) must not turn
+// bulk TCP into a black hole for longer than a recheck.
 func (e *Engine) proveTunnelGSO() {
-	wait := tunnelGSOProbeTimeout
-	warned := false
+	fails := 0
 	for {
 		var dst netip.Addr
 		for a := range e.state.Load().peers {
@@ -58,27 +62,39 @@ func (e *Engine) proveTunnelGSO() {
 				break
 			}
 		}
-		if !dst.IsValid() {
-			e.setTunnelGSOWait("waiting for a node to probe the way out with")
-			wait = tunnelGSOProbeTimeout
-		} else if err := e.tunnelGSO.Probe(e.cfg.NodeIP, dst, tunnelGSOProbeTimeout); err == nil {
-			e.tunnelGSOReady.Store(true)
-			e.tunnelGSOWait.Store(nil)
-			e.log.Info("tunnel-gso: a probe reached a node; super-packets leave whole", zap.Stringer("node", dst))
-			return
-		} else {
-			e.setTunnelGSOWait(err.Error())
-			if !warned {
-				e.log.Warn("tunnel-gso: probe failed; super-packets are cut up until one passes", zap.Stringer("node", dst), zap.Error(err))
-				warned = true
+		wait := tunnelGSORecheck
+		switch {
+		case !dst.IsValid():
+			// Nothing to send to either: in use or not, it stays so.
+			if !e.tunnelGSOReady.Load() {
+				e.setTunnelGSOWait("waiting for a node to probe the way out with")
+				wait = tunnelGSOProbeTimeout
 			}
+		default:
+			err := e.tunnelGSO.Probe(e.cfg.NodeIP, dst, tunnelGSOProbeTimeout)
+			if err == nil {
+				e.tunnelGSOWait.Store(nil)
+				if !e.tunnelGSOReady.Swap(true) {
+					e.log.Info("tunnel-gso: a probe reached a node; super-packets leave whole", zap.Stringer("node", dst))
+				}
+				fails = 0
+				break
+			}
+			e.setTunnelGSOWait(err.Error())
+			switch {
+			case e.tunnelGSOReady.Swap(false):
+				e.log.Warn("tunnel-gso: a probe failed; super-packets are cut up again until one passes", zap.Stringer("node", dst), zap.Error(err))
+			case fails == 0:
+				e.log.Warn("tunnel-gso: probe failed; super-packets are cut up until one passes", zap.Stringer("node", dst), zap.Error(err))
+			}
+			wait = min(tunnelGSOProbeTimeout<<min(fails, 5), tunnelGSOProbeMaxWait)
+			fails++
 		}
 		select {
 		case <-e.stop:
 			return
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, tunnelGSOProbeMaxWait)
 	}
 }
 

@@ -244,8 +244,11 @@ func TestTunnelGSOLifecycle(t *testing.T) {
 
 // The engine lets the tunnel-gso way out carry nothing until a probe
 // through it reached a node: with no node it waits for one, a failed
-// probe is tried again, and the stats say why it is not in use yet.
+// probe is tried again, and the stats say why it is not in use yet. In
+// use, it is probed again, and a failed recheck takes it out of use.
 func TestTunnelGSOProbe(t *testing.T) {
+	defer func(d time.Duration) { tunnelGSORecheck = d }(tunnelGSORecheck)
+	tunnelGSORecheck = 100 * time.Millisecond
 	g := &fakeTunnelGSO{probeErr: errors.New("no echo reply")}
 	e, err := New(Config{NodeIP: netip.MustParseAddr("192.0.2.1"), PodCIDR: netip.MustParsePrefix("10.1.1.0/24"), UnderlayMTU: 1500, TunnelGSO: g},
 		nil, []packetio.Underlay{&nopUnderlay{nopDevice{"u"}}}, nil, func(EndpointSpec, int) (packetio.Device, error) { return &nopDevice{"p"}, nil }, nil)
@@ -300,6 +303,14 @@ func TestTunnelGSOProbe(t *testing.T) {
 	}
 	if !w.fromSuper(buf, start, n, 1398, false) {
 		t.Fatal("a super-packet cut up once the way out is proven")
+	}
+	// A firewall that comes later: the next recheck fails, and the way
+	// out carries nothing more.
+	g.setProbeErr(errors.New("no echo reply, later"))
+	waitFor("a failed recheck", func() bool { return strings.Contains(reason(), "later") && !e.tunnelGSOReady.Load() })
+	buf, start, n = superTCP4([4]byte{10, 1, 1, 10}, [4]byte{10, 1, 2, 20}, 5000)
+	if w.fromSuper(buf, start, n, 1398, false) {
+		t.Fatal("a super-packet left through a way out whose recheck failed")
 	}
 }
 

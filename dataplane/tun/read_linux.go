@@ -283,19 +283,18 @@ func (d *Device) readVnet(fd uintptr) bool {
 				largest.Store(l) // one reader at a time (rmu)
 			}
 			ecn := h.gsoType&vnetGSOECN != 0
-			if d.super != nil && (kind == superTCP4 || kind == superTCP6 && l4 == encap.IPv6Len) {
-				if d.rn == 0 && d.offerWhole(pkt, int(h.gsoSize), ecn) {
-					continue
-				}
-				if d.rn > 0 {
-					// Packets read before it must go first: it waits
-					// for the next Read, where nothing precedes it.
-					d.pend, d.pendHdr, d.pendL4, d.pendGSO, d.pendSegs, d.pendNext, d.pendKind = pkt, hdrLen, l4, int(h.gsoSize), segs, 0, kind
-					d.pendWhole, d.pendECN = true, ecn
-					return true
-				}
+			whole := d.super != nil && (kind == superTCP4 || kind == superTCP6 && l4 == encap.IPv6Len)
+			if whole && d.rn == 0 && d.offerWhole(pkt, int(h.gsoSize), ecn) {
+				continue
 			}
 			d.pend, d.pendHdr, d.pendL4, d.pendGSO, d.pendSegs, d.pendNext, d.pendKind = pkt, hdrLen, l4, int(h.gsoSize), segs, 0, kind
+			if whole && d.rn > 0 {
+				// Packets read before it must go first: it is offered
+				// at the start of the next Read, where nothing precedes
+				// it.
+				d.pendWhole, d.pendECN = true, ecn
+				return true
+			}
 			d.emitSegments()
 			if d.pend != nil {
 				return true // the batch is full; the rest waits for the next Read
@@ -397,8 +396,7 @@ func ipLength(p []byte) int {
 
 // SetSuperHandler sets the handler offered every TCP super-packet read,
 // whole, before it is cut up (packetio.SuperReader): IPv4, and IPv6 with a
-// bare header; nil removes it.
-// It takes effect from the next Read.
+// bare header; nil removes it. It takes effect from the next Read.
 func (d *Device) SetSuperHandler(h packetio.SuperHandler) {
 	d.rmu.Lock()
 	d.super = h
