@@ -19,13 +19,13 @@ import (
 
 // fakeTunnelGSO records what WriteTunnel is given.
 type fakeTunnelGSO struct {
-	pkt               []byte // buf[start:] of the last write
-	inner, l4, gso    int
-	v6, ecn           bool
-	writes            int
-	err               error
-	closed            bool
-	roomSeen, minRoom int
+	pkt            []byte // buf[start:] of the last write
+	inner, l4, gso int
+	v6, ecn        bool
+	writes         int
+	err            error
+	closed         bool
+	roomSeen       int
 
 	probeMu  sync.Mutex
 	probeErr error

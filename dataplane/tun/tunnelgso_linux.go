@@ -54,10 +54,10 @@ type TunnelGSO struct {
 	done  bool
 	count atomic.Uint64
 	max   atomic.Uint64
-	// errs counts writes the kernel refused; off is set on EINVAL, when
-	// it refuses the header itself, and turns the way out off.
-	errs atomic.Uint64
-	off  atomic.Pointer[string]
+	// off is set on EINVAL, when the kernel refuses the header itself,
+	// and turns the way out off. A failed write is the engine's to fall
+	// back from: it cuts the packet up and sends it the usual way.
+	off atomic.Pointer[string]
 }
 
 // OpenTunnelGSO creates the TAP interface name in the calling thread's
@@ -131,7 +131,6 @@ func (g *TunnelGSO) WriteTunnel(buf []byte, start, inner, l4, gso int, v6, ecn b
 	}
 	f := start - tunnelGSOEtherLength - tnlHdrLen
 	if f < 0 || start+l4+encap.TCPMinLen > len(buf) || gso <= 0 || gso > 0xffff {
-		g.errs.Add(1)
 		return fmt.Errorf("tunnel-gso: bad packet layout")
 	}
 	h := buf[f : f+tnlHdrLen]
@@ -175,10 +174,8 @@ func (g *TunnelGSO) WriteTunnel(buf []byte, start, inner, l4, gso int, v6, ecn b
 		case err == unix.EINVAL:
 			reason := fmt.Sprintf("the kernel refused a tunnel GSO write: %v", err)
 			g.off.Store(&reason)
-			g.errs.Add(1)
 			return err
 		case err != nil:
-			g.errs.Add(1)
 			return err
 		}
 		g.count.Add(1)
@@ -198,9 +195,6 @@ func (g *TunnelGSO) Offload() packetio.Offload {
 	}
 	return o
 }
-
-// Errors counts the writes that failed.
-func (g *TunnelGSO) Errors() uint64 { return g.errs.Load() }
 
 // Close closes the descriptor, which removes the interface.
 func (g *TunnelGSO) Close() error {
