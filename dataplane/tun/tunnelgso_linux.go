@@ -91,7 +91,7 @@ func OpenTunnelGSO(name string) (_ *TunnelGSO, err error) {
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		return nil, fmt.Errorf("tunnel-gso %q: TUNSETIFF: %w", name, err)
 	}
-	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6|tunFUDPTunnelGSO); err != nil {
+	if err := setOffload(fd, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6|tunFUDPTunnelGSO); err != nil {
 		return nil, fmt.Errorf("tunnel-gso %q: the kernel refuses UDP tunnel segmentation on TUN (Linux 6.17 or later has it): %w", name, err)
 	}
 	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, tnlHdrLen); err != nil {
