@@ -178,18 +178,14 @@ func (d *Device) writeMerged(bufs [][]byte, checked []bool, offset int) (int, er
 			i++
 			continue
 		}
-		if mtu := d.linkMTU(); mtu > 0 && len(bufs[i])-offset > mtu {
-			// Already a super-packet: nothing merges with it, and
-			// checking its checksum to see would cost a pass.
-			wn, err := d.writeEach(bufs[i:i+1], offset)
-			n += wn
-			if err != nil {
-				return n, err
-			}
-			i++
-			continue
+		var f mergeSeg
+		ok := false
+		if mtu := d.linkMTU(); mtu <= 0 || len(bufs[i])-offset <= mtu {
+			// A packet beyond the MTU is a super-packet already:
+			// nothing merges with it, and checking its checksum to see
+			// would cost a pass.
+			f, ok = d.mergeStart(bufs[i][offset:], isChecked(checked, i))
 		}
-		f, ok := d.mergeStart(bufs[i][offset:], isChecked(checked, i))
 		j := i + 1
 		if ok {
 			j = d.collectRun(bufs, checked, offset, i, f)
