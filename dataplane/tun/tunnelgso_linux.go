@@ -26,14 +26,12 @@ const (
 	tunFUDPTunnelGSO     = 0x080 // TUN_F_UDP_TUNNEL_GSO
 	vnetGSOUDPTunnelIPv4 = 0x20  // VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4
 	// tnlHdrLen is struct virtio_net_hdr_v1_hash_tunnel: the 10-byte
-	// header, num_buffers, the hash fields, then the offsets of the
-	// outer transport header and the inner network header.
+	// header (vnetHdr's fields at their offsets), num_buffers, the hash
+	// fields, then the offsets of the outer transport header and the
+	// inner network header.
 	tnlHdrLen            = 24
-	tnlCsumStartOffset   = 6
-	tnlCsumOffsetOffset  = 8
 	tnlOuterTHOffset     = 20
 	tnlInnerNHOffset     = 22
-	tcpChecksumFieldAt   = 16
 	tunnelGSOEtherLength = encap.EthernetLen
 )
 
@@ -135,22 +133,18 @@ func (g *TunnelGSO) WriteTunnel(buf []byte, start, inner, l4, gso int, v6, ecn b
 	}
 	h := buf[f : f+tnlHdrLen]
 	clear(h)
-	h[vnetFlagsOffset] = vnetFlagNeedsCsum
-	t := uint8(vnetGSOTCPv4)
+	v := vnetHdr{flags: vnetFlagNeedsCsum, gsoType: vnetGSOTCPv4 | vnetGSOUDPTunnelIPv4, gsoSize: uint16(gso)}
 	if v6 {
-		t = vnetGSOTCPv6
+		v.gsoType = vnetGSOTCPv6 | vnetGSOUDPTunnelIPv4
 	}
-	t |= vnetGSOUDPTunnelIPv4
 	if ecn {
-		t |= vnetGSOECN
+		v.gsoType |= vnetGSOECN
 	}
-	h[vnetGSOTypeOffset] = t
+	// Offsets count from the Ethernet header.
 	eth := tunnelGSOEtherLength
-	tcpLen := int(buf[start+l4+12]>>4) * 4
-	binary.LittleEndian.PutUint16(h[vnetHdrLenOffset:], uint16(eth+l4+tcpLen))
-	binary.LittleEndian.PutUint16(h[vnetGSOSizeOffset:], uint16(gso))
-	binary.LittleEndian.PutUint16(h[tnlCsumStartOffset:], uint16(eth+l4))
-	binary.LittleEndian.PutUint16(h[tnlCsumOffsetOffset:], tcpChecksumFieldAt)
+	v.hdrLen = uint16(eth + l4 + encap.TCP(buf[start+l4:]).HeaderLen())
+	v.csumStart, v.csumOffset = uint16(eth+l4), encap.TCPChecksumOffset
+	v.encode(h)
 	binary.LittleEndian.PutUint16(h[tnlOuterTHOffset:], uint16(eth+encap.IPv4MinLen))
 	binary.LittleEndian.PutUint16(h[tnlInnerNHOffset:], uint16(eth+inner))
 	e := buf[f+tnlHdrLen : start]
