@@ -106,21 +106,17 @@ func (w *worker) fromSuper(buf []byte, start, n, gso int, ecn bool) bool {
 	} else {
 		o, err = encap.EncapVXLAN(buf, start, n, vni, t.dstMAC, w.e.mac)
 	}
-	payload := start + n - o
 	os := o - encap.OuterV4Len
-	if err != nil || os < packetio.TunnelGSORoom || encap.OuterV4Len+payload > 0xffff {
+	if err != nil || os < packetio.TunnelGSORoom {
 		return false
 	}
+	// The outer headers as the AF_XDP driver writes them.
 	u := &w.e.underlays[w.e.underlayFor(hash)]
-	encap.UDP(buf[os+encap.IPv4MinLen:o]).Encode(u.dev.SourcePort(hash), remote.Port(), uint16(encap.UDPLen+payload), 0)
-	encap.IPv4(buf[os : os+encap.IPv4MinLen]).Encode(&encap.IPv4Fields{
-		TOS:         tos,
-		TotalLen:    uint16(encap.OuterV4Len + payload),
-		TTL:         encap.OuterTTL,
-		Protocol:    encap.ProtoUDP,
-		Source:      w.e.nodeIP4,
-		Destination: remote.Addr().As4(),
-	})
+	src := netip.AddrPortFrom(w.e.cfg.NodeIP, u.dev.SourcePort(hash))
+	if encap.EncodeOuterV4(buf[os:o], src, remote, start+n-o) != nil {
+		return false
+	}
+	encap.IPv4(buf[os : os+encap.IPv4MinLen]).SetTOS(tos)
 	// The TTL or hop limit goes down before the packet is written, and
 	// back up if the device refuses it, for the segments to go the usual
 	// way. Only the headroom changed otherwise.
