@@ -57,6 +57,18 @@ func takeSlot() bool {
 	}
 }
 
+// watchPoller makes sure that a thread of the Go runtime waits in its
+// network poller while a reader spins. The thread that runs the reader
+// may be the one that waited there: it took the reader's packet from the
+// poller, and no other thread took its place, as the runtime waits in the
+// poller only from a thread with nothing to run. A packet for another
+// reader, parked in the poller, then waited until the spin ended (a
+// round trip took twice the budget). Starting a goroutine wakes an idle
+// thread onto a free P (there is one: at most GOMAXPROCS-1 readers spin),
+// which runs the empty goroutine, finds nothing else to do and waits in
+// the poller.
+func watchPoller() { go func() {}() }
+
 // SetBusyPoll sets the budget; negative is taken as zero.
 func (b *BusyPoll) SetBusyPoll(budget time.Duration) { b.budget.Store(int64(max(budget, 0))) }
 
@@ -77,6 +89,11 @@ func (b *BusyPoll) Again() bool {
 	}
 	budget := b.budget.Load()
 	if budget == 0 {
+		// Turned off during the spin: the read parks, and neither
+		// holds its slot while it waits nor counts its packet as
+		// taken by spinning.
+		b.until = -1
+		b.release()
 		return false
 	}
 	now := nanotime()
@@ -86,6 +103,7 @@ func (b *BusyPoll) Again() bool {
 			return false
 		}
 		b.slot = true
+		watchPoller()
 		b.until = now + budget
 		return true
 	}

@@ -64,4 +64,22 @@ func TestBusyPollSlots(t *testing.T) {
 	if off.Again() || spinners.Load() != 0 || off.Offload().Active {
 		t.Fatal("a reader without a budget spins")
 	}
+	// A budget turned off during a spin parks the read at once: it
+	// gives its slot back while it waits, and the packet that wakes it
+	// was not taken by spinning.
+	off.SetBusyPoll(time.Hour)
+	off.Begin()
+	if !off.Again() || spinners.Load() != 1 {
+		t.Fatal("a reader with a budget does not spin")
+	}
+	off.SetBusyPoll(0)
+	if off.Again() {
+		t.Fatal("a reader spins on after its budget was turned off")
+	}
+	if n := spinners.Load(); n != 0 {
+		t.Fatalf("a reader parked after its budget was turned off holds %d slots", n)
+	}
+	if off.End(true); off.Offload().Count != 0 {
+		t.Fatal("a packet after the budget was turned off counted as a hit")
+	}
 }
