@@ -162,6 +162,7 @@ func (q *Queue) ID() int { return q.id }
 // no-op.
 func (q *Queue) Close() error {
 	if q.closed.CompareAndSwap(false, true) {
+		q.busy.Forget()
 		q.wakeReader()
 	}
 	return nil

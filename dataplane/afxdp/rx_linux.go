@@ -60,7 +60,7 @@ func (q *Queue) receiveWait(bufs [][]byte, sizes []int, meta []packetio.Meta, of
 		if seen > 0 {
 			continue // all dropped; look again before sleeping
 		}
-		if q.busy.Again() {
+		if q.busy.Again(q.x.fd) {
 			if q.x.fill.needWakeup() {
 				q.x.kickRX()
 				q.rc.kicks.Add(1)

@@ -2,6 +2,7 @@ package packetio
 
 import (
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -21,13 +22,18 @@ type BusyPoller interface {
 // Begin at the start of a read, Again each time the queue is found empty
 // with nothing read yet (true: try again), End when the read returns.
 // Begin, Again and End are called by the one reader; the budget may be set
-// from any goroutine.
+// from any goroutine, and Forget is called by the driver before it closes
+// the queue's descriptor.
 //
 // A reader that busy-polls keeps its goroutine's P (a Go runtime
 // processor) while it tries. A packet for another reader, parked in the
 // runtime's poller, needs a free P to be handled: so at most GOMAXPROCS-1
 // readers of the process busy-poll at a time, and the others park at
-// once.
+// once. And while it tries, the reader watches the queues of the other
+// readers (the process's watch set, see othersReady): when one of them
+// has a packet, it stops and parks, so that its own thread, now idle,
+// takes that reader's packet from the runtime's poller, on a CPU that is
+// awake, rather than a thread that slept in the poller.
 type BusyPoll struct {
 	budget atomic.Int64 // nanoseconds; 0: off
 	// until is when the spin of the read in progress ends: 0 before the
@@ -38,6 +44,14 @@ type BusyPoll struct {
 	// hits counts reads that found a packet while spinning: wake-ups
 	// saved.
 	hits atomic.Uint64
+	// yields counts spins ended because another reader's queue had a
+	// packet.
+	yields atomic.Uint64
+
+	mu        sync.Mutex // guards watched and forgotten
+	watched   int        // the descriptor in the watch set, plus one; 0: none
+	forgotten bool       // Forget was called: never watch again
+	evs       watchEvents
 }
 
 // spinners counts the readers of the process busy-polling now.
@@ -57,18 +71,6 @@ func takeSlot() bool {
 	}
 }
 
-// watchPoller makes sure that a thread of the Go runtime waits in its
-// network poller while a reader spins. The thread that runs the reader
-// may be the one that waited there: it took the reader's packet from the
-// poller, and no other thread took its place, as the runtime waits in the
-// poller only from a thread with nothing to run. A packet for another
-// reader, parked in the poller, then waited until the spin ended (a
-// round trip took twice the budget). Starting a goroutine wakes an idle
-// thread onto a free P (there is one: at most GOMAXPROCS-1 readers spin),
-// which runs the empty goroutine, finds nothing else to do and waits in
-// the poller.
-func watchPoller() { go func() {}() }
-
 // SetBusyPoll sets the budget; negative is taken as zero.
 func (b *BusyPoll) SetBusyPoll(budget time.Duration) { b.budget.Store(int64(max(budget, 0))) }
 
@@ -78,12 +80,13 @@ func (b *BusyPoll) Budget() time.Duration { return time.Duration(b.budget.Load()
 // Begin starts a read.
 func (b *BusyPoll) Begin() { b.until = 0 }
 
-// Again says whether a read that found its queue empty tries again rather
-// than parking. Between tries it yields the CPU (sched_yield), so that the
-// polling costs only CPU time nobody else is ready to use: on a node with
-// few CPUs a reader that kept its CPU would delay the very threads whose
-// packets it waits for.
-func (b *BusyPoll) Again() bool {
+// Again says whether a read that found its queue, the descriptor fd, empty
+// tries again rather than parking. Between tries it yields the CPU
+// (sched_yield), so that the polling costs only CPU time nobody else is
+// ready to use: on a node with few CPUs a reader that kept its CPU would
+// delay the very threads whose packets it waits for. It stops as soon as
+// another reader's queue has a packet.
+func (b *BusyPoll) Again(fd int) bool {
 	if b.until < 0 {
 		return false
 	}
@@ -98,22 +101,26 @@ func (b *BusyPoll) Again() bool {
 	}
 	now := nanotime()
 	if b.until == 0 {
+		b.watch(fd)
 		if !takeSlot() {
 			b.until = -1
 			return false
 		}
 		b.slot = true
-		watchPoller()
 		b.until = now + budget
-		return true
+	} else if now >= b.until {
+		b.until = -1
+		b.release()
+		return false
 	}
-	if now < b.until {
-		yield()
-		return true
+	if othersReady(&b.evs, fd) {
+		b.yields.Add(1)
+		b.until = -1
+		b.release()
+		return false
 	}
-	b.until = -1
-	b.release()
-	return false
+	yield()
+	return true
 }
 
 // End ends a read; got says it returned packets.
@@ -134,6 +141,40 @@ func (b *BusyPoll) release() {
 
 // Hits counts the reads that found a packet while spinning.
 func (b *BusyPoll) Hits() uint64 { return b.hits.Load() }
+
+// Yields counts the spins ended because another reader's queue had a
+// packet.
+func (b *BusyPoll) Yields() uint64 { return b.yields.Load() }
+
+// watch puts the reader's descriptor into the process's watch set, once,
+// so that the other readers' spins see its packets.
+func (b *BusyPoll) watch(fd int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.forgotten || b.watched == fd+1 {
+		return
+	}
+	if b.watched != 0 {
+		watchDel(b.watched - 1)
+		b.watched = 0
+	}
+	if watchAdd(fd) {
+		b.watched = fd + 1
+	}
+}
+
+// Forget takes the reader's descriptor out of the watch set for good; a
+// driver calls it before it closes the descriptor, whose number the
+// process may then give to another file.
+func (b *BusyPoll) Forget() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.forgotten = true
+	if b.watched != 0 {
+		watchDel(b.watched - 1)
+		b.watched = 0
+	}
+}
 
 // Offload reports the busy-poll as an offload named busy-poll: active
 // with a budget, Count the reads that found a packet while spinning.

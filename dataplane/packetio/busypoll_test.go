@@ -16,19 +16,19 @@ func TestBusyPollSlots(t *testing.T) {
 		p.SetBusyPoll(time.Hour)
 		p.Begin()
 	}
-	if !a.Again() || !b.Again() {
+	if !a.Again(-1) || !b.Again(-1) {
 		t.Fatal("the first two readers of three CPUs' worth may not spin")
 	}
-	if c.Again() {
+	if c.Again(-1) {
 		t.Fatal("a third reader spins with GOMAXPROCS 3")
 	}
-	if c.Again() {
+	if c.Again(-1) {
 		t.Fatal("a reader refused a slot spins on its next try of the same read")
 	}
 	c.End(false)
 	a.End(true) // a packet while spinning
 	c.Begin()
-	if !c.Again() {
+	if !c.Again(-1) {
 		t.Fatal("the slot a gave back was not taken")
 	}
 	if a.Offload().Count != 1 || b.Offload().Count != 0 || c.Offload().Count != 0 {
@@ -38,17 +38,17 @@ func TestBusyPollSlots(t *testing.T) {
 	b.SetBusyPoll(time.Nanosecond)
 	b.Begin()
 	a.Begin()
-	if a.Again() {
+	if a.Again(-1) {
 		t.Fatal("a spins with b and c holding both slots")
 	}
 	b.End(false)
 	b.Begin()
 	b.until = 0
-	if !b.Again() {
+	if !b.Again(-1) {
 		t.Fatal("b may not spin after giving its slot back")
 	}
 	time.Sleep(time.Millisecond)
-	if b.Again() {
+	if b.Again(-1) {
 		t.Fatal("b spins past its budget")
 	}
 	if b.End(true); b.Offload().Count != 0 {
@@ -61,7 +61,7 @@ func TestBusyPollSlots(t *testing.T) {
 	// Without a budget nothing spins or takes a slot.
 	var off BusyPoll
 	off.Begin()
-	if off.Again() || spinners.Load() != 0 || off.Offload().Active {
+	if off.Again(-1) || spinners.Load() != 0 || off.Offload().Active {
 		t.Fatal("a reader without a budget spins")
 	}
 	// A budget turned off during a spin parks the read at once: it
@@ -69,11 +69,11 @@ func TestBusyPollSlots(t *testing.T) {
 	// was not taken by spinning.
 	off.SetBusyPoll(time.Hour)
 	off.Begin()
-	if !off.Again() || spinners.Load() != 1 {
+	if !off.Again(-1) || spinners.Load() != 1 {
 		t.Fatal("a reader with a budget does not spin")
 	}
 	off.SetBusyPoll(0)
-	if off.Again() {
+	if off.Again(-1) {
 		t.Fatal("a reader spins on after its budget was turned off")
 	}
 	if n := spinners.Load(); n != 0 {

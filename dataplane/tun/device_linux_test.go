@@ -572,18 +572,17 @@ func TestBusyPoll(t *testing.T) {
 }
 
 // A reader that busy-polls must not hold up the packets of a reader parked
-// in the Go runtime's poller. Each round wakes reader A from the poller
-// and has it spin, then sends the parked reader B a packet and, last, A
-// one more, from processes outside this one (a packet this process sent
-// would be noticed by the thread that sent it). B's delay is from ping's
-// send-time stamp to B's Read; A's busy-poll count shows that it was
-// spinning when the round's last packet came. The stall this guards
-// against (B's packet waiting for the runtime's monitor, up to 10 ms, or
-// for the end of A's spin) needs the thread that woke A to have been the
-// only one waiting in the poller and not looking for work when it went
-// there, which happens under load (the bench's request/response with a
-// 1 ms budget: p50 2.2 ms before watchPoller, 0.19 ms after) but not
-// reliably here; this test shows the behaviour the fix keeps.
+// in the Go runtime's poller: it watches the other busy-polling readers'
+// queues and parks as soon as one has a packet, so that its thread takes
+// that packet. Each round wakes reader A from the poller and has it spin,
+// then sends the parked reader B a packet and, last, A one more, from
+// processes outside this one (a packet this process sent would be noticed
+// by the thread that sent it). B's delay is from ping's send-time stamp to
+// B's Read. A's spin ends for B's packet, and B's, which starts once B
+// has read it, for A's last packet: both handed over. Left
+// to the runtime, B's packet could wait for the runtime's monitor, which
+// polls every 10 ms when no thread waits in the poller, or for the end of
+// A's spin.
 func TestBusyPollLeavesOtherReaders(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
 	dA, nsA := podDevice(t, Options{}, "192.0.2.10/32")
@@ -637,9 +636,12 @@ func TestBusyPollLeavesOtherReaders(t *testing.T) {
 		return "ip netns exec " + ns.Name + " ping -n -q -c 1 -W 0.2 198.51.100.1 >/dev/null &"
 	}
 	script := ping(nsA) + "\nsleep 0.05\n" + ping(nsB) + "\nsleep 0.05\n" + ping(nsA) + "\nwait\n"
+	yields := func(d *Device) uint64 { return d.sum(func(q *Device) uint64 { return q.busy.Yields() }) }
+	var handed uint64
 	for i := 0; i < rounds; i++ {
-		before := offloads(dA)["busy-poll"].Count
+		beforeA, beforeB := yields(dA), yields(dB)
 		dA.SetBusyPoll(time.Minute)
+		dB.SetBusyPoll(time.Minute)
 		time.Sleep(20 * time.Millisecond)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		out, err := nstest.Command(ctx, "sh", "-c", script).CombinedOutput()
@@ -647,12 +649,11 @@ func TestBusyPollLeavesOtherReaders(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d: %v: %s", i, err, out)
 		}
-		// Stop A's spin so that it parks before the next round.
+		// Stop the spins so that both park before the next round.
 		dA.SetBusyPoll(0)
+		dB.SetBusyPoll(0)
 		time.Sleep(20 * time.Millisecond)
-		if got := offloads(dA)["busy-poll"].Count; got == before {
-			t.Fatalf("round %d: A's busy-poll count stayed at %d: A was not spinning when its second packet came", i, got)
-		}
+		handed += yields(dA) - beforeA + yields(dB) - beforeB
 	}
 	mu.Lock()
 	got := slices.Clone(delays)
@@ -661,14 +662,20 @@ func TestBusyPollLeavesOtherReaders(t *testing.T) {
 		t.Fatalf("B read %d echo requests, want %d", len(got), rounds)
 	}
 	slices.Sort(got)
-	// Parked behind the spin, B waits for the runtime's monitor, which
-	// polls every 10 ms when nothing else does: most delays come out at
-	// several milliseconds. A thread waiting in the poller takes B's
-	// packet in tens of microseconds.
+	// Parked behind the spin, B would wait for the runtime's monitor:
+	// most delays would come out at several milliseconds. Handed over,
+	// B's packet is read in tens of microseconds.
 	if median := got[rounds/2]; median > 2*time.Millisecond {
 		t.Errorf("B's packets waited %v (sorted) while A spun, median %v: want under 2ms", got, median)
 	}
-	t.Logf("B's delays while A spun: %v", got)
+	// A thread of the runtime that waits in the poller may take a packet
+	// before the spinning reader sees it (on a busy machine, where the
+	// spinner waits for its CPU): a round may hand nothing over, but
+	// not every round.
+	if handed == 0 {
+		t.Errorf("no spin was handed over to the other reader in %d rounds", rounds)
+	}
+	t.Logf("B's delays while A spun: %v; spins handed over: %d", got, handed)
 }
 
 // TestKernelDropped fills the interface's queue without reading it: what

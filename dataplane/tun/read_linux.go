@@ -181,7 +181,7 @@ func (d *Device) readBatch(fd uintptr) bool {
 		buf := d.rbufs[d.rn][d.roff:]
 		n, ok := d.readOne(fd, buf)
 		if !ok {
-			if !d.readDone() && d.busy.Again() {
+			if !d.readDone() && d.busy.Again(int(fd)) {
 				continue
 			}
 			return d.readDone()
@@ -236,7 +236,7 @@ func (d *Device) readVnet(fd uintptr) bool {
 		d.takeScratch()
 		n, ok := d.readOne(fd, d.scratch)
 		if !ok {
-			if !d.readDone() && d.busy.Again() {
+			if !d.readDone() && d.busy.Again(int(fd)) {
 				continue
 			}
 			if !d.readDone() {

@@ -377,6 +377,7 @@ func (d *Device) Close() error {
 	if !d.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	d.busy.Forget()
 	var errs []error
 	for _, q := range d.queues {
 		errs = append(errs, q.Close())

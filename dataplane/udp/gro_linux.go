@@ -90,7 +90,7 @@ func (q *Queue) recvGRO(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			if g.block && q.busy.Again() {
+			if g.block && q.busy.Again(int(fd)) {
 				continue
 			}
 			return !g.block

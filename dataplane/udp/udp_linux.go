@@ -319,7 +319,7 @@ func (q *Queue) recvBatch(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			if q.busy.Again() {
+			if q.busy.Again(int(fd)) {
 				continue
 			}
 			return false
@@ -452,6 +452,7 @@ func (q *Queue) Close() error {
 	if !q.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	q.busy.Forget()
 	err := q.file.Close()
 	if q.u.open.Add(-1) == 0 {
 		err = errors.Join(err, q.u.pool.close())

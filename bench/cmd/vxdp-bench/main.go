@@ -592,6 +592,9 @@ func repLine(r *repResult) string {
 	}
 	if r.Ping != nil {
 		parts = append(parts, fmt.Sprintf("ping avg %.3f ms p99 %.3f ms (%d of %d)", r.Ping.AvgMs, r.Ping.P99Ms, r.Ping.Received, r.Ping.Sent))
+		if c := r.Ping.CPU; c != nil && c.Wall > 0 {
+			parts = append(parts, fmt.Sprintf("during the pings machine %.2f CPUs, dataplane %.2f", c.Busy/c.Wall, c.Agents/c.Wall))
+		}
 	}
 	if r.IdleCPUs != nil {
 		parts = append(parts, fmt.Sprintf("dataplane idle %.2f CPUs", *r.IdleCPUs))

@@ -623,6 +623,10 @@ type pingResult struct {
 	Received int     `json:"received"`
 	AvgMs    float64 `json:"avg_ms"`
 	P99Ms    float64 `json:"p99_ms"`
+	// CPU is what the machine and the dataplane processes spent while
+	// the pings ran: the price of a dataplane that polls rather than
+	// sleeps between sparse packets.
+	CPU *cpuUse `json:"cpu,omitempty"`
 }
 
 const (
@@ -635,6 +639,12 @@ const (
 // ping sends pingCount echo requests from pod1 to pod2 at pingInterval
 // and reads the round-trip time of each reply.
 func (r *runner) ping(ctx context.Context) (*pingResult, error) {
+	var pids []int
+	for _, p := range r.e.procs {
+		pids = append(pids, p.Pid())
+	}
+	before, serr := takeSample(pids)
+	start := time.Now()
 	out, err := r.e.lab.exec(ctx, nodes[0].podNS, 30*time.Second, "ping", "-n", "-i", pingInterval,
 		"-c", strconv.Itoa(pingCount), "-W", "1", r.e.podAddr(1))
 	// ping exits 1 when replies are missing; the replies it got count,
@@ -645,6 +655,13 @@ func (r *runner) ping(ctx context.Context) (*pingResult, error) {
 			return nil, err
 		}
 		return nil, perr
+	}
+	if serr == nil {
+		if after, err := takeSample(pids); err == nil {
+			u := usage(before, after, pids)
+			u.Wall = time.Since(start).Seconds()
+			res.CPU = &u
+		}
 	}
 	return res, nil
 }

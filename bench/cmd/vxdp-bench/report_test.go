@@ -187,7 +187,7 @@ func TestWriteMarkdownOVS(t *testing.T) {
 	rep := func(tcp, pingMs, idle, wall, procs float64) *repResult {
 		return &repResult{
 			TCP1:     &iperfResult{BitsPerSec: tcp * 1e9, Bytes: tcp * 1e9 / 8 * 3, CPU: &cpuUse{Busy: 3, Agents: procs, Wall: wall}},
-			Ping:     &pingResult{Sent: 400, Received: 400, AvgMs: pingMs, P99Ms: 2 * pingMs},
+			Ping:     &pingResult{Sent: 400, Received: 400, AvgMs: pingMs, P99Ms: 2 * pingMs, CPU: &cpuUse{Busy: 0.4 + procs/10, Agents: procs / 10, Wall: 2}},
 			IdleCPUs: &idle,
 		}
 	}
@@ -212,6 +212,8 @@ func TestWriteMarkdownOVS(t *testing.T) {
 		"| Ping RTT at 5 ms intervals, p99, ms (lower is better) | 0.100 | 0.400 | 0.200 | 4.00× | 2.00× | 2.00× |",
 		"| Dataplane processes while idle (both nodes), CPUs (lower is better) | — | 0.02 | 1.00 | — | — | 0.02× |",
 		"| Dataplane processes during TCP 1 stream (both nodes), CPUs (lower is better) | — | 1.00 | 1.50 | — | — | 0.67× |",
+		"| CPU during the 5 ms pings: whole machine busy, CPUs (lower is better) | 0.20 | 0.35 | 0.43 | 1.75× | 2.12× | 0.82× |",
+		"| &nbsp;&nbsp;of it the dataplane processes (both nodes), CPUs (lower is better) | — | 0.15 | 0.23 | — | — | 0.67× |",
 		"Open vSwitch: the pods' veths run with tx checksum, TSO and GSO offload off",
 	} {
 		if !strings.Contains(s, row) {
