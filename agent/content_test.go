@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/vxdp/vxdp/api"
+	"github.com/vxdp/vxdp/config"
 	"github.com/vxdp/vxdp/dataplane"
 	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/identity"
@@ -93,13 +94,13 @@ func TestEngineConfig(t *testing.T) {
 		want       dataplane.Config
 	}{
 		{"tunnel", baseConfig, dataplane.Config{NodeIP: addr("192.0.2.1"), PodCIDR: prefix("10.1.1.0/24"),
-			ClusterCIDR: prefix("10.1.0.0/16"), TunnelPort: 8472, UnderlayMTU: 1400, Protocol: "vxlan"}},
+			ClusterCIDR: prefix("10.1.0.0/16"), TunnelPort: 8472, UnderlayMTU: 1400, Protocol: "vxlan", BusyPoll: config.DefaultBusyPoll}},
 		{"geneve, no source check", baseConfig + "tunnel-protocol: geneve\ntunnel-source-check: false\n",
 			dataplane.Config{NodeIP: addr("192.0.2.1"), PodCIDR: prefix("10.1.1.0/24"),
-				ClusterCIDR: prefix("10.1.0.0/16"), TunnelPort: 6081, UnderlayMTU: 1400, Protocol: "geneve", DisableSourceCheck: true}},
+				ClusterCIDR: prefix("10.1.0.0/16"), TunnelPort: 6081, UnderlayMTU: 1400, Protocol: "geneve", DisableSourceCheck: true, BusyPoll: config.DefaultBusyPoll}},
 		{"native", "node-name: n1\nnode-ip: 192.0.2.1\npod-cidr: 10.1.1.0/24\nrouting-mode: native\nipv4-native-routing-cidr: 10.1.0.0/16\nauto-direct-node-routes: true\n",
 			dataplane.Config{NodeIP: addr("192.0.2.1"), PodCIDR: prefix("10.1.1.0/24"),
-				TunnelPort: 8472, UnderlayMTU: 1400, Protocol: "vxlan", Native: true, AutoDirectNodeRoutes: true}},
+				TunnelPort: 8472, UnderlayMTU: 1400, Protocol: "vxlan", Native: true, AutoDirectNodeRoutes: true, BusyPoll: config.DefaultBusyPoll}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

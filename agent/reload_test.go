@@ -341,8 +341,8 @@ func TestReloadBusyPollAndNice(t *testing.T) {
 	must(t, ta.Reload(withState(ta, loadConfig(t, baseConfig+"busy-poll: 30us\nnice: 5\n"))))
 	allNice(5)
 	must(t, ta.Reload(withState(ta, loadConfig(t, baseConfig))))
-	if got := ta.eng.BusyPoll(); got != 0 {
-		t.Errorf("engine busy-poll %v after the key went, want 0", got)
+	if got := ta.eng.BusyPoll(); got != config.DefaultBusyPoll {
+		t.Errorf("engine busy-poll %v after the key went, want the default %v", got, config.DefaultBusyPoll)
 	}
 	allNice(config.DefaultNice)
 }

@@ -386,7 +386,7 @@ var keyTable = []keySpec{
 		get: func(c *Config) string { return strconv.Itoa(c.UnderlaySockets) },
 	},
 	{
-		name: "busy-poll", def: "0", doc: "how long a worker whose pod device or underlay queue runs empty keeps polling it before it sleeps, as a Go duration (50us), 0..100ms; 0 sleeps at once. Saves a wake-up per hop for traffic that comes within it, at the price of the CPU spent polling",
+		name: "busy-poll", def: formatDuration(DefaultBusyPoll), doc: "how long a worker whose pod device or underlay queue runs empty keeps polling it before it sleeps, as a Go duration (50us), 0..100ms; 0 sleeps at once. Saves a wake-up per hop for traffic that comes within it, at the price of the CPU spent polling; a node short of CPU that values packet rate over round-trip time sets 0",
 		set: func(c *Config, s string) error {
 			d, err := parseBusyPoll(s)
 			if err == nil {

@@ -405,8 +405,8 @@ func TestOperatorMistakes(t *testing.T) {
 				return api.Offload{}
 			}
 			checkNice(t, g.agent1.Pid(), -10)
-			if o := busyPoll(); o.Active {
-				t.Errorf("busy-poll active by default: %+v", o)
+			if o := busyPoll(); !o.Active || !strings.Contains(o.Reason, "200µs") {
+				t.Errorf("busy-poll by default: %+v, want active with 200µs", o)
 			}
 			line := g.reload(t, "busy-poll: 20us\nnice: -5\n"+g.cfg1Text)
 			if !strings.Contains(line, "configuration reloaded") || !strings.Contains(line, "busy-poll 20") || !strings.Contains(line, "nice -5") {
@@ -421,8 +421,8 @@ func TestOperatorMistakes(t *testing.T) {
 				t.Fatalf("the old file was not applied:\n%s", line)
 			}
 			checkNice(t, g.agent1.Pid(), -10)
-			if o := busyPoll(); o.Active {
-				t.Errorf("busy-poll still active after the old file: %+v", o)
+			if o := busyPoll(); !o.Active || !strings.Contains(o.Reason, "200µs") {
+				t.Errorf("busy-poll after the old file: %+v, want the default 200µs back", o)
 			}
 			g.intact(t)
 		})
