@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // base is a small valid configuration the tests start from.
@@ -69,6 +70,7 @@ func TestDefault(t *testing.T) {
 		PodQueues:           2,
 		UnderlaySockets:     2,
 		Nice:                -10,
+		BusyPoll:            200 * time.Microsecond,
 		UnderlaySourcePorts: 64,
 		Socket:              "/run/vxdp/vxdp.sock",
 		LogLevel:            "info",
