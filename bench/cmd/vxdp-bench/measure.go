@@ -379,10 +379,7 @@ func (r *runner) tcp(ctx context.Context, streams int, withCPU bool) (*iperfResu
 	secsArg := strconv.FormatFloat(r.opts.duration.Seconds(), 'f', -1, 64)
 	args := []string{"iperf3", "-c", r.e.podAddr(1), "-p", iperfPort, "-t", secsArg, "-P", strconv.Itoa(streams),
 		"-J", "--connect-timeout", "3000"}
-	var pids []int
-	for _, a := range r.e.procs {
-		pids = append(pids, a.Pid())
-	}
+	pids := r.dataplanePids()
 	serverPid := r.iperfSrv.Pid()
 	var before sample
 	var serverBefore uint64
@@ -617,6 +614,16 @@ func (r *runner) rep(ctx context.Context) *repResult {
 	return res
 }
 
+// dataplanePids are the process IDs of the dataplane processes (vxdp
+// agents, ovs-vswitchd); none for the kernel.
+func (r *runner) dataplanePids() []int {
+	var pids []int
+	for _, p := range r.e.procs {
+		pids = append(pids, p.Pid())
+	}
+	return pids
+}
+
 // pingResult is what the 5 ms interval ping measured.
 type pingResult struct {
 	Sent     int     `json:"sent"`
@@ -639,10 +646,7 @@ const (
 // ping sends pingCount echo requests from pod1 to pod2 at pingInterval
 // and reads the round-trip time of each reply.
 func (r *runner) ping(ctx context.Context) (*pingResult, error) {
-	var pids []int
-	for _, p := range r.e.procs {
-		pids = append(pids, p.Pid())
-	}
+	pids := r.dataplanePids()
 	before, serr := takeSample(pids)
 	start := time.Now()
 	out, err := r.e.lab.exec(ctx, nodes[0].podNS, 30*time.Second, "ping", "-n", "-i", pingInterval,
@@ -710,10 +714,7 @@ func (r *runner) idle(ctx context.Context) (*float64, error) {
 	if len(r.e.procs) == 0 {
 		return nil, nil
 	}
-	var pids []int
-	for _, p := range r.e.procs {
-		pids = append(pids, p.Pid())
-	}
+	pids := r.dataplanePids()
 	start := time.Now()
 	before, err := takeSample(pids)
 	if err != nil {

@@ -46,6 +46,15 @@ func perGB(r *repResult, f func(*cpuUse) float64) (float64, bool) {
 	return f(r.TCP1.CPU) / (r.TCP1.Bytes / 1e9), true
 }
 
+// perPingSecond is f of the CPU spent during the pings per second of
+// them: the CPUs busy on average.
+func perPingSecond(r *repResult, f func(*cpuUse) float64) (float64, bool) {
+	if r.Ping == nil || r.Ping.CPU == nil || r.Ping.CPU.Wall <= 0 {
+		return 0, false
+	}
+	return f(r.Ping.CPU) / r.Ping.CPU.Wall, true
+}
+
 var figures = []figure{
 	{Key: "tcp_1_stream_gbit", Title: "TCP throughput, 1 stream", Unit: "Gbit/s", prec: 2,
 		value: func(r *repResult) (float64, bool) {
@@ -149,17 +158,11 @@ var figures = []figure{
 		}},
 	{Key: "ping_machine_cpus", Title: "CPU during the 5 ms pings: whole machine busy", Unit: "CPUs", Lower: true, prec: 2,
 		value: func(r *repResult) (float64, bool) {
-			if r.Ping == nil || r.Ping.CPU == nil || r.Ping.CPU.Wall <= 0 {
-				return 0, false
-			}
-			return r.Ping.CPU.Busy / r.Ping.CPU.Wall, true
+			return perPingSecond(r, func(c *cpuUse) float64 { return c.Busy })
 		}},
 	{Key: "ping_dataplane_cpus", Title: "  of it the dataplane processes (both nodes)", Unit: "CPUs", Lower: true, prec: 2, procOnly: true,
 		value: func(r *repResult) (float64, bool) {
-			if r.Ping == nil || r.Ping.CPU == nil || r.Ping.CPU.Wall <= 0 {
-				return 0, false
-			}
-			return r.Ping.CPU.Agents / r.Ping.CPU.Wall, true
+			return perPingSecond(r, func(c *cpuUse) float64 { return c.Agents })
 		}},
 }
 
