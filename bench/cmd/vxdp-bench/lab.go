@@ -27,6 +27,8 @@ type lab struct {
 	*nstest.Lab
 	dir  string // configuration files, sockets and the processes' logs
 	logf func(format string, args ...any)
+	// underlayGRO: buildUnderlay turns on GRO on the node-to-node veth.
+	underlayGRO bool
 }
 
 func openLab(dir string, logf func(string, ...any)) (*lab, error) {

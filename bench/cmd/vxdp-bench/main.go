@@ -75,6 +75,7 @@ type options struct {
 	keep        bool
 	removeStale bool
 	ovsSpread   bool    // ovs-afxdp: node i's PMD thread on CPU i
+	underlayGRO bool    // GRO and UDP GRO forwarding on the node-to-node veth
 	vxdpKeys    keyList // key=value pairs added to the vxdp agents' configuration
 	// The scale phase.
 	scaleEndpoints int
@@ -143,6 +144,7 @@ func parseFlags(args []string, root string) (*options, error) {
 	fs.IntVar(&o.extraReps, "extra-reps", 1, "repetitions added per mode when other processes disturbed one")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run directory (agent logs, configurations)")
 	fs.BoolVar(&o.ovsSpread, "ovs-pmd-spread", false, "ovs-afxdp: pin node1's PMD thread to CPU 0 and node2's to CPU 1 instead of leaving the placement to OVS (which puts both on one CPU of a two-CPU machine)")
+	fs.BoolVar(&o.underlayGRO, "underlay-gro", false, "turn on GRO and UDP GRO forwarding on both ends of the node-to-node veth (kernel and vxdp modes), so that it receives through NAPI as a NIC's queue does: its sockets then have a NAPI ID that socket busy polling can act on")
 	fs.BoolVar(&o.removeStale, "remove-stale", false, "first delete namespaces left by earlier runs of this program that were killed")
 	fs.IntVar(&o.scaleEndpoints, "scale-endpoints", 500, fmt.Sprintf("scale: local endpoints added through the API, each in a namespace of its own (1..%d)", maxScaleEPs))
 	fs.IntVar(&o.scaleNodes, "scale-nodes", 5000, fmt.Sprintf("scale: remote nodes added through the API after the endpoints (1..%d)", maxScaleNodes))
@@ -363,6 +365,7 @@ func run() (code int) {
 		Settings: settings{
 			Reps: opts.reps, DurationSecs: opts.duration.Seconds(), RRCount: opts.rrCount,
 			UDPFlows: opts.udpFlows, UDPThreads: opts.udpThreads, UDPWindowSecs: opts.udpWindow.Seconds(), UnderlayMTU: underlayMTU, PodMTU: podMTU, PodMTU6: podMTU6,
+			UnderlayGRO: opts.underlayGRO,
 		},
 		Figures: figures,
 	}
@@ -389,6 +392,7 @@ func run() (code int) {
 			fmt.Fprintln(os.Stderr, "vxdp-bench:", err)
 			return 1
 		}
+		l.underlayGRO = opts.underlayGRO
 		logf("%s: namespaces prefix %s", mode, l.Prefix())
 		if mode == "scale" {
 			rep.Scale = runScale(ctx, l, opts, udpBin)

@@ -289,6 +289,7 @@ type settings struct {
 	UnderlayMTU   int     `json:"underlay_mtu"`
 	PodMTU        int     `json:"pod_mtu"`
 	PodMTU6       int     `json:"pod_mtu_ipv6"` // the IPv6 modes'
+	UnderlayGRO   bool    `json:"underlay_gro,omitempty"`
 }
 
 func formatValue(v float64, prec int) string {
@@ -318,6 +319,9 @@ func writeComparison(w io.Writer, rep *report) {
 	fmt.Fprintf(w, "Settings: medians of %d repetitions (one more is run when other processes took over %.2f CPUs during one, and the least disturbed count); %gs per TCP test; RR %d round trips (at most as long); "+
 		"64-byte UDP counted over %gs, sender with %d flows, best of %s sending thread(s); underlay MTU %d, pod MTU %d (IPv6 modes: IPv6 pods over an IPv6 underlay, pod MTU %d); %s\n\n",
 		s.Reps, disturbedLimit, s.DurationSecs, s.RRCount, s.UDPWindowSecs, s.UDPFlows, joinInts(s.UDPThreads), s.UnderlayMTU, s.PodMTU, s.PodMTU6, m.Iperf3)
+	if s.UnderlayGRO {
+		fmt.Fprintf(w, "Underlay: GRO and UDP GRO forwarding on at both ends of the node-to-node veth (--underlay-gro; kernel and vxdp modes)\n\n")
+	}
 
 	header := []string{"figure (higher is better unless marked lower)"}
 	align := []string{"---"}

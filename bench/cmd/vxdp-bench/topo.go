@@ -94,10 +94,23 @@ func buildUnderlay(l *lab, v6 bool) error {
 			}
 		}
 	}
+	var err error
 	if v6 {
-		return l.AddVeth(l.netns(nodes[0].name), "eth0", nodes[0].ip6+"/64", l.netns(nodes[1].name), "eth0", nodes[1].ip6+"/64", underlayMTU)
+		err = l.AddVeth(l.netns(nodes[0].name), "eth0", nodes[0].ip6+"/64", l.netns(nodes[1].name), "eth0", nodes[1].ip6+"/64", underlayMTU)
+	} else {
+		err = l.AddVeth(l.netns(nodes[0].name), "eth0", nodes[0].ip+"/24", l.netns(nodes[1].name), "eth0", nodes[1].ip+"/24", underlayMTU)
 	}
-	return l.AddVeth(l.netns(nodes[0].name), "eth0", nodes[0].ip+"/24", l.netns(nodes[1].name), "eth0", nodes[1].ip+"/24", underlayMTU)
+	if err != nil || !l.underlayGRO {
+		return err
+	}
+	// A veth with GRO receives through NAPI (for datagrams of local
+	// sockets, UDP GRO forwarding too), as a NIC's queue does.
+	for _, n := range nodes {
+		if out, err := l.exec(context.Background(), n.name, cmdTimeout, "ethtool", "-K", "eth0", "gro", "on", "rx-udp-gro-forwarding", "on"); err != nil {
+			return fmt.Errorf("%s: ethtool -K eth0 gro on rx-udp-gro-forwarding on: %v: %s", n.name, err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
 }
 
 // buildKernel is the flannel vxlan backend by hand: per node a vxlan device
