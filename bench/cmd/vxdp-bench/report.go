@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -235,10 +236,43 @@ type machine struct {
 	LoadAvg    string  `json:"loadavg_at_start"`
 	Background float64 `json:"background_busy_cpus"` // CPUs busy with other work, 1 s sample before the run
 	Iperf3     string  `json:"iperf3"`
+	// Idle is how an idle CPU waits (cpuidle driver and governor, and the
+	// haltpoll driver's polling before it halts): on a VM, the wake-up of
+	// a halted virtual CPU is much of a sparse packet's latency.
+	Idle string `json:"cpuidle,omitempty"`
+}
+
+// describeIdle reads the cpuidle driver and governor under sys (/sys) and,
+// for the haltpoll driver of KVM guests, how long an idle virtual CPU
+// polls before it halts. "" when the kernel has no cpuidle.
+func describeIdle(sys string) string {
+	read := func(p string) string {
+		b, err := os.ReadFile(filepath.Join(sys, p))
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(b))
+	}
+	driver := read("devices/system/cpu/cpuidle/current_driver")
+	if driver == "" {
+		return ""
+	}
+	s := "cpuidle " + driver
+	gov := read("devices/system/cpu/cpuidle/current_governor_ro")
+	if gov == "" {
+		gov = read("devices/system/cpu/cpuidle/current_governor")
+	}
+	if gov != "" {
+		s += ", governor " + gov
+	}
+	if ns := read("module/haltpoll/parameters/guest_halt_poll_ns"); ns != "" && driver == "haltpoll" {
+		s += ", guest_halt_poll_ns " + ns
+	}
+	return s
 }
 
 func describeMachine() machine {
-	m := machine{NProc: runtime.NumCPU()}
+	m := machine{NProc: runtime.NumCPU(), Idle: describeIdle("/sys")}
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
 		m.Kernel = unix.ByteSliceToString(u.Release[:])
@@ -299,8 +333,12 @@ func formatValue(v float64, prec int) string {
 // writeMarkdown prints the header lines and the table.
 func writeMarkdown(w io.Writer, rep *report) {
 	m := rep.Machine
-	fmt.Fprintf(w, "Machine: %d CPUs, %s, Linux %s; load average at start %s; %.2f CPUs busy with other work before the run\n",
-		m.NProc, m.CPUModel, m.Kernel, m.LoadAvg, m.Background)
+	idle := ""
+	if m.Idle != "" {
+		idle = "; " + m.Idle
+	}
+	fmt.Fprintf(w, "Machine: %d CPUs, %s, Linux %s%s; load average at start %s; %.2f CPUs busy with other work before the run\n",
+		m.NProc, m.CPUModel, m.Kernel, idle, m.LoadAvg, m.Background)
 	fmt.Fprintf(w, "Date: %s\n", rep.Date)
 	fmt.Fprintf(w, "Command: `%s`\n", rep.Command)
 	if len(rep.Modes) > 0 {

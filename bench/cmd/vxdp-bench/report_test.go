@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -240,5 +242,37 @@ func TestParsePing(t *testing.T) {
 	}
 	if _, err := parsePing("PING x\n--- x ping statistics ---\n3 packets transmitted, 0 received, 100% packet loss, time 2ms\n"); err == nil {
 		t.Error("no replies: want an error")
+	}
+}
+
+func TestDescribeIdle(t *testing.T) {
+	write := func(t *testing.T, root, p, v string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, p), []byte(v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const drv, govRO, gov, poll = "devices/system/cpu/cpuidle/current_driver", "devices/system/cpu/cpuidle/current_governor_ro",
+		"devices/system/cpu/cpuidle/current_governor", "module/haltpoll/parameters/guest_halt_poll_ns"
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		want  string
+	}{
+		{"none", nil, ""},
+		{"haltpoll", map[string]string{drv: "haltpoll", gov: "haltpoll", poll: "0"}, "cpuidle haltpoll, governor haltpoll, guest_halt_poll_ns 0"},
+		{"intel", map[string]string{drv: "intel_idle", govRO: "menu", poll: "200000"}, "cpuidle intel_idle, governor menu"},
+		{"no governor", map[string]string{drv: "acpi_idle"}, "cpuidle acpi_idle"},
+	} {
+		root := t.TempDir()
+		for p, v := range tc.files {
+			write(t, root, p, v)
+		}
+		if got := describeIdle(root); got != tc.want {
+			t.Errorf("%s: describeIdle = %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
