@@ -276,3 +276,21 @@ func TestDescribeIdle(t *testing.T) {
 		}
 	}
 }
+
+// The header says how the machine idles and whether the underlay had GRO.
+func TestWriteMarkdownMachineAndUnderlay(t *testing.T) {
+	v := 7.5
+	md := &modeReport{Mode: "kernel", Status: "ok", Medians: map[string]*float64{"tcp_1_stream_gbit": &v}}
+	for _, gro := range []bool{false, true} {
+		var b bytes.Buffer
+		writeMarkdown(&b, &report{Machine: machine{NProc: 2, Idle: "cpuidle haltpoll"}, Settings: settings{UnderlayGRO: gro},
+			Figures: figures, Modes: []*modeReport{md}})
+		s := b.String()
+		if !strings.Contains(s, "; cpuidle haltpoll; load average") {
+			t.Errorf("gro %v: no cpuidle in the machine line:\n%s", gro, s)
+		}
+		if got := strings.Contains(s, "Underlay: GRO and UDP GRO forwarding on"); got != gro {
+			t.Errorf("gro %v: underlay line shown %v:\n%s", gro, got, s)
+		}
+	}
+}
