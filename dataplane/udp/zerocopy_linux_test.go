@@ -1,6 +1,7 @@
 package udp
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -106,17 +107,19 @@ func benchZerocopy(b *testing.B, zerocopy bool) {
 				}
 			}
 		}
-		for {
+		for retry := time.Now().Add(waitFor); ; {
 			_, err := unix.SendmsgN(tx, bufs[i%zcBuffers], nil, nil, flags)
 			if err == nil {
 				break
 			}
-			if err != unix.ENOBUFS && err != unix.EAGAIN {
+			if err != unix.ENOBUFS && err != unix.EAGAIN || time.Now().After(retry) {
 				b.Fatalf("send: %v", err)
 			}
 			// Out of socket or option memory: let completions come back.
 			if zerocopy {
-				_ = c.wait(tx)
+				if err := c.wait(tx); err != nil {
+					b.Fatal(err)
+				}
 			} else {
 				time.Sleep(10 * time.Microsecond)
 			}
@@ -151,11 +154,16 @@ const (
 	soEECodeZerocopyCopied = 1
 )
 
-// wait blocks until the error queue holds a completion and reads it.
+// wait blocks until the error queue holds a completion, for a second at
+// most, and reads what it holds.
 func (c *zcCompletions) wait(fd int) error {
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: 0}}
-	if _, err := unix.Poll(pfd, 100); err != nil && err != unix.EINTR {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: 0}} // POLLERR comes regardless
+	n, err := unix.Poll(pfd, 1000)
+	if err != nil && err != unix.EINTR {
 		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("no zerocopy completion within 1 s (%d completed)", c.done)
 	}
 	oob := make([]byte, 128)
 	for {
