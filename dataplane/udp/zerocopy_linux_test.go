@@ -133,6 +133,9 @@ func benchZerocopy(b *testing.B, zerocopy bool) {
 	b.StopTimer()
 	b.ReportMetric(float64(received.Load())/b.Elapsed().Seconds()/1e6, "delivered-MB/s")
 	time.Sleep(50 * time.Millisecond) // the receiver's last reads
+	if received.Load() == 0 {
+		b.Fatalf("none of %d sends reached the peer", b.N)
+	}
 	b.ReportMetric(float64(received.Load())/float64(int64(b.N)*size), "delivered/sent")
 	if zerocopy {
 		b.ReportMetric(float64(c.copied)/float64(max(c.done, 1)), "copied/completed")

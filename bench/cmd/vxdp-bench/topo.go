@@ -86,7 +86,7 @@ func (e *env) podAddrPort(i int, port string) string { return net.JoinHostPort(e
 
 // buildUnderlay creates the four namespaces and the node-to-node link,
 // addressed in IPv6 with v6.
-func buildUnderlay(l *lab, v6 bool) error {
+func buildUnderlay(ctx context.Context, l *lab, v6 bool) error {
 	for _, n := range nodes {
 		for _, ns := range []string{n.name, n.podNS} {
 			if err := l.addNetns(ns); err != nil {
@@ -106,7 +106,7 @@ func buildUnderlay(l *lab, v6 bool) error {
 	// A veth with GRO receives through NAPI (for datagrams of local
 	// sockets, UDP GRO forwarding too), as a NIC's queue does.
 	for _, n := range nodes {
-		if out, err := l.exec(context.Background(), n.name, cmdTimeout, "ethtool", "-K", "eth0", "gro", "on", "rx-udp-gro-forwarding", "on"); err != nil {
+		if out, err := l.exec(ctx, n.name, cmdTimeout, "ethtool", "-K", "eth0", "gro", "on", "rx-udp-gro-forwarding", "on"); err != nil {
 			return fmt.Errorf("%s: ethtool -K eth0 gro on rx-udp-gro-forwarding on: %v: %s", n.name, err, strings.TrimSpace(string(out)))
 		}
 	}
@@ -120,7 +120,7 @@ func buildUnderlay(l *lab, v6 bool) error {
 // node. Pods hang off the node on veth pairs with /32 routes, as a
 // point-to-point CNI does, and the node forwards between them and vxlan0.
 func buildKernel(ctx context.Context, l *lab) (*env, error) {
-	if err := buildUnderlay(l, false); err != nil {
+	if err := buildUnderlay(ctx, l, false); err != nil {
 		return nil, err
 	}
 	for i, n := range nodes {
@@ -181,7 +181,7 @@ func buildKernel(ctx context.Context, l *lab) (*env, error) {
 // IPv6 address. Every address skips duplicate address detection, so that
 // none waits tentative.
 func buildKernel6(ctx context.Context, l *lab) (*env, error) {
-	if err := buildUnderlay(l, true); err != nil {
+	if err := buildUnderlay(ctx, l, true); err != nil {
 		return nil, err
 	}
 	for i, n := range nodes {
@@ -230,7 +230,7 @@ func buildKernel6(ctx context.Context, l *lab) (*env, error) {
 // makes the mode "not available". With v6 the underlay and the pods are
 // IPv6 only.
 func buildVXDP(ctx context.Context, l *lab, vxdpBin, keys, underlay string, v6 bool) (*env, error) {
-	if err := buildUnderlay(l, v6); err != nil {
+	if err := buildUnderlay(ctx, l, v6); err != nil {
 		return nil, err
 	}
 	mode := "vxdp-" + underlay
