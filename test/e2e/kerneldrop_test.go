@@ -1,9 +1,14 @@
 package e2e
 
 import (
+	"bytes"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // kernelDrops reads what `vxdp stats` says the kernel dropped on the way
@@ -43,6 +48,9 @@ func TestKernelDropped(t *testing.T) {
 
 	must(t, c.agents[0].Signal(syscall.SIGSTOP))
 	stopped := true
+	// kill returns before every thread has stopped: one still running
+	// would keep reading the pod's queue.
+	waitStopped(t, c.agents[0].Pid())
 	cont := func() {
 		if stopped {
 			stopped = false
@@ -65,5 +73,37 @@ func TestKernelDropped(t *testing.T) {
 	}
 	if got := after["pod1b"] - before["pod1b"]; got != 0 {
 		t.Errorf("pod1b, which sent nothing: kernel dropped %d", got)
+	}
+}
+
+// waitStopped waits until every thread of process pid is stopped (state
+// T in /proc), for 5 s at most.
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		tasks, err := filepath.Glob(filepath.Join("/proc", strconv.Itoa(pid), "task", "*", "stat"))
+		if err != nil || len(tasks) == 0 {
+			t.Fatalf("threads of %d: %v", pid, err)
+		}
+		running := ""
+		for _, f := range tasks {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				continue // the thread ended
+			}
+			// pid (comm) state ...: comm may hold spaces and parentheses.
+			if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] != 'T' && b[i+2] != 't' {
+				running = f
+				break
+			}
+		}
+		if running == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not stopped 5 s after SIGSTOP", running)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
