@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -52,7 +53,19 @@ var tunnelGSORecheck = 30 * time.Second
 // that drops what the node forwards from the device (a FORWARD policy of
 // DROP, as Docker sets, even if it comes after the agent) must not turn
 // bulk TCP into a black hole for longer than a recheck.
+//
+// A stop cancels the probe under way: the engine does not wait for its
+// reply, and a probe cut short that way is not a failure to report.
 func (e *Engine) proveTunnelGSO() {
+	stopped, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-e.stop:
+			cancel()
+		case <-stopped.Done():
+		}
+	}()
 	fails := 0
 	for {
 		var dst netip.Addr
@@ -71,7 +84,12 @@ func (e *Engine) proveTunnelGSO() {
 				wait = tunnelGSOProbeTimeout
 			}
 		default:
-			err := e.tunnelGSO.Probe(e.cfg.NodeIP, dst, tunnelGSOProbeTimeout)
+			ctx, done := context.WithTimeout(stopped, tunnelGSOProbeTimeout)
+			err := e.tunnelGSO.Probe(ctx, e.cfg.NodeIP, dst)
+			done()
+			if stopped.Err() != nil {
+				return
+			}
 			if err == nil {
 				e.tunnelGSOWait.Store(nil)
 				if !e.tunnelGSOReady.Swap(true) {

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"net/netip"
@@ -10,6 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/vxdp/vxdp/dataplane/packetio"
 	"github.com/vxdp/vxdp/encap"
@@ -27,9 +31,10 @@ type fakeTunnelGSO struct {
 	closed         bool
 	roomSeen       int
 
-	probeMu  sync.Mutex
-	probeErr error
-	probes   []netip.Addr
+	probeMu   sync.Mutex
+	probeErr  error
+	probeHang bool // a probe waits for its deadline or a cancel
+	probes    []netip.Addr
 }
 
 func (f *fakeTunnelGSO) WriteTunnel(buf []byte, start, inner, l4, gso int, v6, ecn bool) error {
@@ -49,11 +54,20 @@ func (f *fakeTunnelGSO) Offload() packetio.Offload {
 
 func (f *fakeTunnelGSO) Close() error { f.closed = true; return nil }
 
-func (f *fakeTunnelGSO) Probe(src, dst netip.Addr, timeout time.Duration) error {
+func (f *fakeTunnelGSO) Probe(ctx context.Context, src, dst netip.Addr) error {
 	f.probeMu.Lock()
-	defer f.probeMu.Unlock()
 	f.probes = append(f.probes, dst)
-	return f.probeErr
+	err, hang := f.probeErr, f.probeHang
+	f.probeMu.Unlock()
+	if hang {
+		// As a probe whose reply does not come: until the deadline.
+		<-ctx.Done()
+		if ctx.Err() == context.DeadlineExceeded {
+			return errors.New("no echo reply within the timeout")
+		}
+		return ctx.Err()
+	}
+	return err
 }
 
 func (f *fakeTunnelGSO) setProbeErr(err error) {
@@ -311,6 +325,41 @@ func TestTunnelGSOProbe(t *testing.T) {
 	buf, start, n = superTCP4([4]byte{10, 1, 1, 10}, [4]byte{10, 1, 2, 20}, 5000)
 	if w.fromSuper(buf, start, n, 1398, false) {
 		t.Fatal("a super-packet left through a way out whose recheck failed")
+	}
+}
+
+// A stop while a probe waits for its reply cuts the probe short: Close
+// does not wait out the probe's timeout, and the probe cut short is not
+// reported as a failed one.
+func TestTunnelGSOProbeStop(t *testing.T) {
+	g := &fakeTunnelGSO{probeHang: true}
+	core, logs := observer.New(zap.InfoLevel)
+	e, err := New(Config{NodeIP: netip.MustParseAddr("192.0.2.1"), PodCIDR: netip.MustParsePrefix("10.1.1.0/24"), UnderlayMTU: 1500, TunnelGSO: g},
+		zap.New(core), []packetio.Underlay{&nopUnderlay{nopDevice{"u"}}}, nil, func(EndpointSpec, int) (packetio.Device, error) { return &nopDevice{"p"}, nil }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if err := e.AddNode(NodeSpec{Name: "n2", IP: netip.MustParseAddr("192.0.2.2"), PodCIDR: netip.MustParsePrefix("10.1.2.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	e.Start()
+	for deadline := time.Now().Add(5 * time.Second); len(g.probed()) == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no probe started")
+		}
+	}
+	start := time.Now()
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > tunnelGSOProbeTimeout/2 {
+		t.Errorf("Close took %v with a probe waiting; want it cut short, not waited out (timeout %v)", took, tunnelGSOProbeTimeout)
+	}
+	for _, l := range logs.All() {
+		if strings.Contains(l.Message, "tunnel-gso") {
+			t.Errorf("logged during the stop: %s %s", l.Level, l.Message)
+		}
 	}
 }
 

@@ -1,8 +1,8 @@
 package packetio
 
 import (
+	"context"
 	"net/netip"
-	"time"
 )
 
 // DriverCounters is implemented by drivers that count what never reached
@@ -155,9 +155,10 @@ type TunnelGSO interface {
 	// Offload reports the way out as an offload named tunnel-gso.
 	Offload() Offload
 	// Probe checks that a packet written into the way out from src
-	// reaches dst, a node's underlay address, and returns within
-	// timeout.
-	Probe(src, dst netip.Addr, timeout time.Duration) error
+	// reaches dst, a node's underlay address. It gives up when ctx is
+	// done (its deadline is the probe's timeout) and returns ctx's error
+	// if that comes first.
+	Probe(ctx context.Context, src, dst netip.Addr) error
 	Close() error
 }
 

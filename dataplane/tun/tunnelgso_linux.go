@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -206,8 +207,10 @@ func (g *TunnelGSO) Close() error {
 // and waits up to timeout for the reply, which the node's kernel takes as
 // its own. The request goes the way the tunnel packets go, forwarded from
 // this interface to the underlay device, so a firewall that drops them
-// drops it too.
-func (g *TunnelGSO) Probe(src, dst netip.Addr, timeout time.Duration) error {
+// drops it too. It waits until ctx's deadline, and returns ctx's error as
+// soon as ctx is done otherwise (an engine that stops does not wait for
+// its probe).
+func (g *TunnelGSO) Probe(ctx context.Context, src, dst netip.Addr) error {
 	if !src.Is4() || !dst.Is4() {
 		return fmt.Errorf("probe %s: not IPv4", dst)
 	}
@@ -235,7 +238,11 @@ func (g *TunnelGSO) Probe(src, dst netip.Addr, timeout time.Duration) error {
 	e[6] ^= 0x02
 	binary.BigEndian.PutUint16(e[12:], 0x0800)
 
-	deadline := time.Now().Add(timeout)
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(probeTimeout)
+	}
+	timeout := time.Until(deadline).Round(time.Millisecond)
 	g.mu.RLock()
 	if g.done {
 		g.mu.RUnlock()
@@ -248,11 +255,15 @@ func (g *TunnelGSO) Probe(src, dst netip.Addr, timeout time.Duration) error {
 	}
 	buf := make([]byte, 1500)
 	for {
+		if err := ctx.Err(); err != nil && err != context.DeadlineExceeded {
+			return err
+		}
 		left := time.Until(deadline)
 		if left <= 0 {
 			return fmt.Errorf("no echo reply from %s through %s within %v: a firewall may drop what the node forwards from %s", dst, g.name, timeout, g.name)
 		}
-		tv := unix.NsecToTimeval(left.Nanoseconds())
+		// Wait in slices, so that a cancelled ctx is seen soon.
+		tv := unix.NsecToTimeval(min(left, probeSlice).Nanoseconds())
 		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 			return fmt.Errorf("probe: %w", err)
 		}
@@ -273,6 +284,13 @@ func (g *TunnelGSO) Probe(src, dst netip.Addr, timeout time.Duration) error {
 		}
 	}
 }
+
+// A probe without a deadline waits probeTimeout; the reply is waited for
+// in slices of probeSlice.
+const (
+	probeTimeout = time.Second
+	probeSlice   = 50 * time.Millisecond
+)
 
 // probeID makes the identifiers of a process's probes differ.
 var probeID atomic.Uint32

@@ -1,6 +1,8 @@
 package tun
 
 import (
+	"context"
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -38,14 +40,34 @@ func TestTunnelGSODevice(t *testing.T) {
 		t.Errorf("vxdp_gso not up:\n%s", out)
 	}
 	src := netip.MustParseAddr("192.0.2.1")
-	inNetns(t, node, func() error { return g.Probe(src, netip.MustParseAddr("192.0.2.2"), 2*time.Second) })
+	probe := func(dst string, timeout time.Duration) error {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		return g.Probe(ctx, src, netip.MustParseAddr(dst))
+	}
+	inNetns(t, node, func() error { return probe("192.0.2.2", 2*time.Second) })
 	var err error
 	node.MustDo(t, func() error {
-		err = g.Probe(src, netip.MustParseAddr("192.0.2.99"), 300*time.Millisecond)
+		err = probe("192.0.2.99", 300*time.Millisecond)
 		return nil
 	})
 	if err == nil || !strings.Contains(err.Error(), "no echo reply") {
 		t.Errorf("probe to an address nobody holds: %v", err)
+	}
+	// Cancelled while it waits for a reply that does not come: it returns
+	// soon, with the cancel as its error.
+	var took time.Duration
+	node.MustDo(t, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		time.AfterFunc(100*time.Millisecond, cancel)
+		start := time.Now()
+		err = g.Probe(ctx, src, netip.MustParseAddr("192.0.2.99"))
+		took = time.Since(start)
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) || took > 2*time.Second {
+		t.Errorf("cancelled probe: %v after %v, want context.Canceled well before its 10 s deadline", err, took)
 	}
 	if err := g.Close(); err != nil {
 		t.Fatal(err)
