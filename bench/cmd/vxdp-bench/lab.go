@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -29,6 +30,10 @@ type lab struct {
 	logf func(format string, args ...any)
 	// underlayGRO: buildUnderlay turns on GRO on the node-to-node veth.
 	underlayGRO bool
+	// cgroups: the CPU cgroup of each pod namespace by short name
+	// (--pod-cgroups); exec and start run commands there in it.
+	cgroups       map[string]string
+	removeCgroups func() error
 }
 
 func openLab(dir string, logf func(string, ...any)) (*lab, error) {
@@ -64,7 +69,7 @@ func (l *lab) ip(short string, args ...string) error {
 
 // exec runs a command inside the namespace short and returns its stdout.
 func (l *lab) exec(ctx context.Context, short string, timeout time.Duration, args ...string) ([]byte, error) {
-	out, _, err := runUsage(ctx, timeout, l.netns(short), args...)
+	out, _, err := runUsage(ctx, timeout, l.netns(short), l.cgroupArgs(short, args)...)
 	return out, err
 }
 
@@ -72,7 +77,37 @@ func (l *lab) exec(ctx context.Context, short string, timeout time.Duration, arg
 // going to <dir>/<name>.log. `ip netns exec` execs the command in place, so
 // the pid is the command's own (its /proc/<pid>/stat is the command's CPU).
 func (l *lab) start(short, name string, args ...string) (*nstest.Proc, error) {
-	return l.Launch(l.netns(short), name, args...)
+	return l.Launch(l.netns(short), name, l.cgroupArgs(short, args)...)
+}
+
+// cgroupArgs wraps args to run in the CPU cgroup of the namespace short,
+// if it has one (--pod-cgroups).
+func (l *lab) cgroupArgs(short string, args []string) []string {
+	if d := l.cgroups[short]; d != "" {
+		return inCgroup(d, args)
+	}
+	return args
+}
+
+// usePodCgroups gives each of the pod namespaces pods a CPU cgroup of
+// its own under root, named after the lab; Close removes them.
+func (l *lab) usePodCgroups(root cpuCgroupRoot, pods []string) error {
+	dirs, remove, err := makePodCgroups(root, l.Prefix(), pods)
+	if err != nil {
+		return err
+	}
+	l.cgroups, l.removeCgroups = dirs, remove
+	return nil
+}
+
+// Close removes the lab (its processes first) and then the pods' cgroups.
+func (l *lab) Close() error {
+	err := l.Lab.Close()
+	if l.removeCgroups != nil {
+		err = errors.Join(err, l.removeCgroups())
+		l.removeCgroups = nil
+	}
+	return err
 }
 
 // runLocal runs a command that needs no network (the go command, the vxdp CLI

@@ -76,6 +76,7 @@ type options struct {
 	removeStale bool
 	ovsSpread   bool    // ovs-afxdp: node i's PMD thread on CPU i
 	underlayGRO bool    // GRO and UDP GRO forwarding on the node-to-node veth
+	podCgroups  bool    // each pod's processes in a CPU cgroup of its own
 	vxdpKeys    keyList // key=value pairs added to the vxdp agents' configuration
 	// The scale phase.
 	scaleEndpoints int
@@ -144,6 +145,7 @@ func parseFlags(args []string, root string) (*options, error) {
 	fs.IntVar(&o.extraReps, "extra-reps", 1, "repetitions added per mode when other processes disturbed one")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run directory (agent logs, configurations)")
 	fs.BoolVar(&o.ovsSpread, "ovs-pmd-spread", false, "ovs-afxdp: pin node1's PMD thread to CPU 0 and node2's to CPU 1 instead of leaving the placement to OVS (which puts both on one CPU of a two-CPU machine)")
+	fs.BoolVar(&o.podCgroups, "pod-cgroups", false, "run each pod's processes in a CPU cgroup of its own, as a container runtime places pods, so that the CPUs are shared between pods before threads (the dataplane processes stay in the harness's cgroup)")
 	fs.BoolVar(&o.underlayGRO, "underlay-gro", false, "turn on GRO and UDP GRO forwarding on both ends of the node-to-node veth (kernel and vxdp modes), so that it receives through NAPI as a NIC's queue does: its sockets then have a NAPI ID that socket busy polling can act on")
 	fs.BoolVar(&o.removeStale, "remove-stale", false, "first delete namespaces left by earlier runs of this program that were killed")
 	fs.IntVar(&o.scaleEndpoints, "scale-endpoints", 500, fmt.Sprintf("scale: local endpoints added through the API, each in a namespace of its own (1..%d)", maxScaleEPs))
@@ -358,6 +360,13 @@ func run() (code int) {
 		fmt.Fprintln(os.Stderr, "vxdp-bench: tools:", err)
 		return 1
 	}
+	var cgRoot cpuCgroupRoot
+	if opts.podCgroups {
+		if cgRoot, err = findCPUCgroupRoot(); err != nil {
+			fmt.Fprintln(os.Stderr, "vxdp-bench:", err)
+			return 1
+		}
+	}
 
 	rep := &report{
 		Date:    time.Now().UTC().Format("2006-01-02 15:04 UTC"),
@@ -365,7 +374,7 @@ func run() (code int) {
 		Settings: settings{
 			Reps: opts.reps, DurationSecs: opts.duration.Seconds(), RRCount: opts.rrCount,
 			UDPFlows: opts.udpFlows, UDPThreads: opts.udpThreads, UDPWindowSecs: opts.udpWindow.Seconds(), UnderlayMTU: underlayMTU, PodMTU: podMTU, PodMTU6: podMTU6,
-			UnderlayGRO: opts.underlayGRO,
+			UnderlayGRO: opts.underlayGRO, PodCgroups: opts.podCgroups,
 		},
 		Figures: figures,
 	}
@@ -394,6 +403,13 @@ func run() (code int) {
 		}
 		l.underlayGRO = opts.underlayGRO
 		logf("%s: namespaces prefix %s", mode, l.Prefix())
+		if opts.podCgroups && mode != "scale" {
+			if err := l.usePodCgroups(cgRoot, []string{nodes[0].podNS, nodes[1].podNS}); err != nil {
+				l.Close()
+				fmt.Fprintln(os.Stderr, "vxdp-bench:", err)
+				return 1
+			}
+		}
 		if mode == "scale" {
 			rep.Scale = runScale(ctx, l, opts, udpBin)
 			if err := l.Close(); err != nil {

@@ -324,6 +324,7 @@ type settings struct {
 	PodMTU        int     `json:"pod_mtu"`
 	PodMTU6       int     `json:"pod_mtu_ipv6"` // the IPv6 modes'
 	UnderlayGRO   bool    `json:"underlay_gro,omitempty"`
+	PodCgroups    bool    `json:"pod_cgroups,omitempty"`
 }
 
 func formatValue(v float64, prec int) string {
@@ -359,6 +360,9 @@ func writeComparison(w io.Writer, rep *report) {
 		s.Reps, disturbedLimit, s.DurationSecs, s.RRCount, s.UDPWindowSecs, s.UDPFlows, joinInts(s.UDPThreads), s.UnderlayMTU, s.PodMTU, s.PodMTU6, m.Iperf3)
 	if s.UnderlayGRO {
 		fmt.Fprintf(w, "Underlay: GRO and UDP GRO forwarding on at both ends of the node-to-node veth (--underlay-gro; kernel and vxdp modes)\n\n")
+	}
+	if s.PodCgroups {
+		fmt.Fprintf(w, "Pods: each pod's processes in a CPU cgroup of its own at the default weight (--pod-cgroups), as a container runtime places pods; the dataplane processes outside them\n\n")
 	}
 
 	header := []string{"figure (higher is better unless marked lower)"}

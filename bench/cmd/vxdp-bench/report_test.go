@@ -277,13 +277,14 @@ func TestDescribeIdle(t *testing.T) {
 	}
 }
 
-// The header says how the machine idles and whether the underlay had GRO.
+// The header says how the machine idles, whether the underlay had GRO and
+// whether the pods ran in cgroups of their own.
 func TestWriteMarkdownMachineAndUnderlay(t *testing.T) {
 	v := 7.5
 	md := &modeReport{Mode: "kernel", Status: "ok", Medians: map[string]*float64{"tcp_1_stream_gbit": &v}}
 	for _, gro := range []bool{false, true} {
 		var b bytes.Buffer
-		writeMarkdown(&b, &report{Machine: machine{NProc: 2, Idle: "cpuidle haltpoll"}, Settings: settings{UnderlayGRO: gro},
+		writeMarkdown(&b, &report{Machine: machine{NProc: 2, Idle: "cpuidle haltpoll"}, Settings: settings{UnderlayGRO: gro, PodCgroups: gro},
 			Figures: figures, Modes: []*modeReport{md}})
 		s := b.String()
 		if !strings.Contains(s, "; cpuidle haltpoll; load average") {
@@ -291,6 +292,9 @@ func TestWriteMarkdownMachineAndUnderlay(t *testing.T) {
 		}
 		if got := strings.Contains(s, "Underlay: GRO and UDP GRO forwarding on"); got != gro {
 			t.Errorf("gro %v: underlay line shown %v:\n%s", gro, got, s)
+		}
+		if got := strings.Contains(s, "Pods: each pod's processes in a CPU cgroup of its own"); got != gro {
+			t.Errorf("pod cgroups %v: pods line shown %v:\n%s", gro, got, s)
 		}
 	}
 }

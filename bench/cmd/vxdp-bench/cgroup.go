@@ -1,0 +1,112 @@
+//go:build linux
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Pods in CPU cgroups of their own (--pod-cgroups): a container runtime
+// puts every pod in a cgroup, so that the scheduler shares the CPUs
+// between pods first and between a pod's threads only within its share.
+// Without it the harness's pods are plain processes, and a pod with four
+// busy threads has four times the say of a pod with one. With it, every
+// process the harness runs in a pod's namespace starts in that pod's
+// group, all groups at the default weight; the dataplane processes stay
+// where the harness runs, as a node's agent stays in its service's group.
+
+// cpuCgroupRoot is where CPU cgroups are made: the unified hierarchy
+// when its root offers the cpu controller to its children, else the
+// cgroup v1 cpu hierarchy. v2 is one level deeper: the lab's group must
+// pass the controller on to the pods' groups.
+type cpuCgroupRoot struct {
+	dir string
+	v2  bool
+}
+
+// findCPUCgroupRoot looks for a place to make CPU cgroups. It changes
+// nothing: a v2 root whose subtree_control lacks cpu is refused with the
+// command that would enable it, not enabled behind the operator's back.
+func findCPUCgroupRoot() (cpuCgroupRoot, error) {
+	for _, base := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		ctl, err := os.ReadFile(filepath.Join(base, "cgroup.subtree_control"))
+		if err != nil {
+			continue
+		}
+		if slices.Contains(strings.Fields(string(ctl)), "cpu") {
+			return cpuCgroupRoot{dir: base, v2: true}, nil
+		}
+		if avail, err := os.ReadFile(filepath.Join(base, "cgroup.controllers")); err == nil && slices.Contains(strings.Fields(string(avail)), "cpu") {
+			return cpuCgroupRoot{}, fmt.Errorf("--pod-cgroups: the cgroup v2 root %s does not pass the cpu controller on (echo +cpu > %s/cgroup.subtree_control)", base, base)
+		}
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/cpu/cpu.shares"); err == nil {
+		return cpuCgroupRoot{dir: "/sys/fs/cgroup/cpu"}, nil
+	}
+	return cpuCgroupRoot{}, errors.New("--pod-cgroups: no CPU cgroup controller (neither cgroup v2 with cpu in the root's subtree_control nor a v1 cpu hierarchy)")
+}
+
+// makePodCgroups makes group name under root and in it a group for each
+// of pods; it returns the pods' directories by pod and a function that
+// removes them all once their processes have gone.
+func makePodCgroups(root cpuCgroupRoot, name string, pods []string) (map[string]string, func() error, error) {
+	top := filepath.Join(root.dir, name)
+	if err := os.Mkdir(top, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("--pod-cgroups: %w", err)
+	}
+	dirs := map[string]string{}
+	remove := func() error {
+		var errs []error
+		for _, d := range append(slices.Collect(maps.Values(dirs)), top) {
+			errs = append(errs, rmdirWait(d))
+		}
+		return errors.Join(errs...)
+	}
+	if root.v2 {
+		if err := os.WriteFile(filepath.Join(top, "cgroup.subtree_control"), []byte("+cpu"), 0o644); err != nil {
+			remove()
+			return nil, nil, fmt.Errorf("--pod-cgroups: enable cpu in %s: %w", top, err)
+		}
+	}
+	for _, p := range pods {
+		d := filepath.Join(top, p)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			remove()
+			return nil, nil, fmt.Errorf("--pod-cgroups: %w", err)
+		}
+		dirs[p] = d
+	}
+	return dirs, remove, nil
+}
+
+// rmdirWait removes an empty cgroup, waiting up to two seconds for the
+// processes that were killed in it to be gone (EBUSY until then).
+func rmdirWait(dir string) error {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		err := os.Remove(dir)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("remove cgroup: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// inCgroup wraps args so that the command joins the cgroup dir before
+// it starts: a shell writes its own pid into the group, then execs the
+// command in place (so the pid stays the command's, as `ip netns exec`
+// keeps it). Every thread and child the command makes is in the group
+// from its start.
+func inCgroup(dir string, args []string) []string {
+	return append([]string{"sh", "-c", `echo $$ > "$0" && exec "$@"`, filepath.Join(dir, "cgroup.procs")}, args...)
+}

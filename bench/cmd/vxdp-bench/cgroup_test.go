@@ -1,0 +1,67 @@
+//go:build linux
+
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The wrapper writes the command's own pid into the group's file: the
+// shell that joins the group execs the command in place.
+func TestInCgroupKeepsThePid(t *testing.T) {
+	dir := t.TempDir()
+	args := inCgroup(dir, []string{"sh", "-c", "echo $$"})
+	out, err := exec.Command(args[0], args[1:]...).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.TrimSpace(string(joined)), strings.TrimSpace(string(out)); got != want || got == "" {
+		t.Fatalf("pid written to cgroup.procs %q, command's pid %q", got, want)
+	}
+}
+
+// The pods' groups are made, a process started through the wrapper is
+// in its pod's group from the start, and removing them leaves nothing.
+func TestPodCgroups(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make cgroups")
+	}
+	root, err := findCPUCgroupRoot()
+	if err != nil {
+		t.Skip(err)
+	}
+	name := "vxdp-bench-test-" + filepath.Base(t.TempDir())
+	dirs, remove, err := makePodCgroups(root, name, []string{"pod1", "pod2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed := false
+	t.Cleanup(func() {
+		if !removed {
+			remove()
+		}
+	})
+	args := inCgroup(dirs["pod2"], []string{"cat", "/proc/self/cgroup"})
+	out, err := exec.Command(args[0], args[1:]...).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "/" + name + "/pod2"; !strings.Contains(string(out), want) {
+		t.Fatalf("process not in %s:\n%s", want, out)
+	}
+	if err := remove(); err != nil {
+		t.Fatal(err)
+	}
+	removed = true
+	if _, err := os.Stat(filepath.Join(root.dir, name)); !os.IsNotExist(err) {
+		t.Fatalf("group left behind: %v", err)
+	}
+}
