@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -21,6 +22,12 @@ import (
 type Netns struct {
 	Name string // full name, including the lab prefix
 	Path string // /run/netns/<Name>
+	// Wrap, if set, goes in front of `ip netns exec` in Command (and so
+	// Launch): a command that execs its arguments in place once it has
+	// done something of its own, such as joining a cgroup. It runs in
+	// the mount namespace of the caller, before `ip netns exec` mounts
+	// the namespace's own /sys.
+	Wrap []string
 
 	lab *Lab
 }
@@ -38,7 +45,11 @@ func (n *Netns) Run(args ...string) (string, error) {
 // Command returns `ip netns exec <Name> args...` as a command of its own
 // process group, killed whole when ctx ends (see the package's Command).
 func (n *Netns) Command(ctx context.Context, args ...string) *exec.Cmd {
-	return Command(ctx, "ip", append([]string{"netns", "exec", n.Name}, args...)...)
+	full := append([]string{"ip", "netns", "exec", n.Name}, args...)
+	if len(n.Wrap) > 0 {
+		full = append(slices.Clone(n.Wrap), full...)
+	}
+	return Command(ctx, full[0], full[1:]...)
 }
 
 // Do runs fn on the calling goroutine with its OS thread locked and switched

@@ -102,11 +102,12 @@ func rmdirWait(dir string) error {
 	}
 }
 
-// inCgroup wraps args so that the command joins the cgroup dir before
-// it starts: a shell writes its own pid into the group, then execs the
-// command in place (so the pid stays the command's, as `ip netns exec`
-// keeps it). Every thread and child the command makes is in the group
-// from its start.
-func inCgroup(dir string, args []string) []string {
-	return append([]string{"sh", "-c", `echo $$ > "$0" && exec "$@"`, filepath.Join(dir, "cgroup.procs")}, args...)
+// cgroupWrap is a command prefix that joins the cgroup dir and then
+// execs the rest of the command line in place: a shell writes its own
+// pid into the group and execs. The pid stays the command's, and every
+// thread and child it makes is in the group from its start. It goes in
+// front of `ip netns exec` (nstest.Netns.Wrap), which mounts a /sys of
+// the namespace's own, without the cgroup file systems.
+func cgroupWrap(dir string) []string {
+	return []string{"sh", "-c", `echo $$ > "$0" && exec "$@"`, filepath.Join(dir, "cgroup.procs")}
 }

@@ -3,18 +3,20 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The wrapper writes the command's own pid into the group's file: the
 // shell that joins the group execs the command in place.
 func TestInCgroupKeepsThePid(t *testing.T) {
 	dir := t.TempDir()
-	args := inCgroup(dir, []string{"sh", "-c", "echo $$"})
+	args := append(cgroupWrap(dir), "sh", "-c", "echo $$")
 	out, err := exec.Command(args[0], args[1:]...).Output()
 	if err != nil {
 		t.Fatal(err)
@@ -49,13 +51,26 @@ func TestPodCgroups(t *testing.T) {
 			remove()
 		}
 	})
-	args := inCgroup(dirs["pod2"], []string{"cat", "/proc/self/cgroup"})
-	out, err := exec.Command(args[0], args[1:]...).Output()
+	// Through `ip netns exec`, which mounts a /sys without the cgroup
+	// file systems: the wrapper joins the group before it.
+	l, err := openLab(t.TempDir(), t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.addNetns("pod2"); err != nil {
+		t.Fatal(err)
+	}
+	l.netns("pod2").Wrap = cgroupWrap(dirs["pod2"])
+	out, err := l.exec(context.Background(), "pod2", 10*time.Second, "cat", "/proc/self/cgroup")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := "/" + name + "/pod2"; !strings.Contains(string(out), want) {
 		t.Fatalf("process not in %s:\n%s", want, out)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
 	}
 	if err := remove(); err != nil {
 		t.Fatal(err)

@@ -30,9 +30,7 @@ type lab struct {
 	logf func(format string, args ...any)
 	// underlayGRO: buildUnderlay turns on GRO on the node-to-node veth.
 	underlayGRO bool
-	// cgroups: the CPU cgroup of each pod namespace by short name
-	// (--pod-cgroups); exec and start run commands there in it.
-	cgroups       map[string]string
+	// removeCgroups removes the pods' CPU cgroups (--pod-cgroups).
 	removeCgroups func() error
 }
 
@@ -69,7 +67,7 @@ func (l *lab) ip(short string, args ...string) error {
 
 // exec runs a command inside the namespace short and returns its stdout.
 func (l *lab) exec(ctx context.Context, short string, timeout time.Duration, args ...string) ([]byte, error) {
-	out, _, err := runUsage(ctx, timeout, l.netns(short), l.cgroupArgs(short, args)...)
+	out, _, err := runUsage(ctx, timeout, l.netns(short), args...)
 	return out, err
 }
 
@@ -77,26 +75,21 @@ func (l *lab) exec(ctx context.Context, short string, timeout time.Duration, arg
 // going to <dir>/<name>.log. `ip netns exec` execs the command in place, so
 // the pid is the command's own (its /proc/<pid>/stat is the command's CPU).
 func (l *lab) start(short, name string, args ...string) (*nstest.Proc, error) {
-	return l.Launch(l.netns(short), name, l.cgroupArgs(short, args)...)
-}
-
-// cgroupArgs wraps args to run in the CPU cgroup of the namespace short,
-// if it has one (--pod-cgroups).
-func (l *lab) cgroupArgs(short string, args []string) []string {
-	if d := l.cgroups[short]; d != "" {
-		return inCgroup(d, args)
-	}
-	return args
+	return l.Launch(l.netns(short), name, args...)
 }
 
 // usePodCgroups gives each of the pod namespaces pods a CPU cgroup of
-// its own under root, named after the lab; Close removes them.
+// its own under root, named after the lab: every command run in such a
+// namespace from then on starts in its group. Close removes them.
 func (l *lab) usePodCgroups(root cpuCgroupRoot, pods []string) error {
 	dirs, remove, err := makePodCgroups(root, l.Prefix(), pods)
 	if err != nil {
 		return err
 	}
-	l.cgroups, l.removeCgroups = dirs, remove
+	for _, p := range pods {
+		l.netns(p).Wrap = cgroupWrap(dirs[p])
+	}
+	l.removeCgroups = remove
 	return nil
 }
 
