@@ -58,10 +58,10 @@ func TestPodCgroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	l.cgroups = dirs
 	if err := l.addNetns("pod2"); err != nil {
 		t.Fatal(err)
 	}
-	l.netns("pod2").Wrap = cgroupWrap(dirs["pod2"])
 	out, err := l.exec(context.Background(), "pod2", 10*time.Second, "cat", "/proc/self/cgroup")
 	if err != nil {
 		t.Fatal(err)

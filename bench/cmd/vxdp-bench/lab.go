@@ -30,7 +30,9 @@ type lab struct {
 	logf func(format string, args ...any)
 	// underlayGRO: buildUnderlay turns on GRO on the node-to-node veth.
 	underlayGRO bool
-	// removeCgroups removes the pods' CPU cgroups (--pod-cgroups).
+	// cgroups: the CPU cgroup of each pod namespace, by short name
+	// (--pod-cgroups); removeCgroups removes them.
+	cgroups       map[string]string
 	removeCgroups func() error
 }
 
@@ -43,8 +45,12 @@ func openLab(dir string, logf func(string, ...any)) (*lab, error) {
 }
 
 // addNetns creates the lab namespace called short.
+// Every command run in it starts in its CPU cgroup, if it has one.
 func (l *lab) addNetns(short string) error {
-	_, err := l.AddNetns(short)
+	n, err := l.AddNetns(short)
+	if err == nil && l.cgroups[short] != "" {
+		n.Wrap = cgroupWrap(l.cgroups[short])
+	}
 	return err
 }
 
@@ -78,18 +84,15 @@ func (l *lab) start(short, name string, args ...string) (*nstest.Proc, error) {
 	return l.Launch(l.netns(short), name, args...)
 }
 
-// usePodCgroups gives each of the pod namespaces pods a CPU cgroup of
-// its own under root, named after the lab: every command run in such a
-// namespace from then on starts in its group. Close removes them.
+// usePodCgroups gives each of the pod namespaces pods, made later by
+// addNetns, a CPU cgroup of its own under root, named after the lab.
+// Close removes them.
 func (l *lab) usePodCgroups(root cpuCgroupRoot, pods []string) error {
 	dirs, remove, err := makePodCgroups(root, l.Prefix(), pods)
 	if err != nil {
 		return err
 	}
-	for _, p := range pods {
-		l.netns(p).Wrap = cgroupWrap(dirs[p])
-	}
-	l.removeCgroups = remove
+	l.cgroups, l.removeCgroups = dirs, remove
 	return nil
 }
 
