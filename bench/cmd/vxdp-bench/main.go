@@ -243,15 +243,19 @@ func moduleRoot() string {
 }
 
 // commandLine is how the run was started, as the user would type it.
-func commandLine() string {
-	name := os.Args[0]
+func commandLine() string { return formatCommand(os.Args) }
+
+// formatCommand is args as a shell would take them back: an empty
+// argument or one with blanks, quotes or a dollar sign is quoted.
+func formatCommand(args []string) string {
+	name := args[0]
 	// `go run` builds into a temporary go-build directory.
 	if strings.Contains(name, "go-build") {
 		name = "go run ./bench/cmd/vxdp-bench"
 	}
 	parts := []string{name}
-	for _, a := range os.Args[1:] {
-		if strings.ContainsAny(a, " \t'\"$") {
+	for _, a := range args[1:] {
+		if a == "" || strings.ContainsAny(a, " \t'\"$") {
 			a = strconv.Quote(a)
 		}
 		parts = append(parts, a)

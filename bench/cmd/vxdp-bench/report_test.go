@@ -298,3 +298,13 @@ func TestWriteMarkdownMachineAndUnderlay(t *testing.T) {
 		}
 	}
 }
+
+// The command line in the report can be pasted back into a shell: an
+// empty argument stays an argument.
+func TestFormatCommand(t *testing.T) {
+	got := formatCommand([]string{"/tmp/vxdp-bench-cmd", "--vxdp-cni", "", "--vxdp-key", "busy-poll=5ms", "--md", "a b.md"})
+	want := `/tmp/vxdp-bench-cmd --vxdp-cni "" --vxdp-key busy-poll=5ms --md "a b.md"`
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
