@@ -416,6 +416,17 @@ func claimPrefix() (prefix, ownerFile string, err error) {
 
 // ownerAlive reports whether the process recorded in an owner file still
 // runs. The start time guards against the pid having been recycled.
+// LabAlive reports whether prefix ("vx" + 6 hex + "-") belongs to a lab
+// whose process is still running. Things a lab's owner names after its
+// prefix outside the namespaces (a harness's cgroups, say) are stale once
+// this is false.
+func LabAlive(prefix string) bool {
+	if !prefixRE.MatchString(prefix) || len(prefix) != len("vx000000-") {
+		return false
+	}
+	return ownerAlive(filepath.Join(ownerDir, prefix))
+}
+
 func ownerAlive(file string) bool {
 	b, err := os.ReadFile(file)
 	if err != nil {

@@ -8,9 +8,12 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/vxdp/vxdp/internal/nstest"
 )
 
 // Pods in CPU cgroups of their own (--pod-cgroups): a container runtime
@@ -111,3 +114,41 @@ func rmdirWait(dir string) error {
 func cgroupWrap(dir string) []string {
 	return []string{"sh", "-c", `echo $$ > "$0" && exec "$@"`, filepath.Join(dir, "cgroup.procs")}
 }
+
+// removeStaleCgroups removes the pods' cgroups of earlier runs that were
+// killed before they could (--remove-stale): groups under the CPU
+// hierarchy named after a lab whose owner is gone. The processes in them
+// are gone too, killed with their namespaces or with the harness.
+func removeStaleCgroups() ([]string, error) {
+	root, err := findCPUCgroupRoot()
+	if err != nil {
+		return nil, nil // none were made here
+	}
+	ents, err := os.ReadDir(root.dir)
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, e := range ents {
+		if !e.IsDir() || !labPrefixRE.MatchString(e.Name()) || nstest.LabAlive(e.Name()) {
+			continue
+		}
+		top := filepath.Join(root.dir, e.Name())
+		subs, _ := os.ReadDir(top)
+		for _, s := range subs {
+			if s.IsDir() {
+				errs = append(errs, rmdirWait(filepath.Join(top, s.Name())))
+			}
+		}
+		if err := rmdirWait(top); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, top)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// labPrefixRE is the name of a lab's cgroup: its namespace prefix.
+var labPrefixRE = regexp.MustCompile(`^vx[0-9a-f]{6}-$`)

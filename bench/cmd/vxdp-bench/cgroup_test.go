@@ -4,12 +4,17 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vxdp/vxdp/internal/nstest"
 )
 
 // The wrapper writes the command's own pid into the group's file: the
@@ -78,5 +83,59 @@ func TestPodCgroups(t *testing.T) {
 	removed = true
 	if _, err := os.Stat(filepath.Join(root.dir, name)); !os.IsNotExist(err) {
 		t.Fatalf("group left behind: %v", err)
+	}
+}
+
+// --remove-stale removes the groups of a run that is gone and leaves
+// those of a live lab alone.
+func TestRemoveStaleCgroups(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make cgroups")
+	}
+	root, err := findCPUCgroupRoot()
+	if err != nil {
+		t.Skip(err)
+	}
+	l, err := openLab(t.TempDir(), t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.usePodCgroups(root, []string{"pod1", "pod2"}); err != nil {
+		t.Fatal(err)
+	}
+	// A lab prefix nobody owns: a run killed before its cleanup.
+	var stale string
+	for {
+		b := make([]byte, 3)
+		rand.Read(b)
+		stale = fmt.Sprintf("vx%x-", b)
+		if _, err := os.Stat(filepath.Join(root.dir, stale)); os.IsNotExist(err) && !nstest.LabAlive(stale) {
+			break
+		}
+	}
+	_, removeStale, err := makePodCgroups(root, stale, []string{"pod1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeStale() })
+	removed, err := removeStaleCgroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(removed, filepath.Join(root.dir, stale)) {
+		t.Errorf("removed %v, not the stale %s", removed, stale)
+	}
+	if _, err := os.Stat(filepath.Join(root.dir, stale)); !os.IsNotExist(err) {
+		t.Errorf("stale group still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root.dir, l.Prefix(), "pod1")); err != nil {
+		t.Errorf("the live lab's group was removed: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root.dir, l.Prefix())); !os.IsNotExist(err) {
+		t.Errorf("the lab's group outlived Close: %v", err)
 	}
 }

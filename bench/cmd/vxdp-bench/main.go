@@ -147,7 +147,7 @@ func parseFlags(args []string, root string) (*options, error) {
 	fs.BoolVar(&o.ovsSpread, "ovs-pmd-spread", false, "ovs-afxdp: pin node1's PMD thread to CPU 0 and node2's to CPU 1 instead of leaving the placement to OVS (which puts both on one CPU of a two-CPU machine)")
 	fs.BoolVar(&o.podCgroups, "pod-cgroups", false, "run each pod's processes in a CPU cgroup of its own, as a container runtime places pods, so that the CPUs are shared between pods before threads (the dataplane processes stay in the harness's cgroup)")
 	fs.BoolVar(&o.underlayGRO, "underlay-gro", false, "turn on GRO and UDP GRO forwarding on both ends of the node-to-node veth (kernel and vxdp modes), so that it receives through NAPI as a NIC's queue does: its sockets then have a NAPI ID that socket busy polling can act on")
-	fs.BoolVar(&o.removeStale, "remove-stale", false, "first delete namespaces left by earlier runs of this program that were killed")
+	fs.BoolVar(&o.removeStale, "remove-stale", false, "first delete namespaces (and --pod-cgroups groups) left by earlier runs of this program that were killed")
 	fs.IntVar(&o.scaleEndpoints, "scale-endpoints", 500, fmt.Sprintf("scale: local endpoints added through the API, each in a namespace of its own (1..%d)", maxScaleEPs))
 	fs.IntVar(&o.scaleNodes, "scale-nodes", 5000, fmt.Sprintf("scale: remote nodes added through the API after the endpoints (1..%d)", maxScaleNodes))
 	fs.BoolVar(&o.scaleGoBench, "scale-gobench", true, "scale: also run the Go benchmarks "+scaleBench+" in bench/ (per-packet cost and node additions with 200 endpoints and 1,000 nodes)")
@@ -332,6 +332,13 @@ func run() (code int) {
 		removed, err := nstest.RemoveStale()
 		for _, name := range removed {
 			logf("removed namespace %s left by a run that is gone", name)
+		}
+		if err != nil {
+			logf("%v", err)
+		}
+		groups, err := removeStaleCgroups()
+		for _, g := range groups {
+			logf("removed cgroup %s left by a run that is gone", g)
 		}
 		if err != nil {
 			logf("%v", err)
