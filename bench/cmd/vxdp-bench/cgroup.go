@@ -16,14 +16,16 @@ import (
 	"github.com/vxdp/vxdp/internal/nstest"
 )
 
-// Pods in CPU cgroups of their own (--pod-cgroups): a container runtime
-// puts every pod in a cgroup, so that the scheduler shares the CPUs
-// between pods first and between a pod's threads only within its share.
-// Without it the harness's pods are plain processes, and a pod with four
-// busy threads has four times the say of a pod with one. With it, every
-// process the harness runs in a pod's namespace starts in that pod's
-// group, all groups at the default weight; the dataplane processes stay
-// where the harness runs, as a node's agent stays in its service's group.
+// Pods and nodes in CPU cgroups of their own (--pod-cgroups,
+// --node-cgroups): a container runtime puts every pod in a cgroup, and a
+// service manager every service, so that the scheduler shares the CPUs
+// between groups first and between a group's threads only within its
+// share. Without them the harness's pods and agents are plain processes,
+// and a pod with four busy threads has four times the say of a pod with
+// one. With them, every process the harness runs in a pod's (node's)
+// namespace starts in that pod's (node's) group, all at the default
+// weight; a node's group holds its dataplane processes (the vxdp agent,
+// Open vSwitch's daemons), as a service's group does.
 
 // cpuCgroupRoot is where CPU cgroups are made: the unified hierarchy
 // when its root offers the cpu controller to its children, else the
@@ -56,10 +58,10 @@ func findCPUCgroupRoot() (cpuCgroupRoot, error) {
 	return cpuCgroupRoot{}, errors.New("--pod-cgroups: no CPU cgroup controller (neither cgroup v2 with cpu in the root's subtree_control nor a v1 cpu hierarchy)")
 }
 
-// makePodCgroups makes group name under root and in it a group for each
-// of pods; it returns the pods' directories by pod and a function that
+// makeCgroups makes group name under root and in it a group for each of
+// members; it returns their directories by member and a function that
 // removes them all once their processes have gone.
-func makePodCgroups(root cpuCgroupRoot, name string, pods []string) (map[string]string, func() error, error) {
+func makeCgroups(root cpuCgroupRoot, name string, members []string) (map[string]string, func() error, error) {
 	top := filepath.Join(root.dir, name)
 	if err := os.Mkdir(top, 0o755); err != nil {
 		return nil, nil, fmt.Errorf("--pod-cgroups: %w", err)
@@ -78,7 +80,7 @@ func makePodCgroups(root cpuCgroupRoot, name string, pods []string) (map[string]
 			return nil, nil, fmt.Errorf("--pod-cgroups: enable cpu in %s: %w", top, err)
 		}
 	}
-	for _, p := range pods {
+	for _, p := range members {
 		d := filepath.Join(top, p)
 		if err := os.Mkdir(d, 0o755); err != nil {
 			remove()

@@ -46,7 +46,7 @@ func TestPodCgroups(t *testing.T) {
 		t.Skip(err)
 	}
 	name := "vxdp-bench-test-" + filepath.Base(t.TempDir())
-	dirs, remove, err := makePodCgroups(root, name, []string{"pod1", "pod2"})
+	dirs, remove, err := makeCgroups(root, name, []string{"pod1", "pod2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestRemoveStaleCgroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if err := l.usePodCgroups(root, []string{"pod1", "pod2"}); err != nil {
+	if err := l.useCgroups(root, []string{"pod1", "pod2"}); err != nil {
 		t.Fatal(err)
 	}
 	// A lab prefix nobody owns: a run killed before its cleanup.
@@ -114,7 +114,7 @@ func TestRemoveStaleCgroups(t *testing.T) {
 			break
 		}
 	}
-	_, removeStale, err := makePodCgroups(root, stale, []string{"pod1"})
+	_, removeStale, err := makeCgroups(root, stale, []string{"pod1"})
 	if err != nil {
 		t.Fatal(err)
 	}

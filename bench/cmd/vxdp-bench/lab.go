@@ -30,8 +30,8 @@ type lab struct {
 	logf func(format string, args ...any)
 	// underlayGRO: buildUnderlay turns on GRO on the node-to-node veth.
 	underlayGRO bool
-	// cgroups: the CPU cgroup of each pod namespace, by short name
-	// (--pod-cgroups); removeCgroups removes them.
+	// cgroups: the CPU cgroup of each pod or node namespace, by short
+	// name (--pod-cgroups, --node-cgroups); removeCgroups removes them.
 	cgroups       map[string]string
 	removeCgroups func() error
 }
@@ -84,11 +84,11 @@ func (l *lab) start(short, name string, args ...string) (*nstest.Proc, error) {
 	return l.Launch(l.netns(short), name, args...)
 }
 
-// usePodCgroups gives each of the pod namespaces pods, made later by
-// addNetns, a CPU cgroup of its own under root, named after the lab.
-// Close removes them.
-func (l *lab) usePodCgroups(root cpuCgroupRoot, pods []string) error {
-	dirs, remove, err := makePodCgroups(root, l.Prefix(), pods)
+// useCgroups gives each of the namespaces names (pods, nodes), made
+// later by addNetns, a CPU cgroup of its own under root, named after the
+// lab. Close removes them.
+func (l *lab) useCgroups(root cpuCgroupRoot, names []string) error {
+	dirs, remove, err := makeCgroups(root, l.Prefix(), names)
 	if err != nil {
 		return err
 	}
@@ -96,7 +96,7 @@ func (l *lab) usePodCgroups(root cpuCgroupRoot, pods []string) error {
 	return nil
 }
 
-// Close removes the lab (its processes first) and then the pods' cgroups.
+// Close removes the lab (its processes first) and then its cgroups.
 func (l *lab) Close() error {
 	err := l.Lab.Close()
 	if l.removeCgroups != nil {

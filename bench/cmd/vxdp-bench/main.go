@@ -77,6 +77,7 @@ type options struct {
 	ovsSpread   bool    // ovs-afxdp: node i's PMD thread on CPU i
 	underlayGRO bool    // GRO and UDP GRO forwarding on the node-to-node veth
 	podCgroups  bool    // each pod's processes in a CPU cgroup of its own
+	nodeCgroups bool    // each node's dataplane processes in a CPU cgroup of their own
 	vxdpKeys    keyList // key=value pairs added to the vxdp agents' configuration
 	// The scale phase.
 	scaleEndpoints int
@@ -145,6 +146,7 @@ func parseFlags(args []string, root string) (*options, error) {
 	fs.IntVar(&o.extraReps, "extra-reps", 1, "repetitions added per mode when other processes disturbed one")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run directory (agent logs, configurations)")
 	fs.BoolVar(&o.ovsSpread, "ovs-pmd-spread", false, "ovs-afxdp: pin node1's PMD thread to CPU 0 and node2's to CPU 1 instead of leaving the placement to OVS (which puts both on one CPU of a two-CPU machine)")
+	fs.BoolVar(&o.nodeCgroups, "node-cgroups", false, "run each node's dataplane processes (the vxdp agent, Open vSwitch's daemons) in a CPU cgroup of their own, as a service manager places a service; with --pod-cgroups, a node as a container runtime and a service manager lay it out")
 	fs.BoolVar(&o.podCgroups, "pod-cgroups", false, "run each pod's processes in a CPU cgroup of its own, as a container runtime places pods, so that the CPUs are shared between pods before threads (the dataplane processes stay in the harness's cgroup)")
 	fs.BoolVar(&o.underlayGRO, "underlay-gro", false, "turn on GRO and UDP GRO forwarding on both ends of the node-to-node veth (kernel and vxdp modes), so that it receives through NAPI as a NIC's queue does: its sockets then have a NAPI ID that socket busy polling can act on")
 	fs.BoolVar(&o.removeStale, "remove-stale", false, "first delete namespaces (and --pod-cgroups groups) left by earlier runs of this program that were killed")
@@ -372,7 +374,7 @@ func run() (code int) {
 		return 1
 	}
 	var cgRoot cpuCgroupRoot
-	if opts.podCgroups {
+	if opts.podCgroups || opts.nodeCgroups {
 		if cgRoot, err = findCPUCgroupRoot(); err != nil {
 			fmt.Fprintln(os.Stderr, "vxdp-bench:", err)
 			return 1
@@ -385,7 +387,7 @@ func run() (code int) {
 		Settings: settings{
 			Reps: opts.reps, DurationSecs: opts.duration.Seconds(), RRCount: opts.rrCount,
 			UDPFlows: opts.udpFlows, UDPThreads: opts.udpThreads, UDPWindowSecs: opts.udpWindow.Seconds(), UnderlayMTU: underlayMTU, PodMTU: podMTU, PodMTU6: podMTU6,
-			UnderlayGRO: opts.underlayGRO, PodCgroups: opts.podCgroups,
+			UnderlayGRO: opts.underlayGRO, PodCgroups: opts.podCgroups, NodeCgroups: opts.nodeCgroups,
 		},
 		Figures: figures,
 	}
@@ -414,8 +416,15 @@ func run() (code int) {
 		}
 		l.underlayGRO = opts.underlayGRO
 		logf("%s: namespaces prefix %s", mode, l.Prefix())
-		if opts.podCgroups && mode != "scale" {
-			if err := l.usePodCgroups(cgRoot, []string{nodes[0].podNS, nodes[1].podNS}); err != nil {
+		var groups []string
+		if opts.podCgroups {
+			groups = append(groups, nodes[0].podNS, nodes[1].podNS)
+		}
+		if opts.nodeCgroups {
+			groups = append(groups, nodes[0].name, nodes[1].name)
+		}
+		if len(groups) > 0 && mode != "scale" {
+			if err := l.useCgroups(cgRoot, groups); err != nil {
 				l.Close()
 				fmt.Fprintln(os.Stderr, "vxdp-bench:", err)
 				return 1

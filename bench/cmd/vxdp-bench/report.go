@@ -325,6 +325,7 @@ type settings struct {
 	PodMTU6       int     `json:"pod_mtu_ipv6"` // the IPv6 modes'
 	UnderlayGRO   bool    `json:"underlay_gro,omitempty"`
 	PodCgroups    bool    `json:"pod_cgroups,omitempty"`
+	NodeCgroups   bool    `json:"node_cgroups,omitempty"`
 }
 
 func formatValue(v float64, prec int) string {
@@ -361,8 +362,13 @@ func writeComparison(w io.Writer, rep *report) {
 	if s.UnderlayGRO {
 		fmt.Fprintf(w, "Underlay: GRO and UDP GRO forwarding on at both ends of the node-to-node veth (--underlay-gro; kernel and vxdp modes)\n\n")
 	}
-	if s.PodCgroups {
-		fmt.Fprintf(w, "Pods: each pod's processes in a CPU cgroup of its own at the default weight (--pod-cgroups), as a container runtime places pods; the dataplane processes outside them\n\n")
+	switch {
+	case s.PodCgroups && s.NodeCgroups:
+		fmt.Fprintf(w, "Cgroups: each pod's processes in a CPU cgroup of their own, and each node's dataplane processes in another, all at the default weight (--pod-cgroups --node-cgroups), as a container runtime and a service manager lay out a node\n\n")
+	case s.PodCgroups:
+		fmt.Fprintf(w, "Cgroups: each pod's processes in a CPU cgroup of their own at the default weight (--pod-cgroups), as a container runtime places pods; the dataplane processes outside them\n\n")
+	case s.NodeCgroups:
+		fmt.Fprintf(w, "Cgroups: each node's dataplane processes in a CPU cgroup of their own at the default weight (--node-cgroups), as a service manager places a service; the pods outside them\n\n")
 	}
 
 	header := []string{"figure (higher is better unless marked lower)"}

@@ -284,7 +284,7 @@ func TestWriteMarkdownMachineAndUnderlay(t *testing.T) {
 	md := &modeReport{Mode: "kernel", Status: "ok", Medians: map[string]*float64{"tcp_1_stream_gbit": &v}}
 	for _, gro := range []bool{false, true} {
 		var b bytes.Buffer
-		writeMarkdown(&b, &report{Machine: machine{NProc: 2, Idle: "cpuidle haltpoll"}, Settings: settings{UnderlayGRO: gro, PodCgroups: gro},
+		writeMarkdown(&b, &report{Machine: machine{NProc: 2, Idle: "cpuidle haltpoll"}, Settings: settings{UnderlayGRO: gro, PodCgroups: gro, NodeCgroups: gro},
 			Figures: figures, Modes: []*modeReport{md}})
 		s := b.String()
 		if !strings.Contains(s, "; cpuidle haltpoll; load average") {
@@ -293,7 +293,7 @@ func TestWriteMarkdownMachineAndUnderlay(t *testing.T) {
 		if got := strings.Contains(s, "Underlay: GRO and UDP GRO forwarding on"); got != gro {
 			t.Errorf("gro %v: underlay line shown %v:\n%s", gro, got, s)
 		}
-		if got := strings.Contains(s, "Pods: each pod's processes in a CPU cgroup of its own"); got != gro {
+		if got := strings.Contains(s, "Cgroups: each pod's processes in a CPU cgroup of their own, and each node's"); got != gro {
 			t.Errorf("pod cgroups %v: pods line shown %v:\n%s", gro, got, s)
 		}
 	}
