@@ -49,13 +49,13 @@ func findCPUCgroupRoot() (cpuCgroupRoot, error) {
 			return cpuCgroupRoot{dir: base, v2: true}, nil
 		}
 		if avail, err := os.ReadFile(filepath.Join(base, "cgroup.controllers")); err == nil && slices.Contains(strings.Fields(string(avail)), "cpu") {
-			return cpuCgroupRoot{}, fmt.Errorf("--pod-cgroups: the cgroup v2 root %s does not pass the cpu controller on (echo +cpu > %s/cgroup.subtree_control)", base, base)
+			return cpuCgroupRoot{}, fmt.Errorf("cgroups: the cgroup v2 root %s does not pass the cpu controller on (echo +cpu > %s/cgroup.subtree_control)", base, base)
 		}
 	}
 	if _, err := os.Stat("/sys/fs/cgroup/cpu/cpu.shares"); err == nil {
 		return cpuCgroupRoot{dir: "/sys/fs/cgroup/cpu"}, nil
 	}
-	return cpuCgroupRoot{}, errors.New("--pod-cgroups: no CPU cgroup controller (neither cgroup v2 with cpu in the root's subtree_control nor a v1 cpu hierarchy)")
+	return cpuCgroupRoot{}, errors.New("cgroups: no CPU cgroup controller (neither cgroup v2 with cpu in the root's subtree_control nor a v1 cpu hierarchy)")
 }
 
 // makeCgroups makes group name under root and in it a group for each of
@@ -64,7 +64,7 @@ func findCPUCgroupRoot() (cpuCgroupRoot, error) {
 func makeCgroups(root cpuCgroupRoot, name string, members []string) (map[string]string, func() error, error) {
 	top := filepath.Join(root.dir, name)
 	if err := os.Mkdir(top, 0o755); err != nil {
-		return nil, nil, fmt.Errorf("--pod-cgroups: %w", err)
+		return nil, nil, fmt.Errorf("cgroups: %w", err)
 	}
 	dirs := map[string]string{}
 	remove := func() error {
@@ -77,14 +77,14 @@ func makeCgroups(root cpuCgroupRoot, name string, members []string) (map[string]
 	if root.v2 {
 		if err := os.WriteFile(filepath.Join(top, "cgroup.subtree_control"), []byte("+cpu"), 0o644); err != nil {
 			remove()
-			return nil, nil, fmt.Errorf("--pod-cgroups: enable cpu in %s: %w", top, err)
+			return nil, nil, fmt.Errorf("cgroups: enable cpu in %s: %w", top, err)
 		}
 	}
 	for _, p := range members {
 		d := filepath.Join(top, p)
 		if err := os.Mkdir(d, 0o755); err != nil {
 			remove()
-			return nil, nil, fmt.Errorf("--pod-cgroups: %w", err)
+			return nil, nil, fmt.Errorf("cgroups: %w", err)
 		}
 		dirs[p] = d
 	}
@@ -117,7 +117,7 @@ func cgroupWrap(dir string) []string {
 	return []string{"sh", "-c", `echo $$ > "$0" && exec "$@"`, filepath.Join(dir, "cgroup.procs")}
 }
 
-// removeStaleCgroups removes the pods' cgroups of earlier runs that were
+// removeStaleCgroups removes the pods' and nodes' cgroups of earlier runs that were
 // killed before they could (--remove-stale): groups under the CPU
 // hierarchy named after a lab whose owner is gone. The processes in them
 // are gone too, killed with their namespaces or with the harness.

@@ -149,7 +149,7 @@ func parseFlags(args []string, root string) (*options, error) {
 	fs.BoolVar(&o.nodeCgroups, "node-cgroups", false, "run each node's dataplane processes (the vxdp agent, Open vSwitch's daemons) in a CPU cgroup of their own, as a service manager places a service; with --pod-cgroups, a node as a container runtime and a service manager lay it out")
 	fs.BoolVar(&o.podCgroups, "pod-cgroups", false, "run each pod's processes in a CPU cgroup of its own, as a container runtime places pods, so that the CPUs are shared between pods before threads (the dataplane processes stay in the harness's cgroup)")
 	fs.BoolVar(&o.underlayGRO, "underlay-gro", false, "turn on GRO and UDP GRO forwarding on both ends of the node-to-node veth (kernel and vxdp modes), so that it receives through NAPI as a NIC's queue does: its sockets then have a NAPI ID that socket busy polling can act on")
-	fs.BoolVar(&o.removeStale, "remove-stale", false, "first delete namespaces (and --pod-cgroups groups) left by earlier runs of this program that were killed")
+	fs.BoolVar(&o.removeStale, "remove-stale", false, "first delete namespaces (and the groups of --pod-cgroups and --node-cgroups) left by earlier runs of this program that were killed")
 	fs.IntVar(&o.scaleEndpoints, "scale-endpoints", 500, fmt.Sprintf("scale: local endpoints added through the API, each in a namespace of its own (1..%d)", maxScaleEPs))
 	fs.IntVar(&o.scaleNodes, "scale-nodes", 5000, fmt.Sprintf("scale: remote nodes added through the API after the endpoints (1..%d)", maxScaleNodes))
 	fs.BoolVar(&o.scaleGoBench, "scale-gobench", true, "scale: also run the Go benchmarks "+scaleBench+" in bench/ (per-packet cost and node additions with 200 endpoints and 1,000 nodes)")
