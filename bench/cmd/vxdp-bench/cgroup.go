@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -89,6 +90,20 @@ func makeCgroups(root cpuCgroupRoot, name string, members []string) (map[string]
 		dirs[p] = d
 	}
 	return dirs, remove, nil
+}
+
+// setCPUWeight gives the group dir the CPU weight w on cgroup v2's scale
+// (1-10000, 100 the default): cpu.weight there, cpu.shares (1024 for
+// 100) in v1.
+func setCPUWeight(root cpuCgroupRoot, dir string, w int) error {
+	file, v := "cpu.weight", w
+	if !root.v2 {
+		file, v = "cpu.shares", w*1024/100
+	}
+	if err := os.WriteFile(filepath.Join(dir, file), []byte(strconv.Itoa(v)), 0o644); err != nil {
+		return fmt.Errorf("cgroups: weight %d: %w", w, err)
+	}
+	return nil
 }
 
 // rmdirWait removes an empty cgroup, waiting up to two seconds for the

@@ -139,3 +139,48 @@ func TestRemoveStaleCgroups(t *testing.T) {
 		t.Errorf("the lab's group outlived Close: %v", err)
 	}
 }
+
+// --node-cgroup-weight is checked, and needs --node-cgroups.
+func TestParseNodeCgroupWeight(t *testing.T) {
+	for _, bad := range [][]string{
+		{"--node-cgroups", "--node-cgroup-weight", "0"},
+		{"--node-cgroups", "--node-cgroup-weight", "10001"},
+		{"--node-cgroup-weight", "500"},
+	} {
+		if _, err := parseFlags(bad, "/src"); err == nil || !strings.Contains(err.Error(), "--node-cgroup-weight") {
+			t.Errorf("%v: %v", bad, err)
+		}
+	}
+	o, err := parseFlags([]string{"--node-cgroups", "--node-cgroup-weight", "500"}, "/src")
+	if err != nil || o.nodeWeight != 500 {
+		t.Fatalf("weight 500: %v, %+v", err, o)
+	}
+}
+
+// The weight lands in the group's own file, on the hierarchy's scale.
+func TestSetCPUWeight(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make cgroups")
+	}
+	root, err := findCPUCgroupRoot()
+	if err != nil {
+		t.Skip(err)
+	}
+	name := "vxdp-bench-test-" + filepath.Base(t.TempDir())
+	dirs, remove, err := makeCgroups(root, name, []string{"node1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remove()
+	if err := setCPUWeight(root, dirs["node1"], 500); err != nil {
+		t.Fatal(err)
+	}
+	file, want := "cpu.weight", "500"
+	if !root.v2 {
+		file, want = "cpu.shares", "5120"
+	}
+	got, err := os.ReadFile(filepath.Join(dirs["node1"], file))
+	if err != nil || strings.TrimSpace(string(got)) != want {
+		t.Fatalf("%s = %q (%v), want %s", file, got, err, want)
+	}
+}

@@ -78,6 +78,7 @@ type options struct {
 	underlayGRO bool    // GRO and UDP GRO forwarding on the node-to-node veth
 	podCgroups  bool    // each pod's processes in a CPU cgroup of its own
 	nodeCgroups bool    // each node's dataplane processes in a CPU cgroup of their own
+	nodeWeight  int     // --node-cgroups: the nodes' groups' CPU weight
 	vxdpKeys    keyList // key=value pairs added to the vxdp agents' configuration
 	// The scale phase.
 	scaleEndpoints int
@@ -147,6 +148,7 @@ func parseFlags(args []string, root string) (*options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the run directory (agent logs, configurations)")
 	fs.BoolVar(&o.ovsSpread, "ovs-pmd-spread", false, "ovs-afxdp: pin node1's PMD thread to CPU 0 and node2's to CPU 1 instead of leaving the placement to OVS (which puts both on one CPU of a two-CPU machine)")
 	fs.BoolVar(&o.nodeCgroups, "node-cgroups", false, "run each node's dataplane processes (the vxdp agent, Open vSwitch's daemons) in a CPU cgroup of their own, as a service manager places a service; with --pod-cgroups, a node as a container runtime and a service manager lay it out")
+	fs.IntVar(&o.nodeWeight, "node-cgroup-weight", 100, "with --node-cgroups: the CPU weight of each node's group, on cgroup v2's scale (1-10000; 100 is the default of every group, as systemd's CPUWeight=)")
 	fs.BoolVar(&o.podCgroups, "pod-cgroups", false, "run each pod's processes in a CPU cgroup of its own, as a container runtime places pods, so that the CPUs are shared between pods before threads (the dataplane processes stay in the harness's cgroup)")
 	fs.BoolVar(&o.underlayGRO, "underlay-gro", false, "turn on GRO and UDP GRO forwarding on both ends of the node-to-node veth (kernel and vxdp modes), so that it receives through NAPI as a NIC's queue does: its sockets then have a NAPI ID that socket busy polling can act on")
 	fs.BoolVar(&o.removeStale, "remove-stale", false, "first delete namespaces (and the groups of --pod-cgroups and --node-cgroups) left by earlier runs of this program that were killed")
@@ -197,6 +199,10 @@ func parseFlags(args []string, root string) (*options, error) {
 		return nil, fmt.Errorf("--scale-endpoints: want 1..%d", maxScaleEPs)
 	case o.scaleNodes < 1 || o.scaleNodes > maxScaleNodes:
 		return nil, fmt.Errorf("--scale-nodes: want 1..%d", maxScaleNodes)
+	case o.nodeWeight < 1 || o.nodeWeight > 10000:
+		return nil, errors.New("--node-cgroup-weight: want 1..10000")
+	case o.nodeWeight != 100 && !o.nodeCgroups:
+		return nil, errors.New("--node-cgroup-weight: only with --node-cgroups")
 	}
 	for _, t := range strings.Split(*threads, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(t))
@@ -387,7 +393,7 @@ func run() (code int) {
 		Settings: settings{
 			Reps: opts.reps, DurationSecs: opts.duration.Seconds(), RRCount: opts.rrCount,
 			UDPFlows: opts.udpFlows, UDPThreads: opts.udpThreads, UDPWindowSecs: opts.udpWindow.Seconds(), UnderlayMTU: underlayMTU, PodMTU: podMTU, PodMTU6: podMTU6,
-			UnderlayGRO: opts.underlayGRO, PodCgroups: opts.podCgroups, NodeCgroups: opts.nodeCgroups,
+			UnderlayGRO: opts.underlayGRO, PodCgroups: opts.podCgroups, NodeCgroups: opts.nodeCgroups, NodeWeight: opts.nodeWeight,
 		},
 		Figures: figures,
 	}
@@ -424,7 +430,15 @@ func run() (code int) {
 			groups = append(groups, nodes[0].name, nodes[1].name)
 		}
 		if len(groups) > 0 && mode != "scale" {
-			if err := l.useCgroups(cgRoot, groups); err != nil {
+			err := l.useCgroups(cgRoot, groups)
+			if err == nil && opts.nodeCgroups && opts.nodeWeight != 100 {
+				for _, n := range nodes {
+					if err = setCPUWeight(cgRoot, l.cgroups[n.name], opts.nodeWeight); err != nil {
+						break
+					}
+				}
+			}
+			if err != nil {
 				l.Close()
 				fmt.Fprintln(os.Stderr, "vxdp-bench:", err)
 				return 1

@@ -326,6 +326,7 @@ type settings struct {
 	UnderlayGRO   bool    `json:"underlay_gro,omitempty"`
 	PodCgroups    bool    `json:"pod_cgroups,omitempty"`
 	NodeCgroups   bool    `json:"node_cgroups,omitempty"`
+	NodeWeight    int     `json:"node_cgroup_weight,omitempty"`
 }
 
 func formatValue(v float64, prec int) string {
@@ -362,13 +363,17 @@ func writeComparison(w io.Writer, rep *report) {
 	if s.UnderlayGRO {
 		fmt.Fprintf(w, "Underlay: GRO and UDP GRO forwarding on at both ends of the node-to-node veth (--underlay-gro; kernel and vxdp modes)\n\n")
 	}
+	nodeWeight := "the default weight"
+	if s.NodeWeight != 0 && s.NodeWeight != 100 {
+		nodeWeight = fmt.Sprintf("weight %d (--node-cgroup-weight; 100 is the default)", s.NodeWeight)
+	}
 	switch {
 	case s.PodCgroups && s.NodeCgroups:
-		fmt.Fprintf(w, "Cgroups: each pod's processes in a CPU cgroup of their own, and each node's dataplane processes in another, all at the default weight (--pod-cgroups --node-cgroups), as a container runtime and a service manager lay out a node\n\n")
+		fmt.Fprintf(w, "Cgroups: each pod's processes in a CPU cgroup of their own at the default weight, and each node's dataplane processes in another at %s (--pod-cgroups --node-cgroups), as a container runtime and a service manager lay out a node\n\n", nodeWeight)
 	case s.PodCgroups:
 		fmt.Fprintf(w, "Cgroups: each pod's processes in a CPU cgroup of their own at the default weight (--pod-cgroups), as a container runtime places pods; the dataplane processes outside them\n\n")
 	case s.NodeCgroups:
-		fmt.Fprintf(w, "Cgroups: each node's dataplane processes in a CPU cgroup of their own at the default weight (--node-cgroups), as a service manager places a service; the pods outside them\n\n")
+		fmt.Fprintf(w, "Cgroups: each node's dataplane processes in a CPU cgroup of their own at %s (--node-cgroups), as a service manager places a service; the pods outside them\n\n", nodeWeight)
 	}
 
 	header := []string{"figure (higher is better unless marked lower)"}

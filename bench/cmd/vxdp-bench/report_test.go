@@ -293,7 +293,7 @@ func TestWriteMarkdownMachineAndUnderlay(t *testing.T) {
 		if got := strings.Contains(s, "Underlay: GRO and UDP GRO forwarding on"); got != gro {
 			t.Errorf("gro %v: underlay line shown %v:\n%s", gro, got, s)
 		}
-		if got := strings.Contains(s, "Cgroups: each pod's processes in a CPU cgroup of their own, and each node's"); got != gro {
+		if got := strings.Contains(s, "Cgroups: each pod's processes in a CPU cgroup of their own at the default weight, and each node's dataplane processes in another at the default weight"); got != gro {
 			t.Errorf("pod cgroups %v: pods line shown %v:\n%s", gro, got, s)
 		}
 	}
