@@ -38,13 +38,7 @@ func TestInCgroupKeepsThePid(t *testing.T) {
 // The pods' groups are made, a process started through the wrapper is
 // in its pod's group from the start, and removing them leaves nothing.
 func TestPodCgroups(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to make cgroups")
-	}
-	root, err := findCPUCgroupRoot()
-	if err != nil {
-		t.Skip(err)
-	}
+	root := testCgroupRoot(t)
 	name := "vxdp-bench-test-" + filepath.Base(t.TempDir())
 	dirs, remove, err := makeCgroups(root, name, []string{"pod1", "pod2"})
 	if err != nil {
@@ -89,13 +83,7 @@ func TestPodCgroups(t *testing.T) {
 // --remove-stale removes the groups of a run that is gone and leaves
 // those of a live lab alone.
 func TestRemoveStaleCgroups(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to make cgroups")
-	}
-	root, err := findCPUCgroupRoot()
-	if err != nil {
-		t.Skip(err)
-	}
+	root := testCgroupRoot(t)
 	l, err := openLab(t.TempDir(), t.Logf)
 	if err != nil {
 		t.Fatal(err)
@@ -159,13 +147,7 @@ func TestParseNodeCgroupWeight(t *testing.T) {
 
 // The weight lands in the group's own file, on the hierarchy's scale.
 func TestSetCPUWeight(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to make cgroups")
-	}
-	root, err := findCPUCgroupRoot()
-	if err != nil {
-		t.Skip(err)
-	}
+	root := testCgroupRoot(t)
 	name := "vxdp-bench-test-" + filepath.Base(t.TempDir())
 	dirs, remove, err := makeCgroups(root, name, []string{"node1"})
 	if err != nil {
@@ -183,4 +165,18 @@ func TestSetCPUWeight(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(got)) != want {
 		t.Fatalf("%s = %q (%v), want %s", file, got, err, want)
 	}
+}
+
+// testCgroupRoot is where a test makes its CPU cgroups; it skips the test
+// without root or a CPU controller.
+func testCgroupRoot(t *testing.T) cpuCgroupRoot {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make cgroups")
+	}
+	root, err := findCPUCgroupRoot()
+	if err != nil {
+		t.Skip(err)
+	}
+	return root
 }
