@@ -25,7 +25,7 @@ var (
 	descBatches     = prometheus.NewDesc("vxdp_device_rx_batches_total", "Reads that returned packets; packets/batches is the mean batch size.", []string{"device", "kind"}, nil)
 	descTxErrors    = prometheus.NewDesc("vxdp_device_tx_errors_total", "Packets a device refused.", []string{"device", "kind"}, nil)
 	descKernelDrops = prometheus.NewDesc("vxdp_device_kernel_dropped_total",
-		"Packets the kernel dropped before vxdp read them: a pod's TUN queue or an underlay socket's buffer full.", []string{"device", "kind"}, nil)
+		"Packets the kernel dropped before vxdp read them: a pod's TUN queue, an underlay socket's buffer or an AF_XDP queue's ring full.", []string{"device", "kind"}, nil)
 	descDrops     = prometheus.NewDesc("vxdp_drops_total", "Dropped packets by reason.", []string{"reason"}, nil)
 	descEndpoints = prometheus.NewDesc("vxdp_endpoints", "Pod endpoints on this node.", nil, nil)
 	descNodes     = prometheus.NewDesc("vxdp_nodes", "Remote nodes known.", nil, nil)

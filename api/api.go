@@ -208,8 +208,9 @@ type DeviceCounters struct {
 	DriverTxErrors  uint64 `json:"driver_tx_errors"`
 	// KernelDropped is what the kernel discarded before vxdp could read
 	// it: a pod's packets that found its TUN queue full, datagrams that
-	// found an underlay socket's receive buffer full. KernelDropError
-	// says why the counter could not be read.
+	// found an underlay socket's receive buffer full, frames that found
+	// an AF_XDP queue's RX ring full or its fill ring empty.
+	// KernelDropError says why the counter could not be read.
 	KernelDropped   uint64    `json:"kernel_dropped"`
 	KernelDropError string    `json:"kernel_dropped_error,omitempty"`
 	Offloads        []Offload `json:"offloads,omitempty"`

@@ -124,7 +124,8 @@ type DeviceCounters struct {
 	DriverTxErrors  uint64
 	// KernelDropped is what the kernel discarded on its way to the engine
 	// (packetio.KernelDropCounter): a pod's packets that found its TUN
-	// queue full, datagrams that found an underlay socket's buffer full.
+	// queue full, datagrams that found an underlay socket's buffer full,
+	// frames that found an AF_XDP queue's RX ring full.
 	// KernelDropErr says why it could not be read.
 	KernelDropped uint64
 	KernelDropErr string

@@ -160,3 +160,53 @@ func TestThroughput(t *testing.T) {
 		got, total, el.Round(time.Millisecond), float64(got)/el.Seconds(), st.KernelRxDropped, st.KernelRxRingFull, st.KernelFillRingEmpty)
 	quietAudit(t, u)
 }
+
+// TestKernelDropsApart: frames the kernel drops because the engine did not
+// read in time are counted as the kernel's drops (KernelDropped), not as
+// the driver's own rejects (RXDropped), which a checksum failure shows.
+func TestKernelDropsApart(t *testing.T) {
+	needRoot(t)
+	p := newPair(t, 1)
+	cfg := defaultConfig()
+	cfg.NumFrames = 64 // 32 RX frames: a short burst overflows them
+	u := openIn(t, p.a, cfg)
+	q := u.Queues()[0]
+	closeAfter(t, u, 30*time.Second)
+
+	sender := udpConnIn(t, p.b, netip.AddrPortFrom(addrB, 0))
+	const sent = 200
+	for i := range sent {
+		if _, err := sender.WriteToUDPAddrPort(fmt.Appendf(nil, "k-%d", i), netip.AddrPortFrom(addrA, 8472)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var kd uint64
+	waitFor(t, 5*time.Second, "the kernel's drops", func() bool {
+		var err error
+		kd, err = q.KernelDropped()
+		return err == nil && kd > 0
+	})
+	bufs, sizes := makeBufs(q.BatchSize())
+	got := 0
+	deadline := time.Now().Add(5 * time.Second)
+	for got+int(kd) < sent && time.Now().Before(deadline) {
+		n, err := receivePackets(q, bufs, sizes, headroom)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += n
+		kd, _ = q.KernelDropped()
+	}
+	st := u.Stats()
+	t.Logf("%d read, %d dropped by the kernel (rx_dropped %d, rx_ring_full %d)", got, kd, st.KernelRxDropped, st.KernelRxRingFull)
+	if got+int(kd) != sent {
+		t.Errorf("%d read + %d dropped by the kernel, want %d", got, kd, sent)
+	}
+	if kd != st.KernelRxDropped+st.KernelRxRingFull {
+		t.Errorf("KernelDropped %d, stats %+v", kd, st)
+	}
+	if d := q.RXDropped(); d != 0 {
+		t.Errorf("RXDropped = %d, want 0: the driver refused nothing", d)
+	}
+	quietAudit(t, u)
+}

@@ -313,11 +313,20 @@ func (q *Queue) audit() (inKernel int, err error) {
 	return hiddenRX + hiddenTX, errors.Join(errs...)
 }
 
-// RXDropped counts frames this queue received but could not hand to the
-// engine (packetio.DriverCounters), the kernel's ring drops included.
-func (q *Queue) RXDropped() uint64 {
+// RXDropped counts frames this queue took off its RX ring but could not
+// hand to the engine: a frame that did not fit, a tunnel packet whose
+// checksum failed (packetio.DriverCounters). What the kernel dropped
+// before the queue saw it is KernelDropped.
+func (q *Queue) RXDropped() uint64 { return q.rc.dropped.Load() }
+
+// KernelDropped counts frames the kernel dropped on their way to this
+// queue: the RX ring was full or the fill ring empty because the engine
+// had not kept up, or a frame was larger than a UMEM frame (XDP_STATISTICS
+// rx_ring_full and rx_dropped; packetio.KernelDropCounter). Once the
+// socket is closed it is the last count read.
+func (q *Queue) KernelDropped() (uint64, error) {
 	s := q.Stats()
-	return s.RxDropped + s.KernelRxDropped + s.KernelRxRingFull
+	return s.KernelRxDropped + s.KernelRxRingFull, nil
 }
 
 // TXErrors counts packets this queue refused or lost on the way out
@@ -332,8 +341,9 @@ func (q *Queue) TXErrors() uint64 {
 func (q *Queue) TXQueueFull() uint64 { return q.tc.ringFull.Load() }
 
 var (
-	_ packetio.DriverCounters   = (*Queue)(nil)
-	_ packetio.QueueFullCounter = (*Queue)(nil)
+	_ packetio.DriverCounters    = (*Queue)(nil)
+	_ packetio.KernelDropCounter = (*Queue)(nil)
+	_ packetio.QueueFullCounter  = (*Queue)(nil)
 )
 
 // SourcePort is the outer source port of flow: the whole dynamic range is

@@ -16,7 +16,7 @@ type DriverCounters interface {
 // packets bound for the engine when they arrive faster than the engine
 // reads them: a TUN interface's transmit ring (txqueuelen packets a queue)
 // when a pod sends faster than its worker reads, an underlay socket's
-// receive buffer. The kernel keeps the count, so reading it is a system
+// receive buffer, an AF_XDP socket's RX ring. The kernel keeps the count, so reading it is a system
 // call (or a netlink request) and can fail, as when the interface is gone.
 type KernelDropCounter interface {
 	KernelDropped() (uint64, error)
