@@ -17,5 +17,7 @@
 //
 // Both follow one buffer rule: the caller owns every buffer, passes
 // headroom in front of the packet (offset), and gets the buffers back
-// when the call returns.
+// when the call returns. An Underlay's Receive may give some back
+// exchanged for buffers of its own, no shorter, that already hold the
+// payload.
 package packetio

@@ -23,9 +23,15 @@ type Underlay interface {
 	// the port it arrived on). Callers pass len(sizes) >= len(bufs) and
 	// len(meta) >= len(bufs). Receive blocks until at least one payload is
 	// there or the underlay is closed. A payload that does not fit its
-	// buffer is dropped and counted by the driver, never truncated. The
-	// caller owns the buffers: the driver keeps no reference after
-	// Receive returns. Not safe for concurrent use with itself.
+	// buffer is dropped and counted by the driver, never truncated. A
+	// driver may hand a payload over in a buffer of its own instead,
+	// replacing bufs[i] with one at least as long (and keeping the
+	// caller's in exchange), so that a payload it received into that
+	// buffer needs no copy; the bytes before offset are then unspecified.
+	// Either way, the buffers in bufs when Receive returns are the
+	// caller's, the driver keeps no reference to them, and a caller must
+	// not hold on to a buffer it passed in beyond the call. Not safe for
+	// concurrent use with itself.
 	Receive(bufs [][]byte, sizes []int, meta []Meta, offset int) (n int, err error)
 
 	// Send sends each bufs[i][offset:] to meta[i].Remote, from the source

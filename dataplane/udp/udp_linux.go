@@ -254,7 +254,10 @@ func (u *Underlay) teardown() {
 // Receive receives up to min(len(bufs), BatchSize()) payloads in one
 // recvmmsg (or from one UDP_GRO batch). It blocks until at least one is
 // queued. Payload i lands at bufs[i][offset:]; a datagram that does not
-// fit is dropped and counted (RXDropped), never returned truncated.
+// fit is dropped and counted (RXDropped), never returned truncated. With
+// UDP_GRO, a datagram received whole is handed over in the buffer it was
+// received into, which takes the place of bufs[i] (see
+// packetio.Underlay).
 //
 // After Close, Receive returns an error wrapping net.ErrClosed.
 func (q *Queue) Receive(bufs [][]byte, sizes []int, meta []packetio.Meta, offset int) (int, error) {
