@@ -222,6 +222,21 @@ func TestExampleFile(t *testing.T) {
 	if c.TunnelPort != 8472 {
 		t.Errorf("TunnelPort = %d, want 8472", c.TunnelPort)
 	}
+	// What it sets beyond the node's own facts is the default, so that
+	// installing it as a node's file changes nothing the documentation
+	// calls a default.
+	def := Default()
+	own := map[string]bool{"node-name": true, "node-ip": true, "device": true, "pod-cidr": true,
+		"tunnel-port": true, "cluster-pool-ipv4-cidr": true, "nodes": true, "endpoints": true}
+	for _, k := range Keys() {
+		got, err := c.Get(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want, _ := def.Get(k); !own[k] && got != want {
+			t.Errorf("example.yaml sets %s to %q, the default is %q", k, got, want)
+		}
+	}
 	// Every key appears in the example, so that it documents all of them
 	// (the legacy key only in prose).
 	for _, k := range Keys() {
