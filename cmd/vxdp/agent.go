@@ -135,7 +135,11 @@ func newAgentCmd(g *globals) *cobra.Command {
 func keyHelp() string {
 	var b strings.Builder
 	for _, k := range config.Keys() {
-		fmt.Fprintf(&b, "  %-26s %s\n", k, config.KeyDoc(k))
+		doc := config.KeyDoc(k)
+		if d := config.KeyDefault(k); d != "" && !strings.Contains(doc, "(default") {
+			doc += fmt.Sprintf(" (default %s)", d)
+		}
+		fmt.Fprintf(&b, "  %-26s %s\n", k, doc)
 	}
 	return b.String()
 }

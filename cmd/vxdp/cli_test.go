@@ -110,3 +110,31 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 	}
 	return reflect.DeepEqual(x, y)
 }
+
+// The key list in `vxdp agent --help` gives each key's default where it
+// has one, in the form the key takes.
+func TestKeyHelpDefaults(t *testing.T) {
+	help := keyHelp()
+	for key, want := range map[string]string{
+		"busy-poll":  "(default 200µs)",
+		"nice":       "(default -10)",
+		"pod-queues": "(default 2)",
+		"log-level":  "(default info)",
+	} {
+		var line string
+		for _, l := range strings.Split(help, "\n") {
+			if f := strings.Fields(l); len(f) > 0 && f[0] == key {
+				line = l
+			}
+		}
+		if !strings.HasSuffix(line, want) {
+			t.Errorf("%s: %q, want it to end in %q", key, line, want)
+		}
+	}
+	// A key whose text already says its default does not say it twice.
+	for _, l := range strings.Split(help, "\n") {
+		if strings.Count(l, "(default") > 1 {
+			t.Errorf("default given twice: %q", l)
+		}
+	}
+}
