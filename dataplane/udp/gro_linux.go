@@ -204,7 +204,7 @@ func (q *Queue) emitGRO(bufs [][]byte, sizes []int, meta []packetio.Meta, offset
 			bufs[out], g.bufs[g.cur] = g.bufs[g.cur], bufs[out]
 			sizes[out], meta[out] = total, m
 			out++
-			g.cur = g.cur + 1
+			g.cur++
 			continue
 		}
 		for g.off < total && out < len(bufs) {
