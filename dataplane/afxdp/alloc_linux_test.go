@@ -163,7 +163,8 @@ func TestThroughput(t *testing.T) {
 
 // TestKernelDropsApart: frames the kernel drops because the engine did not
 // read in time are counted as the kernel's drops (KernelDropped), not as
-// the driver's own rejects (RXDropped), which a checksum failure shows.
+// the driver's own rejects (RXDropped: a frame too large for the engine's
+// buffer, a tunnel checksum that failed).
 func TestKernelDropsApart(t *testing.T) {
 	needRoot(t)
 	p := newPair(t, 1)
