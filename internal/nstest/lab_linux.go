@@ -343,7 +343,7 @@ func removeStale(match func(prefix string) bool) ([]string, error) {
 	var errs []error
 	for _, e := range entries {
 		prefix := e.Name()
-		if !prefixRE.MatchString(prefix) || len(prefix) != len("vx000000-") || !match(prefix) {
+		if !isPrefix(prefix) || !match(prefix) {
 			continue
 		}
 		if ownerAlive(filepath.Join(ownerDir, prefix)) {
@@ -414,19 +414,21 @@ func claimPrefix() (prefix, ownerFile string, err error) {
 	return "", "", errors.New("could not find an unused name prefix")
 }
 
-// ownerAlive reports whether the process recorded in an owner file still
-// runs. The start time guards against the pid having been recycled.
-// LabAlive reports whether prefix ("vx" + 6 hex + "-") belongs to a lab
-// whose process is still running. Things a lab's owner names after its
-// prefix outside the namespaces (a harness's cgroups, say) are stale once
-// this is false.
-func LabAlive(prefix string) bool {
-	if !prefixRE.MatchString(prefix) || len(prefix) != len("vx000000-") {
-		return false
-	}
-	return ownerAlive(filepath.Join(ownerDir, prefix))
+// isPrefix reports whether name is a lab's whole name prefix.
+func isPrefix(name string) bool {
+	return prefixRE.MatchString(name) && len(name) == len("vx000000-")
 }
 
+// StaleLab reports whether name is a lab's name prefix ("vx", 6 hex
+// digits, "-") whose owner no longer runs. Things a lab's owner names
+// after its prefix outside the namespaces (a harness's cgroups, say) are
+// left over from a killed run when this is true.
+func StaleLab(name string) bool {
+	return isPrefix(name) && !ownerAlive(filepath.Join(ownerDir, name))
+}
+
+// ownerAlive reports whether the process recorded in an owner file still
+// runs. The start time guards against the pid having been recycled.
 func ownerAlive(file string) bool {
 	b, err := os.ReadFile(file)
 	if err != nil {

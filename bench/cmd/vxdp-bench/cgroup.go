@@ -8,7 +8,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -132,9 +131,9 @@ func cgroupWrap(dir string) []string {
 	return []string{"sh", "-c", `echo $$ > "$0" && exec "$@"`, filepath.Join(dir, "cgroup.procs")}
 }
 
-// removeStaleCgroups removes the pods' and nodes' cgroups of earlier runs that were
-// killed before they could (--remove-stale): groups under the CPU
-// hierarchy named after a lab whose owner is gone. The processes in them
+// removeStaleCgroups removes the pods' and nodes' cgroups of earlier runs
+// that were killed before they could (--remove-stale): groups under the
+// CPU hierarchy named after a lab whose owner is gone. The processes in them
 // are gone too, killed with their namespaces or with the harness.
 func removeStaleCgroups() ([]string, error) {
 	root, err := findCPUCgroupRoot()
@@ -148,7 +147,7 @@ func removeStaleCgroups() ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, e := range ents {
-		if !e.IsDir() || !labPrefixRE.MatchString(e.Name()) || nstest.LabAlive(e.Name()) {
+		if !e.IsDir() || !nstest.StaleLab(e.Name()) {
 			continue
 		}
 		top := filepath.Join(root.dir, e.Name())
@@ -166,6 +165,3 @@ func removeStaleCgroups() ([]string, error) {
 	}
 	return removed, errors.Join(errs...)
 }
-
-// labPrefixRE is the name of a lab's cgroup: its namespace prefix.
-var labPrefixRE = regexp.MustCompile(`^vx[0-9a-f]{6}-$`)

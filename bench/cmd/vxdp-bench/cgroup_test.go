@@ -98,7 +98,7 @@ func TestRemoveStaleCgroups(t *testing.T) {
 		b := make([]byte, 3)
 		rand.Read(b)
 		stale = fmt.Sprintf("vx%x-", b)
-		if _, err := os.Stat(filepath.Join(root.dir, stale)); os.IsNotExist(err) && !nstest.LabAlive(stale) {
+		if _, err := os.Stat(filepath.Join(root.dir, stale)); os.IsNotExist(err) && nstest.StaleLab(stale) {
 			break
 		}
 	}
